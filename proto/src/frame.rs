@@ -1,0 +1,200 @@
+//! Length-prefixed framing: each frame is a 4-byte big-endian length `n`
+//! followed by `n` bytes of one protobuf message.
+//!
+//! [`FrameDecoder`] tells "need more bytes" (`Ok(None)`) from "invalid"
+//! (`Err`), and checks the length against its cap before buffering the body.
+//! [`encode`] writes one frame into a fresh [`Bytes`], so a frame fanned out to
+//! many sessions is encoded once and shared.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use prost::Message;
+
+/// Size of the length prefix.
+pub const LENGTH_PREFIX_BYTES: usize = 4;
+
+/// Why a byte stream could not be decoded into frames.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The length prefix announces a frame larger than the decoder's cap.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Announced frame length.
+        len: usize,
+        /// The decoder's cap.
+        max: usize,
+    },
+    /// The frame body is not a valid protobuf message of the expected type.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+}
+
+/// Encodes `message` as one length-prefixed frame.
+pub fn encode<M: Message>(message: &M) -> Bytes {
+    let len = message.encoded_len();
+    let mut buf = BytesMut::with_capacity(LENGTH_PREFIX_BYTES + len);
+    // A message larger than u32::MAX cannot be built from our capped inputs.
+    buf.put_u32(u32::try_from(len).expect("frame larger than 4 GiB"));
+    message
+        .encode(&mut buf)
+        .expect("BytesMut grows to fit the message");
+    buf.freeze()
+}
+
+/// Incremental decoder of frames of type `M` from a byte stream.
+///
+/// Feed bytes with [`FrameDecoder::extend`], then call
+/// [`FrameDecoder::decode`] until it returns `Ok(None)`.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buf: BytesMut,
+    max_frame_bytes: usize,
+}
+
+impl FrameDecoder {
+    /// A decoder that rejects frames longer than `max_frame_bytes`.
+    pub fn new(max_frame_bytes: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            max_frame_bytes,
+        }
+    }
+
+    /// Appends received bytes.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes received but not yet decoded.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The length of the next frame's body, once its prefix has arrived and
+    /// passed the cap. Lets a caller reject an oversize frame early.
+    pub fn check(&self) -> Result<Option<usize>, DecodeError> {
+        if self.buf.len() < LENGTH_PREFIX_BYTES {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        if len > self.max_frame_bytes {
+            return Err(DecodeError::TooLarge {
+                len,
+                max: self.max_frame_bytes,
+            });
+        }
+        Ok(Some(len))
+    }
+
+    /// Decodes the next complete frame, `Ok(None)` if more bytes are needed.
+    /// After an error the stream is unusable and must be closed.
+    pub fn decode<M: Message + Default>(&mut self) -> Result<Option<M>, DecodeError> {
+        let Some(len) = self.check()? else {
+            return Ok(None);
+        };
+        if self.buf.len() < LENGTH_PREFIX_BYTES + len {
+            self.buf.reserve(LENGTH_PREFIX_BYTES + len - self.buf.len());
+            return Ok(None);
+        }
+        self.buf.advance(LENGTH_PREFIX_BYTES);
+        let body = self.buf.split_to(len).freeze();
+        M::decode(body)
+            .map(Some)
+            .map_err(|e| DecodeError::Malformed(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::v1::{client_frame::Body, ClientFrame, Send};
+    use proptest::prelude::*;
+
+    fn send_frame(to: &str, payload: Vec<u8>) -> ClientFrame {
+        ClientFrame {
+            r#ref: 7,
+            body: Some(Body::Send(Send {
+                to: to.into(),
+                payload: payload.into(),
+            })),
+        }
+    }
+
+    #[test]
+    fn round_trips_one_frame() {
+        let frame = send_frame("bob", b"hi".to_vec());
+        let mut decoder = FrameDecoder::new(1024);
+        decoder.extend(&encode(&frame));
+        assert_eq!(decoder.decode::<ClientFrame>(), Ok(Some(frame)));
+        assert_eq!(decoder.decode::<ClientFrame>(), Ok(None));
+        assert_eq!(decoder.buffered(), 0);
+    }
+
+    #[test]
+    fn partial_prefix_and_body_need_more_bytes() {
+        let bytes = encode(&send_frame("bob", vec![1; 100]));
+        let mut decoder = FrameDecoder::new(1024);
+        decoder.extend(&bytes[..2]);
+        assert_eq!(decoder.decode::<ClientFrame>(), Ok(None));
+        decoder.extend(&bytes[2..50]);
+        assert_eq!(decoder.decode::<ClientFrame>(), Ok(None));
+        decoder.extend(&bytes[50..]);
+        assert!(decoder.decode::<ClientFrame>().unwrap().is_some());
+    }
+
+    #[test]
+    fn oversize_prefix_is_rejected_before_the_body_arrives() {
+        let mut decoder = FrameDecoder::new(16);
+        decoder.extend(&1_000_000u32.to_be_bytes());
+        assert_eq!(
+            decoder.decode::<ClientFrame>(),
+            Err(DecodeError::TooLarge {
+                len: 1_000_000,
+                max: 16
+            })
+        );
+    }
+
+    #[test]
+    fn garbage_body_is_malformed() {
+        let mut decoder = FrameDecoder::new(16);
+        decoder.extend(&[0, 0, 0, 3, 0xff, 0xff, 0xff]);
+        assert!(matches!(
+            decoder.decode::<ClientFrame>(),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    proptest! {
+        /// Any frame sequence, split at any points, decodes to the same frames.
+        #[test]
+        fn split_streams_decode_identically(
+            payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..8),
+            cuts in proptest::collection::vec(0usize..4000, 0..10),
+        ) {
+            let frames: Vec<ClientFrame> = payloads.into_iter().map(|p| send_frame("bob", p)).collect();
+            let stream: Vec<u8> = frames.iter().flat_map(|f| encode(f).to_vec()).collect();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (stream.len() + 1)).collect();
+            cuts.push(stream.len());
+            cuts.sort_unstable();
+            let mut decoder = FrameDecoder::new(4096);
+            let mut decoded = Vec::new();
+            let mut start = 0;
+            for cut in cuts {
+                decoder.extend(&stream[start..cut]);
+                start = cut;
+                while let Some(frame) = decoder.decode::<ClientFrame>().unwrap() {
+                    decoded.push(frame);
+                }
+            }
+            prop_assert_eq!(decoded, frames);
+        }
+
+        /// Arbitrary bytes never panic the decoder.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut decoder = FrameDecoder::new(256);
+            decoder.extend(&bytes);
+            while let Ok(Some(_)) = decoder.decode::<ClientFrame>() {}
+        }
+    }
+}

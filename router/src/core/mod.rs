@@ -1,0 +1,29 @@
+//! The sans-IO routing core: sessions, presence and direct-message routing as
+//! a deterministic state machine with no sockets, no tokio and no clock.
+//!
+//! Users are partitioned over shards by [`placement::shard_of`]; each
+//! [`Shard`] owns the sessions and presence records of its users and is driven
+//! by one owner (the shell's shard task, or a test):
+//!
+//! 1. inputs: [`Shard::handle`] with a [`ShardInput`] (a session opened or
+//!    closed, a client frame, or a message from another shard) and
+//!    [`Shard::handle_timeout`] when [`Shard::poll_timeout`]'s deadline passes;
+//! 2. outputs: drain [`Shard::poll_output`] until `None` after every input:
+//!    frames to write to sessions, sessions to close, and inputs to forward to
+//!    other shards ([`Output`]).
+//!
+//! Time is always an argument ([`Now`]), so tests drive grace periods with a
+//! virtual clock. The main types: [`Shard`], [`ShardInput`], [`Output`],
+//! [`CoreLimits`], and the ids in [`ids`].
+
+pub mod ids;
+pub mod placement;
+mod presence;
+mod shard;
+
+pub use ids::{DeviceId, SessionId, ShardId, UserId};
+pub use presence::PresenceView;
+pub use shard::{CoreLimits, FrameClass, Now, Output, RoutedMessage, Shard, ShardInput};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,113 @@
+//! One user's presence record: the devices online, the chosen status, the
+//! grace-period deadline, the watchers, and the versioned view they see.
+//!
+//! [`UserRecord::refresh`] recomputes the [`PresenceView`] watchers may see and
+//! bumps the version only when that view changed, so versions only grow and
+//! invisible users never leak through a changed version.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use switchboard_proto::v1::{Presence, Status};
+
+use super::ids::{SessionId, UserId};
+
+/// What watchers see of a user: the shown status, text and last-seen time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceView {
+    /// OFFLINE, ONLINE, AWAY or BUSY (never INVISIBLE).
+    pub status: Status,
+    /// Status text; empty when offline.
+    pub text: String,
+    /// Unix ms the user was last online; 0 while shown online or never seen.
+    pub last_seen_ms: u64,
+    /// Per-user version of this view; only grows.
+    pub version: u64,
+}
+
+impl PresenceView {
+    /// The protobuf event for `user`.
+    pub fn to_event(&self, user: &UserId) -> Presence {
+        Presence {
+            user_id: user.as_str().to_owned(),
+            status: self.status as i32,
+            text: self.text.clone(),
+            version: self.version,
+            last_seen_ms: self.last_seen_ms,
+        }
+    }
+}
+
+/// Presence state of one user owned by this shard.
+#[derive(Debug)]
+pub(super) struct UserRecord {
+    /// Open sessions of this user, in open order.
+    pub(super) sessions: Vec<SessionId>,
+    /// The status the user chose (ONLINE, AWAY, BUSY or INVISIBLE).
+    pub(super) chosen: Status,
+    /// The status text the user chose.
+    pub(super) text: String,
+    /// While the last session has closed but the grace period runs: when the
+    /// user goes offline.
+    pub(super) offline_at: Option<Instant>,
+    /// Unix ms the user was last seen online (by watchers).
+    pub(super) last_seen_ms: u64,
+    /// Sessions (on any shard) watching this user.
+    pub(super) watchers: HashSet<SessionId>,
+    /// What watchers last saw.
+    pub(super) view: PresenceView,
+}
+
+impl UserRecord {
+    pub(super) fn new() -> Self {
+        Self {
+            sessions: Vec::new(),
+            chosen: Status::Online,
+            text: String::new(),
+            offline_at: None,
+            last_seen_ms: 0,
+            watchers: HashSet::new(),
+            view: PresenceView {
+                status: Status::Offline,
+                text: String::new(),
+                last_seen_ms: 0,
+                version: 0,
+            },
+        }
+    }
+
+    /// Online means a session is open or the grace period still runs.
+    pub(super) fn is_online(&self) -> bool {
+        !self.sessions.is_empty() || self.offline_at.is_some()
+    }
+
+    /// Whether watchers see this user online (online and not invisible).
+    fn shown_online(&self) -> bool {
+        self.is_online() && self.chosen != Status::Invisible
+    }
+
+    /// Recomputes the view; returns true (and bumps the version) if it changed.
+    pub(super) fn refresh(&mut self) -> bool {
+        let (status, text, last_seen_ms) = if self.shown_online() {
+            (self.chosen, self.text.clone(), 0)
+        } else {
+            (Status::Offline, String::new(), self.last_seen_ms)
+        };
+        let view = &mut self.view;
+        if view.status == status && view.text == text && view.last_seen_ms == last_seen_ms {
+            return false;
+        }
+        view.status = status;
+        view.text = text;
+        view.last_seen_ms = last_seen_ms;
+        view.version += 1;
+        true
+    }
+
+    /// Records `now_ms` as last-seen if watchers currently see the user online.
+    pub(super) fn mark_seen_if_shown(&mut self, now_ms: u64) {
+        if self.view.status != Status::Offline {
+            self.last_seen_ms = now_ms;
+        }
+    }
+}

@@ -1,0 +1,588 @@
+//! Behaviour tests of the sans-IO core: a [`Cluster`] of shards driven with a
+//! virtual clock, forwarding outputs between shards exactly like the shell.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use switchboard_proto::close::CloseCode;
+use switchboard_proto::frame::FrameDecoder;
+use switchboard_proto::v1::{
+    client_frame::Body, server_frame, ClientFrame, Deliver, ErrorCode, Presence, Send, ServerFrame,
+    SetStatus, Status, Unwatch, Watch,
+};
+
+use super::*;
+
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Several shards plus the plumbing between them, with a virtual clock.
+struct Cluster {
+    shards: Vec<Shard>,
+    start: Instant,
+    elapsed: Duration,
+    next_session: u64,
+    /// Frames written to each session, decoded.
+    received: HashMap<SessionId, VecDeque<ServerFrame>>,
+    /// Close codes sent to sessions.
+    closed: HashMap<SessionId, CloseCode>,
+    users: HashMap<SessionId, UserId>,
+}
+
+impl Cluster {
+    fn new(shard_count: u32) -> Self {
+        let limits = CoreLimits {
+            offline_grace: GRACE,
+            max_payload_bytes: 100,
+            max_watched_users: 3,
+            max_status_text_bytes: 10,
+        };
+        Self {
+            shards: (0..shard_count)
+                .map(|i| Shard::new(ShardId(i), shard_count, limits.clone()))
+                .collect(),
+            start: Instant::now(),
+            elapsed: Duration::ZERO,
+            next_session: 0,
+            received: HashMap::new(),
+            closed: HashMap::new(),
+            users: HashMap::new(),
+        }
+    }
+
+    fn now(&self) -> Now {
+        Now {
+            instant: self.start + self.elapsed,
+            unix_ms: 1_000_000 + self.elapsed.as_millis() as u64,
+        }
+    }
+
+    fn shard_of(&self, user: &UserId) -> usize {
+        placement::shard_of(user, self.shards.len() as u32).0 as usize
+    }
+
+    /// Hands `input` to `shard` and pumps every output to completion.
+    fn deliver(&mut self, shard: usize, input: ShardInput) {
+        let mut queue = VecDeque::from([(shard, input)]);
+        while let Some((shard, input)) = queue.pop_front() {
+            let now = self.now();
+            self.shards[shard].handle(now, input);
+            self.drain(shard, &mut queue);
+        }
+    }
+
+    fn drain(&mut self, shard: usize, queue: &mut VecDeque<(usize, ShardInput)>) {
+        while let Some(output) = self.shards[shard].poll_output() {
+            match output {
+                Output::Transmit { session, frame, .. } => {
+                    let mut decoder = FrameDecoder::new(1 << 20);
+                    decoder.extend(&frame);
+                    let frame = decoder.decode::<ServerFrame>().unwrap().unwrap();
+                    self.received.entry(session).or_default().push_back(frame);
+                }
+                Output::Close { session, code, .. } => {
+                    self.closed.insert(session, code);
+                }
+                Output::Forward { shard, input } => queue.push_back((shard.0 as usize, input)),
+            }
+        }
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.elapsed += by;
+        let now = self.now();
+        let mut queue = VecDeque::new();
+        for shard in 0..self.shards.len() {
+            if self.shards[shard]
+                .poll_timeout()
+                .is_some_and(|t| t <= now.instant)
+            {
+                self.shards[shard].handle_timeout(now);
+                self.drain(shard, &mut queue);
+            }
+        }
+        while let Some((shard, input)) = queue.pop_front() {
+            self.deliver(shard, input);
+        }
+    }
+
+    fn open(&mut self, user: &str, device: &str) -> SessionId {
+        self.open_with(user, device, None)
+    }
+
+    fn open_with(&mut self, user: &str, device: &str, initial_status: Option<Status>) -> SessionId {
+        self.next_session += 1;
+        let session = SessionId(self.next_session);
+        let user = UserId::parse(user).unwrap();
+        self.users.insert(session, user.clone());
+        let shard = self.shard_of(&user);
+        self.deliver(
+            shard,
+            ShardInput::Open {
+                session,
+                user,
+                device: DeviceId::parse(device).unwrap(),
+                initial_status,
+            },
+        );
+        session
+    }
+
+    fn close(&mut self, session: SessionId) {
+        let shard = self.shard_of(&self.users[&session].clone());
+        self.deliver(shard, ShardInput::Closed { session });
+    }
+
+    fn frame(&mut self, session: SessionId, request_ref: u64, body: Option<Body>) {
+        let shard = self.shard_of(&self.users[&session].clone());
+        self.deliver(
+            shard,
+            ShardInput::Frame {
+                session,
+                frame: ClientFrame {
+                    r#ref: request_ref,
+                    body,
+                },
+            },
+        );
+    }
+
+    fn send(&mut self, session: SessionId, request_ref: u64, to: &str, payload: &[u8]) {
+        self.frame(
+            session,
+            request_ref,
+            Some(Body::Send(Send {
+                to: to.into(),
+                payload: payload.to_vec().into(),
+            })),
+        );
+    }
+
+    fn set_status(&mut self, session: SessionId, status: Status, text: &str) {
+        self.frame(
+            session,
+            0,
+            Some(Body::SetStatus(SetStatus {
+                status: status as i32,
+                text: text.into(),
+            })),
+        );
+    }
+
+    fn watch(&mut self, session: SessionId, users: &[&str]) {
+        let users = users.iter().map(|u| u.to_string()).collect();
+        self.frame(session, 9, Some(Body::Watch(Watch { users })));
+    }
+
+    fn take(&mut self, session: SessionId) -> Vec<server_frame::Body> {
+        self.received
+            .remove(&session)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|f| f.body.unwrap())
+            .collect()
+    }
+
+    fn delivered(&mut self, session: SessionId) -> Vec<Deliver> {
+        self.take(session)
+            .into_iter()
+            .filter_map(|b| match b {
+                server_frame::Body::Deliver(d) => Some(d),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn presence(&mut self, session: SessionId) -> Vec<Presence> {
+        self.take(session)
+            .into_iter()
+            .filter_map(|b| match b {
+                server_frame::Body::Presence(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn status_of(p: &Presence) -> Status {
+    Status::try_from(p.status).unwrap()
+}
+
+#[test]
+fn direct_message_reaches_every_recipient_device_and_senders_other_devices() {
+    let mut c = Cluster::new(4);
+    let alice_phone = c.open("alice", "phone");
+    let alice_laptop = c.open("alice", "laptop");
+    let bob_phone = c.open("bob", "phone");
+    let bob_laptop = c.open("bob", "laptop");
+
+    c.send(alice_phone, 1, "bob", b"hi");
+
+    let result = c.take(alice_phone);
+    let [server_frame::Body::SendResult(result)] = result.as_slice() else {
+        panic!("expected one SendResult, got {result:?}");
+    };
+    assert_eq!(
+        (result.r#ref, result.error, result.devices),
+        (1, ErrorCode::None as i32, 2)
+    );
+    for session in [alice_laptop, bob_phone, bob_laptop] {
+        let got = c.delivered(session);
+        assert_eq!(got.len(), 1, "session {session:?}");
+        assert_eq!(got[0].payload.as_ref(), b"hi");
+        assert_eq!(got[0].from_user, "alice");
+        assert_eq!(got[0].from_device, "phone");
+        assert_eq!(got[0].to_user, "bob");
+        assert_eq!(got[0].message_id, result.message_id);
+    }
+}
+
+#[test]
+fn messages_keep_send_order_per_sender_across_shards() {
+    for shards in [1, 2, 7] {
+        let mut c = Cluster::new(shards);
+        let alice = c.open("alice", "d");
+        let alice2 = c.open("alice", "d2");
+        let bob = c.open("bob", "d");
+        for i in 0..50u32 {
+            c.send(alice, u64::from(i), "bob", &i.to_be_bytes());
+        }
+        for session in [bob, alice2] {
+            let order: Vec<u32> = c
+                .delivered(session)
+                .iter()
+                .map(|d| u32::from_be_bytes(d.payload.as_ref().try_into().unwrap()))
+                .collect();
+            assert_eq!(order, (0..50).collect::<Vec<_>>(), "{shards} shards");
+        }
+    }
+}
+
+#[test]
+fn message_to_offline_user_is_rejected_and_not_copied() {
+    let mut c = Cluster::new(2);
+    let alice = c.open("alice", "phone");
+    let alice2 = c.open("alice", "laptop");
+    c.send(alice, 5, "carol", b"x");
+    let frames = c.take(alice);
+    assert!(matches!(
+        frames.as_slice(),
+        [server_frame::Body::SendResult(r)] if r.error == ErrorCode::RecipientOffline as i32 && r.r#ref == 5
+    ));
+    assert!(
+        c.delivered(alice2).is_empty(),
+        "a refused message is not copied"
+    );
+}
+
+#[test]
+fn invalid_recipient_and_oversize_payload_are_rejected() {
+    let mut c = Cluster::new(1);
+    let alice = c.open("alice", "phone");
+    let _bob = c.open("bob", "phone");
+    c.send(alice, 1, "not a user!", b"x");
+    c.send(alice, 2, "bob", &[0; 101]);
+    let results: Vec<(u64, i32)> = c
+        .take(alice)
+        .into_iter()
+        .map(|b| match b {
+            server_frame::Body::SendResult(r) => (r.r#ref, r.error),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        results,
+        vec![
+            (1, ErrorCode::InvalidUserId as i32),
+            (2, ErrorCode::PayloadTooLarge as i32)
+        ]
+    );
+}
+
+#[test]
+fn note_to_self_reaches_other_devices() {
+    let mut c = Cluster::new(3);
+    let phone = c.open("alice", "phone");
+    let laptop = c.open("alice", "laptop");
+    c.send(phone, 1, "alice", b"note");
+    assert_eq!(c.delivered(laptop).len(), 1);
+    assert!(matches!(
+        c.take(phone).as_slice(),
+        [server_frame::Body::SendResult(r)] if r.error == 0 && r.devices == 1
+    ));
+}
+
+#[test]
+fn unknown_frame_gets_error_and_second_hello_closes() {
+    let mut c = Cluster::new(1);
+    let alice = c.open("alice", "phone");
+    c.frame(alice, 3, None);
+    assert!(matches!(
+        c.take(alice).as_slice(),
+        [server_frame::Body::Error(e)] if e.code == ErrorCode::UnknownFrame as i32 && e.r#ref == 3
+    ));
+    c.frame(alice, 4, Some(Body::Hello(Default::default())));
+    assert_eq!(c.closed.get(&alice), Some(&CloseCode::ProtocolViolation));
+}
+
+#[test]
+fn same_device_replaces_the_old_session() {
+    let mut c = Cluster::new(2);
+    let watcher = c.open("carol", "d");
+    c.watch(watcher, &["alice"]);
+    let old = c.open("alice", "phone");
+    c.presence(watcher);
+    let new = c.open("alice", "phone");
+    assert_eq!(c.closed.get(&old), Some(&CloseCode::SessionReplaced));
+    assert!(
+        c.presence(watcher).is_empty(),
+        "a replacement is not a presence change"
+    );
+    let bob = c.open("bob", "d");
+    c.send(bob, 1, "alice", b"x");
+    assert!(c.delivered(old).is_empty());
+    assert_eq!(c.delivered(new).len(), 1);
+}
+
+#[test]
+fn watcher_gets_current_state_then_changes_with_growing_versions() {
+    let mut c = Cluster::new(4);
+    let alice = c.open("alice", "phone");
+    let watcher = c.open("carol", "d");
+    c.watch(watcher, &["alice", "dave"]);
+    let snapshot = c.presence(watcher);
+    assert_eq!(snapshot.len(), 2);
+    let alice_now = snapshot.iter().find(|p| p.user_id == "alice").unwrap();
+    assert_eq!(status_of(alice_now), Status::Online);
+    let dave_now = snapshot.iter().find(|p| p.user_id == "dave").unwrap();
+    assert_eq!(
+        (status_of(dave_now), dave_now.last_seen_ms),
+        (Status::Offline, 0)
+    );
+
+    c.set_status(alice, Status::Away, "lunch");
+    let away = c.presence(watcher);
+    assert_eq!(away.len(), 1);
+    assert_eq!(
+        (status_of(&away[0]), away[0].text.as_str()),
+        (Status::Away, "lunch")
+    );
+    assert!(away[0].version > alice_now.version);
+
+    c.set_status(alice, Status::Away, "lunch");
+    assert!(c.presence(watcher).is_empty(), "no event without a change");
+}
+
+#[test]
+fn offline_waits_for_the_grace_period_and_quick_reconnect_does_not_flap() {
+    let mut c = Cluster::new(2);
+    let watcher = c.open("carol", "d");
+    let alice = c.open("alice", "phone");
+    c.watch(watcher, &["alice"]);
+    let online = c.presence(watcher).pop().unwrap();
+
+    c.close(alice);
+    c.advance(GRACE - Duration::from_millis(1));
+    assert!(c.presence(watcher).is_empty(), "still within grace");
+    let _again = c.open("alice", "phone");
+    c.advance(GRACE * 2);
+    assert!(
+        c.presence(watcher).is_empty(),
+        "reconnect inside grace: no flapping"
+    );
+
+    let closed_at = c.now().unix_ms;
+    c.close(_again);
+    c.advance(GRACE);
+    let offline = c.presence(watcher);
+    assert_eq!(offline.len(), 1);
+    assert_eq!(status_of(&offline[0]), Status::Offline);
+    assert_eq!(offline[0].last_seen_ms, closed_at);
+    assert!(offline[0].version > online.version);
+}
+
+#[test]
+fn invisible_users_look_offline_and_back() {
+    let mut c = Cluster::new(3);
+    let watcher = c.open("carol", "d");
+    let alice = c.open("alice", "phone");
+    c.watch(watcher, &["alice"]);
+    c.presence(watcher);
+    c.set_status(alice, Status::Invisible, "secret");
+    let hidden = c.presence(watcher);
+    assert_eq!(hidden.len(), 1);
+    assert_eq!(status_of(&hidden[0]), Status::Offline);
+    assert_eq!(hidden[0].text, "", "invisible text never leaks");
+    assert!(hidden[0].last_seen_ms > 0);
+
+    c.set_status(alice, Status::Invisible, "other");
+    assert!(
+        c.presence(watcher).is_empty(),
+        "invisible changes leak nothing"
+    );
+    c.close(alice);
+    c.advance(GRACE);
+    assert!(
+        c.presence(watcher).is_empty(),
+        "going offline while invisible changes nothing visible"
+    );
+
+    let _alice = c.open_with("alice", "phone", Some(Status::Busy));
+    let back = c.presence(watcher);
+    assert_eq!(status_of(&back[0]), Status::Busy);
+    assert!(back[0].version > hidden[0].version);
+}
+
+#[test]
+fn invalid_status_and_watch_limits_get_errors() {
+    let mut c = Cluster::new(1);
+    let alice = c.open("alice", "phone");
+    c.set_status(alice, Status::Offline, "");
+    c.set_status(alice, Status::Away, "this text is too long");
+    c.watch(alice, &["bad id"]);
+    c.watch(alice, &["a", "b", "c", "d"]);
+    let codes: Vec<i32> = c
+        .take(alice)
+        .into_iter()
+        .map(|b| match b {
+            server_frame::Body::Error(e) => e.code,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            ErrorCode::InvalidStatus as i32,
+            ErrorCode::InvalidStatus as i32,
+            ErrorCode::InvalidUserId as i32,
+            ErrorCode::WatchLimit as i32
+        ]
+    );
+}
+
+#[test]
+fn closed_watcher_stops_receiving_and_unwatch_works() {
+    let mut c = Cluster::new(4);
+    let alice = c.open("alice", "phone");
+    let w1 = c.open("carol", "d");
+    let w2 = c.open("dave", "d");
+    c.watch(w1, &["alice"]);
+    c.watch(w2, &["alice"]);
+    c.frame(
+        w2,
+        0,
+        Some(Body::Unwatch(Unwatch {
+            users: vec!["alice".into()],
+        })),
+    );
+    c.close(w1);
+    c.take(w1);
+    c.take(w2);
+    c.set_status(alice, Status::Busy, "");
+    assert!(c.received.is_empty(), "no watcher left: {:?}", c.received);
+}
+
+#[test]
+fn ping_is_answered() {
+    let mut c = Cluster::new(1);
+    let alice = c.open("alice", "phone");
+    c.frame(
+        alice,
+        0,
+        Some(Body::Ping(switchboard_proto::v1::Ping { nonce: 42 })),
+    );
+    assert!(matches!(c.take(alice).as_slice(), [server_frame::Body::Pong(p)] if p.nonce == 42));
+}
+
+/// One step of a random presence scenario.
+#[derive(Debug, Clone)]
+enum Step {
+    Open(usize, usize),
+    Close(usize, usize),
+    Status(usize, Status),
+    Advance(u64),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (0..3usize, 0..2usize).prop_map(|(u, d)| Step::Open(u, d)),
+        (0..3usize, 0..2usize).prop_map(|(u, d)| Step::Close(u, d)),
+        (
+            0..3usize,
+            prop::sample::select(vec![
+                Status::Online,
+                Status::Away,
+                Status::Busy,
+                Status::Invisible
+            ])
+        )
+            .prop_map(|(u, s)| Step::Status(u, s)),
+        (0..8000u64).prop_map(Step::Advance),
+    ]
+}
+
+proptest! {
+    /// Whatever happens, the presence a watcher holds (latest version wins)
+    /// converges to the truth once grace periods have passed, and versions
+    /// only grow.
+    #[test]
+    fn watcher_view_converges_to_the_truth(steps in proptest::collection::vec(step(), 1..60)) {
+        let users = ["alice", "bob", "erin"];
+        let mut c = Cluster::new(3);
+        let watcher = c.open("watcher", "d");
+        c.watch(watcher, &users);
+        let mut open: HashMap<(usize, usize), SessionId> = HashMap::new();
+        let mut chosen: HashMap<usize, Status> = HashMap::new();
+        let mut offline_at: HashMap<usize, Duration> = HashMap::new();
+        let mut seen: HashMap<String, Presence> = HashMap::new();
+        let absorb = |c: &mut Cluster, seen: &mut HashMap<String, Presence>| -> Result<(), TestCaseError> {
+            for p in c.presence(watcher) {
+                if let Some(old) = seen.get(&p.user_id) {
+                    prop_assert!(p.version > old.version, "version went from {} to {}", old.version, p.version);
+                }
+                seen.insert(p.user_id.clone(), p);
+            }
+            Ok(())
+        };
+        for step in steps {
+            match step {
+                Step::Open(u, d) => {
+                    if let Some(old) = open.remove(&(u, d)) {
+                        c.close(old);
+                        offline_at.insert(u, c.elapsed + GRACE);
+                    }
+                    let has_session = open.keys().any(|(ou, _)| *ou == u);
+                    let in_grace = offline_at.get(&u).is_some_and(|at| c.elapsed < *at);
+                    if !has_session && !in_grace {
+                        chosen.insert(u, Status::Online);
+                    }
+                    open.insert((u, d), c.open(users[u], &format!("d{d}")));
+                }
+                Step::Close(u, d) => if let Some(s) = open.remove(&(u, d)) {
+                    c.close(s);
+                    if !open.keys().any(|(ou, _)| *ou == u) {
+                        offline_at.insert(u, c.elapsed + GRACE);
+                    }
+                },
+                Step::Status(u, s) => {
+                    if let Some(session) = open.iter().find(|((ou, _), _)| *ou == u).map(|(_, s)| *s) {
+                        c.set_status(session, s, "");
+                        chosen.insert(u, s);
+                    }
+                }
+                Step::Advance(ms) => c.advance(Duration::from_millis(ms)),
+            }
+            absorb(&mut c, &mut seen)?;
+        }
+        c.advance(GRACE * 2);
+        absorb(&mut c, &mut seen)?;
+        for (u, name) in users.iter().enumerate() {
+            let online = open.keys().any(|(ou, _)| *ou == u);
+            let expected = match (online, chosen.get(&u).copied().unwrap_or(Status::Online)) {
+                (false, _) | (true, Status::Invisible) => Status::Offline,
+                (true, s) => s,
+            };
+            prop_assert_eq!(status_of(&seen[*name]), expected, "user {}", name);
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Switchboard router (placeholder during bring-up).
+pub mod core;
+pub mod metrics;

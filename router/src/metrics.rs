@@ -1,0 +1,160 @@
+//! Every metric the router exports, in one place: names, units, help texts
+//! and histogram buckets. Library code records through the functions here
+//! (which use the `metrics` facade); only the binary installs the Prometheus
+//! recorder ([`install_prometheus`]).
+
+use std::time::Duration;
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Open sessions (gauge).
+pub const SESSIONS: &str = "switchboard_sessions";
+/// Users with at least one session or in their offline grace period (gauge).
+pub const ONLINE_USERS: &str = "switchboard_online_users";
+/// QUIC connections accepted (counter).
+pub const CONNECTIONS: &str = "switchboard_connections_total";
+/// Sessions opened after a successful Hello (counter).
+pub const CONNECTS: &str = "switchboard_connects_total";
+/// Connections ended, by `reason` (counter).
+pub const DISCONNECTS: &str = "switchboard_disconnects_total";
+/// Failed authentications, by `reason` (counter).
+pub const AUTH_FAILURES: &str = "switchboard_auth_failures_total";
+/// Client frames rejected, by `reason` (counter).
+pub const FRAMES_REJECTED: &str = "switchboard_frames_rejected_total";
+/// Direct messages routed to at least the recipient's online devices (counter).
+pub const MESSAGES_ROUTED: &str = "switchboard_messages_routed_total";
+/// Message frames written to a recipient device's stream (counter).
+pub const MESSAGES_DELIVERED: &str = "switchboard_messages_delivered_total";
+/// Messages not routed or not delivered, by `reason` (counter).
+pub const MESSAGES_DROPPED: &str = "switchboard_messages_dropped_total";
+/// Presence events queued to watchers (counter).
+pub const PRESENCE_EVENTS: &str = "switchboard_presence_events_sent_total";
+/// Time from a message's acceptance to its write to a device, seconds.
+pub const DELIVERY_LATENCY: &str = "switchboard_delivery_latency_seconds";
+
+/// Buckets of [`DELIVERY_LATENCY`], seconds: 100 us to 5 s.
+pub const DELIVERY_LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Registers help texts and units for every metric with the installed recorder.
+pub fn describe() {
+    describe_gauge!(SESSIONS, Unit::Count, "Open sessions.");
+    describe_gauge!(
+        ONLINE_USERS,
+        Unit::Count,
+        "Users online (a session open or within the offline grace period)."
+    );
+    describe_counter!(CONNECTIONS, Unit::Count, "QUIC connections accepted.");
+    describe_counter!(
+        CONNECTS,
+        Unit::Count,
+        "Sessions opened after a valid Hello."
+    );
+    describe_counter!(DISCONNECTS, Unit::Count, "Connections ended, by reason.");
+    describe_counter!(
+        AUTH_FAILURES,
+        Unit::Count,
+        "Failed authentications, by reason."
+    );
+    describe_counter!(
+        FRAMES_REJECTED,
+        Unit::Count,
+        "Client frames rejected, by reason."
+    );
+    describe_counter!(
+        MESSAGES_ROUTED,
+        Unit::Count,
+        "Direct messages routed to the recipient's online devices."
+    );
+    describe_counter!(
+        MESSAGES_DELIVERED,
+        Unit::Count,
+        "Message frames written to a device."
+    );
+    describe_counter!(
+        MESSAGES_DROPPED,
+        Unit::Count,
+        "Messages not routed or not delivered, by reason."
+    );
+    describe_counter!(
+        PRESENCE_EVENTS,
+        Unit::Count,
+        "Presence events sent to watchers."
+    );
+    describe_histogram!(
+        DELIVERY_LATENCY,
+        Unit::Seconds,
+        "Time from a message's acceptance to its write to a device."
+    );
+}
+
+/// Builds the Prometheus recorder with our buckets, installs it globally and
+/// describes every metric. Call once, from the binary.
+pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
+    let handle = prometheus_builder()?.install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+/// The Prometheus builder with our histogram buckets (tests build a local
+/// recorder from it).
+pub fn prometheus_builder() -> Result<PrometheusBuilder, BuildError> {
+    PrometheusBuilder::new().set_buckets_for_metric(
+        Matcher::Full(DELIVERY_LATENCY.to_owned()),
+        DELIVERY_LATENCY_BUCKETS,
+    )
+}
+
+pub(crate) fn session_opened() {
+    gauge!(SESSIONS).increment(1.0);
+    counter!(CONNECTS).increment(1);
+}
+
+pub(crate) fn session_closed() {
+    gauge!(SESSIONS).decrement(1.0);
+}
+
+pub(crate) fn user_came_online() {
+    gauge!(ONLINE_USERS).increment(1.0);
+}
+
+pub(crate) fn user_went_offline() {
+    gauge!(ONLINE_USERS).decrement(1.0);
+}
+
+pub(crate) fn connection_accepted() {
+    counter!(CONNECTIONS).increment(1);
+}
+
+pub(crate) fn disconnected(reason: &'static str) {
+    counter!(DISCONNECTS, "reason" => reason).increment(1);
+}
+
+pub(crate) fn auth_failed(reason: &'static str) {
+    counter!(AUTH_FAILURES, "reason" => reason).increment(1);
+}
+
+pub(crate) fn frame_rejected(reason: &'static str) {
+    counter!(FRAMES_REJECTED, "reason" => reason).increment(1);
+}
+
+pub(crate) fn message_routed() {
+    counter!(MESSAGES_ROUTED).increment(1);
+}
+
+pub(crate) fn message_delivered(latency: Duration) {
+    counter!(MESSAGES_DELIVERED).increment(1);
+    histogram!(DELIVERY_LATENCY).record(latency.as_secs_f64());
+}
+
+pub(crate) fn message_dropped(reason: &'static str) {
+    counter!(MESSAGES_DROPPED, "reason" => reason).increment(1);
+}
+
+pub(crate) fn presence_events_sent(count: u64) {
+    counter!(PRESENCE_EVENTS).increment(count);
+}
