@@ -1,3 +1,24 @@
-//! Switchboard router (placeholder during bring-up).
+//! The Switchboard router: a presence and direct-message router for chat
+//! backends, serving QUIC sessions.
+//!
+//! Where things live:
+//! - [`core`]: the sans-IO heart: [`core::Shard`] owns a partition of users
+//!   (sessions, presence, routing) and is driven by `handle*`/`poll*` calls
+//!   with the time as an argument. Tested without sockets.
+//! - [`server`]: the QUIC/tokio shell: [`server::Server`] binds, runs one task
+//!   per shard and per connection, and drains on shutdown.
+//! - [`auth`]: HS256 token verification and minting.
+//! - [`config`]: the one typed [`config::Config`] and its layering.
+//! - [`tls`] and [`dev`]: certificates, and the embedded dev defaults.
+//! - [`metrics`]: every metric name, in one place.
+//! - `admin`: the admin HTTP listener (`/metrics`, `/livez`, `/readyz`).
+#![forbid(unsafe_code)]
+
+mod admin;
+pub mod auth;
+pub mod config;
 pub mod core;
+pub mod dev;
 pub mod metrics;
+pub mod server;
+pub mod tls;

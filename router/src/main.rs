@@ -1,1 +1,172 @@
-fn main() {}
+//! `switchboard`: run the router (`serve`), mint a token (`token`), or check a
+//! configuration file (`check-config`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use switchboard_router::config::{Config, FlagOverrides, LogFormat};
+use switchboard_router::dev::SecretSource;
+use switchboard_router::server::{shutdown_signal, Server};
+
+#[derive(Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Presence and message router over QUIC"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the router. With no arguments: QUIC on 127.0.0.1:4433, admin HTTP on
+    /// 127.0.0.1:9464, dev certificate and dev token secret.
+    Serve {
+        /// TOML configuration file (see switchboard.example.toml).
+        #[arg(long, env = "SWITCHBOARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// QUIC listen address (overrides the file and environment).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Admin HTTP listen address (overrides the file and environment).
+        #[arg(long)]
+        admin_listen: Option<std::net::SocketAddr>,
+    },
+    /// Print a token for a user, signed with the configured (or dev) secret.
+    Token {
+        /// The user id (the token's `sub`).
+        #[arg(long)]
+        user: String,
+        /// How long the token is valid, e.g. 24h, 30m, 7d.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// TOML configuration file naming the secret file.
+        #[arg(long, env = "SWITCHBOARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file and explain every problem found.
+    CheckConfig {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            admin_listen,
+        } => serve(
+            config,
+            FlagOverrides {
+                listen,
+                admin_listen,
+            },
+        ),
+        Command::Token { user, ttl, config } => token(config, &user, ttl),
+        Command::CheckConfig { file } => return check_config(&file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(file: Option<&std::path::Path>, flags: &FlagOverrides) -> anyhow::Result<Config> {
+    let config = Config::load(file, flags)?;
+    let problems = config.validate();
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+        anyhow::bail!("invalid configuration:\n{}", list.join("\n"));
+    }
+    Ok(config)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(file: Option<PathBuf>, flags: FlagOverrides) -> anyhow::Result<()> {
+    let config = load(file.as_deref(), &flags)?;
+    init_logging(config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let metrics = switchboard_router::metrics::install_prometheus()?;
+        let dev_dir = config.dev_dir.clone();
+        let dev_cert = config.tls.cert.is_none();
+        let shards = config.shard_count();
+        let server = Server::bind(config, Some(metrics)).await?;
+        if dev_cert {
+            println!("dev certificate: {}", dev_dir.join(switchboard_router::tls::DEV_CERT_FILE).display());
+        }
+        println!("certificate SHA-256 fingerprint: {}", server.cert_fingerprint());
+        if server.secret_source() == SecretSource::Dev {
+            tracing::warn!(
+                path = %dev_dir.join(switchboard_router::dev::DEV_SECRET_FILE).display(),
+                "USING THE DEV TOKEN SECRET: anyone with this file can sign tokens. Set auth.secret_file in production."
+            );
+        }
+        println!("switchboard listening: quic={} admin=http://{} shards={shards}", server.local_addr(), server.admin_addr());
+        tracing::info!(quic = %server.local_addr(), admin = %server.admin_addr(), shards, "listening");
+        server.run(shutdown_signal()).await
+    })
+}
+
+fn token(file: Option<PathBuf>, user: &str, ttl: Duration) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        switchboard_proto::ident::is_valid_id(user),
+        "--user must be 1-64 characters of [A-Za-z0-9._@-]"
+    );
+    let config = load(file.as_deref(), &FlagOverrides::default())?;
+    let (secret, source) = switchboard_router::dev::token_secret(&config)?;
+    if source == SecretSource::Dev {
+        eprintln!(
+            "note: signed with the dev secret in {}",
+            config.dev_dir.display()
+        );
+    }
+    println!(
+        "{}",
+        switchboard_router::auth::mint_token(&secret, user, ttl)
+    );
+    Ok(())
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    let config = match Config::load(Some(file), &FlagOverrides::default()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{}: cannot be loaded:\n  - {error}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let problems = config.validate();
+    if problems.is_empty() {
+        println!("{}: ok", file.display());
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("{}: {} problem(s):", file.display(), problems.len());
+    for problem in problems {
+        eprintln!("  - {problem}");
+    }
+    ExitCode::FAILURE
+}

@@ -97,6 +97,19 @@ pub fn describe() {
 pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
     let handle = prometheus_builder()?.install_recorder()?;
     describe();
+    // Start the gauges and unlabelled counters at zero so they appear in the
+    // first scrape, before any session exists.
+    gauge!(SESSIONS).set(0.0);
+    gauge!(ONLINE_USERS).set(0.0);
+    for name in [
+        CONNECTIONS,
+        CONNECTS,
+        MESSAGES_ROUTED,
+        MESSAGES_DELIVERED,
+        PRESENCE_EVENTS,
+    ] {
+        counter!(name).absolute(0);
+    }
     Ok(handle)
 }
 

@@ -1,0 +1,245 @@
+//! Token authentication: HS256 JWTs whose `sub` is the user id and whose
+//! `exp` is required. [`TokenVerifier`] pins the algorithm; [`mint_token`]
+//! makes tokens for `switchboard token` and tests.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use switchboard_proto::close::CloseCode;
+
+use crate::core::UserId;
+
+/// Shortest secret accepted from a file, bytes (HS256 wants 256 bits).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The claims Switchboard reads and writes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// Expiry, Unix seconds.
+    pub exp: u64,
+    /// Issued-at, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Hello carried no token.
+    #[error("token missing")]
+    Missing,
+    /// The token is not a well-formed JWT, or lacks `sub` or `exp`.
+    #[error("token malformed")]
+    Malformed,
+    /// The signature does not verify with our secret, or the algorithm is
+    /// not HS256.
+    #[error("token signature or algorithm invalid")]
+    BadSignature,
+    /// The token's `exp` has passed.
+    #[error("token expired")]
+    Expired,
+    /// `sub` is not a valid user id.
+    #[error("token subject is not a valid user id")]
+    InvalidSubject,
+}
+
+impl AuthError {
+    /// The QUIC close code sent for this failure.
+    pub fn close_code(self) -> CloseCode {
+        match self {
+            AuthError::Expired => CloseCode::TokenExpired,
+            _ => CloseCode::TokenInvalid,
+        }
+    }
+
+    /// Label value for the auth-failure metric.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Malformed => "malformed",
+            AuthError::BadSignature => "bad_signature",
+            AuthError::Expired => "expired",
+            AuthError::InvalidSubject => "invalid_subject",
+        }
+    }
+}
+
+/// Why a secret file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The secret is shorter than [`MIN_SECRET_BYTES`].
+    #[error("{path} holds {len} bytes; an HS256 secret needs at least {MIN_SECRET_BYTES}")]
+    TooShort {
+        /// The file.
+        path: String,
+        /// Its trimmed length.
+        len: usize,
+    },
+}
+
+/// Reads a secret file: its content without surrounding whitespace.
+pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, SecretError> {
+    let text = std::fs::read(path).map_err(|source| SecretError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let secret = text.trim_ascii().to_vec();
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(SecretError::TooShort {
+            path: path.display().to_string(),
+            len: secret.len(),
+        });
+    }
+    Ok(secret)
+}
+
+/// Verifies tokens signed with one HS256 secret.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenVerifier { .. }") // never print the key
+    }
+}
+
+impl TokenVerifier {
+    /// A verifier for `secret`, tolerating `leeway` of clock skew on `exp`.
+    pub fn new(secret: &[u8], leeway: Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256];
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = leeway.as_secs();
+        validation.validate_exp = true;
+        Self {
+            key: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// The user a token authenticates, or why it does not.
+    pub fn verify(&self, token: &str) -> Result<UserId, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::InvalidSignature
+                | ErrorKind::InvalidAlgorithm
+                | ErrorKind::InvalidAlgorithmName => AuthError::BadSignature,
+                _ => AuthError::Malformed,
+            },
+        )?;
+        UserId::parse(&data.claims.sub).ok_or(AuthError::InvalidSubject)
+    }
+}
+
+/// Signs a token for `user` valid for `ttl` from now.
+pub fn mint_token(secret: &[u8], user: &str, ttl: Duration) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    mint_token_expiring(secret, user, now + ttl.as_secs(), Some(now))
+}
+
+/// Signs a token for `user` with an explicit `exp` (Unix seconds); tests use
+/// it for expired tokens.
+pub fn mint_token_expiring(secret: &[u8], user: &str, exp: u64, iat: Option<u64>) -> String {
+    let claims = Claims {
+        sub: user.to_owned(),
+        exp,
+        iat,
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .expect("HS256 encoding of plain claims cannot fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn verifier() -> TokenVerifier {
+        TokenVerifier::new(SECRET, Duration::from_secs(5))
+    }
+
+    #[test]
+    fn valid_token_yields_its_subject() {
+        let token = mint_token(SECRET, "alice", Duration::from_secs(60));
+        assert_eq!(verifier().verify(&token).unwrap().as_str(), "alice");
+    }
+
+    #[test]
+    fn each_bad_token_has_its_reason() {
+        let v = verifier();
+        assert_eq!(v.verify(""), Err(AuthError::Missing));
+        assert_eq!(v.verify("not.a.jwt"), Err(AuthError::Malformed));
+        let forged = mint_token(
+            b"another secret of thirty-two bytes!",
+            "alice",
+            Duration::from_secs(60),
+        );
+        assert_eq!(v.verify(&forged), Err(AuthError::BadSignature));
+        let expired = mint_token_expiring(SECRET, "alice", 1_000, None);
+        assert_eq!(v.verify(&expired), Err(AuthError::Expired));
+        let bad_sub = mint_token(SECRET, "not a user", Duration::from_secs(60));
+        assert_eq!(v.verify(&bad_sub), Err(AuthError::InvalidSubject));
+        // alg=none and HS512 are refused: the algorithm is pinned.
+        let hs512 = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &Claims {
+                sub: "alice".into(),
+                exp: u64::MAX / 2,
+                iat: None,
+            },
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert_eq!(v.verify(&hs512), Err(AuthError::BadSignature));
+        assert_eq!(AuthError::Expired.close_code(), CloseCode::TokenExpired);
+        assert_eq!(
+            AuthError::BadSignature.close_code(),
+            CloseCode::TokenInvalid
+        );
+    }
+
+    #[test]
+    fn token_without_exp_is_malformed() {
+        #[derive(Serialize)]
+        struct NoExp {
+            sub: String,
+        }
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &NoExp {
+                sub: "alice".into(),
+            },
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert_eq!(verifier().verify(&token), Err(AuthError::Malformed));
+    }
+}

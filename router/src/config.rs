@@ -1,0 +1,456 @@
+//! The router's one typed [`Config`]: built from defaults < TOML file <
+//! `SWITCHBOARD_*` environment < command-line flags ([`Config::load`]), and
+//! checked by [`Config::validate`], which lists every problem at once.
+//!
+//! Environment variables name a field by its path with `__` between levels:
+//! `SWITCHBOARD_LISTEN`, `SWITCHBOARD_AUTH__SECRET_FILE`,
+//! `SWITCHBOARD_PRESENCE__OFFLINE_GRACE`. `switchboard.example.toml` at the
+//! repository root documents every field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::core::CoreLimits;
+
+/// Everything the router can be configured with. Every field has a default,
+/// so an empty file is a valid configuration (the embedded dev default).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// QUIC listen address. Default `127.0.0.1:4433`: loopback only until you
+    /// choose otherwise.
+    pub listen: SocketAddr,
+    /// Admin HTTP listener (`/metrics`, `/livez`, `/readyz`). Default
+    /// `127.0.0.1:9464` (loopback: metrics are not for the public).
+    pub admin_listen: SocketAddr,
+    /// Number of shards users are partitioned over. Default 0: one per CPU
+    /// core, so each core owns a partition.
+    pub shards: usize,
+    /// Where the dev certificate and dev token secret live when no
+    /// production files are configured. Default
+    /// `$XDG_STATE_HOME/switchboard/dev` (or `~/.local/state/switchboard/dev`),
+    /// one place per machine so `switchboard token` finds the server's secret.
+    pub dev_dir: PathBuf,
+    /// TLS certificate settings.
+    pub tls: TlsConfig,
+    /// Token authentication settings.
+    pub auth: AuthConfig,
+    /// Protocol limits, announced to clients in Welcome.
+    pub limits: LimitsConfig,
+    /// Presence settings.
+    pub presence: PresenceConfig,
+    /// How often clients must show life; announced in Welcome. Connections
+    /// idle for three intervals are closed by QUIC. Default `15s`: well under
+    /// typical NAT binding timeouts (30 s+).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Longest a graceful shutdown takes after SIGINT/SIGTERM: clients get a
+    /// GoAway at once and are closed with GOING_AWAY at the latest after this.
+    /// Default `10s`, inside Kubernetes' default 30 s termination grace.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Log output format: `text` (default, for terminals) or `json`.
+    pub log_format: LogFormat,
+}
+
+/// Certificate and key for QUIC/TLS.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain. Default: none, which means a self-signed dev
+    /// certificate in `dev_dir` (created on first start).
+    pub cert: Option<PathBuf>,
+    /// PEM private key for `cert`. Required when `cert` is set.
+    pub key: Option<PathBuf>,
+}
+
+/// Token authentication.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// File holding the HS256 token secret (at least 32 bytes, surrounding
+    /// whitespace ignored). Default: none, which means a random dev secret in
+    /// `dev_dir` and a loud warning.
+    pub secret_file: Option<PathBuf>,
+    /// Time a new connection has to send a valid Hello. Default `5s`: enough
+    /// for a slow mobile round trip, short enough to shed idle sockets.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Clock skew tolerated on a token's `exp`. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+}
+
+/// Protocol limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest client frame, bytes. Default 65,536 + 1,024 (a full payload
+    /// plus headroom for the envelope).
+    pub max_frame_bytes: usize,
+    /// Largest message payload, bytes. Default 65,536.
+    pub max_payload_bytes: usize,
+    /// Most users one session may watch. Default 1,000 (a large contact list).
+    pub max_watched_users: usize,
+    /// Longest status text, bytes. Default 128.
+    pub max_status_text_bytes: usize,
+    /// Frames queued per session before it counts as a slow consumer and is
+    /// closed with SLOW_CONSUMER. Default 1,024.
+    pub session_queue_frames: usize,
+}
+
+/// Presence behaviour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// How long a user stays online after their last session closes, so a
+    /// quick reconnect does not flap offline-online. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub offline_grace: Duration,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:4433".parse().expect("valid address"),
+            admin_listen: "127.0.0.1:9464".parse().expect("valid address"),
+            shards: 0,
+            dev_dir: default_dev_dir(),
+            tls: TlsConfig::default(),
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            presence: PresenceConfig::default(),
+            heartbeat_interval: Duration::from_secs(15),
+            shutdown_timeout: Duration::from_secs(10),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            secret_file: None,
+            timeout: Duration::from_secs(5),
+            leeway: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 65_536 + 1_024,
+            max_payload_bytes: 65_536,
+            max_watched_users: 1_000,
+            max_status_text_bytes: 128,
+            session_queue_frames: 1_024,
+        }
+    }
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            offline_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The default dev directory: `$XDG_STATE_HOME/switchboard/dev`, else
+/// `$HOME/.local/state/switchboard/dev`, else `./.switchboard/dev`.
+pub fn default_dev_dir() -> PathBuf {
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
+        return PathBuf::from(state).join("switchboard/dev");
+    }
+    match std::env::var_os("HOME").filter(|s| !s.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/state/switchboard/dev"),
+        None => PathBuf::from(".switchboard/dev"),
+    }
+}
+
+/// Values given as command-line flags; they override every other source.
+#[derive(Debug, Clone, Default)]
+pub struct FlagOverrides {
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--admin-listen`.
+    pub admin_listen: Option<SocketAddr>,
+}
+
+/// Why a configuration could not be loaded or is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file, environment or a value could not be parsed.
+    #[error("{0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// A value parsed but is not usable; the string says which and why.
+    #[error("{field}: {problem}")]
+    Invalid {
+        /// Dotted path of the field.
+        field: &'static str,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+}
+
+/// Top-level fields, used to pick the `SWITCHBOARD_*` variables that are
+/// configuration (the CLI's `SWITCHBOARD_SERVER`, `SWITCHBOARD_TOKEN`, ...
+/// are not).
+const TOP_LEVEL_FIELDS: &[&str] = &[
+    "listen",
+    "admin_listen",
+    "shards",
+    "dev_dir",
+    "tls",
+    "auth",
+    "limits",
+    "presence",
+    "heartbeat_interval",
+    "shutdown_timeout",
+    "log_format",
+];
+
+impl Config {
+    /// Loads defaults < `file` (if any) < the process environment < `flags`.
+    pub fn load(file: Option<&Path>, flags: &FlagOverrides) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(file.map(Toml::file_exact), &env, flags)
+    }
+
+    /// Loads from in-memory TOML text and environment (for tests).
+    pub fn load_str(
+        toml: &str,
+        env: &[(String, String)],
+        flags: &FlagOverrides,
+    ) -> Result<Config, ConfigError> {
+        Self::load_from(Some(Toml::string(toml)), env, flags)
+    }
+
+    fn load_from(
+        toml: Option<figment::providers::Data<Toml>>,
+        env: &[(String, String)],
+        flags: &FlagOverrides,
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(toml) = toml {
+            figment = figment.merge(toml);
+        }
+        let env_values = env.iter().filter_map(|(key, value)| {
+            let path = key
+                .strip_prefix("SWITCHBOARD_")?
+                .to_ascii_lowercase()
+                .replace("__", ".");
+            let top = path.split('.').next().unwrap_or_default();
+            TOP_LEVEL_FIELDS.contains(&top).then(|| (path, value))
+        });
+        for (path, value) in env_values {
+            let value: figment::value::Value =
+                value.parse().expect("parsing a Value is infallible");
+            figment = figment.merge(Serialized::global(&path, value));
+        }
+        if let Some(listen) = flags.listen {
+            figment = figment.merge(Serialized::global("listen", listen));
+        }
+        if let Some(admin) = flags.admin_listen {
+            figment = figment.merge(Serialized::global("admin_listen", admin));
+        }
+        figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))
+    }
+
+    /// Every problem with this configuration, empty when it is usable.
+    /// Checks values and that the files it names exist and parse.
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut problems = Vec::new();
+        let mut invalid = |field: &'static str, problem: String| {
+            problems.push(ConfigError::Invalid { field, problem })
+        };
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(_), None) => invalid(
+                "tls.key",
+                "tls.cert is set, so tls.key (the PEM private key) must be set too".into(),
+            ),
+            (None, Some(_)) => invalid(
+                "tls.cert",
+                "tls.key is set, so tls.cert (the PEM certificate chain) must be set too".into(),
+            ),
+            (Some(cert), Some(key)) => {
+                if let Err(e) = crate::tls::load_pem_pair(cert, key) {
+                    invalid("tls", e.to_string());
+                }
+            }
+            (None, None) => {}
+        }
+        if let Some(path) = &self.auth.secret_file {
+            if let Err(e) = crate::auth::read_secret_file(path) {
+                invalid("auth.secret_file", e.to_string());
+            }
+        }
+        if self.auth.timeout.is_zero() {
+            invalid("auth.timeout", "must be more than 0 (e.g. \"5s\")".into());
+        }
+        if self.heartbeat_interval < Duration::from_millis(100) {
+            invalid(
+                "heartbeat_interval",
+                "must be at least 100ms (e.g. \"15s\")".into(),
+            );
+        }
+        let limits = &self.limits;
+        if limits.max_frame_bytes < 256 || limits.max_frame_bytes > 16 * 1024 * 1024 {
+            invalid(
+                "limits.max_frame_bytes",
+                format!("{} is outside 256..=16777216", limits.max_frame_bytes),
+            );
+        }
+        if limits.max_payload_bytes + 256 > limits.max_frame_bytes {
+            invalid(
+                "limits.max_payload_bytes",
+                format!(
+                    "{} does not fit in a frame of limits.max_frame_bytes = {} with 256 bytes of envelope; raise max_frame_bytes or lower max_payload_bytes",
+                    limits.max_payload_bytes, limits.max_frame_bytes
+                ),
+            );
+        }
+        if limits.session_queue_frames == 0 {
+            invalid("limits.session_queue_frames", "must be at least 1".into());
+        }
+        if self.shards > 1024 {
+            invalid(
+                "shards",
+                format!("{} is more than 1024; 0 means one per core", self.shards),
+            );
+        }
+        problems
+    }
+
+    /// The number of shards to run: `shards`, or one per core when 0.
+    pub fn shard_count(&self) -> u32 {
+        let n = if self.shards == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.shards
+        };
+        n as u32
+    }
+
+    /// The slice of this configuration the sans-IO core enforces.
+    pub fn core_limits(&self) -> CoreLimits {
+        CoreLimits {
+            max_payload_bytes: self.limits.max_payload_bytes,
+            max_watched_users: self.limits.max_watched_users,
+            max_status_text_bytes: self.limits.max_status_text_bytes,
+            offline_grace: self.presence.offline_grace,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn empty_input_is_the_default() {
+        let config = Config::load_str("", &[], &FlagOverrides::default()).unwrap();
+        assert_eq!(config, Config::default());
+        assert!(config.validate().is_empty());
+    }
+
+    #[test]
+    fn file_then_env_then_flags_override_in_order() {
+        let toml = r#"
+            listen = "127.0.0.1:5000"
+            admin_listen = "127.0.0.1:5001"
+            shards = 3
+            [presence]
+            offline_grace = "2s"
+            [limits]
+            max_watched_users = 10
+        "#;
+        let env = env(&[
+            ("SWITCHBOARD_SHARDS", "5"),
+            ("SWITCHBOARD_PRESENCE__OFFLINE_GRACE", "750ms"),
+            ("SWITCHBOARD_LISTEN", "127.0.0.1:6000"),
+            ("SWITCHBOARD_TOKEN", "not configuration"),
+            ("SWITCHBOARD_SERVER", "127.0.0.1:1"),
+            ("OTHER", "x"),
+        ]);
+        let flags = FlagOverrides {
+            listen: Some("127.0.0.1:7000".parse().unwrap()),
+            admin_listen: None,
+        };
+        let config = Config::load_str(toml, &env, &flags).unwrap();
+        assert_eq!(config.listen.port(), 7000, "flag wins");
+        assert_eq!(config.admin_listen.port(), 5001, "file wins over default");
+        assert_eq!(config.shards, 5, "env wins over file");
+        assert_eq!(config.presence.offline_grace, Duration::from_millis(750));
+        assert_eq!(config.limits.max_watched_users, 10);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_their_name() {
+        let err = Config::load_str("[limits]\nmax_frames = 3\n", &[], &FlagOverrides::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("max_frames"), "{err}");
+        let err = Config::load_str(
+            "",
+            &env(&[("SWITCHBOARD_LIMITS__BOGUS", "1")]),
+            &FlagOverrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let err =
+            Config::load_str("listen = \"nowhere\"", &[], &FlagOverrides::default()).unwrap_err();
+        assert!(err.to_string().contains("listen"), "{err}");
+
+        let toml = r#"
+            heartbeat_interval = "1ms"
+            [tls]
+            cert = "/nonexistent/cert.pem"
+            [auth]
+            secret_file = "/nonexistent/secret"
+            [limits]
+            max_frame_bytes = 1000
+            max_payload_bytes = 1000
+        "#;
+        let config = Config::load_str(toml, &[], &FlagOverrides::default()).unwrap();
+        let problems: Vec<String> = config.validate().iter().map(|p| p.to_string()).collect();
+        let joined = problems.join("\n");
+        for field in [
+            "tls.key",
+            "auth.secret_file",
+            "heartbeat_interval",
+            "limits.max_payload_bytes",
+        ] {
+            assert!(joined.contains(field), "{field} missing from:\n{joined}");
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! The embedded dev default: a random token secret kept in the dev directory
+//! next to the dev certificate, so `switchboard token` on the same machine
+//! signs tokens the running dev server accepts.
+
+use std::io::Write;
+use std::path::Path;
+
+/// File name of the dev token secret inside the dev directory.
+pub const DEV_SECRET_FILE: &str = "token-secret";
+
+/// Writes `bytes` to `path`, readable by the owner only.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
+}
+
+/// Reads the dev secret in `dev_dir`, creating 32 random bytes (hex) first if
+/// there is none.
+pub fn load_or_create_dev_secret(dev_dir: &Path) -> std::io::Result<Vec<u8>> {
+    let path = dev_dir.join(DEV_SECRET_FILE);
+    if let Ok(existing) = std::fs::read(&path) {
+        let trimmed = existing.trim_ascii();
+        if !trimmed.is_empty() {
+            return Ok(trimmed.to_vec());
+        }
+    }
+    std::fs::create_dir_all(dev_dir)?;
+    let mut random = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random)
+        .map_err(|_| std::io::Error::other("system random source failed"))?;
+    let secret = hex::encode(random);
+    write_private(&path, secret.as_bytes())?;
+    Ok(secret.into_bytes())
+}
+
+/// The token secret for `config`: its secret file, or the dev secret.
+pub fn token_secret(config: &crate::config::Config) -> anyhow::Result<(Vec<u8>, SecretSource)> {
+    match &config.auth.secret_file {
+        Some(path) => Ok((crate::auth::read_secret_file(path)?, SecretSource::File)),
+        None => Ok((
+            load_or_create_dev_secret(&config.dev_dir)?,
+            SecretSource::Dev,
+        )),
+    }
+}
+
+/// Where the token secret came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretSource {
+    /// `auth.secret_file`.
+    File,
+    /// The generated dev secret: not for production.
+    Dev,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_secret_is_created_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_create_dev_secret(dir.path()).unwrap();
+        assert_eq!(first.len(), 64);
+        assert_eq!(load_or_create_dev_secret(dir.path()).unwrap(), first);
+    }
+
+    #[test]
+    fn dev_cert_is_created_once_and_keeps_its_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = crate::tls::load_or_create_dev_cert(dir.path())
+            .unwrap()
+            .fingerprint();
+        assert_eq!(first.len(), 64);
+        assert!(first.chars().all(|c| c.is_ascii_hexdigit()));
+        let again = crate::tls::load_or_create_dev_cert(dir.path())
+            .unwrap()
+            .fingerprint();
+        assert_eq!(first, again);
+    }
+}

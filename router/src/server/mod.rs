@@ -1,0 +1,234 @@
+//! The QUIC/tokio shell around the sans-IO core.
+//!
+//! [`Server::bind`] loads TLS and the token secret, binds the QUIC endpoint and
+//! the admin listener (port 0 works, for tests); [`Server::run`] serves until
+//! the `shutdown` future resolves, then drains: new connections are refused,
+//! every session gets a GoAway, and whatever is left is closed with
+//! GOING_AWAY within `shutdown_timeout`.
+//!
+//! Tasks: one per shard ([`shard_task`]), one per connection
+//! ([`connection`]), the accept loop, and the admin HTTP server ([`crate::admin`]).
+
+mod connection;
+mod directory;
+mod shard_task;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use metrics_exporter_prometheus::PrometheusHandle;
+use quinn::{Endpoint, VarInt};
+use switchboard_proto::close::CloseCode;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::auth::TokenVerifier;
+use crate::config::Config;
+use crate::core::{Shard, ShardId};
+use crate::dev::SecretSource;
+use directory::SessionDirectory;
+use shard_task::ShardHandle;
+
+/// Capacity of each shard's inbox from its sessions.
+const SHARD_INBOX: usize = 4096;
+
+/// State shared by every connection task.
+pub(crate) struct ServerContext {
+    pub(crate) config: Config,
+    pub(crate) verifier: TokenVerifier,
+    pub(crate) shards: Arc<[ShardHandle]>,
+    pub(crate) directory: Arc<SessionDirectory>,
+    /// Turns true when shutdown starts.
+    pub(crate) draining: watch::Receiver<bool>,
+    next_session: AtomicU64,
+}
+
+impl ServerContext {
+    pub(crate) fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// A bound, not yet running, router.
+pub struct Server {
+    endpoint: Endpoint,
+    admin: tokio::net::TcpListener,
+    ctx: Arc<ServerContext>,
+    draining: watch::Sender<bool>,
+    shard_tasks: JoinSet<()>,
+    metrics: Option<PrometheusHandle>,
+    fingerprint: String,
+    secret_source: SecretSource,
+}
+
+impl Server {
+    /// Loads TLS material and the token secret and binds both listeners.
+    /// `metrics` is the installed Prometheus recorder's handle, served on
+    /// `/metrics` (none: `/metrics` answers 404). Must run inside a tokio
+    /// runtime.
+    pub async fn bind(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::Result<Server> {
+        let certified = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => crate::tls::load_pem_pair(cert, key)?,
+            (None, None) => crate::tls::load_or_create_dev_cert(&config.dev_dir)?,
+            _ => anyhow::bail!("tls.cert and tls.key must be set together"),
+        };
+        let fingerprint = certified.fingerprint();
+        let (secret, secret_source) = crate::dev::token_secret(&config)?;
+        let verifier = TokenVerifier::new(&secret, config.auth.leeway);
+
+        let mut server_config =
+            quinn::ServerConfig::with_crypto(crate::tls::server_crypto(certified)?);
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .max_concurrent_bidi_streams(VarInt::from_u32(1))
+            .max_concurrent_uni_streams(VarInt::from_u32(0))
+            .max_idle_timeout(Some((config.heartbeat_interval * 3).try_into()?));
+        server_config.transport_config(Arc::new(transport));
+        let endpoint = Endpoint::server(server_config, config.listen)
+            .with_context(|| format!("binding QUIC on {}", config.listen))?;
+        let admin = tokio::net::TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| format!("binding admin HTTP on {}", config.admin_listen))?;
+
+        let shard_count = config.shard_count();
+        let mut handles = Vec::new();
+        let mut inboxes = Vec::new();
+        for _ in 0..shard_count {
+            let (handle, inbox) = shard_task::shard_channels(SHARD_INBOX);
+            handles.push(handle);
+            inboxes.push(inbox);
+        }
+        let shards: Arc<[ShardHandle]> = handles.into();
+        let directory = Arc::new(SessionDirectory::default());
+        let mut shard_tasks = JoinSet::new();
+        for (index, inbox) in inboxes.into_iter().enumerate() {
+            let shard = Shard::new(ShardId(index as u32), shard_count, config.core_limits());
+            shard_tasks.spawn(shard_task::run_shard(
+                shard,
+                inbox,
+                shards.clone(),
+                directory.clone(),
+            ));
+        }
+        let (draining_tx, draining_rx) = watch::channel(false);
+        let ctx = Arc::new(ServerContext {
+            config,
+            verifier,
+            shards,
+            directory,
+            draining: draining_rx,
+            next_session: AtomicU64::new(0),
+        });
+        Ok(Server {
+            endpoint,
+            admin,
+            ctx,
+            draining: draining_tx,
+            shard_tasks,
+            metrics,
+            fingerprint,
+            secret_source,
+        })
+    }
+
+    /// The bound QUIC address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint
+            .local_addr()
+            .expect("bound endpoint has an address")
+    }
+
+    /// The bound admin HTTP address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// SHA-256 fingerprint of the certificate served, 64 hex digits.
+    pub fn cert_fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Where the token secret came from (a file, or the dev default).
+    pub fn secret_source(&self) -> SecretSource {
+        self.secret_source
+    }
+
+    /// Serves until `shutdown` resolves, then drains and returns within the
+    /// configured shutdown timeout.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let ctx = self.ctx.clone();
+        let admin = tokio::spawn(crate::admin::serve(
+            self.admin,
+            crate::admin::AdminState {
+                metrics: self.metrics.clone(),
+                draining: ctx.draining.clone(),
+            },
+        ));
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                incoming = self.endpoint.accept() => {
+                    let Some(incoming) = incoming else { break };
+                    connections.spawn(connection::serve(incoming, ctx.clone()));
+                }
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+
+        tracing::info!(
+            sessions = ctx.directory.len(),
+            "shutting down: refusing new connections, sending GoAway"
+        );
+        let timeout = ctx.config.shutdown_timeout;
+        self.endpoint.set_server_config(None);
+        let _ = self.draining.send(true);
+        // Let clients leave on their own for most of the timeout.
+        let drain = async { while connections.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(timeout.mul_f64(0.8), drain).await;
+        self.endpoint.close(
+            VarInt::from_u32(CloseCode::GoingAway.to_code()),
+            b"server shutting down",
+        );
+        let rest = timeout.mul_f64(0.2).max(Duration::from_millis(100));
+        let _ = tokio::time::timeout(rest, async {
+            while connections.join_next().await.is_some() {}
+            self.endpoint.wait_idle().await;
+        })
+        .await;
+        connections.abort_all();
+        self.shard_tasks.abort_all();
+        admin.abort();
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,123 @@
+//! The task that owns one [`Shard`]: it loops receive -> handle -> poll ->
+//! dispatch, sleeping until the shard's next deadline. It is the only owner of
+//! the shard's state, so the core needs no locks.
+//!
+//! Each shard has two inboxes: a bounded one for its sessions' connection
+//! tasks (backpressure reaches the client through QUIC flow control) and an
+//! unbounded one for other shards (so two shards forwarding to each other can
+//! never deadlock). Each is FIFO, which keeps every sender's order.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+use super::directory::SessionDirectory;
+use crate::core::{Now, Output, Shard, ShardInput};
+
+/// Inputs to process per wake-up before dispatching outputs and yielding.
+const BATCH: usize = 256;
+
+/// The handles other tasks use to reach one shard.
+#[derive(Debug, Clone)]
+pub(crate) struct ShardHandle {
+    /// From this shard's sessions' connection tasks (bounded).
+    pub(crate) sessions: mpsc::Sender<ShardInput>,
+    /// From other shards (unbounded).
+    pub(crate) peers: mpsc::UnboundedSender<ShardInput>,
+}
+
+/// The receiving ends of a shard's inboxes.
+#[derive(Debug)]
+pub(crate) struct ShardInboxes {
+    sessions: mpsc::Receiver<ShardInput>,
+    peers: mpsc::UnboundedReceiver<ShardInput>,
+}
+
+/// Creates a shard's inboxes; `capacity` bounds the sessions' inbox.
+pub(crate) fn shard_channels(capacity: usize) -> (ShardHandle, ShardInboxes) {
+    let (sessions_tx, sessions_rx) = mpsc::channel(capacity);
+    let (peers_tx, peers_rx) = mpsc::unbounded_channel();
+    (
+        ShardHandle {
+            sessions: sessions_tx,
+            peers: peers_tx,
+        },
+        ShardInboxes {
+            sessions: sessions_rx,
+            peers: peers_rx,
+        },
+    )
+}
+
+/// The current time for the core.
+pub(crate) fn now() -> Now {
+    Now {
+        instant: Instant::now(),
+        unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    }
+}
+
+/// Runs `shard` until every handle to it is dropped.
+pub(crate) async fn run_shard(
+    mut shard: Shard,
+    mut inboxes: ShardInboxes,
+    shards: Arc<[ShardHandle]>,
+    directory: Arc<SessionDirectory>,
+) {
+    loop {
+        let deadline = shard.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            Some(input) = inboxes.peers.recv() => shard.handle(now(), input),
+            Some(input) = inboxes.sessions.recv() => shard.handle(now(), input),
+            () = sleep => shard.handle_timeout(now()),
+            else => break,
+        }
+        dispatch(&mut shard, &shards, &directory);
+        // Take what else is already waiting before sleeping again.
+        for _ in 0..BATCH {
+            let Ok(input) = inboxes
+                .peers
+                .try_recv()
+                .or_else(|_| inboxes.sessions.try_recv())
+            else {
+                break;
+            };
+            shard.handle(now(), input);
+            dispatch(&mut shard, &shards, &directory);
+        }
+    }
+}
+
+fn dispatch(shard: &mut Shard, shards: &[ShardHandle], directory: &SessionDirectory) {
+    while let Some(output) = shard.poll_output() {
+        match output {
+            Output::Transmit {
+                session,
+                frame,
+                class,
+            } => directory.transmit(session, frame, class),
+            Output::Close {
+                session,
+                code,
+                reason,
+            } => directory.close(session, code, reason),
+            Output::Forward {
+                shard: target,
+                input,
+            } => {
+                // Fails only when the target task has ended, i.e. at shutdown.
+                let _ = shards[target.0 as usize].peers.send(input);
+            }
+        }
+    }
+}
