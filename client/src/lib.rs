@@ -1,1 +1,19 @@
-//! placeholder
+//! The Switchboard Rust client SDK.
+//!
+//! [`Client::connect`] opens a QUIC connection, sends Hello and waits for
+//! Welcome; it returns the [`Client`] (send messages, set status, watch users,
+//! ping) and an [`Events`] stream of what the server pushes ([`Event`]:
+//! messages, presence, errors, GoAway, close). [`tls::Trust`] says how the
+//! server certificate is checked: a CA file or a pinned SHA-256 fingerprint.
+//! The `switchboard-cli` binary (src/main.rs) is built on this.
+#![forbid(unsafe_code)]
+
+mod client;
+pub mod tls;
+
+pub use client::{Client, ClientError, CloseInfo, ConnectOptions, Event, Events};
+pub use switchboard_proto::close::CloseCode;
+pub use switchboard_proto::v1::{
+    Deliver, ErrorCode, GoAway, Presence, SendResult, Status, Welcome,
+};
+pub use tls::Trust;

@@ -1,0 +1,448 @@
+//! [`Client`]: one authenticated session over one QUIC connection, with a
+//! background reader task that resolves request futures and forwards
+//! everything else to [`Events`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quinn::{Endpoint, RecvStream, SendStream, VarInt};
+use switchboard_proto::close::CloseCode;
+use switchboard_proto::frame::{self, FrameDecoder};
+use switchboard_proto::v1::{
+    client_frame, server_frame, ClientFrame, Deliver, Error as ErrorFrame, GoAway, Hello, Ping,
+    Presence, Send, SendResult, ServerFrame, SetStatus, Status, Unwatch, Watch, Welcome,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::tls::{client_config, Trust};
+
+/// Largest frame the client accepts from the server.
+const MAX_SERVER_FRAME: usize = 16 * 1024 * 1024;
+
+/// Errors of the client SDK.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Bad local configuration (certificate file, fingerprint, address).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The QUIC connection could not be started.
+    #[error("connect: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    /// The connection failed or was closed by the transport.
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// The server closed the session with an application close code.
+    #[error("closed by server: {0}")]
+    Closed(CloseInfo),
+    /// The server sent something the protocol does not allow.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The session ended before the request was answered.
+    #[error("session ended")]
+    SessionEnded,
+}
+
+/// A close code with its reason phrase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseInfo {
+    /// The raw code on the wire.
+    pub code: u64,
+    /// The code, if it is one Switchboard defines.
+    pub known: Option<CloseCode>,
+    /// The reason phrase.
+    pub reason: String,
+}
+
+impl std::fmt::Display for CloseInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.known {
+            Some(code) => write!(f, "{code}: {}", self.reason),
+            None => write!(f, "code 0x{:x}: {}", self.code, self.reason),
+        }
+    }
+}
+
+fn close_info(error: &quinn::ConnectionError) -> Option<CloseInfo> {
+    match error {
+        quinn::ConnectionError::ApplicationClosed(close) => Some(CloseInfo {
+            code: close.error_code.into_inner(),
+            known: CloseCode::from_code(close.error_code.into_inner()),
+            reason: String::from_utf8_lossy(&close.reason).into_owned(),
+        }),
+        _ => None,
+    }
+}
+
+fn connection_error(error: quinn::ConnectionError) -> ClientError {
+    match close_info(&error) {
+        Some(info) => ClientError::Closed(info),
+        None => ClientError::Connection(error),
+    }
+}
+
+/// Something the server pushed.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A direct message (to this user, or a copy of one this user sent from
+    /// another device).
+    Message(Deliver),
+    /// A watched user's presence.
+    Presence(Presence),
+    /// A non-fatal error answering a request.
+    Error(ErrorFrame),
+    /// The server is shutting down.
+    GoAway(GoAway),
+    /// The session ended; no more events follow.
+    Closed(Option<CloseInfo>),
+}
+
+/// The stream of [`Event`]s of one session.
+#[derive(Debug)]
+pub struct Events {
+    rx: mpsc::UnboundedReceiver<Event>,
+}
+
+impl Events {
+    /// The next event; `None` after [`Event::Closed`] was returned.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+}
+
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// The router's QUIC address.
+    pub server: SocketAddr,
+    /// TLS server name (SNI); the dev certificate is valid for `localhost`.
+    pub server_name: String,
+    /// How to check the server certificate.
+    pub trust: Trust,
+    /// The HS256 token.
+    pub token: String,
+    /// This device's stable id.
+    pub device_id: String,
+    /// Status to come online with, if not ONLINE.
+    pub initial_status: Option<Status>,
+    /// QUIC keep-alive interval; keep it below the server's heartbeat interval.
+    pub keep_alive: Duration,
+}
+
+impl ConnectOptions {
+    /// Options with the defaults: server name `localhost`, 5 s keep-alive.
+    pub fn new(
+        server: SocketAddr,
+        trust: Trust,
+        token: impl Into<String>,
+        device_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            server,
+            server_name: "localhost".into(),
+            trust,
+            token: token.into(),
+            device_id: device_id.into(),
+            initial_status: None,
+            keep_alive: Duration::from_secs(5),
+        }
+    }
+}
+
+type Pending<T> = Mutex<HashMap<u64, oneshot::Sender<T>>>;
+
+struct Shared {
+    send_results: Pending<SendResult>,
+    pongs: Pending<()>,
+}
+
+/// One open session. Cheap to clone; all clones share the session.
+#[derive(Clone)]
+pub struct Client {
+    endpoint: Endpoint,
+    connection: quinn::Connection,
+    send: Arc<tokio::sync::Mutex<SendStream>>,
+    shared: Arc<Shared>,
+    next_ref: Arc<AtomicU64>,
+    welcome: Arc<Welcome>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("welcome", &self.welcome)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects, authenticates and waits for Welcome.
+    pub async fn connect(options: ConnectOptions) -> Result<(Client, Events), ClientError> {
+        let bind: SocketAddr = if options.server.is_ipv6() {
+            "[::]:0".parse().expect("valid")
+        } else {
+            "0.0.0.0:0".parse().expect("valid")
+        };
+        let mut endpoint =
+            Endpoint::client(bind).map_err(|e| ClientError::Config(format!("binding UDP: {e}")))?;
+        let mut config = client_config(&options.trust)?;
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(options.keep_alive));
+        config.transport_config(Arc::new(transport));
+        endpoint.set_default_client_config(config);
+        let connection = endpoint
+            .connect(options.server, &options.server_name)?
+            .await
+            .map_err(connection_error)?;
+        let (mut send, mut recv) = connection.open_bi().await.map_err(connection_error)?;
+        let hello = ClientFrame {
+            r#ref: 0,
+            body: Some(client_frame::Body::Hello(Hello {
+                token: options.token,
+                device_id: options.device_id,
+                client_agent: concat!("switchboard-client/", env!("CARGO_PKG_VERSION")).into(),
+                initial_status: options.initial_status.map_or(0, |s| s as i32),
+            })),
+        };
+        send.write_chunk(frame::encode(&hello))
+            .await
+            .map_err(|_| ClientError::SessionEnded)?;
+        let mut decoder = FrameDecoder::new(MAX_SERVER_FRAME);
+        let welcome = match read_frame(&connection, &mut recv, &mut decoder).await? {
+            Some(ServerFrame {
+                body: Some(server_frame::Body::Welcome(welcome)),
+            }) => welcome,
+            Some(other) => {
+                return Err(ClientError::Protocol(format!(
+                    "expected Welcome, got {other:?}"
+                )))
+            }
+            None => return Err(ClientError::SessionEnded),
+        };
+        let shared = Arc::new(Shared {
+            send_results: Mutex::new(HashMap::new()),
+            pongs: Mutex::new(HashMap::new()),
+        });
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        tokio::spawn(read_loop(
+            connection.clone(),
+            recv,
+            decoder,
+            shared.clone(),
+            events_tx,
+        ));
+        let client = Client {
+            endpoint,
+            connection,
+            send: Arc::new(tokio::sync::Mutex::new(send)),
+            shared,
+            next_ref: Arc::new(AtomicU64::new(1)),
+            welcome: Arc::new(welcome),
+        };
+        Ok((client, Events { rx: events_rx }))
+    }
+
+    /// The server's Welcome (session id, user id, limits).
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    fn next_ref(&self) -> u64 {
+        self.next_ref.fetch_add(1, Ordering::Relaxed)
+    }
+
+    async fn write(&self, request_ref: u64, body: client_frame::Body) -> Result<(), ClientError> {
+        let bytes = frame::encode(&ClientFrame {
+            r#ref: request_ref,
+            body: Some(body),
+        });
+        self.write_raw(bytes).await
+    }
+
+    /// Writes already-encoded bytes to the session stream (tests use it to
+    /// send malformed input).
+    pub async fn write_raw(&self, bytes: Bytes) -> Result<(), ClientError> {
+        let mut send = self.send.lock().await;
+        send.write_chunk(bytes).await.map_err(|e| match e {
+            quinn::WriteError::ConnectionLost(e) => connection_error(e),
+            _ => ClientError::SessionEnded,
+        })
+    }
+
+    /// Sends a direct message and waits for its [`SendResult`].
+    pub async fn send(
+        &self,
+        to: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<SendResult, ClientError> {
+        let request_ref = self.next_ref();
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .send_results
+            .lock()
+            .expect("not poisoned")
+            .insert(request_ref, tx);
+        self.write(
+            request_ref,
+            client_frame::Body::Send(Send {
+                to: to.to_owned(),
+                payload: payload.into(),
+            }),
+        )
+        .await?;
+        rx.await.map_err(|_| self.ended())
+    }
+
+    /// Sets this user's status (all devices). Errors arrive as [`Event::Error`].
+    pub async fn set_status(&self, status: Status, text: &str) -> Result<(), ClientError> {
+        let request_ref = self.next_ref();
+        self.write(
+            request_ref,
+            client_frame::Body::SetStatus(SetStatus {
+                status: status as i32,
+                text: text.to_owned(),
+            }),
+        )
+        .await
+    }
+
+    /// Watches users; their current presence arrives as events.
+    pub async fn watch(&self, users: &[&str]) -> Result<(), ClientError> {
+        let users = users.iter().map(|u| (*u).to_owned()).collect();
+        self.write(self.next_ref(), client_frame::Body::Watch(Watch { users }))
+            .await
+    }
+
+    /// Stops watching users.
+    pub async fn unwatch(&self, users: &[&str]) -> Result<(), ClientError> {
+        let users = users.iter().map(|u| (*u).to_owned()).collect();
+        self.write(
+            self.next_ref(),
+            client_frame::Body::Unwatch(Unwatch { users }),
+        )
+        .await
+    }
+
+    /// Application-level round trip through the user's shard.
+    pub async fn ping(&self) -> Result<Duration, ClientError> {
+        let nonce = self.next_ref();
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .pongs
+            .lock()
+            .expect("not poisoned")
+            .insert(nonce, tx);
+        let started = Instant::now();
+        self.write(0, client_frame::Body::Ping(Ping { nonce }))
+            .await?;
+        rx.await.map_err(|_| self.ended())?;
+        Ok(started.elapsed())
+    }
+
+    fn ended(&self) -> ClientError {
+        match self.connection.close_reason() {
+            Some(error) => connection_error(error),
+            None => ClientError::SessionEnded,
+        }
+    }
+
+    /// Closes the session normally (code 0) and waits briefly for the close
+    /// to reach the server.
+    pub async fn close(self) {
+        self.connection
+            .close(VarInt::from_u32(CloseCode::Normal.to_code()), b"bye");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+
+    /// Why the connection ended, once it has.
+    pub fn close_reason(&self) -> Option<ClientError> {
+        self.connection.close_reason().map(connection_error)
+    }
+}
+
+async fn read_frame(
+    connection: &quinn::Connection,
+    recv: &mut RecvStream,
+    decoder: &mut FrameDecoder,
+) -> Result<Option<ServerFrame>, ClientError> {
+    loop {
+        if let Some(frame) = decoder
+            .decode::<ServerFrame>()
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+        {
+            return Ok(Some(frame));
+        }
+        match recv.read_chunk(64 * 1024, true).await {
+            Ok(Some(chunk)) => decoder.extend(&chunk.bytes),
+            Ok(None) => return Ok(None),
+            Err(quinn::ReadError::ConnectionLost(e)) => return Err(connection_error(e)),
+            Err(_) => {
+                return Err(connection
+                    .close_reason()
+                    .map_or(ClientError::SessionEnded, connection_error))
+            }
+        }
+    }
+}
+
+async fn read_loop(
+    connection: quinn::Connection,
+    mut recv: RecvStream,
+    mut decoder: FrameDecoder,
+    shared: Arc<Shared>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let ending = loop {
+        let frame = match read_frame(&connection, &mut recv, &mut decoder).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break None,
+            Err(ClientError::Closed(info)) => break Some(info),
+            Err(_) => break connection.close_reason().as_ref().and_then(close_info),
+        };
+        let event = match frame.body {
+            Some(server_frame::Body::SendResult(result)) => {
+                if let Some(tx) = shared
+                    .send_results
+                    .lock()
+                    .expect("not poisoned")
+                    .remove(&result.r#ref)
+                {
+                    let _ = tx.send(result);
+                }
+                continue;
+            }
+            Some(server_frame::Body::Pong(pong)) => {
+                if let Some(tx) = shared
+                    .pongs
+                    .lock()
+                    .expect("not poisoned")
+                    .remove(&pong.nonce)
+                {
+                    let _ = tx.send(());
+                }
+                continue;
+            }
+            Some(server_frame::Body::Deliver(deliver)) => Event::Message(deliver),
+            Some(server_frame::Body::Presence(presence)) => Event::Presence(presence),
+            Some(server_frame::Body::Error(error)) => Event::Error(error),
+            Some(server_frame::Body::GoAway(go_away)) => Event::GoAway(go_away),
+            Some(server_frame::Body::Welcome(_)) | None => continue, // ignore unknown frames
+        };
+        let _ = events.send(event);
+    };
+    // Wake everyone still waiting for an answer.
+    shared.send_results.lock().expect("not poisoned").clear();
+    shared.pongs.lock().expect("not poisoned").clear();
+    let ending = match ending {
+        Some(info) => Some(info),
+        // The stream ended first: the close itself follows.
+        None => tokio::time::timeout(Duration::from_secs(2), connection.closed())
+            .await
+            .ok()
+            .and_then(|error| close_info(&error)),
+    };
+    let _ = events.send(Event::Closed(ending));
+}

@@ -1,0 +1,140 @@
+//! How the client trusts the server: a CA certificate file, or a pinned
+//! SHA-256 fingerprint of the server's leaf certificate (for self-signed dev
+//! certificates). [`client_config`] turns a [`Trust`] into a QUIC client
+//! configuration offering ALPN `switchboard/1`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use switchboard_proto::ALPN;
+
+use crate::ClientError;
+
+/// What the client trusts.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// Certificates in this PEM file are trust anchors (a CA, or the server's
+    /// own self-signed certificate).
+    CaFile(PathBuf),
+    /// Accept exactly the leaf certificate whose DER has this SHA-256.
+    Fingerprint([u8; 32]),
+}
+
+impl Trust {
+    /// Parses 64 hex digits (colons allowed) into a fingerprint pin.
+    pub fn fingerprint_hex(hex_digits: &str) -> Result<Trust, ClientError> {
+        let cleaned: String = hex_digits.chars().filter(|c| *c != ':').collect();
+        let bytes = hex::decode(cleaned.trim())
+            .map_err(|_| ClientError::Config("--cert-sha256 must be 64 hex digits".into()))?;
+        let pin: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| ClientError::Config("--cert-sha256 must be 64 hex digits".into()))?;
+        Ok(Trust::Fingerprint(pin))
+    }
+}
+
+/// The QUIC client configuration for `trust`.
+pub fn client_config(trust: &Trust) -> Result<quinn::ClientConfig, ClientError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ClientError::Config(e.to_string()))?;
+    let mut tls = match trust {
+        Trust::CaFile(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| ClientError::Config(format!("{}: {e}", path.display())))?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert =
+                    cert.map_err(|e| ClientError::Config(format!("{}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| ClientError::Config(format!("{}: {e}", path.display())))?;
+            }
+            if roots.is_empty() {
+                return Err(ClientError::Config(format!(
+                    "{}: no certificate found",
+                    path.display()
+                )));
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        Trust::Fingerprint(pin) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
+                pin: *pin,
+                provider,
+            }))
+            .with_no_client_auth(),
+    };
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| ClientError::Config(e.to_string()))?;
+    Ok(quinn::ClientConfig::new(Arc::new(quic)))
+}
+
+/// Accepts exactly one leaf certificate (by SHA-256), still verifying the
+/// handshake signature made with its key.
+#[derive(Debug)]
+struct PinnedCertificate {
+    pin: [u8; 32],
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, end_entity);
+        if digest.as_ref() == self.pin {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "server certificate does not match the pinned SHA-256".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
