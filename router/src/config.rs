@@ -258,7 +258,7 @@ impl Config {
                 .to_ascii_lowercase()
                 .replace("__", ".");
             let top = path.split('.').next().unwrap_or_default();
-            TOP_LEVEL_FIELDS.contains(&top).then(|| (path, value))
+            TOP_LEVEL_FIELDS.contains(&top).then_some((path, value))
         });
         for (path, value) in env_values {
             let value: figment::value::Value =

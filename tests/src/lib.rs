@@ -1,1 +1,230 @@
-//! placeholder
+//! Shared harness for the end-to-end tests: [`TestServer`] runs a real router
+//! on loopback (port 0, dev certificate in a temp dir, a known token secret)
+//! and hands out clients, raw QUIC connections and tokens.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use switchboard_client::{Client, CloseCode, ConnectOptions, Event, Events, Presence, Trust};
+use switchboard_router::config::Config;
+use switchboard_router::server::Server;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The token secret every test server uses.
+pub const SECRET: &[u8] = b"end-to-end-test-secret-of-32-bytes-or-more";
+
+/// How long a test waits for something that should happen at once.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A router running in this process on loopback.
+pub struct TestServer {
+    /// QUIC address.
+    pub addr: SocketAddr,
+    /// Admin HTTP address.
+    pub admin: SocketAddr,
+    /// Certificate fingerprint to pin.
+    pub fingerprint: [u8; 32],
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Starts a server with the default config, adjusted by `tweak`.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_full(tweak, None).await
+    }
+
+    /// Starts a server with the default config.
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server, serving `metrics` on `/metrics` if given.
+    pub async fn start_full(
+        tweak: impl FnOnce(&mut Config),
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    ) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let secret_file = dir.path().join("secret");
+        std::fs::write(&secret_file, SECRET).expect("write secret");
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
+            dev_dir: dir.path().join("dev"),
+            shards: 2,
+            ..Config::default()
+        };
+        config.auth.secret_file = Some(secret_file);
+        config.shutdown_timeout = Duration::from_secs(2);
+        tweak(&mut config);
+        let server = Server::bind(config, metrics).await.expect("bind");
+        let addr = server.local_addr();
+        let admin = server.admin_addr();
+        let fingerprint: [u8; 32] = hex::decode(server.cert_fingerprint())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            admin,
+            fingerprint,
+            shutdown: Some(tx),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    /// A valid token for `user`.
+    pub fn token(&self, user: &str) -> String {
+        switchboard_router::auth::mint_token(SECRET, user, Duration::from_secs(3600))
+    }
+
+    /// Connection options for `user` on `device`, pinning our certificate.
+    pub fn options(&self, user: &str, device: &str) -> ConnectOptions {
+        ConnectOptions::new(
+            self.addr,
+            Trust::Fingerprint(self.fingerprint),
+            self.token(user),
+            device,
+        )
+    }
+
+    /// Connects `user` on `device`.
+    pub async fn connect(&self, user: &str, device: &str) -> (Client, Events) {
+        Client::connect(self.options(user, device))
+            .await
+            .expect("connect")
+    }
+
+    /// A raw QUIC connection with its session stream opened, for sending
+    /// arbitrary bytes.
+    pub async fn raw(&self) -> RawSession {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(
+            switchboard_client::tls::client_config(&Trust::Fingerprint(self.fingerprint)).unwrap(),
+        );
+        let connection = endpoint
+            .connect(self.addr, "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        let (send, recv) = connection.open_bi().await.unwrap();
+        RawSession {
+            _endpoint: endpoint,
+            connection,
+            send,
+            recv,
+        }
+    }
+
+    /// Asks the server to shut down and waits for `run` to return.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().expect("running").await?
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A QUIC connection speaking raw bytes on the session stream.
+pub struct RawSession {
+    _endpoint: quinn::Endpoint,
+    /// The connection.
+    pub connection: quinn::Connection,
+    /// The session stream's send half.
+    pub send: quinn::SendStream,
+    /// The session stream's receive half.
+    pub recv: quinn::RecvStream,
+}
+
+impl RawSession {
+    /// Writes raw bytes.
+    pub async fn write(&mut self, bytes: &[u8]) {
+        self.send.write_all(bytes).await.expect("write");
+    }
+
+    /// Waits for the server to close the connection; returns the close code
+    /// and reason.
+    pub async fn closed(&self) -> (Option<CloseCode>, String) {
+        let error = tokio::time::timeout(WAIT, self.connection.closed())
+            .await
+            .expect("server closes in time");
+        match error {
+            quinn::ConnectionError::ApplicationClosed(close) => (
+                CloseCode::from_code(close.error_code.into_inner()),
+                String::from_utf8_lossy(&close.reason).into_owned(),
+            ),
+            other => panic!("expected an application close, got {other}"),
+        }
+    }
+}
+
+/// A length-prefixed frame holding `bytes`.
+pub fn raw_frame(bytes: &[u8]) -> Bytes {
+    let mut out = (bytes.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(bytes);
+    out.into()
+}
+
+/// The next event, failing the test after [`WAIT`].
+pub async fn next_event(events: &mut Events) -> Event {
+    tokio::time::timeout(WAIT, events.next())
+        .await
+        .expect("an event in time")
+        .expect("the event stream is open")
+}
+
+/// The next presence event for `user`, skipping other events.
+pub async fn next_presence(events: &mut Events, user: &str) -> Presence {
+    loop {
+        if let Event::Presence(p) = next_event(events).await {
+            if p.user_id == user {
+                return p;
+            }
+        }
+    }
+}
+
+/// Asserts no event arrives within `quiet`.
+pub async fn assert_quiet(events: &mut Events, quiet: Duration) {
+    if let Ok(event) = tokio::time::timeout(quiet, events.next()).await {
+        panic!("expected no event, got {event:?}");
+    }
+}
+
+/// `GET path` on the admin listener; returns the status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("admin listener reachable");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("an HTTP status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}

@@ -270,8 +270,20 @@ async fn run_session(
                 }
             }
             Some(queued) = queues.frames.recv() => {
-                if let Err(ending) = write_frame(&mut send, queued).await {
-                    return ending;
+                // A write blocked by a client that does not read must still
+                // notice a close request (e.g. SLOW_CONSUMER).
+                tokio::select! {
+                    biased;
+                    Ok(()) = queues.close.changed() => {
+                        if let Some((code, reason)) = *queues.close.borrow_and_update() {
+                            return close(connection, code, reason);
+                        }
+                    }
+                    written = write_frame(&mut send, queued) => {
+                        if let Err(ending) = written {
+                            return ending;
+                        }
+                    }
                 }
             }
             read = recv.read_chunk(READ_CHUNK, true) => match read {

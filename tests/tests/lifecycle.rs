@@ -1,0 +1,90 @@
+//! Session life cycle over real QUIC: replacement by the same device id, slow
+//! consumers, and graceful shutdown with GoAway.
+
+use std::time::{Duration, Instant};
+
+use switchboard_client::{ClientError, CloseCode, ErrorCode, Event};
+use switchboard_proto::frame::encode;
+use switchboard_proto::v1::{client_frame::Body, ClientFrame, Hello};
+use switchboard_tests::{next_event, TestServer};
+
+#[tokio::test]
+async fn same_device_id_replaces_the_old_session() {
+    let server = TestServer::start().await;
+    let (_old, mut old_events) = server.connect("alice", "phone").await;
+    let (new, _new_events) = server.connect("alice", "phone").await;
+    match next_event(&mut old_events).await {
+        Event::Closed(Some(info)) => assert_eq!(info.known, Some(CloseCode::SessionReplaced)),
+        other => panic!("expected SESSION_REPLACED, got {other:?}"),
+    }
+    new.ping().await.expect("the new session works");
+}
+
+#[tokio::test]
+async fn a_session_that_does_not_read_is_closed_as_slow_consumer() {
+    let server = TestServer::start_with(|c| c.limits.session_queue_frames = 4).await;
+    let mut bob = server.raw().await;
+    bob.write(&encode(&ClientFrame {
+        r#ref: 0,
+        body: Some(Body::Hello(Hello {
+            token: server.token("bob"),
+            device_id: "phone".into(),
+            ..Default::default()
+        })),
+    }))
+    .await;
+    let (alice, _events) = server.connect("alice", "phone").await;
+    // Wait until bob's session is registered.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alice.send("bob", &b"x"[..]).await.unwrap().error != ErrorCode::None as i32 {
+        assert!(Instant::now() < deadline, "bob never came online");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Bob never reads: flow control fills, then his queue, then he is closed.
+    let payload = vec![7u8; 60_000];
+    for _ in 0..400 {
+        if bob.connection.close_reason().is_some() {
+            break;
+        }
+        let _ = alice.send("bob", payload.clone()).await.unwrap();
+    }
+    assert_eq!(bob.closed().await.0, Some(CloseCode::SlowConsumer));
+}
+
+#[tokio::test]
+async fn shutdown_sends_go_away_then_closes_with_going_away() {
+    let server = TestServer::start().await;
+    let admin = server.admin;
+    let (client, mut events) = server.connect("alice", "phone").await;
+    client.ping().await.unwrap();
+    let started = Instant::now();
+    let shutdown = tokio::spawn(server.shutdown());
+    match next_event(&mut events).await {
+        Event::GoAway(go_away) => assert!(!go_away.reason.is_empty()),
+        other => panic!("expected GoAway, got {other:?}"),
+    }
+    let (status, _) = switchboard_tests::http_get(admin, "/readyz").await;
+    assert_eq!(status, 503, "not ready while draining");
+    match next_event(&mut events).await {
+        Event::Closed(Some(info)) => assert_eq!(info.known, Some(CloseCode::GoingAway)),
+        other => panic!("expected GOING_AWAY, got {other:?}"),
+    }
+    shutdown.await.unwrap().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown_timeout (2 s) is honoured"
+    );
+}
+
+#[tokio::test]
+async fn normal_close_by_the_client_is_seen_as_a_goodbye() {
+    let server = TestServer::start_with(|c| c.presence.offline_grace = Duration::ZERO).await;
+    let (carol, mut carol_events) = server.connect("carol", "d").await;
+    let (alice, _e) = server.connect("alice", "phone").await;
+    carol.watch(&["alice"]).await.unwrap();
+    let _online = switchboard_tests::next_presence(&mut carol_events, "alice").await;
+    alice.close().await; // CloseCode::Normal
+    let offline = switchboard_tests::next_presence(&mut carol_events, "alice").await;
+    assert_eq!(offline.status, switchboard_client::Status::Offline as i32);
+    let _ = ClientError::SessionEnded; // keep the import honest
+}

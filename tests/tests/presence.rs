@@ -1,0 +1,91 @@
+//! Presence over real QUIC: a watcher sees online -> away -> offline, with
+//! growing versions and the offline grace period.
+
+use std::time::Duration;
+
+use switchboard_client::{ErrorCode, Event, Status};
+use switchboard_tests::{assert_quiet, next_event, next_presence, TestServer};
+
+#[tokio::test]
+async fn watcher_sees_online_then_away_then_offline() {
+    let grace = Duration::from_millis(300);
+    let server = TestServer::start_with(|c| c.presence.offline_grace = grace).await;
+    let (carol, mut carol_events) = server.connect("carol", "d").await;
+    carol.watch(&["alice"]).await.unwrap();
+    let initial = next_presence(&mut carol_events, "alice").await;
+    assert_eq!(initial.status, Status::Offline as i32);
+
+    let (alice, _alice_events) = server.connect("alice", "phone").await;
+    let online = next_presence(&mut carol_events, "alice").await;
+    assert_eq!(online.status, Status::Online as i32);
+    assert!(online.version > initial.version);
+
+    alice.set_status(Status::Away, "lunch").await.unwrap();
+    let away = next_presence(&mut carol_events, "alice").await;
+    assert_eq!(
+        (away.status, away.text.as_str()),
+        (Status::Away as i32, "lunch")
+    );
+    assert!(away.version > online.version);
+
+    let closed_at = std::time::SystemTime::now();
+    alice.close().await;
+    let offline = next_presence(&mut carol_events, "alice").await;
+    assert_eq!(offline.status, Status::Offline as i32);
+    assert!(offline.version > away.version);
+    assert!(offline.last_seen_ms > 0);
+    assert!(
+        closed_at.elapsed().unwrap() >= grace,
+        "offline only after the grace period"
+    );
+}
+
+#[tokio::test]
+async fn quick_reconnect_within_grace_does_not_flap() {
+    let server =
+        TestServer::start_with(|c| c.presence.offline_grace = Duration::from_secs(3)).await;
+    let (carol, mut carol_events) = server.connect("carol", "d").await;
+    let (alice, _e) = server.connect("alice", "phone").await;
+    carol.watch(&["alice"]).await.unwrap();
+    assert_eq!(
+        next_presence(&mut carol_events, "alice").await.status,
+        Status::Online as i32
+    );
+    alice.close().await;
+    let (_alice, _e) = server.connect("alice", "phone").await;
+    assert_quiet(&mut carol_events, Duration::from_millis(500)).await;
+}
+
+#[tokio::test]
+async fn invisible_looks_offline_and_bad_requests_get_errors() {
+    let server = TestServer::start_with(|c| c.limits.max_watched_users = 2).await;
+    let (carol, mut carol_events) = server.connect("carol", "d").await;
+    let (alice, mut alice_events) = server.connect("alice", "phone").await;
+    carol.watch(&["alice"]).await.unwrap();
+    assert_eq!(
+        next_presence(&mut carol_events, "alice").await.status,
+        Status::Online as i32
+    );
+    alice.set_status(Status::Invisible, "hidden").await.unwrap();
+    let hidden = next_presence(&mut carol_events, "alice").await;
+    assert_eq!(
+        (hidden.status, hidden.text.as_str()),
+        (Status::Offline as i32, "")
+    );
+
+    carol.watch(&["b", "c"]).await.unwrap();
+    match next_event(&mut carol_events).await {
+        Event::Error(e) => assert_eq!(e.code, ErrorCode::WatchLimit as i32),
+        other => panic!("expected WATCH_LIMIT, got {other:?}"),
+    }
+    alice.set_status(Status::Offline, "").await.unwrap();
+    match next_event(&mut alice_events).await {
+        Event::Error(e) => assert_eq!(e.code, ErrorCode::InvalidStatus as i32),
+        other => panic!("expected INVALID_STATUS, got {other:?}"),
+    }
+    alice.watch(&["bad id!"]).await.unwrap();
+    match next_event(&mut alice_events).await {
+        Event::Error(e) => assert_eq!(e.code, ErrorCode::InvalidUserId as i32),
+        other => panic!("expected INVALID_USER_ID, got {other:?}"),
+    }
+}
