@@ -454,3 +454,18 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    /// The commented example in the repository root stays valid and equal to
+    /// the defaults it documents.
+    #[test]
+    fn example_config_is_the_default() {
+        let text = include_str!("../../switchboard.example.toml");
+        let config = Config::load_str(text, &[], &FlagOverrides::default()).unwrap();
+        assert_eq!(config, Config::default());
+        assert!(config.validate().is_empty());
+    }
+}
