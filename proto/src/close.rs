@@ -9,7 +9,8 @@ use std::fmt;
 pub enum CloseCode {
     /// 0x00: normal close, nothing went wrong (client logging out).
     Normal,
-    /// 0x01: the server is shutting down; a GoAway frame came first.
+    /// 0x01: the server is shutting down. Open sessions get a GoAway frame
+    /// first; connections still authenticating may not.
     GoingAway,
     /// 0x10: no valid Hello arrived within the server's auth timeout.
     AuthTimeout,
@@ -19,7 +20,7 @@ pub enum CloseCode {
     /// 0x12: the token's `exp` has passed.
     TokenExpired,
     /// 0x20: a frame broke the session rules (a frame before Hello, a second
-    /// Hello, an invalid device id, a second stream).
+    /// Hello, an invalid device id).
     ProtocolViolation,
     /// 0x21: a frame's bytes are not a valid protobuf `ClientFrame`.
     MalformedFrame,

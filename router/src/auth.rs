@@ -127,6 +127,9 @@ impl TokenVerifier {
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.leeway = leeway.as_secs();
         validation.validate_exp = true;
+        // Tokens from identity providers often carry `aud`; Switchboard does
+        // not check it (the shared secret is what binds a token to us).
+        validation.validate_aud = false;
         Self {
             key: DecodingKey::from_secret(secret),
             validation,
@@ -224,6 +227,27 @@ mod tests {
             AuthError::BadSignature.close_code(),
             CloseCode::TokenInvalid
         );
+    }
+
+    #[test]
+    fn audience_claim_is_ignored() {
+        #[derive(Serialize)]
+        struct WithAud {
+            sub: String,
+            exp: u64,
+            aud: String,
+        }
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &WithAud {
+                sub: "alice".into(),
+                exp: u64::MAX / 2,
+                aud: "chat-app".into(),
+            },
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert_eq!(verifier().verify(&token).unwrap().as_str(), "alice");
     }
 
     #[test]

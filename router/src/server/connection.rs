@@ -79,6 +79,7 @@ pub(crate) async fn serve(incoming: quinn::Incoming, ctx: Arc<ServerContext>) {
 }
 
 struct Authenticated {
+    client_agent: String,
     user: UserId,
     device: DeviceId,
     initial_status: Option<Status>,
@@ -135,7 +136,13 @@ async fn serve_connection(connection: &Connection, ctx: &ServerContext) -> Endin
         return Ending::PeerClosed;
     }
     ctx.directory.insert(session, sink);
-    tracing::debug!(session = session.0, user = %auth.user, device = %auth.device, "session opened");
+    tracing::debug!(
+        session = session.0,
+        user = %auth.user,
+        device = %auth.device,
+        agent = %auth.client_agent,
+        "session opened"
+    );
     let open = ShardInput::Open {
         session,
         user: auth.user,
@@ -214,7 +221,14 @@ fn authenticate(
     let initial_status = Status::try_from(hello.initial_status)
         .ok()
         .filter(|s| *s != Status::Unspecified);
+    let mut client_agent = hello.client_agent;
+    let mut cut = client_agent.len().min(64);
+    while !client_agent.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    client_agent.truncate(cut);
     Ok(Authenticated {
+        client_agent,
         user,
         device,
         initial_status,
