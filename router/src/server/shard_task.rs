@@ -60,7 +60,8 @@ pub(crate) fn now() -> Now {
     }
 }
 
-/// Runs `shard` until every handle to it is dropped.
+/// Runs `shard` until `Server::run` aborts the task at the end of shutdown
+/// (every shard holds handles to all shards, so its inboxes never close).
 pub(crate) async fn run_shard(
     mut shard: Shard,
     mut inboxes: ShardInboxes,
