@@ -163,6 +163,8 @@ struct Shared {
 #[derive(Clone)]
 pub struct Client {
     endpoint: Endpoint,
+    /// Whether `endpoint` is this client's alone (then `close` waits for it).
+    owns_endpoint: bool,
     connection: quinn::Connection,
     send: Arc<tokio::sync::Mutex<SendStream>>,
     shared: Arc<Shared>,
@@ -179,22 +181,32 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Connects, authenticates and waits for Welcome.
+    /// Connects, authenticates and waits for Welcome, on a UDP socket of its
+    /// own.
     pub async fn connect(options: ConnectOptions) -> Result<(Client, Events), ClientError> {
         let bind: SocketAddr = if options.server.is_ipv6() {
             "[::]:0".parse().expect("valid")
         } else {
             "0.0.0.0:0".parse().expect("valid")
         };
-        let mut endpoint =
+        let endpoint =
             Endpoint::client(bind).map_err(|e| ClientError::Config(format!("binding UDP: {e}")))?;
-        let mut config = client_config(&options.trust)?;
-        let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(options.keep_alive));
-        config.transport_config(Arc::new(transport));
-        endpoint.set_default_client_config(config);
+        let config = quic_config(&options.trust, options.keep_alive)?;
+        let mut client = Self::connect_via(&endpoint, config, options).await?;
+        client.0.owns_endpoint = true;
+        Ok(client)
+    }
+
+    /// Connects over an existing endpoint (many sessions can share one UDP
+    /// socket, as the load generator does) with a prepared QUIC client
+    /// configuration from [`quic_config`].
+    pub async fn connect_via(
+        endpoint: &Endpoint,
+        config: quinn::ClientConfig,
+        options: ConnectOptions,
+    ) -> Result<(Client, Events), ClientError> {
         let connection = endpoint
-            .connect(options.server, &options.server_name)?
+            .connect_with(config, options.server, &options.server_name)?
             .await
             .map_err(connection_error)?;
         let (mut send, mut recv) = connection.open_bi().await.map_err(connection_error)?;
@@ -235,7 +247,8 @@ impl Client {
             events_tx,
         ));
         let client = Client {
-            endpoint,
+            endpoint: endpoint.clone(),
+            owns_endpoint: false,
             connection,
             send: Arc::new(tokio::sync::Mutex::new(send)),
             shared,
@@ -354,13 +367,28 @@ impl Client {
     pub async fn close(self) {
         self.connection
             .close(VarInt::from_u32(CloseCode::Normal.to_code()), b"bye");
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        if self.owns_endpoint {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        }
     }
 
     /// Why the connection ended, once it has.
     pub fn close_reason(&self) -> Option<ClientError> {
         self.connection.close_reason().map(connection_error)
     }
+}
+
+/// The QUIC client configuration for `trust` with a keep-alive interval;
+/// build it once and share it between sessions.
+pub fn quic_config(
+    trust: &Trust,
+    keep_alive: Duration,
+) -> Result<quinn::ClientConfig, ClientError> {
+    let mut config = client_config(trust)?;
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(keep_alive));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
 }
 
 async fn read_frame(

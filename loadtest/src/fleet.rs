@@ -1,0 +1,202 @@
+//! A [`Fleet`] of load-test sessions: opened at a target rate with a bound on
+//! handshakes in flight, spread round-robin over several client endpoints
+//! (UDP sockets, optionally on several local addresses) and server addresses.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use switchboard_client::{quic_config, Client, ConnectOptions, Events, Trust};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::progress::Counters;
+use crate::stats::Latency;
+
+/// How to open the fleet.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    /// Router addresses; sessions are spread over them.
+    pub servers: Vec<SocketAddr>,
+    /// How to trust the router's certificate.
+    pub trust: Trust,
+    /// TLS server name.
+    pub server_name: String,
+    /// The token secret shared with the router.
+    pub secret: Vec<u8>,
+    /// Number of sessions.
+    pub sessions: usize,
+    /// New sessions per second.
+    pub connect_rate: f64,
+    /// Most handshakes in flight at once (more overflows UDP buffers).
+    pub max_inflight: usize,
+    /// Client endpoints (UDP sockets); 0 = one per 10,000 sessions.
+    pub endpoints: usize,
+    /// Local addresses to bind endpoints on; empty = unspecified.
+    pub local_addrs: Vec<std::net::IpAddr>,
+    /// User ids are `{user_prefix}{index}`.
+    pub user_prefix: String,
+    /// QUIC keep-alive interval.
+    pub keep_alive: Duration,
+}
+
+/// One open session of the fleet.
+pub struct Member {
+    /// Index in the fleet.
+    pub index: usize,
+    /// The session.
+    pub client: Client,
+    /// Its events (taken by the scenario).
+    pub events: Option<Events>,
+}
+
+/// The open sessions and what opening them cost.
+pub struct Fleet {
+    /// Sessions that opened, by index order.
+    pub members: Vec<Member>,
+    /// Connect (handshake + Hello/Welcome) latency.
+    pub connect_latency: Latency,
+    /// Sessions that failed to open.
+    pub failures: u64,
+    /// First few failure messages.
+    pub failure_samples: Vec<String>,
+    /// Wall time to open the fleet.
+    pub open_time: Duration,
+    /// Kept alive for the sessions.
+    _endpoints: Vec<quinn::Endpoint>,
+}
+
+impl FleetOptions {
+    /// The user id of session `index`.
+    pub fn user(&self, index: usize) -> String {
+        format!("{}{index}", self.user_prefix)
+    }
+}
+
+/// Opens `options.sessions` sessions.
+pub async fn open(options: &FleetOptions, counters: &Arc<Counters>) -> anyhow::Result<Fleet> {
+    anyhow::ensure!(
+        !options.servers.is_empty(),
+        "at least one --server is needed"
+    );
+    let endpoint_count = if options.endpoints == 0 {
+        options.sessions.div_ceil(10_000).clamp(1, 64)
+    } else {
+        options.endpoints
+    };
+    let mut endpoints = Vec::with_capacity(endpoint_count);
+    for i in 0..endpoint_count {
+        let ip = match options
+            .local_addrs
+            .get(i % options.local_addrs.len().max(1))
+        {
+            Some(ip) => *ip,
+            None if options.servers[0].is_ipv6() => std::net::Ipv6Addr::UNSPECIFIED.into(),
+            None => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        };
+        endpoints.push(quinn::Endpoint::client(SocketAddr::new(ip, 0))?);
+    }
+    let config = quic_config(&options.trust, options.keep_alive)?;
+    let permits = Arc::new(Semaphore::new(options.max_inflight.max(1)));
+    let started = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / options.connect_rate.max(0.001));
+    let mut tasks = JoinSet::new();
+    for index in 0..options.sessions {
+        // Scheduled-time pacing: catch up after a late wake-up instead of
+        // drifting.
+        let due = started + interval.mul_f64(index as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let permit = permits.clone().acquire_owned().await.expect("never closed");
+        let endpoint = endpoints[index % endpoints.len()].clone();
+        let server = options.servers[index % options.servers.len()];
+        let user = options.user(index);
+        let token = switchboard_router::auth::mint_token(
+            &options.secret,
+            &user,
+            Duration::from_secs(24 * 3600),
+        );
+        let mut connect = ConnectOptions::new(server, options.trust.clone(), token, "load");
+        connect.server_name = options.server_name.clone();
+        connect.keep_alive = options.keep_alive;
+        let config = config.clone();
+        let counters = counters.clone();
+        tasks.spawn(async move {
+            let begun = Instant::now();
+            let result = Client::connect_via(&endpoint, config, connect).await;
+            drop(permit);
+            match &result {
+                Ok(_) => Counters::bump(&counters.sessions),
+                Err(_) => Counters::bump(&counters.errors),
+            }
+            (index, begun.elapsed(), result)
+        });
+    }
+    let mut fleet = Fleet {
+        members: Vec::with_capacity(options.sessions),
+        connect_latency: Latency::default(),
+        failures: 0,
+        failure_samples: Vec::new(),
+        open_time: Duration::ZERO,
+        _endpoints: endpoints,
+    };
+    while let Some(joined) = tasks.join_next().await {
+        let (index, took, result) = joined?;
+        match result {
+            Ok((client, events)) => {
+                fleet.connect_latency.record(took);
+                fleet.members.push(Member {
+                    index,
+                    client,
+                    events: Some(events),
+                });
+            }
+            Err(error) => {
+                fleet.failures += 1;
+                if fleet.failure_samples.len() < 5 {
+                    fleet
+                        .failure_samples
+                        .push(format!("session {index}: {error}"));
+                }
+            }
+        }
+    }
+    fleet.open_time = started.elapsed();
+    fleet.members.sort_by_key(|m| m.index);
+    Ok(fleet)
+}
+
+impl Fleet {
+    /// Pings every session (at most `concurrency` at once); returns how many
+    /// answered.
+    pub async fn verify_alive(&self, concurrency: usize, counters: &Arc<Counters>) -> u64 {
+        let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        for member in &self.members {
+            let client = member.client.clone();
+            let permits = permits.clone();
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await.expect("never closed");
+                tokio::time::timeout(Duration::from_secs(30), client.ping())
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+            });
+        }
+        let mut alive = 0;
+        while let Some(joined) = tasks.join_next().await {
+            if joined.unwrap_or(false) {
+                alive += 1;
+            } else {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        alive
+    }
+
+    /// Closes every session.
+    pub async fn close(self) {
+        for member in self.members {
+            member.client.close().await;
+        }
+    }
+}

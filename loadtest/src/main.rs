@@ -1,0 +1,237 @@
+//! `switchboard-load SCENARIO --server ADDR[,ADDR...] (--ca PEM | --cert-sha256 HEX)
+//! --sessions N [--rate R] [--hold 60s] [--json FILE]`: drive a router and
+//! report latency and correctness. Exits non-zero on any violation.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use switchboard_client::Trust;
+use switchboard_loadtest::fleet::FleetOptions;
+use switchboard_loadtest::progress::{Counters, Progress};
+use switchboard_loadtest::scenario::{chat, connect, presence};
+
+#[derive(Parser)]
+#[command(
+    name = "switchboard-load",
+    version,
+    about = "Switchboard load generator"
+)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Open N sessions at a target rate, hold them, verify each with a ping.
+    Connect {
+        #[command(flatten)]
+        common: Common,
+        /// How long to hold the sessions before verifying.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        hold: Duration,
+    },
+    /// Direct messages between random sessions at an open-loop rate.
+    Chat {
+        #[command(flatten)]
+        common: Common,
+        /// Aggregate messages per second.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// How long to send.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Payload bytes per message (at least 20).
+        #[arg(long, default_value_t = 80)]
+        payload: usize,
+    },
+    /// Status churn measured by watchers.
+    Presence {
+        #[command(flatten)]
+        common: Common,
+        /// Aggregate status changes per second.
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        /// How long to change statuses.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Users each session watches.
+        #[arg(long, default_value_t = 10)]
+        watch: usize,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// Router QUIC address(es), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:4433")]
+    server: Vec<SocketAddr>,
+    /// CA (or self-signed certificate) PEM to trust. Default: the dev
+    /// certificate of a `switchboard serve` on this machine.
+    #[arg(long, conflicts_with = "cert_sha256")]
+    ca: Option<PathBuf>,
+    /// Pinned SHA-256 of the router certificate (64 hex digits).
+    #[arg(long)]
+    cert_sha256: Option<String>,
+    /// Token secret file shared with the router. Default: the dev secret.
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// Number of sessions.
+    #[arg(long, default_value_t = 100)]
+    sessions: usize,
+    /// New sessions per second while opening.
+    #[arg(long, default_value_t = 2000.0)]
+    connect_rate: f64,
+    /// Most handshakes in flight.
+    #[arg(long, default_value_t = 256)]
+    max_inflight: usize,
+    /// Client endpoints (UDP sockets); 0 = one per 10,000 sessions.
+    #[arg(long, default_value_t = 0)]
+    endpoints: usize,
+    /// Local addresses to spread endpoints over, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    local_addr: Vec<IpAddr>,
+    /// User ids are PREFIX0, PREFIX1, ...
+    #[arg(long, default_value = "load-")]
+    user_prefix: String,
+    /// QUIC keep-alive interval.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    keep_alive: Duration,
+    /// TLS server name.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No periodic progress lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl Common {
+    fn fleet(&self) -> anyhow::Result<FleetOptions> {
+        let dev = switchboard_router::config::Config::default();
+        let trust = match (&self.ca, &self.cert_sha256) {
+            (Some(ca), _) => Trust::CaFile(ca.clone()),
+            (None, Some(pin)) => Trust::fingerprint_hex(pin)?,
+            (None, None) => Trust::CaFile(dev.dev_dir.join(switchboard_router::tls::DEV_CERT_FILE)),
+        };
+        let secret = match &self.secret_file {
+            Some(path) => switchboard_router::auth::read_secret_file(path)?,
+            None => {
+                let path = dev.dev_dir.join(switchboard_router::dev::DEV_SECRET_FILE);
+                std::fs::read(&path)
+                    .map(|s| s.trim_ascii().to_vec())
+                    .with_context(|| {
+                        format!(
+                            "reading the dev secret {} (or pass --secret-file)",
+                            path.display()
+                        )
+                    })?
+            }
+        };
+        Ok(FleetOptions {
+            servers: self.server.clone(),
+            trust,
+            server_name: self.server_name.clone(),
+            secret,
+            sessions: self.sessions,
+            connect_rate: self.connect_rate,
+            max_inflight: self.max_inflight,
+            endpoints: self.endpoints,
+            local_addrs: self.local_addr.clone(),
+            user_prefix: self.user_prefix.clone(),
+            keep_alive: self.keep_alive,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the scenario; `Ok(false)` when it found violations.
+async fn run(cli: Cli) -> anyhow::Result<bool> {
+    let counters = Arc::new(Counters::default());
+    let (common, report) = match &cli.scenario {
+        Scenario::Connect { common, hold } => {
+            let _progress = Progress::start("connect", counters.clone(), common.quiet);
+            (
+                common,
+                connect::run(&common.fleet()?, *hold, &counters).await?,
+            )
+        }
+        Scenario::Chat {
+            common,
+            rate,
+            duration,
+            payload,
+        } => {
+            let _progress = Progress::start("chat", counters.clone(), common.quiet);
+            let options = chat::ChatOptions {
+                rate: *rate,
+                duration: *duration,
+                payload_bytes: *payload,
+                drain: Duration::from_secs(10),
+            };
+            (
+                common,
+                chat::run(&common.fleet()?, &options, &counters).await?,
+            )
+        }
+        Scenario::Presence {
+            common,
+            rate,
+            duration,
+            watch,
+        } => {
+            let _progress = Progress::start("presence", counters.clone(), common.quiet);
+            let options = presence::PresenceOptions {
+                rate: *rate,
+                duration: *duration,
+                watch: *watch,
+                drain: Duration::from_secs(10),
+            };
+            (
+                common,
+                presence::run(&common.fleet()?, &options, &counters).await?,
+            )
+        }
+    };
+    print!("{}", report.to_table());
+    if let Some(path) = &common.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(report.violations.is_empty())
+}

@@ -1,0 +1,113 @@
+//! The run [`Report`]: printed as a human table at the end, and written as
+//! JSON with `--json FILE`. `violations` lists every correctness failure; any
+//! makes the exit code non-zero.
+
+use serde::Serialize;
+
+use crate::stats::LatencySummary;
+
+/// What a run measured.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Report {
+    /// The scenario name.
+    pub scenario: String,
+    /// Sessions asked for.
+    pub sessions_requested: usize,
+    /// Sessions that opened.
+    pub sessions_opened: usize,
+    /// Sessions that failed to open.
+    pub connect_failures: u64,
+    /// Sessions opened per second while opening.
+    pub connect_rate_per_s: f64,
+    /// Connect latency.
+    pub connect_latency: Option<LatencySummary>,
+    /// Sessions that answered a ping after the hold (connect scenario).
+    pub sessions_verified_alive: Option<u64>,
+    /// Message or status-change traffic, when the scenario has any.
+    pub traffic: Option<Traffic>,
+    /// Correctness failures; empty on a clean run.
+    pub violations: Vec<String>,
+}
+
+/// Traffic figures of a chat or presence run.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Traffic {
+    /// Target aggregate rate, per second.
+    pub offered_rate_per_s: f64,
+    /// Seconds of sending.
+    pub duration_s: f64,
+    /// Messages (or status changes) scheduled.
+    pub scheduled: u64,
+    /// Sent and accepted by the router.
+    pub routed: u64,
+    /// Sent and refused by the router (with a reason).
+    pub refused: u64,
+    /// Received by recipients (or watchers).
+    pub delivered: u64,
+    /// Routed but never received.
+    pub lost: u64,
+    /// Received more than once.
+    pub duplicated: u64,
+    /// Received out of per-sender order.
+    pub reordered: u64,
+    /// Delivered per second over the sending period.
+    pub delivered_rate_per_s: f64,
+    /// Delivery (or propagation) latency from the scheduled send time.
+    pub latency: LatencySummary,
+}
+
+impl Report {
+    /// The human-readable table.
+    pub fn to_table(&self) -> String {
+        let mut out = String::new();
+        let mut row = |k: &str, v: String| out.push_str(&format!("{k:<26} {v}\n"));
+        row("scenario", self.scenario.clone());
+        row(
+            "sessions",
+            format!(
+                "{} opened of {} ({} failed) at {:.0}/s",
+                self.sessions_opened,
+                self.sessions_requested,
+                self.connect_failures,
+                self.connect_rate_per_s
+            ),
+        );
+        if let Some(latency) = &self.connect_latency {
+            row("connect latency", latency.to_string());
+        }
+        if let Some(alive) = self.sessions_verified_alive {
+            row("verified alive", alive.to_string());
+        }
+        if let Some(t) = &self.traffic {
+            row(
+                "offered",
+                format!(
+                    "{:.0}/s for {:.1} s ({} scheduled)",
+                    t.offered_rate_per_s, t.duration_s, t.scheduled
+                ),
+            );
+            row("routed / refused", format!("{} / {}", t.routed, t.refused));
+            row(
+                "delivered",
+                format!("{} ({:.0}/s)", t.delivered, t.delivered_rate_per_s),
+            );
+            row(
+                "lost / dup / reordered",
+                format!("{} / {} / {}", t.lost, t.duplicated, t.reordered),
+            );
+            row("latency", t.latency.to_string());
+        }
+        if self.violations.is_empty() {
+            row("result", "PASS".into());
+        } else {
+            row(
+                "result",
+                format!("FAIL ({} violations)", self.violations.len()),
+            );
+            for v in &self.violations {
+                row("  violation", v.clone());
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,190 @@
+//! `chat`: every session sends direct messages to random other sessions at an
+//! open-loop aggregate rate. Each payload carries a [`Probe`], so receivers
+//! measure latency from the scheduled send time and detect loss, duplicates
+//! and per-sender reordering.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use switchboard_client::{ErrorCode, Event};
+use tokio::sync::mpsc;
+
+use crate::fleet::{self, FleetOptions};
+use crate::probe::Probe;
+use crate::progress::Counters;
+use crate::report::{Report, Traffic};
+use crate::stats::Latency;
+
+/// Chat traffic settings.
+#[derive(Debug, Clone)]
+pub struct ChatOptions {
+    /// Aggregate messages per second.
+    pub rate: f64,
+    /// How long to send.
+    pub duration: Duration,
+    /// Payload size in bytes (at least the probe's 20).
+    pub payload_bytes: usize,
+    /// How long to wait for stragglers after sending stops.
+    pub drain: Duration,
+}
+
+#[derive(Default)]
+struct Tracker {
+    /// Highest sequence seen per (sender, recipient).
+    last_seq: HashMap<(u32, u32), u64>,
+    delivered: u64,
+    duplicated: u64,
+    reordered: u64,
+    latency: Latency,
+}
+
+#[derive(Default)]
+struct SendTally {
+    routed: u64,
+    refused: u64,
+    failed: u64,
+}
+
+/// Runs the scenario.
+pub async fn run(
+    options: &FleetOptions,
+    chat: &ChatOptions,
+    counters: &Arc<Counters>,
+) -> anyhow::Result<Report> {
+    let mut fleet = fleet::open(options, counters).await?;
+    let mut report = crate::base_report("chat", options, &fleet);
+    let n = fleet.members.len();
+    anyhow::ensure!(n >= 2, "chat needs at least 2 open sessions, got {n}");
+    let users: Arc<Vec<String>> = Arc::new(
+        fleet
+            .members
+            .iter()
+            .map(|m| options.user(m.index))
+            .collect(),
+    );
+    let tracker = Arc::new(Mutex::new(Tracker::default()));
+    let tally = Arc::new(Mutex::new(SendTally::default()));
+    let start = Instant::now();
+
+    let mut receivers = Vec::with_capacity(n);
+    let mut outboxes = Vec::with_capacity(n);
+    let mut senders = Vec::with_capacity(n);
+    for (position, member) in fleet.members.iter_mut().enumerate() {
+        let mut events = member.events.take().expect("events not taken yet");
+        let tracker = tracker.clone();
+        let received = counters.clone();
+        receivers.push(tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                let Event::Message(message) = event else {
+                    continue;
+                };
+                let Some(probe) = Probe::decode(&message.payload) else {
+                    continue;
+                };
+                let latency = start
+                    .elapsed()
+                    .saturating_sub(Duration::from_nanos(probe.scheduled_ns));
+                Counters::bump(&received.received);
+                let mut t = tracker.lock().expect("not poisoned");
+                t.latency.record(latency);
+                let last = t
+                    .last_seq
+                    .entry((probe.sender, position as u32))
+                    .or_insert(0);
+                if probe.seq == *last {
+                    t.duplicated += 1;
+                } else if probe.seq < *last {
+                    t.reordered += 1;
+                } else {
+                    *last = probe.seq;
+                    t.delivered += 1;
+                }
+            }
+        }));
+        let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Vec<u8>)>();
+        outboxes.push(tx);
+        let client = member.client.clone();
+        let users = users.clone();
+        let tally = tally.clone();
+        let counters = counters.clone();
+        senders.push(tokio::spawn(async move {
+            // One task per session keeps each sender's messages in order.
+            while let Some((to, payload)) = rx.recv().await {
+                Counters::bump(&counters.sent);
+                let result = client.send(&users[to], payload).await;
+                let mut tally = tally.lock().expect("not poisoned");
+                match result {
+                    Ok(r) if r.error == ErrorCode::None as i32 => tally.routed += 1,
+                    Ok(_) => tally.refused += 1,
+                    Err(_) => {
+                        tally.failed += 1;
+                        Counters::bump(&counters.errors);
+                    }
+                }
+            }
+        }));
+    }
+
+    let payload_bytes = chat.payload_bytes;
+    let mut seqs = vec![0u64; n];
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed);
+    let pacer = super::paced(start, chat.rate, chat.duration, move |_, due_ns| {
+        let from = rng.random_range(0..n);
+        let mut to = rng.random_range(0..n - 1);
+        if to >= from {
+            to += 1;
+        }
+        seqs[from] += 1;
+        let probe = Probe {
+            sender: from as u32,
+            seq: seqs[from],
+            scheduled_ns: due_ns,
+        };
+        let _ = outboxes[from].send((to, probe.encode(payload_bytes)));
+    });
+    let scheduled =
+        tokio::task::spawn_blocking(move || pacer.join().expect("pacer thread")).await?;
+    let sending_time = start.elapsed();
+    for sender in senders {
+        sender.await?;
+    }
+    let routed = tally.lock().expect("not poisoned").routed;
+    let deadline = Instant::now() + chat.drain;
+    while tracker.lock().expect("not poisoned").delivered < routed && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tally = std::mem::take(&mut *tally.lock().expect("not poisoned"));
+    let t = std::mem::take(&mut *tracker.lock().expect("not poisoned"));
+    let lost = tally.routed.saturating_sub(t.delivered);
+    report.traffic = Some(Traffic {
+        offered_rate_per_s: chat.rate,
+        duration_s: sending_time.as_secs_f64(),
+        scheduled,
+        routed: tally.routed,
+        refused: tally.refused,
+        delivered: t.delivered,
+        lost,
+        duplicated: t.duplicated,
+        reordered: t.reordered,
+        delivered_rate_per_s: t.delivered as f64 / sending_time.as_secs_f64().max(1e-9),
+        latency: t.latency.summary(),
+    });
+    for (count, what) in [
+        (lost, "routed messages were never delivered"),
+        (t.duplicated, "messages were delivered twice"),
+        (t.reordered, "messages arrived out of per-sender order"),
+        (tally.refused, "messages were refused by the router"),
+        (tally.failed, "sends failed (session lost)"),
+    ] {
+        if count > 0 {
+            report.violations.push(format!("{count} {what}"));
+        }
+    }
+    for receiver in receivers {
+        receiver.abort();
+    }
+    fleet.close().await;
+    Ok(report)
+}

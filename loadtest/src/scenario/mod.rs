@@ -1,0 +1,39 @@
+//! The scenarios: [`connect`] (open, hold, verify), [`chat`] (direct
+//! messages at an open-loop rate, checking loss, duplicates and order) and
+//! [`presence`] (status churn measured by watchers).
+
+pub mod chat;
+pub mod connect;
+pub mod presence;
+
+use std::time::{Duration, Instant};
+
+/// Calls `each(i)` for i = 0, 1, ... at `rate` per second for `duration`,
+/// from a dedicated OS thread so the schedule does not depend on the async
+/// runtime's load. Returns how many were scheduled. Each call gets its
+/// scheduled time (ns since `start`), which latency is measured from.
+pub(crate) fn paced(
+    start: Instant,
+    rate: f64,
+    duration: Duration,
+    mut each: impl FnMut(u64, u64) + Send + 'static,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let total = (rate * duration.as_secs_f64()).round() as u64;
+        let interval_ns = 1e9 / rate.max(0.001);
+        let mut i = 0;
+        while i < total {
+            let due_ns = (i as f64 * interval_ns) as u64;
+            let now_ns = start.elapsed().as_nanos() as u64;
+            if due_ns > now_ns {
+                std::thread::sleep(Duration::from_nanos((due_ns - now_ns).min(1_000_000)));
+                continue;
+            }
+            // Everything due by now goes out, each stamped with its own
+            // scheduled time.
+            each(i, due_ns);
+            i += 1;
+        }
+        total
+    })
+}

@@ -1,0 +1,80 @@
+//! A small `switchboard-load` run as a test: 200 sessions, a few seconds of
+//! chat and of presence churn against a real router, with zero loss,
+//! duplicates or reordering. The scale runs live in the bench runner.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_client::Trust;
+use switchboard_loadtest::fleet::FleetOptions;
+use switchboard_loadtest::progress::Counters;
+use switchboard_loadtest::scenario::{chat, connect, presence};
+use switchboard_tests::{TestServer, SECRET};
+
+fn fleet(server: &TestServer, sessions: usize, prefix: &str) -> FleetOptions {
+    FleetOptions {
+        servers: vec![server.addr],
+        trust: Trust::Fingerprint(server.fingerprint),
+        server_name: "localhost".into(),
+        secret: SECRET.to_vec(),
+        sessions,
+        connect_rate: 1_000.0,
+        max_inflight: 64,
+        endpoints: 2,
+        local_addrs: Vec::new(),
+        user_prefix: prefix.into(),
+        keep_alive: Duration::from_secs(5),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_smoke_has_no_loss_duplicates_or_reordering() {
+    let server = TestServer::start().await;
+    let counters = Arc::new(Counters::default());
+    let options = chat::ChatOptions {
+        rate: 400.0,
+        duration: Duration::from_secs(3),
+        payload_bytes: 80,
+        drain: Duration::from_secs(10),
+    };
+    let report = chat::run(&fleet(&server, 200, "chat-"), &options, &counters)
+        .await
+        .unwrap();
+    assert!(report.violations.is_empty(), "{}", report.to_table());
+    assert_eq!(report.sessions_opened, 200);
+    let traffic = report.traffic.unwrap();
+    assert_eq!(traffic.scheduled, 1_200);
+    assert_eq!(
+        (traffic.routed, traffic.delivered, traffic.lost),
+        (1_200, 1_200, 0)
+    );
+    assert_eq!(traffic.latency.samples, 1_200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_and_presence_smoke() {
+    let server = TestServer::start().await;
+    let counters = Arc::new(Counters::default());
+    let report = connect::run(
+        &fleet(&server, 100, "conn-"),
+        Duration::from_millis(200),
+        &counters,
+    )
+    .await
+    .unwrap();
+    assert!(report.violations.is_empty(), "{}", report.to_table());
+    assert_eq!(report.sessions_verified_alive, Some(100));
+
+    let options = presence::PresenceOptions {
+        rate: 50.0,
+        duration: Duration::from_secs(2),
+        watch: 5,
+        drain: Duration::from_secs(10),
+    };
+    let report = presence::run(&fleet(&server, 50, "pres-"), &options, &counters)
+        .await
+        .unwrap();
+    assert!(report.violations.is_empty(), "{}", report.to_table());
+    let traffic = report.traffic.unwrap();
+    assert_eq!(traffic.delivered, traffic.scheduled * 5);
+}
