@@ -2,12 +2,12 @@
 //! JSON with `--json FILE`. `violations` lists every correctness failure; any
 //! makes the exit code non-zero.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::stats::LatencySummary;
 
 /// What a run measured.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Report {
     /// The scenario name.
     pub scenario: String,
@@ -30,7 +30,7 @@ pub struct Report {
 }
 
 /// Traffic figures of a chat or presence run.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Traffic {
     /// Target aggregate rate, per second.
     pub offered_rate_per_s: f64,

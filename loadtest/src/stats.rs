@@ -2,7 +2,7 @@
 //! summarised as p50 / p90 / p99 / p99.9 / max in milliseconds.
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// A latency histogram, 1 us to 1 hour, 3 significant digits.
@@ -51,7 +51,7 @@ impl Latency {
 }
 
 /// Percentiles of a latency distribution, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct LatencySummary {
     /// Number of samples.
     pub samples: u64,

@@ -1,0 +1,377 @@
+//! `switchboard-bench`: the one command a tester runs for a load test. It
+//! starts a release router on loopback, drives the standard scenarios through
+//! `switchboard-load`, samples router (and load generator) RSS and CPU from
+//! `/proc`, and writes a dated report (Markdown, JSON, SVG) under
+//! `bench/results/`.
+//!
+//! Standard scenarios: `connect` (memory per idle session and idle CPU),
+//! a `chat` rate ladder at a fixed session count (the highest rate with every
+//! message delivered and p99 < 50 ms is "sustainable"), and `chat` at half
+//! the sustainable rate (the latency figure).
+
+mod plot;
+mod procstat;
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use serde::Serialize;
+use switchboard_loadtest::report::Report;
+
+#[derive(Parser, Clone)]
+#[command(name = "switchboard-bench", version, about = "Run the standard Switchboard load test and write a report")]
+struct Cli {
+    /// Directory holding release `switchboard` and `switchboard-load`.
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+    /// Where reports go.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    /// Sessions for the connect (memory) scenario.
+    #[arg(long, default_value_t = 10_000)]
+    connect_sessions: usize,
+    /// How long the connect scenario holds its sessions (idle CPU is measured then).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    hold: Duration,
+    /// Sessions for the chat scenarios.
+    #[arg(long, default_value_t = 10_000)]
+    chat_sessions: usize,
+    /// Chat rates to try, messages per second, ascending.
+    #[arg(long, value_delimiter = ',', default_value = "2000,5000,10000,20000,30000")]
+    chat_rates: Vec<f64>,
+    /// Seconds of sending per chat step.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    chat_duration: Duration,
+    /// New sessions per second while opening.
+    #[arg(long, default_value_t = 3000.0)]
+    connect_rate: f64,
+    /// Router shards (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    shards: usize,
+    /// QUIC port for the router under test.
+    #[arg(long, default_value_t = 14433)]
+    port: u16,
+}
+
+/// One scenario step in the report.
+#[derive(Debug, Serialize)]
+struct Step {
+    name: String,
+    command: String,
+    report: Report,
+    router_rss_before_kib: u64,
+    router_rss_peak_kib: u64,
+    router_cpu_percent_avg: f64,
+    load_rss_peak_kib: u64,
+    started_s: f64,
+    ended_s: f64,
+}
+
+/// The whole run.
+#[derive(Debug, Serialize)]
+struct BenchReport {
+    date: String,
+    machine: String,
+    router_config: String,
+    steps: Vec<Step>,
+    summary: Summary,
+    samples: Vec<procstat::Sample>,
+}
+
+#[derive(Debug, Serialize, Default)]
+struct Summary {
+    router_kib_per_idle_session: f64,
+    load_kib_per_session: f64,
+    connect_rate_per_s: f64,
+    router_idle_cpu_percent_per_100k_sessions: f64,
+    chat_sessions: usize,
+    chat_sustainable_msgs_per_s: f64,
+    chat_p99_ms_at_half_rate: f64,
+}
+
+struct Router {
+    child: Child,
+    fingerprint: String,
+    addr: String,
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_router(cli: &Cli, dir: &Path) -> anyhow::Result<(Router, String)> {
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "bench-secret-bench-secret-bench-secret-0123")?;
+    let config = format!(
+        "listen = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:0\"\nshards = {}\ndev_dir = \"{}\"\nheartbeat_interval = \"30s\"\n[auth]\nsecret_file = \"{}\"\n",
+        cli.port,
+        cli.shards,
+        dir.join("dev").display(),
+        secret.display()
+    );
+    let config_path = dir.join("router.toml");
+    std::fs::write(&config_path, &config)?;
+    let mut child = Command::new(cli.bin_dir.join("switchboard"))
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .env("SWITCHBOARD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting the router (build it with `cargo build --release`)")?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut fingerprint = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        if let Some(fp) = line.strip_prefix("certificate SHA-256 fingerprint: ") {
+            fingerprint = Some(fp.trim().to_owned());
+        }
+        if line.starts_with("switchboard listening") {
+            break;
+        }
+    }
+    let Some(fingerprint) = fingerprint else { bail!("router exited before listening") };
+    Ok((
+        Router {
+            child,
+            fingerprint,
+            addr: format!("127.0.0.1:{}", cli.port),
+        },
+        config,
+    ))
+}
+
+/// Runs one `switchboard-load` invocation, sampling the router meanwhile.
+fn run_load(cli: &Cli, router: &Router, dir: &Path, epoch: Instant, name: &str, args: &[String]) -> anyhow::Result<Step> {
+    let json = dir.join(format!("{name}.json"));
+    let mut command = Command::new(cli.bin_dir.join("switchboard-load"));
+    command
+        .args(args)
+        .args(["--server", &router.addr, "--cert-sha256", &router.fingerprint, "--quiet", "--json"])
+        .arg(&json)
+        .arg("--secret-file")
+        .arg(dir.join("secret"))
+        .arg("--user-prefix")
+        .arg(format!("{name}-"));
+    let shown = format!("switchboard-load {} --server {} --cert-sha256 <fp> --secret-file <file> --quiet", args.join(" "), router.addr);
+    eprintln!("== {name}: {shown}");
+    let pid = router.child.id();
+    let rss_before = procstat::rss_kib(pid).unwrap_or(0);
+    let started = epoch.elapsed().as_secs_f64();
+    let sampler = procstat::Sampler::start(pid, Duration::from_millis(500), epoch);
+    let mut child = command.stdout(Stdio::inherit()).spawn().context("starting switchboard-load")?;
+    let mut load_peak = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        load_peak = load_peak.max(procstat::rss_kib(child.id()).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let samples = sampler.finish();
+    let report: Report = serde_json::from_str(
+        &std::fs::read_to_string(&json).with_context(|| format!("{name}: no report (exit {status})"))?,
+    )?;
+    let cpu: Vec<f64> = samples.iter().map(|s| s.cpu_percent).collect();
+    Ok(Step {
+        name: name.to_owned(),
+        command: shown,
+        report,
+        router_rss_before_kib: rss_before,
+        router_rss_peak_kib: samples.iter().map(|s| s.rss_kib).max().unwrap_or(rss_before),
+        router_cpu_percent_avg: cpu.iter().sum::<f64>() / cpu.len().max(1) as f64,
+        load_rss_peak_kib: load_peak,
+        started_s: started,
+        ended_s: epoch.elapsed().as_secs_f64(),
+    })
+}
+
+fn sustainable(step: &Step) -> bool {
+    step.report.violations.is_empty()
+        && step
+            .report
+            .traffic
+            .as_ref()
+            .is_some_and(|t| t.delivered == t.scheduled && t.latency.p99_ms < 50.0)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let dir = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let epoch = Instant::now();
+    let (router, router_config) = start_router(&cli, &dir)?;
+    let all_samples = procstat::Sampler::start(router.child.id(), Duration::from_millis(500), epoch);
+    let mut steps = Vec::new();
+
+    let connect_args: Vec<String> = vec![
+        "connect".into(),
+        "--sessions".into(),
+        cli.connect_sessions.to_string(),
+        "--connect-rate".into(),
+        cli.connect_rate.to_string(),
+        "--hold".into(),
+        humantime::format_duration(cli.hold).to_string(),
+        "--keep-alive".into(),
+        "25s".into(),
+    ];
+    steps.push(run_load(&cli, &router, &dir, epoch, "connect", &connect_args)?);
+    // Let the closed sessions leave before chat.
+    std::thread::sleep(Duration::from_secs(3));
+
+    let mut best: Option<f64> = None;
+    for rate in &cli.chat_rates {
+        let args = chat_args(&cli, *rate);
+        let step = run_load(&cli, &router, &dir, epoch, &format!("chat-{rate}"), &args)?;
+        let ok = sustainable(&step);
+        steps.push(step);
+        std::thread::sleep(Duration::from_secs(2));
+        if !ok {
+            break;
+        }
+        best = Some(*rate);
+    }
+    if let Some(best) = best {
+        let half = best / 2.0;
+        let step = run_load(&cli, &router, &dir, epoch, &format!("chat-half-{half}"), &chat_args(&cli, half))?;
+        steps.push(step);
+    }
+    let samples = all_samples.finish();
+    drop(router);
+
+    let summary = summarize(&cli, &steps, best);
+    let date = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let machine = machine_description();
+    let report = BenchReport {
+        date: date.clone(),
+        machine,
+        router_config,
+        steps,
+        summary,
+        samples,
+    };
+    std::fs::create_dir_all(&cli.out)?;
+    let stem = cli.out.join(format!("{}-report", date.replace(':', "")));
+    std::fs::write(stem.with_extension("json"), serde_json::to_string_pretty(&report)?)?;
+    let phases: Vec<plot::Phase> = report
+        .steps
+        .iter()
+        .map(|s| plot::Phase {
+            name: s.name.clone(),
+            start_s: s.started_s,
+            end_s: s.ended_s,
+        })
+        .collect();
+    std::fs::write(stem.with_extension("svg"), plot::svg(&report.samples, &phases))?;
+    let markdown = markdown(&report, &stem);
+    std::fs::write(stem.with_extension("md"), &markdown)?;
+    println!("{markdown}");
+    eprintln!("report written to {}.{{md,json,svg}}", stem.display());
+    Ok(())
+}
+
+fn chat_args(cli: &Cli, rate: f64) -> Vec<String> {
+    vec![
+        "chat".into(),
+        "--sessions".into(),
+        cli.chat_sessions.to_string(),
+        "--connect-rate".into(),
+        cli.connect_rate.to_string(),
+        "--rate".into(),
+        rate.to_string(),
+        "--duration".into(),
+        humantime::format_duration(cli.chat_duration).to_string(),
+    ]
+}
+
+fn summarize(cli: &Cli, steps: &[Step], best: Option<f64>) -> Summary {
+    let mut summary = Summary {
+        chat_sessions: cli.chat_sessions,
+        chat_sustainable_msgs_per_s: best.unwrap_or(0.0),
+        ..Summary::default()
+    };
+    if let Some(connect) = steps.iter().find(|s| s.name == "connect") {
+        let sessions = connect.report.sessions_opened.max(1) as f64;
+        summary.router_kib_per_idle_session =
+            connect.router_rss_peak_kib.saturating_sub(connect.router_rss_before_kib) as f64 / sessions;
+        summary.load_kib_per_session = connect.load_rss_peak_kib as f64 / sessions;
+        summary.connect_rate_per_s = connect.report.connect_rate_per_s;
+        summary.router_idle_cpu_percent_per_100k_sessions = connect.router_cpu_percent_avg * 100_000.0 / sessions;
+    }
+    if let Some(half) = steps.iter().find(|s| s.name.starts_with("chat-half")) {
+        summary.chat_p99_ms_at_half_rate = half.report.traffic.as_ref().map_or(0.0, |t| t.latency.p99_ms);
+    }
+    summary
+}
+
+fn machine_description() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0);
+    format!("{cores} cores, {:.0} GiB RAM", mem_kib as f64 / 1024.0 / 1024.0)
+}
+
+fn markdown(report: &BenchReport, stem: &Path) -> String {
+    let s = &report.summary;
+    let mut out = format!(
+        "# Switchboard benchmark, {}\n\nMachine: {}. Router and load generator on the same machine, loopback.\n\n",
+        report.date, report.machine
+    );
+    out.push_str("| figure | value |\n|---|---|\n");
+    out.push_str(&format!("| router RSS per idle session | {:.1} KiB |\n", s.router_kib_per_idle_session));
+    out.push_str(&format!("| load generator RSS per session | {:.1} KiB |\n", s.load_kib_per_session));
+    out.push_str(&format!("| new sessions per second | {:.0} |\n", s.connect_rate_per_s));
+    out.push_str(&format!(
+        "| router idle CPU per 100k sessions | {:.1}% of a core |\n",
+        s.router_idle_cpu_percent_per_100k_sessions
+    ));
+    out.push_str(&format!(
+        "| chat sustainable msgs/s ({} sessions, p99 < 50 ms, nothing lost) | {:.0} |\n",
+        s.chat_sessions, s.chat_sustainable_msgs_per_s
+    ));
+    out.push_str(&format!("| chat p99 at half that rate | {:.2} ms |\n", s.chat_p99_ms_at_half_rate));
+    out.push_str("| nats-server (TLS) baseline | not run by this version of the runner |\n\n");
+    out.push_str("## Steps\n\n| step | sessions | offered/s | delivered/s | p50 ms | p99 ms | p99.9 ms | lost | router RSS peak MiB | router CPU avg % | result |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for step in &report.steps {
+        let r = &step.report;
+        let (offered, delivered, p50, p99, p999, lost) = r.traffic.as_ref().map_or(
+            ("-".into(), "-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
+            |t| {
+                (
+                    format!("{:.0}", t.offered_rate_per_s),
+                    format!("{:.0}", t.delivered_rate_per_s),
+                    format!("{:.2}", t.latency.p50_ms),
+                    format!("{:.2}", t.latency.p99_ms),
+                    format!("{:.2}", t.latency.p999_ms),
+                    t.lost.to_string(),
+                )
+            },
+        );
+        out.push_str(&format!(
+            "| {} | {} | {offered} | {delivered} | {p50} | {p99} | {p999} | {lost} | {:.0} | {:.0} | {} |\n",
+            step.name,
+            r.sessions_opened,
+            step.router_rss_peak_kib as f64 / 1024.0,
+            step.router_cpu_percent_avg,
+            if r.violations.is_empty() { "pass".to_owned() } else { r.violations.join("; ") }
+        ));
+    }
+    out.push_str("\n## Commands\n\n");
+    for step in &report.steps {
+        out.push_str(&format!("- `{}`\n", step.command));
+    }
+    out.push_str(&format!(
+        "\nPlot: `{}` (RSS blue, CPU orange, per step).\n",
+        stem.with_extension("svg").file_name().map_or(String::new(), |f| f.to_string_lossy().into_owned())
+    ));
+    out
+}

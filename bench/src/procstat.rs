@@ -1,0 +1,90 @@
+//! Samples a process's resident memory and CPU time from `/proc` (Linux).
+
+use std::time::{Duration, Instant};
+
+/// One sample of a process.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub(crate) struct Sample {
+    /// Seconds since sampling started.
+    pub(crate) t_s: f64,
+    /// Resident set size, KiB.
+    pub(crate) rss_kib: u64,
+    /// CPU used since the previous sample, percent of one core.
+    pub(crate) cpu_percent: f64,
+}
+
+/// Resident set size of `pid` in KiB (`VmRSS`).
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// User + system CPU time of `pid`, in clock ticks.
+pub(crate) fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) in parens.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second (USER_HZ), 100 on every Linux we run on.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// Samples `pid` every `every` on a background thread until dropped.
+pub(crate) struct Sampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<Sample>>>,
+}
+
+impl Sampler {
+    /// Starts sampling.
+    pub(crate) fn start(pid: u32, every: Duration, epoch: Instant) -> Sampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            let mut last = (Instant::now(), cpu_ticks(pid).unwrap_or(0));
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(every);
+                let (Some(rss), Some(ticks)) = (rss_kib(pid), cpu_ticks(pid)) else { break };
+                let now = Instant::now();
+                let cpu = (ticks - last.1) as f64 / TICKS_PER_SECOND / now.duration_since(last.0).as_secs_f64() * 100.0;
+                last = (now, ticks);
+                samples.push(Sample {
+                    t_s: now.duration_since(epoch).as_secs_f64(),
+                    rss_kib: rss,
+                    cpu_percent: cpu,
+                });
+            }
+            samples
+        });
+        Sampler {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops and returns the samples.
+    pub(crate) fn finish(mut self) -> Vec<Sample> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_our_own_process() {
+        let pid = std::process::id();
+        assert!(rss_kib(pid).unwrap() > 0);
+        assert!(cpu_ticks(pid).is_some());
+    }
+}
