@@ -24,7 +24,9 @@ fn codec(c: &mut Criterion) {
     let mut group = c.benchmark_group("codec");
     let frame = deliver(80);
     group.throughput(Throughput::Elements(1));
-    group.bench_function("encode_deliver_80B", |b| b.iter(|| encode(black_box(&frame))));
+    group.bench_function("encode_deliver_80B", |b| {
+        b.iter(|| encode(black_box(&frame)))
+    });
 
     let send = ClientFrame {
         r#ref: 42,

@@ -9,12 +9,17 @@ use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use switchboard_proto::v1::{client_frame, ClientFrame, Send, SetStatus, Status, Watch};
 use switchboard_router::core::placement::shard_of;
-use switchboard_router::core::{CoreLimits, DeviceId, Now, Output, SessionId, Shard, ShardId, ShardInput, UserId};
+use switchboard_router::core::{
+    CoreLimits, DeviceId, Now, Output, SessionId, Shard, ShardId, ShardInput, UserId,
+};
 
 fn now() -> Now {
     Now {
         instant: Instant::now(),
-        unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64,
+        unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
     }
 }
 
@@ -26,7 +31,9 @@ struct Cluster {
 impl Cluster {
     fn new(count: u32) -> Self {
         Self {
-            shards: (0..count).map(|i| Shard::new(ShardId(i), count, CoreLimits::default())).collect(),
+            shards: (0..count)
+                .map(|i| Shard::new(ShardId(i), count, CoreLimits::default()))
+                .collect(),
         }
     }
 
@@ -74,7 +81,10 @@ impl Cluster {
             shard,
             ShardInput::Frame {
                 session: SessionId(session),
-                frame: ClientFrame { r#ref: 1, body: Some(body) },
+                frame: ClientFrame {
+                    r#ref: 1,
+                    body: Some(body),
+                },
             },
         )
     }
@@ -85,7 +95,10 @@ fn two_shard_pair() -> (Cluster, &'static str, &'static str) {
     let cluster = Cluster::new(2);
     let users = ["alice", "bob", "carol", "dave", "erin", "frank"];
     let a = users[0];
-    let b = users.iter().find(|u| cluster.shard(u) != cluster.shard(a)).expect("users spread over 2 shards");
+    let b = users
+        .iter()
+        .find(|u| cluster.shard(u) != cluster.shard(a))
+        .expect("users spread over 2 shards");
     (cluster, a, b)
 }
 
@@ -116,7 +129,13 @@ fn routing(c: &mut Criterion) {
     for w in 0..1_000u64 {
         let user = format!("fan{w}");
         cluster.open(10 + w, &user);
-        cluster.frame(10 + w, &user, client_frame::Body::Watch(Watch { users: vec!["star".into()] }));
+        cluster.frame(
+            10 + w,
+            &user,
+            client_frame::Body::Watch(Watch {
+                users: vec!["star".into()],
+            }),
+        );
     }
     let mut flip = false;
     group.throughput(Throughput::Elements(1_000));
@@ -124,7 +143,11 @@ fn routing(c: &mut Criterion) {
         b.iter_batched(
             || {
                 flip = !flip;
-                if flip { Status::Away } else { Status::Busy }
+                if flip {
+                    Status::Away
+                } else {
+                    Status::Busy
+                }
             },
             |status| {
                 let frames = cluster.frame(

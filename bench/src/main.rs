@@ -23,7 +23,11 @@ use serde::Serialize;
 use switchboard_loadtest::report::Report;
 
 #[derive(Parser, Clone)]
-#[command(name = "switchboard-bench", version, about = "Run the standard Switchboard load test and write a report")]
+#[command(
+    name = "switchboard-bench",
+    version,
+    about = "Run the standard Switchboard load test and write a report"
+)]
 struct Cli {
     /// Directory holding release `switchboard` and `switchboard-load`.
     #[arg(long, default_value = "target/release")]
@@ -41,7 +45,11 @@ struct Cli {
     #[arg(long, default_value_t = 10_000)]
     chat_sessions: usize,
     /// Chat rates to try, messages per second, ascending.
-    #[arg(long, value_delimiter = ',', default_value = "2000,5000,10000,20000,30000")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "2000,5000,10000,20000,30000"
+    )]
     chat_rates: Vec<f64>,
     /// Seconds of sending per chat step.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -101,7 +109,10 @@ struct Router {
 
 impl Drop for Router {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -137,7 +148,9 @@ fn start_router(cli: &Cli, dir: &Path) -> anyhow::Result<(Router, String)> {
             break;
         }
     }
-    let Some(fingerprint) = fingerprint else { bail!("router exited before listening") };
+    let Some(fingerprint) = fingerprint else {
+        bail!("router exited before listening")
+    };
     Ok((
         Router {
             child,
@@ -149,24 +162,45 @@ fn start_router(cli: &Cli, dir: &Path) -> anyhow::Result<(Router, String)> {
 }
 
 /// Runs one `switchboard-load` invocation, sampling the router meanwhile.
-fn run_load(cli: &Cli, router: &Router, dir: &Path, epoch: Instant, name: &str, args: &[String]) -> anyhow::Result<Step> {
+fn run_load(
+    cli: &Cli,
+    router: &Router,
+    dir: &Path,
+    epoch: Instant,
+    name: &str,
+    args: &[String],
+) -> anyhow::Result<Step> {
     let json = dir.join(format!("{name}.json"));
     let mut command = Command::new(cli.bin_dir.join("switchboard-load"));
     command
         .args(args)
-        .args(["--server", &router.addr, "--cert-sha256", &router.fingerprint, "--quiet", "--json"])
+        .args([
+            "--server",
+            &router.addr,
+            "--cert-sha256",
+            &router.fingerprint,
+            "--quiet",
+            "--json",
+        ])
         .arg(&json)
         .arg("--secret-file")
         .arg(dir.join("secret"))
         .arg("--user-prefix")
         .arg(format!("{name}-"));
-    let shown = format!("switchboard-load {} --server {} --cert-sha256 <fp> --secret-file <file> --quiet", args.join(" "), router.addr);
+    let shown = format!(
+        "switchboard-load {} --server {} --cert-sha256 <fp> --secret-file <file> --quiet",
+        args.join(" "),
+        router.addr
+    );
     eprintln!("== {name}: {shown}");
     let pid = router.child.id();
     let rss_before = procstat::rss_kib(pid).unwrap_or(0);
     let started = epoch.elapsed().as_secs_f64();
     let sampler = procstat::Sampler::start(pid, Duration::from_millis(500), epoch);
-    let mut child = command.stdout(Stdio::inherit()).spawn().context("starting switchboard-load")?;
+    let mut child = command
+        .stdout(Stdio::inherit())
+        .spawn()
+        .context("starting switchboard-load")?;
     let mut load_peak = 0;
     let status = loop {
         if let Some(status) = child.try_wait()? {
@@ -177,7 +211,8 @@ fn run_load(cli: &Cli, router: &Router, dir: &Path, epoch: Instant, name: &str, 
     };
     let samples = sampler.finish();
     let report: Report = serde_json::from_str(
-        &std::fs::read_to_string(&json).with_context(|| format!("{name}: no report (exit {status})"))?,
+        &std::fs::read_to_string(&json)
+            .with_context(|| format!("{name}: no report (exit {status})"))?,
     )?;
     let cpu: Vec<f64> = samples.iter().map(|s| s.cpu_percent).collect();
     Ok(Step {
@@ -185,7 +220,11 @@ fn run_load(cli: &Cli, router: &Router, dir: &Path, epoch: Instant, name: &str, 
         command: shown,
         report,
         router_rss_before_kib: rss_before,
-        router_rss_peak_kib: samples.iter().map(|s| s.rss_kib).max().unwrap_or(rss_before),
+        router_rss_peak_kib: samples
+            .iter()
+            .map(|s| s.rss_kib)
+            .max()
+            .unwrap_or(rss_before),
         router_cpu_percent_avg: cpu.iter().sum::<f64>() / cpu.len().max(1) as f64,
         load_rss_peak_kib: load_peak,
         started_s: started,
@@ -208,7 +247,8 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let epoch = Instant::now();
     let (router, router_config) = start_router(&cli, &dir)?;
-    let all_samples = procstat::Sampler::start(router.child.id(), Duration::from_millis(500), epoch);
+    let all_samples =
+        procstat::Sampler::start(router.child.id(), Duration::from_millis(500), epoch);
     let mut steps = Vec::new();
 
     let connect_args: Vec<String> = vec![
@@ -222,7 +262,14 @@ fn main() -> anyhow::Result<()> {
         "--keep-alive".into(),
         "25s".into(),
     ];
-    steps.push(run_load(&cli, &router, &dir, epoch, "connect", &connect_args)?);
+    steps.push(run_load(
+        &cli,
+        &router,
+        &dir,
+        epoch,
+        "connect",
+        &connect_args,
+    )?);
     // Let the closed sessions leave before chat.
     std::thread::sleep(Duration::from_secs(3));
 
@@ -240,7 +287,14 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(best) = best {
         let half = best / 2.0;
-        let step = run_load(&cli, &router, &dir, epoch, &format!("chat-half-{half}"), &chat_args(&cli, half))?;
+        let step = run_load(
+            &cli,
+            &router,
+            &dir,
+            epoch,
+            &format!("chat-half-{half}"),
+            &chat_args(&cli, half),
+        )?;
         steps.push(step);
     }
     let samples = all_samples.finish();
@@ -259,7 +313,10 @@ fn main() -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&cli.out)?;
     let stem = cli.out.join(format!("{}-report", date.replace(':', "")));
-    std::fs::write(stem.with_extension("json"), serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(
+        stem.with_extension("json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
     let phases: Vec<plot::Phase> = report
         .steps
         .iter()
@@ -269,7 +326,10 @@ fn main() -> anyhow::Result<()> {
             end_s: s.ended_s,
         })
         .collect();
-    std::fs::write(stem.with_extension("svg"), plot::svg(&report.samples, &phases))?;
+    std::fs::write(
+        stem.with_extension("svg"),
+        plot::svg(&report.samples, &phases),
+    )?;
     let markdown = markdown(&report, &stem);
     std::fs::write(stem.with_extension("md"), &markdown)?;
     println!("{markdown}");
@@ -299,14 +359,22 @@ fn summarize(cli: &Cli, steps: &[Step], best: Option<f64>) -> Summary {
     };
     if let Some(connect) = steps.iter().find(|s| s.name == "connect") {
         let sessions = connect.report.sessions_opened.max(1) as f64;
-        summary.router_kib_per_idle_session =
-            connect.router_rss_peak_kib.saturating_sub(connect.router_rss_before_kib) as f64 / sessions;
+        summary.router_kib_per_idle_session = connect
+            .router_rss_peak_kib
+            .saturating_sub(connect.router_rss_before_kib)
+            as f64
+            / sessions;
         summary.load_kib_per_session = connect.load_rss_peak_kib as f64 / sessions;
         summary.connect_rate_per_s = connect.report.connect_rate_per_s;
-        summary.router_idle_cpu_percent_per_100k_sessions = connect.router_cpu_percent_avg * 100_000.0 / sessions;
+        summary.router_idle_cpu_percent_per_100k_sessions =
+            connect.router_cpu_percent_avg * 100_000.0 / sessions;
     }
     if let Some(half) = steps.iter().find(|s| s.name.starts_with("chat-half")) {
-        summary.chat_p99_ms_at_half_rate = half.report.traffic.as_ref().map_or(0.0, |t| t.latency.p99_ms);
+        summary.chat_p99_ms_at_half_rate = half
+            .report
+            .traffic
+            .as_ref()
+            .map_or(0.0, |t| t.latency.p99_ms);
     }
     summary
 }
@@ -315,9 +383,16 @@ fn machine_description() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0);
-    format!("{cores} cores, {:.0} GiB RAM", mem_kib as f64 / 1024.0 / 1024.0)
+    format!(
+        "{cores} cores, {:.0} GiB RAM",
+        mem_kib as f64 / 1024.0 / 1024.0
+    )
 }
 
 fn markdown(report: &BenchReport, stem: &Path) -> String {
@@ -327,9 +402,18 @@ fn markdown(report: &BenchReport, stem: &Path) -> String {
         report.date, report.machine
     );
     out.push_str("| figure | value |\n|---|---|\n");
-    out.push_str(&format!("| router RSS per idle session | {:.1} KiB |\n", s.router_kib_per_idle_session));
-    out.push_str(&format!("| load generator RSS per session | {:.1} KiB |\n", s.load_kib_per_session));
-    out.push_str(&format!("| new sessions per second | {:.0} |\n", s.connect_rate_per_s));
+    out.push_str(&format!(
+        "| router RSS per idle session | {:.1} KiB |\n",
+        s.router_kib_per_idle_session
+    ));
+    out.push_str(&format!(
+        "| load generator RSS per session | {:.1} KiB |\n",
+        s.load_kib_per_session
+    ));
+    out.push_str(&format!(
+        "| new sessions per second | {:.0} |\n",
+        s.connect_rate_per_s
+    ));
     out.push_str(&format!(
         "| router idle CPU per 100k sessions | {:.1}% of a core |\n",
         s.router_idle_cpu_percent_per_100k_sessions
@@ -338,13 +422,23 @@ fn markdown(report: &BenchReport, stem: &Path) -> String {
         "| chat sustainable msgs/s ({} sessions, p99 < 50 ms, nothing lost) | {:.0} |\n",
         s.chat_sessions, s.chat_sustainable_msgs_per_s
     ));
-    out.push_str(&format!("| chat p99 at half that rate | {:.2} ms |\n", s.chat_p99_ms_at_half_rate));
+    out.push_str(&format!(
+        "| chat p99 at half that rate | {:.2} ms |\n",
+        s.chat_p99_ms_at_half_rate
+    ));
     out.push_str("| nats-server (TLS) baseline | not run by this version of the runner |\n\n");
     out.push_str("## Steps\n\n| step | sessions | offered/s | delivered/s | p50 ms | p99 ms | p99.9 ms | lost | router RSS peak MiB | router CPU avg % | result |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for step in &report.steps {
         let r = &step.report;
         let (offered, delivered, p50, p99, p999, lost) = r.traffic.as_ref().map_or(
-            ("-".into(), "-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
+            (
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ),
             |t| {
                 (
                     format!("{:.0}", t.offered_rate_per_s),
@@ -371,7 +465,9 @@ fn markdown(report: &BenchReport, stem: &Path) -> String {
     }
     out.push_str(&format!(
         "\nPlot: `{}` (RSS blue, CPU orange, per step).\n",
-        stem.with_extension("svg").file_name().map_or(String::new(), |f| f.to_string_lossy().into_owned())
+        stem.with_extension("svg")
+            .file_name()
+            .map_or(String::new(), |f| f.to_string_lossy().into_owned())
     ));
     out
 }

@@ -19,7 +19,11 @@ pub(crate) struct Phase {
 pub(crate) fn svg(samples: &[Sample], phases: &[Phase]) -> String {
     let (w, h, margin) = (900.0, 360.0, 50.0);
     let t_max = samples.last().map_or(1.0, |s| s.t_s).max(1.0);
-    let rss_max = samples.iter().map(|s| s.rss_kib as f64 / 1024.0).fold(1.0, f64::max) * 1.1;
+    let rss_max = samples
+        .iter()
+        .map(|s| s.rss_kib as f64 / 1024.0)
+        .fold(1.0, f64::max)
+        * 1.1;
     let cpu_max = samples.iter().map(|s| s.cpu_percent).fold(100.0, f64::max) * 1.1;
     let x = |t: f64| margin + t / t_max * (w - 2.0 * margin);
     let y = |v: f64, max: f64| h - margin - v / max * (h - 2.0 * margin);

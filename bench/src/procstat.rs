@@ -52,9 +52,14 @@ impl Sampler {
             let mut last = (Instant::now(), cpu_ticks(pid).unwrap_or(0));
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                 std::thread::sleep(every);
-                let (Some(rss), Some(ticks)) = (rss_kib(pid), cpu_ticks(pid)) else { break };
+                let (Some(rss), Some(ticks)) = (rss_kib(pid), cpu_ticks(pid)) else {
+                    break;
+                };
                 let now = Instant::now();
-                let cpu = (ticks - last.1) as f64 / TICKS_PER_SECOND / now.duration_since(last.0).as_secs_f64() * 100.0;
+                let cpu = (ticks - last.1) as f64
+                    / TICKS_PER_SECOND
+                    / now.duration_since(last.0).as_secs_f64()
+                    * 100.0;
                 last = (now, ticks);
                 samples.push(Sample {
                     t_s: now.duration_since(epoch).as_secs_f64(),
@@ -73,7 +78,10 @@ impl Sampler {
     /// Stops and returns the samples.
     pub(crate) fn finish(mut self) -> Vec<Sample> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default()
+        self.thread
+            .take()
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default()
     }
 }
 

@@ -114,7 +114,7 @@ impl Events {
 }
 
 /// How to connect.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnectOptions {
     /// The router's QUIC address.
     pub server: SocketAddr,
@@ -130,6 +130,20 @@ pub struct ConnectOptions {
     pub initial_status: Option<Status>,
     /// QUIC keep-alive interval; keep it below the server's heartbeat interval.
     pub keep_alive: Duration,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("server", &self.server)
+            .field("server_name", &self.server_name)
+            .field("trust", &self.trust)
+            .field("token", &"<redacted>")
+            .field("device_id", &self.device_id)
+            .field("initial_status", &self.initial_status)
+            .field("keep_alive", &self.keep_alive)
+            .finish()
+    }
 }
 
 impl ConnectOptions {

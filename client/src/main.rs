@@ -123,8 +123,9 @@ fn dev_cert_path() -> PathBuf {
         .filter(|s| !s.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    base.join("switchboard/dev/cert.pem")
+        .map(|state| state.join("switchboard/dev/cert.pem"));
+    // The same fallback as the router's `dev_dir` default.
+    base.unwrap_or_else(|| PathBuf::from(".switchboard/dev/cert.pem"))
 }
 
 impl ConnectionArgs {

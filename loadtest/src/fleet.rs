@@ -15,7 +15,7 @@ use crate::progress::Counters;
 use crate::stats::Latency;
 
 /// How to open the fleet.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FleetOptions {
     /// Router addresses; sessions are spread over them.
     pub servers: Vec<SocketAddr>,
@@ -65,6 +65,17 @@ pub struct Fleet {
     pub open_time: Duration,
     /// Kept alive for the sessions.
     _endpoints: Vec<quinn::Endpoint>,
+}
+
+impl std::fmt::Debug for FleetOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetOptions")
+            .field("servers", &self.servers)
+            .field("sessions", &self.sessions)
+            .field("connect_rate", &self.connect_rate)
+            .field("secret", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 impl FleetOptions {

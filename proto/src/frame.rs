@@ -59,9 +59,24 @@ impl FrameDecoder {
         }
     }
 
+    /// Changes the cap, e.g. from a small pre-authentication cap to the
+    /// session's cap once the peer is authenticated.
+    pub fn set_max_frame_bytes(&mut self, max_frame_bytes: usize) {
+        self.max_frame_bytes = max_frame_bytes;
+    }
+
     /// Appends received bytes.
     pub fn extend(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// Whether a complete frame (or an error) is ready to be decoded.
+    pub fn has_frame(&self) -> bool {
+        match self.check() {
+            Ok(Some(len)) => self.buf.len() >= LENGTH_PREFIX_BYTES + len,
+            Ok(None) => false,
+            Err(_) => true,
+        }
     }
 
     /// Bytes received but not yet decoded.
@@ -92,7 +107,8 @@ impl FrameDecoder {
             return Ok(None);
         };
         if self.buf.len() < LENGTH_PREFIX_BYTES + len {
-            self.buf.reserve(LENGTH_PREFIX_BYTES + len - self.buf.len());
+            // No reservation for the announced length: memory grows only as
+            // bytes actually arrive.
             return Ok(None);
         }
         self.buf.advance(LENGTH_PREFIX_BYTES);

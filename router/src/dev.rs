@@ -37,13 +37,17 @@ pub fn load_or_create_dev_secret(dev_dir: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 /// The token secret for `config`: its secret file, or the dev secret.
-pub fn token_secret(config: &crate::config::Config) -> anyhow::Result<(Vec<u8>, SecretSource)> {
+pub fn token_secret(
+    config: &crate::config::Config,
+) -> Result<(Vec<u8>, SecretSource), crate::auth::SecretError> {
     match &config.auth.secret_file {
         Some(path) => Ok((crate::auth::read_secret_file(path)?, SecretSource::File)),
-        None => Ok((
-            load_or_create_dev_secret(&config.dev_dir)?,
-            SecretSource::Dev,
-        )),
+        None => load_or_create_dev_secret(&config.dev_dir)
+            .map(|secret| (secret, SecretSource::Dev))
+            .map_err(|source| crate::auth::SecretError::Read {
+                path: config.dev_dir.join(DEV_SECRET_FILE).display().to_string(),
+                source,
+            }),
     }
 }
 

@@ -120,6 +120,10 @@ fn serve(file: Option<PathBuf>, flags: FlagOverrides) -> anyhow::Result<()> {
         }
         println!("certificate SHA-256 fingerprint: {}", server.cert_fingerprint());
         if server.secret_source() == SecretSource::Dev {
+            println!(
+                "WARNING: using the dev token secret in {}; set auth.secret_file in production",
+                dev_dir.display()
+            );
             tracing::warn!(
                 path = %dev_dir.join(switchboard_router::dev::DEV_SECRET_FILE).display(),
                 "USING THE DEV TOKEN SECRET: anyone with this file can sign tokens. Set auth.secret_file in production."
@@ -127,7 +131,8 @@ fn serve(file: Option<PathBuf>, flags: FlagOverrides) -> anyhow::Result<()> {
         }
         println!("switchboard listening: quic={} admin=http://{} shards={shards}", server.local_addr(), server.admin_addr());
         tracing::info!(quic = %server.local_addr(), admin = %server.admin_addr(), shards, "listening");
-        server.run(shutdown_signal()).await
+        server.run(shutdown_signal()).await;
+        Ok(())
     })
 }
 

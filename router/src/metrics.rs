@@ -14,12 +14,12 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 pub const SESSIONS: &str = "switchboard_sessions";
 /// Users with at least one session or in their offline grace period (gauge).
 pub const ONLINE_USERS: &str = "switchboard_online_users";
-/// QUIC connections accepted (counter).
-pub const CONNECTIONS: &str = "switchboard_connections_total";
+/// QUIC connections that completed the handshake (counter).
+pub const CONNECTIONS: &str = "switchboard_connections_accepted_total";
 /// Sessions opened after a successful Hello (counter).
-pub const CONNECTS: &str = "switchboard_connects_total";
+pub const SESSIONS_OPENED: &str = "switchboard_sessions_opened_total";
 /// Connections ended, by `reason` (counter).
-pub const DISCONNECTS: &str = "switchboard_disconnects_total";
+pub const CONNECTIONS_CLOSED: &str = "switchboard_connections_closed_total";
 /// Failed authentications, by `reason` (counter).
 pub const AUTH_FAILURES: &str = "switchboard_auth_failures_total";
 /// Client frames rejected, by `reason` (counter).
@@ -50,11 +50,15 @@ pub fn describe() {
     );
     describe_counter!(CONNECTIONS, Unit::Count, "QUIC connections accepted.");
     describe_counter!(
-        CONNECTS,
+        SESSIONS_OPENED,
         Unit::Count,
         "Sessions opened after a valid Hello."
     );
-    describe_counter!(DISCONNECTS, Unit::Count, "Connections ended, by reason.");
+    describe_counter!(
+        CONNECTIONS_CLOSED,
+        Unit::Count,
+        "Connections closed (after the handshake or not), by reason."
+    );
     describe_counter!(
         AUTH_FAILURES,
         Unit::Count,
@@ -103,7 +107,7 @@ pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
     gauge!(ONLINE_USERS).set(0.0);
     for name in [
         CONNECTIONS,
-        CONNECTS,
+        SESSIONS_OPENED,
         MESSAGES_ROUTED,
         MESSAGES_DELIVERED,
         PRESENCE_EVENTS,
@@ -124,7 +128,7 @@ pub fn prometheus_builder() -> Result<PrometheusBuilder, BuildError> {
 
 pub(crate) fn session_opened() {
     gauge!(SESSIONS).increment(1.0);
-    counter!(CONNECTS).increment(1);
+    counter!(SESSIONS_OPENED).increment(1);
 }
 
 pub(crate) fn session_closed() {
@@ -144,7 +148,7 @@ pub(crate) fn connection_accepted() {
 }
 
 pub(crate) fn disconnected(reason: &'static str) {
-    counter!(DISCONNECTS, "reason" => reason).increment(1);
+    counter!(CONNECTIONS_CLOSED, "reason" => reason).increment(1);
 }
 
 pub(crate) fn auth_failed(reason: &'static str) {

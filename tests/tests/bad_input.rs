@@ -163,3 +163,55 @@ async fn unknown_frame_type_gets_an_error_and_the_session_goes_on() {
     }
     client.ping().await.expect("session still works");
 }
+
+#[tokio::test]
+async fn oversize_frame_after_hello_and_oversize_hello_are_refused() {
+    let server = TestServer::start_with(|c| c.limits.max_frame_bytes = 16_384).await;
+    let (client, mut events) = server.connect("alice", "phone").await;
+    client
+        .write_raw(bytes::Bytes::from(20_000u32.to_be_bytes().to_vec()))
+        .await
+        .unwrap();
+    match next_event(&mut events).await {
+        Event::Closed(Some(info)) => assert_eq!(info.known, Some(CloseCode::FrameTooLarge)),
+        other => panic!("expected FRAME_TOO_LARGE, got {other:?}"),
+    }
+    // Before authentication the cap is 8 KiB, whatever max_frame_bytes is.
+    let mut raw = server.raw().await;
+    raw.write(&encode(&hello("x".repeat(9_000), "phone"))).await;
+    assert_eq!(raw.closed().await.0, Some(CloseCode::FrameTooLarge));
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_not_mistaken_for_a_slow_consumer() {
+    use switchboard_proto::frame::FrameDecoder;
+    use switchboard_proto::v1::{server_frame, ServerFrame};
+    let server = TestServer::start_with(|c| c.limits.session_queue_frames = 16).await;
+    let mut raw = server.raw().await;
+    let mut burst = encode(&hello(server.token("alice"), "phone")).to_vec();
+    for nonce in 0..2_000u64 {
+        burst.extend_from_slice(&encode(&ClientFrame {
+            r#ref: 0,
+            body: Some(Body::Ping(Ping { nonce })),
+        }));
+    }
+    raw.write(&burst).await;
+    let mut decoder = FrameDecoder::new(1 << 20);
+    let mut pongs = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while pongs < 2_000 {
+        let chunk = tokio::time::timeout_at(deadline, raw.recv.read_chunk(65_536, true))
+            .await
+            .expect("all pongs in time")
+            .expect("stream open")
+            .expect("not finished");
+        decoder.extend(&chunk.bytes);
+        while let Some(frame) = decoder.decode::<ServerFrame>().unwrap() {
+            if let Some(server_frame::Body::Pong(pong)) = frame.body {
+                assert_eq!(pong.nonce, pongs, "pongs in order");
+                pongs += 1;
+            }
+        }
+    }
+    assert!(raw.connection.close_reason().is_none(), "still open");
+}

@@ -1,21 +1,35 @@
 //! The admin listener over HTTP: `/metrics` shows the expected Prometheus
 //! lines after real traffic; `/livez` and `/readyz` answer.
-//! (Its own test binary: it installs the global metrics recorder.)
+//! (Its own test binary: it installs the process-global metrics recorder.)
 
 use std::time::Duration;
 
 use switchboard_client::{Client, ClientError};
-use switchboard_tests::{http_get, next_event, TestServer};
+use switchboard_proto::frame::encode;
+use switchboard_proto::v1::{client_frame::Body, ClientFrame, Ping};
+use switchboard_tests::{http_get, next_event, raw_frame, TestServer};
 
 #[tokio::test]
 async fn metrics_livez_and_readyz() {
     let handle = switchboard_router::metrics::install_prometheus().expect("install recorder");
-    let server = TestServer::start_full(|_| {}, Some(handle)).await;
-    let (alice, _alice_events) = server.connect("alice", "phone").await;
+    let server = TestServer::start_full(
+        |c| c.presence.offline_grace = Duration::from_secs(60),
+        Some(handle),
+    )
+    .await;
+    let (alice, mut alice_events) = server.connect("alice", "phone").await;
     let (_bob, mut bob_events) = server.connect("bob", "phone").await;
     alice.send("bob", &b"hi"[..]).await.unwrap();
     next_event(&mut bob_events).await;
     alice.send("nobody", &b"hi"[..]).await.unwrap();
+    alice.send("not valid!", &b"hi"[..]).await.unwrap();
+    // An unknown frame type: rejected and counted, the session goes on.
+    alice
+        .write_raw(raw_frame(&[0x08, 0x05, 0x98, 0x06, 0x01]))
+        .await
+        .unwrap();
+    next_event(&mut alice_events).await;
+    // A forged token, a frame before Hello, and a clean goodbye.
     let mut forged = server.options("mallory", "d");
     forged.token = switchboard_router::auth::mint_token(
         b"not-the-server-secret-but-long-enough",
@@ -26,31 +40,57 @@ async fn metrics_livez_and_readyz() {
         Client::connect(forged).await,
         Err(ClientError::Closed(_))
     ));
+    let mut raw = server.raw().await;
+    raw.write(&encode(&ClientFrame {
+        r#ref: 0,
+        body: Some(Body::Ping(Ping { nonce: 1 })),
+    }))
+    .await;
+    raw.closed().await;
+    let (carol, _carol_events) = server.connect("carol", "phone").await;
+    carol.close().await;
 
-    let (status, body) = http_get(server.admin, "/metrics").await;
-    assert_eq!(status, 200);
-    for line in [
+    // Counters settle once the closes are processed.
+    let expected = [
         "# TYPE switchboard_sessions gauge",
         "switchboard_sessions 2",
-        "switchboard_online_users 2",
-        "switchboard_connects_total 2",
+        "switchboard_online_users 3",
+        "switchboard_sessions_opened_total 3",
         "switchboard_messages_routed_total 1",
         "switchboard_messages_delivered_total 1",
         "switchboard_messages_dropped_total{reason=\"recipient_offline\"} 1",
+        "switchboard_messages_dropped_total{reason=\"invalid_recipient\"} 1",
+        "switchboard_frames_rejected_total{reason=\"unknown_frame\"} 1",
+        "switchboard_frames_rejected_total{reason=\"before_hello\"} 1",
         "switchboard_auth_failures_total{reason=\"bad_signature\"} 1",
+        "switchboard_connections_closed_total{reason=\"token_invalid\"} 1",
+        "switchboard_connections_closed_total{reason=\"protocol_violation\"} 1",
+        "switchboard_connections_closed_total{reason=\"peer_closed\"} 1",
         "# TYPE switchboard_delivery_latency_seconds histogram",
         "switchboard_delivery_latency_seconds_count 1",
         "switchboard_delivery_latency_seconds_bucket{le=\"+Inf\"} 1",
-        "switchboard_delivery_latency_seconds_bucket{le=\"0.0001\"}",
-    ] {
+        "switchboard_presence_events_sent_total 0",
+    ];
+    let mut body = String::new();
+    for _ in 0..100 {
+        let (status, text) = http_get(server.admin, "/metrics").await;
+        assert_eq!(status, 200);
+        body = text;
+        if expected.iter().all(|line| body.lines().any(|l| l == *line)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for line in expected {
         assert!(
-            body.lines().any(|l| l.starts_with(line)),
-            "missing {line:?} in:\n{body}"
+            body.lines().any(|l| l == line),
+            "missing line {line:?} in:\n{body}"
         );
     }
     assert!(
-        body.contains("switchboard_disconnects_total{reason=\"token_invalid\"} 1"),
-        "{body}"
+        body.lines()
+            .any(|l| l.starts_with("switchboard_delivery_latency_seconds_bucket{le=\"0.0001\"} ")),
+        "explicit buckets:\n{body}"
     );
 
     assert_eq!(http_get(server.admin, "/livez").await, (200, "ok\n".into()));

@@ -2,8 +2,9 @@
 //! grace-period deadline, the watchers, and the versioned view they see.
 //!
 //! [`UserRecord::refresh`] recomputes the [`PresenceView`] watchers may see and
-//! bumps the version only when that view changed, so versions only grow and
-//! invisible users never leak through a changed version.
+//! gives it a new version (from the shard's version clock) only when that view
+//! changed, so versions only grow and invisible users never leak through a
+//! changed version.
 
 use std::collections::HashSet;
 use std::time::Instant;
@@ -86,8 +87,9 @@ impl UserRecord {
         self.is_online() && self.chosen != Status::Invisible
     }
 
-    /// Recomputes the view; returns true (and bumps the version) if it changed.
-    pub(super) fn refresh(&mut self) -> bool {
+    /// Recomputes the view; returns true if it changed, in which case the
+    /// view takes the next version from the shard's `version_clock`.
+    pub(super) fn refresh(&mut self, version_clock: &mut u64) -> bool {
         let (status, text, last_seen_ms) = if self.shown_online() {
             (self.chosen, self.text.clone(), 0)
         } else {
@@ -100,8 +102,18 @@ impl UserRecord {
         view.status = status;
         view.text = text;
         view.last_seen_ms = last_seen_ms;
-        view.version += 1;
+        *version_clock += 1;
+        view.version = *version_clock;
         true
+    }
+
+    /// True for a record that holds nothing worth keeping: never shown
+    /// online, no session, no watcher.
+    pub(super) fn carries_nothing(&self) -> bool {
+        !self.is_online()
+            && self.watchers.is_empty()
+            && self.view.version == 0
+            && self.last_seen_ms == 0
     }
 
     /// Records `now_ms` as last-seen if watchers currently see the user online.

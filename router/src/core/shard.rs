@@ -181,6 +181,19 @@ struct SessionRecord {
     user: UserId,
     device: DeviceId,
     watching: HashSet<UserId>,
+    /// Messages sent by this session whose routing result is not yet
+    /// released, in send order. Results and copies to the sender's other
+    /// devices are released from the front only, so both keep send order
+    /// even when recipients live on shards that answer at different speeds.
+    in_flight: VecDeque<InFlight>,
+}
+
+/// A sent message waiting for its routing result.
+#[derive(Debug)]
+struct InFlight {
+    message: Arc<RoutedMessage>,
+    /// `(error, devices)` once the recipient's shard answered.
+    outcome: Option<(ErrorCode, u32)>,
 }
 
 /// Owner of one partition of users: their sessions, presence and routing.
@@ -199,6 +212,9 @@ pub struct Shard {
     offline_timers: BTreeSet<(Instant, UserId)>,
     outputs: VecDeque<Output>,
     next_message_seq: u64,
+    /// Source of presence versions: one counter per shard, so a user's
+    /// version only grows even if an empty record is forgotten and recreated.
+    version_clock: u64,
 }
 
 impl Shard {
@@ -213,6 +229,7 @@ impl Shard {
             offline_timers: BTreeSet::new(),
             outputs: VecDeque::new(),
             next_message_seq: 0,
+            version_clock: 0,
         }
     }
 
@@ -259,11 +276,7 @@ impl Shard {
                 devices,
             } => self.route_result(message, error, devices),
             ShardInput::Watch { watcher, user } => self.add_watcher(watcher, user),
-            ShardInput::Unwatch { watcher, user } => {
-                if let Some(record) = self.users.get_mut(&user) {
-                    record.watchers.remove(&watcher);
-                }
-            }
+            ShardInput::Unwatch { watcher, user } => self.handle_unwatch_local(watcher, &user),
         }
     }
 
@@ -325,6 +338,7 @@ impl Shard {
                 user: user.clone(),
                 device,
                 watching: HashSet::new(),
+                in_flight: VecDeque::new(),
             },
         );
         metrics::session_opened();
@@ -438,6 +452,14 @@ impl Shard {
             frame: frame::encode(&deliver),
             accepted_at: now.instant,
         });
+        self.sessions
+            .get_mut(&session)
+            .expect("checked by the caller")
+            .in_flight
+            .push_back(InFlight {
+                message: message.clone(),
+                outcome: None,
+            });
         let target = shard_of(&message.to, self.shard_count);
         if target == self.id {
             self.route(message);
@@ -450,7 +472,10 @@ impl Shard {
     }
 
     /// Recipient side: deliver to every online device of `message.to`.
+    /// A message to oneself reaches one's other devices, released in order
+    /// with the sender's other messages by [`Shard::route_result`].
     fn route(&mut self, message: Arc<RoutedMessage>) {
+        let to_self = message.from == message.to;
         let recipients: Vec<SessionId> = self
             .users
             .get(&message.to)
@@ -462,28 +487,20 @@ impl Shard {
                     .collect()
             })
             .unwrap_or_default();
-        let to_self = message.from == message.to;
         let (error, devices) = if recipients.is_empty() && !to_self {
             metrics::message_dropped("recipient_offline");
             (ErrorCode::RecipientOffline, 0)
         } else {
             metrics::message_routed();
-            for session in &recipients {
-                self.transmit_message(*session, &message);
+            if !to_self {
+                for session in &recipients {
+                    self.transmit_message(*session, &message);
+                }
             }
             (ErrorCode::None, recipients.len() as u32)
         };
         let origin = shard_of(&message.from, self.shard_count);
-        if to_self {
-            // The recipient devices are the sender's other devices: done.
-            self.send_result(
-                message.from_session,
-                message.request_ref,
-                error,
-                message.message_id,
-                devices,
-            );
-        } else if origin == self.id {
+        if origin == self.id {
             self.route_result(message, error, devices);
         } else {
             self.outputs.push_back(Output::Forward {
@@ -497,37 +514,68 @@ impl Shard {
         }
     }
 
-    /// Sender side: copy a routed message to the sender's other devices, then
-    /// report the result to the sending session.
+    /// Sender side: record the outcome, then release every finished message
+    /// at the front of the session's in-flight queue: copies to the sender's
+    /// other devices (if routed), then the SendResult.
     fn route_result(&mut self, message: Arc<RoutedMessage>, error: ErrorCode, devices: u32) {
-        if error == ErrorCode::None {
-            let copies: Vec<SessionId> = self
-                .users
-                .get(&message.from)
-                .map(|r| {
-                    r.sessions
-                        .iter()
-                        .copied()
-                        .filter(|s| *s != message.from_session)
-                        .collect()
-                })
-                .unwrap_or_default();
-            for session in copies {
-                self.transmit_message(session, &message);
+        let session = message.from_session;
+        let Some(record) = self.sessions.get_mut(&session) else {
+            // The sending session is gone; its other devices still get it.
+            if error == ErrorCode::None {
+                self.copy_to_other_devices(&message);
             }
-        }
-        let message_id = if error == ErrorCode::None {
-            message.message_id
-        } else {
-            0
+            return;
         };
-        self.send_result(
-            message.from_session,
-            message.request_ref,
-            error,
-            message_id,
-            devices,
-        );
+        if let Some(entry) = record
+            .in_flight
+            .iter_mut()
+            .find(|e| e.message.message_id == message.message_id)
+        {
+            entry.outcome = Some((error, devices));
+        }
+        while let Some((error, devices)) = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|r| r.in_flight.front().and_then(|e| e.outcome))
+        {
+            let done = self
+                .sessions
+                .get_mut(&session)
+                .and_then(|r| r.in_flight.pop_front())
+                .expect("front exists");
+            if error == ErrorCode::None {
+                self.copy_to_other_devices(&done.message);
+            }
+            let message_id = if error == ErrorCode::None {
+                done.message.message_id
+            } else {
+                0
+            };
+            self.send_result(
+                session,
+                done.message.request_ref,
+                error,
+                message_id,
+                devices,
+            );
+        }
+    }
+
+    fn copy_to_other_devices(&mut self, message: &RoutedMessage) {
+        let copies: Vec<SessionId> = self
+            .users
+            .get(&message.from)
+            .map(|r| {
+                r.sessions
+                    .iter()
+                    .copied()
+                    .filter(|s| *s != message.from_session)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for session in copies {
+            self.transmit_message(session, message);
+        }
     }
 
     fn transmit_message(&mut self, session: SessionId, message: &RoutedMessage) {
@@ -651,8 +699,14 @@ impl Shard {
     }
 
     fn handle_unwatch_local(&mut self, watcher: SessionId, user: &UserId) {
-        if let Some(record) = self.users.get_mut(user) {
-            record.watchers.remove(&watcher);
+        let Some(record) = self.users.get_mut(user) else {
+            return;
+        };
+        record.watchers.remove(&watcher);
+        if record.carries_nothing() {
+            // A user only ever watched, never seen: forget it, so watching
+            // random ids cannot grow the table.
+            self.users.remove(user);
         }
     }
 
@@ -680,7 +734,7 @@ impl Shard {
         let Some(record) = self.users.get_mut(user) else {
             return;
         };
-        if !record.refresh() || record.watchers.is_empty() {
+        if !record.refresh(&mut self.version_clock) || record.watchers.is_empty() {
             return;
         }
         let event = ServerFrame {

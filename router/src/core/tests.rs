@@ -27,6 +27,9 @@ struct Cluster {
     /// Close codes sent to sessions.
     closed: HashMap<SessionId, CloseCode>,
     users: HashMap<SessionId, UserId>,
+    /// When set, forwards between shards wait in `held` until `release`.
+    hold_forwards: bool,
+    held: VecDeque<(usize, ShardInput)>,
 }
 
 impl Cluster {
@@ -47,6 +50,16 @@ impl Cluster {
             received: HashMap::new(),
             closed: HashMap::new(),
             users: HashMap::new(),
+            hold_forwards: false,
+            held: VecDeque::new(),
+        }
+    }
+
+    /// Delivers every held forward (and what follows from them).
+    fn release(&mut self) {
+        self.hold_forwards = false;
+        while let Some((shard, input)) = self.held.pop_front() {
+            self.deliver(shard, input);
         }
     }
 
@@ -82,6 +95,9 @@ impl Cluster {
                 }
                 Output::Close { session, code, .. } => {
                     self.closed.insert(session, code);
+                }
+                Output::Forward { shard, input } if self.hold_forwards => {
+                    self.held.push_back((shard.0 as usize, input))
                 }
                 Output::Forward { shard, input } => queue.push_back((shard.0 as usize, input)),
             }
@@ -255,6 +271,68 @@ fn messages_keep_send_order_per_sender_across_shards() {
                 .collect();
             assert_eq!(order, (0..50).collect::<Vec<_>>(), "{shards} shards");
         }
+    }
+}
+
+#[test]
+fn copies_and_results_keep_send_order_when_shards_answer_late() {
+    let mut c = Cluster::new(2);
+    let alice = c.open("alice", "phone");
+    let laptop = c.open("alice", "laptop");
+    let alice_shard = c.shard_of(&UserId::parse("alice").unwrap());
+    let name = |i: usize| format!("user{i}");
+    let remote = (0..100)
+        .map(name)
+        .find(|u| c.shard_of(&UserId::parse(u).unwrap()) != alice_shard)
+        .unwrap();
+    let local = (0..100)
+        .map(name)
+        .find(|u| c.shard_of(&UserId::parse(u).unwrap()) == alice_shard && *u != "alice")
+        .unwrap();
+    c.open(&remote, "d");
+    c.open(&local, "d");
+
+    c.hold_forwards = true; // the remote shard answers late
+    c.send(alice, 1, &remote, b"m1");
+    c.send(alice, 2, &local, b"m2");
+    c.send(alice, 3, "alice", b"m3");
+    assert!(c.delivered(laptop).is_empty(), "m2 and m3 wait for m1");
+    c.release();
+
+    let order: Vec<Vec<u8>> = c
+        .delivered(laptop)
+        .iter()
+        .map(|d| d.payload.to_vec())
+        .collect();
+    assert_eq!(order, vec![b"m1".to_vec(), b"m2".to_vec(), b"m3".to_vec()]);
+    let refs: Vec<u64> = c
+        .take(alice)
+        .into_iter()
+        .filter_map(|b| match b {
+            server_frame::Body::SendResult(r) => Some(r.r#ref),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refs, vec![1, 2, 3], "results in send order too");
+}
+
+#[test]
+fn watching_unknown_users_leaves_no_records_behind() {
+    let mut c = Cluster::new(1);
+    let alice = c.open("alice", "phone");
+    for i in 0..3 {
+        let user = format!("ghost{i}");
+        c.watch(alice, &[&user]);
+        c.frame(
+            alice,
+            0,
+            Some(Body::Unwatch(Unwatch {
+                users: vec![user.clone()],
+            })),
+        );
+        assert!(c.shards[0]
+            .presence(&UserId::parse(&user).unwrap())
+            .is_none());
     }
 }
 

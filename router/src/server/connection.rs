@@ -23,6 +23,10 @@ use crate::metrics;
 /// Largest read from the stream at once.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Largest first frame (the Hello) accepted before authentication, so an
+/// unauthenticated peer cannot make the server buffer a session-sized frame.
+pub(crate) const MAX_HELLO_FRAME_BYTES: usize = 8 * 1024;
+
 /// Why a connection ended, for the disconnect metric.
 #[derive(Debug, Clone, Copy)]
 enum Ending {
@@ -87,7 +91,8 @@ struct Authenticated {
 
 async fn serve_connection(connection: &Connection, ctx: &ServerContext) -> Ending {
     let deadline = Instant::now() + ctx.config.auth.timeout;
-    let mut decoder = FrameDecoder::new(ctx.config.limits.max_frame_bytes);
+    let mut decoder =
+        FrameDecoder::new(MAX_HELLO_FRAME_BYTES.min(ctx.config.limits.max_frame_bytes));
     let opened = tokio::time::timeout_at(deadline.into(), async {
         let (send, mut recv) = connection
             .accept_bi()
@@ -113,6 +118,7 @@ async fn serve_connection(connection: &Connection, ctx: &ServerContext) -> Endin
         Ok(auth) => auth,
         Err((code, reason)) => return close(connection, code, reason),
     };
+    decoder.set_max_frame_bytes(ctx.config.limits.max_frame_bytes);
     if *ctx.draining.borrow() {
         return close(connection, CloseCode::GoingAway, "server shutting down");
     }
@@ -140,7 +146,7 @@ async fn serve_connection(connection: &Connection, ctx: &ServerContext) -> Endin
         session = session.0,
         user = %auth.user,
         device = %auth.device,
-        agent = %auth.client_agent,
+        agent = ?auth.client_agent,
         "session opened"
     );
     let open = ShardInput::Open {
@@ -149,13 +155,16 @@ async fn serve_connection(connection: &Connection, ctx: &ServerContext) -> Endin
         device: auth.device,
         initial_status: auth.initial_status,
     };
-    let ending = if shard.sessions.send(open).await.is_ok() {
+    let ending = if shard.sessions.send(open.into()).await.is_ok() {
         run_session(connection, ctx, session, shard, send, recv, decoder, queues).await
     } else {
         close(connection, CloseCode::GoingAway, "server shutting down")
     };
     ctx.directory.remove(session);
-    let _ = shard.sessions.send(ShardInput::Closed { session }).await;
+    let _ = shard
+        .sessions
+        .send(ShardInput::Closed { session }.into())
+        .await;
     ending
 }
 
@@ -269,10 +278,13 @@ async fn run_session(
 ) -> Ending {
     let mut draining = ctx.draining.clone();
     let mut sent_go_away = false;
-    // Frames that arrived together with the Hello.
-    if let Err(ending) = forward_frames(connection, session, shard, &mut decoder).await {
-        return ending;
-    }
+    // Requests in flight (handed to the shard, not yet handled) are capped at
+    // half the session queue, so the replies to a pipelining client always
+    // fit: such a client waits for credit, it is not a slow consumer.
+    let budget = (ctx.config.limits.session_queue_frames / 2).max(1);
+    let credit = Arc::new(tokio::sync::Semaphore::new(budget));
+    // Frames may have arrived together with the Hello.
+    let mut backlog = true;
     loop {
         tokio::select! {
             biased;
@@ -300,12 +312,16 @@ async fn run_session(
                     }
                 }
             }
-            read = recv.read_chunk(READ_CHUNK, true) => match read {
+            () = std::future::ready(()), if backlog => {
+                backlog = match forward_frames(connection, session, shard, &mut decoder, &mut queues.close, &credit, budget).await {
+                    Ok(more) => more,
+                    Err(ending) => return ending,
+                };
+            }
+            read = recv.read_chunk(READ_CHUNK, true), if !backlog => match read {
                 Ok(Some(chunk)) => {
                     decoder.extend(&chunk.bytes);
-                    if let Err(ending) = forward_frames(connection, session, shard, &mut decoder).await {
-                        return ending;
-                    }
+                    backlog = true;
                 }
                 Ok(None) => {
                     // Client finished its side: a clean goodbye.
@@ -345,30 +361,46 @@ async fn write_frame(send: &mut SendStream, queued: QueuedFrame) -> Result<(), E
     Ok(())
 }
 
+/// Hands up to `budget` decoded frames to the shard; `Ok(true)` when the
+/// budget ran out with frames possibly left in the decoder. Waiting for room
+/// in the shard's inbox still honours a close request.
 async fn forward_frames(
     connection: &Connection,
     session: SessionId,
     shard: &super::shard_task::ShardHandle,
     decoder: &mut FrameDecoder,
-) -> Result<(), Ending> {
-    loop {
+    close_requests: &mut tokio::sync::watch::Receiver<super::directory::CloseRequest>,
+    credit: &Arc<tokio::sync::Semaphore>,
+    budget: usize,
+) -> Result<bool, Ending> {
+    for _ in 0..budget {
+        if !decoder.has_frame() {
+            return Ok(false);
+        }
+        let (permit, frame_credit) = tokio::select! {
+            biased;
+            Ok(()) = close_requests.changed() => {
+                if let Some((code, reason)) = *close_requests.borrow_and_update() {
+                    return Err(close(connection, code, reason));
+                }
+                continue;
+            }
+            ready = async { (shard.sessions.reserve().await, credit.acquire().await) } => match ready {
+                (Ok(permit), Ok(frame_credit)) => (permit, frame_credit),
+                _ => return Err(close(connection, CloseCode::GoingAway, "server shutting down")),
+            }
+        };
         match decoder.decode::<ClientFrame>() {
             Ok(Some(frame)) => {
-                if shard
-                    .sessions
-                    .send(ShardInput::Frame { session, frame })
-                    .await
-                    .is_err()
-                {
-                    return Err(close(
-                        connection,
-                        CloseCode::GoingAway,
-                        "server shutting down",
-                    ));
-                }
+                frame_credit.forget(); // the shard task gives it back
+                permit.send(super::shard_task::SessionInput {
+                    input: ShardInput::Frame { session, frame },
+                    credit: Some(credit.clone()),
+                });
             }
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(false),
             Err(error) => return Err(reject_decode(connection, error)),
         }
     }
+    Ok(true)
 }

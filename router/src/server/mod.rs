@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use quinn::{Endpoint, VarInt};
 use switchboard_proto::close::CloseCode;
@@ -35,6 +34,30 @@ use shard_task::ShardHandle;
 
 /// Capacity of each shard's inbox from its sessions.
 const SHARD_INBOX: usize = 4096;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The certificate or key could not be loaded or created.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// The token secret could not be read or created.
+    #[error(transparent)]
+    Secret(#[from] crate::auth::SecretError),
+    /// A configuration value the server needs is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A listener could not be bound.
+    #[error("binding {what} on {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
 
 /// State shared by every connection task.
 pub(crate) struct ServerContext {
@@ -70,11 +93,18 @@ impl Server {
     /// `metrics` is the installed Prometheus recorder's handle, served on
     /// `/metrics` (none: `/metrics` answers 404). Must run inside a tokio
     /// runtime.
-    pub async fn bind(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::Result<Server> {
+    pub async fn bind(
+        config: Config,
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<Server, ServerError> {
         let certified = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => crate::tls::load_pem_pair(cert, key)?,
             (None, None) => crate::tls::load_or_create_dev_cert(&config.dev_dir)?,
-            _ => anyhow::bail!("tls.cert and tls.key must be set together"),
+            _ => {
+                return Err(ServerError::Config(
+                    "tls.cert and tls.key must be set together".into(),
+                ))
+            }
         };
         let fingerprint = certified.fingerprint();
         let (secret, secret_source) = crate::dev::token_secret(&config)?;
@@ -86,13 +116,23 @@ impl Server {
         transport
             .max_concurrent_bidi_streams(VarInt::from_u32(1))
             .max_concurrent_uni_streams(VarInt::from_u32(0))
-            .max_idle_timeout(Some((config.heartbeat_interval * 3).try_into()?));
+            .max_idle_timeout(Some((config.heartbeat_interval * 3).try_into().map_err(
+                |_| ServerError::Config("heartbeat_interval is too long".into()),
+            )?));
         server_config.transport_config(Arc::new(transport));
-        let endpoint = Endpoint::server(server_config, config.listen)
-            .with_context(|| format!("binding QUIC on {}", config.listen))?;
+        let endpoint =
+            Endpoint::server(server_config, config.listen).map_err(|source| ServerError::Bind {
+                what: "QUIC",
+                addr: config.listen,
+                source,
+            })?;
         let admin = tokio::net::TcpListener::bind(config.admin_listen)
             .await
-            .with_context(|| format!("binding admin HTTP on {}", config.admin_listen))?;
+            .map_err(|source| ServerError::Bind {
+                what: "admin HTTP",
+                addr: config.admin_listen,
+                source,
+            })?;
 
         let shard_count = config.shard_count();
         let mut handles = Vec::new();
@@ -161,7 +201,7 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then drains and returns within the
     /// configured shutdown timeout.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let ctx = self.ctx.clone();
         let admin = tokio::spawn(crate::admin::serve(
             self.admin,
@@ -207,7 +247,6 @@ impl Server {
         self.shard_tasks.abort_all();
         admin.abort();
         tracing::info!("shutdown complete");
-        Ok(())
     }
 }
 

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use super::directory::SessionDirectory;
 use crate::core::{Now, Output, Shard, ShardInput};
@@ -18,11 +18,30 @@ use crate::core::{Now, Output, Shard, ShardInput};
 /// Inputs to process per wake-up before dispatching outputs and yielding.
 const BATCH: usize = 256;
 
+/// An input from a connection task. `credit` (for client frames) gets one
+/// permit back once the shard has handled the frame, which bounds the
+/// requests a session has in flight: a client that pipelines requests
+/// waits for credit instead of flooding its own reply queue.
+#[derive(Debug)]
+pub(crate) struct SessionInput {
+    pub(crate) input: ShardInput,
+    pub(crate) credit: Option<Arc<Semaphore>>,
+}
+
+impl From<ShardInput> for SessionInput {
+    fn from(input: ShardInput) -> Self {
+        SessionInput {
+            input,
+            credit: None,
+        }
+    }
+}
+
 /// The handles other tasks use to reach one shard.
 #[derive(Debug, Clone)]
 pub(crate) struct ShardHandle {
     /// From this shard's sessions' connection tasks (bounded).
-    pub(crate) sessions: mpsc::Sender<ShardInput>,
+    pub(crate) sessions: mpsc::Sender<SessionInput>,
     /// From other shards (unbounded).
     pub(crate) peers: mpsc::UnboundedSender<ShardInput>,
 }
@@ -30,7 +49,7 @@ pub(crate) struct ShardHandle {
 /// The receiving ends of a shard's inboxes.
 #[derive(Debug)]
 pub(crate) struct ShardInboxes {
-    sessions: mpsc::Receiver<ShardInput>,
+    sessions: mpsc::Receiver<SessionInput>,
     peers: mpsc::UnboundedReceiver<ShardInput>,
 }
 
@@ -79,23 +98,29 @@ pub(crate) async fn run_shard(
         tokio::select! {
             biased;
             Some(input) = inboxes.peers.recv() => shard.handle(now(), input),
-            Some(input) = inboxes.sessions.recv() => shard.handle(now(), input),
+            Some(input) = inboxes.sessions.recv() => handle_session_input(&mut shard, input),
             () = sleep => shard.handle_timeout(now()),
             else => break,
         }
         dispatch(&mut shard, &shards, &directory);
         // Take what else is already waiting before sleeping again.
         for _ in 0..BATCH {
-            let Ok(input) = inboxes
-                .peers
-                .try_recv()
-                .or_else(|_| inboxes.sessions.try_recv())
-            else {
+            if let Ok(input) = inboxes.peers.try_recv() {
+                shard.handle(now(), input);
+            } else if let Ok(input) = inboxes.sessions.try_recv() {
+                handle_session_input(&mut shard, input);
+            } else {
                 break;
-            };
-            shard.handle(now(), input);
+            }
             dispatch(&mut shard, &shards, &directory);
         }
+    }
+}
+
+fn handle_session_input(shard: &mut Shard, SessionInput { input, credit }: SessionInput) {
+    shard.handle(now(), input);
+    if let Some(credit) = credit {
+        credit.add_permits(1);
     }
 }
 
