@@ -77,6 +77,8 @@ struct Step {
     load_rss_peak_kib: u64,
     started_s: f64,
     ended_s: f64,
+    #[serde(skip)]
+    samples: Vec<procstat::Sample>,
 }
 
 /// The whole run.
@@ -229,6 +231,7 @@ fn run_load(
         load_rss_peak_kib: load_peak,
         started_s: started,
         ended_s: epoch.elapsed().as_secs_f64(),
+        samples,
     })
 }
 
@@ -366,8 +369,18 @@ fn summarize(cli: &Cli, steps: &[Step], best: Option<f64>) -> Summary {
             / sessions;
         summary.load_kib_per_session = connect.load_rss_peak_kib as f64 / sessions;
         summary.connect_rate_per_s = connect.report.connect_rate_per_s;
-        summary.router_idle_cpu_percent_per_100k_sessions =
-            connect.router_cpu_percent_avg * 100_000.0 / sessions;
+        // Idle CPU: only the hold, after every session opened and before the
+        // verification pings.
+        let idle_from = connect.started_s + connect.report.open_time_s + 2.0;
+        let idle_to = connect.started_s + connect.report.open_time_s + cli.hold.as_secs_f64() - 1.0;
+        let idle: Vec<f64> = connect
+            .samples
+            .iter()
+            .filter(|s| s.t_s >= idle_from && s.t_s <= idle_to)
+            .map(|s| s.cpu_percent)
+            .collect();
+        let idle_cpu = idle.iter().sum::<f64>() / idle.len().max(1) as f64;
+        summary.router_idle_cpu_percent_per_100k_sessions = idle_cpu * 100_000.0 / sessions;
     }
     if let Some(half) = steps.iter().find(|s| s.name.starts_with("chat-half")) {
         summary.chat_p99_ms_at_half_rate = half

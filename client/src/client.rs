@@ -392,6 +392,31 @@ impl Client {
     }
 }
 
+/// A client endpoint on its own UDP socket bound to `addr`, with receive and
+/// send buffers of `buffer_bytes` asked for (the kernel may cap them). Many
+/// sessions can share it through [`Client::connect_via`].
+pub fn bind_endpoint(addr: SocketAddr, buffer_bytes: usize) -> Result<Endpoint, ClientError> {
+    let bind_error = |e: std::io::Error| ClientError::Config(format!("binding UDP {addr}: {e}"));
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .map_err(bind_error)?;
+    if buffer_bytes > 0 {
+        socket.set_recv_buffer_size(buffer_bytes).ok();
+        socket.set_send_buffer_size(buffer_bytes).ok();
+    }
+    socket.bind(&addr.into()).map_err(bind_error)?;
+    Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket.into(),
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(bind_error)
+}
+
 /// The QUIC client configuration for `trust` with a keep-alive interval;
 /// build it once and share it between sessions.
 pub fn quic_config(

@@ -11,7 +11,9 @@
 mod client;
 pub mod tls;
 
-pub use client::{quic_config, Client, ClientError, CloseInfo, ConnectOptions, Event, Events};
+pub use client::{
+    bind_endpoint, quic_config, Client, ClientError, CloseInfo, ConnectOptions, Event, Events,
+};
 pub use switchboard_proto::close::CloseCode;
 pub use switchboard_proto::v1::{
     Deliver, ErrorCode, GoAway, Presence, SendResult, Status, Welcome,

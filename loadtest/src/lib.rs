@@ -32,6 +32,7 @@ pub(crate) fn base_report(scenario: &str, options: &FleetOptions, fleet: &Fleet)
         connect_failures: fleet.failures,
         connect_rate_per_s: fleet.members.len() as f64 / fleet.open_time.as_secs_f64().max(1e-9),
         connect_latency: Some(fleet.connect_latency.summary()),
+        open_time_s: fleet.open_time.as_secs_f64(),
         ..Report::default()
     };
     if fleet.failures > 0 {

@@ -90,7 +90,7 @@ struct Common {
     /// Most handshakes in flight.
     #[arg(long, default_value_t = 256)]
     max_inflight: usize,
-    /// Client endpoints (UDP sockets); 0 = one per 10,000 sessions.
+    /// Client endpoints (UDP sockets); 0 = one per 2,000 sessions.
     #[arg(long, default_value_t = 0)]
     endpoints: usize,
     /// Local addresses to spread endpoints over, comma-separated.

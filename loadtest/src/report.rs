@@ -19,6 +19,9 @@ pub struct Report {
     pub connect_failures: u64,
     /// Sessions opened per second while opening.
     pub connect_rate_per_s: f64,
+    /// Seconds it took to open the sessions.
+    #[serde(default)]
+    pub open_time_s: f64,
     /// Connect latency.
     pub connect_latency: Option<LatencySummary>,
     /// Sessions that answered a ping after the hold (connect scenario).

@@ -31,6 +31,14 @@ pub struct Config {
     /// Number of shards users are partitioned over. Default 0: one per CPU
     /// core, so each core owns a partition.
     pub shards: usize,
+    /// QUIC endpoints (UDP sockets sharing `listen` with `SO_REUSEPORT`, each
+    /// driven by its own task). Default 0: one per CPU core, so packet I/O is
+    /// not funnelled through one task.
+    pub endpoints: usize,
+    /// Receive and send buffer asked for each UDP socket, bytes. Default
+    /// 4 MiB, so bursts of handshakes are not dropped (the kernel caps it at
+    /// `net.core.rmem_max` / `wmem_max`).
+    pub udp_buffer_bytes: usize,
     /// Where the dev certificate and dev token secret live when no
     /// production files are configured. Default
     /// `$XDG_STATE_HOME/switchboard/dev` (or `~/.local/state/switchboard/dev`),
@@ -131,6 +139,8 @@ impl Default for Config {
             listen: "127.0.0.1:4433".parse().expect("valid address"),
             admin_listen: "127.0.0.1:9464".parse().expect("valid address"),
             shards: 0,
+            endpoints: 0,
+            udp_buffer_bytes: 4 * 1024 * 1024,
             dev_dir: default_dev_dir(),
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
@@ -217,6 +227,8 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "listen",
     "admin_listen",
     "shards",
+    "endpoints",
+    "udp_buffer_bytes",
     "dev_dir",
     "tls",
     "auth",
@@ -332,6 +344,12 @@ impl Config {
         if limits.session_queue_frames == 0 {
             invalid("limits.session_queue_frames", "must be at least 1".into());
         }
+        if self.endpoints > 256 {
+            invalid(
+                "endpoints",
+                format!("{} is more than 256; 0 means one per core", self.endpoints),
+            );
+        }
         if self.shards > 1024 {
             invalid(
                 "shards",
@@ -349,6 +367,15 @@ impl Config {
             self.shards
         };
         n as u32
+    }
+
+    /// The number of QUIC endpoints to run: `endpoints`, or one per core.
+    pub fn endpoint_count(&self) -> usize {
+        if self.endpoints == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.endpoints
+        }
     }
 
     /// The slice of this configuration the sans-IO core enforces.

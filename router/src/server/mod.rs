@@ -12,6 +12,7 @@
 mod connection;
 mod directory;
 mod shard_task;
+mod udp;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -78,7 +79,8 @@ impl ServerContext {
 
 /// A bound, not yet running, router.
 pub struct Server {
-    endpoint: Endpoint,
+    /// One or more endpoints sharing the listen port (`SO_REUSEPORT`).
+    endpoints: Vec<Endpoint>,
     admin: tokio::net::TcpListener,
     ctx: Arc<ServerContext>,
     draining: watch::Sender<bool>,
@@ -120,12 +122,7 @@ impl Server {
                 |_| ServerError::Config("heartbeat_interval is too long".into()),
             )?));
         server_config.transport_config(Arc::new(transport));
-        let endpoint =
-            Endpoint::server(server_config, config.listen).map_err(|source| ServerError::Bind {
-                what: "QUIC",
-                addr: config.listen,
-                source,
-            })?;
+        let endpoints = bind_endpoints(&config, server_config)?;
         let admin = tokio::net::TcpListener::bind(config.admin_listen)
             .await
             .map_err(|source| ServerError::Bind {
@@ -164,7 +161,7 @@ impl Server {
             next_session: AtomicU64::new(0),
         });
         Ok(Server {
-            endpoint,
+            endpoints,
             admin,
             ctx,
             draining: draining_tx,
@@ -177,7 +174,7 @@ impl Server {
 
     /// The bound QUIC address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.endpoint
+        self.endpoints[0]
             .local_addr()
             .expect("bound endpoint has an address")
     }
@@ -210,37 +207,61 @@ impl Server {
                 draining: ctx.draining.clone(),
             },
         ));
+        // One accept task per endpoint feeds a single channel, so this loop
+        // owns every connection task (for draining) whatever endpoint it
+        // came in on.
+        let (incoming_tx, mut incoming_rx) = tokio::sync::mpsc::channel(1024);
+        let mut acceptors = JoinSet::new();
+        for endpoint in &self.endpoints {
+            let endpoint = endpoint.clone();
+            let incoming_tx = incoming_tx.clone();
+            acceptors.spawn(async move {
+                while let Some(incoming) = endpoint.accept().await {
+                    if incoming_tx.send(incoming).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(incoming_tx);
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                incoming = self.endpoint.accept() => {
+                incoming = incoming_rx.recv() => {
                     let Some(incoming) = incoming else { break };
                     connections.spawn(connection::serve(incoming, ctx.clone()));
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
         }
+        acceptors.abort_all();
 
         tracing::info!(
             sessions = ctx.directory.len(),
             "shutting down: refusing new connections, sending GoAway"
         );
         let timeout = ctx.config.shutdown_timeout;
-        self.endpoint.set_server_config(None);
+        for endpoint in &self.endpoints {
+            endpoint.set_server_config(None);
+        }
         let _ = self.draining.send(true);
         // Let clients leave on their own for most of the timeout.
         let drain = async { while connections.join_next().await.is_some() {} };
         let _ = tokio::time::timeout(timeout.mul_f64(0.8), drain).await;
-        self.endpoint.close(
-            VarInt::from_u32(CloseCode::GoingAway.to_code()),
-            b"server shutting down",
-        );
+        for endpoint in &self.endpoints {
+            endpoint.close(
+                VarInt::from_u32(CloseCode::GoingAway.to_code()),
+                b"server shutting down",
+            );
+        }
         let rest = timeout.mul_f64(0.2).max(Duration::from_millis(100));
         let _ = tokio::time::timeout(rest, async {
             while connections.join_next().await.is_some() {}
-            self.endpoint.wait_idle().await;
+            for endpoint in &self.endpoints {
+                endpoint.wait_idle().await;
+            }
         })
         .await;
         connections.abort_all();
@@ -248,6 +269,41 @@ impl Server {
         admin.abort();
         tracing::info!("shutdown complete");
     }
+}
+
+/// Binds `config.endpoint_count()` endpoints on `config.listen`, sharing the
+/// port with `SO_REUSEPORT` (the first one resolves port 0).
+fn bind_endpoints(
+    config: &Config,
+    server_config: quinn::ServerConfig,
+) -> Result<Vec<Endpoint>, ServerError> {
+    let bind_error = |addr, source| ServerError::Bind {
+        what: "QUIC",
+        addr,
+        source,
+    };
+    let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
+    let mut endpoints = Vec::new();
+    let mut addr = config.listen;
+    if addr.port() != 0 {
+        // SO_REUSEPORT would let a second router silently share a busy
+        // port: make sure nothing holds it first.
+        drop(std::net::UdpSocket::bind(addr).map_err(|e| bind_error(addr, e))?);
+    }
+    for _ in 0..config.endpoint_count().max(1) {
+        let socket =
+            udp::bind_reuseport(addr, config.udp_buffer_bytes).map_err(|e| bind_error(addr, e))?;
+        addr = socket.local_addr().map_err(|e| bind_error(addr, e))?;
+        let endpoint = Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config.clone()),
+            socket,
+            runtime.clone(),
+        )
+        .map_err(|e| bind_error(addr, e))?;
+        endpoints.push(endpoint);
+    }
+    Ok(endpoints)
 }
 
 /// Resolves on SIGINT or SIGTERM.
