@@ -63,12 +63,35 @@ struct Cli {
     /// QUIC port for the router under test.
     #[arg(long, default_value_t = 14433)]
     port: u16,
+    /// The nats-server binary for the baseline (Debian package `nats-server`).
+    #[arg(long, default_value = "nats-server")]
+    nats_server: PathBuf,
+    /// Skip the nats-server baseline.
+    #[arg(long)]
+    no_nats: bool,
+    /// Port for the baseline nats-server.
+    #[arg(long, default_value_t = 14222)]
+    nats_port: u16,
+}
+
+/// The server a step drives: its process (for /proc sampling) and the
+/// `switchboard-load` arguments that reach it.
+struct Target {
+    /// Process id of the server.
+    pid: u32,
+    /// Arguments naming and trusting the server.
+    args: Vec<String>,
+    /// The same, as shown in the report (no secrets or fingerprints).
+    shown: String,
+    /// Whether scenarios take `--user-prefix`/`--secret-file` (Switchboard).
+    switchboard: bool,
 }
 
 /// One scenario step in the report.
 #[derive(Debug, Serialize)]
 struct Step {
     name: String,
+    target: String,
     command: String,
     report: Report,
     router_rss_before_kib: u64,
@@ -101,6 +124,8 @@ struct Summary {
     chat_sessions: usize,
     chat_sustainable_msgs_per_s: f64,
     chat_p99_ms_at_half_rate: f64,
+    nats_tls_sustainable_msgs_per_s: Option<f64>,
+    ratio_to_nats_tls: Option<f64>,
 }
 
 struct Router {
@@ -163,10 +188,10 @@ fn start_router(cli: &Cli, dir: &Path) -> anyhow::Result<(Router, String)> {
     ))
 }
 
-/// Runs one `switchboard-load` invocation, sampling the router meanwhile.
+/// Runs one `switchboard-load` invocation, sampling the target meanwhile.
 fn run_load(
     cli: &Cli,
-    router: &Router,
+    target: &Target,
     dir: &Path,
     epoch: Instant,
     name: &str,
@@ -176,26 +201,20 @@ fn run_load(
     let mut command = Command::new(cli.bin_dir.join("switchboard-load"));
     command
         .args(args)
-        .args([
-            "--server",
-            &router.addr,
-            "--cert-sha256",
-            &router.fingerprint,
-            "--quiet",
-            "--json",
-        ])
-        .arg(&json)
-        .arg("--secret-file")
-        .arg(dir.join("secret"))
-        .arg("--user-prefix")
-        .arg(format!("{name}-"));
+        .args(&target.args)
+        .arg("--quiet")
+        .arg("--json")
+        .arg(&json);
+    if target.switchboard {
+        command.arg("--user-prefix").arg(format!("{name}-"));
+    }
     let shown = format!(
-        "switchboard-load {} --server {} --cert-sha256 <fp> --secret-file <file> --quiet",
+        "switchboard-load {} {} --quiet",
         args.join(" "),
-        router.addr
+        target.shown
     );
     eprintln!("== {name}: {shown}");
-    let pid = router.child.id();
+    let pid = target.pid;
     let rss_before = procstat::rss_kib(pid).unwrap_or(0);
     let started = epoch.elapsed().as_secs_f64();
     let sampler = procstat::Sampler::start(pid, Duration::from_millis(500), epoch);
@@ -219,6 +238,12 @@ fn run_load(
     let cpu: Vec<f64> = samples.iter().map(|s| s.cpu_percent).collect();
     Ok(Step {
         name: name.to_owned(),
+        target: if target.switchboard {
+            "switchboard"
+        } else {
+            "nats-server (TLS)"
+        }
+        .to_owned(),
         command: shown,
         report,
         router_rss_before_kib: rss_before,
@@ -233,6 +258,101 @@ fn run_load(
         ended_s: epoch.elapsed().as_secs_f64(),
         samples,
     })
+}
+
+/// Runs the chat rate ladder (`scenario` is `chat` or `nats-chat`) until a
+/// step is not sustainable, then once at half the best rate. Returns the
+/// best sustainable rate.
+fn chat_ladder(
+    cli: &Cli,
+    target: &Target,
+    dir: &Path,
+    epoch: Instant,
+    scenario: &str,
+    steps: &mut Vec<Step>,
+) -> anyhow::Result<Option<f64>> {
+    let mut best: Option<f64> = None;
+    for rate in &cli.chat_rates {
+        let step = run_load(
+            cli,
+            target,
+            dir,
+            epoch,
+            &format!("{scenario}-{rate}"),
+            &chat_args(cli, scenario, *rate),
+        )?;
+        let ok = sustainable(&step);
+        steps.push(step);
+        std::thread::sleep(Duration::from_secs(2));
+        if !ok {
+            break;
+        }
+        best = Some(*rate);
+    }
+    if let Some(best) = best {
+        let half = best / 2.0;
+        let step = run_load(
+            cli,
+            target,
+            dir,
+            epoch,
+            &format!("{scenario}-half-{half}"),
+            &chat_args(cli, scenario, half),
+        )?;
+        steps.push(step);
+    }
+    Ok(best)
+}
+
+/// Starts `nats-server` with TLS on loopback, with a fresh self-signed
+/// certificate; `None` if the binary is not installed.
+fn start_nats(cli: &Cli, dir: &Path) -> anyhow::Result<Option<(Child, Target)>> {
+    let tls_dir = dir.join("nats-tls");
+    switchboard_router::tls::load_or_create_dev_cert(&tls_dir)?;
+    let cert = tls_dir.join(switchboard_router::tls::DEV_CERT_FILE);
+    let key = tls_dir.join(switchboard_router::tls::DEV_KEY_FILE);
+    let spawned = Command::new(&cli.nats_server)
+        .args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &cli.nats_port.to_string(),
+            "--tls",
+            "--tlscert",
+        ])
+        .arg(&cert)
+        .arg("--tlskey")
+        .arg(&key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let child = match spawned {
+        Ok(child) => child,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error).context("starting nats-server"),
+    };
+    // Wait until it accepts TCP connections.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", cli.nats_port)).is_err() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "nats-server did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let url = format!("tls://localhost:{}", cli.nats_port);
+    let target = Target {
+        pid: child.id(),
+        args: vec![
+            "--nats-url".into(),
+            url.clone(),
+            "--nats-ca".into(),
+            cert.display().to_string(),
+        ],
+        shown: format!("--nats-url {url} --nats-ca <cert>"),
+        switchboard: false,
+    };
+    Ok(Some((child, target)))
 }
 
 fn sustainable(step: &Step) -> bool {
@@ -252,6 +372,22 @@ fn main() -> anyhow::Result<()> {
     let (router, router_config) = start_router(&cli, &dir)?;
     let all_samples =
         procstat::Sampler::start(router.child.id(), Duration::from_millis(500), epoch);
+    let switchboard = Target {
+        pid: router.child.id(),
+        args: vec![
+            "--server".into(),
+            router.addr.clone(),
+            "--cert-sha256".into(),
+            router.fingerprint.clone(),
+            "--secret-file".into(),
+            dir.join("secret").display().to_string(),
+        ],
+        shown: format!(
+            "--server {} --cert-sha256 <fingerprint> --secret-file <file>",
+            router.addr
+        ),
+        switchboard: true,
+    };
     let mut steps = Vec::new();
 
     let connect_args: Vec<String> = vec![
@@ -267,7 +403,7 @@ fn main() -> anyhow::Result<()> {
     ];
     steps.push(run_load(
         &cli,
-        &router,
+        &switchboard,
         &dir,
         epoch,
         "connect",
@@ -275,35 +411,33 @@ fn main() -> anyhow::Result<()> {
     )?);
     // Let the closed sessions leave before chat.
     std::thread::sleep(Duration::from_secs(3));
-
-    let mut best: Option<f64> = None;
-    for rate in &cli.chat_rates {
-        let args = chat_args(&cli, *rate);
-        let step = run_load(&cli, &router, &dir, epoch, &format!("chat-{rate}"), &args)?;
-        let ok = sustainable(&step);
-        steps.push(step);
-        std::thread::sleep(Duration::from_secs(2));
-        if !ok {
-            break;
-        }
-        best = Some(*rate);
-    }
-    if let Some(best) = best {
-        let half = best / 2.0;
-        let step = run_load(
-            &cli,
-            &router,
-            &dir,
-            epoch,
-            &format!("chat-half-{half}"),
-            &chat_args(&cli, half),
-        )?;
-        steps.push(step);
-    }
+    let best = chat_ladder(&cli, &switchboard, &dir, epoch, "chat", &mut steps)?;
     let samples = all_samples.finish();
     drop(router);
 
-    let summary = summarize(&cli, &steps, best);
+    let mut nats_best = None;
+    if !cli.no_nats {
+        match start_nats(&cli, &dir)? {
+            Some((mut nats, target)) => {
+                nats_best = Some(
+                    chat_ladder(&cli, &target, &dir, epoch, "nats-chat", &mut steps)?
+                        .unwrap_or(0.0),
+                );
+                let _ = nats.kill();
+                let _ = nats.wait();
+            }
+            None => eprintln!(
+                "nats-server not found ({}): no baseline",
+                cli.nats_server.display()
+            ),
+        }
+    }
+
+    let mut summary = summarize(&cli, &steps, best);
+    summary.nats_tls_sustainable_msgs_per_s = nats_best;
+    summary.ratio_to_nats_tls = nats_best
+        .filter(|n| *n > 0.0)
+        .map(|n| best.unwrap_or(0.0) / n);
     let date = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let machine = machine_description();
     let report = BenchReport {
@@ -340,9 +474,9 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn chat_args(cli: &Cli, rate: f64) -> Vec<String> {
+fn chat_args(cli: &Cli, scenario: &str, rate: f64) -> Vec<String> {
     vec![
-        "chat".into(),
+        scenario.into(),
         "--sessions".into(),
         cli.chat_sessions.to_string(),
         "--connect-rate".into(),
@@ -439,8 +573,21 @@ fn markdown(report: &BenchReport, stem: &Path) -> String {
         "| chat p99 at half that rate | {:.2} ms |\n",
         s.chat_p99_ms_at_half_rate
     ));
-    out.push_str("| nats-server (TLS) baseline | not run by this version of the runner |\n\n");
-    out.push_str("## Steps\n\n| step | sessions | offered/s | delivered/s | p50 ms | p99 ms | p99.9 ms | lost | router RSS peak MiB | router CPU avg % | result |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    match (s.nats_tls_sustainable_msgs_per_s, s.ratio_to_nats_tls) {
+        (Some(nats), ratio) => {
+            out.push_str(&format!(
+                "| nats-server (TLS) sustainable msgs/s, same scenario | {nats:.0} |\n"
+            ));
+            out.push_str(&format!(
+                "| ratio Switchboard / nats-server (TLS) | {} |\n\n",
+                ratio.map_or("n/a".into(), |r| format!("{r:.2}"))
+            ));
+        }
+        (None, _) => out.push_str(
+            "| nats-server (TLS) baseline | not run (nats-server not installed or --no-nats) |\n\n",
+        ),
+    }
+    out.push_str("## Steps\n\n| step | target | sessions | offered/s | delivered/s | p50 ms | p99 ms | p99.9 ms | lost | server RSS peak MiB | server CPU avg % | result |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for step in &report.steps {
         let r = &step.report;
         let (offered, delivered, p50, p99, p999, lost) = r.traffic.as_ref().map_or(
@@ -464,8 +611,9 @@ fn markdown(report: &BenchReport, stem: &Path) -> String {
             },
         );
         out.push_str(&format!(
-            "| {} | {} | {offered} | {delivered} | {p50} | {p99} | {p999} | {lost} | {:.0} | {:.0} | {} |\n",
+            "| {} | {} | {} | {offered} | {delivered} | {p50} | {p99} | {p999} | {lost} | {:.0} | {:.0} | {} |\n",
             step.name,
+            step.target,
             r.sessions_opened,
             step.router_rss_peak_kib as f64 / 1024.0,
             step.router_cpu_percent_avg,

@@ -19,6 +19,7 @@ pub mod progress;
 pub mod report;
 pub mod scenario;
 pub mod stats;
+pub mod tracking;
 
 use fleet::{Fleet, FleetOptions};
 use report::Report;

@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use switchboard_client::Trust;
 use switchboard_loadtest::fleet::FleetOptions;
 use switchboard_loadtest::progress::{Counters, Progress};
-use switchboard_loadtest::scenario::{chat, connect, presence};
+use switchboard_loadtest::scenario::{chat, connect, nats_chat, presence};
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +49,39 @@ enum Scenario {
         /// Payload bytes per message (at least 20).
         #[arg(long, default_value_t = 80)]
         payload: usize,
+    },
+    /// The chat scenario against a nats-server (the baseline).
+    NatsChat {
+        /// NATS URL; `tls://` requires TLS.
+        #[arg(long, default_value = "tls://localhost:4222")]
+        nats_url: String,
+        /// CA (or self-signed certificate) PEM for the NATS server.
+        #[arg(long)]
+        nats_ca: Option<PathBuf>,
+        /// Number of connections (one per simulated user).
+        #[arg(long, default_value_t = 100)]
+        sessions: usize,
+        /// New connections per second.
+        #[arg(long, default_value_t = 2000.0)]
+        connect_rate: f64,
+        /// Most connects in flight.
+        #[arg(long, default_value_t = 256)]
+        max_inflight: usize,
+        /// Aggregate messages per second.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// How long to send.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Payload bytes per message (at least 20).
+        #[arg(long, default_value_t = 80)]
+        payload: usize,
+        /// Write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// No periodic progress lines.
+        #[arg(long)]
+        quiet: bool,
     },
     /// Status churn measured by watchers.
     Presence {
@@ -183,13 +216,11 @@ fn main() -> ExitCode {
 /// Runs the scenario; `Ok(false)` when it found violations.
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     let counters = Arc::new(Counters::default());
-    let (common, report) = match &cli.scenario {
+    let (json, report) = match &cli.scenario {
         Scenario::Connect { common, hold } => {
             let _progress = Progress::start("connect", counters.clone(), common.quiet);
-            (
-                common,
-                connect::run(&common.fleet()?, *hold, &counters).await?,
-            )
+            let report = connect::run(&common.fleet()?, *hold, &counters).await?;
+            (&common.json, report)
         }
         Scenario::Chat {
             common,
@@ -204,10 +235,36 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 payload_bytes: *payload,
                 drain: Duration::from_secs(10),
             };
-            (
-                common,
-                chat::run(&common.fleet()?, &options, &counters).await?,
-            )
+            let report = chat::run(&common.fleet()?, &options, &counters).await?;
+            (&common.json, report)
+        }
+        Scenario::NatsChat {
+            nats_url,
+            nats_ca,
+            sessions,
+            connect_rate,
+            max_inflight,
+            rate,
+            duration,
+            payload,
+            json,
+            quiet,
+        } => {
+            let _progress = Progress::start("nats-chat", counters.clone(), *quiet);
+            let nats = nats_chat::NatsOptions {
+                url: nats_url.clone(),
+                ca: nats_ca.clone(),
+                sessions: *sessions,
+                connect_rate: *connect_rate,
+                max_inflight: *max_inflight,
+            };
+            let options = chat::ChatOptions {
+                rate: *rate,
+                duration: *duration,
+                payload_bytes: *payload,
+                drain: Duration::from_secs(10),
+            };
+            (json, nats_chat::run(&nats, &options, &counters).await?)
         }
         Scenario::Presence {
             common,
@@ -222,14 +279,12 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 watch: *watch,
                 drain: Duration::from_secs(10),
             };
-            (
-                common,
-                presence::run(&common.fleet()?, &options, &counters).await?,
-            )
+            let report = presence::run(&common.fleet()?, &options, &counters).await?;
+            (&common.json, report)
         }
     };
     print!("{}", report.to_table());
-    if let Some(path) = &common.json {
+    if let Some(path) = json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }

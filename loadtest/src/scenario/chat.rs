@@ -3,7 +3,6 @@
 //! measure latency from the scheduled send time and detect loss, duplicates
 //! and per-sender reordering.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use crate::fleet::{self, FleetOptions};
 use crate::probe::Probe;
 use crate::progress::Counters;
 use crate::report::{Report, Traffic};
-use crate::stats::Latency;
+use crate::tracking::DeliveryTracker;
 
 /// Chat traffic settings.
 #[derive(Debug, Clone)]
@@ -30,21 +29,52 @@ pub struct ChatOptions {
     pub drain: Duration,
 }
 
-#[derive(Default)]
-struct Tracker {
-    /// Highest sequence seen per (sender, recipient).
-    last_seq: HashMap<(u32, u32), u64>,
-    delivered: u64,
-    duplicated: u64,
-    reordered: u64,
-    latency: Latency,
+/// What the senders saw.
+#[derive(Debug, Default)]
+pub(crate) struct SendTally {
+    /// Accepted by the server.
+    pub(crate) routed: u64,
+    /// Refused by the server, with a reason.
+    pub(crate) refused: u64,
+    /// Failed because the session was lost.
+    pub(crate) failed: u64,
 }
 
-#[derive(Default)]
-struct SendTally {
-    routed: u64,
-    refused: u64,
-    failed: u64,
+/// Fills in the report's traffic and lists every violation: lost,
+/// duplicated, reordered, refused or failed messages.
+pub(crate) fn judge(
+    report: &mut Report,
+    rate: f64,
+    sending_time: Duration,
+    scheduled: u64,
+    tally: &SendTally,
+    t: DeliveryTracker,
+) {
+    let lost = tally.routed.saturating_sub(t.delivered);
+    report.traffic = Some(Traffic {
+        offered_rate_per_s: rate,
+        duration_s: sending_time.as_secs_f64(),
+        scheduled,
+        routed: tally.routed,
+        refused: tally.refused,
+        delivered: t.delivered,
+        lost,
+        duplicated: t.duplicated,
+        reordered: t.reordered,
+        delivered_rate_per_s: t.delivered as f64 / sending_time.as_secs_f64().max(1e-9),
+        latency: t.latency.summary(),
+    });
+    for (count, what) in [
+        (lost, "accepted messages were never delivered"),
+        (t.duplicated, "messages were delivered twice"),
+        (t.reordered, "messages arrived out of per-sender order"),
+        (tally.refused, "messages were refused by the server"),
+        (tally.failed, "sends failed (session lost)"),
+    ] {
+        if count > 0 {
+            report.violations.push(format!("{count} {what}"));
+        }
+    }
 }
 
 /// Runs the scenario.
@@ -64,7 +94,7 @@ pub async fn run(
             .map(|m| options.user(m.index))
             .collect(),
     );
-    let tracker = Arc::new(Mutex::new(Tracker::default()));
+    let tracker = Arc::new(Mutex::new(DeliveryTracker::default()));
     let tally = Arc::new(Mutex::new(SendTally::default()));
     let start = Instant::now();
 
@@ -87,20 +117,10 @@ pub async fn run(
                     .elapsed()
                     .saturating_sub(Duration::from_nanos(probe.scheduled_ns));
                 Counters::bump(&received.received);
-                let mut t = tracker.lock().expect("not poisoned");
-                t.latency.record(latency);
-                let last = t
-                    .last_seq
-                    .entry((probe.sender, position as u32))
-                    .or_insert(0);
-                if probe.seq == *last {
-                    t.duplicated += 1;
-                } else if probe.seq < *last {
-                    t.reordered += 1;
-                } else {
-                    *last = probe.seq;
-                    t.delivered += 1;
-                }
+                tracker
+                    .lock()
+                    .expect("not poisoned")
+                    .record(probe, position as u32, latency);
             }
         }));
         let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Vec<u8>)>();
@@ -157,31 +177,7 @@ pub async fn run(
     }
     let tally = std::mem::take(&mut *tally.lock().expect("not poisoned"));
     let t = std::mem::take(&mut *tracker.lock().expect("not poisoned"));
-    let lost = tally.routed.saturating_sub(t.delivered);
-    report.traffic = Some(Traffic {
-        offered_rate_per_s: chat.rate,
-        duration_s: sending_time.as_secs_f64(),
-        scheduled,
-        routed: tally.routed,
-        refused: tally.refused,
-        delivered: t.delivered,
-        lost,
-        duplicated: t.duplicated,
-        reordered: t.reordered,
-        delivered_rate_per_s: t.delivered as f64 / sending_time.as_secs_f64().max(1e-9),
-        latency: t.latency.summary(),
-    });
-    for (count, what) in [
-        (lost, "routed messages were never delivered"),
-        (t.duplicated, "messages were delivered twice"),
-        (t.reordered, "messages arrived out of per-sender order"),
-        (tally.refused, "messages were refused by the router"),
-        (tally.failed, "sends failed (session lost)"),
-    ] {
-        if count > 0 {
-            report.violations.push(format!("{count} {what}"));
-        }
-    }
+    judge(&mut report, chat.rate, sending_time, scheduled, &tally, t);
     for receiver in receivers {
         receiver.abort();
     }

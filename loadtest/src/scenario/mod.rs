@@ -1,9 +1,11 @@
 //! The scenarios: [`connect`] (open, hold, verify), [`chat`] (direct
 //! messages at an open-loop rate, checking loss, duplicates and order) and
-//! [`presence`] (status churn measured by watchers).
+//! [`presence`] (status churn measured by watchers), and [`nats_chat`], the
+//! same chat run against a `nats-server` as the baseline.
 
 pub mod chat;
 pub mod connect;
+pub mod nats_chat;
 pub mod presence;
 
 use std::time::{Duration, Instant};

@@ -1,0 +1,200 @@
+//! `nats-chat`: the `chat` scenario against a `nats-server`, the baseline a
+//! user would otherwise pick. Each session is its own NATS connection (TLS
+//! when the URL says `tls://`) subscribed to its own subject; messages go to
+//! random subjects at the same open-loop rate, with the same [`Probe`]s and
+//! the same loss, duplicate and order checks.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+
+use super::chat::{judge, ChatOptions, SendTally};
+use crate::probe::Probe;
+use crate::progress::Counters;
+use crate::report::Report;
+use crate::stats::Latency;
+use crate::tracking::DeliveryTracker;
+
+/// Where and how to reach the NATS server.
+#[derive(Debug, Clone)]
+pub struct NatsOptions {
+    /// Server URL, e.g. `tls://localhost:4222`.
+    pub url: String,
+    /// CA (or self-signed certificate) PEM for TLS.
+    pub ca: Option<PathBuf>,
+    /// Number of connections (one per simulated user).
+    pub sessions: usize,
+    /// New connections per second.
+    pub connect_rate: f64,
+    /// Most connects in flight.
+    pub max_inflight: usize,
+}
+
+fn subject(index: usize) -> String {
+    format!("sb.load.{index}")
+}
+
+/// Runs the scenario.
+pub async fn run(
+    nats: &NatsOptions,
+    chat: &ChatOptions,
+    counters: &Arc<Counters>,
+) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let permits = Arc::new(Semaphore::new(nats.max_inflight.max(1)));
+    let interval = Duration::from_secs_f64(1.0 / nats.connect_rate.max(0.001));
+    let mut connecting = JoinSet::new();
+    for index in 0..nats.sessions {
+        tokio::time::sleep_until((started + interval.mul_f64(index as f64)).into()).await;
+        let permit = permits.clone().acquire_owned().await.expect("never closed");
+        let nats = nats.clone();
+        connecting.spawn(async move {
+            let begun = Instant::now();
+            let mut options =
+                async_nats::ConnectOptions::new().require_tls(nats.url.starts_with("tls://"));
+            if let Some(ca) = &nats.ca {
+                options = options.add_root_certificates(ca.clone());
+            }
+            let result = async {
+                let client = options.connect(nats.url.as_str()).await?;
+                let subscriber = client.subscribe(subject(index)).await?;
+                client.flush().await?;
+                anyhow::Ok((client, subscriber))
+            }
+            .await;
+            drop(permit);
+            (index, begun.elapsed(), result)
+        });
+    }
+    let mut members = Vec::with_capacity(nats.sessions);
+    let mut connect_latency = Latency::default();
+    let mut failures = Vec::new();
+    while let Some(joined) = connecting.join_next().await {
+        let (index, took, result) = joined?;
+        match result {
+            Ok((client, subscriber)) => {
+                Counters::bump(&counters.sessions);
+                connect_latency.record(took);
+                members.push((index, client, subscriber));
+            }
+            Err(error) => {
+                Counters::bump(&counters.errors);
+                failures.push(format!("connection {index}: {error}"));
+            }
+        }
+    }
+    let open_time = started.elapsed();
+    members.sort_by_key(|(index, _, _)| *index);
+    let n = members.len();
+    let mut report = Report {
+        scenario: "nats-chat".into(),
+        sessions_requested: nats.sessions,
+        sessions_opened: n,
+        connect_failures: failures.len() as u64,
+        connect_rate_per_s: n as f64 / open_time.as_secs_f64().max(1e-9),
+        open_time_s: open_time.as_secs_f64(),
+        connect_latency: Some(connect_latency.summary()),
+        ..Report::default()
+    };
+    if !failures.is_empty() {
+        report.violations.push(format!(
+            "{} connections failed ({})",
+            failures.len(),
+            failures
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    anyhow::ensure!(n >= 2, "nats-chat needs at least 2 connections, got {n}");
+
+    let tracker = Arc::new(Mutex::new(DeliveryTracker::default()));
+    let tally = Arc::new(Mutex::new(SendTally::default()));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    let mut senders = Vec::new();
+    let mut outboxes = Vec::new();
+    let subjects: Arc<Vec<String>> =
+        Arc::new(members.iter().map(|(i, _, _)| subject(*i)).collect());
+    for (position, (_, client, mut subscriber)) in members.into_iter().enumerate() {
+        let tracker = tracker.clone();
+        let received = counters.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(message) = subscriber.next().await {
+                let Some(probe) = Probe::decode(&message.payload) else {
+                    continue;
+                };
+                let latency = start
+                    .elapsed()
+                    .saturating_sub(Duration::from_nanos(probe.scheduled_ns));
+                Counters::bump(&received.received);
+                tracker
+                    .lock()
+                    .expect("not poisoned")
+                    .record(probe, position as u32, latency);
+            }
+        }));
+        let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Vec<u8>)>();
+        outboxes.push(tx);
+        let subjects = subjects.clone();
+        let tally = tally.clone();
+        let counters = counters.clone();
+        senders.push(tokio::spawn(async move {
+            while let Some((to, payload)) = rx.recv().await {
+                Counters::bump(&counters.sent);
+                let result = client.publish(subjects[to].clone(), payload.into()).await;
+                let mut tally = tally.lock().expect("not poisoned");
+                match result {
+                    Ok(()) => tally.routed += 1,
+                    Err(_) => {
+                        tally.failed += 1;
+                        Counters::bump(&counters.errors);
+                    }
+                }
+            }
+            let _ = client.flush().await;
+        }));
+    }
+    let payload_bytes = chat.payload_bytes;
+    let mut seqs = vec![0u64; n];
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed);
+    let pacer = super::paced(start, chat.rate, chat.duration, move |_, due_ns| {
+        let from = rng.random_range(0..n);
+        let mut to = rng.random_range(0..n - 1);
+        if to >= from {
+            to += 1;
+        }
+        seqs[from] += 1;
+        let probe = Probe {
+            sender: from as u32,
+            seq: seqs[from],
+            scheduled_ns: due_ns,
+        };
+        let _ = outboxes[from].send((to, probe.encode(payload_bytes)));
+    });
+    let scheduled =
+        tokio::task::spawn_blocking(move || pacer.join().expect("pacer thread")).await?;
+    let sending_time = start.elapsed();
+    for sender in senders {
+        sender.await?;
+    }
+    let routed = tally.lock().expect("not poisoned").routed;
+    let deadline = Instant::now() + chat.drain;
+    while tracker.lock().expect("not poisoned").delivered < routed && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tally = std::mem::take(&mut *tally.lock().expect("not poisoned"));
+    let t = std::mem::take(&mut *tracker.lock().expect("not poisoned"));
+    judge(&mut report, chat.rate, sending_time, scheduled, &tally, t);
+    for task in tasks {
+        task.abort();
+    }
+    Ok(report)
+}
