@@ -38,8 +38,9 @@ struct Cli {
     /// Sessions for the connect (memory) scenario.
     #[arg(long, default_value_t = 10_000)]
     connect_sessions: usize,
-    /// How long the connect scenario holds its sessions (idle CPU is measured then).
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    /// How long the connect scenario holds its sessions. Idle CPU is
+    /// measured then, so keep it well above the 25 s keep-alive interval.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     hold: Duration,
     /// Sessions for the chat scenarios.
     #[arg(long, default_value_t = 10_000)]

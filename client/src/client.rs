@@ -424,8 +424,19 @@ pub fn quic_config(
     keep_alive: Duration,
 ) -> Result<quinn::ClientConfig, ClientError> {
     let mut config = client_config(trust)?;
+    // The server opens no streams and sends no datagrams; windows fit a few
+    // of the largest frames. Small per-connection state matters to a load
+    // generator holding many sessions.
     let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(keep_alive));
+    transport
+        .keep_alive_interval(Some(keep_alive))
+        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(0))
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
+        .stream_receive_window(quinn::VarInt::from_u32(512 * 1024))
+        .receive_window(quinn::VarInt::from_u32(512 * 1024))
+        .send_window(512 * 1024)
+        .datagram_receive_buffer_size(None)
+        .mtu_discovery_config(None);
     config.transport_config(Arc::new(transport));
     Ok(config)
 }

@@ -114,13 +114,12 @@ impl Server {
 
         let mut server_config =
             quinn::ServerConfig::with_crypto(crate::tls::server_crypto(certified)?);
-        let mut transport = quinn::TransportConfig::default();
-        transport
-            .max_concurrent_bidi_streams(VarInt::from_u32(1))
-            .max_concurrent_uni_streams(VarInt::from_u32(0))
-            .max_idle_timeout(Some((config.heartbeat_interval * 3).try_into().map_err(
-                |_| ServerError::Config("heartbeat_interval is too long".into()),
-            )?));
+        let mut transport = lean_transport(config.limits.max_frame_bytes);
+        transport.max_idle_timeout(Some(
+            (config.heartbeat_interval * 3)
+                .try_into()
+                .map_err(|_| ServerError::Config("heartbeat_interval is too long".into()))?,
+        ));
         server_config.transport_config(Arc::new(transport));
         let endpoints = bind_endpoints(&config, server_config)?;
         let admin = tokio::net::TcpListener::bind(config.admin_listen)
@@ -269,6 +268,25 @@ impl Server {
         admin.abort();
         tracing::info!("shutdown complete");
     }
+}
+
+/// Transport settings sized for one session stream per connection: the
+/// stream limits the protocol needs (one client-opened bidi stream, nothing
+/// else), flow-control windows of a few frames instead of quinn's
+/// bulk-transfer defaults, no datagrams and no MTU discovery. Each saves
+/// per-connection state, which is what a million sessions multiply.
+fn lean_transport(max_frame_bytes: usize) -> quinn::TransportConfig {
+    let window = u32::try_from((max_frame_bytes * 4).max(64 * 1024)).unwrap_or(u32::MAX);
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(VarInt::from_u32(1))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .stream_receive_window(VarInt::from_u32(window))
+        .receive_window(VarInt::from_u32(window))
+        .send_window(u64::from(window) * 2)
+        .datagram_receive_buffer_size(None)
+        .mtu_discovery_config(None);
+    transport
 }
 
 /// Binds `config.endpoint_count()` endpoints on `config.listen`, sharing the
