@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Session-count scaling run: for each N, start a fresh release router, open N
+# sessions with switchboard-load (connect scenario, every session verified
+# alive with a ping after the hold), and record the peak RSS of the router and
+# of the load generator. Prints a Markdown table and the per-session slope.
+#
+#   cargo build --release
+#   bench/scripts/scale.sh 10000 50000 100000 200000
+#
+# Environment: CONNECT_RATE (default 3000), HOLD (default 10s), SHARDS (0 =
+# one per core). A million sessions needs a machine with ~128 GiB and many
+# cores; see bench/README.md for that command.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=target/release
+CONNECT_RATE=${CONNECT_RATE:-3000}
+HOLD=${HOLD:-10s}
+SHARDS=${SHARDS:-0}
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+printf 'bench-secret-bench-secret-bench-secret-0123' > "$WORK/secret"
+cat > "$WORK/router.toml" <<TOML
+listen = "127.0.0.1:24433"
+admin_listen = "127.0.0.1:0"
+shards = $SHARDS
+dev_dir = "$WORK/dev"
+heartbeat_interval = "30s"
+[auth]
+secret_file = "$WORK/secret"
+TOML
+
+peak_rss() { # pid -> KiB, sampled until the pid is gone or the file says stop
+  local pid=$1 out=$2 peak=0 rss
+  while kill -0 "$pid" 2>/dev/null && [ ! -e "$out.stop" ]; do
+    rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+    [ "${rss:-0}" -gt "$peak" ] && peak=$rss
+    sleep 0.5
+  done
+  echo "$peak" > "$out"
+}
+
+echo "| sessions | opened | alive | connects/s | router base MiB | router peak MiB | router KiB/session | load peak MiB | load KiB/session |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for N in "$@"; do
+  SWITCHBOARD_LOG=warn "$BIN/switchboard" serve --config "$WORK/router.toml" > "$WORK/router.out" &
+  ROUTER=$!
+  until grep -q "certificate SHA-256" "$WORK/router.out" 2>/dev/null; do sleep 0.2; done
+  FP=$(sed -n 's/^certificate SHA-256 fingerprint: //p' "$WORK/router.out")
+  sleep 1
+  BASE=$(awk '/VmRSS/ {print $2}' "/proc/$ROUTER/status")
+  rm -f "$WORK/rpeak" "$WORK/rpeak.stop"
+  peak_rss "$ROUTER" "$WORK/rpeak" &
+  SAMPLER=$!
+  "$BIN/switchboard-load" connect --server 127.0.0.1:24433 --cert-sha256 "$FP" \
+      --secret-file "$WORK/secret" --sessions "$N" --connect-rate "$CONNECT_RATE" \
+      --hold "$HOLD" --keep-alive 25s --quiet --json "$WORK/report.json" > "$WORK/load.out" &
+  LOAD=$!
+  LPEAK=0
+  while kill -0 "$LOAD" 2>/dev/null; do
+    rss=$(awk '/VmRSS/ {print $2}' "/proc/$LOAD/status" 2>/dev/null || echo 0)
+    [ "${rss:-0}" -gt "$LPEAK" ] && LPEAK=$rss
+    sleep 0.5
+  done
+  wait "$LOAD" || true
+  touch "$WORK/rpeak.stop"; wait "$SAMPLER"
+  RPEAK=$(cat "$WORK/rpeak")
+  kill -TERM "$ROUTER"; wait "$ROUTER" || true
+  python3 - "$N" "$BASE" "$RPEAK" "$LPEAK" "$WORK/report.json" <<'PY'
+import json, sys
+n, base, rpeak, lpeak, path = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+r = json.load(open(path))
+opened = r["sessions_opened"]
+print(f"| {n} | {opened} | {r.get('sessions_verified_alive')} | {r['connect_rate_per_s']:.0f} | {base/1024:.0f} | {rpeak/1024:.0f} | {(rpeak-base)/max(opened,1):.1f} | {lpeak/1024:.0f} | {lpeak/max(opened,1):.1f} |")
+PY
+done
