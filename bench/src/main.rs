@@ -58,6 +58,9 @@ struct Cli {
     /// New sessions per second while opening.
     #[arg(long, default_value_t = 3000.0)]
     connect_rate: f64,
+    /// Router QUIC shell: `lean` (the default) or `tasks`.
+    #[arg(long, default_value = "lean")]
+    shell: String,
     /// Router shards (0 = one per core).
     #[arg(long, default_value_t = 0)]
     shards: usize,
@@ -149,8 +152,9 @@ fn start_router(cli: &Cli, dir: &Path) -> anyhow::Result<(Router, String)> {
     let secret = dir.join("secret");
     std::fs::write(&secret, "bench-secret-bench-secret-bench-secret-0123")?;
     let config = format!(
-        "listen = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:0\"\nshards = {}\ndev_dir = \"{}\"\nheartbeat_interval = \"30s\"\n[auth]\nsecret_file = \"{}\"\n",
+        "listen = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:0\"\nshell = \"{}\"\nshards = {}\ndev_dir = \"{}\"\nheartbeat_interval = \"30s\"\n[auth]\nsecret_file = \"{}\"\n",
         cli.port,
+        cli.shell,
         cli.shards,
         dir.join("dev").display(),
         secret.display()

@@ -35,6 +35,11 @@ pub struct Config {
     /// driven by its own task). Default 0: one per CPU core, so packet I/O is
     /// not funnelled through one task.
     pub endpoints: usize,
+    /// Which QUIC shell serves connections: `lean` (default: quinn-proto
+    /// driven by one task per socket, no per-connection task, channel or
+    /// timer; ~21 KiB per idle session) or `tasks` (quinn, one task per
+    /// connection; ~33 KiB per idle session).
+    pub shell: ShellKind,
     /// Receive and send buffer asked for each UDP socket, bytes. Default
     /// 4 MiB, so bursts of handshakes are not dropped (the kernel caps it at
     /// `net.core.rmem_max` / `wmem_max`).
@@ -122,6 +127,17 @@ pub struct PresenceConfig {
     pub offline_grace: Duration,
 }
 
+/// The QUIC shell around the sans-IO core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShellKind {
+    /// quinn with one task per connection.
+    Tasks,
+    /// quinn-proto driven by one task per UDP socket.
+    #[default]
+    Lean,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -140,6 +156,7 @@ impl Default for Config {
             admin_listen: "127.0.0.1:9464".parse().expect("valid address"),
             shards: 0,
             endpoints: 0,
+            shell: ShellKind::Lean,
             udp_buffer_bytes: 4 * 1024 * 1024,
             dev_dir: default_dev_dir(),
             tls: TlsConfig::default(),
@@ -228,6 +245,7 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "admin_listen",
     "shards",
     "endpoints",
+    "shell",
     "udp_buffer_bytes",
     "dev_dir",
     "tls",

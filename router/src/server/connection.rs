@@ -9,23 +9,17 @@ use std::time::Instant;
 use bytes::Bytes;
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use switchboard_proto::close::CloseCode;
-use switchboard_proto::frame::{self, DecodeError, FrameDecoder};
-use switchboard_proto::v1::{
-    client_frame::Body, server_frame, ClientFrame, GoAway, Hello, ServerFrame, Status, Welcome,
-};
+use switchboard_proto::frame::{DecodeError, FrameDecoder};
+use switchboard_proto::v1::{client_frame::Body, ClientFrame, Hello};
 
 use super::directory::{session_queues, QueuedFrame, SessionQueues};
-use super::shard_task::now;
+use super::handshake::{self, MAX_HELLO_FRAME_BYTES};
 use super::ServerContext;
-use crate::core::{placement::shard_of, DeviceId, FrameClass, SessionId, ShardInput, UserId};
+use crate::core::{placement::shard_of, FrameClass, SessionId, ShardInput};
 use crate::metrics;
 
 /// Largest read from the stream at once.
 const READ_CHUNK: usize = 64 * 1024;
-
-/// Largest first frame (the Hello) accepted before authentication, so an
-/// unauthenticated peer cannot make the server buffer a session-sized frame.
-pub(crate) const MAX_HELLO_FRAME_BYTES: usize = 8 * 1024;
 
 /// Why a connection ended, for the disconnect metric.
 #[derive(Debug, Clone, Copy)]
@@ -82,13 +76,6 @@ pub(crate) async fn serve(incoming: quinn::Incoming, ctx: Arc<ServerContext>) {
     tracing::debug!(remote = %connection.remote_address(), reason = ending.as_str(), "connection ended");
 }
 
-struct Authenticated {
-    client_agent: String,
-    user: UserId,
-    device: DeviceId,
-    initial_status: Option<Status>,
-}
-
 async fn serve_connection(connection: &Connection, ctx: &ServerContext) -> Ending {
     let deadline = Instant::now() + ctx.config.auth.timeout;
     let mut decoder =
@@ -114,7 +101,7 @@ async fn serve_connection(connection: &Connection, ctx: &ServerContext) -> Endin
             );
         }
     };
-    let auth = match authenticate(ctx, hello) {
+    let auth = match handshake::authenticate(ctx, hello) {
         Ok(auth) => auth,
         Err((code, reason)) => return close(connection, code, reason),
     };
@@ -126,19 +113,8 @@ async fn serve_connection(connection: &Connection, ctx: &ServerContext) -> Endin
     let session = SessionId(ctx.next_session_id());
     let shard = &ctx.shards[shard_of(&auth.user, ctx.shards.len() as u32).0 as usize];
     let (sink, queues) = session_queues(ctx.config.limits.session_queue_frames);
-    let welcome = ServerFrame {
-        body: Some(server_frame::Body::Welcome(Welcome {
-            session_id: session.0,
-            user_id: auth.user.as_str().to_owned(),
-            heartbeat_interval_ms: ctx.config.heartbeat_interval.as_millis() as u32,
-            max_frame_bytes: ctx.config.limits.max_frame_bytes as u32,
-            max_payload_bytes: ctx.config.limits.max_payload_bytes as u32,
-            max_watched_users: ctx.config.limits.max_watched_users as u32,
-            max_status_text_bytes: ctx.config.limits.max_status_text_bytes as u32,
-            server_time_ms: now().unix_ms,
-        })),
-    };
-    if send.write_chunk(frame::encode(&welcome)).await.is_err() {
+    let welcome = handshake::welcome(ctx, session, &auth.user);
+    if send.write_chunk(welcome).await.is_err() {
         return Ending::PeerClosed;
     }
     ctx.directory.insert(session, sink);
@@ -200,48 +176,6 @@ async fn read_hello(
             Err(_) => return Err(Ending::PeerClosed),
         }
     }
-}
-
-fn authenticate(
-    ctx: &ServerContext,
-    hello: Hello,
-) -> Result<Authenticated, (CloseCode, &'static str)> {
-    let user = ctx.verifier.verify(&hello.token).map_err(|error| {
-        metrics::auth_failed(error.as_str());
-        tracing::debug!(%error, "authentication failed");
-        (
-            error.close_code(),
-            match error {
-                crate::auth::AuthError::Missing => "token missing",
-                crate::auth::AuthError::Malformed => "token malformed",
-                crate::auth::AuthError::BadSignature => "token signature invalid",
-                crate::auth::AuthError::Expired => "token expired",
-                crate::auth::AuthError::InvalidSubject => "token subject is not a valid user id",
-            },
-        )
-    })?;
-    let device = DeviceId::parse(&hello.device_id).ok_or_else(|| {
-        metrics::frame_rejected("invalid_device_id");
-        (
-            CloseCode::ProtocolViolation,
-            "device_id must be 1-64 chars of [A-Za-z0-9._@-]",
-        )
-    })?;
-    let initial_status = Status::try_from(hello.initial_status)
-        .ok()
-        .filter(|s| *s != Status::Unspecified);
-    let mut client_agent = hello.client_agent;
-    let mut cut = client_agent.len().min(64);
-    while !client_agent.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    client_agent.truncate(cut);
-    Ok(Authenticated {
-        client_agent,
-        user,
-        device,
-        initial_status,
-    })
 }
 
 fn reject_decode(connection: &Connection, error: DecodeError) -> Ending {
@@ -334,13 +268,7 @@ async fn run_session(
             Ok(()) = draining.changed(), if !sent_go_away => {
                 if *draining.borrow_and_update() {
                     sent_go_away = true;
-                    let go_away = ServerFrame {
-                        body: Some(server_frame::Body::GoAway(GoAway {
-                            reason: "server shutting down".into(),
-                            reconnect_after_ms: 1_000,
-                        })),
-                    };
-                    if send.write_chunk(frame::encode(&go_away)).await.is_err() {
+                    if send.write_chunk(handshake::go_away()).await.is_err() {
                         return Ending::PeerClosed;
                     }
                 }

@@ -1,6 +1,7 @@
-//! [`SessionDirectory`]: the one shared map from [`SessionId`] to the queue of
-//! the task that owns that session's connection, so any shard can write to
-//! any session.
+//! [`SessionDirectory`]: the one shared map from [`SessionId`] to whoever
+//! writes that session's connection, so any shard can write to any session:
+//! the session's own task (task-per-connection shell), or the endpoint
+//! driver that owns the connection (lean shell).
 //!
 //! Lock discipline: a DashMap guard is held only for a non-blocking
 //! `try_send` or a `watch` send, never across `.await`.
@@ -23,11 +24,38 @@ pub(crate) struct QueuedFrame {
 /// A request to close a session, with the code and reason to send.
 pub(crate) type CloseRequest = Option<(CloseCode, &'static str)>;
 
-/// The sending side of one session's queues.
+/// How to reach one session.
 #[derive(Debug)]
-pub(crate) struct SessionSink {
-    frames: mpsc::Sender<QueuedFrame>,
-    close: watch::Sender<CloseRequest>,
+pub(crate) enum SessionSink {
+    /// A connection task's bounded queue and close signal.
+    Task {
+        frames: mpsc::Sender<QueuedFrame>,
+        close: watch::Sender<CloseRequest>,
+    },
+    /// An endpoint driver's command inbox and the connection's slot there.
+    Driver {
+        commands: mpsc::UnboundedSender<DriverCommand>,
+        conn: usize,
+    },
+}
+
+/// What shards ask of an endpoint driver for one of its sessions. The
+/// session id guards against a connection slot reused by a newer session.
+#[derive(Debug)]
+pub(crate) enum DriverCommand {
+    /// Write a frame.
+    Frame {
+        conn: usize,
+        session: SessionId,
+        queued: QueuedFrame,
+    },
+    /// Close the connection.
+    Close {
+        conn: usize,
+        session: SessionId,
+        code: CloseCode,
+        reason: &'static str,
+    },
 }
 
 /// The receiving side, owned by the connection task.
@@ -42,7 +70,7 @@ pub(crate) fn session_queues(capacity: usize) -> (SessionSink, SessionQueues) {
     let (frames_tx, frames_rx) = mpsc::channel(capacity);
     let (close_tx, close_rx) = watch::channel(None);
     (
-        SessionSink {
+        SessionSink::Task {
             frames: frames_tx,
             close: close_tx,
         },
@@ -71,33 +99,60 @@ impl SessionDirectory {
     /// Queues a frame; a session whose queue is full is closed as a slow
     /// consumer, and a message for a session already gone is counted dropped.
     pub(crate) fn transmit(&self, session: SessionId, frame: Bytes, class: FrameClass) {
+        let is_message = matches!(class, FrameClass::Message { .. });
         let Some(sink) = self.sessions.get(&session) else {
-            if matches!(class, FrameClass::Message { .. }) {
+            if is_message {
                 metrics::message_dropped("session_gone");
             }
             return;
         };
-        match sink.frames.try_send(QueuedFrame { frame, class }) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(queued)) => {
-                if matches!(queued.class, FrameClass::Message { .. }) {
-                    metrics::message_dropped("slow_consumer");
+        let queued = QueuedFrame { frame, class };
+        match &*sink {
+            SessionSink::Task { frames, close } => match frames.try_send(queued) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    if is_message {
+                        metrics::message_dropped("slow_consumer");
+                    }
+                    close.send_replace(Some((CloseCode::SlowConsumer, "session queue full")));
                 }
-                sink.close
-                    .send_replace(Some((CloseCode::SlowConsumer, "session queue full")));
-            }
-            Err(mpsc::error::TrySendError::Closed(queued)) => {
-                if matches!(queued.class, FrameClass::Message { .. }) {
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    if is_message {
+                        metrics::message_dropped("session_gone");
+                    }
+                }
+            },
+            // The driver enforces the queue limit (it knows what is written).
+            SessionSink::Driver { commands, conn } => {
+                let command = DriverCommand::Frame {
+                    conn: *conn,
+                    session,
+                    queued,
+                };
+                if commands.send(command).is_err() && is_message {
                     metrics::message_dropped("session_gone");
                 }
             }
         }
     }
 
-    /// Asks the session's task to close the connection with `code`.
+    /// Asks whoever owns the session's connection to close it with `code`.
     pub(crate) fn close(&self, session: SessionId, code: CloseCode, reason: &'static str) {
-        if let Some(sink) = self.sessions.get(&session) {
-            sink.close.send_replace(Some((code, reason)));
+        let Some(sink) = self.sessions.get(&session) else {
+            return;
+        };
+        match &*sink {
+            SessionSink::Task { close, .. } => {
+                close.send_replace(Some((code, reason)));
+            }
+            SessionSink::Driver { commands, conn } => {
+                let _ = commands.send(DriverCommand::Close {
+                    conn: *conn,
+                    session,
+                    code,
+                    reason,
+                });
+            }
         }
     }
 

@@ -11,6 +11,8 @@
 
 mod connection;
 mod directory;
+mod handshake;
+mod lean;
 mod shard_task;
 mod udp;
 
@@ -27,7 +29,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::auth::TokenVerifier;
-use crate::config::Config;
+use crate::config::{Config, ShellKind};
 use crate::core::{Shard, ShardId};
 use crate::dev::SecretSource;
 use directory::SessionDirectory;
@@ -60,6 +62,14 @@ pub enum ServerError {
     },
 }
 
+/// The QUIC listeners of the chosen shell.
+enum Listeners {
+    /// quinn endpoints; a task per connection.
+    Tasks(Vec<Endpoint>),
+    /// quinn-proto drivers; a task per socket.
+    Lean(Vec<lean::Driver>),
+}
+
 /// State shared by every connection task.
 pub(crate) struct ServerContext {
     pub(crate) config: Config,
@@ -79,8 +89,12 @@ impl ServerContext {
 
 /// A bound, not yet running, router.
 pub struct Server {
-    /// One or more endpoints sharing the listen port (`SO_REUSEPORT`).
-    endpoints: Vec<Endpoint>,
+    /// The QUIC listeners, one per UDP socket sharing the port.
+    listeners: Listeners,
+    /// The bound QUIC address.
+    local_addr: SocketAddr,
+    /// Tells lean drivers to close every connection (end of draining).
+    force_close: watch::Sender<bool>,
     admin: tokio::net::TcpListener,
     ctx: Arc<ServerContext>,
     draining: watch::Sender<bool>,
@@ -121,7 +135,14 @@ impl Server {
                 .map_err(|_| ServerError::Config("heartbeat_interval is too long".into()))?,
         ));
         server_config.transport_config(Arc::new(transport));
-        let endpoints = bind_endpoints(&config, server_config)?;
+        let sockets = bind_sockets(&config)?;
+        let local_addr = sockets[0]
+            .local_addr()
+            .map_err(|source| ServerError::Bind {
+                what: "QUIC",
+                addr: config.listen,
+                source,
+            })?;
         let admin = tokio::net::TcpListener::bind(config.admin_listen)
             .await
             .map_err(|source| ServerError::Bind {
@@ -159,8 +180,49 @@ impl Server {
             draining: draining_rx,
             next_session: AtomicU64::new(0),
         });
+        let (force_close_tx, force_close_rx) = watch::channel(false);
+        let bind_error = |source| ServerError::Bind {
+            what: "QUIC",
+            addr: local_addr,
+            source,
+        };
+        let listeners = match ctx.config.shell {
+            ShellKind::Tasks => {
+                let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
+                let endpoints = sockets
+                    .into_iter()
+                    .map(|socket| {
+                        Endpoint::new(
+                            quinn::EndpointConfig::default(),
+                            Some(server_config.clone()),
+                            socket,
+                            runtime.clone(),
+                        )
+                        .map_err(bind_error)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Listeners::Tasks(endpoints)
+            }
+            ShellKind::Lean => {
+                let drivers = sockets
+                    .into_iter()
+                    .map(|socket| {
+                        lean::Driver::new(
+                            socket,
+                            server_config.clone(),
+                            ctx.clone(),
+                            force_close_rx.clone(),
+                        )
+                        .map_err(bind_error)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Listeners::Lean(drivers)
+            }
+        };
         Ok(Server {
-            endpoints,
+            listeners,
+            local_addr,
+            force_close: force_close_tx,
             admin,
             ctx,
             draining: draining_tx,
@@ -173,9 +235,7 @@ impl Server {
 
     /// The bound QUIC address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.endpoints[0]
-            .local_addr()
-            .expect("bound endpoint has an address")
+        self.local_addr
     }
 
     /// The bound admin HTTP address.
@@ -206,64 +266,15 @@ impl Server {
                 draining: ctx.draining.clone(),
             },
         ));
-        // One accept task per endpoint feeds a single channel, so this loop
-        // owns every connection task (for draining) whatever endpoint it
-        // came in on.
-        let (incoming_tx, mut incoming_rx) = tokio::sync::mpsc::channel(1024);
-        let mut acceptors = JoinSet::new();
-        for endpoint in &self.endpoints {
-            let endpoint = endpoint.clone();
-            let incoming_tx = incoming_tx.clone();
-            acceptors.spawn(async move {
-                while let Some(incoming) = endpoint.accept().await {
-                    if incoming_tx.send(incoming).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(incoming_tx);
-        let mut connections = JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                incoming = incoming_rx.recv() => {
-                    let Some(incoming) = incoming else { break };
-                    connections.spawn(connection::serve(incoming, ctx.clone()));
-                }
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        let listeners = std::mem::replace(&mut self.listeners, Listeners::Lean(Vec::new()));
+        match listeners {
+            Listeners::Tasks(endpoints) => {
+                run_tasks(&ctx, endpoints, shutdown, &self.draining).await
+            }
+            Listeners::Lean(drivers) => {
+                run_lean(&ctx, drivers, shutdown, &self.draining, &self.force_close).await
             }
         }
-        acceptors.abort_all();
-
-        tracing::info!(
-            sessions = ctx.directory.len(),
-            "shutting down: refusing new connections, sending GoAway"
-        );
-        let timeout = ctx.config.shutdown_timeout;
-        for endpoint in &self.endpoints {
-            endpoint.set_server_config(None);
-        }
-        let _ = self.draining.send(true);
-        // Let clients leave on their own for most of the timeout.
-        let drain = async { while connections.join_next().await.is_some() {} };
-        let _ = tokio::time::timeout(timeout.mul_f64(0.8), drain).await;
-        for endpoint in &self.endpoints {
-            endpoint.close(
-                VarInt::from_u32(CloseCode::GoingAway.to_code()),
-                b"server shutting down",
-            );
-        }
-        let rest = timeout.mul_f64(0.2).max(Duration::from_millis(100));
-        let _ = tokio::time::timeout(rest, async {
-            while connections.join_next().await.is_some() {}
-            for endpoint in &self.endpoints {
-                endpoint.wait_idle().await;
-            }
-        })
-        .await;
-        connections.abort_all();
         self.shard_tasks.abort_all();
         admin.abort();
         tracing::info!("shutdown complete");
@@ -289,19 +300,114 @@ fn lean_transport(max_frame_bytes: usize) -> quinn::TransportConfig {
     transport
 }
 
-/// Binds `config.endpoint_count()` endpoints on `config.listen`, sharing the
-/// port with `SO_REUSEPORT` (the first one resolves port 0).
-fn bind_endpoints(
-    config: &Config,
-    server_config: quinn::ServerConfig,
-) -> Result<Vec<Endpoint>, ServerError> {
+/// Serves with the task-per-connection shell until `shutdown`, then drains.
+async fn run_tasks(
+    ctx: &Arc<ServerContext>,
+    endpoints: Vec<Endpoint>,
+    shutdown: impl Future<Output = ()>,
+    draining: &watch::Sender<bool>,
+) {
+    // One accept task per endpoint feeds a single channel, so this loop
+    // owns every connection task (for draining) whatever endpoint it
+    // came in on.
+    let (incoming_tx, mut incoming_rx) = tokio::sync::mpsc::channel(1024);
+    let mut acceptors = JoinSet::new();
+    for endpoint in &endpoints {
+        let endpoint = endpoint.clone();
+        let incoming_tx = incoming_tx.clone();
+        acceptors.spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                if incoming_tx.send(incoming).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(incoming_tx);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            incoming = incoming_rx.recv() => {
+                let Some(incoming) = incoming else { break };
+                connections.spawn(connection::serve(incoming, ctx.clone()));
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    acceptors.abort_all();
+
+    tracing::info!(
+        sessions = ctx.directory.len(),
+        "shutting down: refusing new connections, sending GoAway"
+    );
+    let timeout = ctx.config.shutdown_timeout;
+    for endpoint in &endpoints {
+        endpoint.set_server_config(None);
+    }
+    let _ = draining.send(true);
+    // Let clients leave on their own for most of the timeout.
+    let drain = async { while connections.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(timeout.mul_f64(0.8), drain).await;
+    for endpoint in &endpoints {
+        endpoint.close(
+            VarInt::from_u32(CloseCode::GoingAway.to_code()),
+            b"server shutting down",
+        );
+    }
+    let rest = timeout.mul_f64(0.2).max(Duration::from_millis(100));
+    let _ = tokio::time::timeout(rest, async {
+        while connections.join_next().await.is_some() {}
+        for endpoint in &endpoints {
+            endpoint.wait_idle().await;
+        }
+    })
+    .await;
+    connections.abort_all();
+}
+
+/// Serves with the lean shell until `shutdown`, then drains: GoAway first,
+/// then a GOING_AWAY close for whoever is left, within `shutdown_timeout`.
+async fn run_lean(
+    ctx: &Arc<ServerContext>,
+    drivers: Vec<lean::Driver>,
+    shutdown: impl Future<Output = ()>,
+    draining: &watch::Sender<bool>,
+    force_close: &watch::Sender<bool>,
+) {
+    let mut tasks = JoinSet::new();
+    for driver in drivers {
+        tasks.spawn(driver.run());
+    }
+    shutdown.await;
+    tracing::info!(
+        sessions = ctx.directory.len(),
+        "shutting down: refusing new connections, sending GoAway"
+    );
+    let timeout = ctx.config.shutdown_timeout;
+    let _ = draining.send(true);
+    let drained = async {
+        while ctx.directory.len() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let _ = tokio::time::timeout(timeout.mul_f64(0.8), drained).await;
+    let _ = force_close.send(true);
+    // Give the close frames time to leave.
+    tokio::time::sleep(timeout.mul_f64(0.2).max(Duration::from_millis(100))).await;
+    tasks.abort_all();
+}
+
+/// Binds `config.endpoint_count()` UDP sockets on `config.listen`, sharing
+/// the port with `SO_REUSEPORT` (the first one resolves port 0).
+fn bind_sockets(config: &Config) -> Result<Vec<std::net::UdpSocket>, ServerError> {
     let bind_error = |addr, source| ServerError::Bind {
         what: "QUIC",
         addr,
         source,
     };
-    let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
-    let mut endpoints = Vec::new();
+    let mut sockets = Vec::new();
     let mut addr = config.listen;
     if addr.port() != 0 {
         // SO_REUSEPORT would let a second router silently share a busy
@@ -312,16 +418,9 @@ fn bind_endpoints(
         let socket =
             udp::bind_reuseport(addr, config.udp_buffer_bytes).map_err(|e| bind_error(addr, e))?;
         addr = socket.local_addr().map_err(|e| bind_error(addr, e))?;
-        let endpoint = Endpoint::new(
-            quinn::EndpointConfig::default(),
-            Some(server_config.clone()),
-            socket,
-            runtime.clone(),
-        )
-        .map_err(|e| bind_error(addr, e))?;
-        endpoints.push(endpoint);
+        sockets.push(socket);
     }
-    Ok(endpoints)
+    Ok(sockets)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -42,15 +42,16 @@ impl From<ShardInput> for SessionInput {
 pub(crate) struct ShardHandle {
     /// From this shard's sessions' connection tasks (bounded).
     pub(crate) sessions: mpsc::Sender<SessionInput>,
-    /// From other shards (unbounded).
-    pub(crate) peers: mpsc::UnboundedSender<ShardInput>,
+    /// From other shards, and from endpoint drivers, which must never
+    /// block (unbounded; the drivers bound each session with credits).
+    pub(crate) peers: mpsc::UnboundedSender<SessionInput>,
 }
 
 /// The receiving ends of a shard's inboxes.
 #[derive(Debug)]
 pub(crate) struct ShardInboxes {
     sessions: mpsc::Receiver<SessionInput>,
-    peers: mpsc::UnboundedReceiver<ShardInput>,
+    peers: mpsc::UnboundedReceiver<SessionInput>,
 }
 
 /// Creates a shard's inboxes; `capacity` bounds the sessions' inbox.
@@ -97,7 +98,7 @@ pub(crate) async fn run_shard(
         };
         tokio::select! {
             biased;
-            Some(input) = inboxes.peers.recv() => shard.handle(now(), input),
+            Some(input) = inboxes.peers.recv() => handle_session_input(&mut shard, input),
             Some(input) = inboxes.sessions.recv() => handle_session_input(&mut shard, input),
             () = sleep => shard.handle_timeout(now()),
             else => break,
@@ -106,7 +107,7 @@ pub(crate) async fn run_shard(
         // Take what else is already waiting before sleeping again.
         for _ in 0..BATCH {
             if let Ok(input) = inboxes.peers.try_recv() {
-                shard.handle(now(), input);
+                handle_session_input(&mut shard, input);
             } else if let Ok(input) = inboxes.sessions.try_recv() {
                 handle_session_input(&mut shard, input);
             } else {
@@ -142,7 +143,7 @@ fn dispatch(shard: &mut Shard, shards: &[ShardHandle], directory: &SessionDirect
                 input,
             } => {
                 // Fails only when the target task has ended, i.e. at shutdown.
-                let _ = shards[target.0 as usize].peers.send(input);
+                let _ = shards[target.0 as usize].peers.send(input.into());
             }
         }
     }

@@ -1,0 +1,95 @@
+//! Session set-up shared by both shells: checking a Hello (token, device
+//! id), and the Welcome and GoAway frames.
+
+use bytes::Bytes;
+use switchboard_proto::close::CloseCode;
+use switchboard_proto::frame;
+use switchboard_proto::v1::{server_frame, GoAway, Hello, ServerFrame, Status, Welcome};
+
+use super::shard_task::now;
+use super::ServerContext;
+use crate::auth::AuthError;
+use crate::core::{DeviceId, SessionId, UserId};
+use crate::metrics;
+
+/// Largest first frame (the Hello) accepted before authentication, so an
+/// unauthenticated peer cannot make the server buffer a session-sized frame.
+pub(crate) const MAX_HELLO_FRAME_BYTES: usize = 8 * 1024;
+
+/// What a valid Hello establishes.
+pub(crate) struct Authenticated {
+    /// The client agent, cut to 64 bytes (for logs only).
+    pub(crate) client_agent: String,
+    pub(crate) user: UserId,
+    pub(crate) device: DeviceId,
+    pub(crate) initial_status: Option<Status>,
+}
+
+/// Checks a Hello: the token, then the device id. Failures are counted and
+/// come back as the close code and reason to send.
+pub(crate) fn authenticate(
+    ctx: &ServerContext,
+    hello: Hello,
+) -> Result<Authenticated, (CloseCode, &'static str)> {
+    let user = ctx.verifier.verify(&hello.token).map_err(|error| {
+        metrics::auth_failed(error.as_str());
+        tracing::debug!(%error, "authentication failed");
+        let reason = match error {
+            AuthError::Missing => "token missing",
+            AuthError::Malformed => "token malformed",
+            AuthError::BadSignature => "token signature invalid",
+            AuthError::Expired => "token expired",
+            AuthError::InvalidSubject => "token subject is not a valid user id",
+        };
+        (error.close_code(), reason)
+    })?;
+    let device = DeviceId::parse(&hello.device_id).ok_or_else(|| {
+        metrics::frame_rejected("invalid_device_id");
+        (
+            CloseCode::ProtocolViolation,
+            "device_id must be 1-64 chars of [A-Za-z0-9._@-]",
+        )
+    })?;
+    let initial_status = Status::try_from(hello.initial_status)
+        .ok()
+        .filter(|s| *s != Status::Unspecified);
+    let mut client_agent = hello.client_agent;
+    let mut cut = client_agent.len().min(64);
+    while !client_agent.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    client_agent.truncate(cut);
+    Ok(Authenticated {
+        client_agent,
+        user,
+        device,
+        initial_status,
+    })
+}
+
+/// The encoded Welcome for a new session.
+pub(crate) fn welcome(ctx: &ServerContext, session: SessionId, user: &UserId) -> Bytes {
+    let limits = &ctx.config.limits;
+    frame::encode(&ServerFrame {
+        body: Some(server_frame::Body::Welcome(Welcome {
+            session_id: session.0,
+            user_id: user.as_str().to_owned(),
+            heartbeat_interval_ms: ctx.config.heartbeat_interval.as_millis() as u32,
+            max_frame_bytes: limits.max_frame_bytes as u32,
+            max_payload_bytes: limits.max_payload_bytes as u32,
+            max_watched_users: limits.max_watched_users as u32,
+            max_status_text_bytes: limits.max_status_text_bytes as u32,
+            server_time_ms: now().unix_ms,
+        })),
+    })
+}
+
+/// The encoded GoAway sent to every session when draining starts.
+pub(crate) fn go_away() -> Bytes {
+    frame::encode(&ServerFrame {
+        body: Some(server_frame::Body::GoAway(GoAway {
+            reason: "server shutting down".into(),
+            reconnect_after_ms: 1_000,
+        })),
+    })
+}

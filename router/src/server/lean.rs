@@ -1,0 +1,697 @@
+//! The lean shell: one [`Driver`] task per UDP socket drives `quinn-proto`
+//! directly. Its connections live in one map owned by that task, with one
+//! timer set for all of them: no task, channel or timer per connection, and
+//! only the session stream the protocol needs.
+//!
+//! The driver loops: receive datagrams / shard commands / timer expiries ->
+//! hand them to `quinn_proto` -> drive every connection touched (endpoint
+//! events, stream reads into the [`FrameDecoder`], queued frames into the
+//! stream, transmits, next deadline). Sessions reach their shard over the
+//! shard's never-blocking inbox; per-session credits (as in the task shell)
+//! bound what one session has in flight, and a session whose credit runs out
+//! simply stops being read, so QUIC flow control pushes back on the client.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use quinn_proto::{
+    ConnectionError, ConnectionHandle, DatagramEvent, Dir, Event, ReadError, StreamEvent, StreamId,
+    VarInt, WriteError,
+};
+use switchboard_proto::close::CloseCode;
+use switchboard_proto::frame::{DecodeError, FrameDecoder};
+use switchboard_proto::v1::{client_frame::Body, ClientFrame, Hello};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use super::directory::{DriverCommand, QueuedFrame, SessionSink};
+use super::handshake::{self, MAX_HELLO_FRAME_BYTES};
+use super::shard_task::SessionInput;
+use super::ServerContext;
+use crate::core::{placement::shard_of, FrameClass, SessionId, ShardInput};
+use crate::metrics;
+
+/// Largest UDP datagram we receive.
+const MAX_DATAGRAM: usize = 64 * 1024;
+/// Largest stream read at once.
+const READ_CHUNK: usize = 64 * 1024;
+/// Datagrams or commands handled per wake-up before driving connections.
+const BATCH: usize = 256;
+/// How often sessions waiting for credit are retried.
+const STALL_RETRY: Duration = Duration::from_millis(1);
+
+/// Where a connection is in its life.
+enum Phase {
+    /// Waiting for a valid Hello until `deadline`.
+    Hello { deadline: Instant },
+    /// The session is open.
+    Open {
+        session: SessionId,
+        shard: usize,
+        credit: Arc<Semaphore>,
+    },
+    /// Closed (by either side); waiting for quinn-proto to drain it.
+    Closed,
+}
+
+/// One connection and its session state.
+struct Conn {
+    quic: quinn_proto::Connection,
+    stream: Option<StreamId>,
+    decoder: FrameDecoder,
+    phase: Phase,
+    /// Frames waiting for room in the stream.
+    outbox: VecDeque<QueuedFrame>,
+    /// The deadline registered in the driver's timer set.
+    timer: Option<Instant>,
+    /// Why it ended, for the disconnect metric.
+    ending: Option<&'static str>,
+    handshake_done: bool,
+    /// Frames wait for credit: do not read until it returns.
+    stalled: bool,
+}
+
+/// One endpoint (UDP socket) and every connection on it.
+pub(crate) struct Driver {
+    endpoint: quinn_proto::Endpoint,
+    socket: UdpSocket,
+    conns: HashMap<usize, Conn>,
+    timers: BTreeSet<(Instant, usize)>,
+    commands: mpsc::UnboundedReceiver<DriverCommand>,
+    commands_tx: mpsc::UnboundedSender<DriverCommand>,
+    ctx: Arc<ServerContext>,
+    dirty: HashSet<usize>,
+    stalled: HashSet<usize>,
+    send_buf: Vec<u8>,
+    draining: watch::Receiver<bool>,
+    force_close: watch::Receiver<bool>,
+    /// Requests in flight per session (credits).
+    budget: usize,
+}
+
+impl Driver {
+    /// A driver for `socket` (non-blocking, already bound).
+    pub(crate) fn new(
+        socket: std::net::UdpSocket,
+        server_config: quinn_proto::ServerConfig,
+        ctx: Arc<ServerContext>,
+        force_close: watch::Receiver<bool>,
+    ) -> std::io::Result<Driver> {
+        socket.set_nonblocking(true)?;
+        let socket = UdpSocket::from_std(socket)?;
+        let (commands_tx, commands) = mpsc::unbounded_channel();
+        let endpoint = quinn_proto::Endpoint::new(
+            Arc::new(quinn_proto::EndpointConfig::default()),
+            Some(Arc::new(server_config)),
+            false,
+            None,
+        );
+        let budget = (ctx.config.limits.session_queue_frames / 2).max(1);
+        Ok(Driver {
+            endpoint,
+            socket,
+            conns: HashMap::new(),
+            timers: BTreeSet::new(),
+            commands,
+            commands_tx,
+            draining: ctx.draining.clone(),
+            ctx,
+            dirty: HashSet::new(),
+            stalled: HashSet::new(),
+            send_buf: Vec::with_capacity(MAX_DATAGRAM),
+            force_close,
+            budget,
+        })
+    }
+
+    /// Runs until aborted.
+    pub(crate) async fn run(mut self) {
+        let mut recv_buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let next_timer = self.timers.first().map(|(at, _)| *at);
+            let timer = async {
+                match next_timer {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let stalled = !self.stalled.is_empty();
+            tokio::select! {
+                biased;
+                Ok(()) = self.force_close.changed() => {
+                    if *self.force_close.borrow_and_update() {
+                        self.close_all();
+                    }
+                }
+                Ok(()) = self.draining.changed() => {
+                    if *self.draining.borrow_and_update() {
+                        self.go_away_all();
+                    }
+                }
+                received = self.socket.recv_from(&mut recv_buf) => {
+                    if let Ok((len, remote)) = received {
+                        self.on_datagram(remote, &recv_buf[..len]);
+                    }
+                    for _ in 0..BATCH {
+                        match self.socket.try_recv_from(&mut recv_buf) {
+                            Ok((len, remote)) => self.on_datagram(remote, &recv_buf[..len]),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(command) = self.commands.recv() => {
+                    self.on_command(command);
+                    for _ in 0..BATCH {
+                        match self.commands.try_recv() {
+                            Ok(command) => self.on_command(command),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = timer => self.on_timers(),
+                () = tokio::time::sleep(STALL_RETRY), if stalled => {
+                    for ch in std::mem::take(&mut self.stalled) {
+                        if let Some(conn) = self.conns.get_mut(&ch) {
+                            conn.stalled = false;
+                            self.dirty.insert(ch);
+                        }
+                    }
+                }
+            }
+            let now = Instant::now();
+            for ch in std::mem::take(&mut self.dirty) {
+                self.drive(ch, now);
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, remote: std::net::SocketAddr, data: &[u8]) {
+        let now = Instant::now();
+        self.send_buf.clear();
+        let event = self.endpoint.handle(
+            now,
+            remote,
+            None,
+            None,
+            BytesMut::from(data),
+            &mut self.send_buf,
+        );
+        match event {
+            Some(DatagramEvent::NewConnection(incoming)) => {
+                self.send_buf.clear();
+                if *self.draining.borrow() {
+                    let transmit = self.endpoint.refuse(incoming, &mut self.send_buf);
+                    self.send(&transmit);
+                    return;
+                }
+                match self
+                    .endpoint
+                    .accept(incoming, now, &mut self.send_buf, None)
+                {
+                    Ok((ch, quic)) => {
+                        let conn = Conn {
+                            quic,
+                            stream: None,
+                            decoder: FrameDecoder::new(
+                                MAX_HELLO_FRAME_BYTES.min(self.ctx.config.limits.max_frame_bytes),
+                            ),
+                            phase: Phase::Hello {
+                                deadline: now + self.ctx.config.auth.timeout,
+                            },
+                            outbox: VecDeque::new(),
+                            timer: None,
+                            ending: None,
+                            handshake_done: false,
+                            stalled: false,
+                        };
+                        self.conns.insert(ch.0, conn);
+                        self.dirty.insert(ch.0);
+                    }
+                    Err(error) => {
+                        metrics::disconnected("handshake_failed");
+                        if let Some(transmit) = error.response {
+                            self.send(&transmit);
+                        }
+                    }
+                }
+            }
+            Some(DatagramEvent::ConnectionEvent(ch, event)) => {
+                if let Some(conn) = self.conns.get_mut(&ch.0) {
+                    conn.quic.handle_event(event);
+                    self.dirty.insert(ch.0);
+                }
+            }
+            Some(DatagramEvent::Response(transmit)) => self.send(&transmit),
+            None => {}
+        }
+    }
+
+    /// Sends what `send_buf` holds for `transmit`; a full socket buffer drops
+    /// the datagram, which QUIC recovers from like any loss.
+    fn send(&self, transmit: &quinn_proto::Transmit) {
+        let _ = self
+            .socket
+            .try_send_to(&self.send_buf[..transmit.size], transmit.destination);
+    }
+
+    fn on_command(&mut self, command: DriverCommand) {
+        match command {
+            DriverCommand::Frame {
+                conn,
+                session,
+                queued,
+            } => {
+                let limit = self.ctx.config.limits.session_queue_frames;
+                let is_message = matches!(queued.class, FrameClass::Message { .. });
+                let Some(c) = self
+                    .conns
+                    .get_mut(&conn)
+                    .filter(|c| c.session() == Some(session))
+                else {
+                    if is_message {
+                        metrics::message_dropped("session_gone");
+                    }
+                    return;
+                };
+                if c.outbox.len() >= limit {
+                    if is_message {
+                        metrics::message_dropped("slow_consumer");
+                    }
+                    self.close_conn(conn, CloseCode::SlowConsumer, "session queue full");
+                    return;
+                }
+                c.outbox.push_back(queued);
+                self.dirty.insert(conn);
+            }
+            DriverCommand::Close {
+                conn,
+                session,
+                code,
+                reason,
+            } => {
+                if self
+                    .conns
+                    .get(&conn)
+                    .is_some_and(|c| c.session() == Some(session))
+                {
+                    self.close_conn(conn, code, reason);
+                }
+            }
+        }
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(&(at, ch)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(conn) = self.conns.get_mut(&ch) else {
+                continue;
+            };
+            if conn.timer != Some(at) {
+                continue;
+            }
+            conn.timer = None;
+            if let Phase::Hello { deadline } = conn.phase {
+                if deadline <= now {
+                    metrics::auth_failed("timeout");
+                    self.close_conn(
+                        ch,
+                        CloseCode::AuthTimeout,
+                        "no valid Hello within the auth timeout",
+                    );
+                }
+            }
+            if let Some(conn) = self.conns.get_mut(&ch) {
+                conn.quic.handle_timeout(now);
+            }
+            self.dirty.insert(ch);
+        }
+    }
+
+    fn go_away_all(&mut self) {
+        let go_away = handshake::go_away();
+        for (ch, conn) in &mut self.conns {
+            if matches!(conn.phase, Phase::Open { .. }) {
+                conn.outbox.push_back(QueuedFrame {
+                    frame: go_away.clone(),
+                    class: FrameClass::Reply,
+                });
+                self.dirty.insert(*ch);
+            }
+        }
+    }
+
+    fn close_all(&mut self) {
+        let all: Vec<usize> = self.conns.keys().copied().collect();
+        for ch in all {
+            self.close_conn(ch, CloseCode::GoingAway, "server shutting down");
+        }
+    }
+
+    /// Closes a connection with `code` (once) and ends its session.
+    fn close_conn(&mut self, ch: usize, code: CloseCode, reason: &'static str) {
+        let Some(conn) = self.conns.get_mut(&ch) else {
+            return;
+        };
+        if conn.ending.is_none() {
+            conn.ending = Some(code.as_str());
+            conn.quic.close(
+                Instant::now(),
+                VarInt::from_u32(code.to_code()),
+                Bytes::from_static(reason.as_bytes()),
+            );
+        }
+        self.end_session(ch);
+        self.dirty.insert(ch);
+    }
+
+    /// Unregisters the connection's session (if any) and tells its shard.
+    fn end_session(&mut self, ch: usize) {
+        let Some(conn) = self.conns.get_mut(&ch) else {
+            return;
+        };
+        if let Phase::Open { session, shard, .. } =
+            std::mem::replace(&mut conn.phase, Phase::Closed)
+        {
+            self.ctx.directory.remove(session);
+            let _ = self.ctx.shards[shard]
+                .peers
+                .send(ShardInput::Closed { session }.into());
+        }
+        conn.outbox.clear();
+    }
+
+    /// Everything a connection needs after its inputs changed.
+    fn drive(&mut self, ch: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&ch) else {
+            return;
+        };
+        while let Some(event) = conn.quic.poll_endpoint_events() {
+            if let Some(event) = self.endpoint.handle_event(ConnectionHandle(ch), event) {
+                conn.quic.handle_event(event);
+            }
+        }
+        let mut lost = None;
+        while let Some(event) = conn.quic.poll() {
+            match event {
+                Event::Connected => {
+                    conn.handshake_done = true;
+                    metrics::connection_accepted();
+                }
+                Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) if conn.stream.is_none() => {
+                    conn.stream = conn.quic.streams().accept(Dir::Bi);
+                }
+                Event::ConnectionLost { reason } => lost = Some(reason),
+                _ => {}
+            }
+        }
+        if let Some(reason) = lost {
+            if conn.ending.is_none() {
+                conn.ending = Some(ending_of(&reason, conn.handshake_done));
+            }
+            self.end_session(ch);
+        } else {
+            self.read(ch, now);
+            self.flush(ch);
+        }
+        let Some(conn) = self.conns.get_mut(&ch) else {
+            return;
+        };
+        loop {
+            self.send_buf.clear();
+            let Some(transmit) = conn.quic.poll_transmit(now, 1, &mut self.send_buf) else {
+                break;
+            };
+            let _ = self
+                .socket
+                .try_send_to(&self.send_buf[..transmit.size], transmit.destination);
+        }
+        while let Some(event) = conn.quic.poll_endpoint_events() {
+            if let Some(event) = self.endpoint.handle_event(ConnectionHandle(ch), event) {
+                conn.quic.handle_event(event);
+            }
+        }
+        if conn.quic.is_drained() {
+            if let Some(at) = conn.timer.take() {
+                self.timers.remove(&(at, ch));
+            }
+            let ending = conn.ending.unwrap_or("peer_closed");
+            self.end_session(ch);
+            self.conns.remove(&ch);
+            self.stalled.remove(&ch);
+            metrics::disconnected(ending);
+            return;
+        }
+        let deadline = match conn.phase {
+            Phase::Hello { deadline } => Some(
+                conn.quic
+                    .poll_timeout()
+                    .map_or(deadline, |t| t.min(deadline)),
+            ),
+            _ => conn.quic.poll_timeout(),
+        };
+        if deadline != conn.timer {
+            if let Some(old) = conn.timer.take() {
+                self.timers.remove(&(old, ch));
+            }
+            if let Some(at) = deadline {
+                self.timers.insert((at, ch));
+            }
+            conn.timer = deadline;
+        }
+    }
+
+    /// Decodes what is buffered, then reads more, until the stream is empty,
+    /// the session runs out of credit, or the connection closes.
+    fn read(&mut self, ch: usize, now: Instant) {
+        loop {
+            if !self.process_frames(ch) {
+                return;
+            }
+            let Some(conn) = self.conns.get_mut(&ch) else {
+                return;
+            };
+            let Some(id) = conn.stream else { return };
+            let mut stream = conn.quic.recv_stream(id);
+            let Ok(mut chunks) = stream.read(true) else {
+                return;
+            };
+            let mut read = false;
+            let mut finished = false;
+            match chunks.next(READ_CHUNK) {
+                Ok(Some(chunk)) => {
+                    conn.decoder.extend(&chunk.bytes);
+                    read = true;
+                }
+                Ok(None) | Err(ReadError::Reset(_)) => finished = true,
+                Err(ReadError::Blocked) => {}
+            }
+            let _ = chunks.finalize();
+            if finished {
+                // The client finished its side: a clean goodbye.
+                conn.ending.get_or_insert("peer_closed");
+                conn.quic.close(
+                    now,
+                    VarInt::from_u32(CloseCode::Normal.to_code()),
+                    Bytes::new(),
+                );
+                self.end_session(ch);
+                return;
+            }
+            if !read {
+                return;
+            }
+        }
+    }
+
+    /// Handles every complete frame in the decoder; false when reading
+    /// must stop (no credit, or the connection was closed).
+    fn process_frames(&mut self, ch: usize) -> bool {
+        loop {
+            let Some(conn) = self.conns.get_mut(&ch) else {
+                return false;
+            };
+            if conn.stalled {
+                return false;
+            }
+            match &conn.phase {
+                Phase::Closed => return false,
+                Phase::Hello { .. } => match conn.decoder.decode::<ClientFrame>() {
+                    Ok(None) => return true,
+                    Ok(Some(ClientFrame {
+                        body: Some(Body::Hello(hello)),
+                        ..
+                    })) => self.open_session(ch, hello),
+                    Ok(Some(_)) => {
+                        metrics::frame_rejected("before_hello");
+                        self.close_conn(
+                            ch,
+                            CloseCode::ProtocolViolation,
+                            "the first frame must be Hello",
+                        );
+                        return false;
+                    }
+                    Err(error) => {
+                        self.reject(ch, error);
+                        return false;
+                    }
+                },
+                Phase::Open {
+                    session,
+                    shard,
+                    credit,
+                } => {
+                    if !conn.decoder.has_frame() {
+                        return true;
+                    }
+                    let (session, shard, credit) = (*session, *shard, credit.clone());
+                    let Ok(permit) = credit.clone().try_acquire_owned() else {
+                        conn.stalled = true;
+                        self.stalled.insert(ch);
+                        return false;
+                    };
+                    match conn.decoder.decode::<ClientFrame>() {
+                        Ok(Some(frame)) => {
+                            permit.forget(); // the shard task gives it back
+                            let input = SessionInput {
+                                input: ShardInput::Frame { session, frame },
+                                credit: Some(credit),
+                            };
+                            let _ = self.ctx.shards[shard].peers.send(input);
+                        }
+                        Ok(None) => return true,
+                        Err(error) => {
+                            self.reject(ch, error);
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn reject(&mut self, ch: usize, error: DecodeError) {
+        match error {
+            DecodeError::TooLarge { .. } => {
+                metrics::frame_rejected("frame_too_large");
+                self.close_conn(
+                    ch,
+                    CloseCode::FrameTooLarge,
+                    "frame larger than max_frame_bytes",
+                );
+            }
+            DecodeError::Malformed(_) => {
+                metrics::frame_rejected("malformed");
+                self.close_conn(
+                    ch,
+                    CloseCode::MalformedFrame,
+                    "frame is not a valid ClientFrame",
+                );
+            }
+        }
+    }
+
+    fn open_session(&mut self, ch: usize, hello: Hello) {
+        let auth = match handshake::authenticate(&self.ctx, hello) {
+            Ok(auth) => auth,
+            Err((code, reason)) => return self.close_conn(ch, code, reason),
+        };
+        if *self.draining.borrow() {
+            return self.close_conn(ch, CloseCode::GoingAway, "server shutting down");
+        }
+        let Some(conn) = self.conns.get_mut(&ch) else {
+            return;
+        };
+        let session = SessionId(self.ctx.next_session_id());
+        let shard = shard_of(&auth.user, self.ctx.shards.len() as u32).0 as usize;
+        conn.decoder
+            .set_max_frame_bytes(self.ctx.config.limits.max_frame_bytes);
+        conn.outbox.push_front(QueuedFrame {
+            frame: handshake::welcome(&self.ctx, session, &auth.user),
+            class: FrameClass::Reply,
+        });
+        conn.phase = Phase::Open {
+            session,
+            shard,
+            credit: Arc::new(Semaphore::new(self.budget)),
+        };
+        self.ctx.directory.insert(
+            session,
+            SessionSink::Driver {
+                commands: self.commands_tx.clone(),
+                conn: ch,
+            },
+        );
+        tracing::debug!(
+            session = session.0,
+            user = %auth.user,
+            device = %auth.device,
+            agent = ?auth.client_agent,
+            "session opened"
+        );
+        let open = ShardInput::Open {
+            session,
+            user: auth.user,
+            device: auth.device,
+            initial_status: auth.initial_status,
+        };
+        let _ = self.ctx.shards[shard].peers.send(open.into());
+    }
+
+    /// Writes queued frames until the stream's flow control says stop.
+    fn flush(&mut self, ch: usize) {
+        let Some(conn) = self.conns.get_mut(&ch) else {
+            return;
+        };
+        let Some(id) = conn.stream else { return };
+        while let Some(front) = conn.outbox.front_mut() {
+            let mut chunk = [front.frame.clone()];
+            match conn.quic.send_stream(id).write_chunks(&mut chunk) {
+                Ok(written) if written.chunks == 1 => {
+                    let done = conn.outbox.pop_front().expect("front exists");
+                    if let FrameClass::Message { accepted_at } = done.class {
+                        metrics::message_delivered(accepted_at.elapsed());
+                    }
+                }
+                Ok(_) => {
+                    // Partly written: keep the rest for when the stream
+                    // is writable again.
+                    let [rest] = chunk;
+                    front.frame = rest;
+                    return;
+                }
+                Err(WriteError::Blocked) => return,
+                Err(_) => {
+                    conn.outbox.clear();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Conn {
+    fn session(&self) -> Option<SessionId> {
+        match self.phase {
+            Phase::Open { session, .. } => Some(session),
+            _ => None,
+        }
+    }
+}
+
+/// The disconnect-metric reason for a connection lost without our close.
+fn ending_of(error: &ConnectionError, handshake_done: bool) -> &'static str {
+    match error {
+        _ if !handshake_done => "handshake_failed",
+        ConnectionError::ApplicationClosed(_) | ConnectionError::ConnectionClosed(_) => {
+            "peer_closed"
+        }
+        ConnectionError::TimedOut => "idle_timeout",
+        _ => "transport_error",
+    }
+}
