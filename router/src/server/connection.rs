@@ -323,7 +323,10 @@ async fn forward_frames(
                 frame_credit.forget(); // the shard task gives it back
                 permit.send(super::shard_task::SessionInput {
                     input: ShardInput::Frame { session, frame },
-                    credit: Some(credit.clone()),
+                    credit: Some(super::shard_task::Credit {
+                        permits: credit.clone(),
+                        wake: None,
+                    }),
                 });
             }
             Ok(None) => return Ok(false),

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use quinn_proto::{
@@ -24,11 +24,11 @@ use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame::{DecodeError, FrameDecoder};
 use switchboard_proto::v1::{client_frame::Body, ClientFrame, Hello};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
 use super::directory::{DriverCommand, QueuedFrame, SessionSink};
 use super::handshake::{self, MAX_HELLO_FRAME_BYTES};
-use super::shard_task::SessionInput;
+use super::shard_task::{Credit, SessionInput};
 use super::ServerContext;
 use crate::core::{placement::shard_of, FrameClass, SessionId, ShardInput};
 use crate::metrics;
@@ -39,8 +39,8 @@ const MAX_DATAGRAM: usize = 64 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// Datagrams or commands handled per wake-up before driving connections.
 const BATCH: usize = 256;
-/// How often sessions waiting for credit are retried.
-const STALL_RETRY: Duration = Duration::from_millis(1);
+/// Datagrams kept for a full socket send buffer before new ones are dropped.
+const MAX_PENDING_DATAGRAMS: usize = 4096;
 
 /// Where a connection is in its life.
 enum Phase {
@@ -50,7 +50,7 @@ enum Phase {
     Open {
         session: SessionId,
         shard: usize,
-        credit: Arc<Semaphore>,
+        credit: Credit,
     },
     /// Closed (by either side); waiting for quinn-proto to drain it.
     Closed,
@@ -69,8 +69,6 @@ struct Conn {
     /// Why it ended, for the disconnect metric.
     ending: Option<&'static str>,
     handshake_done: bool,
-    /// Frames wait for credit: do not read until it returns.
-    stalled: bool,
 }
 
 /// One endpoint (UDP socket) and every connection on it.
@@ -83,7 +81,14 @@ pub(crate) struct Driver {
     commands_tx: mpsc::UnboundedSender<DriverCommand>,
     ctx: Arc<ServerContext>,
     dirty: HashSet<usize>,
+    /// Connections with frames waiting for credit; re-driven when a shard
+    /// gives credit back (`credit_returned`).
     stalled: HashSet<usize>,
+    credit_returned: Arc<Notify>,
+    /// Datagrams the socket could not take yet (send buffer full), and the
+    /// connections to drive again once they are out.
+    pending_datagrams: VecDeque<(Vec<u8>, std::net::SocketAddr)>,
+    blocked_on_send: HashSet<usize>,
     send_buf: Vec<u8>,
     draining: watch::Receiver<bool>,
     force_close: watch::Receiver<bool>,
@@ -120,6 +125,9 @@ impl Driver {
             ctx,
             dirty: HashSet::new(),
             stalled: HashSet::new(),
+            credit_returned: Arc::new(Notify::new()),
+            pending_datagrams: VecDeque::new(),
+            blocked_on_send: HashSet::new(),
             send_buf: Vec::with_capacity(MAX_DATAGRAM),
             force_close,
             budget,
@@ -138,6 +146,9 @@ impl Driver {
                 }
             };
             let stalled = !self.stalled.is_empty();
+            let send_blocked = !self.pending_datagrams.is_empty();
+            // Control first, then what is already due, then new datagrams:
+            // a busy socket must not starve timers, shard commands or credit.
             tokio::select! {
                 biased;
                 Ok(()) = self.force_close.changed() => {
@@ -150,6 +161,10 @@ impl Driver {
                         self.go_away_all();
                     }
                 }
+                () = timer => {}
+                Some(command) = self.commands.recv() => self.on_command(command),
+                () = self.credit_returned.notified(), if stalled => {}
+                Ok(()) = self.socket.writable(), if send_blocked => self.flush_pending_datagrams(),
                 received = self.socket.recv_from(&mut recv_buf) => {
                     if let Ok((len, remote)) = received {
                         self.on_datagram(remote, &recv_buf[..len]);
@@ -161,24 +176,17 @@ impl Driver {
                         }
                     }
                 }
-                Some(command) = self.commands.recv() => {
-                    self.on_command(command);
-                    for _ in 0..BATCH {
-                        match self.commands.try_recv() {
-                            Ok(command) => self.on_command(command),
-                            Err(_) => break,
-                        }
-                    }
+            }
+            // Whatever woke us, also take what else is ready.
+            self.on_timers();
+            for _ in 0..BATCH {
+                match self.commands.try_recv() {
+                    Ok(command) => self.on_command(command),
+                    Err(_) => break,
                 }
-                () = timer => self.on_timers(),
-                () = tokio::time::sleep(STALL_RETRY), if stalled => {
-                    for ch in std::mem::take(&mut self.stalled) {
-                        if let Some(conn) = self.conns.get_mut(&ch) {
-                            conn.stalled = false;
-                            self.dirty.insert(ch);
-                        }
-                    }
-                }
+            }
+            for ch in std::mem::take(&mut self.stalled) {
+                self.dirty.insert(ch);
             }
             let now = Instant::now();
             for ch in std::mem::take(&mut self.dirty) {
@@ -224,7 +232,6 @@ impl Driver {
                             timer: None,
                             ending: None,
                             handshake_done: false,
-                            stalled: false,
                         };
                         self.conns.insert(ch.0, conn);
                         self.dirty.insert(ch.0);
@@ -243,17 +250,45 @@ impl Driver {
                     self.dirty.insert(ch.0);
                 }
             }
-            Some(DatagramEvent::Response(transmit)) => self.send(&transmit),
+            Some(DatagramEvent::Response(transmit)) => {
+                self.send(&transmit);
+            }
             None => {}
         }
     }
 
-    /// Sends what `send_buf` holds for `transmit`; a full socket buffer drops
-    /// the datagram, which QUIC recovers from like any loss.
-    fn send(&self, transmit: &quinn_proto::Transmit) {
-        let _ = self
-            .socket
-            .try_send_to(&self.send_buf[..transmit.size], transmit.destination);
+    /// Sends what `send_buf` holds for `transmit`. Returns false when the
+    /// socket's send buffer is full: the datagram then waits in
+    /// `pending_datagrams` (up to a bound, past which it is dropped and QUIC
+    /// recovers as from any loss) until the socket is writable.
+    fn send(&mut self, transmit: &quinn_proto::Transmit) -> bool {
+        let datagram = &self.send_buf[..transmit.size];
+        if self.pending_datagrams.is_empty() {
+            match self.socket.try_send_to(datagram, transmit.destination) {
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                _ => return true,
+            }
+        }
+        if self.pending_datagrams.len() < MAX_PENDING_DATAGRAMS {
+            self.pending_datagrams
+                .push_back((datagram.to_vec(), transmit.destination));
+        }
+        false
+    }
+
+    /// Sends waiting datagrams until the socket is full again; then lets the
+    /// connections that stopped transmitting go on.
+    fn flush_pending_datagrams(&mut self) {
+        while let Some((datagram, destination)) = self.pending_datagrams.front() {
+            match self.socket.try_send_to(datagram, *destination) {
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return,
+                _ => {
+                    self.pending_datagrams.pop_front();
+                }
+            }
+        }
+        let blocked = std::mem::take(&mut self.blocked_on_send);
+        self.dirty.extend(blocked);
     }
 
     fn on_command(&mut self, command: DriverCommand) {
@@ -444,6 +479,7 @@ impl Driver {
             self.end_session(ch);
             self.conns.remove(&ch);
             self.stalled.remove(&ch);
+            self.blocked_on_send.remove(&ch);
             metrics::disconnected(ending);
             return;
         }
@@ -516,9 +552,6 @@ impl Driver {
             let Some(conn) = self.conns.get_mut(&ch) else {
                 return false;
             };
-            if conn.stalled {
-                return false;
-            }
             match &conn.phase {
                 Phase::Closed => return false,
                 Phase::Hello { .. } => match conn.decoder.decode::<ClientFrame>() {
@@ -550,8 +583,8 @@ impl Driver {
                         return true;
                     }
                     let (session, shard, credit) = (*session, *shard, credit.clone());
-                    let Ok(permit) = credit.clone().try_acquire_owned() else {
-                        conn.stalled = true;
+                    let Ok(permit) = credit.permits.clone().try_acquire_owned() else {
+                        // Re-driven when a shard gives credit back.
                         self.stalled.insert(ch);
                         return false;
                     };
@@ -618,7 +651,10 @@ impl Driver {
         conn.phase = Phase::Open {
             session,
             shard,
-            credit: Arc::new(Semaphore::new(self.budget)),
+            credit: Credit {
+                permits: Arc::new(Semaphore::new(self.budget)),
+                wake: Some(self.credit_returned.clone()),
+            },
         };
         self.ctx.directory.insert(
             session,
@@ -667,8 +703,17 @@ impl Driver {
                 }
                 Err(WriteError::Blocked) => return,
                 Err(_) => {
-                    conn.outbox.clear();
-                    return;
+                    // The client stopped reading our stream: it is leaving.
+                    let dropped = conn
+                        .outbox
+                        .iter()
+                        .filter(|q| matches!(q.class, FrameClass::Message { .. }))
+                        .count();
+                    for _ in 0..dropped {
+                        metrics::message_dropped("session_gone");
+                    }
+                    conn.ending.get_or_insert("peer_closed");
+                    return self.close_conn(ch, CloseCode::Normal, "stream stopped");
                 }
             }
         }

@@ -1,13 +1,16 @@
 //! The QUIC/tokio shell around the sans-IO core.
 //!
-//! [`Server::bind`] loads TLS and the token secret, binds the QUIC endpoint and
-//! the admin listener (port 0 works, for tests); [`Server::run`] serves until
-//! the `shutdown` future resolves, then drains: new connections are refused,
-//! every session gets a GoAway, and whatever is left is closed with
-//! GOING_AWAY within `shutdown_timeout`.
+//! [`Server::bind`] loads TLS and the token secret, binds one UDP socket per
+//! core on the listen port ([`udp`], `SO_REUSEPORT`) and the admin listener
+//! (port 0 works, for tests); [`Server::run`] serves until the `shutdown`
+//! future resolves, then drains: new connections are refused, every session
+//! gets a GoAway, and whatever is left is closed with GOING_AWAY within
+//! `shutdown_timeout`.
 //!
-//! Tasks: one per shard ([`shard_task`]), one per connection
-//! ([`connection`]), the accept loop, and the admin HTTP server ([`crate::admin`]).
+//! Tasks: one per shard ([`shard_task`]) and the admin HTTP server
+//! ([`crate::admin`]), plus the connection shell chosen by `Config::shell`:
+//! one [`lean`] driver per socket (default), or one [`connection`] task per
+//! connection. Both share [`handshake`] and the [`directory`].
 
 mod connection;
 mod directory;

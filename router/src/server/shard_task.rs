@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 
 use super::directory::SessionDirectory;
 use crate::core::{Now, Output, Shard, ShardInput};
@@ -25,7 +25,25 @@ const BATCH: usize = 256;
 #[derive(Debug)]
 pub(crate) struct SessionInput {
     pub(crate) input: ShardInput,
-    pub(crate) credit: Option<Arc<Semaphore>>,
+    pub(crate) credit: Option<Credit>,
+}
+
+/// A session's request credits: the shell takes a permit per client frame
+/// it hands to the shard, and the shard task gives it back once the frame is
+/// handled, waking the shell's driver (if it has one) that may be waiting.
+#[derive(Debug, Clone)]
+pub(crate) struct Credit {
+    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) wake: Option<Arc<Notify>>,
+}
+
+impl Credit {
+    fn give_back(&self) {
+        self.permits.add_permits(1);
+        if let Some(wake) = &self.wake {
+            wake.notify_one();
+        }
+    }
 }
 
 impl From<ShardInput> for SessionInput {
@@ -121,7 +139,7 @@ pub(crate) async fn run_shard(
 fn handle_session_input(shard: &mut Shard, SessionInput { input, credit }: SessionInput) {
     shard.handle(now(), input);
     if let Some(credit) = credit {
-        credit.add_permits(1);
+        credit.give_back();
     }
 }
 
