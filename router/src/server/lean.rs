@@ -44,8 +44,10 @@ const MAX_PENDING_DATAGRAMS: usize = 4096;
 
 /// Where a connection is in its life.
 enum Phase {
-    /// Waiting for a valid Hello until `deadline`.
-    Hello { deadline: Instant },
+    /// Waiting for a valid Hello until `deadline`, which starts when the
+    /// QUIC handshake completes (as in the task shell): a handshake slowed
+    /// by packet loss does not eat into the client's time to authenticate.
+    Hello { deadline: Option<Instant> },
     /// The session is open.
     Open {
         session: SessionId,
@@ -225,9 +227,7 @@ impl Driver {
                             decoder: FrameDecoder::new(
                                 MAX_HELLO_FRAME_BYTES.min(self.ctx.config.limits.max_frame_bytes),
                             ),
-                            phase: Phase::Hello {
-                                deadline: now + self.ctx.config.auth.timeout,
-                            },
+                            phase: Phase::Hello { deadline: None },
                             outbox: VecDeque::new(),
                             timer: None,
                             ending: None,
@@ -351,7 +351,10 @@ impl Driver {
                 continue;
             }
             conn.timer = None;
-            if let Phase::Hello { deadline } = conn.phase {
+            if let Phase::Hello {
+                deadline: Some(deadline),
+            } = conn.phase
+            {
                 if deadline <= now {
                     metrics::auth_failed("timeout");
                     self.close_conn(
@@ -436,6 +439,9 @@ impl Driver {
             match event {
                 Event::Connected => {
                     conn.handshake_done = true;
+                    if let Phase::Hello { deadline } = &mut conn.phase {
+                        *deadline = Some(now + self.ctx.config.auth.timeout);
+                    }
                     metrics::connection_accepted();
                 }
                 Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) if conn.stream.is_none() => {
@@ -484,10 +490,12 @@ impl Driver {
             return;
         }
         let deadline = match conn.phase {
-            Phase::Hello { deadline } => Some(
+            Phase::Hello {
+                deadline: Some(hello_deadline),
+            } => Some(
                 conn.quic
                     .poll_timeout()
-                    .map_or(deadline, |t| t.min(deadline)),
+                    .map_or(hello_deadline, |t| t.min(hello_deadline)),
             ),
             _ => conn.quic.poll_timeout(),
         };
