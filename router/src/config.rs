@@ -35,10 +35,11 @@ pub struct Config {
     /// driven by its own task). Default 0: one per CPU core, so packet I/O is
     /// not funnelled through one task.
     pub endpoints: usize,
-    /// Which QUIC shell serves connections: `lean` (default: quinn-proto
-    /// driven by one task per socket, no per-connection task, channel or
-    /// timer; ~21 KiB per idle session) or `tasks` (quinn, one task per
-    /// connection; ~33 KiB per idle session).
+    /// Which QUIC shell serves connections: `tasks` (default: quinn, one
+    /// task per connection; ~33 KiB per idle session, held 300k sessions
+    /// here) or `lean` (experimental: quinn-proto driven by one task per
+    /// socket, ~21 KiB per idle session, but it still loses sessions above
+    /// ~200k on a saturated 2-core box; see ARCHITECTURE.md).
     pub shell: ShellKind,
     /// Receive and send buffer asked for each UDP socket, bytes. Default
     /// 4 MiB, so bursts of handshakes are not dropped (the kernel caps it at
@@ -132,9 +133,9 @@ pub struct PresenceConfig {
 #[serde(rename_all = "lowercase")]
 pub enum ShellKind {
     /// quinn with one task per connection.
-    Tasks,
-    /// quinn-proto driven by one task per UDP socket.
     #[default]
+    Tasks,
+    /// quinn-proto driven by one task per UDP socket (experimental).
     Lean,
 }
 
@@ -156,7 +157,7 @@ impl Default for Config {
             admin_listen: "127.0.0.1:9464".parse().expect("valid address"),
             shards: 0,
             endpoints: 0,
-            shell: ShellKind::Lean,
+            shell: ShellKind::Tasks,
             udp_buffer_bytes: 4 * 1024 * 1024,
             dev_dir: default_dev_dir(),
             tls: TlsConfig::default(),

@@ -6,8 +6,8 @@
 //!   (sessions, presence, routing) and is driven by `handle*`/`poll*` calls
 //!   with the time as an argument. Tested without sockets.
 //! - [`server`]: the QUIC/tokio shell: [`server::Server`] binds, runs one task
-//!   per shard and one quinn-proto driver per UDP socket (or, with
-//!   `shell = "tasks"`, quinn with one task per connection), and drains on
+//!   per shard and quinn with one task per connection (or, with
+//!   `shell = "lean"`, one quinn-proto driver per UDP socket), and drains on
 //!   shutdown.
 //! - [`auth`]: HS256 token verification and minting.
 //! - [`config`]: the one typed [`config::Config`] and its layering.

@@ -59,12 +59,13 @@ impl TestServer {
         };
         config.auth.secret_file = Some(secret_file);
         config.shutdown_timeout = Duration::from_secs(2);
-        // The default shell is lean; SWITCHBOARD_TEST_SHELL=tasks runs the
-        // whole suite on the task-per-connection shell
-        // (tests/tests/tasks_shell.rs covers it in the default run).
-        if std::env::var("SWITCHBOARD_TEST_SHELL").as_deref() == Ok("tasks") {
-            config.shell = switchboard_router::config::ShellKind::Tasks;
-        }
+        // The suite runs on the lean shell (the one under development); the
+        // default `tasks` shell is covered by tests/tests/tasks_shell.rs, and
+        // SWITCHBOARD_TEST_SHELL=tasks runs the whole suite on it.
+        config.shell = match std::env::var("SWITCHBOARD_TEST_SHELL").as_deref() {
+            Ok("tasks") => switchboard_router::config::ShellKind::Tasks,
+            _ => switchboard_router::config::ShellKind::Lean,
+        };
         tweak(&mut config);
         let server = Server::bind(config, metrics).await.expect("bind");
         let addr = server.local_addr();

@@ -1,5 +1,5 @@
-//! The task-per-connection shell (`shell = "tasks"`), which the rest of the
-//! suite does not use by default: chat, presence, a bad frame, a slow
+//! The task-per-connection shell (`shell = "tasks"`, the router's default),
+//! which the rest of the suite, run on the lean shell, does not use: chat, presence, a bad frame, a slow
 //! consumer and shutdown, over real QUIC. (`SWITCHBOARD_TEST_SHELL=tasks
 //! cargo test -p switchboard-tests` runs the whole suite on it.)
 

@@ -9,8 +9,8 @@
 //!
 //! Tasks: one per shard ([`shard_task`]) and the admin HTTP server
 //! ([`crate::admin`]), plus the connection shell chosen by `Config::shell`:
-//! one [`lean`] driver per socket (default), or one [`connection`] task per
-//! connection. Both share [`handshake`] and the [`directory`].
+//! one [`connection`] task per connection (default), or one [`lean`] driver
+//! per socket (experimental). Both share [`handshake`] and the [`directory`].
 
 mod connection;
 mod directory;
