@@ -147,6 +147,36 @@ pub async fn run(
         }));
     }
 
+    send_and_judge(
+        &mut report,
+        chat,
+        start,
+        outboxes,
+        senders,
+        &tally,
+        &tracker,
+    )
+    .await?;
+    for receiver in receivers {
+        receiver.abort();
+    }
+    fleet.close().await;
+    Ok(report)
+}
+
+/// Sends random direct messages from `outboxes` (one per session, drained
+/// in order by `senders`) at the chat rate, waits for the senders and for
+/// stragglers, then judges what `tracker` saw against `tally`.
+pub(crate) async fn send_and_judge(
+    report: &mut Report,
+    chat: &ChatOptions,
+    start: Instant,
+    outboxes: Vec<mpsc::UnboundedSender<(usize, Vec<u8>)>>,
+    senders: Vec<tokio::task::JoinHandle<()>>,
+    tally: &Mutex<SendTally>,
+    tracker: &Mutex<DeliveryTracker>,
+) -> anyhow::Result<()> {
+    let n = outboxes.len();
     let payload_bytes = chat.payload_bytes;
     let mut seqs = vec![0u64; n];
     let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed);
@@ -177,10 +207,6 @@ pub async fn run(
     }
     let tally = std::mem::take(&mut *tally.lock().expect("not poisoned"));
     let t = std::mem::take(&mut *tracker.lock().expect("not poisoned"));
-    judge(&mut report, chat.rate, sending_time, scheduled, &tally, t);
-    for receiver in receivers {
-        receiver.abort();
-    }
-    fleet.close().await;
-    Ok(report)
+    judge(report, chat.rate, sending_time, scheduled, &tally, t);
+    Ok(())
 }

@@ -9,11 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
-use super::chat::{judge, ChatOptions, SendTally};
+use super::chat::{ChatOptions, SendTally};
 use crate::probe::Probe;
 use crate::progress::Counters;
 use crate::report::Report;
@@ -162,37 +161,16 @@ pub async fn run(
             let _ = client.flush().await;
         }));
     }
-    let payload_bytes = chat.payload_bytes;
-    let mut seqs = vec![0u64; n];
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed);
-    let pacer = super::paced(start, chat.rate, chat.duration, move |_, due_ns| {
-        let from = rng.random_range(0..n);
-        let mut to = rng.random_range(0..n - 1);
-        if to >= from {
-            to += 1;
-        }
-        seqs[from] += 1;
-        let probe = Probe {
-            sender: from as u32,
-            seq: seqs[from],
-            scheduled_ns: due_ns,
-        };
-        let _ = outboxes[from].send((to, probe.encode(payload_bytes)));
-    });
-    let scheduled =
-        tokio::task::spawn_blocking(move || pacer.join().expect("pacer thread")).await?;
-    let sending_time = start.elapsed();
-    for sender in senders {
-        sender.await?;
-    }
-    let routed = tally.lock().expect("not poisoned").routed;
-    let deadline = Instant::now() + chat.drain;
-    while tracker.lock().expect("not poisoned").delivered < routed && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let tally = std::mem::take(&mut *tally.lock().expect("not poisoned"));
-    let t = std::mem::take(&mut *tracker.lock().expect("not poisoned"));
-    judge(&mut report, chat.rate, sending_time, scheduled, &tally, t);
+    super::chat::send_and_judge(
+        &mut report,
+        chat,
+        start,
+        outboxes,
+        senders,
+        &tally,
+        &tracker,
+    )
+    .await?;
     for task in tasks {
         task.abort();
     }

@@ -118,19 +118,7 @@ async fn serve_connection(connection: &Connection, ctx: &ServerContext) -> Endin
         return Ending::PeerClosed;
     }
     ctx.directory.insert(session, sink);
-    tracing::debug!(
-        session = session.0,
-        user = %auth.user,
-        device = %auth.device,
-        agent = ?auth.client_agent,
-        "session opened"
-    );
-    let open = ShardInput::Open {
-        session,
-        user: auth.user,
-        device: auth.device,
-        initial_status: auth.initial_status,
-    };
+    let open = handshake::open_session(session, auth);
     let ending = if shard.sessions.send(open.into()).await.is_ok() {
         run_session(connection, ctx, session, shard, send, recv, decoder, queues).await
     } else {
@@ -179,24 +167,8 @@ async fn read_hello(
 }
 
 fn reject_decode(connection: &Connection, error: DecodeError) -> Ending {
-    match error {
-        DecodeError::TooLarge { .. } => {
-            metrics::frame_rejected("frame_too_large");
-            close(
-                connection,
-                CloseCode::FrameTooLarge,
-                "frame larger than max_frame_bytes",
-            )
-        }
-        DecodeError::Malformed(_) => {
-            metrics::frame_rejected("malformed");
-            close(
-                connection,
-                CloseCode::MalformedFrame,
-                "frame is not a valid ClientFrame",
-            )
-        }
-    }
+    let (code, reason) = handshake::rejection(&error);
+    close(connection, code, reason)
 }
 
 #[allow(clippy::too_many_arguments)]

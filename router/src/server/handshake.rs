@@ -9,8 +9,9 @@ use switchboard_proto::v1::{server_frame, GoAway, Hello, ServerFrame, Status, We
 use super::shard_task::now;
 use super::ServerContext;
 use crate::auth::AuthError;
-use crate::core::{DeviceId, SessionId, UserId};
+use crate::core::{DeviceId, SessionId, ShardInput, UserId};
 use crate::metrics;
+use switchboard_proto::frame::DecodeError;
 
 /// Largest first frame (the Hello) accepted before authentication, so an
 /// unauthenticated peer cannot make the server buffer a session-sized frame.
@@ -92,4 +93,42 @@ pub(crate) fn go_away() -> Bytes {
             reconnect_after_ms: 1_000,
         })),
     })
+}
+
+/// Logs the new session and makes the input that opens it on its shard.
+pub(crate) fn open_session(session: SessionId, auth: Authenticated) -> ShardInput {
+    tracing::debug!(
+        session = session.0,
+        user = %auth.user,
+        device = %auth.device,
+        agent = ?auth.client_agent,
+        "session opened"
+    );
+    ShardInput::Open {
+        session,
+        user: auth.user,
+        device: auth.device,
+        initial_status: auth.initial_status,
+    }
+}
+
+/// The close code and reason for a frame that could not be decoded
+/// (counted as rejected).
+pub(crate) fn rejection(error: &DecodeError) -> (CloseCode, &'static str) {
+    match error {
+        DecodeError::TooLarge { .. } => {
+            metrics::frame_rejected("frame_too_large");
+            (
+                CloseCode::FrameTooLarge,
+                "frame larger than max_frame_bytes",
+            )
+        }
+        DecodeError::Malformed(_) => {
+            metrics::frame_rejected("malformed");
+            (
+                CloseCode::MalformedFrame,
+                "frame is not a valid ClientFrame",
+            )
+        }
+    }
 }

@@ -617,24 +617,8 @@ impl Driver {
     }
 
     fn reject(&mut self, ch: usize, error: DecodeError) {
-        match error {
-            DecodeError::TooLarge { .. } => {
-                metrics::frame_rejected("frame_too_large");
-                self.close_conn(
-                    ch,
-                    CloseCode::FrameTooLarge,
-                    "frame larger than max_frame_bytes",
-                );
-            }
-            DecodeError::Malformed(_) => {
-                metrics::frame_rejected("malformed");
-                self.close_conn(
-                    ch,
-                    CloseCode::MalformedFrame,
-                    "frame is not a valid ClientFrame",
-                );
-            }
-        }
+        let (code, reason) = handshake::rejection(&error);
+        self.close_conn(ch, code, reason);
     }
 
     fn open_session(&mut self, ch: usize, hello: Hello) {
@@ -671,19 +655,7 @@ impl Driver {
                 conn: ch,
             },
         );
-        tracing::debug!(
-            session = session.0,
-            user = %auth.user,
-            device = %auth.device,
-            agent = ?auth.client_agent,
-            "session opened"
-        );
-        let open = ShardInput::Open {
-            session,
-            user: auth.user,
-            device: auth.device,
-            initial_status: auth.initial_status,
-        };
+        let open = handshake::open_session(session, auth);
         let _ = self.ctx.shards[shard].peers.send(open.into());
     }
 
