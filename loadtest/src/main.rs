@@ -229,12 +229,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             payload,
         } => {
             let _progress = Progress::start("chat", counters.clone(), common.quiet);
-            let options = chat::ChatOptions {
-                rate: *rate,
-                duration: *duration,
-                payload_bytes: *payload,
-                drain: Duration::from_secs(10),
-            };
+            let options = chat::ChatOptions::new(*rate, *duration, *payload);
             let report = chat::run(&common.fleet()?, &options, &counters).await?;
             (&common.json, report)
         }
@@ -258,12 +253,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 connect_rate: *connect_rate,
                 max_inflight: *max_inflight,
             };
-            let options = chat::ChatOptions {
-                rate: *rate,
-                duration: *duration,
-                payload_bytes: *payload,
-                drain: Duration::from_secs(10),
-            };
+            let options = chat::ChatOptions::new(*rate, *duration, *payload);
             (json, nats_chat::run(&nats, &options, &counters).await?)
         }
         Scenario::Presence {

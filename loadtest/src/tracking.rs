@@ -25,6 +25,29 @@ pub struct DeliveryTracker {
 }
 
 impl DeliveryTracker {
+    /// Records a received load-test payload, if it carries a [`Probe`]:
+    /// latency from its scheduled time (ns since `start`), and the
+    /// `received` progress counter.
+    pub fn receive(
+        tracker: &std::sync::Mutex<DeliveryTracker>,
+        counters: &crate::progress::Counters,
+        start: std::time::Instant,
+        recipient: u32,
+        payload: &[u8],
+    ) {
+        let Some(probe) = Probe::decode(payload) else {
+            return;
+        };
+        let latency = start
+            .elapsed()
+            .saturating_sub(Duration::from_nanos(probe.scheduled_ns));
+        crate::progress::Counters::bump(&counters.received);
+        tracker
+            .lock()
+            .expect("not poisoned")
+            .record(probe, recipient, latency);
+    }
+
     /// Records that `recipient` received `probe` `latency` after it was
     /// scheduled.
     pub fn record(&mut self, probe: Probe, recipient: u32, latency: Duration) {

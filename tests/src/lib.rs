@@ -235,3 +235,42 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// Opens bob as a raw session that never reads, floods him from alice, and
+/// asserts the server closes him with SLOW_CONSUMER. The server's
+/// `session_queue_frames` should be small.
+pub async fn assert_non_reader_is_closed_as_slow_consumer(server: &TestServer) {
+    use switchboard_proto::frame::encode;
+    use switchboard_proto::v1::{client_frame::Body, ClientFrame, Hello};
+    let mut bob = server.raw().await;
+    bob.write(&encode(&ClientFrame {
+        r#ref: 0,
+        body: Some(Body::Hello(Hello {
+            token: server.token("bob"),
+            device_id: "phone".into(),
+            ..Default::default()
+        })),
+    }))
+    .await;
+    let (alice, _events) = server.connect("alice", "phone").await;
+    // Wait until bob's session is registered.
+    let deadline = std::time::Instant::now() + WAIT;
+    while alice.send("bob", &b"x"[..]).await.unwrap().error
+        != switchboard_client::ErrorCode::None as i32
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bob never came online"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Bob never reads: flow control fills, then his queue, then he is closed.
+    let payload = vec![7u8; 60_000];
+    for _ in 0..400 {
+        if bob.connection.close_reason().is_some() {
+            break;
+        }
+        let _ = alice.send("bob", payload.clone()).await.unwrap();
+    }
+    assert_eq!(bob.closed().await.0, Some(CloseCode::SlowConsumer));
+}

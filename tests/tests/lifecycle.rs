@@ -3,9 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use switchboard_client::{CloseCode, ErrorCode, Event};
-use switchboard_proto::frame::encode;
-use switchboard_proto::v1::{client_frame::Body, ClientFrame, Hello};
+use switchboard_client::{CloseCode, Event};
 use switchboard_tests::{next_event, TestServer};
 
 #[tokio::test]
@@ -23,32 +21,7 @@ async fn same_device_id_replaces_the_old_session() {
 #[tokio::test]
 async fn a_session_that_does_not_read_is_closed_as_slow_consumer() {
     let server = TestServer::start_with(|c| c.limits.session_queue_frames = 4).await;
-    let mut bob = server.raw().await;
-    bob.write(&encode(&ClientFrame {
-        r#ref: 0,
-        body: Some(Body::Hello(Hello {
-            token: server.token("bob"),
-            device_id: "phone".into(),
-            ..Default::default()
-        })),
-    }))
-    .await;
-    let (alice, _events) = server.connect("alice", "phone").await;
-    // Wait until bob's session is registered.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alice.send("bob", &b"x"[..]).await.unwrap().error != ErrorCode::None as i32 {
-        assert!(Instant::now() < deadline, "bob never came online");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Bob never reads: flow control fills, then his queue, then he is closed.
-    let payload = vec![7u8; 60_000];
-    for _ in 0..400 {
-        if bob.connection.close_reason().is_some() {
-            break;
-        }
-        let _ = alice.send("bob", payload.clone()).await.unwrap();
-    }
-    assert_eq!(bob.closed().await.0, Some(CloseCode::SlowConsumer));
+    switchboard_tests::assert_non_reader_is_closed_as_slow_consumer(&server).await;
 }
 
 #[tokio::test]

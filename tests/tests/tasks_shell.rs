@@ -3,11 +3,9 @@
 //! consumer and shutdown, over real QUIC. (`SWITCHBOARD_TEST_SHELL=tasks
 //! cargo test -p switchboard-tests` runs the whole suite on it.)
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use switchboard_client::{CloseCode, ErrorCode, Event, Status};
-use switchboard_proto::frame::encode;
-use switchboard_proto::v1::{client_frame::Body, ClientFrame, Hello};
 use switchboard_router::config::{Config, ShellKind};
 use switchboard_tests::{next_event, next_presence, raw_frame, TestServer};
 
@@ -53,29 +51,7 @@ async fn malformed_frame_and_slow_consumer_are_closed_on_the_tasks_shell() {
         other => panic!("expected MALFORMED_FRAME, got {other:?}"),
     }
 
-    let mut bob = server.raw().await;
-    bob.write(&encode(&ClientFrame {
-        r#ref: 0,
-        body: Some(Body::Hello(Hello {
-            token: server.token("bob"),
-            device_id: "phone".into(),
-            ..Default::default()
-        })),
-    }))
-    .await;
-    let (alice, _events) = server.connect("alice", "phone").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alice.send("bob", &b"x"[..]).await.unwrap().error != ErrorCode::None as i32 {
-        assert!(Instant::now() < deadline, "bob never came online");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    for _ in 0..400 {
-        if bob.connection.close_reason().is_some() {
-            break;
-        }
-        let _ = alice.send("bob", vec![7u8; 60_000]).await.unwrap();
-    }
-    assert_eq!(bob.closed().await.0, Some(CloseCode::SlowConsumer));
+    switchboard_tests::assert_non_reader_is_closed_as_slow_consumer(&server).await;
 }
 
 #[tokio::test]

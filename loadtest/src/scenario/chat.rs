@@ -16,6 +16,18 @@ use crate::progress::Counters;
 use crate::report::{Report, Traffic};
 use crate::tracking::DeliveryTracker;
 
+impl ChatOptions {
+    /// Settings with the standard 10 s wait for stragglers.
+    pub fn new(rate: f64, duration: Duration, payload_bytes: usize) -> Self {
+        Self {
+            rate,
+            duration,
+            payload_bytes,
+            drain: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Chat traffic settings.
 #[derive(Debug, Clone)]
 pub struct ChatOptions {
@@ -110,17 +122,13 @@ pub async fn run(
                 let Event::Message(message) = event else {
                     continue;
                 };
-                let Some(probe) = Probe::decode(&message.payload) else {
-                    continue;
-                };
-                let latency = start
-                    .elapsed()
-                    .saturating_sub(Duration::from_nanos(probe.scheduled_ns));
-                Counters::bump(&received.received);
-                tracker
-                    .lock()
-                    .expect("not poisoned")
-                    .record(probe, position as u32, latency);
+                DeliveryTracker::receive(
+                    &tracker,
+                    &received,
+                    start,
+                    position as u32,
+                    &message.payload,
+                );
             }
         }));
         let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Vec<u8>)>();

@@ -13,7 +13,6 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use super::chat::{ChatOptions, SendTally};
-use crate::probe::Probe;
 use crate::progress::Counters;
 use crate::report::Report;
 use crate::stats::Latency;
@@ -127,17 +126,13 @@ pub async fn run(
         let received = counters.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(message) = subscriber.next().await {
-                let Some(probe) = Probe::decode(&message.payload) else {
-                    continue;
-                };
-                let latency = start
-                    .elapsed()
-                    .saturating_sub(Duration::from_nanos(probe.scheduled_ns));
-                Counters::bump(&received.received);
-                tracker
-                    .lock()
-                    .expect("not poisoned")
-                    .record(probe, position as u32, latency);
+                DeliveryTracker::receive(
+                    &tracker,
+                    &received,
+                    start,
+                    position as u32,
+                    &message.payload,
+                );
             }
         }));
         let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Vec<u8>)>();

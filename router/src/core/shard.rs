@@ -476,17 +476,7 @@ impl Shard {
     /// with the sender's other messages by [`Shard::route_result`].
     fn route(&mut self, message: Arc<RoutedMessage>) {
         let to_self = message.from == message.to;
-        let recipients: Vec<SessionId> = self
-            .users
-            .get(&message.to)
-            .map(|r| {
-                r.sessions
-                    .iter()
-                    .copied()
-                    .filter(|s| *s != message.from_session)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let recipients = self.sessions_of_except(&message.to, message.from_session);
         let (error, devices) = if recipients.is_empty() && !to_self {
             metrics::message_dropped("recipient_offline");
             (ErrorCode::RecipientOffline, 0)
@@ -561,18 +551,22 @@ impl Shard {
         }
     }
 
-    fn copy_to_other_devices(&mut self, message: &RoutedMessage) {
-        let copies: Vec<SessionId> = self
-            .users
-            .get(&message.from)
+    /// The open sessions of `user` other than `except`.
+    fn sessions_of_except(&self, user: &UserId, except: SessionId) -> Vec<SessionId> {
+        self.users
+            .get(user)
             .map(|r| {
                 r.sessions
                     .iter()
                     .copied()
-                    .filter(|s| *s != message.from_session)
+                    .filter(|s| *s != except)
                     .collect()
             })
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    fn copy_to_other_devices(&mut self, message: &RoutedMessage) {
+        let copies = self.sessions_of_except(&message.from, message.from_session);
         for session in copies {
             self.transmit_message(session, message);
         }
