@@ -11,7 +11,7 @@
 //! bound what one session has in flight, and a session whose credit runs out
 //! simply stops being read, so QUIC flow control pushes back on the client.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,7 +23,6 @@ use quinn_proto::{
 use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame::{DecodeError, FrameDecoder};
 use switchboard_proto::v1::{client_frame::Body, ClientFrame, Hello};
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
 use super::directory::{DriverCommand, QueuedFrame, SessionSink};
@@ -32,6 +31,11 @@ use super::shard_task::{Credit, SessionInput};
 use super::ServerContext;
 use crate::core::{placement::shard_of, FrameClass, SessionId, ShardInput};
 use crate::metrics;
+use socket::DatagramSocket;
+use table::ConnTable;
+
+mod socket;
+mod table;
 
 /// Largest UDP datagram we receive.
 const MAX_DATAGRAM: usize = 64 * 1024;
@@ -39,8 +43,9 @@ const MAX_DATAGRAM: usize = 64 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// Datagrams or commands handled per wake-up before driving connections.
 const BATCH: usize = 256;
-/// Datagrams kept for a full socket send buffer before new ones are dropped.
-const MAX_PENDING_DATAGRAMS: usize = 4096;
+/// A driver turn longer than this is logged: every connection on the
+/// socket waited that long.
+const SLOW_TURN: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Where a connection is in its life.
 enum Phase {
@@ -76,8 +81,8 @@ struct Conn {
 /// One endpoint (UDP socket) and every connection on it.
 pub(crate) struct Driver {
     endpoint: quinn_proto::Endpoint,
-    socket: UdpSocket,
-    conns: HashMap<usize, Conn>,
+    socket: DatagramSocket,
+    conns: ConnTable<Conn>,
     timers: BTreeSet<(Instant, usize)>,
     commands: mpsc::UnboundedReceiver<DriverCommand>,
     commands_tx: mpsc::UnboundedSender<DriverCommand>,
@@ -87,9 +92,8 @@ pub(crate) struct Driver {
     /// gives credit back (`credit_returned`).
     stalled: HashSet<usize>,
     credit_returned: Arc<Notify>,
-    /// Datagrams the socket could not take yet (send buffer full), and the
-    /// connections to drive again once they are out.
-    pending_datagrams: VecDeque<(Vec<u8>, std::net::SocketAddr)>,
+    /// Connections that stopped transmitting on a full send buffer, driven
+    /// again once it drains.
     blocked_on_send: HashSet<usize>,
     send_buf: Vec<u8>,
     draining: watch::Receiver<bool>,
@@ -106,8 +110,7 @@ impl Driver {
         ctx: Arc<ServerContext>,
         force_close: watch::Receiver<bool>,
     ) -> std::io::Result<Driver> {
-        socket.set_nonblocking(true)?;
-        let socket = UdpSocket::from_std(socket)?;
+        let socket = DatagramSocket::new(socket)?;
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let endpoint = quinn_proto::Endpoint::new(
             Arc::new(quinn_proto::EndpointConfig::default()),
@@ -119,7 +122,7 @@ impl Driver {
         Ok(Driver {
             endpoint,
             socket,
-            conns: HashMap::new(),
+            conns: ConnTable::default(),
             timers: BTreeSet::new(),
             commands,
             commands_tx,
@@ -128,7 +131,6 @@ impl Driver {
             dirty: HashSet::new(),
             stalled: HashSet::new(),
             credit_returned: Arc::new(Notify::new()),
-            pending_datagrams: VecDeque::new(),
             blocked_on_send: HashSet::new(),
             send_buf: Vec::with_capacity(MAX_DATAGRAM),
             force_close,
@@ -148,7 +150,7 @@ impl Driver {
                 }
             };
             let stalled = !self.stalled.is_empty();
-            let send_blocked = !self.pending_datagrams.is_empty();
+            let send_blocked = self.socket.has_pending();
             // Control first, then what is already due, then new datagrams:
             // a busy socket must not starve timers, shard commands or credit.
             tokio::select! {
@@ -166,13 +168,13 @@ impl Driver {
                 () = timer => {}
                 Some(command) = self.commands.recv() => self.on_command(command),
                 () = self.credit_returned.notified(), if stalled => {}
-                Ok(()) = self.socket.writable(), if send_blocked => self.flush_pending_datagrams(),
-                received = self.socket.recv_from(&mut recv_buf) => {
+                Ok(()) = self.socket.inner().writable(), if send_blocked => self.flush_pending_datagrams(),
+                received = self.socket.inner().recv_from(&mut recv_buf) => {
                     if let Ok((len, remote)) = received {
                         self.on_datagram(remote, &recv_buf[..len]);
                     }
                     for _ in 0..BATCH {
-                        match self.socket.try_recv_from(&mut recv_buf) {
+                        match self.socket.inner().try_recv_from(&mut recv_buf) {
                             Ok((len, remote)) => self.on_datagram(remote, &recv_buf[..len]),
                             Err(_) => break,
                         }
@@ -180,6 +182,7 @@ impl Driver {
                 }
             }
             // Whatever woke us, also take what else is ready.
+            let turn_started = Instant::now();
             self.on_timers();
             for _ in 0..BATCH {
                 match self.commands.try_recv() {
@@ -193,6 +196,14 @@ impl Driver {
             let now = Instant::now();
             for ch in std::mem::take(&mut self.dirty) {
                 self.drive(ch, now);
+            }
+            let turn = turn_started.elapsed();
+            if turn > SLOW_TURN {
+                tracing::warn!(
+                    turn_ms = turn.as_millis() as u64,
+                    connections = self.conns.len(),
+                    "lean driver turn was slow; timers and handshakes ran late"
+                );
             }
         }
     }
@@ -245,7 +256,7 @@ impl Driver {
                 }
             }
             Some(DatagramEvent::ConnectionEvent(ch, event)) => {
-                if let Some(conn) = self.conns.get_mut(&ch.0) {
+                if let Some(conn) = self.conns.get_mut(ch.0) {
                     conn.quic.handle_event(event);
                     self.dirty.insert(ch.0);
                 }
@@ -257,38 +268,20 @@ impl Driver {
         }
     }
 
-    /// Sends what `send_buf` holds for `transmit`. Returns false when the
-    /// socket's send buffer is full: the datagram then waits in
-    /// `pending_datagrams` (up to a bound, past which it is dropped and QUIC
-    /// recovers as from any loss) until the socket is writable.
+    /// Sends what `send_buf` holds for `transmit`; false when it had to
+    /// wait for room in the socket's send buffer.
     fn send(&mut self, transmit: &quinn_proto::Transmit) -> bool {
-        let datagram = &self.send_buf[..transmit.size];
-        if self.pending_datagrams.is_empty() {
-            match self.socket.try_send_to(datagram, transmit.destination) {
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-                _ => return true,
-            }
-        }
-        if self.pending_datagrams.len() < MAX_PENDING_DATAGRAMS {
-            self.pending_datagrams
-                .push_back((datagram.to_vec(), transmit.destination));
-        }
-        false
+        self.socket
+            .send(&self.send_buf[..transmit.size], transmit.destination)
     }
 
-    /// Sends waiting datagrams until the socket is full again; then lets the
-    /// connections that stopped transmitting go on.
+    /// Sends waiting datagrams; once they are all out, lets the connections
+    /// that stopped transmitting go on.
     fn flush_pending_datagrams(&mut self) {
-        while let Some((datagram, destination)) = self.pending_datagrams.front() {
-            match self.socket.try_send_to(datagram, *destination) {
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return,
-                _ => {
-                    self.pending_datagrams.pop_front();
-                }
-            }
+        if self.socket.flush() {
+            let blocked = std::mem::take(&mut self.blocked_on_send);
+            self.dirty.extend(blocked);
         }
-        let blocked = std::mem::take(&mut self.blocked_on_send);
-        self.dirty.extend(blocked);
     }
 
     fn on_command(&mut self, command: DriverCommand) {
@@ -302,7 +295,7 @@ impl Driver {
                 let is_message = matches!(queued.class, FrameClass::Message { .. });
                 let Some(c) = self
                     .conns
-                    .get_mut(&conn)
+                    .get_mut(conn)
                     .filter(|c| c.session() == Some(session))
                 else {
                     if is_message {
@@ -328,7 +321,7 @@ impl Driver {
             } => {
                 if self
                     .conns
-                    .get(&conn)
+                    .get(conn)
                     .is_some_and(|c| c.session() == Some(session))
                 {
                     self.close_conn(conn, code, reason);
@@ -344,7 +337,7 @@ impl Driver {
                 break;
             }
             self.timers.pop_first();
-            let Some(conn) = self.conns.get_mut(&ch) else {
+            let Some(conn) = self.conns.get_mut(ch) else {
                 continue;
             };
             if conn.timer != Some(at) {
@@ -364,7 +357,7 @@ impl Driver {
                     );
                 }
             }
-            if let Some(conn) = self.conns.get_mut(&ch) {
+            if let Some(conn) = self.conns.get_mut(ch) {
                 conn.quic.handle_timeout(now);
             }
             self.dirty.insert(ch);
@@ -373,19 +366,19 @@ impl Driver {
 
     fn go_away_all(&mut self) {
         let go_away = handshake::go_away();
-        for (ch, conn) in &mut self.conns {
+        for (ch, conn) in self.conns.iter_mut() {
             if matches!(conn.phase, Phase::Open { .. }) {
                 conn.outbox.push_back(QueuedFrame {
                     frame: go_away.clone(),
                     class: FrameClass::Reply,
                 });
-                self.dirty.insert(*ch);
+                self.dirty.insert(ch);
             }
         }
     }
 
     fn close_all(&mut self) {
-        let all: Vec<usize> = self.conns.keys().copied().collect();
+        let all = self.conns.handles();
         for ch in all {
             self.close_conn(ch, CloseCode::GoingAway, "server shutting down");
         }
@@ -393,7 +386,7 @@ impl Driver {
 
     /// Closes a connection with `code` (once) and ends its session.
     fn close_conn(&mut self, ch: usize, code: CloseCode, reason: &'static str) {
-        let Some(conn) = self.conns.get_mut(&ch) else {
+        let Some(conn) = self.conns.get_mut(ch) else {
             return;
         };
         if conn.ending.is_none() {
@@ -410,7 +403,7 @@ impl Driver {
 
     /// Unregisters the connection's session (if any) and tells its shard.
     fn end_session(&mut self, ch: usize) {
-        let Some(conn) = self.conns.get_mut(&ch) else {
+        let Some(conn) = self.conns.get_mut(ch) else {
             return;
         };
         if let Phase::Open { session, shard, .. } =
@@ -426,7 +419,7 @@ impl Driver {
 
     /// Everything a connection needs after its inputs changed.
     fn drive(&mut self, ch: usize, now: Instant) {
-        let Some(conn) = self.conns.get_mut(&ch) else {
+        let Some(conn) = self.conns.get_mut(ch) else {
             return;
         };
         while let Some(event) = conn.quic.poll_endpoint_events() {
@@ -460,18 +453,27 @@ impl Driver {
             self.read(ch, now);
             self.flush(ch);
         }
-        let Some(conn) = self.conns.get_mut(&ch) else {
+        let Some(conn) = self.conns.get_mut(ch) else {
             return;
         };
+        // Transmit until quinn-proto has nothing more, or the socket's send
+        // buffer is full: then the rest waits until it drains.
         loop {
             self.send_buf.clear();
             let Some(transmit) = conn.quic.poll_transmit(now, 1, &mut self.send_buf) else {
                 break;
             };
-            let _ = self
+            let sent = self
                 .socket
-                .try_send_to(&self.send_buf[..transmit.size], transmit.destination);
+                .send(&self.send_buf[..transmit.size], transmit.destination);
+            if !sent {
+                self.blocked_on_send.insert(ch);
+                break;
+            }
         }
+        let Some(conn) = self.conns.get_mut(ch) else {
+            return;
+        };
         while let Some(event) = conn.quic.poll_endpoint_events() {
             if let Some(event) = self.endpoint.handle_event(ConnectionHandle(ch), event) {
                 conn.quic.handle_event(event);
@@ -483,7 +485,7 @@ impl Driver {
             }
             let ending = conn.ending.unwrap_or("peer_closed");
             self.end_session(ch);
-            self.conns.remove(&ch);
+            self.conns.remove(ch);
             self.stalled.remove(&ch);
             self.blocked_on_send.remove(&ch);
             metrics::disconnected(ending);
@@ -517,7 +519,7 @@ impl Driver {
             if !self.process_frames(ch) {
                 return;
             }
-            let Some(conn) = self.conns.get_mut(&ch) else {
+            let Some(conn) = self.conns.get_mut(ch) else {
                 return;
             };
             let Some(id) = conn.stream else { return };
@@ -557,7 +559,7 @@ impl Driver {
     /// must stop (no credit, or the connection was closed).
     fn process_frames(&mut self, ch: usize) -> bool {
         loop {
-            let Some(conn) = self.conns.get_mut(&ch) else {
+            let Some(conn) = self.conns.get_mut(ch) else {
                 return false;
             };
             match &conn.phase {
@@ -629,7 +631,7 @@ impl Driver {
         if *self.draining.borrow() {
             return self.close_conn(ch, CloseCode::GoingAway, "server shutting down");
         }
-        let Some(conn) = self.conns.get_mut(&ch) else {
+        let Some(conn) = self.conns.get_mut(ch) else {
             return;
         };
         let session = SessionId(self.ctx.next_session_id());
@@ -661,7 +663,7 @@ impl Driver {
 
     /// Writes queued frames until the stream's flow control says stop.
     fn flush(&mut self, ch: usize) {
-        let Some(conn) = self.conns.get_mut(&ch) else {
+        let Some(conn) = self.conns.get_mut(ch) else {
             return;
         };
         let Some(id) = conn.stream else { return };

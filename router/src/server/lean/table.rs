@@ -1,0 +1,102 @@
+//! [`ConnTable`]: the driver's connections, indexed by quinn-proto's
+//! connection handle.
+//!
+//! quinn-proto hands out handles as dense slab indexes that it reuses, so a
+//! vector of boxed connections is the natural map: a lookup is one index,
+//! and growing the table moves pointers, never the connections. (A
+//! `HashMap<usize, Conn>` stored the ~6.5 KB connections inline, so each
+//! resize copied every connection at once: a stall of seconds at 100k+
+//! connections per driver, long enough to time out handshakes.)
+
+/// Connections by handle.
+pub(super) struct ConnTable<T> {
+    slots: Vec<Option<Box<T>>>,
+    len: usize,
+}
+
+impl<T> Default for ConnTable<T> {
+    fn default() -> Self {
+        ConnTable {
+            slots: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> ConnTable<T> {
+    /// Stores `conn` under `handle`, returning what was there.
+    pub(super) fn insert(&mut self, handle: usize, conn: T) -> Option<T> {
+        if handle >= self.slots.len() {
+            self.slots.resize_with(handle + 1, || None);
+        }
+        let old = self.slots[handle].replace(Box::new(conn));
+        if old.is_none() {
+            self.len += 1;
+        }
+        old.map(|boxed| *boxed)
+    }
+
+    /// Removes and returns the connection under `handle`.
+    pub(super) fn remove(&mut self, handle: usize) -> Option<T> {
+        let old = self.slots.get_mut(handle)?.take();
+        if old.is_some() {
+            self.len -= 1;
+        }
+        old.map(|boxed| *boxed)
+    }
+
+    pub(super) fn get(&self, handle: usize) -> Option<&T> {
+        self.slots.get(handle)?.as_deref()
+    }
+
+    pub(super) fn get_mut(&mut self, handle: usize) -> Option<&mut T> {
+        self.slots.get_mut(handle)?.as_deref_mut()
+    }
+
+    /// Number of connections held.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Every connection with its handle.
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut T)> {
+        self.slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(handle, slot)| Some((handle, slot.as_deref_mut()?)))
+    }
+
+    /// Every handle in use.
+    pub(super) fn handles(&self) -> Vec<usize> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(handle, slot)| slot.as_ref().map(|_| handle))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConnTable;
+
+    #[test]
+    fn inserts_looks_up_and_removes_by_handle() {
+        let mut table = ConnTable::default();
+        assert_eq!(table.insert(3, "c"), None);
+        assert_eq!(table.insert(0, "a"), None);
+        assert_eq!(table.len(), 2);
+        assert_eq!(table.get(3), Some(&"c"));
+        assert_eq!(table.get(1), None);
+        assert_eq!(table.get(99), None);
+        assert_eq!(table.insert(3, "c2"), Some("c"));
+        assert_eq!(table.len(), 2);
+        *table.get_mut(0).unwrap() = "a2";
+        assert_eq!(table.handles(), vec![0, 3]);
+        let seen: Vec<_> = table.iter_mut().map(|(h, c)| (h, *c)).collect();
+        assert_eq!(seen, vec![(0, "a2"), (3, "c2")]);
+        assert_eq!(table.remove(3), Some("c2"));
+        assert_eq!(table.remove(3), None);
+        assert_eq!(table.len(), 1);
+    }
+}
