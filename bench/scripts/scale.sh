@@ -8,7 +8,7 @@
 #   bench/scripts/scale.sh 10000 50000 100000 200000
 #
 # Environment: CONNECT_RATE (default 3000), HOLD (default 10s), SHARDS (0 =
-# one per core), ROUTER_SHELL (tasks or lean; default tasks). A million sessions needs a machine with ~128 GiB and many
+# one per core), ROUTER_SHELL (lean or tasks; default lean). A million sessions needs a machine with ~128 GiB and many
 # cores; see bench/README.md for that command.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,7 +16,7 @@ BIN=target/release
 CONNECT_RATE=${CONNECT_RATE:-3000}
 HOLD=${HOLD:-10s}
 SHARDS=${SHARDS:-0}
-ROUTER_SHELL=${ROUTER_SHELL:-tasks}
+ROUTER_SHELL=${ROUTER_SHELL:-lean}
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 printf 'bench-secret-bench-secret-bench-secret-0123' > "$WORK/secret"

@@ -58,8 +58,8 @@ struct Cli {
     /// New sessions per second while opening.
     #[arg(long, default_value_t = 3000.0)]
     connect_rate: f64,
-    /// Router QUIC shell: `tasks` (the router's default) or `lean`.
-    #[arg(long, default_value = "tasks")]
+    /// Router QUIC shell: `lean` (the router's default) or `tasks`.
+    #[arg(long, default_value = "lean")]
     shell: String,
     /// Router shards (0 = one per core).
     #[arg(long, default_value_t = 0)]

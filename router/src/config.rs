@@ -35,11 +35,10 @@ pub struct Config {
     /// driven by its own task). Default 0: one per CPU core, so packet I/O is
     /// not funnelled through one task.
     pub endpoints: usize,
-    /// Which QUIC shell serves connections: `tasks` (default: quinn, one
-    /// task per connection; ~33 KiB per idle session, held 300k sessions
-    /// here) or `lean` (experimental: quinn-proto driven by one task per
-    /// socket, ~21 KiB per idle session, but it still loses sessions above
-    /// ~200k on a saturated 2-core box; see ARCHITECTURE.md).
+    /// Which QUIC shell serves connections: `lean` (default: quinn-proto
+    /// driven by one task per socket; ~20 KiB per idle session, held 320k
+    /// sessions on a 2-core box) or `tasks` (quinn, one task per
+    /// connection; ~33 KiB per idle session, kept as the fallback).
     pub shell: ShellKind,
     /// Receive and send buffer asked for each UDP socket, bytes. Default
     /// 4 MiB, so bursts of handshakes are not dropped (the kernel caps it at
@@ -132,10 +131,10 @@ pub struct PresenceConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ShellKind {
-    /// quinn with one task per connection.
-    #[default]
+    /// quinn with one task per connection (the fallback).
     Tasks,
-    /// quinn-proto driven by one task per UDP socket (experimental).
+    /// quinn-proto driven by one task per UDP socket.
+    #[default]
     Lean,
 }
 
@@ -157,7 +156,7 @@ impl Default for Config {
             admin_listen: "127.0.0.1:9464".parse().expect("valid address"),
             shards: 0,
             endpoints: 0,
-            shell: ShellKind::Tasks,
+            shell: ShellKind::Lean,
             udp_buffer_bytes: 4 * 1024 * 1024,
             dev_dir: default_dev_dir(),
             tls: TlsConfig::default(),

@@ -59,8 +59,8 @@ impl TestServer {
         };
         config.auth.secret_file = Some(secret_file);
         config.shutdown_timeout = Duration::from_secs(2);
-        // The suite runs on the lean shell (the one under development); the
-        // default `tasks` shell is covered by tests/tests/tasks_shell.rs, and
+        // The suite runs on the default lean shell; the `tasks` fallback is
+        // covered by tests/tests/tasks_shell.rs, and
         // SWITCHBOARD_TEST_SHELL=tasks runs the whole suite on it.
         config.shell = match std::env::var("SWITCHBOARD_TEST_SHELL").as_deref() {
             Ok("tasks") => switchboard_router::config::ShellKind::Tasks,

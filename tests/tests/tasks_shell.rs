@@ -1,4 +1,4 @@
-//! The task-per-connection shell (`shell = "tasks"`, the router's default),
+//! The task-per-connection shell (`shell = "tasks"`, the fallback to the default lean shell),
 //! which the rest of the suite, run on the lean shell, does not use: chat, presence, a bad frame, a slow
 //! consumer and shutdown, over real QUIC. (`SWITCHBOARD_TEST_SHELL=tasks
 //! cargo test -p switchboard-tests` runs the whole suite on it.)

@@ -9,8 +9,9 @@
 //!
 //! Tasks: one per shard ([`shard_task`]) and the admin HTTP server
 //! ([`crate::admin`]), plus the connection shell chosen by `Config::shell`:
-//! one [`connection`] task per connection (default), or one [`lean`] driver
-//! per socket (experimental). Both share [`handshake`] and the [`directory`].
+//! one [`lean`] driver per socket (default), or one [`connection`] task per
+//! connection (the quinn fallback). Both share [`handshake`] and the
+//! [`directory`].
 
 mod connection;
 mod directory;
