@@ -43,6 +43,19 @@ pub struct FleetOptions {
     pub user_prefix: String,
     /// QUIC keep-alive interval.
     pub keep_alive: Duration,
+    /// How sessions are held: lean drivers or the SDK.
+    pub client: ClientKind,
+}
+
+/// How the load generator holds its sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ClientKind {
+    /// quinn-proto driven by a few tasks, one per UDP socket ([`crate::lean`]):
+    /// ~20 KiB per session.
+    #[default]
+    Lean,
+    /// The client SDK: a quinn connection, tasks and channels per session.
+    Sdk,
 }
 
 /// One open session of the fleet.
@@ -55,10 +68,11 @@ pub struct Member {
     pub events: Option<Events>,
 }
 
-/// The open sessions and what opening them cost.
-pub struct Fleet {
-    /// Sessions that opened, by index order.
-    pub members: Vec<Member>,
+/// What opening a fleet (SDK or lean) cost.
+#[derive(Debug, Default)]
+pub struct OpenOutcome {
+    /// Sessions that opened.
+    pub opened: usize,
     /// Connect (handshake + Hello/Welcome) latency.
     pub connect_latency: Latency,
     /// Sessions that failed to open.
@@ -67,6 +81,14 @@ pub struct Fleet {
     pub failure_samples: Vec<String>,
     /// Wall time to open the fleet.
     pub open_time: Duration,
+}
+
+/// The open sessions and what opening them cost.
+pub struct Fleet {
+    /// Sessions that opened, by index order.
+    pub members: Vec<Member>,
+    /// What opening cost.
+    pub outcome: OpenOutcome,
     /// Kept alive for the sessions.
     _endpoints: Vec<quinn::Endpoint>,
 }
@@ -77,6 +99,7 @@ impl std::fmt::Debug for FleetOptions {
             .field("servers", &self.servers)
             .field("sessions", &self.sessions)
             .field("connect_rate", &self.connect_rate)
+            .field("client", &self.client)
             .field("secret", &"<redacted>")
             .finish_non_exhaustive()
     }
@@ -86,6 +109,25 @@ impl FleetOptions {
     /// The user id of session `index`.
     pub fn user(&self, index: usize) -> String {
         format!("{}{index}", self.user_prefix)
+    }
+
+    /// A day-long token for session `index`'s user.
+    pub fn token(&self, index: usize) -> String {
+        switchboard_router::auth::mint_token(
+            &self.secret,
+            &self.user(index),
+            Duration::from_secs(24 * 3600),
+        )
+    }
+
+    /// The local address client socket `socket` binds (round-robin over
+    /// `local_addrs`, else the unspecified address of the servers' family).
+    pub fn local_addr(&self, socket: usize) -> std::net::IpAddr {
+        match self.local_addrs.get(socket % self.local_addrs.len().max(1)) {
+            Some(ip) => *ip,
+            None if self.servers[0].is_ipv6() => std::net::Ipv6Addr::UNSPECIFIED.into(),
+            None => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        }
     }
 }
 
@@ -102,15 +144,8 @@ pub async fn open(options: &FleetOptions, counters: &Arc<Counters>) -> anyhow::R
     };
     let mut endpoints = Vec::with_capacity(endpoint_count);
     for i in 0..endpoint_count {
-        let ip = match options
-            .local_addrs
-            .get(i % options.local_addrs.len().max(1))
-        {
-            Some(ip) => *ip,
-            None if options.servers[0].is_ipv6() => std::net::Ipv6Addr::UNSPECIFIED.into(),
-            None => std::net::Ipv4Addr::UNSPECIFIED.into(),
-        };
-        endpoints.push(bind_endpoint(SocketAddr::new(ip, 0), UDP_BUFFER_BYTES)?);
+        let local = SocketAddr::new(options.local_addr(i), 0);
+        endpoints.push(bind_endpoint(local, UDP_BUFFER_BYTES)?);
     }
     let config = quic_config(&options.trust, options.keep_alive)?;
     let permits = Arc::new(Semaphore::new(options.max_inflight.max(1)));
@@ -125,12 +160,7 @@ pub async fn open(options: &FleetOptions, counters: &Arc<Counters>) -> anyhow::R
         let permit = permits.clone().acquire_owned().await.expect("never closed");
         let endpoint = endpoints[index % endpoints.len()].clone();
         let server = options.servers[index % options.servers.len()];
-        let user = options.user(index);
-        let token = switchboard_router::auth::mint_token(
-            &options.secret,
-            &user,
-            Duration::from_secs(24 * 3600),
-        );
+        let token = options.token(index);
         let mut connect = ConnectOptions::new(server, options.trust.clone(), token, "load");
         connect.server_name = options.server_name.clone();
         connect.keep_alive = options.keep_alive;
@@ -149,17 +179,14 @@ pub async fn open(options: &FleetOptions, counters: &Arc<Counters>) -> anyhow::R
     }
     let mut fleet = Fleet {
         members: Vec::with_capacity(options.sessions),
-        connect_latency: Latency::default(),
-        failures: 0,
-        failure_samples: Vec::new(),
-        open_time: Duration::ZERO,
+        outcome: OpenOutcome::default(),
         _endpoints: endpoints,
     };
     while let Some(joined) = tasks.join_next().await {
         let (index, took, result) = joined?;
         match result {
             Ok((client, events)) => {
-                fleet.connect_latency.record(took);
+                fleet.outcome.connect_latency.record(took);
                 fleet.members.push(Member {
                     index,
                     client,
@@ -167,16 +194,18 @@ pub async fn open(options: &FleetOptions, counters: &Arc<Counters>) -> anyhow::R
                 });
             }
             Err(error) => {
-                fleet.failures += 1;
-                if fleet.failure_samples.len() < 5 {
+                fleet.outcome.failures += 1;
+                if fleet.outcome.failure_samples.len() < 5 {
                     fleet
+                        .outcome
                         .failure_samples
                         .push(format!("session {index}: {error}"));
                 }
             }
         }
     }
-    fleet.open_time = started.elapsed();
+    fleet.outcome.open_time = started.elapsed();
+    fleet.outcome.opened = fleet.members.len();
     fleet.members.sort_by_key(|m| m.index);
     Ok(fleet)
 }

@@ -1,8 +1,10 @@
 //! `switchboard-load`: the load generator. It speaks the real protocol over
-//! real QUIC (through the client SDK) and checks what it measures.
+//! real QUIC and checks what it measures.
 //!
-//! - [`fleet`]: opens N sessions at a paced rate with bounded in-flight
-//!   handshakes, spread over several endpoints and servers.
+//! - [`lean`]: the default way sessions are held: a few tasks drive
+//!   quinn-proto directly, one per UDP socket, ~20 KiB per session.
+//! - [`fleet`]: the same through the client SDK (one quinn connection and
+//!   task per session), as `--client sdk` and for the presence scenario.
 //! - [`scenario`]: `connect`, `chat` and `presence`.
 //! - [`probe`]: the header each message carries (sender, sequence,
 //!   scheduled send time) for latency, loss and order checks.
@@ -14,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod fleet;
+pub mod lean;
 pub mod probe;
 pub mod progress;
 pub mod report;
@@ -21,26 +24,26 @@ pub mod scenario;
 pub mod stats;
 pub mod tracking;
 
-use fleet::{Fleet, FleetOptions};
+use fleet::{FleetOptions, OpenOutcome};
 use report::Report;
 
-/// The report fields every scenario shares, from the opened fleet.
-pub(crate) fn base_report(scenario: &str, options: &FleetOptions, fleet: &Fleet) -> Report {
+/// The report fields every scenario shares, from what opening cost.
+pub(crate) fn base_report(scenario: &str, options: &FleetOptions, opened: &OpenOutcome) -> Report {
     let mut report = Report {
         scenario: scenario.to_owned(),
         sessions_requested: options.sessions,
-        sessions_opened: fleet.members.len(),
-        connect_failures: fleet.failures,
-        connect_rate_per_s: fleet.members.len() as f64 / fleet.open_time.as_secs_f64().max(1e-9),
-        connect_latency: Some(fleet.connect_latency.summary()),
-        open_time_s: fleet.open_time.as_secs_f64(),
+        sessions_opened: opened.opened,
+        connect_failures: opened.failures,
+        connect_rate_per_s: opened.opened as f64 / opened.open_time.as_secs_f64().max(1e-9),
+        connect_latency: Some(opened.connect_latency.summary()),
+        open_time_s: opened.open_time.as_secs_f64(),
         ..Report::default()
     };
-    if fleet.failures > 0 {
-        let samples = fleet.failure_samples.join("; ");
+    if opened.failures > 0 {
+        let samples = opened.failure_samples.join("; ");
         report.violations.push(format!(
             "{} sessions failed to open ({samples})",
-            fleet.failures
+            opened.failures
         ));
     }
     report

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use switchboard_client::Trust;
-use switchboard_loadtest::fleet::FleetOptions;
+use switchboard_loadtest::fleet::{ClientKind, FleetOptions};
 use switchboard_loadtest::progress::{Counters, Progress};
 use switchboard_loadtest::scenario::{chat, connect, nats_chat, presence};
 
@@ -123,7 +123,14 @@ struct Common {
     /// Most handshakes in flight.
     #[arg(long, default_value_t = 256)]
     max_inflight: usize,
-    /// Client endpoints (UDP sockets); 0 = one per 2,000 sessions.
+    /// How sessions are held: `lean` (quinn-proto driven by one task per
+    /// UDP socket, ~20 KiB per session) or `sdk` (the client SDK: a quinn
+    /// connection and tasks per session). The presence scenario always uses
+    /// the SDK.
+    #[arg(long, value_enum, default_value_t = ClientKind::Lean)]
+    client: ClientKind,
+    /// Client endpoints (UDP sockets); 0 = one per 10,000 sessions, at
+    /// least 4 (lean), or one per 2,000 (sdk).
     #[arg(long, default_value_t = 0)]
     endpoints: usize,
     /// Local addresses to spread endpoints over, comma-separated.
@@ -180,6 +187,7 @@ impl Common {
             local_addrs: self.local_addr.clone(),
             user_prefix: self.user_prefix.clone(),
             keep_alive: self.keep_alive,
+            client: self.client,
         })
     }
 }

@@ -6,9 +6,11 @@
 //!   (sessions, presence, routing) and is driven by `handle*`/`poll*` calls
 //!   with the time as an argument. Tested without sockets.
 //! - [`server`]: the QUIC/tokio shell: [`server::Server`] binds, runs one task
-//!   per shard and quinn with one task per connection (or, with
-//!   `shell = "lean"`, one quinn-proto driver per UDP socket), and drains on
+//!   per shard and one quinn-proto driver per UDP socket (or, with
+//!   `shell = "tasks"`, quinn with one task per connection), and drains on
 //!   shutdown.
+//! - [`quic`]: plumbing for a task driving many quinn-proto connections on
+//!   one socket, shared with the lean load generator.
 //! - [`auth`]: HS256 token verification and minting.
 //! - [`config`]: the one typed [`config::Config`] and its layering.
 //! - [`tls`] and [`dev`]: certificates, and the embedded dev defaults.
@@ -22,5 +24,6 @@ pub mod config;
 pub mod core;
 pub mod dev;
 pub mod metrics;
+pub mod quic;
 pub mod server;
 pub mod tls;

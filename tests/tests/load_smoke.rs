@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_client::Trust;
-use switchboard_loadtest::fleet::FleetOptions;
+use switchboard_loadtest::fleet::{ClientKind, FleetOptions};
 use switchboard_loadtest::progress::Counters;
 use switchboard_loadtest::scenario::{chat, connect, presence};
 use switchboard_tests::{TestServer, SECRET};
 
-fn fleet(server: &TestServer, sessions: usize, prefix: &str) -> FleetOptions {
+fn fleet(server: &TestServer, sessions: usize, prefix: &str, client: ClientKind) -> FleetOptions {
     FleetOptions {
         servers: vec![server.addr],
         trust: Trust::Fingerprint(server.fingerprint),
@@ -24,11 +24,21 @@ fn fleet(server: &TestServer, sessions: usize, prefix: &str) -> FleetOptions {
         local_addrs: Vec::new(),
         user_prefix: prefix.into(),
         keep_alive: Duration::from_secs(5),
+        client,
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_smoke_has_no_loss_duplicates_or_reordering() {
+    chat_smoke(ClientKind::Lean).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_smoke_through_the_sdk_has_no_loss_duplicates_or_reordering() {
+    chat_smoke(ClientKind::Sdk).await;
+}
+
+async fn chat_smoke(client: ClientKind) {
     let server = TestServer::start().await;
     let counters = Arc::new(Counters::default());
     let options = chat::ChatOptions {
@@ -37,7 +47,7 @@ async fn chat_smoke_has_no_loss_duplicates_or_reordering() {
         payload_bytes: 80,
         drain: Duration::from_secs(10),
     };
-    let report = chat::run(&fleet(&server, 200, "chat-"), &options, &counters)
+    let report = chat::run(&fleet(&server, 200, "chat-", client), &options, &counters)
         .await
         .unwrap();
     assert!(report.violations.is_empty(), "{}", report.to_table());
@@ -55,15 +65,14 @@ async fn chat_smoke_has_no_loss_duplicates_or_reordering() {
 async fn connect_and_presence_smoke() {
     let server = TestServer::start().await;
     let counters = Arc::new(Counters::default());
-    let report = connect::run(
-        &fleet(&server, 100, "conn-"),
-        Duration::from_millis(200),
-        &counters,
-    )
-    .await
-    .unwrap();
-    assert!(report.violations.is_empty(), "{}", report.to_table());
-    assert_eq!(report.sessions_verified_alive, Some(100));
+    for (client, prefix) in [(ClientKind::Lean, "lean-"), (ClientKind::Sdk, "sdk-")] {
+        let options = fleet(&server, 100, prefix, client);
+        let report = connect::run(&options, Duration::from_millis(200), &counters)
+            .await
+            .unwrap();
+        assert!(report.violations.is_empty(), "{}", report.to_table());
+        assert_eq!(report.sessions_verified_alive, Some(100), "{client:?}");
+    }
 
     let options = presence::PresenceOptions {
         rate: 50.0,
@@ -71,7 +80,7 @@ async fn connect_and_presence_smoke() {
         watch: 5,
         drain: Duration::from_secs(10),
     };
-    let report = presence::run(&fleet(&server, 50, "pres-"), &options, &counters)
+    let report = presence::run(&fleet(&server, 50, "pres-", ClientKind::Sdk), &options, &counters)
         .await
         .unwrap();
     assert!(report.violations.is_empty(), "{}", report.to_table());

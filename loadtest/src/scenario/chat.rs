@@ -3,14 +3,17 @@
 //! measure latency from the scheduled send time and detect loss, duplicates
 //! and per-sender reordering.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use switchboard_client::{ErrorCode, Event};
+use switchboard_proto::frame;
+use switchboard_proto::v1::{client_frame, server_frame::Body, ClientFrame, Send as SendFrame};
 use tokio::sync::mpsc;
 
-use crate::fleet::{self, FleetOptions};
+use crate::fleet::{self, ClientKind, FleetOptions};
+use crate::lean::{FrameHandler, LeanFleet};
 use crate::probe::Probe;
 use crate::progress::Counters;
 use crate::report::{Report, Traffic};
@@ -89,14 +92,125 @@ pub(crate) fn judge(
     }
 }
 
-/// Runs the scenario.
+/// Runs the scenario on the fleet `options.client` picks.
 pub async fn run(
     options: &FleetOptions,
     chat: &ChatOptions,
     counters: &Arc<Counters>,
 ) -> anyhow::Result<Report> {
+    match options.client {
+        ClientKind::Lean => run_lean(options, chat, counters).await,
+        ClientKind::Sdk => run_sdk(options, chat, counters).await,
+    }
+}
+
+/// Receives the lean fleet's frames: deliveries into the tracker, send
+/// results into the tally.
+struct LeanReceiver {
+    tracker: Arc<Mutex<DeliveryTracker>>,
+    tally: Arc<Mutex<SendTally>>,
+    counters: Arc<Counters>,
+    /// When sending began (probes' times count from it); set once the fleet
+    /// is open.
+    start: OnceLock<Instant>,
+}
+
+impl FrameHandler for LeanReceiver {
+    fn frame(&self, index: u32, body: Body) {
+        match body {
+            Body::Deliver(deliver) => {
+                if let Some(&start) = self.start.get() {
+                    let payload = &deliver.payload;
+                    DeliveryTracker::receive(&self.tracker, &self.counters, start, index, payload);
+                }
+            }
+            Body::SendResult(result) => {
+                let mut tally = self.tally.lock().expect("not poisoned");
+                if result.error == ErrorCode::None as i32 {
+                    tally.routed += 1;
+                } else {
+                    tally.refused += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn run_lean(
+    options: &FleetOptions,
+    chat: &ChatOptions,
+    counters: &Arc<Counters>,
+) -> anyhow::Result<Report> {
+    let receiver = Arc::new(LeanReceiver {
+        tracker: Arc::default(),
+        tally: Arc::default(),
+        counters: counters.clone(),
+        start: OnceLock::new(),
+    });
+    let fleet = LeanFleet::open(options, receiver.clone(), counters).await?;
+    let mut report = crate::base_report("chat", options, &fleet.outcome);
+    let opened = Arc::new(fleet.opened.clone());
+    anyhow::ensure!(
+        opened.len() >= 2,
+        "chat needs at least 2 open sessions, got {}",
+        opened.len()
+    );
+    let start = *receiver.start.get_or_init(Instant::now);
+    let sender = fleet.sender();
+    let users: Vec<String> = opened.iter().map(|&i| options.user(i as usize)).collect();
+    let counters_for_send = counters.clone();
+    let send = move |from: usize, to: usize, payload: Vec<u8>| {
+        Counters::bump(&counters_for_send.sent);
+        let frame = ClientFrame {
+            r#ref: 1,
+            body: Some(client_frame::Body::Send(SendFrame {
+                to: users[to].clone(),
+                payload: payload.into(),
+            })),
+        };
+        sender.send(opened[from], frame::encode(&frame));
+    };
+    // Every send is answered by a SendResult, or counted as failed when its
+    // session was gone.
+    let (receiver_ref, fleet_ref) = (&receiver, &fleet);
+    let answered = move || {
+        let tally = receiver_ref.tally.lock().expect("not poisoned");
+        tally.routed + tally.refused + fleet_ref.send_failures()
+    };
+    let senders_done = move |scheduled: u64| async move {
+        let deadline = Instant::now() + chat.drain;
+        while answered() < scheduled && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        receiver_ref.tally.lock().expect("not poisoned").failed = fleet_ref.send_failures();
+        Ok(())
+    };
+    let traffic = ChatRun {
+        start,
+        participants: fleet.opened.len(),
+        tally: &receiver.tally,
+        tracker: &receiver.tracker,
+    };
+    send_and_judge(&mut report, chat, traffic, send, senders_done).await?;
+    let (lost, samples) = fleet.lost();
+    if lost > 0 {
+        report.violations.push(format!(
+            "{lost} sessions were lost during the run ({})",
+            samples.join("; ")
+        ));
+    }
+    fleet.close().await;
+    Ok(report)
+}
+
+async fn run_sdk(
+    options: &FleetOptions,
+    chat: &ChatOptions,
+    counters: &Arc<Counters>,
+) -> anyhow::Result<Report> {
     let mut fleet = fleet::open(options, counters).await?;
-    let mut report = crate::base_report("chat", options, &fleet);
+    let mut report = crate::base_report("chat", options, &fleet.outcome);
     let n = fleet.members.len();
     anyhow::ensure!(n >= 2, "chat needs at least 2 open sessions, got {n}");
     let users: Arc<Vec<String>> = Arc::new(
@@ -155,16 +269,22 @@ pub async fn run(
         }));
     }
 
-    send_and_judge(
-        &mut report,
-        chat,
+    let traffic = ChatRun {
         start,
-        outboxes,
-        senders,
-        &tally,
-        &tracker,
-    )
-    .await?;
+        participants: n,
+        tally: &tally,
+        tracker: &tracker,
+    };
+    let send = move |from: usize, to: usize, payload: Vec<u8>| {
+        let _ = outboxes[from].send((to, payload));
+    };
+    let senders_done = |_| async move {
+        for sender in senders {
+            sender.await?;
+        }
+        Ok(())
+    };
+    send_and_judge(&mut report, chat, traffic, send, senders_done).await?;
     for receiver in receivers {
         receiver.abort();
     }
@@ -172,23 +292,37 @@ pub async fn run(
     Ok(report)
 }
 
-/// Sends random direct messages from `outboxes` (one per session, drained
-/// in order by `senders`) at the chat rate, waits for the senders and for
-/// stragglers, then judges what `tracker` saw against `tally`.
-pub(crate) async fn send_and_judge(
+/// The shared state of one chat run.
+pub(crate) struct ChatRun<'a> {
+    /// Probes' scheduled times count from here.
+    pub(crate) start: Instant,
+    /// Sessions taking part, numbered 0..participants for `send`.
+    pub(crate) participants: usize,
+    /// What the senders saw.
+    pub(crate) tally: &'a Mutex<SendTally>,
+    /// What the receivers saw.
+    pub(crate) tracker: &'a Mutex<DeliveryTracker>,
+}
+
+/// Sends random direct messages at the chat rate through `send(from, to,
+/// payload)` (which must keep each sender's messages in order), waits for
+/// `senders_done(scheduled)` and for stragglers, then judges what the
+/// tracker saw against the tally.
+pub(crate) async fn send_and_judge<Done>(
     report: &mut Report,
     chat: &ChatOptions,
-    start: Instant,
-    outboxes: Vec<mpsc::UnboundedSender<(usize, Vec<u8>)>>,
-    senders: Vec<tokio::task::JoinHandle<()>>,
-    tally: &Mutex<SendTally>,
-    tracker: &Mutex<DeliveryTracker>,
-) -> anyhow::Result<()> {
-    let n = outboxes.len();
+    traffic: ChatRun<'_>,
+    mut send: impl FnMut(usize, usize, Vec<u8>) + Send + 'static,
+    senders_done: impl FnOnce(u64) -> Done,
+) -> anyhow::Result<()>
+where
+    Done: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let n = traffic.participants;
     let payload_bytes = chat.payload_bytes;
     let mut seqs = vec![0u64; n];
     let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed);
-    let pacer = super::paced(start, chat.rate, chat.duration, move |_, due_ns| {
+    let pacer = super::paced(traffic.start, chat.rate, chat.duration, move |_, due_ns| {
         let from = rng.random_range(0..n);
         let mut to = rng.random_range(0..n - 1);
         if to >= from {
@@ -200,21 +334,21 @@ pub(crate) async fn send_and_judge(
             seq: seqs[from],
             scheduled_ns: due_ns,
         };
-        let _ = outboxes[from].send((to, probe.encode(payload_bytes)));
+        send(from, to, probe.encode(payload_bytes));
     });
     let scheduled =
         tokio::task::spawn_blocking(move || pacer.join().expect("pacer thread")).await?;
-    let sending_time = start.elapsed();
-    for sender in senders {
-        sender.await?;
-    }
-    let routed = tally.lock().expect("not poisoned").routed;
+    let sending_time = traffic.start.elapsed();
+    senders_done(scheduled).await?;
+    let routed = traffic.tally.lock().expect("not poisoned").routed;
     let deadline = Instant::now() + chat.drain;
-    while tracker.lock().expect("not poisoned").delivered < routed && Instant::now() < deadline {
+    while traffic.tracker.lock().expect("not poisoned").delivered < routed
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let tally = std::mem::take(&mut *tally.lock().expect("not poisoned"));
-    let t = std::mem::take(&mut *tracker.lock().expect("not poisoned"));
+    let tally = std::mem::take(&mut *traffic.tally.lock().expect("not poisoned"));
+    let t = std::mem::take(&mut *traffic.tracker.lock().expect("not poisoned"));
     judge(report, chat.rate, sending_time, scheduled, &tally, t);
     Ok(())
 }

@@ -4,28 +4,43 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::fleet::{self, FleetOptions};
+use crate::fleet::{self, ClientKind, FleetOptions};
+use crate::lean::{IgnoreFrames, LeanFleet};
 use crate::progress::Counters;
 use crate::report::Report;
 
-/// Runs the scenario.
+/// Runs the scenario on the fleet `options.client` picks.
 pub async fn run(
     options: &FleetOptions,
     hold: Duration,
     counters: &Arc<Counters>,
 ) -> anyhow::Result<Report> {
-    let fleet = fleet::open(options, counters).await?;
-    tokio::time::sleep(hold).await;
-    let alive = fleet.verify_alive(1_000, counters).await;
-    let mut report = crate::base_report("connect", options, &fleet);
+    let (mut report, opened, alive) = match options.client {
+        ClientKind::Lean => {
+            let fleet = LeanFleet::open(options, Arc::new(IgnoreFrames), counters).await?;
+            tokio::time::sleep(hold).await;
+            let alive = fleet.verify_alive().await;
+            let report = crate::base_report("connect", options, &fleet.outcome);
+            let opened = fleet.outcome.opened;
+            fleet.close().await;
+            (report, opened, alive)
+        }
+        ClientKind::Sdk => {
+            let fleet = fleet::open(options, counters).await?;
+            tokio::time::sleep(hold).await;
+            let alive = fleet.verify_alive(1_000, counters).await;
+            let report = crate::base_report("connect", options, &fleet.outcome);
+            let opened = fleet.outcome.opened;
+            fleet.close().await;
+            (report, opened, alive)
+        }
+    };
     report.sessions_verified_alive = Some(alive);
-    if alive < fleet.members.len() as u64 {
+    if alive < opened as u64 {
         report.violations.push(format!(
-            "{} of {} sessions did not answer a ping after the hold",
-            fleet.members.len() as u64 - alive,
-            fleet.members.len()
+            "{} of {opened} sessions did not answer a ping after the hold",
+            opened as u64 - alive
         ));
     }
-    fleet.close().await;
     Ok(report)
 }

@@ -156,16 +156,22 @@ pub async fn run(
             let _ = client.flush().await;
         }));
     }
-    super::chat::send_and_judge(
-        &mut report,
-        chat,
+    let traffic = super::chat::ChatRun {
         start,
-        outboxes,
-        senders,
-        &tally,
-        &tracker,
-    )
-    .await?;
+        participants: n,
+        tally: &tally,
+        tracker: &tracker,
+    };
+    let send = move |from: usize, to: usize, payload: Vec<u8>| {
+        let _ = outboxes[from].send((to, payload));
+    };
+    let senders_done = |_| async move {
+        for sender in senders {
+            sender.await?;
+        }
+        Ok(())
+    };
+    super::chat::send_and_judge(&mut report, chat, traffic, send, senders_done).await?;
     for task in tasks {
         task.abort();
     }

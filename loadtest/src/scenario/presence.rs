@@ -44,7 +44,7 @@ pub async fn run(
     counters: &Arc<Counters>,
 ) -> anyhow::Result<Report> {
     let mut fleet = fleet::open(options, counters).await?;
-    let mut report = crate::base_report("presence", options, &fleet);
+    let mut report = crate::base_report("presence", options, &fleet.outcome);
     let n = fleet.members.len();
     anyhow::ensure!(n >= 2, "presence needs at least 2 open sessions, got {n}");
     let watch = presence.watch.min(n - 1).max(1);

@@ -1,7 +1,7 @@
 //! The QUIC/tokio shell around the sans-IO core.
 //!
 //! [`Server::bind`] loads TLS and the token secret, binds one UDP socket per
-//! core on the listen port ([`udp`], `SO_REUSEPORT`) and the admin listener
+//! core on the listen port ([`crate::quic::bind_udp`], `SO_REUSEPORT`) and the admin listener
 //! (port 0 works, for tests); [`Server::run`] serves until the `shutdown`
 //! future resolves, then drains: new connections are refused, every session
 //! gets a GoAway, and whatever is left is closed with GOING_AWAY within
@@ -18,7 +18,6 @@ mod directory;
 mod handshake;
 mod lean;
 mod shard_task;
-mod udp;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,6 +35,7 @@ use crate::auth::TokenVerifier;
 use crate::config::{Config, ShellKind};
 use crate::core::{Shard, ShardId};
 use crate::dev::SecretSource;
+use crate::quic::{bind_udp, PortSharing};
 use directory::SessionDirectory;
 use shard_task::ShardHandle;
 
@@ -420,7 +420,8 @@ fn bind_sockets(config: &Config) -> Result<Vec<std::net::UdpSocket>, ServerError
     }
     for _ in 0..config.endpoint_count().max(1) {
         let socket =
-            udp::bind_reuseport(addr, config.udp_buffer_bytes).map_err(|e| bind_error(addr, e))?;
+            bind_udp(addr, config.udp_buffer_bytes, PortSharing::Shared)
+                .map_err(|e| bind_error(addr, e))?;
         addr = socket.local_addr().map_err(|e| bind_error(addr, e))?;
         sockets.push(socket);
     }

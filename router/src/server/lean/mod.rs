@@ -11,7 +11,7 @@
 //! bound what one session has in flight, and a session whose credit runs out
 //! simply stops being read, so QUIC flow control pushes back on the client.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -31,11 +31,8 @@ use super::shard_task::{Credit, SessionInput};
 use super::ServerContext;
 use crate::core::{placement::shard_of, FrameClass, SessionId, ShardInput};
 use crate::metrics;
-use socket::DatagramSocket;
-use table::ConnTable;
+use crate::quic::{ConnTable, DatagramSocket, TimerSet};
 
-mod socket;
-mod table;
 
 /// Largest UDP datagram we receive.
 const MAX_DATAGRAM: usize = 64 * 1024;
@@ -83,7 +80,7 @@ pub(crate) struct Driver {
     endpoint: quinn_proto::Endpoint,
     socket: DatagramSocket,
     conns: ConnTable<Conn>,
-    timers: BTreeSet<(Instant, usize)>,
+    timers: TimerSet,
     commands: mpsc::UnboundedReceiver<DriverCommand>,
     commands_tx: mpsc::UnboundedSender<DriverCommand>,
     ctx: Arc<ServerContext>,
@@ -123,7 +120,7 @@ impl Driver {
             endpoint,
             socket,
             conns: ConnTable::default(),
-            timers: BTreeSet::new(),
+            timers: TimerSet::default(),
             commands,
             commands_tx,
             draining: ctx.draining.clone(),
@@ -142,7 +139,7 @@ impl Driver {
     pub(crate) async fn run(mut self) {
         let mut recv_buf = vec![0u8; MAX_DATAGRAM];
         loop {
-            let next_timer = self.timers.first().map(|(at, _)| *at);
+            let next_timer = self.timers.next();
             let timer = async {
                 match next_timer {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -332,11 +329,7 @@ impl Driver {
 
     fn on_timers(&mut self) {
         let now = Instant::now();
-        while let Some(&(at, ch)) = self.timers.first() {
-            if at > now {
-                break;
-            }
-            self.timers.pop_first();
+        while let Some((at, ch)) = self.timers.pop_due(now) {
             let Some(conn) = self.conns.get_mut(ch) else {
                 continue;
             };
@@ -480,9 +473,7 @@ impl Driver {
             }
         }
         if conn.quic.is_drained() {
-            if let Some(at) = conn.timer.take() {
-                self.timers.remove(&(at, ch));
-            }
+            self.timers.reschedule(ch, &mut conn.timer, None);
             let ending = conn.ending.unwrap_or("peer_closed");
             self.end_session(ch);
             self.conns.remove(ch);
@@ -501,15 +492,7 @@ impl Driver {
             ),
             _ => conn.quic.poll_timeout(),
         };
-        if deadline != conn.timer {
-            if let Some(old) = conn.timer.take() {
-                self.timers.remove(&(old, ch));
-            }
-            if let Some(at) = deadline {
-                self.timers.insert((at, ch));
-            }
-            conn.timer = deadline;
-        }
+        self.timers.reschedule(ch, &mut conn.timer, deadline);
     }
 
     /// Decodes what is buffered, then reads more, until the stream is empty,

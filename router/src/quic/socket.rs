@@ -15,14 +15,14 @@ use tokio::net::UdpSocket;
 const MAX_PENDING_DATAGRAMS: usize = 4096;
 
 /// A non-blocking UDP socket with a queue for datagrams it could not send.
-pub(super) struct DatagramSocket {
+pub struct DatagramSocket {
     socket: UdpSocket,
     pending: VecDeque<(Vec<u8>, SocketAddr)>,
 }
 
 impl DatagramSocket {
     /// Wraps a bound socket.
-    pub(super) fn new(socket: std::net::UdpSocket) -> std::io::Result<DatagramSocket> {
+    pub fn new(socket: std::net::UdpSocket) -> std::io::Result<DatagramSocket> {
         socket.set_nonblocking(true)?;
         Ok(DatagramSocket {
             socket: UdpSocket::from_std(socket)?,
@@ -31,19 +31,19 @@ impl DatagramSocket {
     }
 
     /// The socket, for receiving and waiting until it is writable.
-    pub(super) fn inner(&self) -> &UdpSocket {
+    pub fn inner(&self) -> &UdpSocket {
         &self.socket
     }
 
     /// Whether datagrams wait for room in the send buffer.
-    pub(super) fn has_pending(&self) -> bool {
+    pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
     }
 
     /// Sends `datagram`, or queues it (in order behind any already
     /// waiting). Returns false when it had to wait: the caller should stop
     /// producing until [`flush`](Self::flush) empties the queue.
-    pub(super) fn send(&mut self, datagram: &[u8], destination: SocketAddr) -> bool {
+    pub fn send(&mut self, datagram: &[u8], destination: SocketAddr) -> bool {
         if self.pending.is_empty() {
             match self.socket.try_send_to(datagram, destination) {
                 Err(error) if error.kind() == ErrorKind::WouldBlock => {}
@@ -59,7 +59,7 @@ impl DatagramSocket {
 
     /// Sends waiting datagrams until the socket is full again. Returns true
     /// when none are left.
-    pub(super) fn flush(&mut self) -> bool {
+    pub fn flush(&mut self) -> bool {
         while let Some((datagram, destination)) = self.pending.front() {
             match self.socket.try_send_to(datagram, *destination) {
                 Err(error) if error.kind() == ErrorKind::WouldBlock => return false,

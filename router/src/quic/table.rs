@@ -9,7 +9,7 @@
 //! connections per driver, long enough to time out handshakes.)
 
 /// Connections by handle.
-pub(super) struct ConnTable<T> {
+pub struct ConnTable<T> {
     slots: Vec<Option<Box<T>>>,
     len: usize,
 }
@@ -25,7 +25,7 @@ impl<T> Default for ConnTable<T> {
 
 impl<T> ConnTable<T> {
     /// Stores `conn` under `handle`, returning what was there.
-    pub(super) fn insert(&mut self, handle: usize, conn: T) -> Option<T> {
+    pub fn insert(&mut self, handle: usize, conn: T) -> Option<T> {
         if handle >= self.slots.len() {
             self.slots.resize_with(handle + 1, || None);
         }
@@ -37,7 +37,7 @@ impl<T> ConnTable<T> {
     }
 
     /// Removes and returns the connection under `handle`.
-    pub(super) fn remove(&mut self, handle: usize) -> Option<T> {
+    pub fn remove(&mut self, handle: usize) -> Option<T> {
         let old = self.slots.get_mut(handle)?.take();
         if old.is_some() {
             self.len -= 1;
@@ -45,21 +45,23 @@ impl<T> ConnTable<T> {
         old.map(|boxed| *boxed)
     }
 
-    pub(super) fn get(&self, handle: usize) -> Option<&T> {
+    /// The connection under `handle`.
+    pub fn get(&self, handle: usize) -> Option<&T> {
         self.slots.get(handle)?.as_deref()
     }
 
-    pub(super) fn get_mut(&mut self, handle: usize) -> Option<&mut T> {
+    /// The connection under `handle`, mutably.
+    pub fn get_mut(&mut self, handle: usize) -> Option<&mut T> {
         self.slots.get_mut(handle)?.as_deref_mut()
     }
 
     /// Number of connections held.
-    pub(super) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.len
     }
 
     /// Every connection with its handle.
-    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut T)> {
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut T)> {
         self.slots
             .iter_mut()
             .enumerate()
@@ -67,7 +69,7 @@ impl<T> ConnTable<T> {
     }
 
     /// Every handle in use.
-    pub(super) fn handles(&self) -> Vec<usize> {
+    pub fn handles(&self) -> Vec<usize> {
         self.slots
             .iter()
             .enumerate()

@@ -1,0 +1,434 @@
+//! [`ClientDriver`]: one task per UDP socket drives every load-test session
+//! on it through `quinn-proto` directly: the sessions live in a
+//! [`ConnTable`], their deadlines in one [`TimerSet`]; there is no task,
+//! channel or timer per session. Commands come in on one channel per driver;
+//! what the server sends goes to the fleet's shared state synchronously.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use quinn_proto::{
+    ClientConfig, ConnectionError, ConnectionHandle, DatagramEvent, Dir, Event, ReadError,
+    StreamId, VarInt, WriteError,
+};
+use switchboard_proto::close::CloseCode;
+use switchboard_proto::frame::FrameDecoder;
+use switchboard_proto::v1::{server_frame::Body, ServerFrame};
+use switchboard_router::quic::{ConnTable, DatagramSocket, TimerSet};
+use tokio::sync::mpsc;
+
+use super::Shared;
+
+/// Largest UDP datagram received.
+const MAX_DATAGRAM: usize = 64 * 1024;
+/// Largest stream read at once.
+const READ_CHUNK: usize = 64 * 1024;
+/// Datagrams or commands handled per wake-up before driving sessions.
+const BATCH: usize = 256;
+/// Frames a session buffers before the first Welcome can be checked: the
+/// largest frame the router sends today is far smaller.
+const MAX_FRAME_BYTES: usize = 1024 * 1024;
+
+/// What the fleet asks a driver to do.
+pub(super) enum Command {
+    /// Open session `index` to `server`, sending `hello` first.
+    Open {
+        index: u32,
+        server: SocketAddr,
+        hello: Bytes,
+    },
+    /// Write an encoded frame on session `index`'s stream.
+    Send { index: u32, frame: Bytes },
+    /// Close every session with the normal code.
+    CloseAll,
+}
+
+/// Where a session is in its life.
+#[derive(PartialEq, Eq)]
+enum Phase {
+    /// QUIC handshake, then Hello sent and Welcome awaited.
+    Opening,
+    /// Welcome received.
+    Open,
+    /// Closed; waiting for quinn-proto to drain it.
+    Closed,
+}
+
+struct Session {
+    quic: quinn_proto::Connection,
+    index: u32,
+    stream: Option<StreamId>,
+    decoder: FrameDecoder,
+    outbox: VecDeque<Bytes>,
+    started: Instant,
+    phase: Phase,
+    timer: Option<Instant>,
+}
+
+/// One client socket and the sessions on it.
+pub(super) struct ClientDriver {
+    endpoint: quinn_proto::Endpoint,
+    config: ClientConfig,
+    server_name: String,
+    socket: DatagramSocket,
+    sessions: ConnTable<Session>,
+    by_index: HashMap<u32, usize>,
+    timers: TimerSet,
+    commands: mpsc::UnboundedReceiver<Command>,
+    dirty: HashSet<usize>,
+    blocked_on_send: HashSet<usize>,
+    send_buf: Vec<u8>,
+    shared: Arc<Shared>,
+}
+
+impl ClientDriver {
+    pub(super) fn new(
+        socket: std::net::UdpSocket,
+        config: ClientConfig,
+        server_name: String,
+        commands: mpsc::UnboundedReceiver<Command>,
+        shared: Arc<Shared>,
+    ) -> std::io::Result<ClientDriver> {
+        Ok(ClientDriver {
+            endpoint: quinn_proto::Endpoint::new(
+                Arc::new(quinn_proto::EndpointConfig::default()),
+                None,
+                false,
+                None,
+            ),
+            config,
+            server_name,
+            socket: DatagramSocket::new(socket)?,
+            sessions: ConnTable::default(),
+            by_index: HashMap::new(),
+            timers: TimerSet::default(),
+            commands,
+            dirty: HashSet::new(),
+            blocked_on_send: HashSet::new(),
+            send_buf: Vec::with_capacity(MAX_DATAGRAM),
+            shared,
+        })
+    }
+
+    /// Runs until the command channel closes and every session is drained.
+    pub(super) async fn run(mut self) {
+        let mut recv_buf = vec![0u8; MAX_DATAGRAM];
+        let mut commands_open = true;
+        while commands_open || self.sessions.len() > 0 {
+            let next_timer = self.timers.next();
+            let timer = async {
+                match next_timer {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let send_blocked = self.socket.has_pending();
+            tokio::select! {
+                biased;
+                () = timer => {}
+                command = self.commands.recv(), if commands_open => match command {
+                    Some(command) => self.on_command(command),
+                    None => commands_open = false,
+                },
+                Ok(()) = self.socket.inner().writable(), if send_blocked => {
+                    if self.socket.flush() {
+                        self.dirty.extend(std::mem::take(&mut self.blocked_on_send));
+                    }
+                }
+                received = self.socket.inner().recv_from(&mut recv_buf) => {
+                    if let Ok((len, remote)) = received {
+                        self.on_datagram(remote, &recv_buf[..len]);
+                    }
+                    for _ in 0..BATCH {
+                        match self.socket.inner().try_recv_from(&mut recv_buf) {
+                            Ok((len, remote)) => self.on_datagram(remote, &recv_buf[..len]),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            self.on_timers();
+            for _ in 0..BATCH {
+                match self.commands.try_recv() {
+                    Ok(command) => self.on_command(command),
+                    Err(_) => break,
+                }
+            }
+            let now = Instant::now();
+            for handle in std::mem::take(&mut self.dirty) {
+                self.drive(handle, now);
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Open {
+                index,
+                server,
+                hello,
+            } => self.open(index, server, hello),
+            Command::Send { index, frame } => {
+                let session = self
+                    .by_index
+                    .get(&index)
+                    .and_then(|&h| Some((h, self.sessions.get_mut(h)?)));
+                match session {
+                    Some((handle, session)) if session.phase == Phase::Open => {
+                        session.outbox.push_back(frame);
+                        self.dirty.insert(handle);
+                    }
+                    _ => self.shared.send_failed(),
+                }
+            }
+            Command::CloseAll => {
+                let now = Instant::now();
+                for (handle, session) in self.sessions.iter_mut() {
+                    if session.phase != Phase::Closed {
+                        session.phase = Phase::Closed;
+                        session.quic.close(
+                            now,
+                            VarInt::from_u32(CloseCode::Normal.to_code()),
+                            Bytes::new(),
+                        );
+                        self.dirty.insert(handle);
+                    }
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, index: u32, server: SocketAddr, hello: Bytes) {
+        let now = Instant::now();
+        match self
+            .endpoint
+            .connect(now, self.config.clone(), server, &self.server_name)
+        {
+            Ok((handle, quic)) => {
+                let session = Session {
+                    quic,
+                    index,
+                    stream: None,
+                    decoder: FrameDecoder::new(MAX_FRAME_BYTES),
+                    outbox: VecDeque::from([hello]),
+                    started: now,
+                    phase: Phase::Opening,
+                    timer: None,
+                };
+                self.sessions.insert(handle.0, session);
+                self.by_index.insert(index, handle.0);
+                self.dirty.insert(handle.0);
+            }
+            Err(error) => self.shared.open_failed(format!("connect: {error}")),
+        }
+    }
+
+    fn on_datagram(&mut self, remote: SocketAddr, data: &[u8]) {
+        let now = Instant::now();
+        self.send_buf.clear();
+        match self.endpoint.handle(
+            now,
+            remote,
+            None,
+            None,
+            BytesMut::from(data),
+            &mut self.send_buf,
+        ) {
+            Some(DatagramEvent::ConnectionEvent(handle, event)) => {
+                if let Some(session) = self.sessions.get_mut(handle.0) {
+                    session.quic.handle_event(event);
+                    self.dirty.insert(handle.0);
+                }
+            }
+            Some(DatagramEvent::Response(transmit)) => {
+                self.socket
+                    .send(&self.send_buf[..transmit.size], transmit.destination);
+            }
+            // A client endpoint accepts no connections.
+            Some(DatagramEvent::NewConnection(_)) | None => {}
+        }
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        while let Some((at, handle)) = self.timers.pop_due(now) {
+            let Some(session) = self.sessions.get_mut(handle) else {
+                continue;
+            };
+            if session.timer == Some(at) {
+                session.timer = None;
+                session.quic.handle_timeout(now);
+                self.dirty.insert(handle);
+            }
+        }
+    }
+
+    /// Everything a session needs after its inputs changed.
+    fn drive(&mut self, handle: usize, now: Instant) {
+        let Some(session) = self.sessions.get_mut(handle) else {
+            return;
+        };
+        while let Some(event) = session.quic.poll_endpoint_events() {
+            if let Some(event) = self.endpoint.handle_event(ConnectionHandle(handle), event) {
+                session.quic.handle_event(event);
+            }
+        }
+        while let Some(event) = session.quic.poll() {
+            match event {
+                Event::Connected => session.stream = session.quic.streams().open(Dir::Bi),
+                Event::ConnectionLost { reason } => {
+                    let was = std::mem::replace(&mut session.phase, Phase::Closed);
+                    match was {
+                        Phase::Opening => self.shared.open_failed(describe(&reason)),
+                        Phase::Open => self.shared.session_lost(describe(&reason)),
+                        Phase::Closed => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        if session.phase != Phase::Closed {
+            Self::write(session);
+            self.read(handle, now);
+        }
+        let Some(session) = self.sessions.get_mut(handle) else {
+            return;
+        };
+        loop {
+            self.send_buf.clear();
+            let Some(transmit) = session.quic.poll_transmit(now, 1, &mut self.send_buf) else {
+                break;
+            };
+            let sent = self
+                .socket
+                .send(&self.send_buf[..transmit.size], transmit.destination);
+            if !sent {
+                self.blocked_on_send.insert(handle);
+                break;
+            }
+        }
+        while let Some(event) = session.quic.poll_endpoint_events() {
+            if let Some(event) = self.endpoint.handle_event(ConnectionHandle(handle), event) {
+                session.quic.handle_event(event);
+            }
+        }
+        if session.quic.is_drained() {
+            self.timers.reschedule(handle, &mut session.timer, None);
+            self.by_index.remove(&session.index);
+            self.sessions.remove(handle);
+            self.blocked_on_send.remove(&handle);
+            return;
+        }
+        let deadline = session.quic.poll_timeout();
+        self.timers.reschedule(handle, &mut session.timer, deadline);
+    }
+
+    /// Writes queued frames until the stream's flow control says stop.
+    fn write(session: &mut Session) {
+        let Some(id) = session.stream else { return };
+        while let Some(front) = session.outbox.front_mut() {
+            let mut chunk = [front.clone()];
+            match session.quic.send_stream(id).write_chunks(&mut chunk) {
+                Ok(written) if written.chunks == 1 => {
+                    session.outbox.pop_front();
+                }
+                Ok(_) => {
+                    let [rest] = chunk;
+                    *front = rest;
+                    return;
+                }
+                Err(WriteError::Blocked) => return,
+                Err(_) => {
+                    session.outbox.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads and handles every complete frame the server sent.
+    fn read(&mut self, handle: usize, now: Instant) {
+        let Some(session) = self.sessions.get_mut(handle) else {
+            return;
+        };
+        let Some(id) = session.stream else { return };
+        loop {
+            loop {
+                match session.decoder.decode::<ServerFrame>() {
+                    Ok(Some(frame)) => self.shared.on_frame(session, frame, now),
+                    Ok(None) => break,
+                    Err(error) => {
+                        let reason = format!("undecodable frame from the server: {error}");
+                        fail(&self.shared, session, reason, now);
+                        return;
+                    }
+                }
+            }
+            let mut stream = session.quic.recv_stream(id);
+            let Ok(mut chunks) = stream.read(true) else {
+                return;
+            };
+            let outcome = chunks.next(READ_CHUNK);
+            let _ = chunks.finalize();
+            match outcome {
+                Ok(Some(chunk)) => session.decoder.extend(&chunk.bytes),
+                Ok(None) | Err(ReadError::Reset(_)) => {
+                    fail(&self.shared, session, "server ended the stream".into(), now);
+                    return;
+                }
+                Err(ReadError::Blocked) => return,
+            }
+        }
+    }
+}
+
+/// Ends a session the client gave up on, reporting `reason`.
+fn fail(shared: &Shared, session: &mut Session, reason: String, now: Instant) {
+    match std::mem::replace(&mut session.phase, Phase::Closed) {
+        Phase::Opening => shared.open_failed(reason),
+        Phase::Open => shared.session_lost(reason),
+        Phase::Closed => return,
+    }
+    session.quic.close(
+        now,
+        VarInt::from_u32(CloseCode::ProtocolViolation.to_code()),
+        Bytes::new(),
+    );
+}
+
+/// A connection error as the report shows it.
+fn describe(error: &ConnectionError) -> String {
+    match error {
+        ConnectionError::ApplicationClosed(close) => {
+            let code = close.error_code.into_inner();
+            let reason = String::from_utf8_lossy(&close.reason);
+            match CloseCode::from_code(code) {
+                Some(known) => format!("closed by server: {known}: {reason}"),
+                None => format!("closed by server: code 0x{code:x}: {reason}"),
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+impl Shared {
+    /// Handles one server frame of `session`: the Welcome opens it; anything
+    /// before the Welcome but an Error fails it; the rest goes on.
+    fn on_frame(&self, session: &mut Session, frame: ServerFrame, now: Instant) {
+        match (&session.phase, frame.body) {
+            (Phase::Opening, Some(Body::Welcome(_))) => {
+                session.phase = Phase::Open;
+                self.opened(session.index, now - session.started);
+            }
+            (Phase::Opening, other) => {
+                let reason = format!("expected Welcome, got {other:?}");
+                fail(self, session, reason, now);
+            }
+            (Phase::Open, Some(body)) => self.frame(session.index, body),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The lean fleet: load-test sessions driven through `quinn-proto` by a few
+//! [`driver::ClientDriver`] tasks, one per UDP socket, instead of the SDK's
+//! quinn connection, task and channels per session. It is how one process
+//! holds hundreds of thousands of sessions in ~20 KiB each, and how the
+//! load generator stays cheaper than the router it measures.
+//!
+//! A scenario opens a [`LeanFleet`] with a [`FrameHandler`] that receives
+//! every server frame after the Welcome (Pongs excepted: the fleet counts
+//! those for [`LeanFleet::verify_alive`]), and writes frames with a
+//! [`FleetSender`]. Frames of one session go out in the order they were
+//! given, on its one stream.
+
+mod driver;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use switchboard_client::quic_config;
+use switchboard_proto::frame;
+use switchboard_proto::v1::{client_frame, server_frame::Body, ClientFrame, Hello, Ping};
+use switchboard_router::quic::{bind_udp, PortSharing};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::fleet::{FleetOptions, OpenOutcome};
+use crate::progress::Counters;
+use crate::stats::Latency;
+use driver::{ClientDriver, Command};
+
+/// Receive/send buffer asked for each client socket.
+const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+/// Failure messages kept as samples for the report.
+const SAMPLES: usize = 5;
+/// Pings sent per second while verifying, so verification does not become
+/// a burst test.
+const VERIFY_RATE: f64 = 20_000.0;
+/// How long verification waits for the last Pongs.
+const VERIFY_GRACE: Duration = Duration::from_secs(30);
+
+/// Receives what the server sends to the fleet's sessions.
+pub trait FrameHandler: Send + Sync + 'static {
+    /// A server frame for session `index`, after its Welcome.
+    fn frame(&self, index: u32, body: Body);
+}
+
+/// A handler for scenarios that expect nothing but Pongs.
+pub struct IgnoreFrames;
+
+impl FrameHandler for IgnoreFrames {
+    fn frame(&self, _index: u32, _body: Body) {}
+}
+
+/// State the drivers update and the fleet reads.
+struct Shared {
+    handler: Arc<dyn FrameHandler>,
+    counters: Arc<Counters>,
+    /// Handshakes allowed in flight; a driver gives a permit back when a
+    /// session opens or fails to.
+    handshakes: Arc<Semaphore>,
+    opening: Mutex<Opening>,
+    pongs: AtomicU64,
+    send_failures: AtomicU64,
+    lost: Mutex<Failures>,
+}
+
+#[derive(Default)]
+struct Opening {
+    latency: Latency,
+    opened: Vec<u32>,
+    failed: Failures,
+}
+
+#[derive(Default)]
+struct Failures {
+    count: u64,
+    samples: Vec<String>,
+}
+
+impl Failures {
+    fn add(&mut self, reason: String) {
+        self.count += 1;
+        if self.samples.len() < SAMPLES {
+            self.samples.push(reason);
+        }
+    }
+}
+
+impl Shared {
+    fn opened(&self, index: u32, latency: Duration) {
+        let mut opening = self.opening.lock().expect("not poisoned");
+        opening.latency.record(latency);
+        opening.opened.push(index);
+        drop(opening);
+        Counters::bump(&self.counters.sessions);
+        self.handshakes.add_permits(1);
+    }
+
+    fn open_failed(&self, reason: String) {
+        let mut opening = self.opening.lock().expect("not poisoned");
+        opening.failed.add(reason);
+        drop(opening);
+        Counters::bump(&self.counters.errors);
+        self.handshakes.add_permits(1);
+    }
+
+    fn session_lost(&self, reason: String) {
+        self.lost.lock().expect("not poisoned").add(reason);
+        self.counters.sessions.fetch_sub(1, Ordering::Relaxed);
+        Counters::bump(&self.counters.errors);
+    }
+
+    fn send_failed(&self) {
+        Counters::bump(&self.send_failures);
+    }
+
+    fn frame(&self, index: u32, body: Body) {
+        match body {
+            Body::Pong(_) => Counters::bump(&self.pongs),
+            body => self.handler.frame(index, body),
+        }
+    }
+}
+
+/// Writes frames on the fleet's sessions; cheap to clone and usable from
+/// any thread.
+#[derive(Clone)]
+pub struct FleetSender {
+    drivers: Arc<Vec<mpsc::UnboundedSender<Command>>>,
+}
+
+impl FleetSender {
+    /// Queues an encoded frame on session `index`. A frame for a session
+    /// that is not open is counted in [`LeanFleet::send_failures`].
+    pub fn send(&self, index: u32, frame: Bytes) {
+        let driver = &self.drivers[index as usize % self.drivers.len()];
+        let _ = driver.send(Command::Send { index, frame });
+    }
+}
+
+/// Sessions opened through the lean drivers.
+pub struct LeanFleet {
+    sender: FleetSender,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    shared: Arc<Shared>,
+    /// What opening cost.
+    pub outcome: OpenOutcome,
+    /// Indexes of the sessions that opened, ascending.
+    pub opened: Vec<u32>,
+}
+
+impl LeanFleet {
+    /// Opens `options.sessions` sessions at `options.connect_rate`, with at
+    /// most `options.max_inflight` handshakes at once, and returns when
+    /// each has opened or failed.
+    pub async fn open(
+        options: &FleetOptions,
+        handler: Arc<dyn FrameHandler>,
+        counters: &Arc<Counters>,
+    ) -> anyhow::Result<LeanFleet> {
+        anyhow::ensure!(
+            !options.servers.is_empty(),
+            "at least one --server is needed"
+        );
+        let driver_count = if options.endpoints == 0 {
+            options.sessions.div_ceil(10_000).clamp(4, 64)
+        } else {
+            options.endpoints
+        };
+        let inflight = options.max_inflight.max(1);
+        let shared = Arc::new(Shared {
+            handler,
+            counters: counters.clone(),
+            handshakes: Arc::new(Semaphore::new(inflight)),
+            opening: Mutex::default(),
+            pongs: AtomicU64::new(0),
+            send_failures: AtomicU64::new(0),
+            lost: Mutex::default(),
+        });
+        let config = quic_config(&options.trust, options.keep_alive)?;
+        let mut drivers = Vec::with_capacity(driver_count);
+        let mut tasks = Vec::with_capacity(driver_count);
+        for i in 0..driver_count {
+            let local = SocketAddr::new(options.local_addr(i), 0);
+            let socket = bind_udp(local, UDP_BUFFER_BYTES, PortSharing::Exclusive)?;
+            let (tx, rx) = mpsc::unbounded_channel();
+            let driver = ClientDriver::new(
+                socket,
+                config.clone(),
+                options.server_name.clone(),
+                rx,
+                shared.clone(),
+            )?;
+            drivers.push(tx);
+            tasks.push(tokio::spawn(driver.run()));
+        }
+        let sender = FleetSender {
+            drivers: Arc::new(drivers),
+        };
+
+        let started = Instant::now();
+        let interval = Duration::from_secs_f64(1.0 / options.connect_rate.max(0.001));
+        for index in 0..options.sessions {
+            // Scheduled-time pacing: catch up after a late wake-up.
+            tokio::time::sleep_until((started + interval.mul_f64(index as f64)).into()).await;
+            shared
+                .handshakes
+                .acquire()
+                .await
+                .expect("never closed")
+                .forget();
+            let index = index as u32;
+            let hello = frame::encode(&ClientFrame {
+                r#ref: 0,
+                body: Some(client_frame::Body::Hello(Hello {
+                    token: options.token(index as usize),
+                    device_id: "load".into(),
+                    client_agent: concat!("switchboard-load/", env!("CARGO_PKG_VERSION")).into(),
+                    initial_status: 0,
+                })),
+            });
+            let server = options.servers[index as usize % options.servers.len()];
+            let driver = &sender.drivers[index as usize % driver_count];
+            let _ = driver.send(Command::Open {
+                index,
+                server,
+                hello,
+            });
+        }
+        // Every permit back means every session opened or failed.
+        let all = u32::try_from(inflight).unwrap_or(u32::MAX);
+        drop(shared.handshakes.acquire_many(all).await);
+        let open_time = started.elapsed();
+
+        let mut opening = std::mem::take(&mut *shared.opening.lock().expect("not poisoned"));
+        opening.opened.sort_unstable();
+        Ok(LeanFleet {
+            sender,
+            tasks,
+            outcome: OpenOutcome {
+                opened: opening.opened.len(),
+                connect_latency: opening.latency,
+                failures: opening.failed.count,
+                failure_samples: opening.failed.samples,
+                open_time,
+            },
+            opened: opening.opened,
+            shared,
+        })
+    }
+
+    /// Writes frames on the sessions.
+    pub fn sender(&self) -> FleetSender {
+        self.sender.clone()
+    }
+
+    /// Pings every open session (paced) and returns how many answered
+    /// within [`VERIFY_GRACE`] of the last ping.
+    pub async fn verify_alive(&self) -> u64 {
+        let before = self.shared.pongs.load(Ordering::Relaxed);
+        let started = Instant::now();
+        let interval = Duration::from_secs_f64(1.0 / VERIFY_RATE);
+        for (n, &index) in self.opened.iter().enumerate() {
+            if n % 256 == 0 {
+                tokio::time::sleep_until((started + interval.mul_f64(n as f64)).into()).await;
+            }
+            let ping = ClientFrame {
+                r#ref: u64::from(index) + 1,
+                body: Some(client_frame::Body::Ping(Ping {
+                    nonce: u64::from(index),
+                })),
+            };
+            self.sender.send(index, frame::encode(&ping));
+        }
+        let expected = self.opened.len() as u64;
+        let answered = || self.shared.pongs.load(Ordering::Relaxed) - before;
+        let deadline = Instant::now() + VERIFY_GRACE;
+        while answered() < expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        answered().min(expected)
+    }
+
+    /// Sessions that closed after opening, with a few reasons.
+    pub fn lost(&self) -> (u64, Vec<String>) {
+        let lost = self.shared.lost.lock().expect("not poisoned");
+        (lost.count, lost.samples.clone())
+    }
+
+    /// Frames given for sessions that were not open.
+    pub fn send_failures(&self) -> u64 {
+        self.shared.send_failures.load(Ordering::Relaxed)
+    }
+
+    /// Closes every session and waits (up to 5 s) for the drivers to drain
+    /// them, so the router frees the sessions now rather than at their idle
+    /// timeout.
+    pub async fn close(self) {
+        for driver in self.sender.drivers.iter() {
+            let _ = driver.send(Command::CloseAll);
+        }
+        drop(self.sender);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+}
