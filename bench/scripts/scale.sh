@@ -64,6 +64,12 @@ for N in "$@"; do
     sleep 0.5
   done
   wait "$LOAD" || true
+  # Why the router saw connections end (stderr): tells client-side losses
+  # (peer_closed, idle_timeout) from the router's own closes.
+  ADMIN=$(sed -n 's/.*admin=\(http[^ ]*\).*/\1/p' "$WORK/router.out")
+  python3 -c 'import sys, urllib.request
+for line in urllib.request.urlopen(sys.argv[1] + "/metrics").read().decode().splitlines():
+    if line.startswith("switchboard_connections_closed_total"): print("  router:", line, file=sys.stderr)' "$ADMIN" || true
   touch "$WORK/rpeak.stop"; wait "$SAMPLER"
   RPEAK=$(cat "$WORK/rpeak")
   kill -TERM "$ROUTER"; wait "$ROUTER" || true

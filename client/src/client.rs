@@ -426,10 +426,16 @@ pub fn quic_config(
     let mut config = client_config(trust)?;
     // The server opens no streams and sends no datagrams; windows fit a few
     // of the largest frames. Small per-connection state matters to a load
-    // generator holding many sessions.
+    // generator holding many sessions. The idle timeout allows three
+    // keep-alive intervals, as the server does for its heartbeat, so one
+    // late or lost keep-alive does not end the session (quinn's default of
+    // 30 s left a 25 s keep-alive 5 s of slack).
+    let idle = quinn::IdleTimeout::try_from(keep_alive * 3)
+        .map_err(|_| ClientError::Config(format!("keep-alive {keep_alive:?} is too long")))?;
     let mut transport = quinn::TransportConfig::default();
     transport
         .keep_alive_interval(Some(keep_alive))
+        .max_idle_timeout(Some(idle))
         .max_concurrent_bidi_streams(quinn::VarInt::from_u32(0))
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
         .stream_receive_window(quinn::VarInt::from_u32(512 * 1024))

@@ -80,9 +80,13 @@ async fn connect_and_presence_smoke() {
         watch: 5,
         drain: Duration::from_secs(10),
     };
-    let report = presence::run(&fleet(&server, 50, "pres-", ClientKind::Sdk), &options, &counters)
-        .await
-        .unwrap();
+    let report = presence::run(
+        &fleet(&server, 50, "pres-", ClientKind::Sdk),
+        &options,
+        &counters,
+    )
+    .await
+    .unwrap();
     assert!(report.violations.is_empty(), "{}", report.to_table());
     let traffic = report.traffic.unwrap();
     assert_eq!(traffic.delivered, traffic.scheduled * 5);

@@ -42,8 +42,8 @@ pub(super) enum Command {
     },
     /// Write an encoded frame on session `index`'s stream.
     Send { index: u32, frame: Bytes },
-    /// Close every session with the normal code.
-    CloseAll,
+    /// Close session `index` with the normal code.
+    Close { index: u32 },
 }
 
 /// Where a session is in its life.
@@ -117,7 +117,7 @@ impl ClientDriver {
     pub(super) async fn run(mut self) {
         let mut recv_buf = vec![0u8; MAX_DATAGRAM];
         let mut commands_open = true;
-        while commands_open || self.sessions.len() > 0 {
+        while commands_open || !self.sessions.is_empty() {
             let next_timer = self.timers.next();
             let timer = async {
                 match next_timer {
@@ -184,13 +184,15 @@ impl ClientDriver {
                     _ => self.shared.send_failed(),
                 }
             }
-            Command::CloseAll => {
-                let now = Instant::now();
-                for (handle, session) in self.sessions.iter_mut() {
+            Command::Close { index } => {
+                let Some(&handle) = self.by_index.get(&index) else {
+                    return;
+                };
+                if let Some(session) = self.sessions.get_mut(handle) {
                     if session.phase != Phase::Closed {
                         session.phase = Phase::Closed;
                         session.quic.close(
-                            now,
+                            Instant::now(),
                             VarInt::from_u32(CloseCode::Normal.to_code()),
                             Bytes::new(),
                         );

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::fleet::{FleetOptions, OpenOutcome};
 use crate::progress::Counters;
+use crate::report::Report;
 use crate::stats::Latency;
 use driver::{ClientDriver, Command};
 
@@ -33,9 +34,17 @@ use driver::{ClientDriver, Command};
 const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// Failure messages kept as samples for the report.
 const SAMPLES: usize = 5;
-/// Pings sent per second while verifying, so verification does not become
-/// a burst test.
-const VERIFY_RATE: f64 = 20_000.0;
+/// Pings in flight at once while verifying. Verification is closed-loop: an
+/// open-loop burst of pings to hundreds of thousands of sessions overflowed
+/// socket buffers, and every connection's own loss recovery then amplified
+/// the burst into a storm that killed sessions.
+const VERIFY_INFLIGHT: usize = 1_000;
+/// Sessions closed per second at the end: all at once, the close packets
+/// overflowed the router's socket buffers and most sessions ended only at
+/// their idle timeout.
+const CLOSE_RATE: f64 = 25_000.0;
+/// How long closing waits for the drivers to drain their sessions.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 /// How long verification waits for the last Pongs.
 const VERIFY_GRACE: Duration = Duration::from_secs(30);
 
@@ -61,6 +70,9 @@ struct Shared {
     handshakes: Arc<Semaphore>,
     opening: Mutex<Opening>,
     pongs: AtomicU64,
+    /// Given back for every Pong, and for every frame that found its
+    /// session closed: bounds the pings in flight while verifying.
+    ping_credit: Semaphore,
     send_failures: AtomicU64,
     lost: Mutex<Failures>,
 }
@@ -113,11 +125,15 @@ impl Shared {
 
     fn send_failed(&self) {
         Counters::bump(&self.send_failures);
+        self.ping_credit.add_permits(1);
     }
 
     fn frame(&self, index: u32, body: Body) {
         match body {
-            Body::Pong(_) => Counters::bump(&self.pongs),
+            Body::Pong(_) => {
+                Counters::bump(&self.pongs);
+                self.ping_credit.add_permits(1);
+            }
             body => self.handler.frame(index, body),
         }
     }
@@ -175,6 +191,7 @@ impl LeanFleet {
             handshakes: Arc::new(Semaphore::new(inflight)),
             opening: Mutex::default(),
             pongs: AtomicU64::new(0),
+            ping_credit: Semaphore::new(0),
             send_failures: AtomicU64::new(0),
             lost: Mutex::default(),
         });
@@ -255,15 +272,17 @@ impl LeanFleet {
         self.sender.clone()
     }
 
-    /// Pings every open session (paced) and returns how many answered
-    /// within [`VERIFY_GRACE`] of the last ping.
+    /// Pings every open session, at most [`VERIFY_INFLIGHT`] at once, and
+    /// returns how many answered. Gives up on the rest when no answer came
+    /// for [`VERIFY_GRACE`].
     pub async fn verify_alive(&self) -> u64 {
         let before = self.shared.pongs.load(Ordering::Relaxed);
-        let started = Instant::now();
-        let interval = Duration::from_secs_f64(1.0 / VERIFY_RATE);
-        for (n, &index) in self.opened.iter().enumerate() {
-            if n % 256 == 0 {
-                tokio::time::sleep_until((started + interval.mul_f64(n as f64)).into()).await;
+        let credit = &self.shared.ping_credit;
+        credit.add_permits(VERIFY_INFLIGHT);
+        for &index in &self.opened {
+            match tokio::time::timeout(VERIFY_GRACE, credit.acquire()).await {
+                Ok(permit) => permit.expect("never closed").forget(),
+                Err(_) => break,
             }
             let ping = ClientFrame {
                 r#ref: u64::from(index) + 1,
@@ -282,10 +301,17 @@ impl LeanFleet {
         answered().min(expected)
     }
 
-    /// Sessions that closed after opening, with a few reasons.
-    pub fn lost(&self) -> (u64, Vec<String>) {
+    /// Adds a violation to `report` if sessions closed after opening, with
+    /// a few of the reasons.
+    pub fn report_lost(&self, report: &mut Report) {
         let lost = self.shared.lost.lock().expect("not poisoned");
-        (lost.count, lost.samples.clone())
+        if lost.count > 0 {
+            report.violations.push(format!(
+                "{} sessions were lost after opening ({})",
+                lost.count,
+                lost.samples.join("; ")
+            ));
+        }
     }
 
     /// Frames given for sessions that were not open.
@@ -293,16 +319,21 @@ impl LeanFleet {
         self.shared.send_failures.load(Ordering::Relaxed)
     }
 
-    /// Closes every session and waits (up to 5 s) for the drivers to drain
-    /// them, so the router frees the sessions now rather than at their idle
-    /// timeout.
+    /// Closes every session, at most [`CLOSE_RATE`] per second, and waits
+    /// (up to [`CLOSE_WAIT`]) for the drivers to drain them, so the router
+    /// frees the sessions now rather than at their idle timeout.
     pub async fn close(self) {
-        for driver in self.sender.drivers.iter() {
-            let _ = driver.send(Command::CloseAll);
+        let started = Instant::now();
+        let interval = Duration::from_secs_f64(1.0 / CLOSE_RATE);
+        for (n, &index) in self.opened.iter().enumerate() {
+            if n % 256 == 0 {
+                tokio::time::sleep_until((started + interval.mul_f64(n as f64)).into()).await;
+            }
+            let driver = &self.sender.drivers[index as usize % self.sender.drivers.len()];
+            let _ = driver.send(Command::Close { index });
         }
         drop(self.sender);
-        for task in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        }
+        let drained = futures_util::future::join_all(self.tasks);
+        let _ = tokio::time::timeout(CLOSE_WAIT, drained).await;
     }
 }

@@ -193,13 +193,7 @@ async fn run_lean(
         tracker: &receiver.tracker,
     };
     send_and_judge(&mut report, chat, traffic, send, senders_done).await?;
-    let (lost, samples) = fleet.lost();
-    if lost > 0 {
-        report.violations.push(format!(
-            "{lost} sessions were lost during the run ({})",
-            samples.join("; ")
-        ));
-    }
+    fleet.report_lost(&mut report);
     fleet.close().await;
     Ok(report)
 }

@@ -20,7 +20,8 @@ pub async fn run(
             let fleet = LeanFleet::open(options, Arc::new(IgnoreFrames), counters).await?;
             tokio::time::sleep(hold).await;
             let alive = fleet.verify_alive().await;
-            let report = crate::base_report("connect", options, &fleet.outcome);
+            let mut report = crate::base_report("connect", options, &fleet.outcome);
+            fleet.report_lost(&mut report);
             let opened = fleet.outcome.opened;
             fleet.close().await;
             (report, opened, alive)

@@ -60,6 +60,11 @@ impl<T> ConnTable<T> {
         self.len
     }
 
+    /// Whether no connection is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Every connection with its handle.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut T)> {
         self.slots

@@ -419,9 +419,8 @@ fn bind_sockets(config: &Config) -> Result<Vec<std::net::UdpSocket>, ServerError
         drop(std::net::UdpSocket::bind(addr).map_err(|e| bind_error(addr, e))?);
     }
     for _ in 0..config.endpoint_count().max(1) {
-        let socket =
-            bind_udp(addr, config.udp_buffer_bytes, PortSharing::Shared)
-                .map_err(|e| bind_error(addr, e))?;
+        let socket = bind_udp(addr, config.udp_buffer_bytes, PortSharing::Shared)
+            .map_err(|e| bind_error(addr, e))?;
         addr = socket.local_addr().map_err(|e| bind_error(addr, e))?;
         sockets.push(socket);
     }

@@ -33,7 +33,6 @@ use crate::core::{placement::shard_of, FrameClass, SessionId, ShardInput};
 use crate::metrics;
 use crate::quic::{ConnTable, DatagramSocket, TimerSet};
 
-
 /// Largest UDP datagram we receive.
 const MAX_DATAGRAM: usize = 64 * 1024;
 /// Largest stream read at once.
