@@ -39,8 +39,9 @@ struct Cli {
     #[arg(long, default_value_t = 10_000)]
     connect_sessions: usize,
     /// How long the connect scenario holds its sessions. Idle CPU is
-    /// measured then, so keep it well above the 25 s keep-alive interval.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    /// measured then (with the 30 s keep-alive), so keep it at
+    /// several keep-alive intervals.
+    #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
     hold: Duration,
     /// Sessions for the chat scenarios.
     #[arg(long, default_value_t = 10_000)]
@@ -404,7 +405,7 @@ fn main() -> anyhow::Result<()> {
         "--hold".into(),
         humantime::format_duration(cli.hold).to_string(),
         "--keep-alive".into(),
-        "25s".into(),
+        "30s".into(),
     ];
     steps.push(run_load(
         &cli,

@@ -12,7 +12,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use quinn_proto::{
     ClientConfig, ConnectionError, ConnectionHandle, DatagramEvent, Dir, Event, ReadError,
-    StreamId, VarInt, WriteError,
+    StreamEvent, StreamId, VarInt, WriteError,
 };
 use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame::FrameDecoder;
@@ -66,6 +66,9 @@ struct Session {
     started: Instant,
     phase: Phase,
     timer: Option<Instant>,
+    /// The stream may hold unread bytes (quinn-proto said Readable); a read
+    /// that finds it empty clears it.
+    readable: bool,
 }
 
 /// One client socket and the sessions on it.
@@ -219,6 +222,7 @@ impl ClientDriver {
                     started: now,
                     phase: Phase::Opening,
                     timer: None,
+                    readable: false,
                 };
                 self.sessions.insert(handle.0, session);
                 self.by_index.insert(index, handle.0);
@@ -281,6 +285,9 @@ impl ClientDriver {
         while let Some(event) = session.quic.poll() {
             match event {
                 Event::Connected => session.stream = session.quic.streams().open(Dir::Bi),
+                Event::Stream(StreamEvent::Readable { id }) if session.stream == Some(id) => {
+                    session.readable = true;
+                }
                 Event::ConnectionLost { reason } => {
                     let was = std::mem::replace(&mut session.phase, Phase::Closed);
                     match was {
@@ -369,6 +376,9 @@ impl ClientDriver {
                     }
                 }
             }
+            if !session.readable {
+                return;
+            }
             let mut stream = session.quic.recv_stream(id);
             let Ok(mut chunks) = stream.read(true) else {
                 return;
@@ -381,7 +391,10 @@ impl ClientDriver {
                     fail(&self.shared, session, "server ended the stream".into(), now);
                     return;
                 }
-                Err(ReadError::Blocked) => return,
+                Err(ReadError::Blocked) => {
+                    session.readable = false;
+                    return;
+                }
             }
         }
     }

@@ -50,7 +50,8 @@ mod tests {
         let second = bind_udp(addr, 1 << 20, PortSharing::Shared).unwrap();
         assert_eq!(second.local_addr().unwrap(), addr);
         let exclusive = bind_udp("127.0.0.1:0".parse().unwrap(), 0, PortSharing::Exclusive);
-        let taken = exclusive.unwrap().local_addr().unwrap();
+        let exclusive = exclusive.unwrap();
+        let taken = exclusive.local_addr().unwrap();
         assert!(bind_udp(taken, 0, PortSharing::Exclusive).is_err());
     }
 }

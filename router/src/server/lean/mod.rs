@@ -72,6 +72,10 @@ struct Conn {
     /// Why it ended, for the disconnect metric.
     ending: Option<&'static str>,
     handshake_done: bool,
+    /// The stream may hold unread bytes: set by quinn-proto's Opened and
+    /// Readable events, cleared when a read finds it empty. Reading only
+    /// then spares every ACK and keep-alive a stream lookup.
+    readable: bool,
 }
 
 /// One endpoint (UDP socket) and every connection on it.
@@ -239,6 +243,7 @@ impl Driver {
                             timer: None,
                             ending: None,
                             handshake_done: false,
+                            readable: false,
                         };
                         self.conns.insert(ch.0, conn);
                         self.dirty.insert(ch.0);
@@ -431,6 +436,10 @@ impl Driver {
                 }
                 Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) if conn.stream.is_none() => {
                     conn.stream = conn.quic.streams().accept(Dir::Bi);
+                    conn.readable = true;
+                }
+                Event::Stream(StreamEvent::Readable { id }) if conn.stream == Some(id) => {
+                    conn.readable = true;
                 }
                 Event::ConnectionLost { reason } => lost = Some(reason),
                 _ => {}
@@ -504,7 +513,9 @@ impl Driver {
             let Some(conn) = self.conns.get_mut(ch) else {
                 return;
             };
-            let Some(id) = conn.stream else { return };
+            let Some(id) = conn.stream.filter(|_| conn.readable) else {
+                return;
+            };
             let mut stream = conn.quic.recv_stream(id);
             let Ok(mut chunks) = stream.read(true) else {
                 return;
@@ -517,7 +528,7 @@ impl Driver {
                     read = true;
                 }
                 Ok(None) | Err(ReadError::Reset(_)) => finished = true,
-                Err(ReadError::Blocked) => {}
+                Err(ReadError::Blocked) => conn.readable = false,
             }
             let _ = chunks.finalize();
             if finished {
