@@ -111,6 +111,17 @@ impl FleetOptions {
         format!("{}{index}", self.user_prefix)
     }
 
+    /// How many client sockets to open: `endpoints`, or when that is 0 one
+    /// per `sessions_per_socket` sessions, at least `min` and at most 64.
+    /// Fails when there is no server to connect to.
+    pub fn socket_count(&self, sessions_per_socket: usize, min: usize) -> anyhow::Result<usize> {
+        anyhow::ensure!(!self.servers.is_empty(), "at least one --server is needed");
+        Ok(match self.endpoints {
+            0 => self.sessions.div_ceil(sessions_per_socket).clamp(min, 64),
+            n => n,
+        })
+    }
+
     /// A day-long token for session `index`'s user.
     pub fn token(&self, index: usize) -> String {
         switchboard_router::auth::mint_token(
@@ -133,15 +144,7 @@ impl FleetOptions {
 
 /// Opens `options.sessions` sessions.
 pub async fn open(options: &FleetOptions, counters: &Arc<Counters>) -> anyhow::Result<Fleet> {
-    anyhow::ensure!(
-        !options.servers.is_empty(),
-        "at least one --server is needed"
-    );
-    let endpoint_count = if options.endpoints == 0 {
-        options.sessions.div_ceil(2_000).clamp(1, 64)
-    } else {
-        options.endpoints
-    };
+    let endpoint_count = options.socket_count(2_000, 1)?;
     let mut endpoints = Vec::with_capacity(endpoint_count);
     for i in 0..endpoint_count {
         let local = SocketAddr::new(options.local_addr(i), 0);

@@ -11,13 +11,15 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use quinn_proto::{
-    ClientConfig, ConnectionError, ConnectionHandle, DatagramEvent, Dir, Event, ReadError,
-    StreamEvent, StreamId, VarInt, WriteError,
+    ClientConfig, ConnectionError, DatagramEvent, Dir, Event, ReadError, StreamEvent, StreamId,
+    VarInt, WriteError,
 };
 use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame::FrameDecoder;
 use switchboard_proto::v1::{server_frame::Body, ServerFrame};
-use switchboard_router::quic::{ConnTable, DatagramSocket, TimerSet};
+use switchboard_router::quic::{
+    exchange_endpoint_events, transmit, ConnTable, DatagramSocket, TimerSet,
+};
 use tokio::sync::mpsc;
 
 use super::Shared;
@@ -277,11 +279,7 @@ impl ClientDriver {
         let Some(session) = self.sessions.get_mut(handle) else {
             return;
         };
-        while let Some(event) = session.quic.poll_endpoint_events() {
-            if let Some(event) = self.endpoint.handle_event(ConnectionHandle(handle), event) {
-                session.quic.handle_event(event);
-            }
-        }
+        exchange_endpoint_events(&mut self.endpoint, handle, &mut session.quic);
         while let Some(event) = session.quic.poll() {
             match event {
                 Event::Connected => session.stream = session.quic.streams().open(Dir::Bi),
@@ -306,24 +304,11 @@ impl ClientDriver {
         let Some(session) = self.sessions.get_mut(handle) else {
             return;
         };
-        loop {
-            self.send_buf.clear();
-            let Some(transmit) = session.quic.poll_transmit(now, 1, &mut self.send_buf) else {
-                break;
-            };
-            let sent = self
-                .socket
-                .send(&self.send_buf[..transmit.size], transmit.destination);
-            if !sent {
-                self.blocked_on_send.insert(handle);
-                break;
-            }
+        let sent_all = transmit(&mut session.quic, &mut self.socket, &mut self.send_buf, now);
+        if !sent_all {
+            self.blocked_on_send.insert(handle);
         }
-        while let Some(event) = session.quic.poll_endpoint_events() {
-            if let Some(event) = self.endpoint.handle_event(ConnectionHandle(handle), event) {
-                session.quic.handle_event(event);
-            }
-        }
+        exchange_endpoint_events(&mut self.endpoint, handle, &mut session.quic);
         if session.quic.is_drained() {
             self.timers.reschedule(handle, &mut session.timer, None);
             self.by_index.remove(&session.index);

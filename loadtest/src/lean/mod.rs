@@ -175,15 +175,7 @@ impl LeanFleet {
         handler: Arc<dyn FrameHandler>,
         counters: &Arc<Counters>,
     ) -> anyhow::Result<LeanFleet> {
-        anyhow::ensure!(
-            !options.servers.is_empty(),
-            "at least one --server is needed"
-        );
-        let driver_count = if options.endpoints == 0 {
-            options.sessions.div_ceil(10_000).clamp(4, 64)
-        } else {
-            options.endpoints
-        };
+        let driver_count = options.socket_count(10_000, 4)?;
         let inflight = options.max_inflight.max(1);
         let shared = Arc::new(Shared {
             handler,

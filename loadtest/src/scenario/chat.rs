@@ -269,6 +269,24 @@ async fn run_sdk(
         tally: &tally,
         tracker: &tracker,
     };
+    send_through_outboxes(&mut report, chat, traffic, outboxes, senders).await?;
+    for receiver in receivers {
+        receiver.abort();
+    }
+    fleet.close().await;
+    Ok(report)
+}
+
+/// [`send_and_judge`] for clients that send through one queue per session
+/// (`outboxes`), each drained in order by its task in `senders`: the SDK
+/// and NATS runs.
+pub(crate) async fn send_through_outboxes(
+    report: &mut Report,
+    chat: &ChatOptions,
+    traffic: ChatRun<'_>,
+    outboxes: Vec<mpsc::UnboundedSender<(usize, Vec<u8>)>>,
+    senders: Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<()> {
     let send = move |from: usize, to: usize, payload: Vec<u8>| {
         let _ = outboxes[from].send((to, payload));
     };
@@ -278,12 +296,7 @@ async fn run_sdk(
         }
         Ok(())
     };
-    send_and_judge(&mut report, chat, traffic, send, senders_done).await?;
-    for receiver in receivers {
-        receiver.abort();
-    }
-    fleet.close().await;
-    Ok(report)
+    send_and_judge(report, chat, traffic, send, senders_done).await
 }
 
 /// The shared state of one chat run.

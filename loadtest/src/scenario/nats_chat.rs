@@ -162,16 +162,7 @@ pub async fn run(
         tally: &tally,
         tracker: &tracker,
     };
-    let send = move |from: usize, to: usize, payload: Vec<u8>| {
-        let _ = outboxes[from].send((to, payload));
-    };
-    let senders_done = |_| async move {
-        for sender in senders {
-            sender.await?;
-        }
-        Ok(())
-    };
-    super::chat::send_and_judge(&mut report, chat, traffic, send, senders_done).await?;
+    super::chat::send_through_outboxes(&mut report, chat, traffic, outboxes, senders).await?;
     for task in tasks {
         task.abort();
     }

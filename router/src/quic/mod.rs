@@ -2,14 +2,17 @@
 //! socket, shared by the router's lean shell and the lean load generator:
 //! the connections by handle ([`ConnTable`]), one deadline set for all of
 //! them ([`TimerSet`]) and the socket with its bounded send queue
-//! ([`DatagramSocket`]), bound by [`bind_udp`]. None of it knows about
+//! ([`DatagramSocket`]), bound by [`bind_udp`], and the per-connection
+//! steps every driver runs ([`exchange_endpoint_events`], [`transmit`]). None of it knows about
 //! Switchboard's protocol.
 
+mod connection;
 mod socket;
 mod table;
 mod timers;
 mod udp;
 
+pub use connection::{exchange_endpoint_events, transmit};
 pub use socket::DatagramSocket;
 pub use table::ConnTable;
 pub use timers::TimerSet;

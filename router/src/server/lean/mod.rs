@@ -17,8 +17,8 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use quinn_proto::{
-    ConnectionError, ConnectionHandle, DatagramEvent, Dir, Event, ReadError, StreamEvent, StreamId,
-    VarInt, WriteError,
+    ConnectionError, DatagramEvent, Dir, Event, ReadError, StreamEvent, StreamId, VarInt,
+    WriteError,
 };
 use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame::{DecodeError, FrameDecoder};
@@ -31,7 +31,7 @@ use super::shard_task::{Credit, SessionInput};
 use super::ServerContext;
 use crate::core::{placement::shard_of, FrameClass, SessionId, ShardInput};
 use crate::metrics;
-use crate::quic::{ConnTable, DatagramSocket, TimerSet};
+use crate::quic::{exchange_endpoint_events, transmit, ConnTable, DatagramSocket, TimerSet};
 
 /// Largest UDP datagram we receive.
 const MAX_DATAGRAM: usize = 64 * 1024;
@@ -419,11 +419,7 @@ impl Driver {
         let Some(conn) = self.conns.get_mut(ch) else {
             return;
         };
-        while let Some(event) = conn.quic.poll_endpoint_events() {
-            if let Some(event) = self.endpoint.handle_event(ConnectionHandle(ch), event) {
-                conn.quic.handle_event(event);
-            }
-        }
+        exchange_endpoint_events(&mut self.endpoint, ch, &mut conn.quic);
         let mut lost = None;
         while let Some(event) = conn.quic.poll() {
             match event {
@@ -459,27 +455,11 @@ impl Driver {
         };
         // Transmit until quinn-proto has nothing more, or the socket's send
         // buffer is full: then the rest waits until it drains.
-        loop {
-            self.send_buf.clear();
-            let Some(transmit) = conn.quic.poll_transmit(now, 1, &mut self.send_buf) else {
-                break;
-            };
-            let sent = self
-                .socket
-                .send(&self.send_buf[..transmit.size], transmit.destination);
-            if !sent {
-                self.blocked_on_send.insert(ch);
-                break;
-            }
+        let sent_all = transmit(&mut conn.quic, &mut self.socket, &mut self.send_buf, now);
+        if !sent_all {
+            self.blocked_on_send.insert(ch);
         }
-        let Some(conn) = self.conns.get_mut(ch) else {
-            return;
-        };
-        while let Some(event) = conn.quic.poll_endpoint_events() {
-            if let Some(event) = self.endpoint.handle_event(ConnectionHandle(ch), event) {
-                conn.quic.handle_event(event);
-            }
-        }
+        exchange_endpoint_events(&mut self.endpoint, ch, &mut conn.quic);
         if conn.quic.is_drained() {
             self.timers.reschedule(ch, &mut conn.timer, None);
             let ending = conn.ending.unwrap_or("peer_closed");
