@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Router idle CPU at N held sessions: start a release router, open N sessions
+# with switchboard-load (connect scenario, 30 s keep-alive as in the issue's
+# target), wait until the router counts them all, then read the router's and
+# the load generator's CPU time from /proc over 30 s of idling.
+#
+#   cargo build --release
+#   bench/scripts/idle_cpu.sh 100000
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=target/release
+N=${1:-100000}
+KEEP_ALIVE=${KEEP_ALIVE:-30s}
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+printf 'bench-secret-bench-secret-bench-secret-0123' > "$WORK/secret"
+cat > "$WORK/router.toml" <<TOML
+listen = "127.0.0.1:24435"
+admin_listen = "127.0.0.1:0"
+dev_dir = "$WORK/dev"
+heartbeat_interval = "30s"
+[auth]
+secret_file = "$WORK/secret"
+TOML
+SWITCHBOARD_LOG=warn "$BIN/switchboard" serve --config "$WORK/router.toml" > "$WORK/router.out" 2>&1 &
+ROUTER=$!
+until grep -q "certificate SHA-256" "$WORK/router.out" 2>/dev/null; do sleep 0.2; done
+FP=$(sed -n 's/^certificate SHA-256 fingerprint: //p' "$WORK/router.out")
+ADMIN=$(sed -n 's/.*admin=\(http[^ ]*\).*/\1/p' "$WORK/router.out")
+"$BIN/switchboard-load" connect --server 127.0.0.1:24435 --cert-sha256 "$FP" \
+    --secret-file "$WORK/secret" --sessions "$N" --connect-rate 3000 \
+    --hold 600s --keep-alive "$KEEP_ALIVE" --quiet > "$WORK/load.out" 2>&1 &
+LOAD=$!
+sessions() {
+  python3 -c 'import sys, urllib.request
+for line in urllib.request.urlopen(sys.argv[1] + "/metrics").read().decode().splitlines():
+    if line.startswith("switchboard_sessions "): print(int(float(line.split()[1])))' "$ADMIN"
+}
+until [ "$(sessions)" -ge "$N" ]; do sleep 1; done
+sleep 5
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, clock ticks
+R0=$(cpu "$ROUTER"); L0=$(cpu "$LOAD")
+sleep 30
+R1=$(cpu "$ROUTER"); L1=$(cpu "$LOAD")
+TICKS=$(getconf CLK_TCK)
+python3 - "$N" "$R0" "$R1" "$L0" "$L1" "$TICKS" <<'PY'
+import sys
+n, r0, r1, l0, l1, hz = map(int, sys.argv[1:])
+router, load = (r1 - r0) / hz / 30 * 100, (l1 - l0) / hz / 30 * 100
+print(f"{n} sessions idle for 30 s: router {router:.1f}% of a core "
+      f"({router * 100_000 / n:.1f}% per 100k), load generator {load:.1f}%")
+PY
