@@ -287,19 +287,18 @@ impl ClientDriver {
                     session.readable = true;
                 }
                 Event::ConnectionLost { reason } => {
-                    let was = std::mem::replace(&mut session.phase, Phase::Closed);
-                    match was {
-                        Phase::Opening => self.shared.open_failed(describe(&reason)),
-                        Phase::Open => self.shared.session_lost(describe(&reason)),
-                        Phase::Closed => {}
-                    }
+                    end(&self.shared, session, describe(&reason));
                 }
                 _ => {}
             }
         }
         if session.phase != Phase::Closed {
-            Self::write(session);
-            self.read(handle, now);
+            if Self::write(session) {
+                self.read(handle, now);
+            } else {
+                let reason = "the server stopped reading the stream".to_owned();
+                fail(&self.shared, session, reason, now);
+            }
         }
         let Some(session) = self.sessions.get_mut(handle) else {
             return;
@@ -320,9 +319,12 @@ impl ClientDriver {
         self.timers.reschedule(handle, &mut session.timer, deadline);
     }
 
-    /// Writes queued frames until the stream's flow control says stop.
-    fn write(session: &mut Session) {
-        let Some(id) = session.stream else { return };
+    /// Writes queued frames until the stream's flow control says stop;
+    /// false when the stream can no longer be written.
+    fn write(session: &mut Session) -> bool {
+        let Some(id) = session.stream else {
+            return true;
+        };
         while let Some(front) = session.outbox.front_mut() {
             let mut chunk = [front.clone()];
             match session.quic.send_stream(id).write_chunks(&mut chunk) {
@@ -332,15 +334,13 @@ impl ClientDriver {
                 Ok(_) => {
                     let [rest] = chunk;
                     *front = rest;
-                    return;
+                    return true;
                 }
-                Err(WriteError::Blocked) => return,
-                Err(_) => {
-                    session.outbox.clear();
-                    return;
-                }
+                Err(WriteError::Blocked) => return true,
+                Err(_) => return false,
             }
         }
+        true
     }
 
     /// Reads and handles every complete frame the server sent.
@@ -385,12 +385,28 @@ impl ClientDriver {
     }
 }
 
-/// Ends a session the client gave up on, reporting `reason`.
-fn fail(shared: &Shared, session: &mut Session, reason: String, now: Instant) {
+/// Marks a session closed and reports `reason`: a failed open, or a lost
+/// session whose unwritten frames count as failed sends. False when it was
+/// closed already.
+fn end(shared: &Shared, session: &mut Session, reason: String) -> bool {
     match std::mem::replace(&mut session.phase, Phase::Closed) {
         Phase::Opening => shared.open_failed(reason),
-        Phase::Open => shared.session_lost(reason),
-        Phase::Closed => return,
+        Phase::Open => {
+            shared.session_lost(reason);
+            for _ in session.outbox.drain(..) {
+                shared.send_failed();
+            }
+        }
+        Phase::Closed => return false,
+    }
+    session.outbox.clear();
+    true
+}
+
+/// Ends a session the client gave up on, reporting `reason`.
+fn fail(shared: &Shared, session: &mut Session, reason: String, now: Instant) {
+    if !end(shared, session, reason) {
+        return;
     }
     session.quic.close(
         now,
@@ -416,7 +432,8 @@ fn describe(error: &ConnectionError) -> String {
 
 impl Shared {
     /// Handles one server frame of `session`: the Welcome opens it; anything
-    /// before the Welcome but an Error fails it; the rest goes on.
+    /// else before the Welcome fails it; after it, frames go on to the
+    /// fleet.
     fn on_frame(&self, session: &mut Session, frame: ServerFrame, now: Instant) {
         match (&session.phase, frame.body) {
             (Phase::Opening, Some(Body::Welcome(_))) => {

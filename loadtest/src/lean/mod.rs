@@ -70,8 +70,9 @@ struct Shared {
     handshakes: Arc<Semaphore>,
     opening: Mutex<Opening>,
     pongs: AtomicU64,
-    /// Given back for every Pong, and for every frame that found its
-    /// session closed: bounds the pings in flight while verifying.
+    /// Given back for every Pong, every frame that found its session
+    /// closed and every session lost: bounds the pings in flight while
+    /// verifying.
     ping_credit: Semaphore,
     send_failures: AtomicU64,
     lost: Mutex<Failures>,
@@ -118,6 +119,8 @@ impl Shared {
     }
 
     fn session_lost(&self, reason: String) {
+        // A ping it may have had in flight will never be answered.
+        self.ping_credit.add_permits(1);
         self.lost.lock().expect("not poisoned").add(reason);
         self.counters.sessions.fetch_sub(1, Ordering::Relaxed);
         Counters::bump(&self.counters.errors);
@@ -231,11 +234,14 @@ impl LeanFleet {
             });
             let server = options.servers[index as usize % options.servers.len()];
             let driver = &sender.drivers[index as usize % driver_count];
-            let _ = driver.send(Command::Open {
+            let open = Command::Open {
                 index,
                 server,
                 hello,
-            });
+            };
+            if driver.send(open).is_err() {
+                shared.open_failed(format!("session {index}: its driver task has ended"));
+            }
         }
         // Every permit back means every session opened or failed.
         let all = u32::try_from(inflight).unwrap_or(u32::MAX);
@@ -270,6 +276,8 @@ impl LeanFleet {
     pub async fn verify_alive(&self) -> u64 {
         let before = self.shared.pongs.load(Ordering::Relaxed);
         let credit = &self.shared.ping_credit;
+        // Credit left over from earlier traffic would loosen the bound.
+        credit.forget_permits(credit.available_permits());
         credit.add_permits(VERIFY_INFLIGHT);
         for &index in &self.opened {
             match tokio::time::timeout(VERIFY_GRACE, credit.acquire()).await {
@@ -325,7 +333,13 @@ impl LeanFleet {
             let _ = driver.send(Command::Close { index });
         }
         drop(self.sender);
+        let aborts: Vec<_> = self.tasks.iter().map(|t| t.abort_handle()).collect();
         let drained = futures_util::future::join_all(self.tasks);
-        let _ = tokio::time::timeout(CLOSE_WAIT, drained).await;
+        if tokio::time::timeout(CLOSE_WAIT, drained).await.is_err() {
+            // Whatever did not drain in time ends at the router's idle timeout.
+            for abort in aborts {
+                abort.abort();
+            }
+        }
     }
 }

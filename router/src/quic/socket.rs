@@ -58,16 +58,19 @@ impl DatagramSocket {
     }
 
     /// Sends waiting datagrams until the socket is full again. Returns true
-    /// when none are left.
+    /// when any left (or none were waiting): connections that stopped on a
+    /// full buffer may go on, queueing behind what still waits, so none
+    /// starves while others keep the queue from emptying.
     pub fn flush(&mut self) -> bool {
+        let waiting = self.pending.len();
         while let Some((datagram, destination)) = self.pending.front() {
             match self.socket.try_send_to(datagram, *destination) {
-                Err(error) if error.kind() == ErrorKind::WouldBlock => return false,
+                Err(error) if error.kind() == ErrorKind::WouldBlock => break,
                 _ => {
                     self.pending.pop_front();
                 }
             }
         }
-        true
+        self.pending.len() < waiting || waiting == 0
     }
 }
