@@ -58,19 +58,18 @@ impl DatagramSocket {
     }
 
     /// Sends waiting datagrams until the socket is full again. Returns true
-    /// when any left (or none were waiting): connections that stopped on a
-    /// full buffer may go on, queueing behind what still waits, so none
-    /// starves while others keep the queue from emptying.
+    /// when none are left. (Resuming blocked connections on partial
+    /// progress instead was measured: it re-queued so much that chat at
+    /// 15k msgs/s went from p99 8 ms to seconds.)
     pub fn flush(&mut self) -> bool {
-        let waiting = self.pending.len();
         while let Some((datagram, destination)) = self.pending.front() {
             match self.socket.try_send_to(datagram, *destination) {
-                Err(error) if error.kind() == ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == ErrorKind::WouldBlock => return false,
                 _ => {
                     self.pending.pop_front();
                 }
             }
         }
-        self.pending.len() < waiting || waiting == 0
+        true
     }
 }

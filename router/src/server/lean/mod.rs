@@ -276,8 +276,8 @@ impl Driver {
             .send(&self.send_buf[..transmit.size], transmit.destination)
     }
 
-    /// Sends waiting datagrams; once some are out, lets the connections that
-    /// stopped transmitting go on.
+    /// Sends waiting datagrams; once they are all out, lets the connections
+    /// that stopped transmitting go on.
     fn flush_pending_datagrams(&mut self) {
         if self.socket.flush() {
             let blocked = std::mem::take(&mut self.blocked_on_send);
