@@ -269,7 +269,9 @@ fn run_load(
 
 /// Runs the chat rate ladder (`scenario` is `chat` or `nats-chat`) until a
 /// step is not sustainable, then once at half the best rate. Returns the
-/// best sustainable rate.
+/// best sustainable rate. When even the first rung fails, it steps down
+/// ([`rungs_below`]) so a target slower than the ladder still gets a
+/// figure instead of a zero.
 fn chat_ladder(
     cli: &Cli,
     target: &Target,
@@ -279,22 +281,37 @@ fn chat_ladder(
     steps: &mut Vec<Step>,
 ) -> anyhow::Result<Option<f64>> {
     let mut best: Option<f64> = None;
-    for rate in &cli.chat_rates {
+    let first = cli.chat_rates.first().copied().unwrap_or(1_000.0);
+    let mut rates: Vec<f64> = cli.chat_rates.clone();
+    let mut descending = false;
+    let mut i = 0;
+    while let Some(rate) = rates.get(i).copied() {
+        i += 1;
         let step = run_load(
             cli,
             target,
             dir,
             epoch,
             &format!("{scenario}-{rate}"),
-            &chat_args(cli, scenario, *rate),
+            &chat_args(cli, scenario, rate),
         )?;
         let ok = sustainable(&step);
         steps.push(step);
         std::thread::sleep(Duration::from_secs(2));
-        if !ok {
-            break;
+        match (ok, descending) {
+            (true, false) => best = Some(rate),
+            (true, true) => {
+                best = Some(rate);
+                break;
+            }
+            (false, false) if best.is_none() => {
+                descending = true;
+                rates = rungs_below(first);
+                i = 0;
+            }
+            (false, false) => break,
+            (false, true) => {} // keep stepping down
         }
-        best = Some(*rate);
     }
     if let Some(best) = best {
         let half = best / 2.0;
@@ -309,6 +326,12 @@ fn chat_ladder(
         steps.push(step);
     }
     Ok(best)
+}
+
+/// The rungs tried, fastest first, when the ladder's first rung `first`
+/// failed: halving, down to 1/16 of it.
+fn rungs_below(first: f64) -> Vec<f64> {
+    (1..=4).map(|k| first / f64::from(1u32 << k)).collect()
 }
 
 /// Starts `nats-server` with TLS on loopback, with a fresh self-signed
@@ -638,4 +661,17 @@ fn markdown(report: &BenchReport, stem: &Path) -> String {
             .map_or(String::new(), |f| f.to_string_lossy().into_owned())
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rungs_below;
+
+    #[test]
+    fn steps_down_by_halving_from_a_failed_first_rung() {
+        assert_eq!(
+            rungs_below(16_000.0),
+            vec![8_000.0, 4_000.0, 2_000.0, 1_000.0]
+        );
+    }
 }
