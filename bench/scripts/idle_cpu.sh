@@ -13,29 +13,14 @@ N=${1:-100000}
 KEEP_ALIVE=${KEEP_ALIVE:-30s}
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-printf 'bench-secret-bench-secret-bench-secret-0123' > "$WORK/secret"
-cat > "$WORK/router.toml" <<TOML
-listen = "127.0.0.1:24435"
-admin_listen = "127.0.0.1:0"
-dev_dir = "$WORK/dev"
-heartbeat_interval = "30s"
-[auth]
-secret_file = "$WORK/secret"
-TOML
-SWITCHBOARD_LOG=warn "$BIN/switchboard" serve --config "$WORK/router.toml" > "$WORK/router.out" 2>&1 &
-ROUTER=$!
-until grep -q "certificate SHA-256" "$WORK/router.out" 2>/dev/null; do sleep 0.2; done
-FP=$(sed -n 's/^certificate SHA-256 fingerprint: //p' "$WORK/router.out")
-ADMIN=$(sed -n 's/.*admin=\(http[^ ]*\).*/\1/p' "$WORK/router.out")
+source bench/scripts/router.sh
+write_router_config 24435
+start_router
 "$BIN/switchboard-load" connect --server 127.0.0.1:24435 --cert-sha256 "$FP" \
     --secret-file "$WORK/secret" --sessions "$N" --connect-rate 3000 \
     --hold 600s --keep-alive "$KEEP_ALIVE" --quiet > "$WORK/load.out" 2>&1 &
 LOAD=$!
-sessions() {
-  python3 -c 'import sys, urllib.request
-for line in urllib.request.urlopen(sys.argv[1] + "/metrics").read().decode().splitlines():
-    if line.startswith("switchboard_sessions "): print(int(float(line.split()[1])))' "$ADMIN"
-}
+sessions() { router_metrics "switchboard_sessions " | awk '{print int($2)}'; }
 # Wait until all N are open, or the count has not grown for 10 s (some
 # failed to open: the figure is then per session actually held).
 HELD=0; STILL=0

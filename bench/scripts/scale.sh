@@ -19,17 +19,9 @@ SHARDS=${SHARDS:-0}
 ROUTER_SHELL=${ROUTER_SHELL:-lean}
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-printf 'bench-secret-bench-secret-bench-secret-0123' > "$WORK/secret"
-cat > "$WORK/router.toml" <<TOML
-listen = "127.0.0.1:24433"
-admin_listen = "127.0.0.1:0"
-shards = $SHARDS
-shell = "$ROUTER_SHELL"
-dev_dir = "$WORK/dev"
-heartbeat_interval = "30s"
-[auth]
-secret_file = "$WORK/secret"
-TOML
+source bench/scripts/router.sh
+write_router_config 24433 "shards = $SHARDS
+shell = \"$ROUTER_SHELL\""
 
 peak_rss() { # pid -> KiB, sampled until the pid is gone or the file says stop
   local pid=$1 out=$2 peak=0 rss
@@ -44,10 +36,7 @@ peak_rss() { # pid -> KiB, sampled until the pid is gone or the file says stop
 echo "| sessions | opened | alive | connects/s | router base MiB | router peak MiB | router KiB/session | load peak MiB | load KiB/session |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for N in "$@"; do
-  SWITCHBOARD_LOG=warn "$BIN/switchboard" serve --config "$WORK/router.toml" > "$WORK/router.out" &
-  ROUTER=$!
-  until grep -q "certificate SHA-256" "$WORK/router.out" 2>/dev/null; do sleep 0.2; done
-  FP=$(sed -n 's/^certificate SHA-256 fingerprint: //p' "$WORK/router.out")
+  start_router
   sleep 1
   BASE=$(awk '/VmRSS/ {print $2}' "/proc/$ROUTER/status")
   rm -f "$WORK/rpeak" "$WORK/rpeak.stop"
@@ -66,10 +55,7 @@ for N in "$@"; do
   wait "$LOAD" || true
   # Why the router saw connections end (stderr): tells client-side losses
   # (peer_closed, idle_timeout) from the router's own closes.
-  ADMIN=$(sed -n 's/.*admin=\(http[^ ]*\).*/\1/p' "$WORK/router.out")
-  python3 -c 'import sys, urllib.request
-for line in urllib.request.urlopen(sys.argv[1] + "/metrics").read().decode().splitlines():
-    if line.startswith("switchboard_connections_closed_total"): print("  router:", line, file=sys.stderr)' "$ADMIN" || true
+  router_metrics switchboard_connections_closed_total | sed 's/^/  router: /' >&2 || true
   touch "$WORK/rpeak.stop"; wait "$SAMPLER"
   RPEAK=$(cat "$WORK/rpeak")
   kill -TERM "$ROUTER"; wait "$ROUTER" || true

@@ -1,0 +1,34 @@
+# Shared by the bench scripts (source it, do not run it): a throwaway
+# release router on loopback with a fixed token secret, and its metrics.
+#
+#   WORK=$(mktemp -d); source bench/scripts/router.sh
+#   write_router_config PORT [EXTRA_TOML_LINES]   # -> $WORK/router.toml, $WORK/secret
+#   start_router                                  # sets ROUTER (pid), FP, ADMIN
+#   router_metrics PREFIX                         # prints matching /metrics lines
+
+write_router_config() {
+  printf 'bench-secret-bench-secret-bench-secret-0123' > "$WORK/secret"
+  cat > "$WORK/router.toml" <<TOML
+listen = "127.0.0.1:$1"
+admin_listen = "127.0.0.1:0"
+dev_dir = "$WORK/dev"
+heartbeat_interval = "30s"
+${2:-}
+[auth]
+secret_file = "$WORK/secret"
+TOML
+}
+
+start_router() {
+  SWITCHBOARD_LOG=warn "$BIN/switchboard" serve --config "$WORK/router.toml" > "$WORK/router.out" 2>&1 &
+  ROUTER=$!
+  until grep -q "switchboard listening" "$WORK/router.out" 2>/dev/null; do sleep 0.2; done
+  FP=$(sed -n 's/^certificate SHA-256 fingerprint: //p' "$WORK/router.out")
+  ADMIN=$(sed -n 's/.*admin=\(http[^ ]*\).*/\1/p' "$WORK/router.out")
+}
+
+router_metrics() {
+  python3 -c 'import sys, urllib.request
+for line in urllib.request.urlopen(sys.argv[1] + "/metrics").read().decode().splitlines():
+    if line.startswith(sys.argv[2]): print(line)' "$ADMIN" "$1"
+}
