@@ -1,21 +1,32 @@
-//! Frame codec: encoding a Deliver frame and decoding a stream of client
-//! Send frames.
+//! Frame codec: encoding a Deliver frame whole and as a per-recipient head
+//! over shared message bytes, and decoding a stream of client Send frames.
 #![allow(missing_docs)]
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use switchboard_proto::frame::{encode, FrameDecoder};
-use switchboard_proto::v1::{client_frame, server_frame, ClientFrame, Deliver, Send, ServerFrame};
+use prost::Message as _;
+use switchboard_proto::frame::{encode, encode_deliver, FrameDecoder};
+use switchboard_proto::v1::{
+    client_frame, server_frame, ClientFrame, Deliver, Message, Send, ServerFrame,
+};
+
+fn message(payload: usize) -> Message {
+    Message {
+        message_id: 123_456_789,
+        from_user: "alice@example.com".into(),
+        from_device: "phone-1".into(),
+        to_user: "bob@example.com".into(),
+        payload: Bytes::from(vec![7u8; payload]),
+        sent_at_ms: 1_790_000_000_000,
+        client_msg_id: String::new(),
+    }
+}
 
 fn deliver(payload: usize) -> ServerFrame {
     ServerFrame {
         body: Some(server_frame::Body::Deliver(Deliver {
-            message_id: 123_456_789,
-            from_user: "alice@example.com".into(),
-            from_device: "phone-1".into(),
-            to_user: "bob@example.com".into(),
-            payload: Bytes::from(vec![7u8; payload]),
-            sent_at_ms: 1_790_000_000_000,
+            seq: 4_242,
+            message: Some(message(payload)),
         })),
     }
 }
@@ -27,12 +38,18 @@ fn codec(c: &mut Criterion) {
     group.bench_function("encode_deliver_80B", |b| {
         b.iter(|| encode(black_box(&frame)))
     });
+    // What each further recipient of an already encoded message costs.
+    let shared = Bytes::from(message(80).encode_to_vec());
+    group.bench_function("encode_deliver_head_80B", |b| {
+        b.iter(|| encode_deliver(black_box(4_242), black_box(&shared)))
+    });
 
     let send = ClientFrame {
         r#ref: 42,
         body: Some(client_frame::Body::Send(Send {
             to: "bob@example.com".into(),
             payload: Bytes::from(vec![7u8; 80]),
+            ..Send::default()
         })),
     };
     let one = encode(&send);

@@ -1,13 +1,14 @@
 //! The sans-IO core on its own: routing one direct message across two
-//! shards, and one presence change fanned out to 1,000 watchers (one encoded
-//! frame shared by every watcher).
+//! shards (stored in the recipient's inbox, sent, and acked by the
+//! recipient), and one presence change fanned out to 1,000 watchers (one
+//! encoded frame shared by every watcher).
 #![allow(missing_docs)]
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use switchboard_proto::v1::{client_frame, ClientFrame, Send, SetStatus, Status, Watch};
+use switchboard_proto::v1::{client_frame, Ack, ClientFrame, Send, SetStatus, Status, Watch};
 use switchboard_router::core::placement::shard_of;
 use switchboard_router::core::{
     CoreLimits, DeviceId, Now, Output, SessionId, Shard, ShardId, ShardInput, UserId,
@@ -71,6 +72,7 @@ impl Cluster {
                 user: UserId::parse(user).unwrap(),
                 device: DeviceId::parse("d").unwrap(),
                 initial_status: None,
+                resume: None,
             },
         );
     }
@@ -109,6 +111,7 @@ fn routing(c: &mut Criterion) {
     cluster.open(2, bob);
     let payload = Bytes::from(vec![7u8; 80]);
     group.throughput(Throughput::Elements(1));
+    let mut bob_seq = 0;
     group.bench_function("route_direct_message_across_shards", |b| {
         b.iter(|| {
             let frames = cluster.frame(
@@ -117,9 +120,13 @@ fn routing(c: &mut Criterion) {
                 client_frame::Body::Send(Send {
                     to: bob.into(),
                     payload: payload.clone(),
+                    ..Send::default()
                 }),
             );
             assert_eq!(frames, 2); // Deliver to bob + SendResult to alice
+            bob_seq += 1;
+            let acked = cluster.frame(2, bob, client_frame::Body::Ack(Ack { seq: bob_seq }));
+            assert_eq!(acked, 0);
         })
     });
 

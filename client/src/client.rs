@@ -1,6 +1,9 @@
 //! [`Client`]: one authenticated session over one QUIC connection, with a
 //! background reader task that resolves request futures and forwards
-//! everything else to [`Events`].
+//! everything else to [`Events`]. [`Events`] also keeps this device's
+//! position in its inbox ([`Events::position`], to persist and hand back as
+//! [`ConnectOptions::resume`]) and, unless told otherwise, acks each message
+//! once the application has taken it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,8 +16,9 @@ use quinn::{Endpoint, RecvStream, SendStream, VarInt};
 use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame::{self, FrameDecoder};
 use switchboard_proto::v1::{
-    client_frame, server_frame, ClientFrame, Deliver, Error as ErrorFrame, GoAway, Hello, Ping,
-    Presence, Send, SendResult, ServerFrame, SetStatus, Status, Unwatch, Watch, Welcome,
+    client_frame, server_frame, Ack, ClientFrame, Deliver, Error as ErrorFrame, Gap, GoAway, Hello,
+    InboxOpened, Ping, Presence, Resume, Send, SendResult, ServerFrame, SetStatus, Status, Unwatch,
+    Watch, Welcome,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -87,9 +91,13 @@ fn connection_error(error: quinn::ConnectionError) -> ClientError {
 /// Something the server pushed.
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// Where this session's delivery starts; always the first event.
+    InboxOpened(InboxOpened),
     /// A direct message (to this user, or a copy of one this user sent from
-    /// another device).
+    /// another device), with its inbox sequence number.
     Message(Deliver),
+    /// Inbox messages this device will never get (evicted or expired).
+    Gap(Gap),
     /// A watched user's presence.
     Presence(Presence),
     /// A non-fatal error answering a request.
@@ -100,16 +108,56 @@ pub enum Event {
     Closed(Option<CloseInfo>),
 }
 
-/// The stream of [`Event`]s of one session.
+/// The stream of [`Event`]s of one session, and this device's inbox
+/// position as of the events taken so far.
 #[derive(Debug)]
 pub struct Events {
     rx: mpsc::UnboundedReceiver<Event>,
+    /// Where acks go when `auto_ack` is on.
+    acks: Option<Client>,
+    epoch: u64,
+    last_seq: Option<u64>,
+    acked: u64,
 }
 
+/// Most messages taken before an ack is sent even while more are queued.
+const AUTO_ACK_EVERY: u64 = 32;
+
 impl Events {
-    /// The next event; `None` after [`Event::Closed`] was returned.
+    /// The next event; `None` after [`Event::Closed`] was returned. With
+    /// auto-ack on, a message counts as processed once taken here: the SDK
+    /// acks it as soon as no further event is waiting (or every 32).
     pub async fn next(&mut self) -> Option<Event> {
-        self.rx.recv().await
+        let event = self.rx.recv().await;
+        match &event {
+            Some(Event::InboxOpened(opened)) => {
+                self.epoch = opened.epoch;
+                self.last_seq = Some(opened.resume_after);
+                self.acked = opened.resume_after;
+            }
+            Some(Event::Message(deliver)) => self.last_seq = Some(deliver.seq),
+            Some(Event::Gap(gap)) => self.last_seq = Some(gap.to_seq),
+            _ => {}
+        }
+        if let (Some(client), Some(last)) = (&self.acks, self.last_seq) {
+            let due =
+                last > self.acked && (self.rx.is_empty() || last - self.acked >= AUTO_ACK_EVERY);
+            if due && client.ack(last).await.is_ok() {
+                self.acked = last;
+            }
+        }
+        event
+    }
+
+    /// This device's position: the inbox epoch and the highest sequence
+    /// number taken (as a message or a gap). Persist it and pass it as
+    /// [`ConnectOptions::resume`] to continue there, with nothing missed
+    /// and nothing repeated. `None` before the first event.
+    pub fn position(&self) -> Option<Resume> {
+        self.last_seq.map(|last_seq| Resume {
+            epoch: self.epoch,
+            last_seq,
+        })
     }
 }
 
@@ -130,6 +178,13 @@ pub struct ConnectOptions {
     pub initial_status: Option<Status>,
     /// QUIC keep-alive interval; keep it below the server's heartbeat interval.
     pub keep_alive: Duration,
+    /// Where to continue in the inbox ([`Events::position`] of an earlier
+    /// session of this device). `None`: after this device's last ack.
+    pub resume: Option<Resume>,
+    /// Ack messages once taken from [`Events::next`] (default). Turn it off
+    /// to ack with [`Client::ack`] after processing, for at-least-once
+    /// delivery across application crashes.
+    pub auto_ack: bool,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -142,12 +197,15 @@ impl std::fmt::Debug for ConnectOptions {
             .field("device_id", &self.device_id)
             .field("initial_status", &self.initial_status)
             .field("keep_alive", &self.keep_alive)
+            .field("resume", &self.resume)
+            .field("auto_ack", &self.auto_ack)
             .finish()
     }
 }
 
 impl ConnectOptions {
-    /// Options with the defaults: server name `localhost`, 5 s keep-alive.
+    /// Options with the defaults: server name `localhost`, 5 s keep-alive,
+    /// no resume point, auto-ack on.
     pub fn new(
         server: SocketAddr,
         trust: Trust,
@@ -162,6 +220,8 @@ impl ConnectOptions {
             device_id: device_id.into(),
             initial_status: None,
             keep_alive: Duration::from_secs(5),
+            resume: None,
+            auto_ack: true,
         }
     }
 }
@@ -231,6 +291,7 @@ impl Client {
                 device_id: options.device_id,
                 client_agent: concat!("switchboard-client/", env!("CARGO_PKG_VERSION")).into(),
                 initial_status: options.initial_status.map_or(0, |s| s as i32),
+                resume: options.resume,
             })),
         };
         send.write_chunk(frame::encode(&hello))
@@ -269,7 +330,14 @@ impl Client {
             next_ref: Arc::new(AtomicU64::new(1)),
             welcome: Arc::new(welcome),
         };
-        Ok((client, Events { rx: events_rx }))
+        let events = Events {
+            rx: events_rx,
+            acks: options.auto_ack.then(|| client.clone()),
+            epoch: 0,
+            last_seq: None,
+            acked: 0,
+        };
+        Ok((client, events))
     }
 
     /// The server's Welcome (session id, user id, limits).
@@ -305,6 +373,19 @@ impl Client {
         to: &str,
         payload: impl Into<Bytes>,
     ) -> Result<SendResult, ClientError> {
+        self.send_idempotent(to, payload, "").await
+    }
+
+    /// Sends a direct message with an idempotency key: repeating the call
+    /// with the same `client_msg_id` (after a lost result, even on a new
+    /// session) sends nothing new and gets the first result again, marked
+    /// `duplicate`. An empty key means none.
+    pub async fn send_idempotent(
+        &self,
+        to: &str,
+        payload: impl Into<Bytes>,
+        client_msg_id: &str,
+    ) -> Result<SendResult, ClientError> {
         let request_ref = self.next_ref();
         let (tx, rx) = oneshot::channel();
         self.shared
@@ -317,10 +398,18 @@ impl Client {
             client_frame::Body::Send(Send {
                 to: to.to_owned(),
                 payload: payload.into(),
+                client_msg_id: client_msg_id.to_owned(),
             }),
         )
         .await?;
         rx.await.map_err(|_| self.ended())
+    }
+
+    /// Acknowledges every message up to inbox sequence number `seq`
+    /// (cumulative). Needed only with auto-ack off; the server sends at most
+    /// `Welcome.delivery_window` messages beyond the last ack.
+    pub async fn ack(&self, seq: u64) -> Result<(), ClientError> {
+        self.write(0, client_frame::Body::Ack(Ack { seq })).await
     }
 
     /// Sets this user's status (all devices). Errors arrive as [`Event::Error`].
@@ -509,7 +598,9 @@ async fn read_loop(
                 }
                 continue;
             }
+            Some(server_frame::Body::InboxOpened(opened)) => Event::InboxOpened(opened),
             Some(server_frame::Body::Deliver(deliver)) => Event::Message(deliver),
+            Some(server_frame::Body::Gap(gap)) => Event::Gap(gap),
             Some(server_frame::Body::Presence(presence)) => Event::Presence(presence),
             Some(server_frame::Body::Error(error)) => Event::Error(error),
             Some(server_frame::Body::GoAway(go_away)) => Event::GoAway(go_away),

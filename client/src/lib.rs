@@ -3,7 +3,9 @@
 //! [`Client::connect`] opens a QUIC connection, sends Hello and waits for
 //! Welcome; it returns the [`Client`] (send messages, set status, watch users,
 //! ping) and an [`Events`] stream of what the server pushes ([`Event`]:
-//! messages, presence, errors, GoAway, close). [`tls::Trust`] says how the
+//! messages, presence, errors, GoAway, close) that also tracks the device's
+//! inbox position for resuming and acks what the application took.
+//! [`tls::Trust`] says how the
 //! server certificate is checked: a CA file or a pinned SHA-256 fingerprint.
 //! The `switchboard-cli` binary (src/main.rs) is built on this.
 #![forbid(unsafe_code)]
@@ -16,6 +18,7 @@ pub use client::{
 };
 pub use switchboard_proto::close::CloseCode;
 pub use switchboard_proto::v1::{
-    Deliver, ErrorCode, GoAway, Presence, SendResult, Status, Welcome,
+    Deliver, ErrorCode, Gap, GoAway, InboxOpened, Message, Presence, Resume, SendResult, Status,
+    Welcome,
 };
 pub use tls::Trust;

@@ -257,13 +257,29 @@ fn status_name(status: i32) -> &'static str {
 
 fn event_text(event: &Event) -> String {
     match event {
-        Event::Message(m) => format!(
-            "[{}/{} -> {}] {}",
-            m.from_user,
-            m.from_device,
-            m.to_user,
-            String::from_utf8_lossy(&m.payload)
+        Event::InboxOpened(o) => format!(
+            "inbox epoch {}: continuing after #{} (latest #{}){}",
+            o.epoch,
+            o.resume_after,
+            o.last_seq,
+            if o.epoch_changed {
+                "; the resume point was from another epoch"
+            } else {
+                ""
+            }
         ),
+        Event::Message(d) => {
+            let m = d.message.clone().unwrap_or_default();
+            format!(
+                "#{} [{}/{} -> {}] {}",
+                d.seq,
+                m.from_user,
+                m.from_device,
+                m.to_user,
+                String::from_utf8_lossy(&m.payload)
+            )
+        }
+        Event::Gap(g) => format!("messages #{}..=#{} are gone", g.from_seq, g.to_seq),
         Event::Presence(p) => {
             let mut line = format!("presence {}: {}", p.user_id, status_name(p.status));
             if !p.text.is_empty() {
@@ -284,14 +300,31 @@ fn event_text(event: &Event) -> String {
 
 fn event_json(event: &Event) -> String {
     let value = match event {
-        Event::Message(m) => serde_json::json!({
-            "type": "message",
-            "message_id": m.message_id,
-            "from": m.from_user,
-            "from_device": m.from_device,
-            "to": m.to_user,
-            "text": String::from_utf8_lossy(&m.payload),
-            "sent_at_ms": m.sent_at_ms,
+        Event::InboxOpened(o) => serde_json::json!({
+            "type": "inbox_opened",
+            "epoch": o.epoch,
+            "resume_after": o.resume_after,
+            "last_seq": o.last_seq,
+            "epoch_changed": o.epoch_changed,
+        }),
+        Event::Message(d) => {
+            let m = d.message.clone().unwrap_or_default();
+            serde_json::json!({
+                "type": "message",
+                "seq": d.seq,
+                "message_id": m.message_id,
+                "from": m.from_user,
+                "from_device": m.from_device,
+                "to": m.to_user,
+                "text": String::from_utf8_lossy(&m.payload),
+                "sent_at_ms": m.sent_at_ms,
+                "client_msg_id": m.client_msg_id,
+            })
+        }
+        Event::Gap(g) => serde_json::json!({
+            "type": "gap",
+            "from_seq": g.from_seq,
+            "to_seq": g.to_seq,
         }),
         Event::Presence(p) => serde_json::json!({
             "type": "presence",

@@ -4,7 +4,10 @@
 //! [`FrameDecoder`] tells "need more bytes" (`Ok(None)`) from "invalid"
 //! (`Err`), and checks the length against its cap before buffering the body.
 //! [`encode`] writes one frame into a fresh [`Bytes`], so a frame fanned out to
-//! many sessions is encoded once and shared.
+//! many sessions is encoded once and shared. [`encode_deliver`] goes further
+//! for messages: each recipient's `Deliver` differs only in its sequence
+//! number, so it is an [`OutFrame`] of a few head bytes per recipient followed
+//! by the `Message` bytes every recipient shares.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
@@ -38,6 +41,70 @@ pub fn encode<M: Message>(message: &M) -> Bytes {
         .encode(&mut buf)
         .expect("BytesMut grows to fit the message");
     buf.freeze()
+}
+
+/// A frame to write as two parts back to back: `head`, then `shared`.
+/// `shared` is empty for ordinary frames; for a `Deliver` it is the encoded
+/// `Message` that every recipient's frame shares without copying.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutFrame {
+    /// The length prefix and whatever is specific to this frame.
+    pub head: Bytes,
+    /// Bytes shared with other frames (may be empty).
+    pub shared: Bytes,
+}
+
+impl OutFrame {
+    /// Total bytes on the wire.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.shared.len()
+    }
+
+    /// True when nothing is left to write.
+    pub fn is_empty(&self) -> bool {
+        self.head.is_empty() && self.shared.is_empty()
+    }
+}
+
+impl From<Bytes> for OutFrame {
+    fn from(head: Bytes) -> Self {
+        Self {
+            head,
+            shared: Bytes::new(),
+        }
+    }
+}
+
+/// Field 3 (`ServerFrame.deliver`), length-delimited.
+const SERVER_FRAME_DELIVER_TAG: u8 = (3 << 3) | 2;
+/// Field 1 (`Deliver.seq`), varint.
+const DELIVER_SEQ_TAG: u8 = 1 << 3;
+/// Field 2 (`Deliver.message`), length-delimited.
+const DELIVER_MESSAGE_TAG: u8 = (2 << 3) | 2;
+
+/// The `ServerFrame{deliver: Deliver{seq, message}}` frame whose `message` is
+/// the already encoded `Message` in `message`: only the head (at most 31
+/// bytes) is written here, the message bytes are shared. Decodes exactly like
+/// [`encode`] of the same frame. `seq` must be non-zero (proto3 omits zero).
+pub fn encode_deliver(seq: u64, message: &Bytes) -> OutFrame {
+    use prost::encoding::{encode_varint, encoded_len_varint};
+    debug_assert!(seq != 0, "inbox sequence numbers start at 1");
+    let message_len = message.len() as u64;
+    let deliver_len =
+        1 + encoded_len_varint(seq) + 1 + encoded_len_varint(message_len) + message.len();
+    let frame_len = 1 + encoded_len_varint(deliver_len as u64) + deliver_len;
+    let mut head = BytesMut::with_capacity(LENGTH_PREFIX_BYTES + frame_len - message.len());
+    head.put_u32(u32::try_from(frame_len).expect("frame larger than 4 GiB"));
+    head.put_u8(SERVER_FRAME_DELIVER_TAG);
+    encode_varint(deliver_len as u64, &mut head);
+    head.put_u8(DELIVER_SEQ_TAG);
+    encode_varint(seq, &mut head);
+    head.put_u8(DELIVER_MESSAGE_TAG);
+    encode_varint(message_len, &mut head);
+    OutFrame {
+        head: head.freeze(),
+        shared: message.clone(),
+    }
 }
 
 /// Incremental decoder of frames of type `M` from a byte stream.
@@ -131,7 +198,36 @@ mod tests {
             body: Some(Body::Send(Send {
                 to: to.into(),
                 payload: payload.into(),
+                ..Send::default()
             })),
+        }
+    }
+
+    #[test]
+    fn split_deliver_is_byte_identical_to_a_whole_encoding() {
+        for payload_len in [0usize, 1, 100, 127, 128, 300, 20_000] {
+            for seq in [1u64, 127, 128, 1 << 40] {
+                let message = crate::v1::Message {
+                    message_id: 42,
+                    from_user: "alice".into(),
+                    from_device: "phone".into(),
+                    to_user: "bob".into(),
+                    payload: vec![7u8; payload_len].into(),
+                    sent_at_ms: 1_700_000_000_000,
+                    client_msg_id: "c-1".into(),
+                };
+                let whole = encode(&crate::v1::ServerFrame {
+                    body: Some(crate::v1::server_frame::Body::Deliver(crate::v1::Deliver {
+                        seq,
+                        message: Some(message.clone()),
+                    })),
+                });
+                let split = encode_deliver(seq, &Bytes::from(message.encode_to_vec()));
+                let mut joined = split.head.to_vec();
+                joined.extend_from_slice(&split.shared);
+                assert_eq!(joined, whole.to_vec(), "payload {payload_len}, seq {seq}");
+                assert_eq!(split.len(), whole.len());
+            }
         }
     }
 

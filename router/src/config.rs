@@ -15,7 +15,7 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::core::CoreLimits;
+use crate::core::{CoreLimits, DedupeLimits, MailboxLimits};
 
 /// Everything the router can be configured with. Every field has a default,
 /// so an empty file is a valid configuration (the embedded dev default).
@@ -57,6 +57,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Presence settings.
     pub presence: PresenceConfig,
+    /// Inboxes, acks and idempotent sends.
+    pub delivery: DeliveryConfig,
     /// How often clients must show life; announced in Welcome. Connections
     /// idle for three intervals are closed by QUIC. Default `15s`: well under
     /// typical NAT binding timeouts (30 s+).
@@ -127,6 +129,45 @@ pub struct PresenceConfig {
     pub offline_grace: Duration,
 }
 
+/// Inboxes, acks and idempotent sends (PROTOCOL.md, "Delivery").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Most messages a user's inbox keeps for devices that have not acked
+    /// them; the oldest are evicted first (and reported as a Gap). Default
+    /// 1,000.
+    pub max_stored_messages: usize,
+    /// Most encoded message bytes a user's inbox keeps. Default 1 MiB.
+    pub max_stored_bytes: usize,
+    /// Longest a message is kept unacked; also how long a device that stays
+    /// offline is remembered. Default `24h`.
+    #[serde(with = "humantime_serde")]
+    pub max_stored_age: Duration,
+    /// Most Deliver frames sent to a session beyond its last Ack (announced
+    /// in Welcome). Default 256.
+    pub delivery_window: usize,
+    /// How long a `Send.client_msg_id` is remembered (announced in Welcome).
+    /// Default `5m`.
+    #[serde(with = "humantime_serde")]
+    pub dedupe_window: Duration,
+    /// Most `client_msg_id`s remembered per user; the oldest are forgotten
+    /// first. Default 256.
+    pub dedupe_max_keys: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            max_stored_messages: 1_000,
+            max_stored_bytes: 1024 * 1024,
+            max_stored_age: Duration::from_secs(24 * 3600),
+            delivery_window: 256,
+            dedupe_window: Duration::from_secs(300),
+            dedupe_max_keys: 256,
+        }
+    }
+}
+
 /// The QUIC shell around the sans-IO core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -163,6 +204,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             presence: PresenceConfig::default(),
+            delivery: DeliveryConfig::default(),
             heartbeat_interval: Duration::from_secs(15),
             shutdown_timeout: Duration::from_secs(10),
             log_format: LogFormat::Text,
@@ -362,6 +404,38 @@ impl Config {
         if limits.session_queue_frames == 0 {
             invalid("limits.session_queue_frames", "must be at least 1".into());
         }
+        let delivery = &self.delivery;
+        if delivery.delivery_window == 0 || delivery.delivery_window >= limits.session_queue_frames
+        {
+            invalid(
+                "delivery.delivery_window",
+                format!(
+                    "{} must be at least 1 and below limits.session_queue_frames = {}, so a full window of messages leaves room for replies and presence",
+                    delivery.delivery_window, limits.session_queue_frames
+                ),
+            );
+        }
+        if delivery.max_stored_messages == 0 {
+            invalid("delivery.max_stored_messages", "must be at least 1".into());
+        }
+        if delivery.max_stored_bytes < limits.max_frame_bytes {
+            invalid(
+                "delivery.max_stored_bytes",
+                format!(
+                    "{} is less than limits.max_frame_bytes = {}: the largest message would not fit",
+                    delivery.max_stored_bytes, limits.max_frame_bytes
+                ),
+            );
+        }
+        if delivery.max_stored_age.is_zero() {
+            invalid(
+                "delivery.max_stored_age",
+                "must be more than 0 (e.g. \"24h\")".into(),
+            );
+        }
+        if delivery.dedupe_max_keys == 0 {
+            invalid("delivery.dedupe_max_keys", "must be at least 1".into());
+        }
         if self.endpoints > 256 {
             invalid(
                 "endpoints",
@@ -396,13 +470,26 @@ impl Config {
         }
     }
 
-    /// The slice of this configuration the sans-IO core enforces.
-    pub fn core_limits(&self) -> CoreLimits {
+    /// The slice of this configuration the sans-IO core enforces, for a
+    /// server run whose inboxes carry `inbox_epoch`.
+    pub fn core_limits(&self, inbox_epoch: u64) -> CoreLimits {
+        let delivery = &self.delivery;
         CoreLimits {
             max_payload_bytes: self.limits.max_payload_bytes,
             max_watched_users: self.limits.max_watched_users,
             max_status_text_bytes: self.limits.max_status_text_bytes,
             offline_grace: self.presence.offline_grace,
+            mailbox: MailboxLimits {
+                max_messages: delivery.max_stored_messages,
+                max_bytes: delivery.max_stored_bytes,
+                max_age: delivery.max_stored_age,
+            },
+            dedupe: DedupeLimits {
+                window: delivery.dedupe_window,
+                max_keys: delivery.dedupe_max_keys,
+            },
+            delivery_window: delivery.delivery_window,
+            inbox_epoch,
         }
     }
 }

@@ -24,7 +24,7 @@ pub const CONNECTIONS_CLOSED: &str = "switchboard_connections_closed_total";
 pub const AUTH_FAILURES: &str = "switchboard_auth_failures_total";
 /// Client frames rejected, by `reason` (counter).
 pub const FRAMES_REJECTED: &str = "switchboard_frames_rejected_total";
-/// Direct messages routed to at least the recipient's online devices (counter).
+/// Direct messages accepted into the recipient's inbox (counter).
 pub const MESSAGES_ROUTED: &str = "switchboard_messages_routed_total";
 /// Message frames written to a recipient device's stream (counter).
 pub const MESSAGES_DELIVERED: &str = "switchboard_messages_delivered_total";
@@ -32,6 +32,24 @@ pub const MESSAGES_DELIVERED: &str = "switchboard_messages_delivered_total";
 pub const MESSAGES_DROPPED: &str = "switchboard_messages_dropped_total";
 /// Presence events queued to watchers (counter).
 pub const PRESENCE_EVENTS: &str = "switchboard_presence_events_sent_total";
+/// Messages stored in a user's inbox (recipient inboxes and the sender's
+/// copies), counter.
+pub const MAILBOX_STORED: &str = "switchboard_mailbox_stored_total";
+/// Stored messages dropped before every device acknowledged them, by
+/// `reason` (`limit`: count or bytes; `age`), counter.
+pub const MAILBOX_EVICTED: &str = "switchboard_mailbox_evicted_total";
+/// Messages held in inboxes now (gauge).
+pub const MAILBOX_MESSAGES: &str = "switchboard_mailbox_messages";
+/// Bytes of encoded messages held in inboxes now, counted once per inbox
+/// (gauge).
+pub const MAILBOX_BYTES: &str = "switchboard_mailbox_bytes";
+/// Gap frames sent: ranges a device will never receive (counter).
+pub const INBOX_GAPS: &str = "switchboard_inbox_gaps_total";
+/// Acks accepted from devices (counter).
+pub const ACKS: &str = "switchboard_acks_total";
+/// Sends answered from the idempotency window instead of sent again
+/// (counter).
+pub const DUPLICATE_SENDS: &str = "switchboard_duplicate_sends_total";
 /// Time from a message's acceptance to its write to a device, seconds.
 pub const DELIVERY_LATENCY: &str = "switchboard_delivery_latency_seconds";
 
@@ -72,7 +90,7 @@ pub fn describe() {
     describe_counter!(
         MESSAGES_ROUTED,
         Unit::Count,
-        "Direct messages routed to the recipient's online devices."
+        "Direct messages accepted into the recipient's inbox."
     );
     describe_counter!(
         MESSAGES_DELIVERED,
@@ -88,6 +106,33 @@ pub fn describe() {
         PRESENCE_EVENTS,
         Unit::Count,
         "Presence events sent to watchers."
+    );
+    describe_counter!(
+        MAILBOX_STORED,
+        Unit::Count,
+        "Messages stored in user inboxes (including senders' copies)."
+    );
+    describe_counter!(
+        MAILBOX_EVICTED,
+        Unit::Count,
+        "Stored messages dropped before every device acknowledged them, by reason."
+    );
+    describe_gauge!(MAILBOX_MESSAGES, Unit::Count, "Messages held in inboxes.");
+    describe_gauge!(
+        MAILBOX_BYTES,
+        Unit::Bytes,
+        "Encoded message bytes held in inboxes, counted per inbox."
+    );
+    describe_counter!(
+        INBOX_GAPS,
+        Unit::Count,
+        "Gap frames sent to devices (ranges they will never receive)."
+    );
+    describe_counter!(ACKS, Unit::Count, "Acks accepted from devices.");
+    describe_counter!(
+        DUPLICATE_SENDS,
+        Unit::Count,
+        "Sends answered from the idempotency window."
     );
     describe_histogram!(
         DELIVERY_LATENCY,
@@ -105,7 +150,13 @@ pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
     // first scrape, before any session exists.
     gauge!(SESSIONS).set(0.0);
     gauge!(ONLINE_USERS).set(0.0);
+    gauge!(MAILBOX_MESSAGES).set(0.0);
+    gauge!(MAILBOX_BYTES).set(0.0);
     for name in [
+        MAILBOX_STORED,
+        INBOX_GAPS,
+        ACKS,
+        DUPLICATE_SENDS,
         CONNECTIONS,
         SESSIONS_OPENED,
         MESSAGES_ROUTED,
@@ -174,4 +225,36 @@ pub(crate) fn message_dropped(reason: &'static str) {
 
 pub(crate) fn presence_events_sent(count: u64) {
     counter!(PRESENCE_EVENTS).increment(count);
+}
+
+pub(crate) fn mailbox_stored(bytes: usize) {
+    counter!(MAILBOX_STORED).increment(1);
+    gauge!(MAILBOX_MESSAGES).increment(1.0);
+    gauge!(MAILBOX_BYTES).increment(bytes as f64);
+}
+
+/// `count` messages of `bytes` in all left inboxes (acknowledged or evicted).
+pub(crate) fn mailbox_released(count: usize, bytes: usize) {
+    if count > 0 {
+        gauge!(MAILBOX_MESSAGES).decrement(count as f64);
+        gauge!(MAILBOX_BYTES).decrement(bytes as f64);
+    }
+}
+
+pub(crate) fn mailbox_evicted(reason: &'static str, count: usize) {
+    if count > 0 {
+        counter!(MAILBOX_EVICTED, "reason" => reason).increment(count as u64);
+    }
+}
+
+pub(crate) fn inbox_gap() {
+    counter!(INBOX_GAPS).increment(1);
+}
+
+pub(crate) fn ack_accepted() {
+    counter!(ACKS).increment(1);
+}
+
+pub(crate) fn duplicate_send() {
+    counter!(DUPLICATE_SENDS).increment(1);
 }

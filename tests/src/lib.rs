@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use switchboard_client::{Client, CloseCode, ConnectOptions, Event, Events, Presence, Trust};
+use switchboard_client::{
+    Client, CloseCode, ConnectOptions, Event, Events, InboxOpened, Presence, Status, Trust,
+};
 use switchboard_router::config::Config;
 use switchboard_router::server::Server;
 use tokio::sync::oneshot;
@@ -103,11 +105,20 @@ impl TestServer {
         )
     }
 
-    /// Connects `user` on `device`.
+    /// Connects `user` on `device` and takes the `InboxOpened` every
+    /// session starts with, so tests see what follows it.
     pub async fn connect(&self, user: &str, device: &str) -> (Client, Events) {
-        Client::connect(self.options(user, device))
-            .await
-            .expect("connect")
+        let (client, events, _) = self.connect_with(self.options(user, device)).await;
+        (client, events)
+    }
+
+    /// Connects with `options`; returns the session's `InboxOpened` too.
+    pub async fn connect_with(&self, options: ConnectOptions) -> (Client, Events, InboxOpened) {
+        let (client, mut events) = Client::connect(options).await.expect("connect");
+        match next_event(&mut events).await {
+            Event::InboxOpened(opened) => (client, events, opened),
+            other => panic!("expected InboxOpened first, got {other:?}"),
+        }
     }
 
     /// A raw QUIC connection with its session stream opened, for sending
@@ -236,41 +247,56 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// Opens bob as a raw session that never reads, floods him from alice, and
-/// asserts the server closes him with SLOW_CONSUMER. The server's
-/// `session_queue_frames` should be small.
+/// Opens bob as a raw session that never reads and watches alice, floods him
+/// with alice's status changes, and asserts the server closes him with
+/// SLOW_CONSUMER once his QUIC flow control and then his session queue fill.
+/// (Messages alone never do: the delivery window holds them back.) The
+/// server's `session_queue_frames` should be small.
 pub async fn assert_non_reader_is_closed_as_slow_consumer(server: &TestServer) {
     use switchboard_proto::frame::encode;
-    use switchboard_proto::v1::{client_frame::Body, ClientFrame, Hello};
+    use switchboard_proto::v1::{client_frame::Body, ClientFrame, Hello, Watch};
     let mut bob = server.raw().await;
-    bob.write(&encode(&ClientFrame {
+    let mut opening = encode(&ClientFrame {
         r#ref: 0,
         body: Some(Body::Hello(Hello {
             token: server.token("bob"),
             device_id: "phone".into(),
             ..Default::default()
         })),
-    }))
-    .await;
-    let (alice, _events) = server.connect("alice", "phone").await;
-    // Wait until bob's session is registered.
+    })
+    .to_vec();
+    opening.extend_from_slice(&encode(&ClientFrame {
+        r#ref: 1,
+        body: Some(Body::Watch(Watch {
+            users: vec!["alice".into()],
+        })),
+    }));
+    bob.write(&opening).await;
+    let (alice, mut alice_events) = server.connect("alice", "phone").await;
+    // Wait until bob's session is registered: alice sees him online.
+    alice.watch(&["bob"]).await.unwrap();
     let deadline = std::time::Instant::now() + WAIT;
-    while alice.send("bob", &b"x"[..]).await.unwrap().error
-        != switchboard_client::ErrorCode::None as i32
-    {
+    while next_presence(&mut alice_events, "bob").await.status != Status::Online as i32 {
         assert!(
             std::time::Instant::now() < deadline,
             "bob never came online"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Bob never reads: flow control fills, then his queue, then he is closed.
-    let payload = vec![7u8; 60_000];
-    for _ in 0..400 {
+    let text = "x".repeat(100);
+    for i in 0..100_000u32 {
         if bob.connection.close_reason().is_some() {
             break;
         }
-        let _ = alice.send("bob", payload.clone()).await.unwrap();
+        let status = if i % 2 == 0 {
+            Status::Away
+        } else {
+            Status::Busy
+        };
+        alice.set_status(status, &text).await.unwrap();
+        if i % 256 == 0 {
+            tokio::task::yield_now().await;
+        }
     }
     assert_eq!(bob.closed().await.0, Some(CloseCode::SlowConsumer));
 }

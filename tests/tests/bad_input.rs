@@ -186,7 +186,11 @@ async fn oversize_frame_after_hello_and_oversize_hello_are_refused() {
 async fn pipelined_requests_are_not_mistaken_for_a_slow_consumer() {
     use switchboard_proto::frame::FrameDecoder;
     use switchboard_proto::v1::{server_frame, ServerFrame};
-    let server = TestServer::start_with(|c| c.limits.session_queue_frames = 16).await;
+    let server = TestServer::start_with(|c| {
+        c.limits.session_queue_frames = 16;
+        c.delivery.delivery_window = 8;
+    })
+    .await;
     let mut raw = server.raw().await;
     let mut burst = encode(&hello(server.token("alice"), "phone")).to_vec();
     for nonce in 0..2_000u64 {

@@ -20,7 +20,11 @@ async fn same_device_id_replaces_the_old_session() {
 
 #[tokio::test]
 async fn a_session_that_does_not_read_is_closed_as_slow_consumer() {
-    let server = TestServer::start_with(|c| c.limits.session_queue_frames = 4).await;
+    let server = TestServer::start_with(|c| {
+        c.limits.session_queue_frames = 4;
+        c.delivery.delivery_window = 2;
+    })
+    .await;
     switchboard_tests::assert_non_reader_is_closed_as_slow_consumer(&server).await;
 }
 

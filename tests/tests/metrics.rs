@@ -1,5 +1,5 @@
 //! The admin listener over HTTP: `/metrics` shows the expected Prometheus
-//! lines after real traffic; `/livez` and `/readyz` answer.
+//! lines (sessions, routing, inboxes, rejections) after real traffic; `/livez` and `/readyz` answer.
 //! (Its own test binary: it installs the process-global metrics recorder.)
 
 use std::time::Duration;
@@ -56,9 +56,14 @@ async fn metrics_livez_and_readyz() {
         "switchboard_sessions 2",
         "switchboard_online_users 3",
         "switchboard_sessions_opened_total 3",
-        "switchboard_messages_routed_total 1",
+        // "nobody" is offline: the message waits in their inbox.
+        "switchboard_messages_routed_total 2",
         "switchboard_messages_delivered_total 1",
-        "switchboard_messages_dropped_total{reason=\"recipient_offline\"} 1",
+        // bob's and nobody's inboxes, and alice's two copies (which need
+        // no ack: her only device sent them); bob acked his.
+        "switchboard_mailbox_stored_total 4",
+        "switchboard_mailbox_messages 1",
+        "switchboard_acks_total 1",
         "switchboard_messages_dropped_total{reason=\"invalid_recipient\"} 1",
         "switchboard_frames_rejected_total{reason=\"unknown_frame\"} 1",
         "switchboard_frames_rejected_total{reason=\"before_hello\"} 1",

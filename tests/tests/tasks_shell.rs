@@ -31,7 +31,7 @@ async fn chat_and_presence_work_on_the_tasks_shell() {
     let result = alice.send("bob", &b"hi"[..]).await.unwrap();
     assert_eq!((result.error, result.devices), (ErrorCode::None as i32, 1));
     match next_event(&mut bob_events).await {
-        Event::Message(m) => assert_eq!(m.payload.as_ref(), b"hi"),
+        Event::Message(m) => assert_eq!(m.message.unwrap().payload.as_ref(), b"hi"),
         other => panic!("expected a message, got {other:?}"),
     }
     alice.close().await;
@@ -43,7 +43,11 @@ async fn chat_and_presence_work_on_the_tasks_shell() {
 
 #[tokio::test]
 async fn malformed_frame_and_slow_consumer_are_closed_on_the_tasks_shell() {
-    let server = tasks_server(|c| c.limits.session_queue_frames = 4).await;
+    let server = tasks_server(|c| {
+        c.limits.session_queue_frames = 4;
+        c.delivery.delivery_window = 2;
+    })
+    .await;
     let (client, mut events) = server.connect("mallory", "d").await;
     client.write_raw(raw_frame(&[0x0a, 0xff])).await.unwrap();
     match next_event(&mut events).await {

@@ -3,6 +3,11 @@
 //! [`ConnTable`], their deadlines in one [`TimerSet`]; there is no task,
 //! channel or timer per session. Commands come in on one channel per driver;
 //! what the server sends goes to the fleet's shared state synchronously.
+//!
+//! Each session acks its inbox like a real client: piggybacked on the next
+//! frame it writes anyway, or on its own once [`ACK_EVERY`] messages are
+//! unacked, so the router's delivery window never closes and acks add
+//! almost no packets.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -15,8 +20,10 @@ use quinn_proto::{
     VarInt, WriteError,
 };
 use switchboard_proto::close::CloseCode;
-use switchboard_proto::frame::FrameDecoder;
-use switchboard_proto::v1::{server_frame::Body, ServerFrame};
+use switchboard_proto::frame::{self, FrameDecoder};
+use switchboard_proto::v1::{
+    client_frame, server_frame::Body, Ack, ClientFrame, InboxOpened, ServerFrame,
+};
 use switchboard_router::quic::{
     exchange_endpoint_events, transmit, ConnTable, DatagramSocket, TimerSet,
 };
@@ -33,6 +40,10 @@ const BATCH: usize = 256;
 /// Frames a session buffers before the first Welcome can be checked: the
 /// largest frame the router sends today is far smaller.
 const MAX_FRAME_BYTES: usize = 1024 * 1024;
+
+/// Unacked messages after which a session acks without waiting for a frame
+/// to piggyback on (well inside the router's default window of 256).
+const ACK_EVERY: u64 = 64;
 
 /// What the fleet asks a driver to do.
 pub(super) enum Command {
@@ -71,6 +82,31 @@ struct Session {
     /// The stream may hold unread bytes (quinn-proto said Readable); a read
     /// that finds it empty clears it.
     readable: bool,
+    /// Highest inbox sequence number received.
+    last_seq: u64,
+    /// Highest sequence number acked (or being acked).
+    acked: u64,
+    /// An Ack frame (or what is left of it) to write before the outbox.
+    pending_ack: Option<Bytes>,
+}
+
+impl Session {
+    /// Queues an Ack of everything received when one is due: piggybacked on
+    /// queued frames, or alone after [`ACK_EVERY`] messages.
+    fn queue_ack(&mut self) {
+        let unacked = self.last_seq - self.acked;
+        if self.pending_ack.is_some()
+            || unacked == 0
+            || (self.outbox.is_empty() && unacked < ACK_EVERY)
+        {
+            return;
+        }
+        self.acked = self.last_seq;
+        self.pending_ack = Some(frame::encode(&ClientFrame {
+            r#ref: 0,
+            body: Some(client_frame::Body::Ack(Ack { seq: self.acked })),
+        }));
+    }
 }
 
 /// One client socket and the sessions on it.
@@ -225,6 +261,9 @@ impl ClientDriver {
                     phase: Phase::Opening,
                     timer: None,
                     readable: false,
+                    last_seq: 0,
+                    acked: 0,
+                    pending_ack: None,
                 };
                 self.sessions.insert(handle.0, session);
                 self.by_index.insert(index, handle.0);
@@ -295,6 +334,13 @@ impl ClientDriver {
         if session.phase != Phase::Closed {
             if Self::write(session) {
                 self.read(handle, now);
+                if let Some(session) = self.sessions.get_mut(handle) {
+                    // What was read may have made an ack due.
+                    if session.phase == Phase::Open && !Self::write(session) {
+                        let reason = "the server stopped reading the stream".to_owned();
+                        fail(&self.shared, session, reason, now);
+                    }
+                }
             } else {
                 let reason = "the server stopped reading the stream".to_owned();
                 fail(&self.shared, session, reason, now);
@@ -325,6 +371,24 @@ impl ClientDriver {
         let Some(id) = session.stream else {
             return true;
         };
+        session.queue_ack();
+        if let Some(ack) = session.pending_ack.take() {
+            let mut chunk = [ack];
+            match session.quic.send_stream(id).write_chunks(&mut chunk) {
+                Ok(written) if written.chunks == 1 => {}
+                Ok(_) => {
+                    let [rest] = chunk;
+                    session.pending_ack = Some(rest);
+                    return true;
+                }
+                Err(WriteError::Blocked) => {
+                    let [ack] = chunk;
+                    session.pending_ack = Some(ack);
+                    return true;
+                }
+                Err(_) => return false,
+            }
+        }
         while let Some(front) = session.outbox.front_mut() {
             let mut chunk = [front.clone()];
             match session.quic.send_stream(id).write_chunks(&mut chunk) {
@@ -444,7 +508,18 @@ impl Shared {
                 let reason = format!("expected Welcome, got {other:?}");
                 fail(self, session, reason, now);
             }
-            (Phase::Open, Some(body)) => self.frame(session.index, body),
+            (Phase::Open, Some(body)) => {
+                match &body {
+                    Body::InboxOpened(InboxOpened { resume_after, .. }) => {
+                        session.last_seq = *resume_after;
+                        session.acked = *resume_after;
+                    }
+                    Body::Deliver(deliver) => session.last_seq = deliver.seq,
+                    Body::Gap(gap) => session.last_seq = gap.to_seq,
+                    _ => {}
+                }
+                self.frame(session.index, body)
+            }
             _ => {}
         }
     }

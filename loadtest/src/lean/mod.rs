@@ -230,6 +230,7 @@ impl LeanFleet {
                     device_id: "load".into(),
                     client_agent: concat!("switchboard-load/", env!("CARGO_PKG_VERSION")).into(),
                     initial_status: 0,
+                    resume: None,
                 })),
             });
             let server = options.servers[index as usize % options.servers.len()];

@@ -120,7 +120,10 @@ impl FrameHandler for LeanReceiver {
         match body {
             Body::Deliver(deliver) => {
                 if let Some(&start) = self.start.get() {
-                    let payload = &deliver.payload;
+                    let Some(message) = &deliver.message else {
+                        return;
+                    };
+                    let payload = &message.payload;
                     DeliveryTracker::receive(&self.tracker, &self.counters, start, index, payload);
                 }
             }
@@ -167,6 +170,7 @@ async fn run_lean(
             body: Some(client_frame::Body::Send(SendFrame {
                 to: users[to].clone(),
                 payload: payload.into(),
+                ..SendFrame::default()
             })),
         };
         sender.send(opened[from], frame::encode(&frame));
@@ -227,7 +231,10 @@ async fn run_sdk(
         let received = counters.clone();
         receivers.push(tokio::spawn(async move {
             while let Some(event) = events.next().await {
-                let Event::Message(message) = event else {
+                let Event::Message(deliver) = event else {
+                    continue;
+                };
+                let Some(message) = deliver.message else {
                     continue;
                 };
                 DeliveryTracker::receive(

@@ -2,7 +2,8 @@
 //! a deterministic state machine with no sockets, no tokio and no clock.
 //!
 //! Users are partitioned over shards by [`placement::shard_of`]; each
-//! [`Shard`] owns the sessions and presence records of its users and is driven
+//! [`Shard`] owns the sessions, presence records and inboxes
+//! ([`mailbox::Mailbox`]) of its users and is driven
 //! by one owner (the shell's shard task, or a test):
 //!
 //! 1. inputs: [`Shard::handle`] with a [`ShardInput`] (a session opened or
@@ -16,14 +17,20 @@
 //! virtual clock. The main types: [`Shard`], [`ShardInput`], [`Output`],
 //! [`CoreLimits`], and the ids in [`ids`].
 
+pub mod dedupe;
 pub mod ids;
+pub mod mailbox;
 pub mod placement;
 mod presence;
 mod shard;
 
+pub use dedupe::DedupeLimits;
 pub use ids::{DeviceId, SessionId, ShardId, UserId};
+pub use mailbox::{MailboxLimits, StoredMessage};
 pub use presence::PresenceView;
-pub use shard::{CoreLimits, FrameClass, Now, Output, RoutedMessage, Shard, ShardInput};
+pub use shard::{
+    CoreLimits, FrameClass, Now, Output, RoutedMessage, Shard, ShardInput, MAX_CLIENT_MSG_ID_BYTES,
+};
 
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
-//! One user's presence record: the devices online, the chosen status, the
-//! grace-period deadline, the watchers, and the versioned view they see.
+//! One user's record: the devices online, the chosen status, the
+//! grace-period deadline, the watchers and the versioned view they see, and
+//! the user's inbox ([`Mailbox`]) and idempotency window ([`DedupeWindow`]).
 //!
 //! [`UserRecord::refresh`] recomputes the [`PresenceView`] watchers may see and
 //! gives it a new version (from the shard's version clock) only when that view
@@ -11,7 +12,9 @@ use std::time::Instant;
 
 use switchboard_proto::v1::{Presence, Status};
 
+use super::dedupe::DedupeWindow;
 use super::ids::{SessionId, UserId};
+use super::mailbox::Mailbox;
 
 /// What watchers see of a user: the shown status, text and last-seen time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +60,12 @@ pub(super) struct UserRecord {
     pub(super) watchers: HashSet<SessionId>,
     /// What watchers last saw.
     pub(super) view: PresenceView,
+    /// The user's sequenced inbox.
+    pub(super) mailbox: Mailbox,
+    /// The inbox's expiry deadline as scheduled in the shard's timer set.
+    pub(super) mailbox_timer: Option<Instant>,
+    /// Recent `Send.client_msg_id`s, created on first use.
+    pub(super) dedupe: Option<Box<DedupeWindow>>,
 }
 
 impl UserRecord {
@@ -74,6 +83,9 @@ impl UserRecord {
                 last_seen_ms: 0,
                 version: 0,
             },
+            mailbox: Mailbox::default(),
+            mailbox_timer: None,
+            dedupe: None,
         }
     }
 
@@ -108,12 +120,14 @@ impl UserRecord {
     }
 
     /// True for a record that holds nothing worth keeping: never shown
-    /// online, no session, no watcher.
+    /// online, no session, no watcher, an inbox that never held anything.
     pub(super) fn carries_nothing(&self) -> bool {
         !self.is_online()
             && self.watchers.is_empty()
             && self.view.version == 0
             && self.last_seen_ms == 0
+            && self.mailbox.is_pristine()
+            && self.dedupe.is_none()
     }
 
     /// Records `now_ms` as last-seen if watchers currently see the user online.

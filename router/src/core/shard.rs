@@ -1,5 +1,12 @@
 //! [`Shard`]: the sans-IO state machine that owns a partition of the users,
-//! their sessions and presence, and routes direct messages.
+//! their sessions, presence and inboxes, and routes direct messages.
+//!
+//! A direct message is stored in the recipient's inbox ([`Mailbox`]) on the
+//! recipient's shard, which sends it to the recipient's devices at once;
+//! the sender's shard then stores a copy in the sender's inbox (for the
+//! sender's other devices) and answers the `SendResult`. Each session is
+//! sent its inbox in order, at most `delivery_window` messages beyond its
+//! last ack; acks release the window and trim the inbox.
 //!
 //! Call order: after every [`Shard::handle`] or [`Shard::handle_timeout`],
 //! drain [`Shard::poll_output`]; sleep until [`Shard::poll_timeout`]. Inputs
@@ -12,17 +19,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use prost::Message as _;
 use switchboard_proto::close::CloseCode;
-use switchboard_proto::frame;
+use switchboard_proto::frame::{self, OutFrame};
 use switchboard_proto::v1::{
-    client_frame::Body, server_frame, ClientFrame, Deliver, Error as ErrorFrame, ErrorCode, Pong,
-    SendResult, ServerFrame, Status,
+    client_frame::Body, server_frame, ClientFrame, Error as ErrorFrame, ErrorCode, Gap,
+    InboxOpened, Message, Pong, Resume, Send, SendResult, ServerFrame, Status,
 };
 
+use super::dedupe::{DedupeLimits, KeyState, SendOutcome};
 use super::ids::{DeviceId, SessionId, ShardId, UserId};
+use super::mailbox::{MailboxLimits, Next, StoredMessage};
 use super::placement::shard_of;
 use super::presence::UserRecord;
 use crate::metrics;
+
+/// Longest `Send.client_msg_id`, in bytes.
+pub const MAX_CLIENT_MSG_ID_BYTES: usize = 64;
 
 /// The current time, handed in by the owner: a monotonic instant for
 /// deadlines and the wall clock for timestamps shown to clients.
@@ -45,6 +58,16 @@ pub struct CoreLimits {
     pub max_status_text_bytes: usize,
     /// How long a user stays online after the last session closes.
     pub offline_grace: Duration,
+    /// What each user's inbox keeps for devices that have not acked.
+    pub mailbox: MailboxLimits,
+    /// Each user's idempotency window for `Send.client_msg_id`.
+    pub dedupe: DedupeLimits,
+    /// Most Deliver frames sent to a session beyond its last ack.
+    pub delivery_window: usize,
+    /// Epoch of every inbox this shard creates (`InboxOpened.epoch`): the
+    /// shell passes one per server run, so sequence numbers of an earlier
+    /// run are never mistaken for this run's.
+    pub inbox_epoch: u64,
 }
 
 impl Default for CoreLimits {
@@ -54,6 +77,10 @@ impl Default for CoreLimits {
             max_watched_users: 1000,
             max_status_text_bytes: 128,
             offline_grace: Duration::from_secs(5),
+            mailbox: MailboxLimits::default(),
+            dedupe: DedupeLimits::default(),
+            delivery_window: 256,
+            inbox_epoch: 1,
         }
     }
 }
@@ -61,20 +88,14 @@ impl Default for CoreLimits {
 /// A direct message on its way from the sender's shard to the recipient's.
 #[derive(Debug)]
 pub struct RoutedMessage {
-    /// Server-assigned message id.
-    pub message_id: u64,
-    /// Sender.
-    pub from: UserId,
+    /// The message, as every inbox stores it.
+    pub message: Arc<StoredMessage>,
     /// The sending session (gets the SendResult).
     pub from_session: SessionId,
     /// Recipient.
     pub to: UserId,
-    /// The client's request reference, echoed in the SendResult.
-    pub request_ref: u64,
-    /// The encoded `Deliver` frame, shared by every recipient device.
-    pub frame: Bytes,
-    /// When the router accepted the message (for the delivery-latency metric).
-    pub accepted_at: Instant,
+    /// The Send's idempotency key, if it had one.
+    pub client_msg_id: Option<Box<str>>,
 }
 
 /// An input to a shard: from the shell (session life cycle, client frames) or
@@ -91,6 +112,8 @@ pub enum ShardInput {
         device: DeviceId,
         /// Status asked for in Hello, if any.
         initial_status: Option<Status>,
+        /// Where the device's delivery resumes (Hello.resume), if given.
+        resume: Option<Resume>,
     },
     /// A decoded client frame (anything but the first Hello).
     Frame {
@@ -106,14 +129,14 @@ pub enum ShardInput {
     },
     /// Deliver a message to a user owned by this shard.
     Route(Arc<RoutedMessage>),
-    /// The recipient's shard routed (or refused) a message from a user of this
-    /// shard: copy it to the sender's other devices and tell the sender.
+    /// The recipient's shard stored (or refused) a message from a user of this
+    /// shard: copy it to the sender's inbox and tell the sender.
     RouteResult {
         /// The message.
         message: Arc<RoutedMessage>,
         /// `None` when routed; otherwise why not.
         error: ErrorCode,
-        /// How many recipient devices it reached.
+        /// How many recipient devices it was sent to at once.
         devices: u32,
     },
     /// `watcher` (on any shard) starts watching `user` (owned by this shard).
@@ -144,6 +167,8 @@ pub enum FrameClass {
     Presence,
     /// A reply to the session's own request (SendResult, Error, Pong).
     Reply,
+    /// Inbox bookkeeping (InboxOpened, Gap).
+    Control,
 }
 
 /// An action for the shard's owner.
@@ -153,8 +178,9 @@ pub enum Output {
     Transmit {
         /// The target session.
         session: SessionId,
-        /// One length-prefixed `ServerFrame`, shared between recipients.
-        frame: Bytes,
+        /// One length-prefixed `ServerFrame`, in parts shared between
+        /// recipients.
+        frame: OutFrame,
         /// What the frame is.
         class: FrameClass,
     },
@@ -182,16 +208,23 @@ struct SessionRecord {
     device: DeviceId,
     watching: HashSet<UserId>,
     /// Messages sent by this session whose routing result is not yet
-    /// released, in send order. Results and copies to the sender's other
-    /// devices are released from the front only, so both keep send order
-    /// even when recipients live on shards that answer at different speeds.
+    /// released, in send order. Results and copies to the sender's inbox
+    /// are released from the front only, so both keep send order even when
+    /// recipients live on shards that answer at different speeds.
     in_flight: VecDeque<InFlight>,
+    /// Highest inbox sequence number sent to (or skipped for) this session.
+    sent_through: u64,
+    /// Sequence numbers of Deliver frames sent and not yet acked (at most
+    /// `delivery_window`).
+    unacked: VecDeque<u64>,
 }
 
 /// A sent message waiting for its routing result.
 #[derive(Debug)]
 struct InFlight {
     message: Arc<RoutedMessage>,
+    /// The Send's `ref`, echoed in its SendResult.
+    request_ref: u64,
     /// `(error, devices)` once the recipient's shard answered.
     outcome: Option<(ErrorCode, u32)>,
 }
@@ -210,6 +243,8 @@ pub struct Shard {
     users: HashMap<UserId, UserRecord>,
     /// Grace-period deadlines; stale entries are skipped when they fire.
     offline_timers: BTreeSet<(Instant, UserId)>,
+    /// Inbox expiry deadlines, one per user (`UserRecord::mailbox_timer`).
+    mailbox_timers: BTreeSet<(Instant, UserId)>,
     outputs: VecDeque<Output>,
     next_message_seq: u64,
     /// Source of presence versions: one counter per shard, so a user's
@@ -227,6 +262,7 @@ impl Shard {
             sessions: HashMap::new(),
             users: HashMap::new(),
             offline_timers: BTreeSet::new(),
+            mailbox_timers: BTreeSet::new(),
             outputs: VecDeque::new(),
             next_message_seq: 0,
             version_clock: 0,
@@ -253,9 +289,21 @@ impl Shard {
         self.outputs.pop_front()
     }
 
+    /// The highest sequence number assigned in `user`'s inbox (0 if none).
+    pub fn inbox_last_seq(&self, user: &UserId) -> u64 {
+        self.users.get(user).map_or(0, |r| r.mailbox.last_seq())
+    }
+
+    /// Messages held in the inboxes of this shard's users.
+    pub fn stored_messages(&self) -> usize {
+        self.users.values().map(|r| r.mailbox.len()).sum()
+    }
+
     /// The earliest deadline at which [`Shard::handle_timeout`] must be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.offline_timers.first().map(|(at, _)| *at)
+        let grace = self.offline_timers.first().map(|(at, _)| *at);
+        let mailbox = self.mailbox_timers.first().map(|(at, _)| *at);
+        grace.into_iter().chain(mailbox).min()
     }
 
     /// Processes one input.
@@ -266,22 +314,38 @@ impl Shard {
                 user,
                 device,
                 initial_status,
-            } => self.open(now, session, user, device, initial_status),
+                resume,
+            } => self.open(now, session, user, device, initial_status, resume),
             ShardInput::Frame { session, frame } => self.frame(now, session, frame),
             ShardInput::Closed { session } => self.closed(now, session),
-            ShardInput::Route(message) => self.route(message),
+            ShardInput::Route(message) => self.route(now, message),
             ShardInput::RouteResult {
                 message,
                 error,
                 devices,
-            } => self.route_result(message, error, devices),
+            } => self.route_result(now, message, error, devices),
             ShardInput::Watch { watcher, user } => self.add_watcher(watcher, user),
             ShardInput::Unwatch { watcher, user } => self.handle_unwatch_local(watcher, &user),
         }
     }
 
-    /// Fires every grace-period deadline at or before `now`.
+    /// Fires every grace-period and inbox-expiry deadline at or before `now`.
     pub fn handle_timeout(&mut self, now: Now) {
+        while let Some((at, _)) = self.mailbox_timers.first() {
+            if *at > now.instant {
+                break;
+            }
+            let (at, user) = self.mailbox_timers.pop_first().expect("first exists");
+            let Some(record) = self.users.get_mut(&user) else {
+                continue;
+            };
+            if record.mailbox_timer != Some(at) {
+                continue;
+            }
+            record.mailbox_timer = None;
+            record.mailbox.expire(now.instant, &self.limits.mailbox);
+            self.schedule_expiry(&user);
+        }
         while let Some((at, _)) = self.offline_timers.first() {
             if *at > now.instant {
                 break;
@@ -306,6 +370,7 @@ impl Shard {
         user: UserId,
         device: DeviceId,
         initial_status: Option<Status>,
+        resume: Option<Resume>,
     ) {
         debug_assert_eq!(shard_of(&user, self.shard_count), self.id);
         let record = self
@@ -339,6 +404,8 @@ impl Shard {
                 device,
                 watching: HashSet::new(),
                 in_flight: VecDeque::new(),
+                sent_through: 0,
+                unacked: VecDeque::new(),
             },
         );
         metrics::session_opened();
@@ -351,6 +418,49 @@ impl Shard {
             self.closed(now, old);
         }
         self.publish(&user);
+        self.open_inbox(session, resume);
+    }
+
+    /// Tells a new session where its delivery starts, then sends its
+    /// backlog (after a Gap if part of it is gone).
+    fn open_inbox(&mut self, session: SessionId, resume: Option<Resume>) {
+        let epoch = self.limits.inbox_epoch;
+        let (requested, epoch_changed) = match resume {
+            Some(r) if r.epoch == epoch => (Some(r.last_seq), false),
+            Some(_) => (None, true),
+            None => (None, false),
+        };
+        let record = self.sessions.get_mut(&session).expect("just opened");
+        let user = self
+            .users
+            .get_mut(&record.user)
+            .expect("a session's user has a record");
+        let last_seq = user.mailbox.last_seq();
+        let ahead = requested.is_some_and(|seq| seq > last_seq);
+        let resume_after = user.mailbox.attach(&record.device, requested);
+        record.sent_through = resume_after;
+        let user_id = record.user.clone();
+        self.reply_as(
+            session,
+            server_frame::Body::InboxOpened(InboxOpened {
+                epoch,
+                resume_after,
+                last_seq,
+                epoch_changed,
+            }),
+            FrameClass::Control,
+        );
+        if ahead {
+            metrics::frame_rejected("resume_ahead");
+            self.reply_error(
+                session,
+                0,
+                ErrorCode::InvalidAck,
+                "Hello.resume.last_seq is beyond this inbox; resumed from its end",
+            );
+        }
+        self.pump(session);
+        self.schedule_expiry(&user_id);
     }
 
     fn closed(&mut self, now: Now, session: SessionId) {
@@ -365,6 +475,18 @@ impl Shard {
             return;
         };
         user.sessions.retain(|s| *s != session);
+        let device_still_open = user.sessions.iter().any(|s| {
+            self.sessions
+                .get(s)
+                .is_some_and(|r| r.device == record.device)
+        });
+        if !device_still_open {
+            user.mailbox.detach(&record.device, now.instant);
+            self.schedule_expiry(&record.user);
+        }
+        let Some(user) = self.users.get_mut(&record.user) else {
+            return;
+        };
         if user.sessions.is_empty() {
             user.mark_seen_if_shown(now.unix_ms);
             let deadline = now.instant + self.limits.offline_grace;
@@ -400,7 +522,8 @@ impl Shard {
                 session,
                 server_frame::Body::Pong(Pong { nonce: ping.nonce }),
             ),
-            Some(Body::Send(send)) => self.send(now, session, request_ref, send.to, send.payload),
+            Some(Body::Send(send)) => self.send(now, session, request_ref, send),
+            Some(Body::Ack(ack)) => self.ack(session, request_ref, ack.seq),
             Some(Body::SetStatus(set)) => {
                 let status = Status::try_from(set.status).unwrap_or(Status::Unspecified);
                 self.set_status(now, session, request_ref, status, set.text)
@@ -421,82 +544,120 @@ impl Shard {
         }
     }
 
-    fn send(&mut self, now: Now, session: SessionId, request_ref: u64, to: String, payload: Bytes) {
-        let Some(to) = UserId::parse(&to) else {
+    fn send(&mut self, now: Now, session: SessionId, request_ref: u64, send: Send) {
+        let Some(to) = UserId::parse(&send.to) else {
             metrics::message_dropped("invalid_recipient");
-            return self.send_failed(session, request_ref, ErrorCode::InvalidUserId);
+            return self.send_result(session, request_ref, Err(ErrorCode::InvalidUserId), false);
         };
-        if payload.len() > self.limits.max_payload_bytes {
+        if send.payload.len() > self.limits.max_payload_bytes {
             metrics::message_dropped("payload_too_large");
-            return self.send_failed(session, request_ref, ErrorCode::PayloadTooLarge);
+            return self.send_result(session, request_ref, Err(ErrorCode::PayloadTooLarge), false);
+        }
+        if send.client_msg_id.len() > MAX_CLIENT_MSG_ID_BYTES {
+            metrics::message_dropped("invalid_client_msg_id");
+            let error = Err(ErrorCode::InvalidClientMsgId);
+            return self.send_result(session, request_ref, error, false);
         }
         let sender = &self.sessions[&session];
+        let from = sender.user.clone();
+        let from_device = sender.device.clone();
+        if !send.client_msg_id.is_empty() {
+            let record = self
+                .users
+                .get_mut(&from)
+                .expect("a session's user has a record");
+            let window = record.dedupe.get_or_insert_with(Default::default);
+            let key = send.client_msg_id.as_str();
+            match window.get_mut(key, now.instant, &self.limits.dedupe) {
+                Some(KeyState::Done(outcome)) => {
+                    let outcome = *outcome;
+                    metrics::duplicate_send();
+                    return self.send_result(session, request_ref, Ok(outcome), true);
+                }
+                Some(KeyState::Pending(waiting)) => {
+                    metrics::duplicate_send();
+                    waiting.push((session, request_ref));
+                    return;
+                }
+                None => window.insert_pending(key, now.instant, &self.limits.dedupe),
+            }
+        }
         self.next_message_seq += 1;
         let message_id = (u64::from(self.id.0) << 48) | self.next_message_seq;
-        let deliver = ServerFrame {
-            body: Some(server_frame::Body::Deliver(Deliver {
-                message_id,
-                from_user: sender.user.as_str().to_owned(),
-                from_device: sender.device.as_str().to_owned(),
-                to_user: to.as_str().to_owned(),
-                payload,
-                sent_at_ms: now.unix_ms,
-            })),
-        };
-        let message = Arc::new(RoutedMessage {
+        let encoded = Message {
             message_id,
-            from: sender.user.clone(),
+            from_user: from.as_str().to_owned(),
+            from_device: from_device.as_str().to_owned(),
+            to_user: to.as_str().to_owned(),
+            payload: send.payload,
+            sent_at_ms: now.unix_ms,
+            client_msg_id: send.client_msg_id.clone(),
+        }
+        .encode_to_vec();
+        let routed = Arc::new(RoutedMessage {
+            message: Arc::new(StoredMessage {
+                message_id,
+                from,
+                from_device,
+                encoded: Bytes::from(encoded),
+                accepted_at: now.instant,
+            }),
             from_session: session,
             to,
-            request_ref,
-            frame: frame::encode(&deliver),
-            accepted_at: now.instant,
+            client_msg_id: (!send.client_msg_id.is_empty())
+                .then(|| send.client_msg_id.into_boxed_str()),
         });
         self.sessions
             .get_mut(&session)
             .expect("checked by the caller")
             .in_flight
             .push_back(InFlight {
-                message: message.clone(),
+                message: routed.clone(),
+                request_ref,
                 outcome: None,
             });
-        let target = shard_of(&message.to, self.shard_count);
+        let target = shard_of(&routed.to, self.shard_count);
         if target == self.id {
-            self.route(message);
+            self.route(now, routed);
         } else {
             self.outputs.push_back(Output::Forward {
                 shard: target,
-                input: ShardInput::Route(message),
+                input: ShardInput::Route(routed),
             });
         }
     }
 
-    /// Recipient side: deliver to every online device of `message.to`.
-    /// A message to oneself reaches one's other devices, released in order
-    /// with the sender's other messages by [`Shard::route_result`].
-    fn route(&mut self, message: Arc<RoutedMessage>) {
-        let to_self = message.from == message.to;
-        let recipients = self.sessions_of_except(&message.to, message.from_session);
-        let (error, devices) = if recipients.is_empty() && !to_self {
-            metrics::message_dropped("recipient_offline");
-            (ErrorCode::RecipientOffline, 0)
+    /// Recipient side: store the message in the recipient's inbox and send
+    /// it to their online devices. A message to oneself is stored once, by
+    /// [`Shard::route_result`], in order with the sender's other messages.
+    fn route(&mut self, now: Now, routed: Arc<RoutedMessage>) {
+        let to_self = routed.message.from == routed.to;
+        let devices = if to_self {
+            0
         } else {
-            metrics::message_routed();
-            if !to_self {
-                for session in &recipients {
-                    self.transmit_message(*session, &message);
-                }
-            }
-            (ErrorCode::None, recipients.len() as u32)
+            let record = self
+                .users
+                .entry(routed.to.clone())
+                .or_insert_with(UserRecord::new);
+            record.mailbox.append(
+                routed.message.clone(),
+                false,
+                now.instant,
+                &self.limits.mailbox,
+            );
+            self.schedule_expiry(&routed.to);
+            self.pump_user(&routed.to)
         };
-        let origin = shard_of(&message.from, self.shard_count);
+        metrics::message_routed();
+        let error = ErrorCode::None;
+        let origin = shard_of(&routed.message.from, self.shard_count);
         if origin == self.id {
-            self.route_result(message, error, devices);
+            self.route_result(now, routed, error, devices);
         } else {
             self.outputs.push_back(Output::Forward {
                 shard: origin,
                 input: ShardInput::RouteResult {
-                    message,
+                    message: routed,
                     error,
                     devices,
                 },
@@ -505,21 +666,27 @@ impl Shard {
     }
 
     /// Sender side: record the outcome, then release every finished message
-    /// at the front of the session's in-flight queue: copies to the sender's
-    /// other devices (if routed), then the SendResult.
-    fn route_result(&mut self, message: Arc<RoutedMessage>, error: ErrorCode, devices: u32) {
-        let session = message.from_session;
+    /// at the front of the session's in-flight queue: the copy in the
+    /// sender's inbox (if stored), then the SendResult.
+    fn route_result(
+        &mut self,
+        now: Now,
+        routed: Arc<RoutedMessage>,
+        error: ErrorCode,
+        devices: u32,
+    ) {
+        let session = routed.from_session;
         let Some(record) = self.sessions.get_mut(&session) else {
-            // The sending session is gone; its other devices still get it.
-            if error == ErrorCode::None {
-                self.copy_to_other_devices(&message);
-            }
+            // The sending session is gone; the copy is still stored.
+            let (result, waiting) = self.release(now, &routed, error, devices);
+            self.answer_repeats(waiting, result);
             return;
         };
+        let message_id = routed.message.message_id;
         if let Some(entry) = record
             .in_flight
             .iter_mut()
-            .find(|e| e.message.message_id == message.message_id)
+            .find(|e| e.message.message.message_id == message_id)
         {
             entry.outcome = Some((error, devices));
         }
@@ -533,76 +700,193 @@ impl Shard {
                 .get_mut(&session)
                 .and_then(|r| r.in_flight.pop_front())
                 .expect("front exists");
-            if error == ErrorCode::None {
-                self.copy_to_other_devices(&done.message);
+            let (result, waiting) = self.release(now, &done.message, error, devices);
+            self.send_result(session, done.request_ref, result, false);
+            self.answer_repeats(waiting, result);
+        }
+    }
+
+    /// Stores the sender's copy of a routed message (if it was stored for the
+    /// recipient) and settles its idempotency key. Returns the Send's result
+    /// and the repeats of its key that wait for it.
+    fn release(
+        &mut self,
+        now: Now,
+        routed: &RoutedMessage,
+        error: ErrorCode,
+        devices: u32,
+    ) -> (Result<SendOutcome, ErrorCode>, Vec<(SessionId, u64)>) {
+        let from = &routed.message.from;
+        let result = if error == ErrorCode::None {
+            let record = self.users.get_mut(from).expect("a sender has a record");
+            let seq = record.mailbox.append(
+                routed.message.clone(),
+                true,
+                now.instant,
+                &self.limits.mailbox,
+            );
+            self.schedule_expiry(from);
+            let copies = self.pump_user(from);
+            Ok(SendOutcome {
+                message_id: routed.message.message_id,
+                devices: if routed.to == *from { copies } else { devices },
+                seq,
+            })
+        } else {
+            Err(error)
+        };
+        let Some(key) = routed.client_msg_id.as_deref() else {
+            return (result, Vec::new());
+        };
+        let Some(window) = self.users.get_mut(from).and_then(|r| r.dedupe.as_mut()) else {
+            return (result, Vec::new());
+        };
+        let waiting = match result {
+            Ok(outcome) => window.complete(key, outcome),
+            Err(_) => window.remove(key),
+        };
+        (result, waiting)
+    }
+
+    /// Gives each repeat of an idempotency key its first Send's result.
+    fn answer_repeats(
+        &mut self,
+        waiting: Vec<(SessionId, u64)>,
+        result: Result<SendOutcome, ErrorCode>,
+    ) {
+        for (session, request_ref) in waiting {
+            if self.sessions.contains_key(&session) {
+                self.send_result(session, request_ref, result, true);
             }
-            let message_id = if error == ErrorCode::None {
-                done.message.message_id
-            } else {
-                0
-            };
-            self.send_result(
+        }
+    }
+
+    /// `session`'s device processed everything up to `seq`.
+    fn ack(&mut self, session: SessionId, request_ref: u64, seq: u64) {
+        let record = self.sessions.get_mut(&session).expect("caller checked");
+        if seq > record.sent_through {
+            metrics::frame_rejected("invalid_ack");
+            return self.reply_error(
                 session,
-                done.message.request_ref,
-                error,
-                message_id,
-                devices,
+                request_ref,
+                ErrorCode::InvalidAck,
+                "Ack.seq is beyond what this session was sent",
             );
         }
-    }
-
-    /// The open sessions of `user` other than `except`.
-    fn sessions_of_except(&self, user: &UserId, except: SessionId) -> Vec<SessionId> {
-        self.users
-            .get(user)
-            .map(|r| {
-                r.sessions
-                    .iter()
-                    .copied()
-                    .filter(|s| *s != except)
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn copy_to_other_devices(&mut self, message: &RoutedMessage) {
-        let copies = self.sessions_of_except(&message.from, message.from_session);
-        for session in copies {
-            self.transmit_message(session, message);
+        metrics::ack_accepted();
+        while record.unacked.front().is_some_and(|s| *s <= seq) {
+            record.unacked.pop_front();
         }
+        let user = record.user.clone();
+        if let Some(user_record) = self.users.get_mut(&user) {
+            user_record.mailbox.ack(&record.device, seq);
+        }
+        self.schedule_expiry(&user);
+        self.pump(session);
     }
 
-    fn transmit_message(&mut self, session: SessionId, message: &RoutedMessage) {
-        self.outputs.push_back(Output::Transmit {
-            session,
-            frame: message.frame.clone(),
-            class: FrameClass::Message {
-                accepted_at: message.accepted_at,
-            },
-        });
+    /// Sends `session` what its inbox holds beyond what it was sent, up to
+    /// the delivery window. Returns how many messages it sent.
+    fn pump(&mut self, session: SessionId) -> u32 {
+        let Some(record) = self.sessions.get_mut(&session) else {
+            return 0;
+        };
+        let Some(user) = self.users.get(&record.user) else {
+            return 0;
+        };
+        let mut sent = 0;
+        while record.unacked.len() < self.limits.delivery_window {
+            match user.mailbox.next_for(&record.device, record.sent_through) {
+                Next::UpToDate => break,
+                Next::Gap { from, to } => {
+                    metrics::inbox_gap();
+                    let gap = ServerFrame {
+                        body: Some(server_frame::Body::Gap(Gap {
+                            from_seq: from,
+                            to_seq: to,
+                        })),
+                    };
+                    self.outputs.push_back(Output::Transmit {
+                        session,
+                        frame: frame::encode(&gap).into(),
+                        class: FrameClass::Control,
+                    });
+                    record.sent_through = to;
+                }
+                Next::Skip(seq) => record.sent_through = seq,
+                Next::Deliver(seq, message) => {
+                    self.outputs.push_back(Output::Transmit {
+                        session,
+                        frame: frame::encode_deliver(seq, &message.encoded),
+                        class: FrameClass::Message {
+                            accepted_at: message.accepted_at,
+                        },
+                    });
+                    record.sent_through = seq;
+                    record.unacked.push_back(seq);
+                    sent += 1;
+                }
+            }
+        }
+        sent
     }
 
-    fn send_failed(&mut self, session: SessionId, request_ref: u64, error: ErrorCode) {
-        self.send_result(session, request_ref, error, 0, 0);
+    /// [`Shard::pump`]s every session of `user`; returns how many sessions
+    /// were sent something.
+    fn pump_user(&mut self, user: &UserId) -> u32 {
+        let sessions = match self.users.get(user) {
+            Some(record) => record.sessions.clone(),
+            None => return 0,
+        };
+        sessions
+            .into_iter()
+            .map(|session| u32::from(self.pump(session) > 0))
+            .sum()
+    }
+
+    /// Keeps one expiry deadline per user in `mailbox_timers`, matching the
+    /// user's inbox.
+    fn schedule_expiry(&mut self, user: &UserId) {
+        let Some(record) = self.users.get_mut(user) else {
+            return;
+        };
+        let wanted = record.mailbox.next_expiry(&self.limits.mailbox);
+        if wanted == record.mailbox_timer {
+            return;
+        }
+        if let Some(old) = record.mailbox_timer.take() {
+            self.mailbox_timers.remove(&(old, user.clone()));
+        }
+        if let Some(at) = wanted {
+            self.mailbox_timers.insert((at, user.clone()));
+        }
+        record.mailbox_timer = wanted;
     }
 
     fn send_result(
         &mut self,
         session: SessionId,
         request_ref: u64,
-        error: ErrorCode,
-        message_id: u64,
-        devices: u32,
+        result: Result<SendOutcome, ErrorCode>,
+        duplicate: bool,
     ) {
-        self.reply(
-            session,
-            server_frame::Body::SendResult(SendResult {
+        let body = match result {
+            Ok(outcome) => SendResult {
+                r#ref: request_ref,
+                error: ErrorCode::None as i32,
+                message_id: outcome.message_id,
+                devices: outcome.devices,
+                seq: outcome.seq,
+                duplicate,
+            },
+            Err(error) => SendResult {
                 r#ref: request_ref,
                 error: error as i32,
-                message_id,
-                devices,
-            }),
-        );
+                duplicate,
+                ..SendResult::default()
+            },
+        };
+        self.reply(session, server_frame::Body::SendResult(body));
     }
 
     fn set_status(
@@ -717,7 +1001,7 @@ impl Shard {
         metrics::presence_events_sent(1);
         self.outputs.push_back(Output::Transmit {
             session: watcher,
-            frame: frame::encode(&event),
+            frame: frame::encode(&event).into(),
             class: FrameClass::Presence,
         });
     }
@@ -739,7 +1023,7 @@ impl Shard {
         for watcher in &record.watchers {
             self.outputs.push_back(Output::Transmit {
                 session: *watcher,
-                frame: bytes.clone(),
+                frame: bytes.clone().into(),
                 class: FrameClass::Presence,
             });
         }
@@ -763,11 +1047,15 @@ impl Shard {
     }
 
     fn reply(&mut self, session: SessionId, body: server_frame::Body) {
-        let frame = frame::encode(&ServerFrame { body: Some(body) });
+        self.reply_as(session, body, FrameClass::Reply);
+    }
+
+    fn reply_as(&mut self, session: SessionId, body: server_frame::Body, class: FrameClass) {
+        let frame = frame::encode(&ServerFrame { body: Some(body) }).into();
         self.outputs.push_back(Output::Transmit {
             session,
             frame,
-            class: FrameClass::Reply,
+            class,
         });
     }
 }

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame::{DecodeError, FrameDecoder};
@@ -250,11 +249,13 @@ async fn run_session(
 }
 
 async fn write_frame(send: &mut SendStream, queued: QueuedFrame) -> Result<(), Ending> {
-    let frame: Bytes = queued.frame;
-    send.write_chunk(frame).await.map_err(|error| match error {
-        quinn::WriteError::ConnectionLost(e) => Ending::from_connection_error(&e),
-        _ => Ending::PeerClosed,
-    })?;
+    let mut chunks = [queued.frame.head, queued.frame.shared];
+    send.write_all_chunks(&mut chunks)
+        .await
+        .map_err(|error| match error {
+            quinn::WriteError::ConnectionLost(e) => Ending::from_connection_error(&e),
+            _ => Ending::PeerClosed,
+        })?;
     if let FrameClass::Message { accepted_at } = queued.class {
         metrics::message_delivered(accepted_at.elapsed());
     }

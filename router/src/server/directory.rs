@@ -6,9 +6,9 @@
 //! Lock discipline: a DashMap guard is held only for a non-blocking
 //! `try_send` or a `watch` send, never across `.await`.
 
-use bytes::Bytes;
 use dashmap::DashMap;
 use switchboard_proto::close::CloseCode;
+use switchboard_proto::frame::OutFrame;
 use tokio::sync::{mpsc, watch};
 
 use crate::core::{FrameClass, SessionId};
@@ -17,7 +17,7 @@ use crate::metrics;
 /// A frame queued for a session.
 #[derive(Debug)]
 pub(crate) struct QueuedFrame {
-    pub(crate) frame: Bytes,
+    pub(crate) frame: OutFrame,
     pub(crate) class: FrameClass,
 }
 
@@ -98,7 +98,7 @@ impl SessionDirectory {
 
     /// Queues a frame; a session whose queue is full is closed as a slow
     /// consumer, and a message for a session already gone is counted dropped.
-    pub(crate) fn transmit(&self, session: SessionId, frame: Bytes, class: FrameClass) {
+    pub(crate) fn transmit(&self, session: SessionId, frame: OutFrame, class: FrameClass) {
         let is_message = matches!(class, FrameClass::Message { .. });
         let Some(sink) = self.sessions.get(&session) else {
             if is_message {

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame;
-use switchboard_proto::v1::{server_frame, GoAway, Hello, ServerFrame, Status, Welcome};
+use switchboard_proto::v1::{server_frame, GoAway, Hello, Resume, ServerFrame, Status, Welcome};
 
 use super::shard_task::now;
 use super::ServerContext;
@@ -24,6 +24,7 @@ pub(crate) struct Authenticated {
     pub(crate) user: UserId,
     pub(crate) device: DeviceId,
     pub(crate) initial_status: Option<Status>,
+    pub(crate) resume: Option<Resume>,
 }
 
 /// Checks a Hello: the token, then the device id. Failures are counted and
@@ -65,6 +66,7 @@ pub(crate) fn authenticate(
         user,
         device,
         initial_status,
+        resume: hello.resume,
     })
 }
 
@@ -81,6 +83,8 @@ pub(crate) fn welcome(ctx: &ServerContext, session: SessionId, user: &UserId) ->
             max_watched_users: limits.max_watched_users as u32,
             max_status_text_bytes: limits.max_status_text_bytes as u32,
             server_time_ms: now().unix_ms,
+            delivery_window: ctx.config.delivery.delivery_window as u32,
+            dedupe_window_ms: ctx.config.delivery.dedupe_window.as_millis() as u64,
         })),
     })
 }
@@ -109,6 +113,7 @@ pub(crate) fn open_session(session: SessionId, auth: Authenticated) -> ShardInpu
         user: auth.user,
         device: auth.device,
         initial_status: auth.initial_status,
+        resume: auth.resume,
     }
 }
 

@@ -166,8 +166,12 @@ impl Server {
         let shards: Arc<[ShardHandle]> = handles.into();
         let directory = Arc::new(SessionDirectory::default());
         let mut shard_tasks = JoinSet::new();
+        // Inbox sequence numbers live in memory: a new epoch per run tells
+        // a resuming client that numbers of an earlier run mean nothing.
+        let inbox_epoch = shard_task::now().unix_ms;
         for (index, inbox) in inboxes.into_iter().enumerate() {
-            let shard = Shard::new(ShardId(index as u32), shard_count, config.core_limits());
+            let limits = config.core_limits(inbox_epoch);
+            let shard = Shard::new(ShardId(index as u32), shard_count, limits);
             shard_tasks.spawn(shard_task::run_shard(
                 shard,
                 inbox,

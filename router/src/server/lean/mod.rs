@@ -21,7 +21,7 @@ use quinn_proto::{
     WriteError,
 };
 use switchboard_proto::close::CloseCode;
-use switchboard_proto::frame::{DecodeError, FrameDecoder};
+use switchboard_proto::frame::{DecodeError, FrameDecoder, OutFrame};
 use switchboard_proto::v1::{client_frame::Body, ClientFrame, Hello};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
@@ -366,7 +366,7 @@ impl Driver {
         for (ch, conn) in self.conns.iter_mut() {
             if matches!(conn.phase, Phase::Open { .. }) {
                 conn.outbox.push_back(QueuedFrame {
-                    frame: go_away.clone(),
+                    frame: go_away.clone().into(),
                     class: FrameClass::Reply,
                 });
                 self.dirty.insert(ch);
@@ -612,7 +612,7 @@ impl Driver {
         conn.decoder
             .set_max_frame_bytes(self.ctx.config.limits.max_frame_bytes);
         conn.outbox.push_front(QueuedFrame {
-            frame: handshake::welcome(&self.ctx, session, &auth.user),
+            frame: handshake::welcome(&self.ctx, session, &auth.user).into(),
             class: FrameClass::Reply,
         });
         conn.phase = Phase::Open {
@@ -641,9 +641,9 @@ impl Driver {
         };
         let Some(id) = conn.stream else { return };
         while let Some(front) = conn.outbox.front_mut() {
-            let mut chunk = [front.frame.clone()];
-            match conn.quic.send_stream(id).write_chunks(&mut chunk) {
-                Ok(written) if written.chunks == 1 => {
+            let mut chunks = [front.frame.head.clone(), front.frame.shared.clone()];
+            match conn.quic.send_stream(id).write_chunks(&mut chunks) {
+                Ok(written) if written.chunks == chunks.len() => {
                     let done = conn.outbox.pop_front().expect("front exists");
                     if let FrameClass::Message { accepted_at } = done.class {
                         metrics::message_delivered(accepted_at.elapsed());
@@ -651,9 +651,9 @@ impl Driver {
                 }
                 Ok(_) => {
                     // Partly written: keep the rest for when the stream
-                    // is writable again.
-                    let [rest] = chunk;
-                    front.frame = rest;
+                    // is writable again (write_chunks left it in `chunks`).
+                    let [head, shared] = chunks;
+                    front.frame = OutFrame { head, shared };
                     return;
                 }
                 Err(WriteError::Blocked) => return,

@@ -1,5 +1,9 @@
 //! Behaviour tests of the sans-IO core: a [`Cluster`] of shards driven with a
 //! virtual clock, forwarding outputs between shards exactly like the shell.
+//! Routing and presence tests are here; inbox, ack, resume and idempotency
+//! tests are in [`delivery`].
+
+mod delivery;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -8,8 +12,8 @@ use proptest::prelude::*;
 use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame::FrameDecoder;
 use switchboard_proto::v1::{
-    client_frame::Body, server_frame, ClientFrame, Deliver, ErrorCode, Presence, Send, ServerFrame,
-    SetStatus, Status, Unwatch, Watch,
+    client_frame::Body, server_frame, ClientFrame, ErrorCode, Message, Presence, Resume, Send,
+    ServerFrame, SetStatus, Status, Unwatch, Watch,
 };
 
 use super::*;
@@ -34,12 +38,21 @@ struct Cluster {
 
 impl Cluster {
     fn new(shard_count: u32) -> Self {
-        let limits = CoreLimits {
+        Self::with_limits(shard_count, Self::test_limits())
+    }
+
+    /// Small limits, so tests reach them.
+    fn test_limits() -> CoreLimits {
+        CoreLimits {
             offline_grace: GRACE,
             max_payload_bytes: 100,
             max_watched_users: 3,
             max_status_text_bytes: 10,
-        };
+            ..CoreLimits::default()
+        }
+    }
+
+    fn with_limits(shard_count: u32, limits: CoreLimits) -> Self {
         Self {
             shards: (0..shard_count)
                 .map(|i| Shard::new(ShardId(i), shard_count, limits.clone()))
@@ -89,7 +102,8 @@ impl Cluster {
             match output {
                 Output::Transmit { session, frame, .. } => {
                     let mut decoder = FrameDecoder::new(1 << 20);
-                    decoder.extend(&frame);
+                    decoder.extend(&frame.head);
+                    decoder.extend(&frame.shared);
                     let frame = decoder.decode::<ServerFrame>().unwrap().unwrap();
                     self.received.entry(session).or_default().push_back(frame);
                 }
@@ -127,6 +141,16 @@ impl Cluster {
     }
 
     fn open_with(&mut self, user: &str, device: &str, initial_status: Option<Status>) -> SessionId {
+        self.open_full(user, device, initial_status, None)
+    }
+
+    fn open_full(
+        &mut self,
+        user: &str,
+        device: &str,
+        initial_status: Option<Status>,
+        resume: Option<Resume>,
+    ) -> SessionId {
         self.next_session += 1;
         let session = SessionId(self.next_session);
         let user = UserId::parse(user).unwrap();
@@ -139,6 +163,7 @@ impl Cluster {
                 user,
                 device: DeviceId::parse(device).unwrap(),
                 initial_status,
+                resume,
             },
         );
         session
@@ -170,6 +195,7 @@ impl Cluster {
             Some(Body::Send(Send {
                 to: to.into(),
                 payload: payload.to_vec().into(),
+                ..Send::default()
             })),
         );
     }
@@ -190,7 +216,8 @@ impl Cluster {
         self.frame(session, 9, Some(Body::Watch(Watch { users })));
     }
 
-    fn take(&mut self, session: SessionId) -> Vec<server_frame::Body> {
+    /// Every frame `session` received since the last take.
+    fn take_all(&mut self, session: SessionId) -> Vec<server_frame::Body> {
         self.received
             .remove(&session)
             .unwrap_or_default()
@@ -199,11 +226,21 @@ impl Cluster {
             .collect()
     }
 
-    fn delivered(&mut self, session: SessionId) -> Vec<Deliver> {
+    /// Like [`Cluster::take_all`] without the `InboxOpened` every session
+    /// starts with, which routing and presence tests do not look at.
+    fn take(&mut self, session: SessionId) -> Vec<server_frame::Body> {
+        self.take_all(session)
+            .into_iter()
+            .filter(|b| !matches!(b, server_frame::Body::InboxOpened(_)))
+            .collect()
+    }
+
+    /// The messages delivered to `session` since the last take.
+    fn delivered(&mut self, session: SessionId) -> Vec<Message> {
         self.take(session)
             .into_iter()
             .filter_map(|b| match b {
-                server_frame::Body::Deliver(d) => Some(d),
+                server_frame::Body::Deliver(d) => d.message,
                 _ => None,
             })
             .collect()
@@ -337,7 +374,7 @@ fn watching_unknown_users_leaves_no_records_behind() {
 }
 
 #[test]
-fn message_to_offline_user_is_rejected_and_not_copied() {
+fn message_to_offline_user_is_accepted_copied_and_waits() {
     let mut c = Cluster::new(2);
     let alice = c.open("alice", "phone");
     let alice2 = c.open("alice", "laptop");
@@ -345,12 +382,14 @@ fn message_to_offline_user_is_rejected_and_not_copied() {
     let frames = c.take(alice);
     assert!(matches!(
         frames.as_slice(),
-        [server_frame::Body::SendResult(r)] if r.error == ErrorCode::RecipientOffline as i32 && r.r#ref == 5
+        [server_frame::Body::SendResult(r)]
+            if r.error == ErrorCode::None as i32 && r.r#ref == 5 && r.devices == 0 && r.seq == 1
     ));
-    assert!(
-        c.delivered(alice2).is_empty(),
-        "a refused message is not copied"
-    );
+    assert_eq!(c.delivered(alice2).len(), 1, "the sender's copy");
+    let carol = c.open("carol", "phone");
+    let got = c.delivered(carol);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].payload.as_ref(), b"x");
 }
 
 #[test]
@@ -556,6 +595,7 @@ fn closed_watcher_stops_receiving_and_unwatch_works() {
     c.close(w1);
     c.take(w1);
     c.take(w2);
+    c.take_all(alice);
     c.set_status(alice, Status::Busy, "");
     assert!(c.received.is_empty(), "no watcher left: {:?}", c.received);
 }

@@ -1,0 +1,168 @@
+//! [`DedupeWindow`]: the idempotency keys (`Send.client_msg_id`) one user used
+//! recently, each with the result of the first `Send` that carried it, so a
+//! resend after a lost result gets that result again instead of a second
+//! message.
+//!
+//! Keys are forgotten after the window's duration or, oldest first, beyond
+//! its count, checked whenever the window is used (no timer).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::ids::SessionId;
+
+/// Bounds of each user's idempotency window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupeLimits {
+    /// How long a key is remembered.
+    pub window: Duration,
+    /// Most keys remembered per user.
+    pub max_keys: usize,
+}
+
+impl Default for DedupeLimits {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(300),
+            max_keys: 256,
+        }
+    }
+}
+
+/// What the first `Send` with a key got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendOutcome {
+    /// The message id.
+    pub message_id: u64,
+    /// Recipient devices reached at once.
+    pub devices: u32,
+    /// The sender's own inbox sequence number of its copy.
+    pub seq: u64,
+}
+
+/// A remembered key.
+#[derive(Debug)]
+pub enum KeyState {
+    /// The first Send is still being routed; these repeats (session, request
+    /// ref) wait for its result.
+    Pending(Vec<(SessionId, u64)>),
+    /// The first Send's result.
+    Done(SendOutcome),
+}
+
+/// One user's recent idempotency keys.
+#[derive(Debug, Default)]
+pub struct DedupeWindow {
+    keys: HashMap<Box<str>, KeyState>,
+    /// Keys in the order they were first used, with that time.
+    order: VecDeque<(Instant, Box<str>)>,
+}
+
+impl DedupeWindow {
+    /// The state of `key`, after forgetting what is too old.
+    pub fn get_mut(
+        &mut self,
+        key: &str,
+        now: Instant,
+        limits: &DedupeLimits,
+    ) -> Option<&mut KeyState> {
+        self.forget_expired(now, limits);
+        self.keys.get_mut(key)
+    }
+
+    /// Remembers a new key as pending.
+    pub fn insert_pending(&mut self, key: &str, now: Instant, limits: &DedupeLimits) {
+        self.forget_expired(now, limits);
+        let key: Box<str> = key.into();
+        self.order.push_back((now, key.clone()));
+        self.keys.insert(key, KeyState::Pending(Vec::new()));
+        while self.order.len() > limits.max_keys {
+            if let Some((_, old)) = self.order.pop_front() {
+                self.keys.remove(&old);
+            }
+        }
+    }
+
+    /// Records the first Send's result; returns the repeats waiting for it.
+    pub fn complete(&mut self, key: &str, outcome: SendOutcome) -> Vec<(SessionId, u64)> {
+        match self.keys.get_mut(key) {
+            Some(state) => match std::mem::replace(state, KeyState::Done(outcome)) {
+                KeyState::Pending(waiting) => waiting,
+                KeyState::Done(_) => Vec::new(),
+            },
+            None => Vec::new(), // forgotten meanwhile (count limit)
+        }
+    }
+
+    /// Forgets `key`: its Send failed, so a resend is a new attempt.
+    pub fn remove(&mut self, key: &str) -> Vec<(SessionId, u64)> {
+        self.order.retain(|(_, k)| &**k != key);
+        match self.keys.remove(key) {
+            Some(KeyState::Pending(waiting)) => waiting,
+            _ => Vec::new(),
+        }
+    }
+
+    /// True when no key is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    fn forget_expired(&mut self, now: Instant, limits: &DedupeLimits) {
+        while let Some((at, _)) = self.order.front() {
+            if *at + limits.window > now {
+                break;
+            }
+            let (_, key) = self.order.pop_front().expect("front exists");
+            self.keys.remove(&key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OUTCOME: SendOutcome = SendOutcome {
+        message_id: 7,
+        devices: 1,
+        seq: 3,
+    };
+
+    #[test]
+    fn a_key_is_pending_then_done_and_hands_back_its_waiters() {
+        let now = Instant::now();
+        let limits = DedupeLimits::default();
+        let mut window = DedupeWindow::default();
+        assert!(window.get_mut("k", now, &limits).is_none());
+        window.insert_pending("k", now, &limits);
+        match window.get_mut("k", now, &limits) {
+            Some(KeyState::Pending(waiting)) => waiting.push((SessionId(1), 9)),
+            other => panic!("expected pending, got {other:?}"),
+        }
+        assert_eq!(window.complete("k", OUTCOME), [(SessionId(1), 9)]);
+        assert!(matches!(
+            window.get_mut("k", now, &limits),
+            Some(KeyState::Done(OUTCOME))
+        ));
+    }
+
+    #[test]
+    fn keys_expire_by_age_and_by_count() {
+        let now = Instant::now();
+        let limits = DedupeLimits {
+            window: Duration::from_secs(10),
+            max_keys: 2,
+        };
+        let mut window = DedupeWindow::default();
+        window.insert_pending("a", now, &limits);
+        window.insert_pending("b", now + Duration::from_secs(5), &limits);
+        window.insert_pending("c", now + Duration::from_secs(6), &limits);
+        assert!(window.get_mut("a", now, &limits).is_none(), "count limit");
+        let later = now + Duration::from_secs(15);
+        assert!(window.get_mut("b", later, &limits).is_none(), "aged out");
+        assert!(window.get_mut("c", later, &limits).is_some());
+        assert_eq!(window.remove("c"), []);
+        assert!(window.is_empty());
+    }
+}

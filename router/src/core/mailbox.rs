@@ -1,0 +1,501 @@
+//! [`Mailbox`]: one user's sequenced inbox. Every message to the user, and a
+//! copy of every message the user sends, gets the next sequence number and
+//! stays until each of the user's known devices has acknowledged it, or the
+//! [`MailboxLimits`] evict it (count, bytes, age).
+//!
+//! Devices are tracked by a cursor each: the highest sequence number the
+//! device acknowledged, and whether it is online. A device that stays offline
+//! longer than `max_age` is forgotten: everything it could still want has aged
+//! out by then. A device never receives its own sends (it got a `SendResult`
+//! for them): its cursor moves over them by itself whenever it reaches one,
+//! so they never wait for its ack and never look like a gap to it.
+//!
+//! Entries are contiguous: the mailbox holds exactly the sequence numbers
+//! `first_seq()..=last_seq()`; what is below `first_seq()` is gone. What a
+//! device gets next is [`Mailbox::next_for`]'s answer, which reports a gone
+//! range as [`Next::Gap`] rather than skipping it silently.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::ids::{DeviceId, UserId};
+use crate::metrics;
+
+/// A message as accepted, shared by every inbox that stores it.
+#[derive(Debug)]
+pub struct StoredMessage {
+    /// Server-assigned message id.
+    pub message_id: u64,
+    /// Sender.
+    pub from: UserId,
+    /// The sender's device.
+    pub from_device: DeviceId,
+    /// The encoded `Message` protobuf, shared by every recipient's frame.
+    pub encoded: Bytes,
+    /// When the router accepted it (for the delivery-latency metric).
+    pub accepted_at: Instant,
+}
+
+/// Per-user bounds on what an inbox keeps for devices that have not
+/// acknowledged it. The oldest entries go first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxLimits {
+    /// Most messages kept per user.
+    pub max_messages: usize,
+    /// Most encoded message bytes kept per user.
+    pub max_bytes: usize,
+    /// Longest a message is kept; also how long an offline device is
+    /// remembered.
+    pub max_age: Duration,
+}
+
+impl Default for MailboxLimits {
+    fn default() -> Self {
+        Self {
+            max_messages: 1_000,
+            max_bytes: 1024 * 1024,
+            max_age: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    message: Arc<StoredMessage>,
+    stored_at: Instant,
+    /// A copy of a message this inbox's own user sent: the sending device
+    /// neither receives it nor has to ack it.
+    own: bool,
+}
+
+impl Entry {
+    fn sent_by(&self, device: &DeviceId) -> bool {
+        self.own && self.message.from_device == *device
+    }
+}
+
+#[derive(Debug)]
+struct DeviceCursor {
+    device: DeviceId,
+    /// Highest sequence number the device acknowledged.
+    acked: u64,
+    /// When the device's last session closed; `None` while online.
+    offline_since: Option<Instant>,
+}
+
+/// What a device should get after sequence number `after`.
+#[derive(Debug)]
+pub enum Next<'a> {
+    /// Nothing more is stored.
+    UpToDate,
+    /// `from..=to` are gone; continue after `to`.
+    Gap {
+        /// First missing sequence number.
+        from: u64,
+        /// Last missing sequence number.
+        to: u64,
+    },
+    /// The device's own send: skip it.
+    Skip(u64),
+    /// Deliver this message with this sequence number.
+    Deliver(u64, &'a Arc<StoredMessage>),
+}
+
+/// One user's inbox; see the module docs.
+#[derive(Debug, Default)]
+pub struct Mailbox {
+    last_seq: u64,
+    entries: VecDeque<Entry>,
+    bytes: usize,
+    devices: Vec<DeviceCursor>,
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        metrics::mailbox_released(self.entries.len(), self.bytes);
+    }
+}
+
+impl Mailbox {
+    /// Highest sequence number assigned so far (0 before the first message).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Lowest sequence number still held (`last_seq() + 1` when empty).
+    pub fn first_seq(&self) -> u64 {
+        self.last_seq + 1 - self.entries.len() as u64
+    }
+
+    /// Messages held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no message is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Encoded bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// True for a mailbox that never held anything and knows no device.
+    pub fn is_pristine(&self) -> bool {
+        self.last_seq == 0 && self.devices.is_empty()
+    }
+
+    /// Stores `message` under the next sequence number and returns it,
+    /// evicting the oldest entries beyond the count and byte limits. `own`
+    /// marks a copy of a message this inbox's user sent.
+    pub fn append(
+        &mut self,
+        message: Arc<StoredMessage>,
+        own: bool,
+        now: Instant,
+        limits: &MailboxLimits,
+    ) -> u64 {
+        self.last_seq += 1;
+        let size = message.encoded.len();
+        metrics::mailbox_stored(size);
+        self.bytes += size;
+        self.entries.push_back(Entry {
+            message,
+            stored_at: now,
+            own,
+        });
+        if own {
+            let device = self
+                .entries
+                .back()
+                .expect("just pushed")
+                .message
+                .from_device
+                .clone();
+            self.advance_over_own(&device);
+        }
+        let mut evicted = 0;
+        while self.entries.len() > limits.max_messages
+            || (self.bytes > limits.max_bytes && self.entries.len() > 1)
+        {
+            self.pop_front();
+            evicted += 1;
+        }
+        metrics::mailbox_evicted("limit", evicted);
+        self.trim();
+        self.last_seq
+    }
+
+    /// Drops entries older than `max_age` and forgets devices offline for
+    /// longer than that.
+    pub fn expire(&mut self, now: Instant, limits: &MailboxLimits) {
+        let mut evicted = 0;
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| e.stored_at + limits.max_age <= now)
+        {
+            self.pop_front();
+            evicted += 1;
+        }
+        metrics::mailbox_evicted("age", evicted);
+        let before = self.devices.len();
+        self.devices
+            .retain(|c| c.offline_since.is_none_or(|t| t + limits.max_age > now));
+        if self.devices.len() != before {
+            self.trim();
+        }
+    }
+
+    /// When [`Mailbox::expire`] next has something to do.
+    pub fn next_expiry(&self, limits: &MailboxLimits) -> Option<Instant> {
+        let message = self.entries.front().map(|e| e.stored_at);
+        let device = self.devices.iter().filter_map(|c| c.offline_since).min();
+        [message, device]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| t + limits.max_age)
+    }
+
+    /// A session of `device` opened. Returns the sequence number its delivery
+    /// continues after: `resume_from` if given (at most `last_seq()`), else
+    /// what the device last acknowledged, else (a new device) just before
+    /// the oldest message held.
+    pub fn attach(&mut self, device: &DeviceId, resume_from: Option<u64>) -> u64 {
+        let resume_from = resume_from.map(|seq| seq.min(self.last_seq));
+        let start = self.first_seq() - 1;
+        let after = match self.devices.iter_mut().find(|c| c.device == *device) {
+            Some(cursor) => {
+                cursor.offline_since = None;
+                if let Some(seq) = resume_from {
+                    // Lower: keep what is still held for it. Higher: the
+                    // device processed more than it acked.
+                    cursor.acked = seq;
+                }
+                cursor.acked
+            }
+            None => {
+                let after = resume_from.unwrap_or(start);
+                self.devices.push(DeviceCursor {
+                    device: device.clone(),
+                    acked: after,
+                    offline_since: None,
+                });
+                after
+            }
+        };
+        self.advance_over_own(device);
+        self.trim();
+        after
+    }
+
+    /// The last session of `device` closed.
+    pub fn detach(&mut self, device: &DeviceId, now: Instant) {
+        if let Some(cursor) = self.devices.iter_mut().find(|c| c.device == *device) {
+            cursor.offline_since = Some(now);
+        }
+    }
+
+    /// `device` processed everything up to `seq` (cumulative; a lower value
+    /// than before is ignored).
+    pub fn ack(&mut self, device: &DeviceId, seq: u64) {
+        if let Some(cursor) = self.devices.iter_mut().find(|c| c.device == *device) {
+            cursor.acked = cursor.acked.max(seq.min(self.last_seq));
+            self.advance_over_own(device);
+            self.trim();
+        }
+    }
+
+    /// Moves `device`'s cursor over the entries it sent that directly
+    /// follow it: the device has them already (as its own sends).
+    fn advance_over_own(&mut self, device: &DeviceId) {
+        let first = self.first_seq();
+        let Some(cursor) = self.devices.iter_mut().find(|c| c.device == *device) else {
+            return;
+        };
+        while cursor.acked + 1 >= first
+            && self
+                .entries
+                .get((cursor.acked + 1 - first) as usize)
+                .is_some_and(|e| e.sent_by(device))
+        {
+            cursor.acked += 1;
+        }
+    }
+
+    /// What `device` gets after sequence number `after` (or after its
+    /// cursor, if that is further: it moved over the device's own sends).
+    pub fn next_for(&self, device: &DeviceId, after: u64) -> Next<'_> {
+        let first = self.first_seq();
+        let acked = self
+            .devices
+            .iter()
+            .find(|c| c.device == *device)
+            .map_or(0, |c| c.acked);
+        if acked > after {
+            return Next::Skip(acked);
+        }
+        if after + 1 < first {
+            return Next::Gap {
+                from: after + 1,
+                to: first - 1,
+            };
+        }
+        let seq = after + 1;
+        match self.entries.get((seq - first) as usize) {
+            None => Next::UpToDate,
+            Some(entry) if entry.sent_by(device) => Next::Skip(seq),
+            Some(entry) => Next::Deliver(seq, &entry.message),
+        }
+    }
+
+    /// Drops front entries every known device has acknowledged (or moved
+    /// over as its own). With no known device, nothing is acknowledged: the
+    /// messages wait for the user's first device.
+    fn trim(&mut self) {
+        if self.devices.is_empty() {
+            return;
+        }
+        let mut released = (0, 0);
+        loop {
+            let seq = self.first_seq();
+            if self.entries.is_empty() {
+                break;
+            }
+            if !self.devices.iter().all(|c| c.acked >= seq) {
+                break;
+            }
+            let entry = self.entries.pop_front().expect("front exists");
+            let size = entry.message.encoded.len();
+            self.bytes -= size;
+            released.0 += 1;
+            released.1 += size;
+        }
+        metrics::mailbox_released(released.0, released.1);
+    }
+
+    fn pop_front(&mut self) {
+        // Cursors behind the new front stay there: next_for reports the gap.
+        if let Some(entry) = self.entries.pop_front() {
+            let size = entry.message.encoded.len();
+            self.bytes -= size;
+            metrics::mailbox_released(1, size);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(name: &str) -> DeviceId {
+        DeviceId::parse(name).unwrap()
+    }
+
+    fn message(id: u64, from_device: &str, size: usize) -> Arc<StoredMessage> {
+        Arc::new(StoredMessage {
+            message_id: id,
+            from: UserId::parse("sender").unwrap(),
+            from_device: device(from_device),
+            encoded: Bytes::from(vec![0u8; size]),
+            accepted_at: Instant::now(),
+        })
+    }
+
+    fn limits() -> MailboxLimits {
+        MailboxLimits {
+            max_messages: 3,
+            max_bytes: 100,
+            max_age: Duration::from_secs(60),
+        }
+    }
+
+    /// Every sequence number `device` would get after `after`, with gaps.
+    fn drain(mailbox: &Mailbox, device: &DeviceId, mut after: u64) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            match mailbox.next_for(device, after) {
+                Next::UpToDate => return out,
+                Next::Gap { from, to } => {
+                    out.push(format!("gap {from}-{to}"));
+                    after = to;
+                }
+                Next::Skip(seq) => after = seq,
+                Next::Deliver(seq, m) => {
+                    out.push(format!("{seq}:{}", m.message_id));
+                    after = seq;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn messages_wait_for_the_first_device() {
+        let now = Instant::now();
+        let mut mailbox = Mailbox::default();
+        mailbox.append(message(10, "x", 5), false, now, &limits());
+        mailbox.append(message(11, "x", 5), false, now, &limits());
+        let phone = device("phone");
+        let after = mailbox.attach(&phone, None);
+        assert_eq!(after, 0);
+        assert_eq!(drain(&mailbox, &phone, after), ["1:10", "2:11"]);
+        mailbox.ack(&phone, 2);
+        assert!(mailbox.is_empty());
+        assert_eq!(mailbox.first_seq(), 3);
+    }
+
+    #[test]
+    fn an_entry_stays_until_every_known_device_acked_it() {
+        let now = Instant::now();
+        let mut mailbox = Mailbox::default();
+        let (phone, laptop) = (device("phone"), device("laptop"));
+        mailbox.attach(&phone, None);
+        mailbox.attach(&laptop, None);
+        mailbox.append(message(1, "x", 5), false, now, &limits());
+        mailbox.ack(&phone, 1);
+        assert_eq!(mailbox.len(), 1);
+        mailbox.detach(&laptop, now);
+        assert_eq!(mailbox.len(), 1, "an offline device still counts");
+        mailbox.ack(&laptop, 1);
+        assert!(mailbox.is_empty());
+    }
+
+    #[test]
+    fn own_sends_are_skipped_and_need_no_ack_from_the_sender() {
+        let now = Instant::now();
+        let mut mailbox = Mailbox::default();
+        let (phone, laptop) = (device("phone"), device("laptop"));
+        mailbox.attach(&phone, None);
+        mailbox.attach(&laptop, None);
+        mailbox.append(message(1, "phone", 5), true, now, &limits());
+        assert_eq!(drain(&mailbox, &phone, 0), Vec::<String>::new());
+        assert_eq!(drain(&mailbox, &laptop, 0), ["1:1"]);
+        mailbox.ack(&laptop, 1);
+        assert!(mailbox.is_empty(), "the sender need not ack its own send");
+    }
+
+    #[test]
+    fn limits_evict_the_oldest_and_resume_reports_the_gap() {
+        let now = Instant::now();
+        let mut mailbox = Mailbox::default();
+        let phone = device("phone");
+        mailbox.attach(&phone, None);
+        for id in 1..=5 {
+            mailbox.append(message(id, "x", 5), false, now, &limits());
+        }
+        assert_eq!(mailbox.len(), 3);
+        assert_eq!(drain(&mailbox, &phone, 0), ["gap 1-2", "3:3", "4:4", "5:5"]);
+        // Bytes: one 96-byte message pushes out all but itself.
+        mailbox.append(message(6, "x", 96), false, now, &limits());
+        assert_eq!(drain(&mailbox, &phone, 0), ["gap 1-5", "6:6"]);
+        assert_eq!(mailbox.bytes(), 96);
+    }
+
+    #[test]
+    fn age_evicts_and_forgets_long_offline_devices() {
+        let start = Instant::now();
+        let limits = limits();
+        let mut mailbox = Mailbox::default();
+        let (phone, old) = (device("phone"), device("old"));
+        mailbox.attach(&phone, None);
+        mailbox.attach(&old, None);
+        mailbox.detach(&old, start);
+        mailbox.append(message(1, "x", 5), false, start, &limits);
+        let later = start + Duration::from_secs(30);
+        mailbox.append(message(2, "x", 5), false, later, &limits);
+        assert_eq!(mailbox.next_expiry(&limits), Some(start + limits.max_age));
+        mailbox.expire(start + limits.max_age, &limits);
+        // Message 1 aged out and "old" is forgotten; 2 waits for "phone".
+        assert_eq!(drain(&mailbox, &phone, 0), ["gap 1-1", "2:2"]);
+        mailbox.ack(&phone, 2);
+        assert!(mailbox.is_empty(), "the forgotten device no longer pins");
+        assert_eq!(mailbox.next_expiry(&limits), None);
+    }
+
+    #[test]
+    fn resume_point_is_clamped_and_can_go_back_over_what_is_held() {
+        let now = Instant::now();
+        let mut mailbox = Mailbox::default();
+        let (phone, laptop) = (device("phone"), device("laptop"));
+        mailbox.attach(&phone, None);
+        mailbox.attach(&laptop, None);
+        for id in 1..=3 {
+            mailbox.append(message(id, "x", 5), false, now, &limits());
+        }
+        mailbox.ack(&phone, 3);
+        mailbox.detach(&phone, now);
+        // The phone lost its state and resumes from 1: 2 and 3 are held
+        // for the laptop, so it gets them again.
+        assert_eq!(mailbox.attach(&phone, Some(1)), 1);
+        assert_eq!(drain(&mailbox, &phone, 1), ["2:2", "3:3"]);
+        assert_eq!(mailbox.attach(&phone, Some(99)), 3, "clamped to last_seq");
+        // A new device with no resume point starts at the oldest held.
+        assert_eq!(mailbox.attach(&device("tablet"), None), 0);
+    }
+}

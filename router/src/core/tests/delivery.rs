@@ -1,0 +1,539 @@
+//! Inbox behaviour: offline delivery, acks and the delivery window, resume
+//! with gaps, eviction by count and age, idempotent sends, and a property
+//! test over random interleavings checking the delivery contract.
+
+use std::collections::{BTreeSet, HashMap};
+
+use switchboard_proto::v1::{Ack, Gap, InboxOpened, SendResult};
+
+use super::*;
+use crate::core::{DedupeLimits, MailboxLimits};
+
+const EPOCH: u64 = 7;
+
+fn limits(max_messages: usize, window: usize) -> CoreLimits {
+    CoreLimits {
+        mailbox: MailboxLimits {
+            max_messages,
+            max_bytes: 1 << 20,
+            max_age: Duration::from_secs(3600),
+        },
+        dedupe: DedupeLimits {
+            window: Duration::from_secs(60),
+            max_keys: 16,
+        },
+        delivery_window: window,
+        inbox_epoch: EPOCH,
+        ..Cluster::test_limits()
+    }
+}
+
+/// What a session received, in the terms of the delivery contract.
+#[derive(Debug, PartialEq)]
+enum Got {
+    Opened {
+        after: u64,
+        last: u64,
+        changed: bool,
+    },
+    Deliver(u64, Vec<u8>),
+    Gap(u64, u64),
+    Result(SendResult),
+    Error(ErrorCode),
+}
+
+impl Cluster {
+    fn ack(&mut self, session: SessionId, seq: u64) {
+        self.frame(session, 0, Some(Body::Ack(Ack { seq })));
+    }
+
+    fn send_keyed(&mut self, session: SessionId, request_ref: u64, to: &str, key: &str) {
+        self.frame(
+            session,
+            request_ref,
+            Some(Body::Send(Send {
+                to: to.into(),
+                payload: key.as_bytes().to_vec().into(),
+                client_msg_id: key.into(),
+            })),
+        );
+    }
+
+    fn resume(&mut self, user: &str, device: &str, epoch: u64, last_seq: u64) -> SessionId {
+        self.open_full(user, device, None, Some(Resume { epoch, last_seq }))
+    }
+
+    fn got(&mut self, session: SessionId) -> Vec<Got> {
+        self.take_all(session)
+            .into_iter()
+            .filter_map(|body| match body {
+                server_frame::Body::InboxOpened(InboxOpened {
+                    resume_after,
+                    last_seq,
+                    epoch_changed,
+                    ..
+                }) => Some(Got::Opened {
+                    after: resume_after,
+                    last: last_seq,
+                    changed: epoch_changed,
+                }),
+                server_frame::Body::Deliver(d) => {
+                    Some(Got::Deliver(d.seq, d.message.unwrap().payload.to_vec()))
+                }
+                server_frame::Body::Gap(Gap { from_seq, to_seq }) => {
+                    Some(Got::Gap(from_seq, to_seq))
+                }
+                server_frame::Body::SendResult(r) => Some(Got::Result(r)),
+                server_frame::Body::Error(e) => {
+                    Some(Got::Error(ErrorCode::try_from(e.code).unwrap()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn deliver(seq: u64, payload: &str) -> Got {
+    Got::Deliver(seq, payload.as_bytes().to_vec())
+}
+
+#[test]
+fn an_offline_user_gets_stored_messages_in_order_on_first_connect() {
+    let mut c = Cluster::with_limits(3, limits(100, 100));
+    let alice = c.open("alice", "phone");
+    c.got(alice);
+    for text in ["one", "two", "three"] {
+        c.send(alice, 0, "bob", text.as_bytes());
+    }
+    let bob = c.open("bob", "phone");
+    assert_eq!(
+        c.got(bob),
+        [
+            Got::Opened {
+                after: 0,
+                last: 3,
+                changed: false
+            },
+            deliver(1, "one"),
+            deliver(2, "two"),
+            deliver(3, "three"),
+        ]
+    );
+}
+
+#[test]
+fn resume_sends_only_what_was_missed_then_live_messages() {
+    let mut c = Cluster::with_limits(2, limits(100, 100));
+    let alice = c.open("alice", "phone");
+    c.got(alice);
+    let bob = c.open("bob", "phone");
+    c.send(alice, 0, "bob", b"a");
+    c.send(alice, 0, "bob", b"b");
+    c.got(bob);
+    c.ack(bob, 1); // processed "a" only, then the connection dies
+    c.close(bob);
+    c.send(alice, 0, "bob", b"c");
+    let bob = c.resume("bob", "phone", EPOCH, 1);
+    c.send(alice, 0, "bob", b"d");
+    assert_eq!(
+        c.got(bob),
+        [
+            Got::Opened {
+                after: 1,
+                last: 3,
+                changed: false
+            },
+            deliver(2, "b"),
+            deliver(3, "c"),
+            deliver(4, "d"),
+        ]
+    );
+}
+
+#[test]
+fn without_a_resume_point_a_known_device_continues_after_its_last_ack() {
+    let mut c = Cluster::with_limits(1, limits(100, 100));
+    let alice = c.open("alice", "phone");
+    c.got(alice);
+    let bob = c.open("bob", "phone");
+    c.send(alice, 0, "bob", b"a");
+    c.send(alice, 0, "bob", b"b");
+    c.ack(bob, 1);
+    c.close(bob);
+    let bob = c.open("bob", "phone");
+    let got = c.got(bob);
+    assert_eq!(got[1..], [deliver(2, "b")]);
+}
+
+#[test]
+fn evicted_messages_are_reported_as_a_gap_before_the_rest() {
+    let mut c = Cluster::with_limits(2, limits(2, 100));
+    let alice = c.open("alice", "phone");
+    c.got(alice);
+    let bob = c.open("bob", "phone");
+    c.close(bob);
+    for text in ["1", "2", "3", "4"] {
+        c.send(alice, 0, "bob", text.as_bytes());
+    }
+    let bob = c.resume("bob", "phone", EPOCH, 0);
+    let got = c.got(bob);
+    assert_eq!(got[1..], [Got::Gap(1, 2), deliver(3, "3"), deliver(4, "4")]);
+}
+
+#[test]
+fn old_messages_age_out_and_are_reported_as_a_gap() {
+    let mut c = Cluster::with_limits(1, limits(100, 100));
+    let alice = c.open("alice", "phone");
+    c.got(alice);
+    c.send(alice, 0, "bob", b"old");
+    c.advance(Duration::from_secs(1800));
+    c.send(alice, 0, "bob", b"new");
+    c.advance(Duration::from_secs(1800));
+    // Bob's inbox keeps "new"; alice's copies needed no ack (her only
+    // device sent them).
+    assert_eq!(c.shards[0].stored_messages(), 1);
+    // A device that never processed anything resumes from 0 and learns that
+    // 1 is gone (a new device without a resume point would just start at
+    // the oldest message held).
+    let bob = c.resume("bob", "phone", EPOCH, 0);
+    let got = c.got(bob);
+    assert_eq!(got[1..], [Got::Gap(1, 1), deliver(2, "new")]);
+}
+
+#[test]
+fn a_new_epoch_is_announced_and_the_stale_resume_point_ignored() {
+    let mut c = Cluster::with_limits(1, limits(100, 100));
+    let alice = c.open("alice", "phone");
+    c.got(alice);
+    c.send(alice, 0, "bob", b"x");
+    let bob = c.resume("bob", "phone", EPOCH + 1, 50);
+    assert_eq!(
+        c.got(bob),
+        [
+            Got::Opened {
+                after: 0,
+                last: 1,
+                changed: true
+            },
+            deliver(1, "x"),
+        ]
+    );
+}
+
+#[test]
+fn acks_and_resume_points_beyond_what_was_sent_are_refused() {
+    let mut c = Cluster::with_limits(1, limits(100, 100));
+    let alice = c.open("alice", "phone");
+    c.got(alice);
+    let bob = c.open("bob", "phone");
+    c.send(alice, 0, "bob", b"x");
+    c.got(bob);
+    c.ack(bob, 2);
+    assert_eq!(c.got(bob), [Got::Error(ErrorCode::InvalidAck)]);
+    c.ack(bob, 1);
+    assert_eq!(c.got(bob), []);
+    c.close(bob);
+    let bob = c.resume("bob", "phone", EPOCH, 9);
+    assert_eq!(
+        c.got(bob),
+        [
+            Got::Opened {
+                after: 1,
+                last: 1,
+                changed: false
+            },
+            Got::Error(ErrorCode::InvalidAck),
+        ]
+    );
+}
+
+#[test]
+fn the_delivery_window_pauses_until_the_device_acks() {
+    let mut c = Cluster::with_limits(2, limits(100, 2));
+    let alice = c.open("alice", "phone");
+    c.got(alice);
+    let bob = c.open("bob", "phone");
+    c.got(bob);
+    for text in ["1", "2", "3", "4", "5"] {
+        c.send(alice, 0, "bob", text.as_bytes());
+    }
+    assert_eq!(c.got(bob), [deliver(1, "1"), deliver(2, "2")]);
+    c.ack(bob, 1);
+    assert_eq!(c.got(bob), [deliver(3, "3")]);
+    c.ack(bob, 3);
+    assert_eq!(c.got(bob), [deliver(4, "4"), deliver(5, "5")]);
+}
+
+#[test]
+fn the_sending_device_skips_its_own_copy_which_other_devices_get_later() {
+    let mut c = Cluster::with_limits(2, limits(100, 100));
+    let phone = c.open("alice", "phone");
+    c.got(phone);
+    let laptop = c.open("alice", "laptop");
+    c.close(laptop);
+    c.send(phone, 1, "bob", b"hi");
+    let results = c.got(phone);
+    let [Got::Result(result)] = results.as_slice() else {
+        panic!("expected one SendResult, got {results:?}");
+    };
+    assert_eq!(result.seq, 1);
+    // The phone reconnects from scratch: its own copy is not sent back.
+    c.close(phone);
+    let phone = c.resume("alice", "phone", EPOCH, 0);
+    assert_eq!(c.got(phone)[1..], []);
+    let laptop = c.resume("alice", "laptop", EPOCH, 0);
+    assert_eq!(c.got(laptop)[1..], [deliver(1, "hi")]);
+}
+
+#[test]
+fn a_repeated_client_msg_id_gets_the_first_result_and_sends_nothing() {
+    let mut c = Cluster::with_limits(2, limits(100, 100));
+    let alice = c.open("alice", "phone");
+    c.got(alice);
+    let bob = c.open("bob", "phone");
+    c.got(bob);
+    c.send_keyed(alice, 1, "bob", "k1");
+    c.send_keyed(alice, 2, "bob", "k1");
+    let results: Vec<SendResult> = c
+        .got(alice)
+        .into_iter()
+        .map(|g| match g {
+            Got::Result(r) => r,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(results.len(), 2);
+    assert_eq!((results[0].r#ref, results[0].duplicate), (1, false));
+    assert_eq!((results[1].r#ref, results[1].duplicate), (2, true));
+    assert_eq!(results[0].message_id, results[1].message_id);
+    assert_eq!(results[0].seq, results[1].seq);
+    assert_eq!(c.got(bob), [deliver(1, "k1")], "delivered once");
+}
+
+#[test]
+fn a_repeat_while_the_first_is_in_flight_waits_for_its_result() {
+    let mut c = Cluster::with_limits(2, limits(100, 100));
+    let alice = c.open("alice", "phone");
+    c.got(alice);
+    let alice_shard = c.shard_of(&UserId::parse("alice").unwrap());
+    let remote = (0..100)
+        .map(|i| format!("user{i}"))
+        .find(|u| c.shard_of(&UserId::parse(u).unwrap()) != alice_shard)
+        .unwrap();
+    c.hold_forwards = true;
+    c.send_keyed(alice, 1, &remote, "k");
+    c.send_keyed(alice, 2, &remote, "k");
+    assert_eq!(c.got(alice), [], "both wait for the remote shard");
+    c.release();
+    let refs: Vec<(u64, bool)> = c
+        .got(alice)
+        .into_iter()
+        .map(|g| match g {
+            Got::Result(r) => (r.r#ref, r.duplicate),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(refs, [(1, false), (2, true)]);
+    let receiver = c.open(&remote, "d");
+    assert_eq!(c.got(receiver).len(), 2, "InboxOpened and one Deliver");
+}
+
+#[test]
+fn an_oversize_client_msg_id_is_refused() {
+    let mut c = Cluster::with_limits(1, limits(100, 100));
+    let alice = c.open("alice", "phone");
+    c.got(alice);
+    c.send_keyed(alice, 4, "bob", &"k".repeat(65));
+    assert!(matches!(
+        c.got(alice).as_slice(),
+        [Got::Result(r)] if r.error == ErrorCode::InvalidClientMsgId as i32 && r.r#ref == 4
+    ));
+}
+
+/// One step of a random delivery scenario over users 0..3, devices 0..2.
+#[derive(Debug, Clone)]
+enum Move {
+    Send { from: (usize, usize), to: usize },
+    Ack((usize, usize)),
+    Disconnect((usize, usize)),
+    Connect { who: (usize, usize), resume: bool },
+    Advance(u64),
+}
+
+fn a_move() -> impl Strategy<Value = Move> {
+    let who = (0..3usize, 0..2usize);
+    prop_oneof![
+        4 => (who.clone(), 0..3usize).prop_map(|(from, to)| Move::Send { from, to }),
+        2 => who.clone().prop_map(Move::Ack),
+        1 => who.clone().prop_map(Move::Disconnect),
+        2 => (who, any::<bool>()).prop_map(|(who, resume)| Move::Connect { who, resume }),
+        1 => (0..900u64).prop_map(Move::Advance),
+    ]
+}
+
+/// What one device knows, as a client following PROTOCOL.md would keep it.
+#[derive(Debug, Default)]
+struct Device {
+    session: Option<SessionId>,
+    /// Highest inbox seq processed (Deliver, Gap or own send); None before
+    /// the first session.
+    last: Option<u64>,
+    /// The resume point the current session asked for, until InboxOpened.
+    resumed_from: Option<u64>,
+    /// Inbox seqs of this device's own sends (from SendResult.seq).
+    own: BTreeSet<u64>,
+    /// Highest payload counter seen per sending device, to check that each
+    /// sender's messages arrive in send order.
+    per_sender: HashMap<Vec<u8>, u32>,
+}
+
+const USERS: [&str; 3] = ["ann", "ben", "cid"];
+
+fn device_name(d: usize) -> String {
+    format!("dev{d}")
+}
+
+/// Feeds a device the frames its session received, checking the contract.
+fn absorb(
+    c: &mut Cluster,
+    dev: &mut Device,
+    by_seq: &mut HashMap<u64, Vec<u8>>,
+) -> Result<(), TestCaseError> {
+    let Some(session) = dev.session else {
+        return Ok(());
+    };
+    for got in c.got(session) {
+        match got {
+            Got::Opened { after, changed, .. } => {
+                prop_assert!(!changed);
+                match dev.resumed_from.take() {
+                    Some(from) => prop_assert_eq!(after, from, "resume point not honoured"),
+                    // Without a resume point, delivery restarts at the last
+                    // ack: what comes again may repeat what was seen.
+                    None => dev.per_sender.clear(),
+                }
+                dev.last = Some(after);
+            }
+            Got::Deliver(seq, payload) => {
+                let last = dev.last.expect("InboxOpened comes first");
+                prop_assert!(seq > last, "seq {seq} again or out of order (last {last})");
+                for skipped in last + 1..seq {
+                    prop_assert!(
+                        dev.own.contains(&skipped),
+                        "seq {skipped} skipped silently (not an own send, no Gap)"
+                    );
+                }
+                // The same seq is the same message on every device.
+                if let Some(previous) = by_seq.insert(seq, payload.clone()) {
+                    prop_assert_eq!(&previous, &payload, "seq {} differs", seq);
+                }
+                let (sender, counter) = payload.split_at(payload.len() - 4);
+                let counter = u32::from_be_bytes(counter.try_into().unwrap());
+                if let Some(before) = dev.per_sender.insert(sender.to_vec(), counter) {
+                    prop_assert!(counter > before, "sender order broken");
+                }
+                dev.last = Some(seq);
+            }
+            Got::Gap(from, to) => {
+                let last = dev.last.expect("InboxOpened comes first");
+                prop_assert!(from > last && to >= from, "gap {from}-{to} after {last}");
+                for skipped in last + 1..from {
+                    prop_assert!(dev.own.contains(&skipped), "seq {skipped} skipped");
+                }
+                dev.last = Some(to);
+            }
+            Got::Result(result) => {
+                prop_assert_eq!(result.error, ErrorCode::None as i32);
+                dev.own.insert(result.seq);
+            }
+            Got::Error(code) => prop_assert!(false, "unexpected error {code:?}"),
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    /// Random sends, acks, disconnects, reconnects (resuming or not) and
+    /// evictions by count and age: every device gets each inbox seq at most
+    /// once and in order, never skips one silently, sees each sender's
+    /// messages in send order and the same message under the same seq as
+    /// the user's other devices; once every device is connected and drained,
+    /// each is caught up with its inbox.
+    #[test]
+    fn every_device_gets_its_inbox_in_order_with_no_silent_gap(
+        moves in proptest::collection::vec(a_move(), 1..80),
+        shards in 1..4u32,
+    ) {
+        let mut c = Cluster::with_limits(shards, limits(4, 3));
+        let mut devices: HashMap<(usize, usize), Device> = HashMap::new();
+        let mut by_seq: Vec<HashMap<u64, Vec<u8>>> = vec![HashMap::new(); USERS.len()];
+        let mut counter = 0u32;
+        for step in moves {
+            match step {
+                Move::Send { from, to } => {
+                    let Some(session) = devices.get(&from).and_then(|d| d.session) else {
+                        continue;
+                    };
+                    counter += 1;
+                    let mut payload = format!("{}/{}", from.0, from.1).into_bytes();
+                    payload.extend_from_slice(&counter.to_be_bytes());
+                    c.send(session, 0, USERS[to], &payload);
+                }
+                Move::Ack(who) => {
+                    if let Some(Device { session: Some(s), last: Some(last), .. }) = devices.get(&who) {
+                        c.ack(*s, *last);
+                    }
+                }
+                Move::Disconnect(who) => {
+                    if let Some(s) = devices.get_mut(&who).and_then(|d| d.session.take()) {
+                        c.close(s);
+                    }
+                }
+                Move::Connect { who, resume } => {
+                    let dev = devices.entry(who).or_default();
+                    if let Some(s) = dev.session.take() {
+                        c.close(s);
+                    }
+                    dev.resumed_from = resume.then_some(dev.last).flatten();
+                    let resume = dev.resumed_from.map(|last_seq| Resume {
+                        epoch: EPOCH,
+                        last_seq,
+                    });
+                    dev.session = Some(c.open_full(USERS[who.0], &device_name(who.1), None, resume));
+                }
+                Move::Advance(secs) => c.advance(Duration::from_secs(secs)),
+            }
+            for (who, dev) in devices.iter_mut() {
+                absorb(&mut c, dev, &mut by_seq[who.0])?;
+            }
+        }
+        // Connect every device that ever existed, resuming, and drain with
+        // acks until nothing moves.
+        for (who, dev) in devices.iter_mut() {
+            if dev.session.is_none() {
+                dev.resumed_from = dev.last;
+                let resume = dev.last.map(|last_seq| Resume { epoch: EPOCH, last_seq });
+                dev.session = Some(c.open_full(USERS[who.0], &device_name(who.1), None, resume));
+            }
+        }
+        for _ in 0..10 {
+            let keys: Vec<_> = devices.keys().copied().collect();
+            for who in keys {
+                let dev = devices.get_mut(&who).unwrap();
+                absorb(&mut c, dev, &mut by_seq[who.0])?;
+                if let (Some(s), Some(last)) = (dev.session, dev.last) {
+                    c.ack(s, last);
+                }
+            }
+        }
+        for (who, dev) in &devices {
+            let shard = c.shard_of(&UserId::parse(USERS[who.0]).unwrap());
+            let last_seq = c.shards[shard].inbox_last_seq(&UserId::parse(USERS[who.0]).unwrap());
+            let mut caught_up = dev.last.unwrap();
+            while dev.own.contains(&(caught_up + 1)) {
+                caught_up += 1;
+            }
+            prop_assert_eq!(caught_up, last_seq, "device {:?} is behind", who);
+        }
+    }
+}
