@@ -19,6 +19,7 @@ fn message(payload: usize) -> Message {
         payload: Bytes::from(vec![7u8; payload]),
         sent_at_ms: 1_790_000_000_000,
         client_msg_id: String::new(),
+        room: String::new(),
     }
 }
 

@@ -16,9 +16,10 @@ use quinn::{Endpoint, RecvStream, SendStream, VarInt};
 use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame::{self, FrameDecoder};
 use switchboard_proto::v1::{
-    client_frame, server_frame, Ack, ClientFrame, Deliver, Error as ErrorFrame, Gap, GoAway, Hello,
-    InboxOpened, Ping, Presence, Resume, Send, SendResult, ServerFrame, SetStatus, Status, Unwatch,
-    Watch, Welcome,
+    client_frame, server_frame, Ack, ClientFrame, CreateRoom, Deliver, Error as ErrorFrame, Gap,
+    GoAway, Hello, InboxOpened, JoinRoom, LeaveRoom, ListMembers, Ping, Presence, Resume,
+    RoomMembers, RoomResult, Send, SendResult, ServerFrame, SetStatus, Status, Unwatch, Watch,
+    Welcome,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -230,7 +231,17 @@ type Pending<T> = Mutex<HashMap<u64, oneshot::Sender<T>>>;
 
 struct Shared {
     send_results: Pending<SendResult>,
+    room_results: Pending<RoomResult>,
+    room_members: Pending<RoomMembers>,
     pongs: Pending<()>,
+}
+
+impl Shared {
+    fn resolve<T>(pending: &Pending<T>, request_ref: u64, value: T) {
+        if let Some(tx) = pending.lock().expect("not poisoned").remove(&request_ref) {
+            let _ = tx.send(value);
+        }
+    }
 }
 
 /// One open session. Cheap to clone; all clones share the session.
@@ -311,6 +322,8 @@ impl Client {
         };
         let shared = Arc::new(Shared {
             send_results: Mutex::new(HashMap::new()),
+            room_results: Mutex::new(HashMap::new()),
+            room_members: Mutex::new(HashMap::new()),
             pongs: Mutex::new(HashMap::new()),
         });
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -386,22 +399,84 @@ impl Client {
         payload: impl Into<Bytes>,
         client_msg_id: &str,
     ) -> Result<SendResult, ClientError> {
+        let send = Send {
+            to: to.to_owned(),
+            payload: payload.into(),
+            client_msg_id: client_msg_id.to_owned(),
+            ..Send::default()
+        };
+        self.request(&self.shared.send_results, client_frame::Body::Send(send))
+            .await
+    }
+
+    /// Sends a message to every member of `room` (this user must be one)
+    /// and waits for its [`SendResult`]; `devices` then counts the other
+    /// members. `client_msg_id` as in [`Client::send_idempotent`].
+    pub async fn send_to_room(
+        &self,
+        room: &str,
+        payload: impl Into<Bytes>,
+        client_msg_id: &str,
+    ) -> Result<SendResult, ClientError> {
+        let send = Send {
+            room: room.to_owned(),
+            payload: payload.into(),
+            client_msg_id: client_msg_id.to_owned(),
+            ..Send::default()
+        };
+        self.request(&self.shared.send_results, client_frame::Body::Send(send))
+            .await
+    }
+
+    /// Creates a room owned by this user (`open`: anyone may join).
+    pub async fn create_room(&self, room: &str, open: bool) -> Result<RoomResult, ClientError> {
+        let body = client_frame::Body::CreateRoom(CreateRoom {
+            room: room.to_owned(),
+            open,
+        });
+        self.request(&self.shared.room_results, body).await
+    }
+
+    /// Adds `user` to `room` (empty: this user).
+    pub async fn join_room(&self, room: &str, user: &str) -> Result<RoomResult, ClientError> {
+        let body = client_frame::Body::JoinRoom(JoinRoom {
+            room: room.to_owned(),
+            user: user.to_owned(),
+        });
+        self.request(&self.shared.room_results, body).await
+    }
+
+    /// Removes `user` from `room` (empty: this user).
+    pub async fn leave_room(&self, room: &str, user: &str) -> Result<RoomResult, ClientError> {
+        let body = client_frame::Body::LeaveRoom(LeaveRoom {
+            room: room.to_owned(),
+            user: user.to_owned(),
+        });
+        self.request(&self.shared.room_results, body).await
+    }
+
+    /// Lists `room`'s owner and members.
+    pub async fn list_members(&self, room: &str) -> Result<RoomMembers, ClientError> {
+        let body = client_frame::Body::ListMembers(ListMembers {
+            room: room.to_owned(),
+        });
+        self.request(&self.shared.room_members, body).await
+    }
+
+    /// Writes a request under a fresh ref and waits for the reply that the
+    /// read loop resolves in `pending`.
+    async fn request<T>(
+        &self,
+        pending: &Pending<T>,
+        body: client_frame::Body,
+    ) -> Result<T, ClientError> {
         let request_ref = self.next_ref();
         let (tx, rx) = oneshot::channel();
-        self.shared
-            .send_results
+        pending
             .lock()
             .expect("not poisoned")
             .insert(request_ref, tx);
-        self.write(
-            request_ref,
-            client_frame::Body::Send(Send {
-                to: to.to_owned(),
-                payload: payload.into(),
-                client_msg_id: client_msg_id.to_owned(),
-            }),
-        )
-        .await?;
+        self.write(request_ref, body).await?;
         rx.await.map_err(|_| self.ended())
     }
 
@@ -577,14 +652,15 @@ async fn read_loop(
         };
         let event = match frame.body {
             Some(server_frame::Body::SendResult(result)) => {
-                if let Some(tx) = shared
-                    .send_results
-                    .lock()
-                    .expect("not poisoned")
-                    .remove(&result.r#ref)
-                {
-                    let _ = tx.send(result);
-                }
+                Shared::resolve(&shared.send_results, result.r#ref, result);
+                continue;
+            }
+            Some(server_frame::Body::RoomResult(result)) => {
+                Shared::resolve(&shared.room_results, result.r#ref, result);
+                continue;
+            }
+            Some(server_frame::Body::RoomMembers(members)) => {
+                Shared::resolve(&shared.room_members, members.r#ref, members);
                 continue;
             }
             Some(server_frame::Body::Pong(pong)) => {
@@ -610,6 +686,8 @@ async fn read_loop(
     };
     // Wake everyone still waiting for an answer.
     shared.send_results.lock().expect("not poisoned").clear();
+    shared.room_results.lock().expect("not poisoned").clear();
+    shared.room_members.lock().expect("not poisoned").clear();
     shared.pongs.lock().expect("not poisoned").clear();
     let ending = match ending {
         Some(info) => Some(info),

@@ -1,8 +1,8 @@
 //! The Switchboard Rust client SDK.
 //!
 //! [`Client::connect`] opens a QUIC connection, sends Hello and waits for
-//! Welcome; it returns the [`Client`] (send messages, set status, watch users,
-//! ping) and an [`Events`] stream of what the server pushes ([`Event`]:
+//! Welcome; it returns the [`Client`] (send direct and room messages, manage
+//! rooms, set status, watch users, ack, ping) and an [`Events`] stream of what the server pushes ([`Event`]:
 //! messages, presence, errors, GoAway, close) that also tracks the device's
 //! inbox position for resuming and acks what the application took.
 //! [`tls::Trust`] says how the
@@ -18,7 +18,7 @@ pub use client::{
 };
 pub use switchboard_proto::close::CloseCode;
 pub use switchboard_proto::v1::{
-    Deliver, ErrorCode, Gap, GoAway, InboxOpened, Message, Presence, Resume, SendResult, Status,
-    Welcome,
+    Deliver, ErrorCode, Gap, GoAway, InboxOpened, Message, Presence, Resume, RoomMembers,
+    RoomResult, SendResult, Status, Welcome,
 };
 pub use tls::Trust;

@@ -117,6 +117,8 @@ pub struct LimitsConfig {
     /// Frames queued per session before it counts as a slow consumer and is
     /// closed with SLOW_CONSUMER. Default 1,024.
     pub session_queue_frames: usize,
+    /// Most members one room may have. Default 100,000.
+    pub max_room_members: usize,
 }
 
 /// Presence behaviour.
@@ -230,6 +232,7 @@ impl Default for LimitsConfig {
             max_watched_users: 1_000,
             max_status_text_bytes: 128,
             session_queue_frames: 1_024,
+            max_room_members: 100_000,
         }
     }
 }
@@ -404,6 +407,9 @@ impl Config {
         if limits.session_queue_frames == 0 {
             invalid("limits.session_queue_frames", "must be at least 1".into());
         }
+        if limits.max_room_members == 0 {
+            invalid("limits.max_room_members", "must be at least 1".into());
+        }
         let delivery = &self.delivery;
         if delivery.delivery_window == 0 || delivery.delivery_window >= limits.session_queue_frames
         {
@@ -489,6 +495,7 @@ impl Config {
                 max_keys: delivery.dedupe_max_keys,
             },
             delivery_window: delivery.delivery_window,
+            max_room_members: self.limits.max_room_members,
             inbox_epoch,
         }
     }

@@ -1,5 +1,6 @@
 //! Identifiers used by the core: [`SessionId`] (server-assigned),
-//! [`ShardId`], and the validated client-chosen [`UserId`] and [`DeviceId`].
+//! [`ShardId`], and the validated client-chosen [`UserId`], [`DeviceId`] and
+//! [`RoomId`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -53,4 +54,8 @@ validated_id!(
 validated_id!(
     /// A client-chosen stable device id; cheap to clone.
     DeviceId
+);
+validated_id!(
+    /// A room (group) id chosen by its creator; cheap to clone.
+    RoomId
 );

@@ -22,10 +22,11 @@ pub mod ids;
 pub mod mailbox;
 pub mod placement;
 mod presence;
+pub mod rooms;
 mod shard;
 
 pub use dedupe::DedupeLimits;
-pub use ids::{DeviceId, SessionId, ShardId, UserId};
+pub use ids::{DeviceId, RoomId, SessionId, ShardId, UserId};
 pub use mailbox::{MailboxLimits, StoredMessage};
 pub use presence::PresenceView;
 pub use shard::{

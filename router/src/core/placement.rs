@@ -1,17 +1,26 @@
-//! Which shard owns a user: a stable hash of the user id modulo the shard
-//! count, the same in every shard and every run.
+//! Which shard owns a user or a room: a stable hash of the id modulo the
+//! shard count, the same in every shard and every run.
 
 use std::hash::{Hash, Hasher};
 
-use super::ids::{ShardId, UserId};
+use super::ids::{RoomId, ShardId, UserId};
 
 /// The shard that owns `user` when there are `shard_count` shards.
 pub fn shard_of(user: &UserId, shard_count: u32) -> ShardId {
+    shard_of_key(user.as_str(), shard_count)
+}
+
+/// The shard that owns `room` (and orders its messages).
+pub fn shard_of_room(room: &RoomId, shard_count: u32) -> ShardId {
+    shard_of_key(room.as_str(), shard_count)
+}
+
+fn shard_of_key(key: &str, shard_count: u32) -> ShardId {
     // SipHash with fixed zero keys: deterministic across processes, unlike
     // `RandomState`, so placement can be reasoned about and tested.
     #[allow(deprecated)]
     let mut hasher = std::hash::SipHasher::new();
-    user.as_str().hash(&mut hasher);
+    key.hash(&mut hasher);
     ShardId((hasher.finish() % u64::from(shard_count.max(1))) as u32)
 }
 

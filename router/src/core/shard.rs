@@ -15,7 +15,7 @@
 //! messages in send order.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,14 +24,16 @@ use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame::{self, OutFrame};
 use switchboard_proto::v1::{
     client_frame::Body, server_frame, ClientFrame, Error as ErrorFrame, ErrorCode, Gap,
-    InboxOpened, Message, Pong, Resume, Send, SendResult, ServerFrame, Status,
+    InboxOpened, Message, Pong, Resume, RoomMembers, RoomResult, Send, SendResult, ServerFrame,
+    Status,
 };
 
 use super::dedupe::{DedupeLimits, KeyState, SendOutcome};
-use super::ids::{DeviceId, SessionId, ShardId, UserId};
+use super::ids::{DeviceId, RoomId, SessionId, ShardId, UserId};
 use super::mailbox::{MailboxLimits, Next, StoredMessage};
-use super::placement::shard_of;
+use super::placement::{shard_of, shard_of_room};
 use super::presence::UserRecord;
+use super::rooms::{RoomReply, RoomRequest, Rooms};
 use crate::metrics;
 
 /// Longest `Send.client_msg_id`, in bytes.
@@ -64,6 +66,8 @@ pub struct CoreLimits {
     pub dedupe: DedupeLimits,
     /// Most Deliver frames sent to a session beyond its last ack.
     pub delivery_window: usize,
+    /// Most members one room may have.
+    pub max_room_members: usize,
     /// Epoch of every inbox this shard creates (`InboxOpened.epoch`): the
     /// shell passes one per server run, so sequence numbers of an earlier
     /// run are never mistaken for this run's.
@@ -80,12 +84,23 @@ impl Default for CoreLimits {
             mailbox: MailboxLimits::default(),
             dedupe: DedupeLimits::default(),
             delivery_window: 256,
+            max_room_members: 100_000,
             inbox_epoch: 1,
         }
     }
 }
 
-/// A direct message on its way from the sender's shard to the recipient's.
+/// Who a message is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    /// A user (direct message).
+    User(UserId),
+    /// Every member of a room.
+    Room(RoomId),
+}
+
+/// A message on its way from the sender's shard to the recipient's (or the
+/// room's) shard, and back with its result.
 #[derive(Debug)]
 pub struct RoutedMessage {
     /// The message, as every inbox stores it.
@@ -93,9 +108,13 @@ pub struct RoutedMessage {
     /// The sending session (gets the SendResult).
     pub from_session: SessionId,
     /// Recipient.
-    pub to: UserId,
+    pub to: Recipient,
     /// The Send's idempotency key, if it had one.
     pub client_msg_id: Option<Box<str>>,
+    /// For a room message: the sequence number of the sender's copy, set
+    /// when the fan-out stores it in the sender's inbox (before the result
+    /// comes back).
+    pub sender_seq: OnceLock<u64>,
 }
 
 /// An input to a shard: from the shell (session life cycle, client frames) or
@@ -127,8 +146,28 @@ pub enum ShardInput {
         /// The session.
         session: SessionId,
     },
-    /// Deliver a message to a user owned by this shard.
+    /// Deliver a message to a user (or room) owned by this shard.
     Route(Arc<RoutedMessage>),
+    /// Store a room message for these members, all owned by this shard.
+    RoomDeliver {
+        /// The message.
+        message: Arc<RoutedMessage>,
+        /// The members of this shard.
+        members: Arc<[UserId]>,
+    },
+    /// A room request for a room owned by this shard.
+    Room {
+        /// The asking session (gets the reply).
+        session: SessionId,
+        /// Its user.
+        actor: UserId,
+        /// The request's `ref`.
+        request_ref: u64,
+        /// The room.
+        room: RoomId,
+        /// What is asked.
+        request: RoomRequest,
+    },
     /// The recipient's shard stored (or refused) a message from a user of this
     /// shard: copy it to the sender's inbox and tell the sender.
     RouteResult {
@@ -241,6 +280,8 @@ pub struct Shard {
     limits: CoreLimits,
     sessions: HashMap<SessionId, SessionRecord>,
     users: HashMap<UserId, UserRecord>,
+    /// The rooms this shard owns.
+    rooms: Rooms,
     /// Grace-period deadlines; stale entries are skipped when they fire.
     offline_timers: BTreeSet<(Instant, UserId)>,
     /// Inbox expiry deadlines, one per user (`UserRecord::mailbox_timer`).
@@ -255,12 +296,14 @@ pub struct Shard {
 impl Shard {
     /// Shard `id` of `shard_count`.
     pub fn new(id: ShardId, shard_count: u32, limits: CoreLimits) -> Self {
+        let rooms = Rooms::new(shard_count, limits.max_room_members);
         Self {
             id,
             shard_count,
             limits,
             sessions: HashMap::new(),
             users: HashMap::new(),
+            rooms,
             offline_timers: BTreeSet::new(),
             mailbox_timers: BTreeSet::new(),
             outputs: VecDeque::new(),
@@ -319,6 +362,16 @@ impl Shard {
             ShardInput::Frame { session, frame } => self.frame(now, session, frame),
             ShardInput::Closed { session } => self.closed(now, session),
             ShardInput::Route(message) => self.route(now, message),
+            ShardInput::RoomDeliver { message, members } => {
+                self.room_deliver(now, &message, &members)
+            }
+            ShardInput::Room {
+                session,
+                actor,
+                request_ref,
+                room,
+                request,
+            } => self.room_request(session, &actor, request_ref, &room, request),
             ShardInput::RouteResult {
                 message,
                 error,
@@ -524,6 +577,23 @@ impl Shard {
             ),
             Some(Body::Send(send)) => self.send(now, session, request_ref, send),
             Some(Body::Ack(ack)) => self.ack(session, request_ref, ack.seq),
+            Some(Body::CreateRoom(create)) => {
+                let request = RoomRequest::Create { open: create.open };
+                self.forward_room_request(session, request_ref, &create.room, Ok(request))
+            }
+            Some(Body::JoinRoom(join)) => {
+                let member = self.member_or_self(session, &join.user);
+                let request = member.map(|member| RoomRequest::Join { member });
+                self.forward_room_request(session, request_ref, &join.room, request)
+            }
+            Some(Body::LeaveRoom(leave)) => {
+                let member = self.member_or_self(session, &leave.user);
+                let request = member.map(|member| RoomRequest::Leave { member });
+                self.forward_room_request(session, request_ref, &leave.room, request)
+            }
+            Some(Body::ListMembers(list)) => {
+                self.forward_room_request(session, request_ref, &list.room, Ok(RoomRequest::List))
+            }
             Some(Body::SetStatus(set)) => {
                 let status = Status::try_from(set.status).unwrap_or(Status::Unspecified);
                 self.set_status(now, session, request_ref, status, set.text)
@@ -545,9 +615,20 @@ impl Shard {
     }
 
     fn send(&mut self, now: Now, session: SessionId, request_ref: u64, send: Send) {
-        let Some(to) = UserId::parse(&send.to) else {
-            metrics::message_dropped("invalid_recipient");
-            return self.send_result(session, request_ref, Err(ErrorCode::InvalidUserId), false);
+        let to = if send.room.is_empty() {
+            let Some(user) = UserId::parse(&send.to) else {
+                metrics::message_dropped("invalid_recipient");
+                let error = Err(ErrorCode::InvalidUserId);
+                return self.send_result(session, request_ref, error, false);
+            };
+            Recipient::User(user)
+        } else {
+            let Some(room) = RoomId::parse(&send.room).filter(|_| send.to.is_empty()) else {
+                metrics::message_dropped("invalid_room");
+                let error = Err(ErrorCode::InvalidRoomId);
+                return self.send_result(session, request_ref, error, false);
+            };
+            Recipient::Room(room)
         };
         if send.payload.len() > self.limits.max_payload_bytes {
             metrics::message_dropped("payload_too_large");
@@ -588,10 +669,11 @@ impl Shard {
             message_id,
             from_user: from.as_str().to_owned(),
             from_device: from_device.as_str().to_owned(),
-            to_user: to.as_str().to_owned(),
+            to_user: send.to,
             payload: send.payload,
             sent_at_ms: now.unix_ms,
             client_msg_id: send.client_msg_id.clone(),
+            room: send.room,
         }
         .encode_to_vec();
         let routed = Arc::new(RoutedMessage {
@@ -606,6 +688,7 @@ impl Shard {
             to,
             client_msg_id: (!send.client_msg_id.is_empty())
                 .then(|| send.client_msg_id.into_boxed_str()),
+            sender_seq: OnceLock::new(),
         });
         self.sessions
             .get_mut(&session)
@@ -616,7 +699,10 @@ impl Shard {
                 request_ref,
                 outcome: None,
             });
-        let target = shard_of(&routed.to, self.shard_count);
+        let target = match &routed.to {
+            Recipient::User(user) => shard_of(user, self.shard_count),
+            Recipient::Room(room) => shard_of_room(room, self.shard_count),
+        };
         if target == self.id {
             self.route(now, routed);
         } else {
@@ -630,26 +716,94 @@ impl Shard {
     /// Recipient side: store the message in the recipient's inbox and send
     /// it to their online devices. A message to oneself is stored once, by
     /// [`Shard::route_result`], in order with the sender's other messages.
+    /// A room message goes to [`Shard::route_to_room`].
     fn route(&mut self, now: Now, routed: Arc<RoutedMessage>) {
-        let to_self = routed.message.from == routed.to;
-        let devices = if to_self {
+        let to = match &routed.to {
+            Recipient::User(user) => user.clone(),
+            Recipient::Room(room) => {
+                let room = room.clone();
+                return self.route_to_room(now, routed, &room);
+            }
+        };
+        let devices = if routed.message.from == to {
             0
         } else {
-            let record = self
-                .users
-                .entry(routed.to.clone())
-                .or_insert_with(UserRecord::new);
+            let record = self.users.entry(to.clone()).or_insert_with(UserRecord::new);
             record.mailbox.append(
                 routed.message.clone(),
                 false,
                 now.instant,
                 &self.limits.mailbox,
             );
-            self.schedule_expiry(&routed.to);
-            self.pump_user(&routed.to)
+            self.schedule_expiry(&to);
+            self.pump_user(&to)
         };
         metrics::message_routed();
-        let error = ErrorCode::None;
+        self.answer_route(now, routed, ErrorCode::None, devices);
+    }
+
+    /// Room side: the room's shard puts its messages in one order and hands
+    /// each shard its members' share (the sender's own shard first, so the
+    /// sender's copy is stored before the result comes back).
+    fn route_to_room(&mut self, now: Now, routed: Arc<RoutedMessage>, room: &RoomId) {
+        let groups = match self.rooms.fan_out(room, &routed.message.from) {
+            Ok(groups) => groups,
+            Err(error) => {
+                metrics::message_dropped("room_refused");
+                return self.answer_route(now, routed, error, 0);
+            }
+        };
+        metrics::message_routed();
+        let mut members = 0u32;
+        for (shard, share) in groups.iter() {
+            members += share.len() as u32;
+            if *shard == self.id {
+                self.room_deliver(now, &routed, share);
+            } else {
+                self.outputs.push_back(Output::Forward {
+                    shard: *shard,
+                    input: ShardInput::RoomDeliver {
+                        message: routed.clone(),
+                        members: share.clone(),
+                    },
+                });
+            }
+        }
+        // Everyone but the sender.
+        self.answer_route(now, routed, ErrorCode::None, members.saturating_sub(1));
+    }
+
+    /// Stores a room message for `members` (owned by this shard) and sends
+    /// it to their online devices; the sender's copy records its seq.
+    fn room_deliver(&mut self, now: Now, routed: &RoutedMessage, members: &[UserId]) {
+        for member in members {
+            let own = *member == routed.message.from;
+            let record = self
+                .users
+                .entry(member.clone())
+                .or_insert_with(UserRecord::new);
+            let seq = record.mailbox.append(
+                routed.message.clone(),
+                own,
+                now.instant,
+                &self.limits.mailbox,
+            );
+            if own {
+                let _ = routed.sender_seq.set(seq);
+            }
+            self.schedule_expiry(member);
+            self.pump_user(member);
+        }
+    }
+
+    /// Sends a routing outcome back to the sender's shard.
+    fn answer_route(
+        &mut self,
+        now: Now,
+        routed: Arc<RoutedMessage>,
+        error: ErrorCode,
+        devices: u32,
+    ) {
         let origin = shard_of(&routed.message.from, self.shard_count);
         if origin == self.id {
             self.route_result(now, routed, error, devices);
@@ -717,23 +871,29 @@ impl Shard {
         devices: u32,
     ) -> (Result<SendOutcome, ErrorCode>, Vec<(SessionId, u64)>) {
         let from = &routed.message.from;
-        let result = if error == ErrorCode::None {
-            let record = self.users.get_mut(from).expect("a sender has a record");
-            let seq = record.mailbox.append(
-                routed.message.clone(),
-                true,
-                now.instant,
-                &self.limits.mailbox,
-            );
-            self.schedule_expiry(from);
-            let copies = self.pump_user(from);
-            Ok(SendOutcome {
+        let result = match (&routed.to, error) {
+            (_, ErrorCode::None) if matches!(routed.to, Recipient::Room(_)) => Ok(SendOutcome {
                 message_id: routed.message.message_id,
-                devices: if routed.to == *from { copies } else { devices },
-                seq,
-            })
-        } else {
-            Err(error)
+                devices,
+                seq: routed.sender_seq.get().copied().unwrap_or(0),
+            }),
+            (Recipient::User(to), ErrorCode::None) => {
+                let record = self.users.get_mut(from).expect("a sender has a record");
+                let seq = record.mailbox.append(
+                    routed.message.clone(),
+                    true,
+                    now.instant,
+                    &self.limits.mailbox,
+                );
+                self.schedule_expiry(from);
+                let copies = self.pump_user(from);
+                Ok(SendOutcome {
+                    message_id: routed.message.message_id,
+                    devices: if to == from { copies } else { devices },
+                    seq,
+                })
+            }
+            (_, error) => Err(error),
         };
         let Some(key) = routed.client_msg_id.as_deref() else {
             return (result, Vec::new());
@@ -759,6 +919,113 @@ impl Shard {
                 self.send_result(session, request_ref, result, true);
             }
         }
+    }
+
+    /// The member a Join/Leave names: `user`, or the session's own user when
+    /// empty.
+    fn member_or_self(&self, session: SessionId, user: &str) -> Result<UserId, ErrorCode> {
+        if user.is_empty() {
+            return Ok(self.sessions[&session].user.clone());
+        }
+        UserId::parse(user).ok_or(ErrorCode::InvalidUserId)
+    }
+
+    /// Validates a room request's ids and hands it to the room's shard.
+    fn forward_room_request(
+        &mut self,
+        session: SessionId,
+        request_ref: u64,
+        room: &str,
+        request: Result<RoomRequest, ErrorCode>,
+    ) {
+        let is_list = matches!(request, Ok(RoomRequest::List));
+        let request = RoomId::parse(room)
+            .ok_or(ErrorCode::InvalidRoomId)
+            .and_then(|room| request.map(|request| (room, request)));
+        let (room, request) = match request {
+            Ok(valid) => valid,
+            Err(error) => {
+                metrics::frame_rejected("invalid_room_request");
+                return self.room_reply(session, request_ref, room, is_list, Err(error));
+            }
+        };
+        let actor = self.sessions[&session].user.clone();
+        let target = shard_of_room(&room, self.shard_count);
+        if target == self.id {
+            self.room_request(session, &actor, request_ref, &room, request);
+        } else {
+            self.outputs.push_back(Output::Forward {
+                shard: target,
+                input: ShardInput::Room {
+                    session,
+                    actor,
+                    request_ref,
+                    room,
+                    request,
+                },
+            });
+        }
+    }
+
+    /// Room side: applies a room request and answers the asking session.
+    fn room_request(
+        &mut self,
+        session: SessionId,
+        actor: &UserId,
+        request_ref: u64,
+        room: &RoomId,
+        request: RoomRequest,
+    ) {
+        let is_list = request == RoomRequest::List;
+        let result = self.rooms.apply(actor, room, request);
+        if result.is_err() {
+            metrics::frame_rejected("room_refused");
+        }
+        self.room_reply(session, request_ref, room.as_str(), is_list, result);
+    }
+
+    /// Answers a room request: RoomMembers for a List, RoomResult otherwise.
+    fn room_reply(
+        &mut self,
+        session: SessionId,
+        request_ref: u64,
+        room: &str,
+        is_list: bool,
+        result: Result<RoomReply, ErrorCode>,
+    ) {
+        let body = match (is_list, result) {
+            (
+                _,
+                Ok(RoomReply::Members {
+                    owner,
+                    open,
+                    members,
+                }),
+            ) => server_frame::Body::RoomMembers(RoomMembers {
+                r#ref: request_ref,
+                error: ErrorCode::None as i32,
+                room: room.to_owned(),
+                owner: owner.map(|o| o.as_str().to_owned()).unwrap_or_default(),
+                open,
+                members: members.iter().map(|m| m.as_str().to_owned()).collect(),
+            }),
+            (true, Err(error)) => server_frame::Body::RoomMembers(RoomMembers {
+                r#ref: request_ref,
+                error: error as i32,
+                room: room.to_owned(),
+                ..RoomMembers::default()
+            }),
+            (_, result) => server_frame::Body::RoomResult(RoomResult {
+                r#ref: request_ref,
+                error: result.as_ref().err().map_or(0, |e| *e as i32),
+                room: room.to_owned(),
+                members: match result {
+                    Ok(RoomReply::Changed { members }) => members,
+                    _ => 0,
+                },
+            }),
+        };
+        self.reply(session, body);
     }
 
     /// `session`'s device processed everything up to `seq`.

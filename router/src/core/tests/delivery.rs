@@ -55,6 +55,7 @@ impl Cluster {
                 to: to.into(),
                 payload: key.as_bytes().to_vec().into(),
                 client_msg_id: key.into(),
+                ..Send::default()
             })),
         );
     }
@@ -350,10 +351,14 @@ fn an_oversize_client_msg_id_is_refused() {
     ));
 }
 
-/// One step of a random delivery scenario over users 0..3, devices 0..2.
+/// One step of a random delivery scenario over users 0..3, devices 0..2,
+/// and one open room.
 #[derive(Debug, Clone)]
 enum Move {
     Send { from: (usize, usize), to: usize },
+    RoomSend((usize, usize)),
+    Join(usize),
+    Leave(usize),
     Ack((usize, usize)),
     Disconnect((usize, usize)),
     Connect { who: (usize, usize), resume: bool },
@@ -364,6 +369,9 @@ fn a_move() -> impl Strategy<Value = Move> {
     let who = (0..3usize, 0..2usize);
     prop_oneof![
         4 => (who.clone(), 0..3usize).prop_map(|(from, to)| Move::Send { from, to }),
+        2 => who.clone().prop_map(Move::RoomSend),
+        1 => (0..3usize).prop_map(Move::Join),
+        1 => (0..3usize).prop_map(Move::Leave),
         2 => who.clone().prop_map(Move::Ack),
         1 => who.clone().prop_map(Move::Disconnect),
         2 => (who, any::<bool>()).prop_map(|(who, resume)| Move::Connect { who, resume }),
@@ -453,12 +461,13 @@ fn absorb(
 }
 
 proptest! {
-    /// Random sends, acks, disconnects, reconnects (resuming or not) and
-    /// evictions by count and age: every device gets each inbox seq at most
-    /// once and in order, never skips one silently, sees each sender's
-    /// messages in send order and the same message under the same seq as
-    /// the user's other devices; once every device is connected and drained,
-    /// each is caught up with its inbox.
+    /// Random direct and room sends, room joins and leaves, acks,
+    /// disconnects, reconnects (resuming or not) and evictions by count and
+    /// age: every device gets each inbox seq at most once and in order, never
+    /// skips one silently, sees each sender's messages (and the room's) in
+    /// send order and the same message under the same seq as the user's other
+    /// devices; once every device is connected and drained, each is caught up
+    /// with its inbox.
     #[test]
     fn every_device_gets_its_inbox_in_order_with_no_silent_gap(
         moves in proptest::collection::vec(a_move(), 1..80),
@@ -468,13 +477,61 @@ proptest! {
         let mut devices: HashMap<(usize, usize), Device> = HashMap::new();
         let mut by_seq: Vec<HashMap<u64, Vec<u8>>> = vec![HashMap::new(); USERS.len()];
         let mut counter = 0u32;
+        let host = c.open("host", "d");
+        c.frame(host, 0, Some(Body::CreateRoom(switchboard_proto::v1::CreateRoom {
+            room: "r".into(),
+            open: true,
+        })));
+        let mut members: BTreeSet<usize> = BTreeSet::new();
+        // How many messages each user's inbox must have received.
+        let mut stored = [0u64; 3];
+        let session_of = |devices: &HashMap<(usize, usize), Device>, user: usize| {
+            devices.iter().find(|((u, _), d)| *u == user && d.session.is_some()).and_then(|(_, d)| d.session)
+        };
         for step in moves {
             match step {
+                Move::RoomSend(from) => {
+                    let Some(session) = devices.get(&from).and_then(|d| d.session) else {
+                        continue;
+                    };
+                    if !members.contains(&from.0) {
+                        continue;
+                    }
+                    counter += 1;
+                    for member in &members {
+                        stored[*member] += 1;
+                    }
+                    let mut payload = b"R".to_vec();
+                    payload.extend_from_slice(&counter.to_be_bytes());
+                    c.frame(session, 0, Some(Body::Send(Send {
+                        room: "r".into(),
+                        payload: payload.into(),
+                        ..Send::default()
+                    })));
+                }
+                Move::Join(user) => if let Some(session) = session_of(&devices, user) {
+                    c.frame(session, 0, Some(Body::JoinRoom(switchboard_proto::v1::JoinRoom {
+                        room: "r".into(),
+                        user: String::new(),
+                    })));
+                    members.insert(user);
+                },
+                Move::Leave(user) => if let Some(session) = session_of(&devices, user) {
+                    c.frame(session, 0, Some(Body::LeaveRoom(switchboard_proto::v1::LeaveRoom {
+                        room: "r".into(),
+                        user: String::new(),
+                    })));
+                    members.remove(&user);
+                },
                 Move::Send { from, to } => {
                     let Some(session) = devices.get(&from).and_then(|d| d.session) else {
                         continue;
                     };
                     counter += 1;
+                    stored[from.0] += 1;
+                    if to != from.0 {
+                        stored[to] += 1;
+                    }
                     let mut payload = format!("{}/{}", from.0, from.1).into_bytes();
                     payload.extend_from_slice(&counter.to_be_bytes());
                     c.send(session, 0, USERS[to], &payload);
@@ -525,6 +582,11 @@ proptest! {
                     c.ack(s, last);
                 }
             }
+        }
+        for (user, name) in USERS.iter().enumerate() {
+            let id = UserId::parse(name).unwrap();
+            let last_seq = c.shards[c.shard_of(&id)].inbox_last_seq(&id);
+            prop_assert_eq!(last_seq, stored[user], "{}'s inbox misses messages", name);
         }
         for (who, dev) in &devices {
             let shard = c.shard_of(&UserId::parse(USERS[who.0]).unwrap());

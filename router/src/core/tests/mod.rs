@@ -1,9 +1,10 @@
 //! Behaviour tests of the sans-IO core: a [`Cluster`] of shards driven with a
 //! virtual clock, forwarding outputs between shards exactly like the shell.
 //! Routing and presence tests are here; inbox, ack, resume and idempotency
-//! tests are in [`delivery`].
+//! tests are in [`delivery`], room tests in [`rooms`].
 
 mod delivery;
+mod rooms;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};

@@ -1,0 +1,314 @@
+//! [`Rooms`]: the rooms (groups) one shard owns, their membership rule, and
+//! the member lists a room message fans out to.
+//!
+//! The rule: the creator owns the room and is its first member. Anyone may
+//! join an open room; only the owner adds others, or anyone to a closed
+//! room. Members leave by themselves; the owner may remove anyone (an owner
+//! who leaves leaves the room without one). Only members post; members of
+//! closed rooms, and anyone for open rooms, may list the members.
+//!
+//! A room's shard orders its messages: each goes out to the members grouped
+//! by the shard that owns them, one forward per shard, and that grouping is
+//! cached until the membership changes, so a message to 10,000 members costs
+//! the room's shard one step per shard, not per member.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use switchboard_proto::v1::ErrorCode;
+
+use super::ids::{RoomId, ShardId, UserId};
+use super::placement::shard_of;
+
+/// A room management request, from `actor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomRequest {
+    /// Create the room, owned by the actor.
+    Create {
+        /// Whether anyone may join.
+        open: bool,
+    },
+    /// Add `member` (the actor themselves, or anyone if the actor owns it).
+    Join {
+        /// Who joins.
+        member: UserId,
+    },
+    /// Remove `member` (the actor themselves, or anyone if the actor owns it).
+    Leave {
+        /// Who leaves.
+        member: UserId,
+    },
+    /// List the members.
+    List,
+}
+
+/// What a successful [`RoomRequest`] answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomReply {
+    /// Created, joined or left: the member count after it.
+    Changed {
+        /// Members now.
+        members: u32,
+    },
+    /// The member list.
+    Members {
+        /// The owner, unless they left.
+        owner: Option<UserId>,
+        /// Whether anyone may join.
+        open: bool,
+        /// Members, sorted.
+        members: Vec<UserId>,
+    },
+}
+
+/// Members grouped by the shard that owns them.
+pub type MembersByShard = Arc<[(ShardId, Arc<[UserId]>)]>;
+
+#[derive(Debug)]
+struct Room {
+    owner: Option<UserId>,
+    open: bool,
+    members: BTreeSet<UserId>,
+    /// Cached fan-out groups; `None` after a membership change.
+    by_shard: Option<MembersByShard>,
+}
+
+/// The rooms owned by one shard.
+#[derive(Debug)]
+pub struct Rooms {
+    rooms: HashMap<RoomId, Room>,
+    shard_count: u32,
+    max_members: usize,
+}
+
+impl Rooms {
+    /// No rooms yet; members are grouped over `shard_count` shards and a
+    /// room holds at most `max_members`.
+    pub fn new(shard_count: u32, max_members: usize) -> Self {
+        Self {
+            rooms: HashMap::new(),
+            shard_count,
+            max_members,
+        }
+    }
+
+    /// Applies `request` by `actor` to `room` under the rule in the module
+    /// docs.
+    pub fn apply(
+        &mut self,
+        actor: &UserId,
+        room: &RoomId,
+        request: RoomRequest,
+    ) -> Result<RoomReply, ErrorCode> {
+        if let RoomRequest::Create { open } = request {
+            if self.rooms.contains_key(room) {
+                return Err(ErrorCode::RoomExists);
+            }
+            self.rooms.insert(
+                room.clone(),
+                Room {
+                    owner: Some(actor.clone()),
+                    open,
+                    members: BTreeSet::from([actor.clone()]),
+                    by_shard: None,
+                },
+            );
+            return Ok(RoomReply::Changed { members: 1 });
+        }
+        let state = self.rooms.get_mut(room).ok_or(ErrorCode::UnknownRoom)?;
+        let is_owner = state.owner.as_ref() == Some(actor);
+        match request {
+            RoomRequest::Create { .. } => unreachable!("handled above"),
+            RoomRequest::Join { member } => {
+                let allowed = is_owner || (state.open && member == *actor);
+                if !allowed {
+                    return Err(ErrorCode::NotAllowed);
+                }
+                if !state.members.contains(&member) {
+                    if state.members.len() >= self.max_members {
+                        return Err(ErrorCode::RoomFull);
+                    }
+                    state.members.insert(member);
+                    state.by_shard = None;
+                }
+            }
+            RoomRequest::Leave { member } => {
+                if !is_owner && member != *actor {
+                    return Err(ErrorCode::NotAllowed);
+                }
+                if state.members.remove(&member) {
+                    state.by_shard = None;
+                    if state.owner.as_ref() == Some(&member) {
+                        state.owner = None;
+                    }
+                }
+            }
+            RoomRequest::List => {
+                if !state.open && !state.members.contains(actor) {
+                    return Err(ErrorCode::NotAllowed);
+                }
+                return Ok(RoomReply::Members {
+                    owner: state.owner.clone(),
+                    open: state.open,
+                    members: state.members.iter().cloned().collect(),
+                });
+            }
+        }
+        Ok(RoomReply::Changed {
+            members: state.members.len() as u32,
+        })
+    }
+
+    /// Who a message from `sender` to `room` goes to, grouped by shard
+    /// (the sender included); an error if the room is unknown or the sender
+    /// is not a member.
+    pub fn fan_out(&mut self, room: &RoomId, sender: &UserId) -> Result<MembersByShard, ErrorCode> {
+        let state = self.rooms.get_mut(room).ok_or(ErrorCode::UnknownRoom)?;
+        if !state.members.contains(sender) {
+            return Err(ErrorCode::NotAMember);
+        }
+        let shard_count = self.shard_count;
+        Ok(state
+            .by_shard
+            .get_or_insert_with(|| group_by_shard(&state.members, shard_count))
+            .clone())
+    }
+}
+
+fn group_by_shard(members: &BTreeSet<UserId>, shard_count: u32) -> MembersByShard {
+    let mut groups: Vec<Vec<UserId>> = vec![Vec::new(); shard_count.max(1) as usize];
+    for member in members {
+        groups[shard_of(member, shard_count).0 as usize].push(member.clone());
+    }
+    groups
+        .into_iter()
+        .enumerate()
+        .filter(|(_, members)| !members.is_empty())
+        .map(|(shard, members)| (ShardId(shard as u32), Arc::from(members)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str) -> UserId {
+        UserId::parse(name).unwrap()
+    }
+
+    fn room() -> RoomId {
+        RoomId::parse("room").unwrap()
+    }
+
+    fn join(member: &str) -> RoomRequest {
+        RoomRequest::Join {
+            member: user(member),
+        }
+    }
+
+    #[test]
+    fn the_owner_adds_anyone_others_join_only_open_rooms() {
+        let mut rooms = Rooms::new(2, 3);
+        let (owner, bob) = (user("owner"), user("bob"));
+        rooms
+            .apply(&owner, &room(), RoomRequest::Create { open: false })
+            .unwrap();
+        assert_eq!(
+            rooms.apply(&owner, &room(), RoomRequest::Create { open: true }),
+            Err(ErrorCode::RoomExists)
+        );
+        assert_eq!(
+            rooms.apply(&bob, &room(), join("bob")),
+            Err(ErrorCode::NotAllowed),
+            "closed room"
+        );
+        assert_eq!(
+            rooms.apply(&owner, &room(), join("bob")),
+            Ok(RoomReply::Changed { members: 2 })
+        );
+        assert_eq!(
+            rooms.apply(&bob, &room(), join("carl")),
+            Err(ErrorCode::NotAllowed),
+            "only the owner adds others"
+        );
+        rooms.apply(&owner, &room(), join("carl")).unwrap();
+        assert_eq!(
+            rooms.apply(&owner, &room(), join("dave")),
+            Err(ErrorCode::RoomFull)
+        );
+        assert_eq!(
+            rooms.apply(&user("eve"), &room(), RoomRequest::List),
+            Err(ErrorCode::NotAllowed),
+            "closed rooms list to members only"
+        );
+        assert_eq!(
+            rooms.apply(&bob, &room(), RoomRequest::List),
+            Ok(RoomReply::Members {
+                owner: Some(owner.clone()),
+                open: false,
+                members: vec![bob.clone(), user("carl"), owner.clone()],
+            })
+        );
+    }
+
+    #[test]
+    fn members_leave_the_owner_removes_and_only_members_post() {
+        let mut rooms = Rooms::new(3, 100);
+        let (owner, bob) = (user("owner"), user("bob"));
+        rooms
+            .apply(&owner, &room(), RoomRequest::Create { open: true })
+            .unwrap();
+        rooms.apply(&bob, &room(), join("bob")).unwrap();
+        rooms.apply(&user("carl"), &room(), join("carl")).unwrap();
+        assert_eq!(
+            rooms.apply(
+                &bob,
+                &room(),
+                RoomRequest::Leave {
+                    member: user("carl")
+                }
+            ),
+            Err(ErrorCode::NotAllowed)
+        );
+        rooms
+            .apply(
+                &owner,
+                &room(),
+                RoomRequest::Leave {
+                    member: user("carl"),
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            rooms.fan_out(&room(), &user("carl")).unwrap_err(),
+            ErrorCode::NotAMember
+        );
+        let groups = rooms.fan_out(&room(), &bob).unwrap();
+        let mut everyone: Vec<UserId> =
+            groups.iter().flat_map(|(_, m)| m.iter().cloned()).collect();
+        everyone.sort();
+        assert_eq!(everyone, vec![bob.clone(), owner.clone()]);
+        for (shard, members) in groups.iter() {
+            assert!(members.iter().all(|m| shard_of(m, 3) == *shard));
+        }
+        rooms
+            .apply(
+                &owner,
+                &room(),
+                RoomRequest::Leave {
+                    member: owner.clone(),
+                },
+            )
+            .unwrap();
+        assert!(matches!(
+            rooms.apply(&bob, &room(), RoomRequest::List),
+            Ok(RoomReply::Members { owner: None, .. })
+        ));
+        assert_eq!(
+            rooms
+                .fan_out(&RoomId::parse("nope").unwrap(), &bob)
+                .unwrap_err(),
+            ErrorCode::UnknownRoom
+        );
+    }
+}
