@@ -4,97 +4,17 @@
 //! encoded frame shared by every watcher).
 #![allow(missing_docs)]
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+mod common;
 
 use bytes::Bytes;
-use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use switchboard_proto::v1::{client_frame, Ack, ClientFrame, Send, SetStatus, Status, Watch};
-use switchboard_router::core::placement::shard_of;
-use switchboard_router::core::{
-    CoreLimits, DeviceId, Now, Output, SessionId, Shard, ShardId, ShardInput, UserId,
-};
-
-fn now() -> Now {
-    Now {
-        instant: Instant::now(),
-        unix_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64,
-    }
-}
-
-/// Shards plus a pump that forwards between them; counts transmitted frames.
-struct Cluster {
-    shards: Vec<Shard>,
-}
-
-impl Cluster {
-    fn new(count: u32) -> Self {
-        Self {
-            shards: (0..count)
-                .map(|i| Shard::new(ShardId(i), count, CoreLimits::default()))
-                .collect(),
-        }
-    }
-
-    fn shard(&self, user: &str) -> usize {
-        shard_of(&UserId::parse(user).unwrap(), self.shards.len() as u32).0 as usize
-    }
-
-    /// Delivers `input` and pumps to quiescence; returns frames transmitted.
-    fn deliver(&mut self, shard: usize, input: ShardInput) -> usize {
-        let mut queue = vec![(shard, input)];
-        let mut transmitted = 0;
-        let now = now();
-        while let Some((shard, input)) = queue.pop() {
-            self.shards[shard].handle(now, input);
-            while let Some(output) = self.shards[shard].poll_output() {
-                match output {
-                    Output::Transmit { frame, .. } => {
-                        black_box(frame);
-                        transmitted += 1;
-                    }
-                    Output::Close { .. } => {}
-                    Output::Forward { shard, input } => queue.push((shard.0 as usize, input)),
-                }
-            }
-        }
-        transmitted
-    }
-
-    fn open(&mut self, session: u64, user: &str) {
-        let shard = self.shard(user);
-        self.deliver(
-            shard,
-            ShardInput::Open {
-                session: SessionId(session),
-                user: UserId::parse(user).unwrap(),
-                device: DeviceId::parse("d").unwrap(),
-                initial_status: None,
-                resume: None,
-            },
-        );
-    }
-
-    fn frame(&mut self, session: u64, user: &str, body: client_frame::Body) -> usize {
-        let shard = self.shard(user);
-        self.deliver(
-            shard,
-            ShardInput::Frame {
-                session: SessionId(session),
-                frame: ClientFrame {
-                    r#ref: 1,
-                    body: Some(body),
-                },
-            },
-        )
-    }
-}
+use common::Cluster;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use switchboard_proto::v1::{client_frame, Ack, Send, SetStatus, Status, Watch};
+use switchboard_router::core::CoreLimits;
 
 /// Two users on different shards.
 fn two_shard_pair() -> (Cluster, &'static str, &'static str) {
-    let cluster = Cluster::new(2);
+    let cluster = Cluster::new(2, CoreLimits::default());
     let users = ["alice", "bob", "carol", "dave", "erin", "frank"];
     let a = users[0];
     let b = users
@@ -131,7 +51,7 @@ fn routing(c: &mut Criterion) {
     });
 
     // 1,000 watchers of one user; each status change reaches all of them.
-    let mut cluster = Cluster::new(4);
+    let mut cluster = Cluster::new(4, CoreLimits::default());
     cluster.open(1, "star");
     for w in 0..1_000u64 {
         let user = format!("fan{w}");

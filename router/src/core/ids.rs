@@ -2,10 +2,20 @@
 //! [`ShardId`], and the validated client-chosen [`UserId`], [`DeviceId`] and
 //! [`RoomId`].
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
 use switchboard_proto::ident::is_valid_id;
+
+/// A hash map keyed by ids. foldhash is several times faster than the
+/// standard SipHash on these short keys (a fan-out looks up thousands per
+/// message) and is still seeded at random per map, which matters because
+/// clients choose the ids.
+pub type IdMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A hash set of ids; see [`IdMap`].
+pub type IdSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
 /// Server-assigned id of one session, unique within a server run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

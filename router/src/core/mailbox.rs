@@ -145,6 +145,11 @@ impl Mailbox {
         self.bytes
     }
 
+    /// When the oldest message held was stored.
+    pub fn front_stored_at(&self) -> Option<Instant> {
+        self.entries.front().map(|e| e.stored_at)
+    }
+
     /// True for a mailbox that never held anything and knows no device.
     pub fn is_pristine(&self) -> bool {
         self.last_seq == 0 && self.devices.is_empty()

@@ -12,12 +12,12 @@
 //! cached until the membership changes, so a message to 10,000 members costs
 //! the room's shard one step per shard, not per member.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use switchboard_proto::v1::ErrorCode;
 
-use super::ids::{RoomId, ShardId, UserId};
+use super::ids::{IdMap, RoomId, ShardId, UserId};
 use super::placement::shard_of;
 
 /// A room management request, from `actor`.
@@ -76,7 +76,7 @@ struct Room {
 /// The rooms owned by one shard.
 #[derive(Debug)]
 pub struct Rooms {
-    rooms: HashMap<RoomId, Room>,
+    rooms: IdMap<RoomId, Room>,
     shard_count: u32,
     max_members: usize,
 }
@@ -86,7 +86,7 @@ impl Rooms {
     /// room holds at most `max_members`.
     pub fn new(shard_count: u32, max_members: usize) -> Self {
         Self {
-            rooms: HashMap::new(),
+            rooms: IdMap::default(),
             shard_count,
             max_members,
         }

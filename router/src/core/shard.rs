@@ -14,7 +14,7 @@
 //! keeps one FIFO channel per shard), which is what keeps each sender's
 //! messages in send order.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,7 @@ use switchboard_proto::v1::{
 };
 
 use super::dedupe::{DedupeLimits, KeyState, SendOutcome};
-use super::ids::{DeviceId, RoomId, SessionId, ShardId, UserId};
+use super::ids::{DeviceId, IdMap, IdSet, RoomId, SessionId, ShardId, UserId};
 use super::mailbox::{MailboxLimits, Next, StoredMessage};
 use super::placement::{shard_of, shard_of_room};
 use super::presence::UserRecord;
@@ -245,7 +245,7 @@ pub enum Output {
 struct SessionRecord {
     user: UserId,
     device: DeviceId,
-    watching: HashSet<UserId>,
+    watching: IdSet<UserId>,
     /// Messages sent by this session whose routing result is not yet
     /// released, in send order. Results and copies to the sender's inbox
     /// are released from the front only, so both keep send order even when
@@ -278,8 +278,8 @@ pub struct Shard {
     id: ShardId,
     shard_count: u32,
     limits: CoreLimits,
-    sessions: HashMap<SessionId, SessionRecord>,
-    users: HashMap<UserId, UserRecord>,
+    sessions: IdMap<SessionId, SessionRecord>,
+    users: IdMap<UserId, UserRecord>,
     /// The rooms this shard owns.
     rooms: Rooms,
     /// Grace-period deadlines; stale entries are skipped when they fire.
@@ -301,8 +301,8 @@ impl Shard {
             id,
             shard_count,
             limits,
-            sessions: HashMap::new(),
-            users: HashMap::new(),
+            sessions: IdMap::default(),
+            users: IdMap::default(),
             rooms,
             offline_timers: BTreeSet::new(),
             mailbox_timers: BTreeSet::new(),
@@ -455,7 +455,7 @@ impl Shard {
             SessionRecord {
                 user: user.clone(),
                 device,
-                watching: HashSet::new(),
+                watching: IdSet::default(),
                 in_flight: VecDeque::new(),
                 sent_through: 0,
                 unacked: VecDeque::new(),
@@ -728,14 +728,7 @@ impl Shard {
         let devices = if routed.message.from == to {
             0
         } else {
-            let record = self.users.entry(to.clone()).or_insert_with(UserRecord::new);
-            record.mailbox.append(
-                routed.message.clone(),
-                false,
-                now.instant,
-                &self.limits.mailbox,
-            );
-            self.schedule_expiry(&to);
+            self.store(now, &to, &routed.message, false);
             self.pump_user(&to)
         };
         metrics::message_routed();
@@ -778,22 +771,31 @@ impl Shard {
     fn room_deliver(&mut self, now: Now, routed: &RoutedMessage, members: &[UserId]) {
         for member in members {
             let own = *member == routed.message.from;
-            let record = self
-                .users
-                .entry(member.clone())
-                .or_insert_with(UserRecord::new);
-            let seq = record.mailbox.append(
-                routed.message.clone(),
-                own,
-                now.instant,
-                &self.limits.mailbox,
-            );
+            let seq = self.store(now, member, &routed.message, own);
             if own {
                 let _ = routed.sender_seq.set(seq);
             }
-            self.schedule_expiry(member);
             self.pump_user(member);
         }
+    }
+
+    /// Appends `message` to `user`'s inbox (creating the user's record for a
+    /// user never seen) and keeps its expiry deadline; returns the seq.
+    fn store(&mut self, now: Now, user: &UserId, message: &Arc<StoredMessage>, own: bool) -> u64 {
+        let record = self
+            .users
+            .entry(user.clone())
+            .or_insert_with(UserRecord::new);
+        let front = record.mailbox.front_stored_at();
+        let seq = record
+            .mailbox
+            .append(message.clone(), own, now.instant, &self.limits.mailbox);
+        // Only a new front can move the deadline (appends don't touch the
+        // devices); checking saves a timer update per stored message.
+        if record.mailbox.front_stored_at() != front {
+            self.schedule_expiry(user);
+        }
+        seq
     }
 
     /// Sends a routing outcome back to the sender's shard.
@@ -878,14 +880,7 @@ impl Shard {
                 seq: routed.sender_seq.get().copied().unwrap_or(0),
             }),
             (Recipient::User(to), ErrorCode::None) => {
-                let record = self.users.get_mut(from).expect("a sender has a record");
-                let seq = record.mailbox.append(
-                    routed.message.clone(),
-                    true,
-                    now.instant,
-                    &self.limits.mailbox,
-                );
-                self.schedule_expiry(from);
+                let seq = self.store(now, from, &routed.message, true);
                 let copies = self.pump_user(from);
                 Ok(SendOutcome {
                     message_id: routed.message.message_id,
@@ -1101,14 +1096,14 @@ impl Shard {
     /// [`Shard::pump`]s every session of `user`; returns how many sessions
     /// were sent something.
     fn pump_user(&mut self, user: &UserId) -> u32 {
-        let sessions = match self.users.get(user) {
-            Some(record) => record.sessions.clone(),
-            None => return 0,
-        };
-        sessions
-            .into_iter()
-            .map(|session| u32::from(self.pump(session) > 0))
-            .sum()
+        let mut reached = 0;
+        let mut index = 0;
+        // Index by index: pump never adds or removes sessions.
+        while let Some(&session) = self.users.get(user).and_then(|r| r.sessions.get(index)) {
+            reached += u32::from(self.pump(session) > 0);
+            index += 1;
+        }
+        reached
     }
 
     /// Keeps one expiry deadline per user in `mailbox_timers`, matching the
@@ -1201,7 +1196,7 @@ impl Shard {
             );
         };
         let record = self.sessions.get_mut(&session).expect("caller checked");
-        let new: HashSet<UserId> = users
+        let new: IdSet<UserId> = users
             .into_iter()
             .filter(|u| !record.watching.contains(u))
             .collect();

@@ -1,0 +1,100 @@
+//! The bench harness shared by the core benchmarks: shards plus a pump that
+//! forwards between them exactly like the shell, counting transmitted frames.
+#![allow(dead_code)]
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use criterion::black_box;
+use switchboard_proto::v1::{client_frame, ClientFrame};
+use switchboard_router::core::placement::shard_of;
+use switchboard_router::core::{
+    CoreLimits, DeviceId, Now, Output, SessionId, Shard, ShardId, ShardInput, UserId,
+};
+
+pub(crate) fn now() -> Now {
+    Now {
+        instant: Instant::now(),
+        unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    }
+}
+
+/// Shards plus a pump that forwards between them; counts transmitted frames.
+pub(crate) struct Cluster {
+    pub(crate) shards: Vec<Shard>,
+}
+
+impl Cluster {
+    pub(crate) fn new(count: u32, limits: CoreLimits) -> Self {
+        Self {
+            shards: (0..count)
+                .map(|i| Shard::new(ShardId(i), count, limits.clone()))
+                .collect(),
+        }
+    }
+
+    pub(crate) fn shard(&self, user: &str) -> usize {
+        shard_of(&UserId::parse(user).unwrap(), self.shards.len() as u32).0 as usize
+    }
+
+    /// Delivers `input` and pumps to quiescence; returns frames transmitted.
+    pub(crate) fn deliver(&mut self, shard: usize, input: ShardInput) -> usize {
+        let mut queue = vec![(shard, input)];
+        let mut transmitted = 0;
+        let now = now();
+        while let Some((shard, input)) = queue.pop() {
+            self.shards[shard].handle(now, input);
+            while let Some(output) = self.shards[shard].poll_output() {
+                match output {
+                    Output::Transmit { frame, .. } => {
+                        black_box(frame);
+                        transmitted += 1;
+                    }
+                    Output::Close { .. } => {}
+                    Output::Forward { shard, input } => queue.push((shard.0 as usize, input)),
+                }
+            }
+        }
+        transmitted
+    }
+
+    pub(crate) fn open(&mut self, session: u64, user: &str) {
+        let shard = self.shard(user);
+        self.deliver(
+            shard,
+            ShardInput::Open {
+                session: SessionId(session),
+                user: UserId::parse(user).unwrap(),
+                device: DeviceId::parse("d").unwrap(),
+                initial_status: None,
+                resume: None,
+            },
+        );
+    }
+
+    pub(crate) fn close(&mut self, session: u64, user: &str) {
+        let shard = self.shard(user);
+        self.deliver(
+            shard,
+            ShardInput::Closed {
+                session: SessionId(session),
+            },
+        );
+    }
+
+    pub(crate) fn frame(&mut self, session: u64, user: &str, body: client_frame::Body) -> usize {
+        let shard = self.shard(user);
+        self.deliver(
+            shard,
+            ShardInput::Frame {
+                session: SessionId(session),
+                frame: ClientFrame {
+                    r#ref: 1,
+                    body: Some(body),
+                },
+            },
+        )
+    }
+}
