@@ -439,6 +439,12 @@ impl Config {
                 "must be more than 0 (e.g. \"24h\")".into(),
             );
         }
+        if delivery.dedupe_window.is_zero() {
+            invalid(
+                "delivery.dedupe_window",
+                "must be more than 0 (e.g. \"5m\")".into(),
+            );
+        }
         if delivery.dedupe_max_keys == 0 {
             invalid("delivery.dedupe_max_keys", "must be at least 1".into());
         }

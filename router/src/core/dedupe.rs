@@ -4,7 +4,9 @@
 //! message.
 //!
 //! Keys are forgotten after the window's duration or, oldest first, beyond
-//! its count, checked whenever the window is used (no timer).
+//! its count, checked whenever the window is used (no timer). A key whose
+//! first Send is still being routed is never forgotten, so every repeat
+//! waiting for it gets its answer.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -76,11 +78,18 @@ impl DedupeWindow {
         let key: Box<str> = key.into();
         self.order.push_back((now, key.clone()));
         self.keys.insert(key, KeyState::Pending(Vec::new()));
-        while self.order.len() > limits.max_keys {
+        while self.order.len() > limits.max_keys && self.front_is_done() {
             if let Some((_, old)) = self.order.pop_front() {
                 self.keys.remove(&old);
             }
         }
+    }
+
+    /// True when the oldest key's first Send has its result.
+    fn front_is_done(&self) -> bool {
+        self.order
+            .front()
+            .is_some_and(|(_, key)| matches!(self.keys.get(key), Some(KeyState::Done(_)) | None))
     }
 
     /// Records the first Send's result; returns the repeats waiting for it.
@@ -110,7 +119,7 @@ impl DedupeWindow {
 
     fn forget_expired(&mut self, now: Instant, limits: &DedupeLimits) {
         while let Some((at, _)) = self.order.front() {
-            if *at + limits.window > now {
+            if *at + limits.window > now || !self.front_is_done() {
                 break;
             }
             let (_, key) = self.order.pop_front().expect("front exists");
@@ -155,14 +164,37 @@ mod tests {
             max_keys: 2,
         };
         let mut window = DedupeWindow::default();
-        window.insert_pending("a", now, &limits);
-        window.insert_pending("b", now + Duration::from_secs(5), &limits);
-        window.insert_pending("c", now + Duration::from_secs(6), &limits);
+        for (key, at) in [("a", 0), ("b", 5), ("c", 6)] {
+            window.insert_pending(key, now + Duration::from_secs(at), &limits);
+            window.complete(key, OUTCOME);
+        }
         assert!(window.get_mut("a", now, &limits).is_none(), "count limit");
         let later = now + Duration::from_secs(15);
         assert!(window.get_mut("b", later, &limits).is_none(), "aged out");
         assert!(window.get_mut("c", later, &limits).is_some());
         assert_eq!(window.remove("c"), []);
         assert!(window.is_empty());
+    }
+
+    #[test]
+    fn a_pending_key_outlives_the_window_until_its_result() {
+        let now = Instant::now();
+        let limits = DedupeLimits {
+            window: Duration::from_secs(10),
+            max_keys: 1,
+        };
+        let mut window = DedupeWindow::default();
+        window.insert_pending("slow", now, &limits);
+        window.insert_pending("next", now, &limits);
+        let later = now + Duration::from_secs(60);
+        match window.get_mut("slow", later, &limits) {
+            Some(KeyState::Pending(waiting)) => waiting.push((SessionId(3), 4)),
+            other => panic!("a pending key must stay, got {other:?}"),
+        }
+        assert_eq!(window.complete("slow", OUTCOME), [(SessionId(3), 4)]);
+        assert!(
+            window.get_mut("slow", later, &limits).is_none(),
+            "then it ages out"
+        );
     }
 }

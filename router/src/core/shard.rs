@@ -524,6 +524,15 @@ impl Shard {
         for watched in record.watching {
             self.send_unwatch(session, watched);
         }
+        // Sends whose result came back but waited behind an earlier one:
+        // store their copies now (later results find no session and are
+        // released as they come).
+        for done in record.in_flight {
+            if let Some((error, devices)) = done.outcome {
+                let (result, waiting) = self.release(now, &done.message, error, devices);
+                self.answer_repeats(waiting, result);
+            }
+        }
         let Some(user) = self.users.get_mut(&record.user) else {
             return;
         };

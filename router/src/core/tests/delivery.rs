@@ -599,3 +599,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn copies_waiting_behind_a_slow_send_are_stored_when_the_session_closes() {
+    let mut c = Cluster::with_limits(2, limits(100, 100));
+    let phone = c.open("alice", "phone");
+    let laptop = c.open("alice", "laptop");
+    let alice_shard = c.shard_of(&UserId::parse("alice").unwrap());
+    let pick = |c: &Cluster, same: bool| {
+        (0..100)
+            .map(|i| format!("user{i}"))
+            .find(|u| (c.shard_of(&UserId::parse(u).unwrap()) == alice_shard) == same)
+            .unwrap()
+    };
+    let (remote, local) = (pick(&c, false), pick(&c, true));
+    c.got(laptop);
+    c.hold_forwards = true; // the remote recipient's shard answers late
+    c.send(phone, 1, &remote, b"first");
+    c.send(phone, 2, &local, b"second"); // its result waits behind "first"
+    c.close(phone);
+    c.release();
+    let copies: Vec<Vec<u8>> = c
+        .delivered(laptop)
+        .iter()
+        .map(|m| m.payload.to_vec())
+        .collect();
+    assert_eq!(copies.len(), 2, "both copies stored: {copies:?}");
+    assert!(copies.contains(&b"first".to_vec()) && copies.contains(&b"second".to_vec()));
+}
