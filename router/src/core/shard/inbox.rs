@@ -1,0 +1,156 @@
+//! Each session's view of its user's inbox: where it starts
+//! (`InboxOpened`), acks, the delivery window, and the expiry deadline.
+
+use switchboard_proto::frame;
+use switchboard_proto::v1::{server_frame, ErrorCode, Gap, InboxOpened, Resume, ServerFrame};
+
+use super::{FrameClass, Output, Shard};
+use crate::core::ids::{SessionId, UserId};
+use crate::core::mailbox::Next;
+use crate::metrics;
+
+impl Shard {
+    /// Tells a new session where its delivery starts, then sends its
+    /// backlog (after a Gap if part of it is gone).
+    pub(super) fn open_inbox(&mut self, session: SessionId, resume: Option<Resume>) {
+        let epoch = self.limits.inbox_epoch;
+        let (requested, epoch_changed) = match resume {
+            Some(r) if r.epoch == epoch => (Some(r.last_seq), false),
+            Some(_) => (None, true),
+            None => (None, false),
+        };
+        let record = self.sessions.get_mut(&session).expect("just opened");
+        let user = self
+            .users
+            .get_mut(&record.user)
+            .expect("a session's user has a record");
+        let last_seq = user.mailbox.last_seq();
+        let ahead = requested.is_some_and(|seq| seq > last_seq);
+        let resume_after = user.mailbox.attach(&record.device, requested);
+        record.sent_through = resume_after;
+        let user_id = record.user.clone();
+        self.reply_as(
+            session,
+            server_frame::Body::InboxOpened(InboxOpened {
+                epoch,
+                resume_after,
+                last_seq,
+                epoch_changed,
+            }),
+            FrameClass::Control,
+        );
+        if ahead {
+            metrics::frame_rejected("resume_ahead");
+            self.reply_error(
+                session,
+                0,
+                ErrorCode::InvalidAck,
+                "Hello.resume.last_seq is beyond this inbox; resumed from its end",
+            );
+        }
+        self.pump(session);
+        self.schedule_expiry(&user_id);
+    }
+
+    /// `session`'s device processed everything up to `seq`.
+    pub(super) fn ack(&mut self, session: SessionId, request_ref: u64, seq: u64) {
+        let record = self.sessions.get_mut(&session).expect("caller checked");
+        if seq > record.sent_through {
+            metrics::frame_rejected("invalid_ack");
+            return self.reply_error(
+                session,
+                request_ref,
+                ErrorCode::InvalidAck,
+                "Ack.seq is beyond what this session was sent",
+            );
+        }
+        metrics::ack_accepted();
+        while record.unacked.front().is_some_and(|s| *s <= seq) {
+            record.unacked.pop_front();
+        }
+        let user = record.user.clone();
+        if let Some(user_record) = self.users.get_mut(&user) {
+            user_record.mailbox.ack(&record.device, seq);
+        }
+        self.schedule_expiry(&user);
+        self.pump(session);
+    }
+
+    /// Sends `session` what its inbox holds beyond what it was sent, up to
+    /// the delivery window. Returns how many messages it sent.
+    pub(super) fn pump(&mut self, session: SessionId) -> u32 {
+        let Some(record) = self.sessions.get_mut(&session) else {
+            return 0;
+        };
+        let Some(user) = self.users.get(&record.user) else {
+            return 0;
+        };
+        let mut sent = 0;
+        while record.unacked.len() < self.limits.delivery_window {
+            match user.mailbox.next_for(&record.device, record.sent_through) {
+                Next::UpToDate => break,
+                Next::Gap { from, to } => {
+                    metrics::inbox_gap();
+                    let gap = ServerFrame {
+                        body: Some(server_frame::Body::Gap(Gap {
+                            from_seq: from,
+                            to_seq: to,
+                        })),
+                    };
+                    self.outputs.push_back(Output::Transmit {
+                        session,
+                        frame: frame::encode(&gap).into(),
+                        class: FrameClass::Control,
+                    });
+                    record.sent_through = to;
+                }
+                Next::Skip(seq) => record.sent_through = seq,
+                Next::Deliver(seq, message) => {
+                    self.outputs.push_back(Output::Transmit {
+                        session,
+                        frame: frame::encode_deliver(seq, &message.encoded),
+                        class: FrameClass::Message {
+                            accepted_at: message.accepted_at,
+                        },
+                    });
+                    record.sent_through = seq;
+                    record.unacked.push_back(seq);
+                    sent += 1;
+                }
+            }
+        }
+        sent
+    }
+
+    /// [`Shard::pump`]s every session of `user`; returns how many sessions
+    /// were sent something.
+    pub(super) fn pump_user(&mut self, user: &UserId) -> u32 {
+        let mut reached = 0;
+        let mut index = 0;
+        // Index by index: pump never adds or removes sessions.
+        while let Some(&session) = self.users.get(user).and_then(|r| r.sessions.get(index)) {
+            reached += u32::from(self.pump(session) > 0);
+            index += 1;
+        }
+        reached
+    }
+
+    /// Keeps one expiry deadline per user in `mailbox_timers`, matching the
+    /// user's inbox.
+    pub(super) fn schedule_expiry(&mut self, user: &UserId) {
+        let Some(record) = self.users.get_mut(user) else {
+            return;
+        };
+        let wanted = record.mailbox.next_expiry(&self.limits.mailbox);
+        if wanted == record.mailbox_timer {
+            return;
+        }
+        if let Some(old) = record.mailbox_timer.take() {
+            self.mailbox_timers.remove(&(old, user.clone()));
+        }
+        if let Some(at) = wanted {
+            self.mailbox_timers.insert((at, user.clone()));
+        }
+        record.mailbox_timer = wanted;
+    }
+}

@@ -1,0 +1,621 @@
+//! [`Shard`]: the sans-IO state machine that owns a partition of the users,
+//! their sessions, presence and inboxes, and routes direct messages.
+//!
+//! A direct message is stored in the recipient's inbox ([`Mailbox`]) on the
+//! recipient's shard, which sends it to the recipient's devices at once;
+//! the sender's shard then stores a copy in the sender's inbox (for the
+//! sender's other devices) and answers the `SendResult`. Each session is
+//! sent its inbox in order, at most `delivery_window` messages beyond its
+//! last ack; acks release the window and trim the inbox.
+//!
+//! This module holds the types, the dispatch and the session life cycle;
+//! the work is split by concern: `messaging` (sends, routing, release),
+//! `inbox` (where a session starts, acks, the delivery window, expiry),
+//! `rooms` (room requests), `presence` (status and watchers).
+//!
+//! Call order: after every [`Shard::handle`] or [`Shard::handle_timeout`],
+//! drain [`Shard::poll_output`]; sleep until [`Shard::poll_timeout`]. Inputs
+//! from one source must be handed in the order they were produced (the shell
+//! keeps one FIFO channel per shard), which is what keeps each sender's
+//! messages in send order.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use switchboard_proto::close::CloseCode;
+use switchboard_proto::frame::{self, OutFrame};
+use switchboard_proto::v1::{
+    client_frame::Body, server_frame, ClientFrame, Error as ErrorFrame, ErrorCode, Pong, Resume,
+    ServerFrame, Status,
+};
+
+use super::dedupe::DedupeLimits;
+use super::ids::{DeviceId, IdMap, IdSet, RoomId, SessionId, ShardId, UserId};
+use super::mailbox::{MailboxLimits, StoredMessage};
+use super::placement::shard_of;
+use super::presence::UserRecord;
+use super::rooms::{RoomRequest, Rooms};
+use presence::is_settable;
+
+mod inbox;
+mod messaging;
+mod presence;
+mod rooms;
+use crate::metrics;
+
+/// Longest `Send.client_msg_id`, in bytes.
+pub const MAX_CLIENT_MSG_ID_BYTES: usize = 64;
+
+/// The current time, handed in by the owner: a monotonic instant for
+/// deadlines and the wall clock for timestamps shown to clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// Monotonic time, for deadlines.
+    pub instant: Instant,
+    /// Wall clock, Unix milliseconds.
+    pub unix_ms: u64,
+}
+
+/// Limits the core enforces (a slice of the server's `Config`).
+#[derive(Debug, Clone)]
+pub struct CoreLimits {
+    /// Largest `Send.payload`, in bytes.
+    pub max_payload_bytes: usize,
+    /// Most users one session may watch.
+    pub max_watched_users: usize,
+    /// Longest status text, in bytes.
+    pub max_status_text_bytes: usize,
+    /// How long a user stays online after the last session closes.
+    pub offline_grace: Duration,
+    /// What each user's inbox keeps for devices that have not acked.
+    pub mailbox: MailboxLimits,
+    /// Each user's idempotency window for `Send.client_msg_id`.
+    pub dedupe: DedupeLimits,
+    /// Most Deliver frames sent to a session beyond its last ack.
+    pub delivery_window: usize,
+    /// Most members one room may have.
+    pub max_room_members: usize,
+    /// Epoch of every inbox this shard creates (`InboxOpened.epoch`): the
+    /// shell passes one per server run, so sequence numbers of an earlier
+    /// run are never mistaken for this run's.
+    pub inbox_epoch: u64,
+}
+
+impl Default for CoreLimits {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: 64 * 1024,
+            max_watched_users: 1000,
+            max_status_text_bytes: 128,
+            offline_grace: Duration::from_secs(5),
+            mailbox: MailboxLimits::default(),
+            dedupe: DedupeLimits::default(),
+            delivery_window: 256,
+            max_room_members: 100_000,
+            inbox_epoch: 1,
+        }
+    }
+}
+
+/// Who a message is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    /// A user (direct message).
+    User(UserId),
+    /// Every member of a room.
+    Room(RoomId),
+}
+
+/// A message on its way from the sender's shard to the recipient's (or the
+/// room's) shard, and back with its result.
+#[derive(Debug)]
+pub struct RoutedMessage {
+    /// The message, as every inbox stores it.
+    pub message: Arc<StoredMessage>,
+    /// The sending session (gets the SendResult).
+    pub from_session: SessionId,
+    /// Recipient.
+    pub to: Recipient,
+    /// The Send's idempotency key, if it had one.
+    pub client_msg_id: Option<Box<str>>,
+    /// For a room message: the sequence number of the sender's copy, set
+    /// when the fan-out stores it in the sender's inbox (before the result
+    /// comes back).
+    pub sender_seq: OnceLock<u64>,
+}
+
+/// An input to a shard: from the shell (session life cycle, client frames) or
+/// forwarded from another shard.
+#[derive(Debug)]
+pub enum ShardInput {
+    /// An authenticated session of a user owned by this shard opened.
+    Open {
+        /// The new session.
+        session: SessionId,
+        /// Its user.
+        user: UserId,
+        /// Its device.
+        device: DeviceId,
+        /// Status asked for in Hello, if any.
+        initial_status: Option<Status>,
+        /// Where the device's delivery resumes (Hello.resume), if given.
+        resume: Option<Resume>,
+    },
+    /// A decoded client frame (anything but the first Hello).
+    Frame {
+        /// The session that sent it.
+        session: SessionId,
+        /// The frame.
+        frame: ClientFrame,
+    },
+    /// A session of this shard ended (any reason).
+    Closed {
+        /// The session.
+        session: SessionId,
+    },
+    /// Deliver a message to a user (or room) owned by this shard.
+    Route(Arc<RoutedMessage>),
+    /// Store a room message for these members, all owned by this shard.
+    RoomDeliver {
+        /// The message.
+        message: Arc<RoutedMessage>,
+        /// The members of this shard.
+        members: Arc<[UserId]>,
+    },
+    /// A room request for a room owned by this shard.
+    Room {
+        /// The asking session (gets the reply).
+        session: SessionId,
+        /// Its user.
+        actor: UserId,
+        /// The request's `ref`.
+        request_ref: u64,
+        /// The room.
+        room: RoomId,
+        /// What is asked.
+        request: RoomRequest,
+    },
+    /// The recipient's shard stored (or refused) a message from a user of this
+    /// shard: copy it to the sender's inbox and tell the sender.
+    RouteResult {
+        /// The message.
+        message: Arc<RoutedMessage>,
+        /// `None` when routed; otherwise why not.
+        error: ErrorCode,
+        /// How many recipient devices it was sent to at once.
+        devices: u32,
+    },
+    /// `watcher` (on any shard) starts watching `user` (owned by this shard).
+    Watch {
+        /// The watching session.
+        watcher: SessionId,
+        /// The watched user.
+        user: UserId,
+    },
+    /// `watcher` stops watching `user`.
+    Unwatch {
+        /// The watching session.
+        watcher: SessionId,
+        /// The watched user.
+        user: UserId,
+    },
+}
+
+/// What a frame written to a session is, for queueing and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameClass {
+    /// A direct message; `accepted_at` feeds the delivery-latency histogram.
+    Message {
+        /// When the router accepted the message.
+        accepted_at: Instant,
+    },
+    /// A presence event.
+    Presence,
+    /// A reply to the session's own request (SendResult, Error, Pong).
+    Reply,
+    /// Inbox bookkeeping (InboxOpened, Gap).
+    Control,
+}
+
+/// An action for the shard's owner.
+#[derive(Debug)]
+pub enum Output {
+    /// Write this encoded frame to `session` (which may live on any shard).
+    Transmit {
+        /// The target session.
+        session: SessionId,
+        /// One length-prefixed `ServerFrame`, in parts shared between
+        /// recipients.
+        frame: OutFrame,
+        /// What the frame is.
+        class: FrameClass,
+    },
+    /// Close `session` with `code`. The owner later hands in `Closed`.
+    Close {
+        /// The session to close.
+        session: SessionId,
+        /// Why.
+        code: CloseCode,
+        /// Detail for the QUIC reason phrase.
+        reason: &'static str,
+    },
+    /// Hand `input` to shard `shard`, in order with earlier forwards.
+    Forward {
+        /// The target shard.
+        shard: ShardId,
+        /// The input.
+        input: ShardInput,
+    },
+}
+
+#[derive(Debug)]
+struct SessionRecord {
+    user: UserId,
+    device: DeviceId,
+    watching: IdSet<UserId>,
+    /// Messages sent by this session whose routing result is not yet
+    /// released, in send order. Results and copies to the sender's inbox
+    /// are released from the front only, so both keep send order even when
+    /// recipients live on shards that answer at different speeds.
+    in_flight: VecDeque<InFlight>,
+    /// Highest inbox sequence number sent to (or skipped for) this session.
+    sent_through: u64,
+    /// Sequence numbers of Deliver frames sent and not yet acked (at most
+    /// `delivery_window`).
+    unacked: VecDeque<u64>,
+}
+
+/// A sent message waiting for its routing result.
+#[derive(Debug)]
+struct InFlight {
+    message: Arc<RoutedMessage>,
+    /// The Send's `ref`, echoed in its SendResult.
+    request_ref: u64,
+    /// `(error, devices)` once the recipient's shard answered.
+    outcome: Option<(ErrorCode, u32)>,
+}
+
+/// Owner of one partition of users: their sessions, presence and routing.
+///
+/// Inputs: [`Shard::handle`], [`Shard::handle_timeout`]. Outputs:
+/// [`Shard::poll_output`], [`Shard::poll_timeout`]. See the module docs for
+/// the call order.
+#[derive(Debug)]
+pub struct Shard {
+    id: ShardId,
+    shard_count: u32,
+    limits: CoreLimits,
+    sessions: IdMap<SessionId, SessionRecord>,
+    users: IdMap<UserId, UserRecord>,
+    /// The rooms this shard owns.
+    rooms: Rooms,
+    /// Grace-period deadlines; stale entries are skipped when they fire.
+    offline_timers: BTreeSet<(Instant, UserId)>,
+    /// Inbox expiry deadlines, one per user (`UserRecord::mailbox_timer`).
+    mailbox_timers: BTreeSet<(Instant, UserId)>,
+    outputs: VecDeque<Output>,
+    next_message_seq: u64,
+    /// Source of presence versions: one counter per shard, so a user's
+    /// version only grows even if an empty record is forgotten and recreated.
+    version_clock: u64,
+}
+
+impl Shard {
+    /// Shard `id` of `shard_count`.
+    pub fn new(id: ShardId, shard_count: u32, limits: CoreLimits) -> Self {
+        let rooms = Rooms::new(shard_count, limits.max_room_members);
+        Self {
+            id,
+            shard_count,
+            limits,
+            sessions: IdMap::default(),
+            users: IdMap::default(),
+            rooms,
+            offline_timers: BTreeSet::new(),
+            mailbox_timers: BTreeSet::new(),
+            outputs: VecDeque::new(),
+            next_message_seq: 0,
+            version_clock: 0,
+        }
+    }
+
+    /// This shard's id.
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    /// Number of open sessions on this shard.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The view watchers currently have of `user`, if this shard knows them.
+    pub fn presence(&self, user: &UserId) -> Option<super::PresenceView> {
+        self.users.get(user).map(|r| r.view.clone())
+    }
+
+    /// Next output, `None` when drained.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The highest sequence number assigned in `user`'s inbox (0 if none).
+    pub fn inbox_last_seq(&self, user: &UserId) -> u64 {
+        self.users.get(user).map_or(0, |r| r.mailbox.last_seq())
+    }
+
+    /// Messages held in the inboxes of this shard's users.
+    pub fn stored_messages(&self) -> usize {
+        self.users.values().map(|r| r.mailbox.len()).sum()
+    }
+
+    /// The earliest deadline at which [`Shard::handle_timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let grace = self.offline_timers.first().map(|(at, _)| *at);
+        let mailbox = self.mailbox_timers.first().map(|(at, _)| *at);
+        grace.into_iter().chain(mailbox).min()
+    }
+
+    /// Processes one input.
+    pub fn handle(&mut self, now: Now, input: ShardInput) {
+        match input {
+            ShardInput::Open {
+                session,
+                user,
+                device,
+                initial_status,
+                resume,
+            } => self.open(now, session, user, device, initial_status, resume),
+            ShardInput::Frame { session, frame } => self.frame(now, session, frame),
+            ShardInput::Closed { session } => self.closed(now, session),
+            ShardInput::Route(message) => self.route(now, message),
+            ShardInput::RoomDeliver { message, members } => {
+                self.room_deliver(now, &message, &members)
+            }
+            ShardInput::Room {
+                session,
+                actor,
+                request_ref,
+                room,
+                request,
+            } => self.room_request(session, &actor, request_ref, &room, request),
+            ShardInput::RouteResult {
+                message,
+                error,
+                devices,
+            } => self.route_result(now, message, error, devices),
+            ShardInput::Watch { watcher, user } => self.add_watcher(watcher, user),
+            ShardInput::Unwatch { watcher, user } => self.handle_unwatch_local(watcher, &user),
+        }
+    }
+
+    /// Fires every grace-period and inbox-expiry deadline at or before `now`.
+    pub fn handle_timeout(&mut self, now: Now) {
+        while let Some((at, _)) = self.mailbox_timers.first() {
+            if *at > now.instant {
+                break;
+            }
+            let (at, user) = self.mailbox_timers.pop_first().expect("first exists");
+            let Some(record) = self.users.get_mut(&user) else {
+                continue;
+            };
+            if record.mailbox_timer != Some(at) {
+                continue;
+            }
+            record.mailbox_timer = None;
+            record.mailbox.expire(now.instant, &self.limits.mailbox);
+            self.schedule_expiry(&user);
+        }
+        while let Some((at, _)) = self.offline_timers.first() {
+            if *at > now.instant {
+                break;
+            }
+            let (at, user) = self.offline_timers.pop_first().expect("first exists");
+            let Some(record) = self.users.get_mut(&user) else {
+                continue;
+            };
+            if record.offline_at != Some(at) || !record.sessions.is_empty() {
+                continue; // cancelled by a reconnect or superseded
+            }
+            record.offline_at = None;
+            metrics::user_went_offline();
+            self.publish(&user);
+        }
+    }
+
+    fn open(
+        &mut self,
+        now: Now,
+        session: SessionId,
+        user: UserId,
+        device: DeviceId,
+        initial_status: Option<Status>,
+        resume: Option<Resume>,
+    ) {
+        debug_assert_eq!(shard_of(&user, self.shard_count), self.id);
+        let record = self
+            .users
+            .entry(user.clone())
+            .or_insert_with(UserRecord::new);
+        let replaced: Vec<SessionId> = record
+            .sessions
+            .iter()
+            .copied()
+            .filter(|s| self.sessions.get(s).is_some_and(|r| r.device == device))
+            .collect();
+        let was_online = record.is_online();
+        if !was_online {
+            record.chosen = Status::Online;
+            record.text.clear();
+            metrics::user_came_online();
+        }
+        record.offline_at = None;
+        if let Some(status) = initial_status.filter(|s| is_settable(*s)) {
+            record.chosen = status;
+        }
+        record.sessions.push(session);
+        if record.chosen == Status::Invisible {
+            record.mark_seen_if_shown(now.unix_ms);
+        }
+        self.sessions.insert(
+            session,
+            SessionRecord {
+                user: user.clone(),
+                device,
+                watching: IdSet::default(),
+                in_flight: VecDeque::new(),
+                sent_through: 0,
+                unacked: VecDeque::new(),
+            },
+        );
+        metrics::session_opened();
+        for old in replaced {
+            self.outputs.push_back(Output::Close {
+                session: old,
+                code: CloseCode::SessionReplaced,
+                reason: "another session opened with this device id",
+            });
+            self.closed(now, old);
+        }
+        self.publish(&user);
+        self.open_inbox(session, resume);
+    }
+
+    fn closed(&mut self, now: Now, session: SessionId) {
+        let Some(record) = self.sessions.remove(&session) else {
+            return; // already closed (e.g. replaced)
+        };
+        metrics::session_closed();
+        for watched in record.watching {
+            self.send_unwatch(session, watched);
+        }
+        // Sends whose result came back but waited behind an earlier one:
+        // store their copies now (later results find no session and are
+        // released as they come).
+        for done in record.in_flight {
+            if let Some((error, devices)) = done.outcome {
+                let (result, waiting) = self.release(now, &done.message, error, devices);
+                self.answer_repeats(waiting, result);
+            }
+        }
+        let Some(user) = self.users.get_mut(&record.user) else {
+            return;
+        };
+        user.sessions.retain(|s| *s != session);
+        let device_still_open = user.sessions.iter().any(|s| {
+            self.sessions
+                .get(s)
+                .is_some_and(|r| r.device == record.device)
+        });
+        if !device_still_open {
+            user.mailbox.detach(&record.device, now.instant);
+            self.schedule_expiry(&record.user);
+        }
+        let Some(user) = self.users.get_mut(&record.user) else {
+            return;
+        };
+        if user.sessions.is_empty() {
+            user.mark_seen_if_shown(now.unix_ms);
+            let deadline = now.instant + self.limits.offline_grace;
+            user.offline_at = Some(deadline);
+            self.offline_timers.insert((deadline, record.user));
+        }
+    }
+
+    fn frame(&mut self, now: Now, session: SessionId, frame: ClientFrame) {
+        if !self.sessions.contains_key(&session) {
+            return; // raced with close
+        }
+        let request_ref = frame.r#ref;
+        match frame.body {
+            None => {
+                metrics::frame_rejected("unknown_frame");
+                self.reply_error(
+                    session,
+                    request_ref,
+                    ErrorCode::UnknownFrame,
+                    "unknown frame type",
+                );
+            }
+            Some(Body::Hello(_)) => {
+                metrics::frame_rejected("second_hello");
+                self.outputs.push_back(Output::Close {
+                    session,
+                    code: CloseCode::ProtocolViolation,
+                    reason: "Hello sent twice",
+                });
+            }
+            Some(Body::Ping(ping)) => self.reply(
+                session,
+                server_frame::Body::Pong(Pong { nonce: ping.nonce }),
+            ),
+            Some(Body::Send(send)) => self.send(now, session, request_ref, send),
+            Some(Body::Ack(ack)) => self.ack(session, request_ref, ack.seq),
+            Some(Body::CreateRoom(create)) => {
+                let request = RoomRequest::Create { open: create.open };
+                self.forward_room_request(session, request_ref, &create.room, Ok(request))
+            }
+            Some(Body::JoinRoom(join)) => {
+                let member = self.member_or_self(session, &join.user);
+                let request = member.map(|member| RoomRequest::Join { member });
+                self.forward_room_request(session, request_ref, &join.room, request)
+            }
+            Some(Body::LeaveRoom(leave)) => {
+                let member = self.member_or_self(session, &leave.user);
+                let request = member.map(|member| RoomRequest::Leave { member });
+                self.forward_room_request(session, request_ref, &leave.room, request)
+            }
+            Some(Body::ListMembers(list)) => {
+                self.forward_room_request(session, request_ref, &list.room, Ok(RoomRequest::List))
+            }
+            Some(Body::SetStatus(set)) => {
+                let status = Status::try_from(set.status).unwrap_or(Status::Unspecified);
+                self.set_status(now, session, request_ref, status, set.text)
+            }
+            Some(Body::Watch(watch)) => self.watch(session, request_ref, watch.users),
+            Some(Body::Unwatch(unwatch)) => {
+                let record = self.sessions.get_mut(&session).expect("checked above");
+                let removed: Vec<UserId> = unwatch
+                    .users
+                    .iter()
+                    .filter_map(|u| UserId::parse(u))
+                    .filter(|u| record.watching.remove(u))
+                    .collect();
+                for user in removed {
+                    self.send_unwatch(session, user);
+                }
+            }
+        }
+    }
+
+    fn reply_error(
+        &mut self,
+        session: SessionId,
+        request_ref: u64,
+        code: ErrorCode,
+        message: &str,
+    ) {
+        self.reply(
+            session,
+            server_frame::Body::Error(ErrorFrame {
+                r#ref: request_ref,
+                code: code as i32,
+                message: message.to_owned(),
+            }),
+        );
+    }
+
+    fn reply(&mut self, session: SessionId, body: server_frame::Body) {
+        self.reply_as(session, body, FrameClass::Reply);
+    }
+
+    fn reply_as(&mut self, session: SessionId, body: server_frame::Body, class: FrameClass) {
+        let frame = frame::encode(&ServerFrame { body: Some(body) }).into();
+        self.outputs.push_back(Output::Transmit {
+            session,
+            frame,
+            class,
+        });
+    }
+}

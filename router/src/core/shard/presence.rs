@@ -1,0 +1,161 @@
+//! Presence: status changes, watch lists, and versioned presence events
+//! fanned out to watchers (encoded once).
+
+use switchboard_proto::frame;
+use switchboard_proto::v1::{server_frame, ErrorCode, ServerFrame, Status};
+
+use super::{FrameClass, Now, Output, Shard, ShardInput};
+use crate::core::ids::{IdSet, SessionId, UserId};
+use crate::core::placement::shard_of;
+use crate::core::presence::UserRecord;
+use crate::metrics;
+
+impl Shard {
+    pub(super) fn set_status(
+        &mut self,
+        now: Now,
+        session: SessionId,
+        request_ref: u64,
+        status: Status,
+        text: String,
+    ) {
+        if !is_settable(status) || text.len() > self.limits.max_status_text_bytes {
+            metrics::frame_rejected("invalid_status");
+            return self.reply_error(
+                session,
+                request_ref,
+                ErrorCode::InvalidStatus,
+                "status must be ONLINE, AWAY, BUSY or INVISIBLE with a short text",
+            );
+        }
+        let user = self.sessions[&session].user.clone();
+        let record = self
+            .users
+            .get_mut(&user)
+            .expect("a session's user has a record");
+        if status == Status::Invisible {
+            record.mark_seen_if_shown(now.unix_ms);
+        }
+        record.chosen = status;
+        record.text = text;
+        self.publish(&user);
+    }
+
+    pub(super) fn watch(&mut self, session: SessionId, request_ref: u64, users: Vec<String>) {
+        let Some(users) = users
+            .iter()
+            .map(|u| UserId::parse(u))
+            .collect::<Option<Vec<_>>>()
+        else {
+            metrics::frame_rejected("invalid_user_id");
+            return self.reply_error(
+                session,
+                request_ref,
+                ErrorCode::InvalidUserId,
+                "a watched user id is invalid",
+            );
+        };
+        let record = self.sessions.get_mut(&session).expect("caller checked");
+        let new: IdSet<UserId> = users
+            .into_iter()
+            .filter(|u| !record.watching.contains(u))
+            .collect();
+        if record.watching.len() + new.len() > self.limits.max_watched_users {
+            metrics::frame_rejected("watch_limit");
+            return self.reply_error(
+                session,
+                request_ref,
+                ErrorCode::WatchLimit,
+                "too many watched users",
+            );
+        }
+        record.watching.extend(new.iter().cloned());
+        for user in new {
+            let target = shard_of(&user, self.shard_count);
+            if target == self.id {
+                self.add_watcher(session, user);
+            } else {
+                self.outputs.push_back(Output::Forward {
+                    shard: target,
+                    input: ShardInput::Watch {
+                        watcher: session,
+                        user,
+                    },
+                });
+            }
+        }
+    }
+
+    pub(super) fn send_unwatch(&mut self, watcher: SessionId, user: UserId) {
+        let target = shard_of(&user, self.shard_count);
+        if target == self.id {
+            self.handle_unwatch_local(watcher, &user);
+        } else {
+            self.outputs.push_back(Output::Forward {
+                shard: target,
+                input: ShardInput::Unwatch { watcher, user },
+            });
+        }
+    }
+
+    pub(super) fn handle_unwatch_local(&mut self, watcher: SessionId, user: &UserId) {
+        let Some(record) = self.users.get_mut(user) else {
+            return;
+        };
+        record.watchers.remove(&watcher);
+        if record.carries_nothing() {
+            // A user only ever watched, never seen: forget it, so watching
+            // random ids cannot grow the table.
+            self.users.remove(user);
+        }
+    }
+
+    /// Watched side: register the watcher and send it the current state.
+    pub(super) fn add_watcher(&mut self, watcher: SessionId, user: UserId) {
+        let record = self
+            .users
+            .entry(user.clone())
+            .or_insert_with(UserRecord::new);
+        record.watchers.insert(watcher);
+        let event = ServerFrame {
+            body: Some(server_frame::Body::Presence(record.view.to_event(&user))),
+        };
+        metrics::presence_events_sent(1);
+        self.outputs.push_back(Output::Transmit {
+            session: watcher,
+            frame: frame::encode(&event).into(),
+            class: FrameClass::Presence,
+        });
+    }
+
+    /// Recomputes `user`'s view and, if it changed, sends it to every watcher
+    /// (encoded once).
+    pub(super) fn publish(&mut self, user: &UserId) {
+        let Some(record) = self.users.get_mut(user) else {
+            return;
+        };
+        if !record.refresh(&mut self.version_clock) || record.watchers.is_empty() {
+            return;
+        }
+        let event = ServerFrame {
+            body: Some(server_frame::Body::Presence(record.view.to_event(user))),
+        };
+        let bytes = frame::encode(&event);
+        metrics::presence_events_sent(record.watchers.len() as u64);
+        for watcher in &record.watchers {
+            self.outputs.push_back(Output::Transmit {
+                session: *watcher,
+                frame: bytes.clone().into(),
+                class: FrameClass::Presence,
+            });
+        }
+    }
+}
+
+/// Statuses a client may choose.
+pub(super) fn is_settable(status: Status) -> bool {
+    matches!(
+        status,
+        Status::Online | Status::Away | Status::Busy | Status::Invisible
+    )
+}

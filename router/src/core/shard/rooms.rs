@@ -1,0 +1,123 @@
+//! Room requests: validating them, handing them to the room's shard, and
+//! answering the asking session (the rule itself is in `core::rooms`).
+
+use switchboard_proto::v1::{server_frame, ErrorCode, RoomMembers, RoomResult};
+
+use super::{Output, Shard, ShardInput};
+use crate::core::ids::{RoomId, SessionId, UserId};
+use crate::core::placement::shard_of_room;
+use crate::core::rooms::{RoomReply, RoomRequest};
+use crate::metrics;
+
+impl Shard {
+    /// The member a Join/Leave names: `user`, or the session's own user when
+    /// empty.
+    pub(super) fn member_or_self(
+        &self,
+        session: SessionId,
+        user: &str,
+    ) -> Result<UserId, ErrorCode> {
+        if user.is_empty() {
+            return Ok(self.sessions[&session].user.clone());
+        }
+        UserId::parse(user).ok_or(ErrorCode::InvalidUserId)
+    }
+
+    /// Validates a room request's ids and hands it to the room's shard.
+    pub(super) fn forward_room_request(
+        &mut self,
+        session: SessionId,
+        request_ref: u64,
+        room: &str,
+        request: Result<RoomRequest, ErrorCode>,
+    ) {
+        let is_list = matches!(request, Ok(RoomRequest::List));
+        let request = RoomId::parse(room)
+            .ok_or(ErrorCode::InvalidRoomId)
+            .and_then(|room| request.map(|request| (room, request)));
+        let (room, request) = match request {
+            Ok(valid) => valid,
+            Err(error) => {
+                metrics::frame_rejected("invalid_room_request");
+                return self.room_reply(session, request_ref, room, is_list, Err(error));
+            }
+        };
+        let actor = self.sessions[&session].user.clone();
+        let target = shard_of_room(&room, self.shard_count);
+        if target == self.id {
+            self.room_request(session, &actor, request_ref, &room, request);
+        } else {
+            self.outputs.push_back(Output::Forward {
+                shard: target,
+                input: ShardInput::Room {
+                    session,
+                    actor,
+                    request_ref,
+                    room,
+                    request,
+                },
+            });
+        }
+    }
+
+    /// Room side: applies a room request and answers the asking session.
+    pub(super) fn room_request(
+        &mut self,
+        session: SessionId,
+        actor: &UserId,
+        request_ref: u64,
+        room: &RoomId,
+        request: RoomRequest,
+    ) {
+        let is_list = request == RoomRequest::List;
+        let result = self.rooms.apply(actor, room, request);
+        if result.is_err() {
+            metrics::frame_rejected("room_refused");
+        }
+        self.room_reply(session, request_ref, room.as_str(), is_list, result);
+    }
+
+    /// Answers a room request: RoomMembers for a List, RoomResult otherwise.
+    pub(super) fn room_reply(
+        &mut self,
+        session: SessionId,
+        request_ref: u64,
+        room: &str,
+        is_list: bool,
+        result: Result<RoomReply, ErrorCode>,
+    ) {
+        let body = match (is_list, result) {
+            (
+                _,
+                Ok(RoomReply::Members {
+                    owner,
+                    open,
+                    members,
+                }),
+            ) => server_frame::Body::RoomMembers(RoomMembers {
+                r#ref: request_ref,
+                error: ErrorCode::None as i32,
+                room: room.to_owned(),
+                owner: owner.map(|o| o.as_str().to_owned()).unwrap_or_default(),
+                open,
+                members: members.iter().map(|m| m.as_str().to_owned()).collect(),
+            }),
+            (true, Err(error)) => server_frame::Body::RoomMembers(RoomMembers {
+                r#ref: request_ref,
+                error: error as i32,
+                room: room.to_owned(),
+                ..RoomMembers::default()
+            }),
+            (_, result) => server_frame::Body::RoomResult(RoomResult {
+                r#ref: request_ref,
+                error: result.as_ref().err().map_or(0, |e| *e as i32),
+                room: room.to_owned(),
+                members: match result {
+                    Ok(RoomReply::Changed { members }) => members,
+                    _ => 0,
+                },
+            }),
+        };
+        self.reply(session, body);
+    }
+}
