@@ -30,11 +30,14 @@ pub enum CloseCode {
     SessionReplaced,
     /// 0x31: the session could not keep up with what was sent to it.
     SlowConsumer,
+    /// 0x32: the app's backend ended this session through the server API
+    /// (for example on log-out or a ban elsewhere).
+    Disconnected,
 }
 
 impl CloseCode {
     /// Every close code, in wire order.
-    pub const ALL: [CloseCode; 10] = [
+    pub const ALL: [CloseCode; 11] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::AuthTimeout,
@@ -45,6 +48,7 @@ impl CloseCode {
         CloseCode::FrameTooLarge,
         CloseCode::SessionReplaced,
         CloseCode::SlowConsumer,
+        CloseCode::Disconnected,
     ];
 
     /// The code on the wire.
@@ -60,6 +64,7 @@ impl CloseCode {
             CloseCode::FrameTooLarge => 0x22,
             CloseCode::SessionReplaced => 0x30,
             CloseCode::SlowConsumer => 0x31,
+            CloseCode::Disconnected => 0x32,
         }
     }
 
@@ -83,6 +88,7 @@ impl CloseCode {
             CloseCode::FrameTooLarge => "frame_too_large",
             CloseCode::SessionReplaced => "session_replaced",
             CloseCode::SlowConsumer => "slow_consumer",
+            CloseCode::Disconnected => "disconnected",
         }
     }
 }

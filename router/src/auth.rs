@@ -81,7 +81,7 @@ pub enum SecretError {
         source: std::io::Error,
     },
     /// The secret is shorter than [`MIN_SECRET_BYTES`].
-    #[error("{path} holds {len} bytes; an HS256 secret needs at least {MIN_SECRET_BYTES}")]
+    #[error("{path} holds {len} bytes; a secret needs at least {MIN_SECRET_BYTES}")]
     TooShort {
         /// The file.
         path: String,

@@ -59,6 +59,8 @@ pub struct Config {
     pub presence: PresenceConfig,
     /// Inboxes, acks and idempotent sends.
     pub delivery: DeliveryConfig,
+    /// The server API for app backends (on the admin listener).
+    pub api: ApiConfig,
     /// How often clients must show life; announced in Welcome. Connections
     /// idle for three intervals are closed by QUIC. Default `15s`: well under
     /// typical NAT binding timeouts (30 s+).
@@ -129,6 +131,17 @@ pub struct PresenceConfig {
     /// quick reconnect does not flap offline-online. Default `5s`.
     #[serde(with = "humantime_serde")]
     pub offline_grace: Duration,
+}
+
+/// The server API for app backends: `/v1/...` on the admin listener,
+/// guarded by a bearer token (see README "Server API").
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// File holding the API bearer token (at least 32 bytes, surrounding
+    /// whitespace ignored). Default: none, which means a random dev token in
+    /// `dev_dir/api-token`.
+    pub token_file: Option<PathBuf>,
 }
 
 /// Inboxes, acks and idempotent sends (PROTOCOL.md, "Delivery").
@@ -207,6 +220,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             presence: PresenceConfig::default(),
             delivery: DeliveryConfig::default(),
+            api: ApiConfig::default(),
             heartbeat_interval: Duration::from_secs(15),
             shutdown_timeout: Duration::from_secs(10),
             log_format: LogFormat::Text,
@@ -377,6 +391,11 @@ impl Config {
         if let Some(path) = &self.auth.secret_file {
             if let Err(e) = crate::auth::read_secret_file(path) {
                 invalid("auth.secret_file", e.to_string());
+            }
+        }
+        if let Some(path) = &self.api.token_file {
+            if let Err(e) = crate::auth::read_secret_file(path) {
+                invalid("api.token_file", e.to_string());
             }
         }
         if self.auth.timeout.is_zero() {

@@ -1,12 +1,16 @@
-//! The embedded dev default: a random token secret kept in the dev directory
-//! next to the dev certificate, so `switchboard token` on the same machine
-//! signs tokens the running dev server accepts.
+//! The embedded dev default: a random token secret and a random server API
+//! token kept in the dev directory next to the dev certificate, so
+//! `switchboard token` on the same machine signs tokens the running dev
+//! server accepts, and a local backend can read the API token.
 
 use std::io::Write;
 use std::path::Path;
 
 /// File name of the dev token secret inside the dev directory.
 pub const DEV_SECRET_FILE: &str = "token-secret";
+
+/// File name of the dev server API token inside the dev directory.
+pub const DEV_API_TOKEN_FILE: &str = "api-token";
 
 /// Writes `bytes` to `path`, readable by the owner only.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -20,7 +24,13 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Reads the dev secret in `dev_dir`, creating 32 random bytes (hex) first if
 /// there is none.
 pub fn load_or_create_dev_secret(dev_dir: &Path) -> std::io::Result<Vec<u8>> {
-    let path = dev_dir.join(DEV_SECRET_FILE);
+    load_or_create_random(dev_dir, DEV_SECRET_FILE)
+}
+
+/// Reads `file` in `dev_dir`, creating it with 32 random bytes (hex) first
+/// if it is missing or empty.
+fn load_or_create_random(dev_dir: &Path, file: &str) -> std::io::Result<Vec<u8>> {
+    let path = dev_dir.join(file);
     if let Ok(existing) = std::fs::read(&path) {
         let trimmed = existing.trim_ascii();
         if !trimmed.is_empty() {
@@ -51,12 +61,32 @@ pub fn token_secret(
     }
 }
 
-/// Where the token secret came from.
+/// The server API token for `config`: its `api.token_file`, or the dev
+/// token.
+pub fn api_token(
+    config: &crate::config::Config,
+) -> Result<(Vec<u8>, SecretSource), crate::auth::SecretError> {
+    match &config.api.token_file {
+        Some(path) => Ok((crate::auth::read_secret_file(path)?, SecretSource::File)),
+        None => load_or_create_random(&config.dev_dir, DEV_API_TOKEN_FILE)
+            .map(|token| (token, SecretSource::Dev))
+            .map_err(|source| crate::auth::SecretError::Read {
+                path: config
+                    .dev_dir
+                    .join(DEV_API_TOKEN_FILE)
+                    .display()
+                    .to_string(),
+                source,
+            }),
+    }
+}
+
+/// Where the token secret (or API token) came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretSource {
-    /// `auth.secret_file`.
+    /// The configured file (`auth.secret_file`, `api.token_file`).
     File,
-    /// The generated dev secret: not for production.
+    /// Generated in the dev directory: not for production.
     Dev,
 }
 

@@ -129,6 +129,12 @@ fn serve(file: Option<PathBuf>, flags: FlagOverrides) -> anyhow::Result<()> {
                 "USING THE DEV TOKEN SECRET: anyone with this file can sign tokens. Set auth.secret_file in production."
             );
         }
+        if server.api_token_source() == SecretSource::Dev {
+            println!(
+                "server API token (dev): {}",
+                dev_dir.join(switchboard_router::dev::DEV_API_TOKEN_FILE).display()
+            );
+        }
         println!("switchboard listening: quic={} admin=http://{} shards={shards}", server.local_addr(), server.admin_addr());
         tracing::info!(quic = %server.local_addr(), admin = %server.admin_addr(), shards, "listening");
         server.run(shutdown_signal()).await;

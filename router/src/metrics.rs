@@ -50,6 +50,8 @@ pub const ACKS: &str = "switchboard_acks_total";
 /// Sends answered from the idempotency window instead of sent again
 /// (counter).
 pub const DUPLICATE_SENDS: &str = "switchboard_duplicate_sends_total";
+/// Server API calls, by `outcome` (`OK` or the error name), counter.
+pub const API_REQUESTS: &str = "switchboard_api_requests_total";
 /// Time from a message's acceptance to its write to a device, seconds.
 pub const DELIVERY_LATENCY: &str = "switchboard_delivery_latency_seconds";
 
@@ -133,6 +135,11 @@ pub fn describe() {
         DUPLICATE_SENDS,
         Unit::Count,
         "Sends answered from the idempotency window."
+    );
+    describe_counter!(
+        API_REQUESTS,
+        Unit::Count,
+        "Server API calls, by outcome (OK or the error name)."
     );
     describe_histogram!(
         DELIVERY_LATENCY,
@@ -257,4 +264,8 @@ pub(crate) fn ack_accepted() {
 
 pub(crate) fn duplicate_send() {
     counter!(DUPLICATE_SENDS).increment(1);
+}
+
+pub(crate) fn api_request(outcome: &'static str) {
+    counter!(API_REQUESTS, "outcome" => outcome).increment(1);
 }

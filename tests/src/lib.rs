@@ -17,6 +17,9 @@ use tokio::task::JoinHandle;
 /// The token secret every test server uses.
 pub const SECRET: &[u8] = b"end-to-end-test-secret-of-32-bytes-or-more";
 
+/// The server API bearer token every test server uses.
+pub const API_TOKEN: &str = "end-to-end-test-api-token-of-32-bytes-or-more";
+
 /// How long a test waits for something that should happen at once.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -60,6 +63,9 @@ impl TestServer {
             ..Config::default()
         };
         config.auth.secret_file = Some(secret_file);
+        let api_token_file = dir.path().join("api-token");
+        std::fs::write(&api_token_file, API_TOKEN).expect("write API token");
+        config.api.token_file = Some(api_token_file);
         config.shutdown_timeout = Duration::from_secs(2);
         // The suite runs on the default lean shell; the `tasks` fallback is
         // covered by tests/tests/tasks_shell.rs, and
@@ -227,11 +233,31 @@ pub async fn assert_quiet(events: &mut Events, quiet: Duration) {
 
 /// `GET path` on the admin listener; returns the status code and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http(addr, "GET", path, None, None).await
+}
+
+/// An HTTP/1.1 request on the admin listener, with a bearer token and a
+/// JSON body if given; returns the status code and body.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&str>,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .expect("admin listener reachable");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    let body = json.unwrap_or("");
+    if json.is_some() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();

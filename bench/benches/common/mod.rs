@@ -41,10 +41,11 @@ impl Cluster {
 
     /// Delivers `input` and pumps to quiescence; returns frames transmitted.
     pub(crate) fn deliver(&mut self, shard: usize, input: ShardInput) -> usize {
-        let mut queue = vec![(shard, input)];
+        // FIFO, like the shell's channels: per-source order matters.
+        let mut queue = std::collections::VecDeque::from([(shard, input)]);
         let mut transmitted = 0;
         let now = now();
-        while let Some((shard, input)) = queue.pop() {
+        while let Some((shard, input)) = queue.pop_front() {
             self.shards[shard].handle(now, input);
             while let Some(output) = self.shards[shard].poll_output() {
                 match output {
@@ -52,8 +53,8 @@ impl Cluster {
                         black_box(frame);
                         transmitted += 1;
                     }
-                    Output::Close { .. } => {}
-                    Output::Forward { shard, input } => queue.push((shard.0 as usize, input)),
+                    Output::Close { .. } | Output::ApiReply { .. } => {}
+                    Output::Forward { shard, input } => queue.push_back((shard.0 as usize, input)),
                 }
             }
         }

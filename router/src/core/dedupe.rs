@@ -11,7 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::ids::SessionId;
+use super::api::Requester;
 
 /// Bounds of each user's idempotency window.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,9 +45,9 @@ pub struct SendOutcome {
 /// A remembered key.
 #[derive(Debug)]
 pub enum KeyState {
-    /// The first Send is still being routed; these repeats (session, request
-    /// ref) wait for its result.
-    Pending(Vec<(SessionId, u64)>),
+    /// The first Send is still being routed; these repeats wait for its
+    /// result.
+    Pending(Vec<Requester>),
     /// The first Send's result.
     Done(SendOutcome),
 }
@@ -93,7 +93,7 @@ impl DedupeWindow {
     }
 
     /// Records the first Send's result; returns the repeats waiting for it.
-    pub fn complete(&mut self, key: &str, outcome: SendOutcome) -> Vec<(SessionId, u64)> {
+    pub fn complete(&mut self, key: &str, outcome: SendOutcome) -> Vec<Requester> {
         match self.keys.get_mut(key) {
             Some(state) => match std::mem::replace(state, KeyState::Done(outcome)) {
                 KeyState::Pending(waiting) => waiting,
@@ -104,7 +104,7 @@ impl DedupeWindow {
     }
 
     /// Forgets `key`: its Send failed, so a resend is a new attempt.
-    pub fn remove(&mut self, key: &str) -> Vec<(SessionId, u64)> {
+    pub fn remove(&mut self, key: &str) -> Vec<Requester> {
         self.order.retain(|(_, k)| &**k != key);
         match self.keys.remove(key) {
             Some(KeyState::Pending(waiting)) => waiting,
@@ -131,6 +131,7 @@ impl DedupeWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::ids::SessionId;
 
     const OUTCOME: SendOutcome = SendOutcome {
         message_id: 7,
@@ -146,10 +147,13 @@ mod tests {
         assert!(window.get_mut("k", now, &limits).is_none());
         window.insert_pending("k", now, &limits);
         match window.get_mut("k", now, &limits) {
-            Some(KeyState::Pending(waiting)) => waiting.push((SessionId(1), 9)),
+            Some(KeyState::Pending(waiting)) => waiting.push(Requester::Session(SessionId(1), 9)),
             other => panic!("expected pending, got {other:?}"),
         }
-        assert_eq!(window.complete("k", OUTCOME), [(SessionId(1), 9)]);
+        assert_eq!(
+            window.complete("k", OUTCOME),
+            [Requester::Session(SessionId(1), 9)]
+        );
         assert!(matches!(
             window.get_mut("k", now, &limits),
             Some(KeyState::Done(OUTCOME))
@@ -188,10 +192,13 @@ mod tests {
         window.insert_pending("next", now, &limits);
         let later = now + Duration::from_secs(60);
         match window.get_mut("slow", later, &limits) {
-            Some(KeyState::Pending(waiting)) => waiting.push((SessionId(3), 4)),
+            Some(KeyState::Pending(waiting)) => waiting.push(Requester::Session(SessionId(3), 4)),
             other => panic!("a pending key must stay, got {other:?}"),
         }
-        assert_eq!(window.complete("slow", OUTCOME), [(SessionId(3), 4)]);
+        assert_eq!(
+            window.complete("slow", OUTCOME),
+            [Requester::Session(SessionId(3), 4)]
+        );
         assert!(
             window.get_mut("slow", later, &limits).is_none(),
             "then it ages out"

@@ -17,6 +17,7 @@
 //! virtual clock. The main types: [`Shard`], [`ShardInput`], [`Output`],
 //! [`CoreLimits`], and the ids in [`ids`].
 
+pub mod api;
 pub mod dedupe;
 pub mod ids;
 pub mod mailbox;
@@ -25,12 +26,14 @@ mod presence;
 pub mod rooms;
 mod shard;
 
-pub use dedupe::DedupeLimits;
+pub use api::{Actor, ApiReply, ApiRequest, ApiToken, Requester, API_DEVICE};
+pub use dedupe::{DedupeLimits, SendOutcome};
 pub use ids::{DeviceId, RoomId, SessionId, ShardId, UserId};
 pub use mailbox::{MailboxLimits, StoredMessage};
 pub use presence::PresenceView;
 pub use shard::{
-    CoreLimits, FrameClass, Now, Output, RoutedMessage, Shard, ShardInput, MAX_CLIENT_MSG_ID_BYTES,
+    CoreLimits, FrameClass, Now, Output, Recipient, RoutedMessage, Shard, ShardInput,
+    MAX_CLIENT_MSG_ID_BYTES,
 };
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 //! join an open room; only the owner adds others, or anyone to a closed
 //! room. Members leave by themselves; the owner may remove anyone (an owner
 //! who leaves leaves the room without one). Only members post; members of
-//! closed rooms, and anyone for open rooms, may list the members.
+//! closed rooms, and anyone for open rooms, may list the members. The app
+//! backend ([`Actor::Admin`], through the server API) may do anything; a
+//! room it creates starts with no owner and no member.
 //!
 //! A room's shard orders its messages: each goes out to the members grouped
 //! by the shard that owns them, one forward per shard, and that grouping is
@@ -17,6 +19,7 @@ use std::sync::Arc;
 
 use switchboard_proto::v1::ErrorCode;
 
+use super::api::Actor;
 use super::ids::{IdMap, RoomId, ShardId, UserId};
 use super::placement::shard_of;
 
@@ -96,31 +99,41 @@ impl Rooms {
     /// docs.
     pub fn apply(
         &mut self,
-        actor: &UserId,
+        actor: &Actor,
         room: &RoomId,
         request: RoomRequest,
     ) -> Result<RoomReply, ErrorCode> {
+        let user = match actor {
+            Actor::User(user) => Some(user),
+            Actor::Admin => None,
+        };
         if let RoomRequest::Create { open } = request {
             if self.rooms.contains_key(room) {
                 return Err(ErrorCode::RoomExists);
             }
+            let members: BTreeSet<UserId> = user.into_iter().cloned().collect();
+            let count = members.len() as u32;
             self.rooms.insert(
                 room.clone(),
                 Room {
-                    owner: Some(actor.clone()),
+                    owner: user.cloned(),
                     open,
-                    members: BTreeSet::from([actor.clone()]),
+                    members,
                     by_shard: None,
                 },
             );
-            return Ok(RoomReply::Changed { members: 1 });
+            return Ok(RoomReply::Changed { members: count });
         }
         let state = self.rooms.get_mut(room).ok_or(ErrorCode::UnknownRoom)?;
-        let is_owner = state.owner.as_ref() == Some(actor);
+        // The owner, or the backend.
+        let in_charge = user.is_none() || state.owner.as_ref() == user;
+        let is_self = |member: &UserId| user == Some(member);
         match request {
             RoomRequest::Create { .. } => unreachable!("handled above"),
             RoomRequest::Join { member } => {
-                let allowed = is_owner || (state.open && member == *actor);
+                // Members may "join" again: nothing changes.
+                let allowed = in_charge
+                    || (is_self(&member) && (state.open || state.members.contains(&member)));
                 if !allowed {
                     return Err(ErrorCode::NotAllowed);
                 }
@@ -133,7 +146,7 @@ impl Rooms {
                 }
             }
             RoomRequest::Leave { member } => {
-                if !is_owner && member != *actor {
+                if !in_charge && !is_self(&member) {
                     return Err(ErrorCode::NotAllowed);
                 }
                 if state.members.remove(&member) {
@@ -144,7 +157,8 @@ impl Rooms {
                 }
             }
             RoomRequest::List => {
-                if !state.open && !state.members.contains(actor) {
+                let member = user.is_some_and(|u| state.members.contains(u));
+                if !state.open && !in_charge && !member {
                     return Err(ErrorCode::NotAllowed);
                 }
                 return Ok(RoomReply::Members {
@@ -211,38 +225,53 @@ mod tests {
         let mut rooms = Rooms::new(2, 3);
         let (owner, bob) = (user("owner"), user("bob"));
         rooms
-            .apply(&owner, &room(), RoomRequest::Create { open: false })
+            .apply(
+                &Actor::User(owner.clone()),
+                &room(),
+                RoomRequest::Create { open: false },
+            )
             .unwrap();
         assert_eq!(
-            rooms.apply(&owner, &room(), RoomRequest::Create { open: true }),
+            rooms.apply(
+                &Actor::User(owner.clone()),
+                &room(),
+                RoomRequest::Create { open: true }
+            ),
             Err(ErrorCode::RoomExists)
         );
         assert_eq!(
-            rooms.apply(&bob, &room(), join("bob")),
+            rooms.apply(&Actor::User(bob.clone()), &room(), join("bob")),
             Err(ErrorCode::NotAllowed),
             "closed room"
         );
         assert_eq!(
-            rooms.apply(&owner, &room(), join("bob")),
+            rooms.apply(&Actor::User(owner.clone()), &room(), join("bob")),
             Ok(RoomReply::Changed { members: 2 })
         );
         assert_eq!(
-            rooms.apply(&bob, &room(), join("carl")),
+            rooms.apply(&Actor::User(bob.clone()), &room(), join("bob")),
+            Ok(RoomReply::Changed { members: 2 }),
+            "a member joining again changes nothing"
+        );
+        assert_eq!(
+            rooms.apply(&Actor::User(bob.clone()), &room(), join("carl")),
             Err(ErrorCode::NotAllowed),
             "only the owner adds others"
         );
-        rooms.apply(&owner, &room(), join("carl")).unwrap();
+        rooms
+            .apply(&Actor::User(owner.clone()), &room(), join("carl"))
+            .unwrap();
         assert_eq!(
-            rooms.apply(&owner, &room(), join("dave")),
+            rooms.apply(&Actor::User(owner.clone()), &room(), join("dave")),
             Err(ErrorCode::RoomFull)
         );
         assert_eq!(
-            rooms.apply(&user("eve"), &room(), RoomRequest::List),
+            rooms.apply(&Actor::User(user("eve")), &room(), RoomRequest::List),
             Err(ErrorCode::NotAllowed),
             "closed rooms list to members only"
         );
         assert_eq!(
-            rooms.apply(&bob, &room(), RoomRequest::List),
+            rooms.apply(&Actor::User(bob.clone()), &room(), RoomRequest::List),
             Ok(RoomReply::Members {
                 owner: Some(owner.clone()),
                 open: false,
@@ -256,13 +285,21 @@ mod tests {
         let mut rooms = Rooms::new(3, 100);
         let (owner, bob) = (user("owner"), user("bob"));
         rooms
-            .apply(&owner, &room(), RoomRequest::Create { open: true })
+            .apply(
+                &Actor::User(owner.clone()),
+                &room(),
+                RoomRequest::Create { open: true },
+            )
             .unwrap();
-        rooms.apply(&bob, &room(), join("bob")).unwrap();
-        rooms.apply(&user("carl"), &room(), join("carl")).unwrap();
+        rooms
+            .apply(&Actor::User(bob.clone()), &room(), join("bob"))
+            .unwrap();
+        rooms
+            .apply(&Actor::User(user("carl")), &room(), join("carl"))
+            .unwrap();
         assert_eq!(
             rooms.apply(
-                &bob,
+                &Actor::User(bob.clone()),
                 &room(),
                 RoomRequest::Leave {
                     member: user("carl")
@@ -272,7 +309,7 @@ mod tests {
         );
         rooms
             .apply(
-                &owner,
+                &Actor::User(owner.clone()),
                 &room(),
                 RoomRequest::Leave {
                     member: user("carl"),
@@ -293,7 +330,7 @@ mod tests {
         }
         rooms
             .apply(
-                &owner,
+                &Actor::User(owner.clone()),
                 &room(),
                 RoomRequest::Leave {
                     member: owner.clone(),
@@ -301,7 +338,7 @@ mod tests {
             )
             .unwrap();
         assert!(matches!(
-            rooms.apply(&bob, &room(), RoomRequest::List),
+            rooms.apply(&Actor::User(bob.clone()), &room(), RoomRequest::List),
             Ok(RoomReply::Members { owner: None, .. })
         ));
         assert_eq!(
@@ -309,6 +346,34 @@ mod tests {
                 .fan_out(&RoomId::parse("nope").unwrap(), &bob)
                 .unwrap_err(),
             ErrorCode::UnknownRoom
+        );
+    }
+
+    #[test]
+    fn the_backend_may_do_anything_and_creates_rooms_without_an_owner() {
+        let mut rooms = Rooms::new(2, 100);
+        let bob = user("bob");
+        assert_eq!(
+            rooms.apply(&Actor::Admin, &room(), RoomRequest::Create { open: false }),
+            Ok(RoomReply::Changed { members: 0 })
+        );
+        rooms.apply(&Actor::Admin, &room(), join("bob")).unwrap();
+        assert_eq!(
+            rooms.apply(&Actor::User(bob.clone()), &room(), join("carl")),
+            Err(ErrorCode::NotAllowed),
+            "no owner: only the backend adds others"
+        );
+        assert_eq!(
+            rooms.apply(&Actor::Admin, &room(), RoomRequest::List),
+            Ok(RoomReply::Members {
+                owner: None,
+                open: false,
+                members: vec![bob.clone()],
+            })
+        );
+        assert_eq!(
+            rooms.apply(&Actor::Admin, &room(), RoomRequest::Leave { member: bob }),
+            Ok(RoomReply::Changed { members: 0 })
         );
     }
 }

@@ -9,7 +9,7 @@ use switchboard_proto::v1::{server_frame, GoAway, Hello, Resume, ServerFrame, St
 use super::shard_task::now;
 use super::ServerContext;
 use crate::auth::AuthError;
-use crate::core::{DeviceId, SessionId, ShardInput, UserId};
+use crate::core::{DeviceId, SessionId, ShardInput, UserId, API_DEVICE};
 use crate::metrics;
 use switchboard_proto::frame::DecodeError;
 
@@ -52,6 +52,13 @@ pub(crate) fn authenticate(
             "device_id must be 1-64 chars of [A-Za-z0-9._@-]",
         )
     })?;
+    if device.as_str() == API_DEVICE {
+        metrics::frame_rejected("reserved_device_id");
+        return Err((
+            CloseCode::ProtocolViolation,
+            "device_id server-api is reserved for the server API",
+        ));
+    }
     let initial_status = Status::try_from(hello.initial_status)
         .ok()
         .filter(|s| *s != Status::Unspecified);

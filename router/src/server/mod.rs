@@ -13,6 +13,7 @@
 //! connection (the quinn fallback). Both share [`handshake`] and the
 //! [`directory`].
 
+pub(crate) mod api_calls;
 mod connection;
 mod directory;
 mod handshake;
@@ -36,6 +37,7 @@ use crate::config::{Config, ShellKind};
 use crate::core::{Shard, ShardId};
 use crate::dev::SecretSource;
 use crate::quic::{bind_udp, PortSharing};
+use api_calls::ApiCalls;
 use directory::SessionDirectory;
 use shard_task::ShardHandle;
 
@@ -106,6 +108,9 @@ pub struct Server {
     metrics: Option<PrometheusHandle>,
     fingerprint: String,
     secret_source: SecretSource,
+    api: Arc<ApiCalls>,
+    api_token: Arc<[u8]>,
+    api_token_source: SecretSource,
 }
 
 impl Server {
@@ -128,6 +133,7 @@ impl Server {
         };
         let fingerprint = certified.fingerprint();
         let (secret, secret_source) = crate::dev::token_secret(&config)?;
+        let (api_token, api_token_source) = crate::dev::api_token(&config)?;
         let verifier = TokenVerifier::new(&secret, config.auth.leeway);
 
         let mut server_config =
@@ -165,6 +171,7 @@ impl Server {
         }
         let shards: Arc<[ShardHandle]> = handles.into();
         let directory = Arc::new(SessionDirectory::default());
+        let api = Arc::new(ApiCalls::new(shards.clone()));
         let mut shard_tasks = JoinSet::new();
         // Inbox sequence numbers live in memory: a new epoch per run tells
         // a resuming client that numbers of an earlier run mean nothing.
@@ -177,6 +184,7 @@ impl Server {
                 inbox,
                 shards.clone(),
                 directory.clone(),
+                api.clone(),
             ));
         }
         let (draining_tx, draining_rx) = watch::channel(false);
@@ -238,6 +246,9 @@ impl Server {
             metrics,
             fingerprint,
             secret_source,
+            api,
+            api_token: api_token.into(),
+            api_token_source,
         })
     }
 
@@ -263,6 +274,11 @@ impl Server {
         self.secret_source
     }
 
+    /// Where the server API token came from.
+    pub fn api_token_source(&self) -> SecretSource {
+        self.api_token_source
+    }
+
     /// Serves until `shutdown` resolves, then drains and returns within the
     /// configured shutdown timeout.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
@@ -272,6 +288,8 @@ impl Server {
             crate::admin::AdminState {
                 metrics: self.metrics.clone(),
                 draining: ctx.draining.clone(),
+                api: self.api.clone(),
+                api_token: self.api_token.clone(),
             },
         ));
         let listeners = std::mem::replace(&mut self.listeners, Listeners::Lean(Vec::new()));

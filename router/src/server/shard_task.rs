@@ -12,6 +12,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, Notify, Semaphore};
 
+use super::api_calls::ApiCalls;
 use super::directory::SessionDirectory;
 use crate::core::{Now, Output, Shard, ShardInput};
 
@@ -105,6 +106,7 @@ pub(crate) async fn run_shard(
     mut inboxes: ShardInboxes,
     shards: Arc<[ShardHandle]>,
     directory: Arc<SessionDirectory>,
+    api: Arc<ApiCalls>,
 ) {
     loop {
         let deadline = shard.poll_timeout();
@@ -121,7 +123,7 @@ pub(crate) async fn run_shard(
             () = sleep => shard.handle_timeout(now()),
             else => break,
         }
-        dispatch(&mut shard, &shards, &directory);
+        dispatch(&mut shard, &shards, &directory, &api);
         // Take what else is already waiting before sleeping again.
         for _ in 0..BATCH {
             if let Ok(input) = inboxes.peers.try_recv() {
@@ -131,7 +133,7 @@ pub(crate) async fn run_shard(
             } else {
                 break;
             }
-            dispatch(&mut shard, &shards, &directory);
+            dispatch(&mut shard, &shards, &directory, &api);
         }
     }
 }
@@ -143,7 +145,12 @@ fn handle_session_input(shard: &mut Shard, SessionInput { input, credit }: Sessi
     }
 }
 
-fn dispatch(shard: &mut Shard, shards: &[ShardHandle], directory: &SessionDirectory) {
+fn dispatch(
+    shard: &mut Shard,
+    shards: &[ShardHandle],
+    directory: &SessionDirectory,
+    api: &ApiCalls,
+) {
     while let Some(output) = shard.poll_output() {
         match output {
             Output::Transmit {
@@ -156,6 +163,7 @@ fn dispatch(shard: &mut Shard, shards: &[ShardHandle], directory: &SessionDirect
                 code,
                 reason,
             } => directory.close(session, code, reason),
+            Output::ApiReply { token, reply } => api.resolve(token, reply),
             Output::Forward {
                 shard: target,
                 input,

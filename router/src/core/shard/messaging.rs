@@ -11,59 +11,80 @@ use switchboard_proto::v1::{server_frame, ErrorCode, Message, Send, SendResult};
 use super::{
     InFlight, Now, Output, Recipient, RoutedMessage, Shard, ShardInput, MAX_CLIENT_MSG_ID_BYTES,
 };
+use crate::core::api::{ApiReply, ApiToken, Requester, API_DEVICE};
 use crate::core::dedupe::{KeyState, SendOutcome};
-use crate::core::ids::{RoomId, SessionId, UserId};
+use crate::core::ids::{DeviceId, RoomId, SessionId, UserId};
 use crate::core::mailbox::StoredMessage;
 use crate::core::placement::{shard_of, shard_of_room};
 use crate::core::presence::UserRecord;
 use crate::metrics;
 
 impl Shard {
+    /// A session's Send: accepted, remembered in the session's in-flight
+    /// queue (results are released in send order), and routed.
     pub(super) fn send(&mut self, now: Now, session: SessionId, request_ref: u64, send: Send) {
-        let to = if send.room.is_empty() {
-            let Some(user) = UserId::parse(&send.to) else {
-                metrics::message_dropped("invalid_recipient");
-                let error = Err(ErrorCode::InvalidUserId);
-                return self.send_result(session, request_ref, error, false);
-            };
-            Recipient::User(user)
-        } else {
-            let Some(room) = RoomId::parse(&send.room).filter(|_| send.to.is_empty()) else {
-                metrics::message_dropped("invalid_room");
-                let error = Err(ErrorCode::InvalidRoomId);
-                return self.send_result(session, request_ref, error, false);
-            };
-            Recipient::Room(room)
-        };
-        if send.payload.len() > self.limits.max_payload_bytes {
-            metrics::message_dropped("payload_too_large");
-            return self.send_result(session, request_ref, Err(ErrorCode::PayloadTooLarge), false);
-        }
-        if send.client_msg_id.len() > MAX_CLIENT_MSG_ID_BYTES {
-            metrics::message_dropped("invalid_client_msg_id");
-            let error = Err(ErrorCode::InvalidClientMsgId);
-            return self.send_result(session, request_ref, error, false);
-        }
         let sender = &self.sessions[&session];
-        let from = sender.user.clone();
-        let from_device = sender.device.clone();
+        let (from, device) = (sender.user.clone(), sender.device.clone());
+        let requester = Requester::Session(session, request_ref);
+        let Some(routed) = self.accept(now, requester, from, device, send) else {
+            return;
+        };
+        self.sessions
+            .get_mut(&session)
+            .expect("checked by the caller")
+            .in_flight
+            .push_back(InFlight {
+                message: routed.clone(),
+                request_ref,
+                outcome: None,
+            });
+        self.dispatch_route(now, routed);
+    }
+
+    /// A server API send in `from`'s name.
+    pub(super) fn api_send(&mut self, now: Now, token: ApiToken, from: UserId, send: Send) {
+        let device = DeviceId::parse(API_DEVICE).expect("a valid device id");
+        if let Some(routed) = self.accept(now, Requester::Api(token), from, device, send) {
+            self.dispatch_route(now, routed);
+        }
+    }
+
+    /// Checks a Send and settles its idempotency key: `None` when it was
+    /// answered already (refused, or a repeat), else the message to route.
+    fn accept(
+        &mut self,
+        now: Now,
+        requester: Requester,
+        from: UserId,
+        from_device: DeviceId,
+        send: Send,
+    ) -> Option<Arc<RoutedMessage>> {
+        let to = match check_send(&send, self.limits.max_payload_bytes) {
+            Ok(to) => to,
+            Err((error, reason)) => {
+                metrics::message_dropped(reason);
+                self.answer(requester, Err(error), false);
+                return None;
+            }
+        };
         if !send.client_msg_id.is_empty() {
             let record = self
                 .users
-                .get_mut(&from)
-                .expect("a session's user has a record");
+                .entry(from.clone())
+                .or_insert_with(UserRecord::new);
             let window = record.dedupe.get_or_insert_with(Default::default);
             let key = send.client_msg_id.as_str();
             match window.get_mut(key, now.instant, &self.limits.dedupe) {
                 Some(KeyState::Done(outcome)) => {
                     let outcome = *outcome;
                     metrics::duplicate_send();
-                    return self.send_result(session, request_ref, Ok(outcome), true);
+                    self.answer(requester, Ok(outcome), true);
+                    return None;
                 }
                 Some(KeyState::Pending(waiting)) => {
                     metrics::duplicate_send();
-                    waiting.push((session, request_ref));
-                    return;
+                    waiting.push(requester);
+                    return None;
                 }
                 None => window.insert_pending(key, now.instant, &self.limits.dedupe),
             }
@@ -81,7 +102,7 @@ impl Shard {
             room: send.room,
         }
         .encode_to_vec();
-        let routed = Arc::new(RoutedMessage {
+        Some(Arc::new(RoutedMessage {
             message: Arc::new(StoredMessage {
                 message_id,
                 from,
@@ -89,21 +110,16 @@ impl Shard {
                 encoded: Bytes::from(encoded),
                 accepted_at: now.instant,
             }),
-            from_session: session,
+            from: requester,
             to,
             client_msg_id: (!send.client_msg_id.is_empty())
                 .then(|| send.client_msg_id.into_boxed_str()),
             sender_seq: OnceLock::new(),
-        });
-        self.sessions
-            .get_mut(&session)
-            .expect("checked by the caller")
-            .in_flight
-            .push_back(InFlight {
-                message: routed.clone(),
-                request_ref,
-                outcome: None,
-            });
+        }))
+    }
+
+    /// Hands an accepted message to the recipient's (or room's) shard.
+    fn dispatch_route(&mut self, now: Now, routed: Arc<RoutedMessage>) {
         let target = match &routed.to {
             Recipient::User(user) => shard_of(user, self.shard_count),
             Recipient::Room(room) => shard_of_room(room, self.shard_count),
@@ -141,8 +157,9 @@ impl Shard {
     }
 
     /// Room side: the room's shard puts its messages in one order and hands
-    /// each shard its members' share (the sender's own shard first, so the
-    /// sender's copy is stored before the result comes back).
+    /// each shard its members' share. The share for the sender's shard is
+    /// queued before the result on the same ordered channel, so the sender's
+    /// copy is stored (and its seq known) before the result is released.
     pub(super) fn route_to_room(&mut self, now: Now, routed: Arc<RoutedMessage>, room: &RoomId) {
         let groups = match self.rooms.fan_out(room, &routed.message.from) {
             Ok(groups) => groups,
@@ -242,7 +259,14 @@ impl Shard {
         error: ErrorCode,
         devices: u32,
     ) {
-        let session = routed.from_session;
+        let session = match routed.from {
+            Requester::Session(session, _) => session,
+            Requester::Api(_) => {
+                let (result, waiting) = self.release(now, &routed, error, devices);
+                self.answer(routed.from, result, false);
+                return self.answer_repeats(waiting, result);
+            }
+        };
         let Some(record) = self.sessions.get_mut(&session) else {
             // The sending session is gone; the copy is still stored.
             let (result, waiting) = self.release(now, &routed, error, devices);
@@ -282,7 +306,7 @@ impl Shard {
         routed: &RoutedMessage,
         error: ErrorCode,
         devices: u32,
-    ) -> (Result<SendOutcome, ErrorCode>, Vec<(SessionId, u64)>) {
+    ) -> (Result<SendOutcome, ErrorCode>, Vec<Requester>) {
         let from = &routed.message.from;
         let result = match (&routed.to, error) {
             (_, ErrorCode::None) if matches!(routed.to, Recipient::Room(_)) => Ok(SendOutcome {
@@ -317,13 +341,31 @@ impl Shard {
     /// Gives each repeat of an idempotency key its first Send's result.
     pub(super) fn answer_repeats(
         &mut self,
-        waiting: Vec<(SessionId, u64)>,
+        waiting: Vec<Requester>,
         result: Result<SendOutcome, ErrorCode>,
     ) {
-        for (session, request_ref) in waiting {
-            if self.sessions.contains_key(&session) {
-                self.send_result(session, request_ref, result, true);
+        for requester in waiting {
+            self.answer(requester, result, true);
+        }
+    }
+
+    /// Answers a send: a SendResult to a session still open, or an API reply.
+    fn answer(
+        &mut self,
+        requester: Requester,
+        result: Result<SendOutcome, ErrorCode>,
+        duplicate: bool,
+    ) {
+        match requester {
+            Requester::Session(session, request_ref) => {
+                if self.sessions.contains_key(&session) {
+                    self.send_result(session, request_ref, result, duplicate);
+                }
             }
+            Requester::Api(token) => self.outputs.push_back(Output::ApiReply {
+                token,
+                reply: ApiReply::Sent { result, duplicate },
+            }),
         }
     }
 
@@ -352,4 +394,28 @@ impl Shard {
         };
         self.reply(session, server_frame::Body::SendResult(body));
     }
+}
+
+/// Where a Send goes, or why it is refused (with the metric reason).
+fn check_send(
+    send: &Send,
+    max_payload_bytes: usize,
+) -> Result<Recipient, (ErrorCode, &'static str)> {
+    let to = if send.room.is_empty() {
+        let user =
+            UserId::parse(&send.to).ok_or((ErrorCode::InvalidUserId, "invalid_recipient"))?;
+        Recipient::User(user)
+    } else {
+        let room = RoomId::parse(&send.room)
+            .filter(|_| send.to.is_empty())
+            .ok_or((ErrorCode::InvalidRoomId, "invalid_room"))?;
+        Recipient::Room(room)
+    };
+    if send.payload.len() > max_payload_bytes {
+        return Err((ErrorCode::PayloadTooLarge, "payload_too_large"));
+    }
+    if send.client_msg_id.len() > MAX_CLIENT_MSG_ID_BYTES {
+        return Err((ErrorCode::InvalidClientMsgId, "invalid_client_msg_id"));
+    }
+    Ok(to)
 }

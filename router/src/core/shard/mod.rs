@@ -30,6 +30,7 @@ use switchboard_proto::v1::{
     ServerFrame, Status,
 };
 
+use super::api::{ApiReply, ApiRequest, ApiToken, Requester};
 use super::dedupe::DedupeLimits;
 use super::ids::{DeviceId, IdMap, IdSet, RoomId, SessionId, ShardId, UserId};
 use super::mailbox::{MailboxLimits, StoredMessage};
@@ -38,6 +39,7 @@ use super::presence::UserRecord;
 use super::rooms::{RoomRequest, Rooms};
 use presence::is_settable;
 
+mod api;
 mod inbox;
 mod messaging;
 mod presence;
@@ -113,8 +115,8 @@ pub enum Recipient {
 pub struct RoutedMessage {
     /// The message, as every inbox stores it.
     pub message: Arc<StoredMessage>,
-    /// The sending session (gets the SendResult).
-    pub from_session: SessionId,
+    /// Who sent it and gets the result: a session, or a server API call.
+    pub from: Requester,
     /// Recipient.
     pub to: Recipient,
     /// The Send's idempotency key, if it had one.
@@ -162,6 +164,13 @@ pub enum ShardInput {
         message: Arc<RoutedMessage>,
         /// The members of this shard.
         members: Arc<[UserId]>,
+    },
+    /// A server API request for a user or room owned by this shard.
+    Api {
+        /// Echoed in the reply.
+        token: ApiToken,
+        /// What is asked.
+        request: ApiRequest,
     },
     /// A room request for a room owned by this shard.
     Room {
@@ -239,6 +248,13 @@ pub enum Output {
         code: CloseCode,
         /// Detail for the QUIC reason phrase.
         reason: &'static str,
+    },
+    /// The answer to a server API request.
+    ApiReply {
+        /// The request's token.
+        token: ApiToken,
+        /// The answer.
+        reply: ApiReply,
     },
     /// Hand `input` to shard `shard`, in order with earlier forwards.
     Forward {
@@ -380,6 +396,7 @@ impl Shard {
                 room,
                 request,
             } => self.room_request(session, &actor, request_ref, &room, request),
+            ShardInput::Api { token, request } => self.api(now, token, request),
             ShardInput::RouteResult {
                 message,
                 error,

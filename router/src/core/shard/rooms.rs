@@ -4,6 +4,7 @@
 use switchboard_proto::v1::{server_frame, ErrorCode, RoomMembers, RoomResult};
 
 use super::{Output, Shard, ShardInput};
+use crate::core::api::Actor;
 use crate::core::ids::{RoomId, SessionId, UserId};
 use crate::core::placement::shard_of_room;
 use crate::core::rooms::{RoomReply, RoomRequest};
@@ -70,7 +71,7 @@ impl Shard {
         request: RoomRequest,
     ) {
         let is_list = request == RoomRequest::List;
-        let result = self.rooms.apply(actor, room, request);
+        let result = self.rooms.apply(&Actor::User(actor.clone()), room, request);
         if result.is_err() {
             metrics::frame_rejected("room_refused");
         }

@@ -1,8 +1,10 @@
 //! Behaviour tests of the sans-IO core: a [`Cluster`] of shards driven with a
 //! virtual clock, forwarding outputs between shards exactly like the shell.
 //! Routing and presence tests are here; inbox, ack, resume and idempotency
-//! tests are in [`delivery`], room tests in [`rooms`].
+//! tests are in [`delivery`], room tests in [`rooms`], server API tests in
+//! [`api`].
 
+mod api;
 mod delivery;
 mod rooms;
 
@@ -32,6 +34,8 @@ struct Cluster {
     /// Close codes sent to sessions.
     closed: HashMap<SessionId, CloseCode>,
     users: HashMap<SessionId, UserId>,
+    /// Server API replies by token.
+    api_replies: HashMap<ApiToken, ApiReply>,
     /// When set, forwards between shards wait in `held` until `release`.
     hold_forwards: bool,
     held: VecDeque<(usize, ShardInput)>,
@@ -64,6 +68,7 @@ impl Cluster {
             received: HashMap::new(),
             closed: HashMap::new(),
             users: HashMap::new(),
+            api_replies: HashMap::new(),
             hold_forwards: false,
             held: VecDeque::new(),
         }
@@ -110,6 +115,9 @@ impl Cluster {
                 }
                 Output::Close { session, code, .. } => {
                     self.closed.insert(session, code);
+                }
+                Output::ApiReply { token, reply } => {
+                    self.api_replies.insert(token, reply);
                 }
                 Output::Forward { shard, input } if self.hold_forwards => {
                     self.held.push_back((shard.0 as usize, input))

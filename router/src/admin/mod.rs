@@ -1,5 +1,10 @@
 //! The admin HTTP listener: Prometheus `/metrics`, `/livez` (the process
-//! serves) and `/readyz` (it accepts new sessions; 503 while draining).
+//! serves), `/readyz` (it accepts new sessions; 503 while draining), and the
+//! server API for app backends under `/v1` ([`api`]).
+
+mod api;
+
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -8,11 +13,17 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
+use crate::server::api_calls::ApiCalls;
+
 /// What the admin handlers read.
 #[derive(Clone, Debug)]
 pub(crate) struct AdminState {
     pub(crate) metrics: Option<PrometheusHandle>,
     pub(crate) draining: watch::Receiver<bool>,
+    /// Reaches the shards for server API calls.
+    pub(crate) api: Arc<ApiCalls>,
+    /// The bearer token the server API requires.
+    pub(crate) api_token: Arc<[u8]>,
 }
 
 /// Serves the admin API on `listener` until the task is aborted.
@@ -21,6 +32,7 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, state: AdminState) 
         .route("/metrics", get(metrics))
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .merge(api::routes(state.clone()))
         .with_state(state);
     if let Err(error) = axum::serve(listener, app).await {
         tracing::error!(%error, "admin listener failed");

@@ -1,0 +1,102 @@
+//! Server API requests: sends in a user's name, presence and session
+//! queries, disconnects and room management, each answered with an
+//! `Output::ApiReply` carrying the request's token.
+
+use bytes::Bytes;
+use switchboard_proto::close::CloseCode;
+use switchboard_proto::v1::{Send, Status};
+
+use super::{Now, Output, Recipient, Shard};
+use crate::core::api::{ApiReply, ApiRequest, ApiToken};
+use crate::core::ids::UserId;
+use crate::core::presence::PresenceView;
+
+impl Shard {
+    pub(super) fn api(&mut self, now: Now, token: ApiToken, request: ApiRequest) {
+        match request {
+            ApiRequest::Send {
+                from,
+                to,
+                payload,
+                client_msg_id,
+            } => self.api_send(now, token, from, api_send_frame(to, payload, client_msg_id)),
+            ApiRequest::Presence { user } => {
+                let reply = self.presence_and_sessions(&user);
+                self.reply_api(token, reply);
+            }
+            ApiRequest::Disconnect { user, device } => {
+                let sessions: Vec<_> = self
+                    .users
+                    .get(&user)
+                    .map(|r| r.sessions.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|s| {
+                        device
+                            .as_ref()
+                            .is_none_or(|d| self.sessions.get(s).is_some_and(|r| r.device == *d))
+                    })
+                    .collect();
+                for session in &sessions {
+                    self.outputs.push_back(Output::Close {
+                        session: *session,
+                        code: CloseCode::Disconnected,
+                        reason: "disconnected by the app backend",
+                    });
+                    self.closed(now, *session);
+                }
+                let sessions = sessions.len() as u32;
+                self.reply_api(token, ApiReply::Disconnected { sessions });
+            }
+            ApiRequest::Room {
+                room,
+                actor,
+                request,
+            } => {
+                let result = self.rooms.apply(&actor, &room, request);
+                self.reply_api(token, ApiReply::Room(result));
+            }
+        }
+    }
+
+    fn presence_and_sessions(&self, user: &UserId) -> ApiReply {
+        let Some(record) = self.users.get(user) else {
+            return ApiReply::Presence {
+                view: PresenceView {
+                    status: Status::Offline,
+                    text: String::new(),
+                    last_seen_ms: 0,
+                    version: 0,
+                },
+                sessions: Vec::new(),
+            };
+        };
+        let sessions = record
+            .sessions
+            .iter()
+            .filter_map(|s| Some((*s, self.sessions.get(s)?.device.clone())))
+            .collect();
+        ApiReply::Presence {
+            view: record.view.clone(),
+            sessions,
+        }
+    }
+
+    fn reply_api(&mut self, token: ApiToken, reply: ApiReply) {
+        self.outputs.push_back(Output::ApiReply { token, reply });
+    }
+}
+
+/// The Send a session would have sent for this API request.
+fn api_send_frame(to: Recipient, payload: Bytes, client_msg_id: String) -> Send {
+    let (to, room) = match to {
+        Recipient::User(user) => (user.as_str().to_owned(), String::new()),
+        Recipient::Room(room) => (String::new(), room.as_str().to_owned()),
+    };
+    Send {
+        to,
+        payload,
+        client_msg_id,
+        room,
+    }
+}

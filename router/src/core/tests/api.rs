@@ -1,0 +1,152 @@
+//! Server API requests through the core: sends in a user's name (with the
+//! copy to all of that user's devices and idempotency), presence and
+//! sessions, disconnects, and rooms managed by the backend.
+
+use bytes::Bytes;
+
+use super::*;
+use crate::core::rooms::{RoomReply, RoomRequest};
+
+impl Cluster {
+    fn api(&mut self, request: ApiRequest) -> ApiReply {
+        let token = ApiToken(self.api_replies.len() as u64 + 1000);
+        let shard = request.shard(self.shards.len() as u32).0 as usize;
+        self.deliver(shard, ShardInput::Api { token, request });
+        self.api_replies.remove(&token).expect("the shard answered")
+    }
+
+    fn api_send(&mut self, from: &str, to: &str, key: &str) -> ApiReply {
+        self.api(ApiRequest::Send {
+            from: UserId::parse(from).unwrap(),
+            to: Recipient::User(UserId::parse(to).unwrap()),
+            payload: Bytes::from_static(b"from the backend"),
+            client_msg_id: key.into(),
+        })
+    }
+}
+
+#[test]
+fn an_api_send_reaches_the_recipient_and_every_device_of_the_sender() {
+    let mut c = Cluster::new(3);
+    let alice_phone = c.open("alice", "phone");
+    let alice_laptop = c.open("alice", "laptop");
+    let bob = c.open("bob", "phone");
+    let ApiReply::Sent {
+        result: Ok(outcome),
+        duplicate: false,
+    } = c.api_send("alice", "bob", "")
+    else {
+        panic!("expected a stored send");
+    };
+    assert_eq!(outcome.devices, 1);
+    let got = c.delivered(bob);
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].from_user.as_str(), got[0].from_device.as_str()),
+        ("alice", API_DEVICE)
+    );
+    for device in [alice_phone, alice_laptop] {
+        assert_eq!(c.delivered(device).len(), 1, "the copy reaches {device:?}");
+    }
+}
+
+#[test]
+fn an_api_send_repeating_a_key_is_a_duplicate_and_errors_come_back() {
+    let mut c = Cluster::new(2);
+    let _bob = c.open("bob", "phone");
+    let first = c.api_send("alice", "bob", "k");
+    let again = c.api_send("alice", "bob", "k");
+    let (
+        ApiReply::Sent {
+            result: Ok(a),
+            duplicate: false,
+        },
+        ApiReply::Sent {
+            result: Ok(b),
+            duplicate: true,
+        },
+    ) = (first, again)
+    else {
+        panic!("expected a send and its duplicate");
+    };
+    assert_eq!(a, b);
+    let refused = c.api(ApiRequest::Send {
+        from: UserId::parse("alice").unwrap(),
+        to: Recipient::Room(RoomId::parse("nowhere").unwrap()),
+        payload: Bytes::new(),
+        client_msg_id: String::new(),
+    });
+    assert_eq!(
+        refused,
+        ApiReply::Sent {
+            result: Err(ErrorCode::UnknownRoom),
+            duplicate: false
+        }
+    );
+}
+
+#[test]
+fn presence_lists_sessions_and_disconnect_closes_them() {
+    let mut c = Cluster::new(2);
+    let phone = c.open("alice", "phone");
+    let laptop = c.open("alice", "laptop");
+    let alice = UserId::parse("alice").unwrap();
+    let ApiReply::Presence { view, sessions } = c.api(ApiRequest::Presence {
+        user: alice.clone(),
+    }) else {
+        panic!("expected presence");
+    };
+    assert_eq!(view.status, Status::Online);
+    let devices: Vec<&str> = sessions.iter().map(|(_, d)| d.as_str()).collect();
+    assert_eq!(devices, ["phone", "laptop"]);
+
+    let reply = c.api(ApiRequest::Disconnect {
+        user: alice.clone(),
+        device: Some(DeviceId::parse("laptop").unwrap()),
+    });
+    assert_eq!(reply, ApiReply::Disconnected { sessions: 1 });
+    assert_eq!(c.closed.get(&laptop), Some(&CloseCode::Disconnected));
+    assert!(!c.closed.contains_key(&phone));
+    let reply = c.api(ApiRequest::Disconnect {
+        user: alice,
+        device: None,
+    });
+    assert_eq!(reply, ApiReply::Disconnected { sessions: 1 });
+    assert_eq!(c.closed.get(&phone), Some(&CloseCode::Disconnected));
+}
+
+#[test]
+fn the_backend_manages_rooms_without_being_a_member() {
+    let mut c = Cluster::new(3);
+    let bob = c.open("bob", "phone");
+    let room = RoomId::parse("support").unwrap();
+    let call = |request| ApiRequest::Room {
+        room: room.clone(),
+        actor: Actor::Admin,
+        request,
+    };
+    assert_eq!(
+        c.api(call(RoomRequest::Create { open: false })),
+        ApiReply::Room(Ok(RoomReply::Changed { members: 0 }))
+    );
+    let bob_id = UserId::parse("bob").unwrap();
+    let join = RoomRequest::Join {
+        member: bob_id.clone(),
+    };
+    assert_eq!(
+        c.api(call(join)),
+        ApiReply::Room(Ok(RoomReply::Changed { members: 1 }))
+    );
+    let reply = c.api(ApiRequest::Send {
+        from: bob_id,
+        to: Recipient::Room(room.clone()),
+        payload: Bytes::from_static(b"hi"),
+        client_msg_id: String::new(),
+    });
+    assert!(matches!(reply, ApiReply::Sent { result: Ok(_), .. }));
+    assert_eq!(
+        c.delivered(bob).len(),
+        1,
+        "bob's copy of the message sent in his name"
+    );
+}
