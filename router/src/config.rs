@@ -61,6 +61,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// The server API for app backends (on the admin listener).
     pub api: ApiConfig,
+    /// The webhook told about messages stored for offline users.
+    pub webhook: WebhookConfig,
     /// How often clients must show life; announced in Welcome. Connections
     /// idle for three intervals are closed by QUIC. Default `15s`: well under
     /// typical NAT binding timeouts (30 s+).
@@ -144,6 +146,47 @@ pub struct ApiConfig {
     pub token_file: Option<PathBuf>,
 }
 
+/// The webhook: batches of "stored for an offline user" events POSTed to
+/// the app backend, so it can send push notifications (README "Webhook").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://` or `https://` URL to POST to. Default: empty, no webhook.
+    pub url: String,
+    /// File with a secret (at least 32 bytes) to sign each body with:
+    /// header `X-Switchboard-Signature: sha256=<hex HMAC-SHA256>`. Default:
+    /// none, unsigned.
+    pub secret_file: Option<PathBuf>,
+    /// Most events in one POST. Default 100.
+    pub batch_max: usize,
+    /// Longest an event waits for more to batch with. Default `200ms`.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Timeout of one POST. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// POSTs per batch before it is dropped (with a growing pause between
+    /// them). Default 3.
+    pub attempts: u32,
+    /// Events waiting to be sent; beyond that new ones are dropped (and
+    /// counted). Default 100,000.
+    pub queue_events: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            secret_file: None,
+            batch_max: 100,
+            flush_interval: Duration::from_millis(200),
+            timeout: Duration::from_secs(5),
+            attempts: 3,
+            queue_events: 100_000,
+        }
+    }
+}
+
 /// Inboxes, acks and idempotent sends (PROTOCOL.md, "Delivery").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -221,6 +264,7 @@ impl Default for Config {
             presence: PresenceConfig::default(),
             delivery: DeliveryConfig::default(),
             api: ApiConfig::default(),
+            webhook: WebhookConfig::default(),
             heartbeat_interval: Duration::from_secs(15),
             shutdown_timeout: Duration::from_secs(10),
             log_format: LogFormat::Text,
@@ -393,6 +437,34 @@ impl Config {
                 invalid("auth.secret_file", e.to_string());
             }
         }
+        let webhook = &self.webhook;
+        if !webhook.url.is_empty() {
+            match reqwest::Url::parse(&webhook.url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                Ok(url) => invalid(
+                    "webhook.url",
+                    format!("scheme {} is not http or https", url.scheme()),
+                ),
+                Err(e) => invalid("webhook.url", e.to_string()),
+            }
+        }
+        if let Some(path) = &webhook.secret_file {
+            if let Err(e) = crate::auth::read_secret_file(path) {
+                invalid("webhook.secret_file", e.to_string());
+            }
+        }
+        if webhook.batch_max == 0 || webhook.attempts == 0 || webhook.queue_events == 0 {
+            invalid(
+                "webhook",
+                "batch_max, attempts and queue_events must be at least 1".into(),
+            );
+        }
+        if webhook.flush_interval.is_zero() || webhook.timeout.is_zero() {
+            invalid(
+                "webhook",
+                "flush_interval and timeout must be more than 0".into(),
+            );
+        }
         if let Some(path) = &self.api.token_file {
             if let Err(e) = crate::auth::read_secret_file(path) {
                 invalid("api.token_file", e.to_string());
@@ -535,6 +607,19 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn webhook_settings_are_checked() {
+        let mut config = Config::default();
+        config.webhook.url = "ftp://example.invalid/hook".into();
+        config.webhook.batch_max = 0;
+        let problems: Vec<String> = config.validate().iter().map(|p| p.to_string()).collect();
+        assert!(problems.iter().any(|p| p.contains("webhook.url")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("batch_max")), "{problems:?}");
+        config.webhook.url = "http://127.0.0.1:8080/hook".into();
+        config.webhook.batch_max = 10;
+        assert!(config.validate().is_empty());
     }
 
     #[test]

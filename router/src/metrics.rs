@@ -50,6 +50,9 @@ pub const ACKS: &str = "switchboard_acks_total";
 /// Sends answered from the idempotency window instead of sent again
 /// (counter).
 pub const DUPLICATE_SENDS: &str = "switchboard_duplicate_sends_total";
+/// Webhook events, by `outcome`: `sent`, `dropped_queue_full`,
+/// `dropped_failed` (counter).
+pub const WEBHOOK_EVENTS: &str = "switchboard_webhook_events_total";
 /// Server API calls, by `outcome` (`OK` or the error name), counter.
 pub const API_REQUESTS: &str = "switchboard_api_requests_total";
 /// Time from a message's acceptance to its write to a device, seconds.
@@ -135,6 +138,11 @@ pub fn describe() {
         DUPLICATE_SENDS,
         Unit::Count,
         "Sends answered from the idempotency window."
+    );
+    describe_counter!(
+        WEBHOOK_EVENTS,
+        Unit::Count,
+        "Offline-delivery webhook events, by outcome (sent or why dropped)."
     );
     describe_counter!(
         API_REQUESTS,
@@ -268,4 +276,8 @@ pub(crate) fn duplicate_send() {
 
 pub(crate) fn api_request(outcome: &'static str) {
     counter!(API_REQUESTS, "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn webhook_events(outcome: &'static str, count: usize) {
+    counter!(WEBHOOK_EVENTS, "outcome" => outcome).increment(count as u64);
 }

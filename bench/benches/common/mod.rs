@@ -53,7 +53,9 @@ impl Cluster {
                         black_box(frame);
                         transmitted += 1;
                     }
-                    Output::Close { .. } | Output::ApiReply { .. } => {}
+                    Output::Close { .. }
+                    | Output::ApiReply { .. }
+                    | Output::StoredForOffline { .. } => {}
                     Output::Forward { shard, input } => queue.push_back((shard.0 as usize, input)),
                 }
             }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::ids::{DeviceId, UserId};
+use super::ids::{DeviceId, RoomId, UserId};
 use crate::metrics;
 
 /// A message as accepted, shared by every inbox that stores it.
@@ -33,10 +33,14 @@ pub struct StoredMessage {
     pub from: UserId,
     /// The sender's device.
     pub from_device: DeviceId,
+    /// The room, for a room message.
+    pub room: Option<RoomId>,
     /// The encoded `Message` protobuf, shared by every recipient's frame.
     pub encoded: Bytes,
     /// When the router accepted it (for the delivery-latency metric).
     pub accepted_at: Instant,
+    /// The same moment on the wall clock, Unix milliseconds.
+    pub sent_at_ms: u64,
 }
 
 /// Per-user bounds on what an inbox keeps for devices that have not
@@ -368,8 +372,10 @@ mod tests {
             message_id: id,
             from: UserId::parse("sender").unwrap(),
             from_device: device(from_device),
+            room: None,
             encoded: Bytes::from(vec![0u8; size]),
             accepted_at: Instant::now(),
+            sent_at_ms: 0,
         })
     }
 

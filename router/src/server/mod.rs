@@ -19,6 +19,7 @@ mod directory;
 mod handshake;
 mod lean;
 mod shard_task;
+pub mod webhook;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -172,6 +173,11 @@ impl Server {
         let shards: Arc<[ShardHandle]> = handles.into();
         let directory = Arc::new(SessionDirectory::default());
         let api = Arc::new(ApiCalls::new(shards.clone()));
+        let webhook_secret = match &config.webhook.secret_file {
+            Some(path) => Some(crate::auth::read_secret_file(path)?),
+            None => None,
+        };
+        let webhook = webhook::Webhook::start(&config.webhook, webhook_secret);
         let mut shard_tasks = JoinSet::new();
         // Inbox sequence numbers live in memory: a new epoch per run tells
         // a resuming client that numbers of an earlier run mean nothing.
@@ -185,6 +191,7 @@ impl Server {
                 shards.clone(),
                 directory.clone(),
                 api.clone(),
+                webhook.clone(),
             ));
         }
         let (draining_tx, draining_rx) = watch::channel(false);

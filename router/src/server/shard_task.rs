@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 
 use super::api_calls::ApiCalls;
 use super::directory::SessionDirectory;
+use super::webhook::{OfflineEvent, Webhook};
 use crate::core::{Now, Output, Shard, ShardInput};
 
 /// Inputs to process per wake-up before dispatching outputs and yielding.
@@ -107,7 +108,14 @@ pub(crate) async fn run_shard(
     shards: Arc<[ShardHandle]>,
     directory: Arc<SessionDirectory>,
     api: Arc<ApiCalls>,
+    webhook: Webhook,
 ) {
+    let out = Dispatch {
+        shards: &shards,
+        directory: &directory,
+        api: &api,
+        webhook: &webhook,
+    };
     loop {
         let deadline = shard.poll_timeout();
         let sleep = async {
@@ -123,7 +131,7 @@ pub(crate) async fn run_shard(
             () = sleep => shard.handle_timeout(now()),
             else => break,
         }
-        dispatch(&mut shard, &shards, &directory, &api);
+        out.dispatch(&mut shard);
         // Take what else is already waiting before sleeping again.
         for _ in 0..BATCH {
             if let Ok(input) = inboxes.peers.try_recv() {
@@ -133,7 +141,7 @@ pub(crate) async fn run_shard(
             } else {
                 break;
             }
-            dispatch(&mut shard, &shards, &directory, &api);
+            out.dispatch(&mut shard);
         }
     }
 }
@@ -145,31 +153,45 @@ fn handle_session_input(shard: &mut Shard, SessionInput { input, credit }: Sessi
     }
 }
 
-fn dispatch(
-    shard: &mut Shard,
-    shards: &[ShardHandle],
-    directory: &SessionDirectory,
-    api: &ApiCalls,
-) {
-    while let Some(output) = shard.poll_output() {
-        match output {
-            Output::Transmit {
-                session,
-                frame,
-                class,
-            } => directory.transmit(session, frame, class),
-            Output::Close {
-                session,
-                code,
-                reason,
-            } => directory.close(session, code, reason),
-            Output::ApiReply { token, reply } => api.resolve(token, reply),
-            Output::Forward {
-                shard: target,
-                input,
-            } => {
-                // Fails only when the target task has ended, i.e. at shutdown.
-                let _ = shards[target.0 as usize].peers.send(input.into());
+/// Where a shard's outputs go.
+struct Dispatch<'a> {
+    shards: &'a [ShardHandle],
+    directory: &'a SessionDirectory,
+    api: &'a ApiCalls,
+    webhook: &'a Webhook,
+}
+
+impl Dispatch<'_> {
+    fn dispatch(&self, shard: &mut Shard) {
+        let Dispatch {
+            shards,
+            directory,
+            api,
+            webhook,
+        } = self;
+        while let Some(output) = shard.poll_output() {
+            match output {
+                Output::Transmit {
+                    session,
+                    frame,
+                    class,
+                } => directory.transmit(session, frame, class),
+                Output::Close {
+                    session,
+                    code,
+                    reason,
+                } => directory.close(session, code, reason),
+                Output::ApiReply { token, reply } => api.resolve(token, reply),
+                Output::StoredForOffline { user, seq, message } => {
+                    webhook.notify(OfflineEvent::new(&user, seq, &message))
+                }
+                Output::Forward {
+                    shard: target,
+                    input,
+                } => {
+                    // Fails only when the target task has ended, i.e. at shutdown.
+                    let _ = shards[target.0 as usize].peers.send(input.into());
+                }
             }
         }
     }

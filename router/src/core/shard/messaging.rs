@@ -102,13 +102,19 @@ impl Shard {
             room: send.room,
         }
         .encode_to_vec();
+        let room = match &to {
+            Recipient::Room(room) => Some(room.clone()),
+            Recipient::User(_) => None,
+        };
         Some(Arc::new(RoutedMessage {
             message: Arc::new(StoredMessage {
                 message_id,
                 from,
                 from_device,
+                room,
                 encoded: Bytes::from(encoded),
                 accepted_at: now.instant,
+                sent_at_ms: now.unix_ms,
             }),
             from: requester,
             to,
@@ -202,7 +208,9 @@ impl Shard {
     }
 
     /// Appends `message` to `user`'s inbox (creating the user's record for a
-    /// user never seen) and keeps its expiry deadline; returns the seq.
+    /// user never seen) and keeps its expiry deadline; returns the seq. A
+    /// message for a user with no open session is also reported to the shell
+    /// (`Output::StoredForOffline`) for the webhook.
     pub(super) fn store(
         &mut self,
         now: Now,
@@ -220,8 +228,16 @@ impl Shard {
             .append(message.clone(), own, now.instant, &self.limits.mailbox);
         // Only a new front can move the deadline (appends don't touch the
         // devices); checking saves a timer update per stored message.
+        let offline = !own && record.sessions.is_empty();
         if record.mailbox.front_stored_at() != front {
             self.schedule_expiry(user);
+        }
+        if offline {
+            self.outputs.push_back(Output::StoredForOffline {
+                user: user.clone(),
+                seq,
+                message: message.clone(),
+            });
         }
         seq
     }

@@ -249,6 +249,16 @@ pub enum Output {
         /// Detail for the QUIC reason phrase.
         reason: &'static str,
     },
+    /// A message was stored for `user`, who has no open session: the shell
+    /// tells the app backend (webhook) so it can send a push notification.
+    StoredForOffline {
+        /// The recipient.
+        user: UserId,
+        /// Where it sits in the recipient's inbox.
+        seq: u64,
+        /// The message.
+        message: Arc<StoredMessage>,
+    },
     /// The answer to a server API request.
     ApiReply {
         /// The request's token.

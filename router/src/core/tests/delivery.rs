@@ -627,3 +627,21 @@ fn copies_waiting_behind_a_slow_send_are_stored_when_the_session_closes() {
     assert_eq!(copies.len(), 2, "both copies stored: {copies:?}");
     assert!(copies.contains(&b"first".to_vec()) && copies.contains(&b"second".to_vec()));
 }
+
+#[test]
+fn only_messages_for_users_with_no_open_session_are_reported_for_the_webhook() {
+    let mut c = Cluster::with_limits(2, limits(100, 100));
+    let alice = c.open("alice", "phone");
+    let _carol = c.open("carol", "phone");
+    c.send(alice, 0, "carol", b"online");
+    c.send(alice, 0, "bob", b"offline");
+    let bob = UserId::parse("bob").unwrap();
+    assert_eq!(
+        c.offline,
+        [(bob.clone(), 1)],
+        "not carol, not alice's own copies"
+    );
+    let _bob = c.open("bob", "phone");
+    c.send(alice, 0, "bob", b"now online");
+    assert_eq!(c.offline, [(bob, 1)]);
+}

@@ -34,6 +34,8 @@ struct Cluster {
     /// Close codes sent to sessions.
     closed: HashMap<SessionId, CloseCode>,
     users: HashMap<SessionId, UserId>,
+    /// Messages reported stored for users with no open session.
+    offline: Vec<(UserId, u64)>,
     /// Server API replies by token.
     api_replies: HashMap<ApiToken, ApiReply>,
     /// When set, forwards between shards wait in `held` until `release`.
@@ -68,6 +70,7 @@ impl Cluster {
             received: HashMap::new(),
             closed: HashMap::new(),
             users: HashMap::new(),
+            offline: Vec::new(),
             api_replies: HashMap::new(),
             hold_forwards: false,
             held: VecDeque::new(),
@@ -116,6 +119,7 @@ impl Cluster {
                 Output::Close { session, code, .. } => {
                     self.closed.insert(session, code);
                 }
+                Output::StoredForOffline { user, seq, .. } => self.offline.push((user, seq)),
                 Output::ApiReply { token, reply } => {
                     self.api_replies.insert(token, reply);
                 }
