@@ -20,7 +20,7 @@ pub enum CloseCode {
     /// 0x12: the token's `exp` has passed.
     TokenExpired,
     /// 0x20: a frame broke the session rules (a frame before Hello, a second
-    /// Hello, an invalid device id).
+    /// Hello, an invalid or reserved device id).
     ProtocolViolation,
     /// 0x21: a frame's bytes are not a valid protobuf `ClientFrame`.
     MalformedFrame,

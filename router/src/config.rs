@@ -615,8 +615,14 @@ mod tests {
         config.webhook.url = "ftp://example.invalid/hook".into();
         config.webhook.batch_max = 0;
         let problems: Vec<String> = config.validate().iter().map(|p| p.to_string()).collect();
-        assert!(problems.iter().any(|p| p.contains("webhook.url")), "{problems:?}");
-        assert!(problems.iter().any(|p| p.contains("batch_max")), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.contains("webhook.url")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("batch_max")),
+            "{problems:?}"
+        );
         config.webhook.url = "http://127.0.0.1:8080/hook".into();
         config.webhook.batch_max = 10;
         assert!(config.validate().is_empty());

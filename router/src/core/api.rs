@@ -33,6 +33,8 @@ pub enum Requester {
     Session(SessionId, u64),
     /// A server API call.
     Api(ApiToken),
+    /// Nobody waits for an answer (a receipt).
+    Nobody,
 }
 
 /// Who a room request acts as.

@@ -3,9 +3,10 @@
 //!
 //! The rule: the creator owns the room and is its first member. Anyone may
 //! join an open room; only the owner adds others, or anyone to a closed
-//! room. Members leave by themselves; the owner may remove anyone (an owner
-//! who leaves leaves the room without one). Only members post; members of
-//! closed rooms, and anyone for open rooms, may list the members. The app
+//! room (a member "joining" again changes nothing). Members leave by
+//! themselves; the owner may remove anyone (an owner who leaves leaves the
+//! room without one). Only members post; members of closed rooms, and
+//! anyone for open rooms, may list the members. The app
 //! backend ([`Actor::Admin`], through the server API) may do anything; a
 //! room it creates starts with no owner and no member.
 //!

@@ -98,5 +98,6 @@ fn api_send_frame(to: Recipient, payload: Bytes, client_msg_id: String) -> Send 
         payload,
         client_msg_id,
         room,
+        ..Send::default()
     }
 }

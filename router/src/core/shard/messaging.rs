@@ -6,7 +6,9 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use prost::Message as _;
-use switchboard_proto::v1::{server_frame, ErrorCode, Message, Send, SendResult};
+use switchboard_proto::v1::{
+    server_frame, ErrorCode, Message, Receipt, ReceiptKind, Send, SendResult,
+};
 
 use super::{
     InFlight, Now, Output, Recipient, RoutedMessage, Shard, ShardInput, MAX_CLIENT_MSG_ID_BYTES,
@@ -26,7 +28,7 @@ impl Shard {
         let sender = &self.sessions[&session];
         let (from, device) = (sender.user.clone(), sender.device.clone());
         let requester = Requester::Session(session, request_ref);
-        let Some(routed) = self.accept(now, requester, from, device, send) else {
+        let Some(routed) = self.accept(now, requester, from, device, send, None) else {
             return;
         };
         self.sessions
@@ -44,7 +46,41 @@ impl Shard {
     /// A server API send in `from`'s name.
     pub(super) fn api_send(&mut self, now: Now, token: ApiToken, from: UserId, send: Send) {
         let device = DeviceId::parse(API_DEVICE).expect("a valid device id");
-        if let Some(routed) = self.accept(now, Requester::Api(token), from, device, send) {
+        if let Some(routed) = self.accept(now, Requester::Api(token), from, device, send, None) {
+            self.dispatch_route(now, routed);
+        }
+    }
+
+    /// A receipt: a message with no payload to the original sender (and a
+    /// copy to this user's other devices), answered by nobody.
+    pub(super) fn receipt(
+        &mut self,
+        now: Now,
+        session: SessionId,
+        request_ref: u64,
+        receipt: Receipt,
+    ) {
+        let kind_known = matches!(
+            ReceiptKind::try_from(receipt.kind),
+            Ok(ReceiptKind::Delivered | ReceiptKind::Read)
+        );
+        if UserId::parse(&receipt.to_user).is_none() || receipt.message_id == 0 || !kind_known {
+            metrics::frame_rejected("invalid_receipt");
+            return self.reply_error(
+                session,
+                request_ref,
+                ErrorCode::InvalidReceipt,
+                "a Receipt needs a valid to_user, a message id and a kind",
+            );
+        }
+        let sender = &self.sessions[&session];
+        let (from, device) = (sender.user.clone(), sender.device.clone());
+        let send = Send {
+            to: receipt.to_user.clone(),
+            ..Send::default()
+        };
+        if let Some(routed) = self.accept(now, Requester::Nobody, from, device, send, Some(receipt))
+        {
             self.dispatch_route(now, routed);
         }
     }
@@ -58,6 +94,7 @@ impl Shard {
         from: UserId,
         from_device: DeviceId,
         send: Send,
+        receipt: Option<Receipt>,
     ) -> Option<Arc<RoutedMessage>> {
         let to = match check_send(&send, self.limits.max_payload_bytes) {
             Ok(to) => to,
@@ -100,6 +137,8 @@ impl Shard {
             sent_at_ms: now.unix_ms,
             client_msg_id: send.client_msg_id.clone(),
             room: send.room,
+            want_receipts: send.want_receipts,
+            receipt,
         }
         .encode_to_vec();
         let room = match &to {
@@ -277,7 +316,7 @@ impl Shard {
     ) {
         let session = match routed.from {
             Requester::Session(session, _) => session,
-            Requester::Api(_) => {
+            Requester::Api(_) | Requester::Nobody => {
                 let (result, waiting) = self.release(now, &routed, error, devices);
                 self.answer(routed.from, result, false);
                 return self.answer_repeats(waiting, result);
@@ -382,6 +421,7 @@ impl Shard {
                 token,
                 reply: ApiReply::Sent { result, duplicate },
             }),
+            Requester::Nobody => {}
         }
     }
 

@@ -579,6 +579,7 @@ impl Shard {
             ),
             Some(Body::Send(send)) => self.send(now, session, request_ref, send),
             Some(Body::Ack(ack)) => self.ack(session, request_ref, ack.seq),
+            Some(Body::Receipt(receipt)) => self.receipt(now, session, request_ref, receipt),
             Some(Body::CreateRoom(create)) => {
                 let request = RoomRequest::Create { open: create.open };
                 self.forward_room_request(session, request_ref, &create.room, Ok(request))

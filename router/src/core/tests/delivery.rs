@@ -645,3 +645,50 @@ fn only_messages_for_users_with_no_open_session_are_reported_for_the_webhook() {
     c.send(alice, 0, "bob", b"now online");
     assert_eq!(c.offline, [(bob, 1)]);
 }
+
+#[test]
+fn receipts_travel_back_to_the_sender_and_to_the_readers_other_devices() {
+    use switchboard_proto::v1::{Receipt, ReceiptKind};
+    let mut c = Cluster::with_limits(3, limits(100, 100));
+    let alice = c.open("alice", "phone");
+    let bob_phone = c.open("bob", "phone");
+    let bob_laptop = c.open("bob", "laptop");
+    c.frame(
+        alice,
+        1,
+        Some(Body::Send(Send {
+            to: "bob".into(),
+            payload: b"hi".to_vec().into(),
+            want_receipts: true,
+            ..Send::default()
+        })),
+    );
+    let asked = c.delivered(bob_phone);
+    assert!(asked[0].want_receipts);
+    c.delivered(bob_laptop);
+    c.take(alice);
+    let read = Receipt {
+        to_user: "alice".into(),
+        message_id: asked[0].message_id,
+        kind: ReceiptKind::Read as i32,
+    };
+    c.frame(bob_phone, 2, Some(Body::Receipt(read.clone())));
+    let got = c.delivered(alice);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].receipt.as_ref(), Some(&read));
+    assert_eq!(got[0].from_user, "bob");
+    assert!(got[0].payload.is_empty());
+    assert_eq!(
+        c.delivered(bob_laptop)[0].receipt.as_ref(),
+        Some(&read),
+        "bob's other device learns it was read"
+    );
+    assert!(c.take(bob_phone).is_empty(), "no reply to a receipt");
+    let bad = Receipt {
+        to_user: "alice".into(),
+        message_id: 0,
+        kind: ReceiptKind::Read as i32,
+    };
+    c.frame(bob_phone, 3, Some(Body::Receipt(bad)));
+    assert_eq!(c.got(bob_phone), [Got::Error(ErrorCode::InvalidReceipt)]);
+}
