@@ -18,8 +18,7 @@ fn message(payload: usize) -> Message {
         to_user: "bob@example.com".into(),
         payload: Bytes::from(vec![7u8; payload]),
         sent_at_ms: 1_790_000_000_000,
-        client_msg_id: String::new(),
-        room: String::new(),
+        ..Message::default()
     }
 }
 

@@ -17,9 +17,9 @@ use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame::{self, FrameDecoder};
 use switchboard_proto::v1::{
     client_frame, server_frame, Ack, ClientFrame, CreateRoom, Deliver, Error as ErrorFrame, Gap,
-    GoAway, Hello, InboxOpened, JoinRoom, LeaveRoom, ListMembers, Ping, Presence, Resume,
-    RoomMembers, RoomResult, Send, SendResult, ServerFrame, SetStatus, Status, Unwatch, Watch,
-    Welcome,
+    GoAway, Hello, InboxOpened, JoinRoom, LeaveRoom, ListMembers, Ping, Presence, Receipt,
+    ReceiptKind, Resume, RoomMembers, RoomResult, Send, SendResult, ServerFrame, SetStatus, Status,
+    Unwatch, Watch, Welcome,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -407,6 +407,30 @@ impl Client {
         };
         self.request(&self.shared.send_results, client_frame::Body::Send(send))
             .await
+    }
+
+    /// Sends a `Send` frame as given (for options the shorthands lack, such
+    /// as `want_receipts`) and waits for its [`SendResult`].
+    pub async fn send_message(&self, send: Send) -> Result<SendResult, ClientError> {
+        self.request(&self.shared.send_results, client_frame::Body::Send(send))
+            .await
+    }
+
+    /// Sends a delivery or read receipt for message `message_id` from
+    /// `to_user` (send them only for messages with `want_receipts`). No
+    /// reply comes; a refusal arrives as [`Event::Error`].
+    pub async fn receipt(
+        &self,
+        to_user: &str,
+        message_id: u64,
+        kind: ReceiptKind,
+    ) -> Result<(), ClientError> {
+        let receipt = Receipt {
+            to_user: to_user.to_owned(),
+            message_id,
+            kind: kind as i32,
+        };
+        self.write(0, client_frame::Body::Receipt(receipt)).await
     }
 
     /// Sends a message to every member of `room` (this user must be one)

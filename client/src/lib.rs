@@ -18,7 +18,7 @@ pub use client::{
 };
 pub use switchboard_proto::close::CloseCode;
 pub use switchboard_proto::v1::{
-    Deliver, ErrorCode, Gap, GoAway, InboxOpened, Message, Presence, Resume, RoomMembers,
-    RoomResult, SendResult, Status, Welcome,
+    Deliver, ErrorCode, Gap, GoAway, InboxOpened, Message, Presence, Receipt, ReceiptKind, Resume,
+    RoomMembers, RoomResult, Send, SendResult, Status, Welcome,
 };
 pub use tls::Trust;

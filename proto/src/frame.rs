@@ -215,7 +215,7 @@ mod tests {
                     payload: vec![7u8; payload_len].into(),
                     sent_at_ms: 1_700_000_000_000,
                     client_msg_id: "c-1".into(),
-                    room: String::new(),
+                    ..crate::v1::Message::default()
                 };
                 let whole = encode(&crate::v1::ServerFrame {
                     body: Some(crate::v1::server_frame::Body::Deliver(crate::v1::Deliver {

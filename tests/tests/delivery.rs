@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use switchboard_client::{ErrorCode, Event, Events, Resume};
+use switchboard_client::{ErrorCode, Event, Events, ReceiptKind, Resume, Send};
 use switchboard_tests::{assert_quiet, next_event, TestServer};
 
 /// The next message's inbox seq and payload counter (payloads are u32s).
@@ -130,4 +130,36 @@ async fn a_repeated_client_msg_id_is_sent_once_and_answered_twice() {
     assert_eq!((again.message_id, again.seq), (first.message_id, first.seq));
     assert_eq!(next_counter(&mut bob_events).await.1, 7);
     assert_quiet(&mut bob_events, Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn a_read_receipt_travels_back_to_the_sender() {
+    let server = TestServer::start_with(|c| c.shards = 2).await;
+    let (alice, mut alice_events) = server.connect("alice", "phone").await;
+    let (bob, mut bob_events) = server.connect("bob", "phone").await;
+    let sent = alice
+        .send_message(Send {
+            to: "bob".into(),
+            payload: b"did you read this?".to_vec().into(),
+            want_receipts: true,
+            ..Send::default()
+        })
+        .await
+        .unwrap();
+    let message = match next_event(&mut bob_events).await {
+        Event::Message(deliver) => deliver.message.unwrap(),
+        other => panic!("expected the message, got {other:?}"),
+    };
+    assert!(message.want_receipts);
+    bob.receipt("alice", message.message_id, ReceiptKind::Read)
+        .await
+        .unwrap();
+    match next_event(&mut alice_events).await {
+        Event::Message(deliver) => {
+            let receipt = deliver.message.unwrap().receipt.expect("a receipt");
+            assert_eq!(receipt.message_id, sent.message_id);
+            assert_eq!(receipt.kind, ReceiptKind::Read as i32);
+        }
+        other => panic!("expected the receipt, got {other:?}"),
+    }
 }
