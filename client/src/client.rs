@@ -18,8 +18,8 @@ use switchboard_proto::frame::{self, FrameDecoder};
 use switchboard_proto::v1::{
     client_frame, server_frame, Ack, ClientFrame, CreateRoom, Deliver, Error as ErrorFrame, Gap,
     GoAway, Hello, InboxOpened, JoinRoom, LeaveRoom, ListMembers, Ping, Presence, Receipt,
-    ReceiptKind, Resume, RoomMembers, RoomResult, Send, SendResult, ServerFrame, SetStatus, Status,
-    Unwatch, Watch, Welcome,
+    ReceiptKind, Resume, RoomMembers, RoomResult, Send, SendResult, ServerFrame, SetStatus, Signal,
+    SignalEvent, SignalKind, Status, Unwatch, Watch, Welcome,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -99,6 +99,13 @@ pub enum Event {
     Message(Deliver),
     /// Inbox messages this device will never get (evicted or expired).
     Gap(Gap),
+    /// An ephemeral signal (typing) from another user's device.
+    Signal {
+        /// The signal.
+        signal: SignalEvent,
+        /// It came as a QUIC datagram (else on the stream).
+        via_datagram: bool,
+    },
     /// A watched user's presence.
     Presence(Presence),
     /// A non-fatal error answering a request.
@@ -327,6 +334,7 @@ impl Client {
             pongs: Mutex::new(HashMap::new()),
         });
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        tokio::spawn(read_datagrams(connection.clone(), events_tx.clone()));
         tokio::spawn(read_loop(
             connection.clone(),
             recv,
@@ -431,6 +439,35 @@ impl Client {
             kind: kind as i32,
         };
         self.write(0, client_frame::Body::Receipt(receipt)).await
+    }
+
+    /// Sends an ephemeral signal (typing) to a user (`room` empty) or a
+    /// room (`to_user` empty): as a QUIC datagram when the connection allows
+    /// them, else on the stream. Nothing is stored or answered.
+    pub async fn signal(
+        &self,
+        to_user: &str,
+        room: &str,
+        kind: SignalKind,
+    ) -> Result<(), ClientError> {
+        let frame = ClientFrame {
+            r#ref: 0,
+            body: Some(client_frame::Body::Signal(Signal {
+                to_user: to_user.to_owned(),
+                room: room.to_owned(),
+                kind: kind as i32,
+            })),
+        };
+        let datagram = Bytes::from(prost::Message::encode_to_vec(&frame));
+        if self
+            .connection
+            .max_datagram_size()
+            .is_some_and(|max| datagram.len() <= max)
+            && self.connection.send_datagram(datagram).is_ok()
+        {
+            return Ok(());
+        }
+        self.write_raw(frame::encode(&frame)).await
     }
 
     /// Sends a message to every member of `room` (this user must be one)
@@ -612,8 +649,8 @@ pub fn quic_config(
     keep_alive: Duration,
 ) -> Result<quinn::ClientConfig, ClientError> {
     let mut config = client_config(trust)?;
-    // The server opens no streams and sends no datagrams; windows fit a few
-    // of the largest frames. Small per-connection state matters to a load
+    // The server opens no streams and sends only small datagrams (signals);
+    // windows fit a few of the largest frames. Small per-connection state matters to a load
     // generator holding many sessions. The idle timeout allows three
     // keep-alive intervals, as the server does for its heartbeat, so one
     // late or lost keep-alive does not end the session (quinn's default of
@@ -629,7 +666,7 @@ pub fn quic_config(
         .stream_receive_window(quinn::VarInt::from_u32(512 * 1024))
         .receive_window(quinn::VarInt::from_u32(512 * 1024))
         .send_window(512 * 1024)
-        .datagram_receive_buffer_size(None)
+        .datagram_receive_buffer_size(Some(8 * 1024))
         .mtu_discovery_config(None);
     config.transport_config(Arc::new(transport));
     Ok(config)
@@ -701,6 +738,10 @@ async fn read_loop(
             Some(server_frame::Body::InboxOpened(opened)) => Event::InboxOpened(opened),
             Some(server_frame::Body::Deliver(deliver)) => Event::Message(deliver),
             Some(server_frame::Body::Gap(gap)) => Event::Gap(gap),
+            Some(server_frame::Body::Signal(signal)) => Event::Signal {
+                signal,
+                via_datagram: false,
+            },
             Some(server_frame::Body::Presence(presence)) => Event::Presence(presence),
             Some(server_frame::Body::Error(error)) => Event::Error(error),
             Some(server_frame::Body::GoAway(go_away)) => Event::GoAway(go_away),
@@ -722,4 +763,20 @@ async fn read_loop(
             .and_then(|error| close_info(&error)),
     };
     let _ = events.send(Event::Closed(ending));
+}
+
+/// Forwards the signals the server sends as datagrams until the connection
+/// ends; anything else in a datagram is ignored.
+async fn read_datagrams(connection: quinn::Connection, events: mpsc::UnboundedSender<Event>) {
+    while let Ok(bytes) = connection.read_datagram().await {
+        if let Ok(ServerFrame {
+            body: Some(server_frame::Body::Signal(signal)),
+        }) = prost::Message::decode(bytes)
+        {
+            let _ = events.send(Event::Signal {
+                signal,
+                via_datagram: true,
+            });
+        }
+    }
 }

@@ -19,6 +19,6 @@ pub use client::{
 pub use switchboard_proto::close::CloseCode;
 pub use switchboard_proto::v1::{
     Deliver, ErrorCode, Gap, GoAway, InboxOpened, Message, Presence, Receipt, ReceiptKind, Resume,
-    RoomMembers, RoomResult, Send, SendResult, Status, Welcome,
+    RoomMembers, RoomResult, Send, SendResult, SignalEvent, SignalKind, Status, Welcome,
 };
 pub use tls::Trust;

@@ -255,6 +255,14 @@ fn status_name(status: i32) -> &'static str {
     }
 }
 
+fn signal_name(kind: i32) -> &'static str {
+    match switchboard_client::SignalKind::try_from(kind) {
+        Ok(switchboard_client::SignalKind::Typing) => "is typing",
+        Ok(switchboard_client::SignalKind::StoppedTyping) => "stopped typing",
+        _ => "sent an unknown signal",
+    }
+}
+
 fn event_text(event: &Event) -> String {
     match event {
         Event::InboxOpened(o) => format!(
@@ -280,6 +288,17 @@ fn event_text(event: &Event) -> String {
             )
         }
         Event::Gap(g) => format!("messages #{}..=#{} are gone", g.from_seq, g.to_seq),
+        Event::Signal { signal, .. } => format!(
+            "{}/{} {} {}",
+            signal.from_user,
+            signal.from_device,
+            signal_name(signal.kind),
+            if signal.room.is_empty() {
+                String::new()
+            } else {
+                format!("in {}", signal.room)
+            }
+        ),
         Event::Presence(p) => {
             let mut line = format!("presence {}: {}", p.user_id, status_name(p.status));
             if !p.text.is_empty() {
@@ -325,6 +344,19 @@ fn event_json(event: &Event) -> String {
             "type": "gap",
             "from_seq": g.from_seq,
             "to_seq": g.to_seq,
+        }),
+        Event::Signal {
+            signal,
+            via_datagram,
+        } => serde_json::json!({
+            "type": "signal",
+            "kind": signal_name(signal.kind),
+            "from": signal.from_user,
+            "from_device": signal.from_device,
+            "room": signal.room,
+            "version": signal.version,
+            "expires_in_ms": signal.expires_in_ms,
+            "via_datagram": via_datagram,
         }),
         Event::Presence(p) => serde_json::json!({
             "type": "presence",

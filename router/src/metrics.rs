@@ -50,6 +50,10 @@ pub const ACKS: &str = "switchboard_acks_total";
 /// Sends answered from the idempotency window instead of sent again
 /// (counter).
 pub const DUPLICATE_SENDS: &str = "switchboard_duplicate_sends_total";
+/// Ephemeral signals (typing) queued to sessions (counter).
+pub const SIGNALS_RELAYED: &str = "switchboard_signals_relayed_total";
+/// Ephemeral signals sent, by `via` (`datagram` or `stream`), counter.
+pub const SIGNALS_SENT: &str = "switchboard_signals_sent_total";
 /// Webhook events, by `outcome`: `sent`, `dropped_queue_full`,
 /// `dropped_failed` (counter).
 pub const WEBHOOK_EVENTS: &str = "switchboard_webhook_events_total";
@@ -138,6 +142,16 @@ pub fn describe() {
         DUPLICATE_SENDS,
         Unit::Count,
         "Sends answered from the idempotency window."
+    );
+    describe_counter!(
+        SIGNALS_RELAYED,
+        Unit::Count,
+        "Ephemeral signals (typing) queued to sessions."
+    );
+    describe_counter!(
+        SIGNALS_SENT,
+        Unit::Count,
+        "Ephemeral signals written, by path (datagram or stream)."
     );
     describe_counter!(
         WEBHOOK_EVENTS,
@@ -280,4 +294,12 @@ pub(crate) fn api_request(outcome: &'static str) {
 
 pub(crate) fn webhook_events(outcome: &'static str, count: usize) {
     counter!(WEBHOOK_EVENTS, "outcome" => outcome).increment(count as u64);
+}
+
+pub(crate) fn signals_relayed(count: u64) {
+    counter!(SIGNALS_RELAYED).increment(count);
+}
+
+pub(crate) fn signal_sent(via: &'static str) {
+    counter!(SIGNALS_SENT, "via" => via).increment(1);
 }

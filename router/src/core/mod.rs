@@ -32,8 +32,8 @@ pub use ids::{DeviceId, RoomId, SessionId, ShardId, UserId};
 pub use mailbox::{MailboxLimits, StoredMessage};
 pub use presence::PresenceView;
 pub use shard::{
-    CoreLimits, FrameClass, Now, Output, Recipient, RoutedMessage, Shard, ShardInput,
-    MAX_CLIENT_MSG_ID_BYTES,
+    coalescing_key, CoreLimits, FrameClass, Now, Output, Recipient, RelayedSignal, RoutedMessage,
+    Shard, ShardInput, MAX_CLIENT_MSG_ID_BYTES, SIGNAL_TTL_MS,
 };
 
 #[cfg(test)]

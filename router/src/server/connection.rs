@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use switchboard_proto::close::CloseCode;
-use switchboard_proto::frame::{DecodeError, FrameDecoder};
+use switchboard_proto::frame::{DecodeError, FrameDecoder, LENGTH_PREFIX_BYTES};
 use switchboard_proto::v1::{client_frame::Body, ClientFrame, Hello};
 
 use super::directory::{session_queues, QueuedFrame, SessionQueues};
@@ -210,7 +210,7 @@ async fn run_session(
                             return close(connection, code, reason);
                         }
                     }
-                    written = write_frame(&mut send, queued) => {
+                    written = write_frame(connection, &mut send, queued) => {
                         if let Err(ending) = written {
                             return ending;
                         }
@@ -236,6 +236,19 @@ async fn run_session(
                 Err(quinn::ReadError::ConnectionLost(e)) => return Ending::from_connection_error(&e),
                 Err(_) => return Ending::PeerClosed,
             },
+            datagram = connection.read_datagram() => match datagram {
+                Ok(bytes) => match handshake::datagram_signal(&bytes) {
+                    // Unreliable by design: dropped when the shard is busy.
+                    Ok(frame) => {
+                        let input = ShardInput::Frame { session, frame };
+                        if shard.sessions.try_send(input.into()).is_err() {
+                            metrics::frame_rejected("datagram_no_credit");
+                        }
+                    }
+                    Err(reason) => metrics::frame_rejected(reason),
+                },
+                Err(e) => return Ending::from_connection_error(&e),
+            },
             Ok(()) = draining.changed(), if !sent_go_away => {
                 if *draining.borrow_and_update() {
                     sent_go_away = true;
@@ -248,7 +261,27 @@ async fn run_session(
     }
 }
 
-async fn write_frame(send: &mut SendStream, queued: QueuedFrame) -> Result<(), Ending> {
+async fn write_frame(
+    connection: &Connection,
+    send: &mut SendStream,
+    queued: QueuedFrame,
+) -> Result<(), Ending> {
+    if let FrameClass::Ephemeral { .. } = queued.class {
+        // A signal goes as a datagram (without the length prefix) when the
+        // client takes them.
+        let body_len = queued.frame.len() - LENGTH_PREFIX_BYTES;
+        let fits = connection
+            .max_datagram_size()
+            .is_some_and(|max| body_len <= max);
+        if fits && queued.frame.shared.is_empty() {
+            let datagram = queued.frame.head.slice(LENGTH_PREFIX_BYTES..);
+            if connection.send_datagram(datagram).is_ok() {
+                metrics::signal_sent("datagram");
+                return Ok(());
+            }
+        }
+        metrics::signal_sent("stream");
+    }
     let mut chunks = [queued.frame.head, queued.frame.shared];
     send.write_all_chunks(&mut chunks)
         .await

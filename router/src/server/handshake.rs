@@ -4,7 +4,10 @@
 use bytes::Bytes;
 use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame;
-use switchboard_proto::v1::{server_frame, GoAway, Hello, Resume, ServerFrame, Status, Welcome};
+use switchboard_proto::v1::{
+    client_frame::Body, server_frame, ClientFrame, GoAway, Hello, Resume, ServerFrame, Status,
+    Welcome,
+};
 
 use super::shard_task::now;
 use super::ServerContext;
@@ -121,6 +124,17 @@ pub(crate) fn open_session(session: SessionId, auth: Authenticated) -> ShardInpu
         device: auth.device,
         initial_status: auth.initial_status,
         resume: auth.resume,
+    }
+}
+
+/// The signal a client datagram carries, or why it is dropped (a metric
+/// reason): a datagram holds one `ClientFrame` with a `signal` body.
+pub(crate) fn datagram_signal(bytes: &[u8]) -> Result<ClientFrame, &'static str> {
+    use prost::Message as _;
+    match ClientFrame::decode(bytes) {
+        Ok(frame) if matches!(frame.body, Some(Body::Signal(_))) => Ok(frame),
+        Ok(_) => Err("datagram_not_signal"),
+        Err(_) => Err("datagram_malformed"),
     }
 }
 

@@ -328,10 +328,16 @@ fn lean_transport(max_frame_bytes: usize) -> quinn::TransportConfig {
         .stream_receive_window(VarInt::from_u32(window))
         .receive_window(VarInt::from_u32(window))
         .send_window(u64::from(window) * 2)
-        .datagram_receive_buffer_size(None)
+        // Room for a few signals (typing) each way; both are limits, not
+        // buffers allocated up front.
+        .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER_BYTES))
+        .datagram_send_buffer_size(DATAGRAM_BUFFER_BYTES)
         .mtu_discovery_config(None);
     transport
 }
+
+/// Datagram bytes queued per connection each way.
+const DATAGRAM_BUFFER_BYTES: usize = 8 * 1024;
 
 /// Serves with the task-per-connection shell until `shutdown`, then drains.
 async fn run_tasks(

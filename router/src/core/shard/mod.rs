@@ -23,6 +23,8 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame::{self, OutFrame};
 use switchboard_proto::v1::{
@@ -41,6 +43,9 @@ use presence::is_settable;
 
 mod api;
 mod inbox;
+mod signals;
+
+pub use signals::SIGNAL_TTL_MS;
 mod messaging;
 mod presence;
 mod rooms;
@@ -127,6 +132,19 @@ pub struct RoutedMessage {
     pub sender_seq: OnceLock<u64>,
 }
 
+/// An encoded signal on its way to its recipients.
+#[derive(Debug)]
+pub struct RelayedSignal {
+    /// The length-prefixed `ServerFrame{signal}`.
+    pub frame: Bytes,
+    /// The sending session (gets errors; never gets its own signal).
+    pub from_session: SessionId,
+    /// The sending user.
+    pub from: UserId,
+    /// Coalescing key (sender session and conversation).
+    pub key: u64,
+}
+
 /// An input to a shard: from the shell (session life cycle, client frames) or
 /// forwarded from another shard.
 #[derive(Debug)]
@@ -171,6 +189,20 @@ pub enum ShardInput {
         token: ApiToken,
         /// What is asked.
         request: ApiRequest,
+    },
+    /// Relay a signal to a user (or room) owned by this shard.
+    Signal {
+        /// The encoded signal and who sent it.
+        signal: Arc<RelayedSignal>,
+        /// Its target.
+        to: Recipient,
+    },
+    /// Relay a room signal to these members, all owned by this shard.
+    SignalMembers {
+        /// The encoded signal and who sent it.
+        signal: Arc<RelayedSignal>,
+        /// The members of this shard.
+        members: Arc<[UserId]>,
     },
     /// A room request for a room owned by this shard.
     Room {
@@ -219,12 +251,30 @@ pub enum FrameClass {
         /// When the router accepted the message.
         accepted_at: Instant,
     },
-    /// A presence event.
-    Presence,
+    /// A presence event; a newer one with the same `key` (the watched
+    /// user) makes it obsolete.
+    Presence {
+        /// Coalescing key.
+        key: u64,
+    },
     /// A reply to the session's own request (SendResult, Error, Pong).
     Reply,
     /// Inbox bookkeeping (InboxOpened, Gap).
     Control,
+    /// An ephemeral signal (typing): may go as a QUIC datagram; a newer one
+    /// with the same `key` (sender session and conversation) makes it
+    /// obsolete.
+    Ephemeral {
+        /// Coalescing key.
+        key: u64,
+    },
+}
+
+/// A coalescing key for [`FrameClass`]: the same within one run for equal
+/// parts.
+pub fn coalescing_key(parts: impl std::hash::Hash) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::default().hash_one(parts)
 }
 
 /// An action for the shard's owner.
@@ -322,6 +372,8 @@ pub struct Shard {
     mailbox_timers: BTreeSet<(Instant, UserId)>,
     outputs: VecDeque<Output>,
     next_message_seq: u64,
+    /// Source of signal versions (grows per shard, so per session too).
+    signal_clock: u64,
     /// Source of presence versions: one counter per shard, so a user's
     /// version only grows even if an empty record is forgotten and recreated.
     version_clock: u64,
@@ -342,6 +394,7 @@ impl Shard {
             mailbox_timers: BTreeSet::new(),
             outputs: VecDeque::new(),
             next_message_seq: 0,
+            signal_clock: 0,
             version_clock: 0,
         }
     }
@@ -407,6 +460,8 @@ impl Shard {
                 request,
             } => self.room_request(session, &actor, request_ref, &room, request),
             ShardInput::Api { token, request } => self.api(now, token, request),
+            ShardInput::Signal { signal, to } => self.relay_signal(signal, to),
+            ShardInput::SignalMembers { signal, members } => self.signal_members(&signal, &members),
             ShardInput::RouteResult {
                 message,
                 error,
@@ -580,6 +635,7 @@ impl Shard {
             Some(Body::Send(send)) => self.send(now, session, request_ref, send),
             Some(Body::Ack(ack)) => self.ack(session, request_ref, ack.seq),
             Some(Body::Receipt(receipt)) => self.receipt(now, session, request_ref, receipt),
+            Some(Body::Signal(signal)) => self.signal(session, request_ref, signal),
             Some(Body::CreateRoom(create)) => {
                 let request = RoomRequest::Create { open: create.open };
                 self.forward_room_request(session, request_ref, &create.room, Ok(request))

@@ -4,7 +4,7 @@
 use switchboard_proto::frame;
 use switchboard_proto::v1::{server_frame, ErrorCode, ServerFrame, Status};
 
-use super::{FrameClass, Now, Output, Shard, ShardInput};
+use super::{coalescing_key, FrameClass, Now, Output, Shard, ShardInput};
 use crate::core::ids::{IdSet, SessionId, UserId};
 use crate::core::placement::shard_of;
 use crate::core::presence::UserRecord;
@@ -124,7 +124,9 @@ impl Shard {
         self.outputs.push_back(Output::Transmit {
             session: watcher,
             frame: frame::encode(&event).into(),
-            class: FrameClass::Presence,
+            class: FrameClass::Presence {
+                key: coalescing_key(user.as_str()),
+            },
         });
     }
 
@@ -142,11 +144,12 @@ impl Shard {
         };
         let bytes = frame::encode(&event);
         metrics::presence_events_sent(record.watchers.len() as u64);
+        let key = coalescing_key(user.as_str());
         for watcher in &record.watchers {
             self.outputs.push_back(Output::Transmit {
                 session: *watcher,
                 frame: bytes.clone().into(),
-                class: FrameClass::Presence,
+                class: FrameClass::Presence { key },
             });
         }
     }

@@ -7,6 +7,7 @@
 mod api;
 mod delivery;
 mod rooms;
+mod signals;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};

@@ -21,7 +21,7 @@ use quinn_proto::{
     WriteError,
 };
 use switchboard_proto::close::CloseCode;
-use switchboard_proto::frame::{DecodeError, FrameDecoder, OutFrame};
+use switchboard_proto::frame::{DecodeError, FrameDecoder, OutFrame, LENGTH_PREFIX_BYTES};
 use switchboard_proto::v1::{client_frame::Body, ClientFrame, Hello};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
@@ -304,6 +304,25 @@ impl Driver {
                     }
                     return;
                 };
+                if let FrameClass::Ephemeral { .. } = queued.class {
+                    // A signal goes as a datagram when the client takes them:
+                    // the length prefix is dropped, and a newer datagram
+                    // pushes out an older one still queued.
+                    let fits = c
+                        .quic
+                        .datagrams()
+                        .max_size()
+                        .is_some_and(|max| queued.frame.len() - LENGTH_PREFIX_BYTES <= max);
+                    if fits && queued.frame.shared.is_empty() {
+                        let datagram = queued.frame.head.slice(LENGTH_PREFIX_BYTES..);
+                        if c.quic.datagrams().send(datagram, true).is_ok() {
+                            metrics::signal_sent("datagram");
+                            self.dirty.insert(conn);
+                            return;
+                        }
+                    }
+                    metrics::signal_sent("stream");
+                }
                 if c.outbox.len() >= limit {
                     if is_message {
                         metrics::message_dropped("slow_consumer");
@@ -421,6 +440,7 @@ impl Driver {
         };
         exchange_endpoint_events(&mut self.endpoint, ch, &mut conn.quic);
         let mut lost = None;
+        let mut datagrams = false;
         while let Some(event) = conn.quic.poll() {
             match event {
                 Event::Connected => {
@@ -437,10 +457,17 @@ impl Driver {
                 Event::Stream(StreamEvent::Readable { id }) if conn.stream == Some(id) => {
                     conn.readable = true;
                 }
+                Event::DatagramReceived => datagrams = true,
                 Event::ConnectionLost { reason } => lost = Some(reason),
                 _ => {}
             }
         }
+        if datagrams {
+            self.read_datagrams(ch);
+        }
+        let Some(conn) = self.conns.get_mut(ch) else {
+            return;
+        };
         if let Some(reason) = lost {
             if conn.ending.is_none() {
                 conn.ending = Some(ending_of(&reason, conn.handshake_done));
@@ -481,6 +508,46 @@ impl Driver {
             _ => conn.quic.poll_timeout(),
         };
         self.timers.reschedule(ch, &mut conn.timer, deadline);
+    }
+
+    /// Hands the signals in received datagrams to the shard; drops (and
+    /// counts) anything else, and signals that find the session out of
+    /// credit: they are unreliable by design.
+    fn read_datagrams(&mut self, ch: usize) {
+        let Some(conn) = self.conns.get_mut(ch) else {
+            return;
+        };
+        while let Some(bytes) = conn.quic.datagrams().recv() {
+            let Phase::Open {
+                session,
+                shard,
+                credit,
+            } = &conn.phase
+            else {
+                metrics::frame_rejected("datagram_before_hello");
+                continue;
+            };
+            let frame = match handshake::datagram_signal(&bytes) {
+                Ok(frame) => frame,
+                Err(reason) => {
+                    metrics::frame_rejected(reason);
+                    continue;
+                }
+            };
+            let Ok(permit) = credit.permits.clone().try_acquire_owned() else {
+                metrics::frame_rejected("datagram_no_credit");
+                continue;
+            };
+            permit.forget(); // the shard task gives it back
+            let input = SessionInput {
+                input: ShardInput::Frame {
+                    session: *session,
+                    frame,
+                },
+                credit: Some(credit.clone()),
+            };
+            let _ = self.ctx.shards[*shard].peers.send(input);
+        }
     }
 
     /// Decodes what is buffered, then reads more, until the stream is empty,

@@ -1,0 +1,102 @@
+//! Ephemeral signals (typing): relayed to the target's (or room members')
+//! open sessions except the sender's, with growing versions, never stored.
+
+use switchboard_proto::v1::{CreateRoom, JoinRoom, Signal, SignalEvent, SignalKind};
+
+use super::*;
+
+impl Cluster {
+    fn signal(&mut self, session: SessionId, to_user: &str, room: &str, kind: SignalKind) {
+        let signal = Signal {
+            to_user: to_user.into(),
+            room: room.into(),
+            kind: kind as i32,
+        };
+        self.frame(session, 4, Some(Body::Signal(signal)));
+    }
+
+    fn signals(&mut self, session: SessionId) -> Vec<SignalEvent> {
+        self.take(session)
+            .into_iter()
+            .filter_map(|b| match b {
+                server_frame::Body::Signal(s) => Some(s),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn typing_reaches_the_other_users_sessions_now_and_is_not_stored() {
+    let mut c = Cluster::new(3);
+    let alice = c.open("alice", "phone");
+    let alice_laptop = c.open("alice", "laptop");
+    let bob = c.open("bob", "phone");
+    c.signal(alice, "bob", "", SignalKind::Typing);
+    c.signal(alice, "bob", "", SignalKind::StoppedTyping);
+    let got = c.signals(bob);
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        (got[0].from_user.as_str(), got[0].to_user.as_str()),
+        ("alice", "bob")
+    );
+    assert_eq!(got[1].kind, SignalKind::StoppedTyping as i32);
+    assert!(got[1].version > got[0].version, "latest wins by version");
+    assert!(got[0].expires_in_ms > 0);
+    assert!(c.signals(alice_laptop).is_empty() && c.signals(alice).is_empty());
+    // Nobody online: nothing kept for later.
+    c.signal(alice, "carol", "", SignalKind::Typing);
+    let carol = c.open("carol", "phone");
+    assert!(c.signals(carol).is_empty());
+    assert_eq!(
+        c.shards.iter().map(|s| s.stored_messages()).sum::<usize>(),
+        0
+    );
+}
+
+#[test]
+fn room_typing_reaches_members_and_bad_signals_get_errors() {
+    let mut c = Cluster::new(2);
+    let alice = c.open("alice", "phone");
+    let bob = c.open("bob", "phone");
+    let outsider = c.open("eve", "phone");
+    let create = CreateRoom {
+        room: "club".into(),
+        open: true,
+    };
+    c.frame(alice, 1, Some(Body::CreateRoom(create)));
+    let join = JoinRoom {
+        room: "club".into(),
+        user: String::new(),
+    };
+    c.frame(bob, 1, Some(Body::JoinRoom(join)));
+    c.take(alice);
+    c.take(bob);
+    c.signal(alice, "", "club", SignalKind::Typing);
+    let got = c.signals(bob);
+    assert_eq!((got.len(), got[0].room.as_str()), (1, "club"));
+    assert!(c.signals(alice).is_empty(), "not to the sending session");
+    for (to_user, room, kind) in [
+        ("", "", SignalKind::Typing),
+        ("bob", "club", SignalKind::Typing),
+        ("bob", "", SignalKind::Unspecified),
+        ("", "club", SignalKind::Typing), // eve is not a member
+    ] {
+        let sender = outsider;
+        c.signal(sender, to_user, room, kind);
+        let errors: Vec<i32> = c
+            .take(sender)
+            .into_iter()
+            .filter_map(|b| match b {
+                server_frame::Body::Error(e) => Some(e.code),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            errors,
+            [ErrorCode::InvalidSignal as i32],
+            "{to_user:?} {room:?} {kind:?}"
+        );
+    }
+    assert!(c.signals(bob).is_empty());
+}

@@ -1,0 +1,69 @@
+//! Typing indicators over real QUIC: they arrive as datagrams when the
+//! client takes datagrams, on the stream when it does not, on both shells.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_client::{
+    tls::client_config, Client, Event, Events, SignalEvent, SignalKind, Trust,
+};
+use switchboard_router::config::ShellKind;
+use switchboard_tests::{next_event, TestServer};
+
+async fn next_signal(events: &mut Events) -> (SignalEvent, bool) {
+    loop {
+        if let Event::Signal {
+            signal,
+            via_datagram,
+        } = next_event(events).await
+        {
+            return (signal, via_datagram);
+        }
+    }
+}
+
+async fn typing_arrives_by_datagram_on(shell: ShellKind) {
+    let server = TestServer::start_with(|c| c.shell = shell).await;
+    let (alice, _alice_events) = server.connect("alice", "phone").await;
+    let (_bob, mut bob_events) = server.connect("bob", "phone").await;
+    alice.signal("bob", "", SignalKind::Typing).await.unwrap();
+    let (signal, via_datagram) = next_signal(&mut bob_events).await;
+    assert_eq!(
+        (signal.from_user.as_str(), signal.kind),
+        ("alice", SignalKind::Typing as i32)
+    );
+    assert!(via_datagram, "{shell:?}: typing travels as a datagram");
+}
+
+#[tokio::test]
+async fn typing_arrives_by_datagram() {
+    typing_arrives_by_datagram_on(ShellKind::Lean).await;
+    typing_arrives_by_datagram_on(ShellKind::Tasks).await;
+}
+
+#[tokio::test]
+async fn typing_falls_back_to_the_stream_without_datagrams() {
+    let server = TestServer::start().await;
+    let (alice, _alice_events) = server.connect("alice", "phone").await;
+    // Bob's client does not take datagrams.
+    let mut config = client_config(&Trust::Fingerprint(server.fingerprint)).unwrap();
+    let mut transport = quinn::TransportConfig::default();
+    transport.datagram_receive_buffer_size(None);
+    config.transport_config(Arc::new(transport));
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let (_bob, mut bob_events) =
+        Client::connect_via(&endpoint, config, server.options("bob", "phone"))
+            .await
+            .unwrap();
+    assert!(matches!(
+        next_event(&mut bob_events).await,
+        Event::InboxOpened(_)
+    ));
+    alice.signal("bob", "", SignalKind::Typing).await.unwrap();
+    let (signal, via_datagram) =
+        tokio::time::timeout(Duration::from_secs(10), next_signal(&mut bob_events))
+            .await
+            .unwrap();
+    assert_eq!(signal.kind, SignalKind::Typing as i32);
+    assert!(!via_datagram, "no datagrams: the stream carries it");
+}
