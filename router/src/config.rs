@@ -204,6 +204,11 @@ pub struct DeliveryConfig {
     /// Most Deliver frames sent to a session beyond its last Ack (announced
     /// in Welcome). Default 256.
     pub delivery_window: usize,
+    /// Longest a session may hold sent messages without acking any; then it
+    /// is closed with SLOW_CONSUMER and resumes from its ack point when it
+    /// reconnects. Default `60s`.
+    #[serde(with = "humantime_serde")]
+    pub ack_timeout: Duration,
     /// How long a `Send.client_msg_id` is remembered (announced in Welcome).
     /// Default `5m`.
     #[serde(with = "humantime_serde")]
@@ -220,6 +225,7 @@ impl Default for DeliveryConfig {
             max_stored_bytes: 1024 * 1024,
             max_stored_age: Duration::from_secs(24 * 3600),
             delivery_window: 256,
+            ack_timeout: Duration::from_secs(60),
             dedupe_window: Duration::from_secs(300),
             dedupe_max_keys: 256,
         }
@@ -524,6 +530,12 @@ impl Config {
                 ),
             );
         }
+        if delivery.ack_timeout < Duration::from_millis(100) {
+            invalid(
+                "delivery.ack_timeout",
+                "must be at least 100ms (e.g. \"60s\")".into(),
+            );
+        }
         if delivery.max_stored_age.is_zero() {
             invalid(
                 "delivery.max_stored_age",
@@ -592,6 +604,7 @@ impl Config {
                 max_keys: delivery.dedupe_max_keys,
             },
             delivery_window: delivery.delivery_window,
+            ack_timeout: delivery.ack_timeout,
             max_room_members: self.limits.max_room_members,
             inbox_epoch,
         }

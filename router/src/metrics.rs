@@ -54,6 +54,9 @@ pub const DUPLICATE_SENDS: &str = "switchboard_duplicate_sends_total";
 pub const SIGNALS_RELAYED: &str = "switchboard_signals_relayed_total";
 /// Ephemeral signals sent, by `via` (`datagram` or `stream`), counter.
 pub const SIGNALS_SENT: &str = "switchboard_signals_sent_total";
+/// Presence and signal frames in session queues, by `outcome`:
+/// `coalesced` (replaced by a newer one) or `dropped` (queue full), counter.
+pub const OUTBOX_EPHEMERAL: &str = "switchboard_outbox_ephemeral_total";
 /// Webhook events, by `outcome`: `sent`, `dropped_queue_full`,
 /// `dropped_failed` (counter).
 pub const WEBHOOK_EVENTS: &str = "switchboard_webhook_events_total";
@@ -152,6 +155,11 @@ pub fn describe() {
         SIGNALS_SENT,
         Unit::Count,
         "Ephemeral signals written, by path (datagram or stream)."
+    );
+    describe_counter!(
+        OUTBOX_EPHEMERAL,
+        Unit::Count,
+        "Presence and signal frames coalesced or dropped in full session queues."
     );
     describe_counter!(
         WEBHOOK_EVENTS,
@@ -302,4 +310,8 @@ pub(crate) fn signals_relayed(count: u64) {
 
 pub(crate) fn signal_sent(via: &'static str) {
     counter!(SIGNALS_SENT, "via" => via).increment(1);
+}
+
+pub(crate) fn outbox_ephemeral(outcome: &'static str) {
+    counter!(OUTBOX_EPHEMERAL, "outcome" => outcome).increment(1);
 }

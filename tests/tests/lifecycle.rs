@@ -23,6 +23,7 @@ async fn a_session_that_does_not_read_is_closed_as_slow_consumer() {
     let server = TestServer::start_with(|c| {
         c.limits.session_queue_frames = 4;
         c.delivery.delivery_window = 2;
+        c.delivery.ack_timeout = Duration::from_millis(300);
     })
     .await;
     switchboard_tests::assert_non_reader_is_closed_as_slow_consumer(&server).await;

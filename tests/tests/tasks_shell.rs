@@ -46,6 +46,7 @@ async fn malformed_frame_and_slow_consumer_are_closed_on_the_tasks_shell() {
     let server = tasks_server(|c| {
         c.limits.session_queue_frames = 4;
         c.delivery.delivery_window = 2;
+        c.delivery.ack_timeout = Duration::from_millis(300);
     })
     .await;
     let (client, mut events) = server.connect("mallory", "d").await;

@@ -111,7 +111,7 @@ async fn serve_connection(connection: &Connection, ctx: &ServerContext) -> Endin
 
     let session = SessionId(ctx.next_session_id());
     let shard = &ctx.shards[shard_of(&auth.user, ctx.shards.len() as u32).0 as usize];
-    let (sink, queues) = session_queues(ctx.config.limits.session_queue_frames);
+    let (sink, queues) = session_queues();
     let welcome = handshake::welcome(ctx, session, &auth.user);
     if send.write_chunk(welcome).await.is_err() {
         return Ending::PeerClosed;
@@ -200,19 +200,22 @@ async fn run_session(
                     }
                 }
             }
-            Some(queued) = queues.frames.recv() => {
-                // A write blocked by a client that does not read must still
-                // notice a close request (e.g. SLOW_CONSUMER).
-                tokio::select! {
-                    biased;
-                    Ok(()) = queues.close.changed() => {
-                        if let Some((code, reason)) = *queues.close.borrow_and_update() {
-                            return close(connection, code, reason);
+            () = queues.ready.notified() => {
+                // Write everything queued, in lane order. A write blocked by
+                // a client that does not read must still notice a close
+                // request (e.g. SLOW_CONSUMER).
+                while let Some(queued) = queues.next_frame() {
+                    tokio::select! {
+                        biased;
+                        Ok(()) = queues.close.changed() => {
+                            if let Some((code, reason)) = *queues.close.borrow_and_update() {
+                                return close(connection, code, reason);
+                            }
                         }
-                    }
-                    written = write_frame(connection, &mut send, queued) => {
-                        if let Err(ending) = written {
-                            return ending;
+                        written = write_frame(connection, &mut send, queued) => {
+                            if let Err(ending) = written {
+                                return ending;
+                            }
                         }
                     }
                 }

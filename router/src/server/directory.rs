@@ -7,10 +7,13 @@
 //! `try_send` or a `watch` send, never across `.await`.
 
 use dashmap::DashMap;
+use std::sync::{Arc, Mutex};
 use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame::OutFrame;
-use tokio::sync::{mpsc, watch};
 
+use tokio::sync::{mpsc, watch, Notify};
+
+use super::outbox::{Full, Outbox};
 use crate::core::{FrameClass, SessionId};
 use crate::metrics;
 
@@ -27,9 +30,10 @@ pub(crate) type CloseRequest = Option<(CloseCode, &'static str)>;
 /// How to reach one session.
 #[derive(Debug)]
 pub(crate) enum SessionSink {
-    /// A connection task's bounded queue and close signal.
+    /// A connection task's queue, its wake-up, and close signal.
     Task {
-        frames: mpsc::Sender<QueuedFrame>,
+        outbox: Arc<Mutex<Outbox>>,
+        ready: Arc<Notify>,
         close: watch::Sender<CloseRequest>,
     },
     /// An endpoint driver's command inbox and the connection's slot there.
@@ -61,30 +65,54 @@ pub(crate) enum DriverCommand {
 /// The receiving side, owned by the connection task.
 #[derive(Debug)]
 pub(crate) struct SessionQueues {
-    pub(crate) frames: mpsc::Receiver<QueuedFrame>,
+    pub(crate) outbox: Arc<Mutex<Outbox>>,
+    pub(crate) ready: Arc<Notify>,
     pub(crate) close: watch::Receiver<CloseRequest>,
 }
 
-/// Creates a session's queues, holding at most `capacity` frames.
-pub(crate) fn session_queues(capacity: usize) -> (SessionSink, SessionQueues) {
-    let (frames_tx, frames_rx) = mpsc::channel(capacity);
+impl SessionQueues {
+    /// The next frame to write, if any.
+    pub(crate) fn next_frame(&self) -> Option<QueuedFrame> {
+        self.outbox.lock().expect("not poisoned").pop_front()
+    }
+}
+
+/// Creates a session's queues (the limit is applied by `transmit`).
+pub(crate) fn session_queues() -> (SessionSink, SessionQueues) {
+    let outbox = Arc::new(Mutex::new(Outbox::default()));
+    let ready = Arc::new(Notify::new());
     let (close_tx, close_rx) = watch::channel(None);
     (
         SessionSink::Task {
-            frames: frames_tx,
+            outbox: outbox.clone(),
+            ready: ready.clone(),
             close: close_tx,
         },
         SessionQueues {
-            frames: frames_rx,
+            outbox,
+            ready,
             close: close_rx,
         },
     )
 }
 
 /// All live sessions of this node, by id.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SessionDirectory {
     sessions: DashMap<SessionId, SessionSink>,
+    /// Frames a task-shell session may queue (`limits.session_queue_frames`).
+    queue_limit: usize,
+}
+
+impl SessionDirectory {
+    /// An empty directory whose task-shell sessions queue at most
+    /// `queue_limit` frames.
+    pub(crate) fn new(queue_limit: usize) -> Self {
+        Self {
+            sessions: DashMap::new(),
+            queue_limit,
+        }
+    }
 }
 
 impl SessionDirectory {
@@ -108,20 +136,23 @@ impl SessionDirectory {
         };
         let queued = QueuedFrame { frame, class };
         match &*sink {
-            SessionSink::Task { frames, close } => match frames.try_send(queued) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    if is_message {
-                        metrics::message_dropped("slow_consumer");
+            SessionSink::Task {
+                outbox,
+                ready,
+                close,
+            } => {
+                let limit = self.queue_limit;
+                let pushed = outbox.lock().expect("not poisoned").push(queued, limit);
+                match pushed {
+                    Ok(()) => ready.notify_one(),
+                    Err(Full) => {
+                        if is_message {
+                            metrics::message_dropped("slow_consumer");
+                        }
+                        close.send_replace(Some((CloseCode::SlowConsumer, "session queue full")));
                     }
-                    close.send_replace(Some((CloseCode::SlowConsumer, "session queue full")));
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    if is_message {
-                        metrics::message_dropped("session_gone");
-                    }
-                }
-            },
+            }
             // The driver enforces the queue limit (it knows what is written).
             SessionSink::Driver { commands, conn } => {
                 let command = DriverCommand::Frame {

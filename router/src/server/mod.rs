@@ -18,6 +18,7 @@ mod connection;
 mod directory;
 mod handshake;
 mod lean;
+mod outbox;
 mod shard_task;
 pub mod webhook;
 
@@ -171,7 +172,7 @@ impl Server {
             inboxes.push(inbox);
         }
         let shards: Arc<[ShardHandle]> = handles.into();
-        let directory = Arc::new(SessionDirectory::default());
+        let directory = Arc::new(SessionDirectory::new(config.limits.session_queue_frames));
         let api = Arc::new(ApiCalls::new(shards.clone()));
         let webhook_secret = match &config.webhook.secret_file {
             Some(path) => Some(crate::auth::read_secret_file(path)?),

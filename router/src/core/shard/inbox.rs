@@ -1,6 +1,9 @@
 //! Each session's view of its user's inbox: where it starts
 //! (`InboxOpened`), acks, the delivery window, and the expiry deadline.
 
+use std::time::Instant;
+
+use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame;
 use switchboard_proto::v1::{server_frame, ErrorCode, Gap, InboxOpened, Resume, ServerFrame};
 
@@ -65,8 +68,19 @@ impl Shard {
             );
         }
         metrics::ack_accepted();
+        let before = record.unacked.len();
         while record.unacked.front().is_some_and(|s| *s <= seq) {
             record.unacked.pop_front();
+        }
+        if record.unacked.len() < before {
+            // Progress: the ack deadline starts over (or ends).
+            let next = (!record.unacked.is_empty()).then(|| self.now + self.limits.ack_timeout);
+            if let Some(old) = std::mem::replace(&mut record.ack_deadline, next) {
+                self.ack_timers.remove(&(old, session));
+            }
+            if let Some(at) = next {
+                self.ack_timers.insert((at, session));
+            }
         }
         let user = record.user.clone();
         if let Some(user_record) = self.users.get_mut(&user) {
@@ -100,7 +114,7 @@ impl Shard {
                     self.outputs.push_back(Output::Transmit {
                         session,
                         frame: frame::encode(&gap).into(),
-                        class: FrameClass::Control,
+                        class: FrameClass::Gap,
                     });
                     record.sent_through = to;
                 }
@@ -115,11 +129,41 @@ impl Shard {
                     });
                     record.sent_through = seq;
                     record.unacked.push_back(seq);
+                    if record.ack_deadline.is_none() {
+                        let at = self.now + self.limits.ack_timeout;
+                        record.ack_deadline = Some(at);
+                        self.ack_timers.insert((at, session));
+                    }
                     sent += 1;
                 }
             }
         }
         sent
+    }
+
+    /// Closes the sessions whose ack deadline passed: they hold sent
+    /// messages and acked none of them for `ack_timeout` (not reading, or
+    /// not acking). They resume from their ack point when they return.
+    pub(super) fn close_sessions_without_acks(&mut self, now: Instant) {
+        while let Some((at, _)) = self.ack_timers.first() {
+            if *at > now {
+                break;
+            }
+            let (at, session) = self.ack_timers.pop_first().expect("first exists");
+            let Some(record) = self.sessions.get_mut(&session) else {
+                continue;
+            };
+            if record.ack_deadline != Some(at) {
+                continue;
+            }
+            record.ack_deadline = None;
+            metrics::frame_rejected("ack_timeout");
+            self.outputs.push_back(Output::Close {
+                session,
+                code: CloseCode::SlowConsumer,
+                reason: "no ack within the ack timeout",
+            });
+        }
     }
 
     /// [`Shard::pump`]s every session of `user`; returns how many sessions

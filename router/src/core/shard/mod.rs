@@ -81,6 +81,10 @@ pub struct CoreLimits {
     pub dedupe: DedupeLimits,
     /// Most Deliver frames sent to a session beyond its last ack.
     pub delivery_window: usize,
+    /// Longest a session may hold sent messages without acking any of
+    /// them; then it is closed as a slow consumer (and resumes later from
+    /// its ack point).
+    pub ack_timeout: Duration,
     /// Most members one room may have.
     pub max_room_members: usize,
     /// Epoch of every inbox this shard creates (`InboxOpened.epoch`): the
@@ -99,6 +103,7 @@ impl Default for CoreLimits {
             mailbox: MailboxLimits::default(),
             dedupe: DedupeLimits::default(),
             delivery_window: 256,
+            ack_timeout: Duration::from_secs(60),
             max_room_members: 100_000,
             inbox_epoch: 1,
         }
@@ -259,8 +264,10 @@ pub enum FrameClass {
     },
     /// A reply to the session's own request (SendResult, Error, Pong).
     Reply,
-    /// Inbox bookkeeping (InboxOpened, Gap).
+    /// Where the inbox starts (InboxOpened): before anything else.
     Control,
+    /// A Gap: in order with the session's messages.
+    Gap,
     /// An ephemeral signal (typing): may go as a QUIC datagram; a newer one
     /// with the same `key` (sender session and conversation) makes it
     /// obsolete.
@@ -340,6 +347,9 @@ struct SessionRecord {
     /// Sequence numbers of Deliver frames sent and not yet acked (at most
     /// `delivery_window`).
     unacked: VecDeque<u64>,
+    /// While messages are unacked: when the session is closed unless an
+    /// ack makes progress first (its entry in `ack_timers`).
+    ack_deadline: Option<Instant>,
 }
 
 /// A sent message waiting for its routing result.
@@ -370,6 +380,10 @@ pub struct Shard {
     offline_timers: BTreeSet<(Instant, UserId)>,
     /// Inbox expiry deadlines, one per user (`UserRecord::mailbox_timer`).
     mailbox_timers: BTreeSet<(Instant, UserId)>,
+    /// Ack deadlines, one per session with unacked messages.
+    ack_timers: BTreeSet<(Instant, SessionId)>,
+    /// The time of the input being handled.
+    now: Instant,
     outputs: VecDeque<Output>,
     next_message_seq: u64,
     /// Source of signal versions (grows per shard, so per session too).
@@ -392,6 +406,8 @@ impl Shard {
             rooms,
             offline_timers: BTreeSet::new(),
             mailbox_timers: BTreeSet::new(),
+            ack_timers: BTreeSet::new(),
+            now: Instant::now(),
             outputs: VecDeque::new(),
             next_message_seq: 0,
             signal_clock: 0,
@@ -433,11 +449,13 @@ impl Shard {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let grace = self.offline_timers.first().map(|(at, _)| *at);
         let mailbox = self.mailbox_timers.first().map(|(at, _)| *at);
-        grace.into_iter().chain(mailbox).min()
+        let acks = self.ack_timers.first().map(|(at, _)| *at);
+        grace.into_iter().chain(mailbox).chain(acks).min()
     }
 
     /// Processes one input.
     pub fn handle(&mut self, now: Now, input: ShardInput) {
+        self.now = now.instant;
         match input {
             ShardInput::Open {
                 session,
@@ -474,6 +492,8 @@ impl Shard {
 
     /// Fires every grace-period and inbox-expiry deadline at or before `now`.
     pub fn handle_timeout(&mut self, now: Now) {
+        self.now = now.instant;
+        self.close_sessions_without_acks(now.instant);
         while let Some((at, _)) = self.mailbox_timers.first() {
             if *at > now.instant {
                 break;
@@ -549,6 +569,7 @@ impl Shard {
                 in_flight: VecDeque::new(),
                 sent_through: 0,
                 unacked: VecDeque::new(),
+                ack_deadline: None,
             },
         );
         metrics::session_opened();
@@ -569,6 +590,9 @@ impl Shard {
             return; // already closed (e.g. replaced)
         };
         metrics::session_closed();
+        if let Some(at) = record.ack_deadline {
+            self.ack_timers.remove(&(at, session));
+        }
         for watched in record.watching {
             self.send_unwatch(session, watched);
         }

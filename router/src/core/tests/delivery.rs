@@ -692,3 +692,28 @@ fn receipts_travel_back_to_the_sender_and_to_the_readers_other_devices() {
     c.frame(bob_phone, 3, Some(Body::Receipt(bad)));
     assert_eq!(c.got(bob_phone), [Got::Error(ErrorCode::InvalidReceipt)]);
 }
+
+#[test]
+fn a_session_that_stops_acking_is_closed_and_resumes_from_its_ack_point() {
+    let mut limits = limits(100, 100);
+    limits.ack_timeout = Duration::from_secs(30);
+    let mut c = Cluster::with_limits(2, limits);
+    let alice = c.open("alice", "phone");
+    let bob = c.open("bob", "phone");
+    c.got(bob);
+    c.send(alice, 0, "bob", b"1");
+    c.advance(Duration::from_secs(20));
+    c.ack(bob, 1); // progress: the deadline starts over
+    c.send(alice, 0, "bob", b"2");
+    c.advance(Duration::from_secs(20));
+    assert!(!c.closed.contains_key(&bob), "acked within the timeout");
+    c.advance(Duration::from_secs(15));
+    assert_eq!(c.closed.get(&bob), Some(&CloseCode::SlowConsumer));
+    c.close(bob);
+    let bob = c.open("bob", "phone");
+    assert_eq!(c.got(bob)[1..], [deliver(2, "2")], "resumes after its ack");
+    // A session with nothing unacked is never timed out.
+    c.ack(bob, 2);
+    c.advance(Duration::from_secs(600));
+    assert!(!c.closed.contains_key(&bob));
+}

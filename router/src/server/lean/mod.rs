@@ -11,7 +11,7 @@
 //! bound what one session has in flight, and a session whose credit runs out
 //! simply stops being read, so QUIC flow control pushes back on the client.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
 use super::directory::{DriverCommand, QueuedFrame, SessionSink};
 use super::handshake::{self, MAX_HELLO_FRAME_BYTES};
+use super::outbox::Outbox;
 use super::shard_task::{Credit, SessionInput};
 use super::ServerContext;
 use crate::core::{placement::shard_of, FrameClass, SessionId, ShardInput};
@@ -66,7 +67,7 @@ struct Conn {
     decoder: FrameDecoder,
     phase: Phase,
     /// Frames waiting for room in the stream.
-    outbox: VecDeque<QueuedFrame>,
+    outbox: Outbox,
     /// The deadline registered in the driver's timer set.
     timer: Option<Instant>,
     /// Why it ended, for the disconnect metric.
@@ -239,7 +240,7 @@ impl Driver {
                                 MAX_HELLO_FRAME_BYTES.min(self.ctx.config.limits.max_frame_bytes),
                             ),
                             phase: Phase::Hello { deadline: None },
-                            outbox: VecDeque::new(),
+                            outbox: Outbox::default(),
                             timer: None,
                             ending: None,
                             handshake_done: false,
@@ -323,14 +324,13 @@ impl Driver {
                     }
                     metrics::signal_sent("stream");
                 }
-                if c.outbox.len() >= limit {
+                if c.outbox.push(queued, limit).is_err() {
                     if is_message {
                         metrics::message_dropped("slow_consumer");
                     }
                     self.close_conn(conn, CloseCode::SlowConsumer, "session queue full");
                     return;
                 }
-                c.outbox.push_back(queued);
                 self.dirty.insert(conn);
             }
             DriverCommand::Close {
@@ -384,10 +384,12 @@ impl Driver {
         let go_away = handshake::go_away();
         for (ch, conn) in self.conns.iter_mut() {
             if matches!(conn.phase, Phase::Open { .. }) {
-                conn.outbox.push_back(QueuedFrame {
+                // Control frames are never refused (usize::MAX: no limit).
+                let go_away = QueuedFrame {
                     frame: go_away.clone().into(),
                     class: FrameClass::Reply,
-                });
+                };
+                let _ = conn.outbox.push(go_away, usize::MAX);
                 self.dirty.insert(ch);
             }
         }
@@ -678,7 +680,7 @@ impl Driver {
         let shard = shard_of(&auth.user, self.ctx.shards.len() as u32).0 as usize;
         conn.decoder
             .set_max_frame_bytes(self.ctx.config.limits.max_frame_bytes);
-        conn.outbox.push_front(QueuedFrame {
+        conn.outbox.push_first(QueuedFrame {
             frame: handshake::welcome(&self.ctx, session, &auth.user).into(),
             class: FrameClass::Reply,
         });
@@ -721,16 +723,13 @@ impl Driver {
                     // is writable again (write_chunks left it in `chunks`).
                     let [head, shared] = chunks;
                     front.frame = OutFrame { head, shared };
+                    conn.outbox.started_front();
                     return;
                 }
                 Err(WriteError::Blocked) => return,
                 Err(_) => {
                     // The client stopped reading our stream: it is leaving.
-                    let dropped = conn
-                        .outbox
-                        .iter()
-                        .filter(|q| matches!(q.class, FrameClass::Message { .. }))
-                        .count();
+                    let dropped = conn.outbox.clear();
                     for _ in 0..dropped {
                         metrics::message_dropped("session_gone");
                     }
