@@ -255,6 +255,14 @@ fn status_name(status: i32) -> &'static str {
     }
 }
 
+fn receipt_name(kind: i32) -> &'static str {
+    match switchboard_client::ReceiptKind::try_from(kind) {
+        Ok(switchboard_client::ReceiptKind::Delivered) => "received",
+        Ok(switchboard_client::ReceiptKind::Read) => "read",
+        _ => "sent an unknown receipt for",
+    }
+}
+
 fn signal_name(kind: i32) -> &'static str {
     match switchboard_client::SignalKind::try_from(kind) {
         Ok(switchboard_client::SignalKind::Typing) => "is typing",
@@ -278,14 +286,29 @@ fn event_text(event: &Event) -> String {
         ),
         Event::Message(d) => {
             let m = d.message.clone().unwrap_or_default();
-            format!(
-                "#{} [{}/{} -> {}] {}",
-                d.seq,
-                m.from_user,
-                m.from_device,
-                m.to_user,
-                String::from_utf8_lossy(&m.payload)
-            )
+            let to = if m.room.is_empty() {
+                m.to_user.clone()
+            } else {
+                format!("room {}", m.room)
+            };
+            match &m.receipt {
+                Some(r) => format!(
+                    "#{} {}/{} {} message {}",
+                    d.seq,
+                    m.from_user,
+                    m.from_device,
+                    receipt_name(r.kind),
+                    r.message_id
+                ),
+                None => format!(
+                    "#{} [{}/{} -> {}] {}",
+                    d.seq,
+                    m.from_user,
+                    m.from_device,
+                    to,
+                    String::from_utf8_lossy(&m.payload)
+                ),
+            }
         }
         Event::Gap(g) => format!("messages #{}..=#{} are gone", g.from_seq, g.to_seq),
         Event::Signal { signal, .. } => format!(
@@ -338,6 +361,12 @@ fn event_json(event: &Event) -> String {
                 "text": String::from_utf8_lossy(&m.payload),
                 "sent_at_ms": m.sent_at_ms,
                 "client_msg_id": m.client_msg_id,
+                "room": m.room,
+                "want_receipts": m.want_receipts,
+                "receipt": m.receipt.as_ref().map(|r| serde_json::json!({
+                    "message_id": r.message_id,
+                    "kind": receipt_name(r.kind),
+                })),
             })
         }
         Event::Gap(g) => serde_json::json!({
@@ -353,6 +382,7 @@ fn event_json(event: &Event) -> String {
             "kind": signal_name(signal.kind),
             "from": signal.from_user,
             "from_device": signal.from_device,
+            "to": signal.to_user,
             "room": signal.room,
             "version": signal.version,
             "expires_in_ms": signal.expires_in_ms,

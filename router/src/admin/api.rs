@@ -157,6 +157,8 @@ struct SendBody {
     payload_base64: Option<String>,
     #[serde(default)]
     client_msg_id: String,
+    #[serde(default)]
+    want_receipts: bool,
 }
 
 async fn send_message(
@@ -191,6 +193,7 @@ async fn send_message(
         to,
         payload,
         client_msg_id: body.client_msg_id,
+        want_receipts: body.want_receipts,
     };
     match state.api.call(request).await? {
         ApiReply::Sent {

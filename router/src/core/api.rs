@@ -60,6 +60,8 @@ pub enum ApiRequest {
         payload: Bytes,
         /// Idempotency key (empty: none), in `from`'s window.
         client_msg_id: String,
+        /// Ask recipients for receipts.
+        want_receipts: bool,
     },
     /// A user's presence and open sessions.
     Presence {

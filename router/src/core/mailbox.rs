@@ -41,6 +41,8 @@ pub struct StoredMessage {
     pub accepted_at: Instant,
     /// The same moment on the wall clock, Unix milliseconds.
     pub sent_at_ms: u64,
+    /// A receipt rather than a message: no push notification for it.
+    pub is_receipt: bool,
 }
 
 /// Per-user bounds on what an inbox keeps for devices that have not
@@ -376,6 +378,7 @@ mod tests {
             encoded: Bytes::from(vec![0u8; size]),
             accepted_at: Instant::now(),
             sent_at_ms: 0,
+            is_receipt: false,
         })
     }
 

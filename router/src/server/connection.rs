@@ -245,7 +245,7 @@ async fn run_session(
                     Ok(frame) => {
                         let input = ShardInput::Frame { session, frame };
                         if shard.sessions.try_send(input.into()).is_err() {
-                            metrics::frame_rejected("datagram_no_credit");
+                            metrics::frame_rejected("datagram_shard_busy");
                         }
                     }
                     Err(reason) => metrics::frame_rejected(reason),

@@ -318,8 +318,9 @@ impl Server {
 /// Transport settings sized for one session stream per connection: the
 /// stream limits the protocol needs (one client-opened bidi stream, nothing
 /// else), flow-control windows of a few frames instead of quinn's
-/// bulk-transfer defaults, no datagrams and no MTU discovery. Each saves
-/// per-connection state, which is what a million sessions multiply.
+/// bulk-transfer defaults, small datagram buffers (signals only) and no MTU
+/// discovery. Each saves per-connection state, which is what a million
+/// sessions multiply.
 fn lean_transport(max_frame_bytes: usize) -> quinn::TransportConfig {
     let window = u32::try_from((max_frame_bytes * 4).max(64 * 1024)).unwrap_or(u32::MAX);
     let mut transport = quinn::TransportConfig::default();

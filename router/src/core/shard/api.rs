@@ -19,7 +19,12 @@ impl Shard {
                 to,
                 payload,
                 client_msg_id,
-            } => self.api_send(now, token, from, api_send_frame(to, payload, client_msg_id)),
+                want_receipts,
+            } => {
+                let mut send = api_send_frame(to, payload, client_msg_id);
+                send.want_receipts = want_receipts;
+                self.api_send(now, token, from, send)
+            }
             ApiRequest::Presence { user } => {
                 let reply = self.presence_and_sessions(&user);
                 self.reply_api(token, reply);

@@ -128,6 +128,7 @@ impl Shard {
         }
         self.next_message_seq += 1;
         let message_id = (u64::from(self.id.0) << 48) | self.next_message_seq;
+        let is_receipt = receipt.is_some();
         let encoded = Message {
             message_id,
             from_user: from.as_str().to_owned(),
@@ -145,6 +146,7 @@ impl Shard {
             Recipient::Room(room) => Some(room.clone()),
             Recipient::User(_) => None,
         };
+
         Some(Arc::new(RoutedMessage {
             message: Arc::new(StoredMessage {
                 message_id,
@@ -154,6 +156,7 @@ impl Shard {
                 encoded: Bytes::from(encoded),
                 accepted_at: now.instant,
                 sent_at_ms: now.unix_ms,
+                is_receipt,
             }),
             from: requester,
             to,
@@ -267,7 +270,7 @@ impl Shard {
             .append(message.clone(), own, now.instant, &self.limits.mailbox);
         // Only a new front can move the deadline (appends don't touch the
         // devices); checking saves a timer update per stored message.
-        let offline = !own && record.sessions.is_empty();
+        let offline = !own && !message.is_receipt && record.sessions.is_empty();
         if record.mailbox.front_stored_at() != front {
             self.schedule_expiry(user);
         }

@@ -21,6 +21,7 @@ impl Cluster {
             to: Recipient::User(UserId::parse(to).unwrap()),
             payload: Bytes::from_static(b"from the backend"),
             client_msg_id: key.into(),
+            want_receipts: false,
         })
     }
 }
@@ -75,6 +76,7 @@ fn an_api_send_repeating_a_key_is_a_duplicate_and_errors_come_back() {
         to: Recipient::Room(RoomId::parse("nowhere").unwrap()),
         payload: Bytes::new(),
         client_msg_id: String::new(),
+        want_receipts: false,
     });
     assert_eq!(
         refused,
@@ -142,6 +144,7 @@ fn the_backend_manages_rooms_without_being_a_member() {
         to: Recipient::Room(room.clone()),
         payload: Bytes::from_static(b"hi"),
         client_msg_id: String::new(),
+        want_receipts: false,
     });
     assert!(matches!(reply, ApiReply::Sent { result: Ok(_), .. }));
     assert_eq!(

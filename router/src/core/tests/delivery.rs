@@ -641,6 +641,18 @@ fn only_messages_for_users_with_no_open_session_are_reported_for_the_webhook() {
         [(bob.clone(), 1)],
         "not carol, not alice's own copies"
     );
+    // A receipt for an offline sender is no reason for a push.
+    let carol_device = c.open("carol", "laptop");
+    c.frame(
+        carol_device,
+        0,
+        Some(Body::Receipt(switchboard_proto::v1::Receipt {
+            to_user: "dave".into(),
+            message_id: 7,
+            kind: switchboard_proto::v1::ReceiptKind::Read as i32,
+        })),
+    );
+    assert_eq!(c.offline, [(bob.clone(), 1)]);
     let _bob = c.open("bob", "phone");
     c.send(alice, 0, "bob", b"now online");
     assert_eq!(c.offline, [(bob, 1)]);
