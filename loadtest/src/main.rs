@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use switchboard_client::Trust;
 use switchboard_loadtest::fleet::{ClientKind, FleetOptions};
 use switchboard_loadtest::progress::{Counters, Progress};
-use switchboard_loadtest::scenario::{chat, connect, nats_chat, presence};
+use switchboard_loadtest::scenario::{chat, connect, nats_chat, presence, rooms};
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +42,25 @@ enum Scenario {
         common: Common,
         /// Aggregate messages per second.
         #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// How long to send.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Payload bytes per message (at least 20).
+        #[arg(long, default_value_t = 80)]
+        payload: usize,
+    },
+    /// Rooms of GROUP members; members send to their room at an open-loop
+    /// rate and every other member must receive each message.
+    Rooms {
+        #[command(flatten)]
+        common: Common,
+        /// Members per room.
+        #[arg(long, default_value_t = 10)]
+        group: usize,
+        /// Aggregate messages sent per second (deliveries are GROUP-1 times
+        /// that).
+        #[arg(long, default_value_t = 100.0)]
         rate: f64,
         /// How long to send.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -239,6 +258,21 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             let _progress = Progress::start("chat", counters.clone(), common.quiet);
             let options = chat::ChatOptions::new(*rate, *duration, *payload);
             let report = chat::run(&common.fleet()?, &options, &counters).await?;
+            (&common.json, report)
+        }
+        Scenario::Rooms {
+            common,
+            group,
+            rate,
+            duration,
+            payload,
+        } => {
+            let _progress = Progress::start("rooms", counters.clone(), common.quiet);
+            let options = rooms::RoomsOptions {
+                chat: chat::ChatOptions::new(*rate, *duration, *payload),
+                group: *group,
+            };
+            let report = rooms::run(&common.fleet()?, &options, &counters).await?;
             (&common.json, report)
         }
         Scenario::NatsChat {

@@ -28,6 +28,9 @@ pub struct Report {
     pub sessions_verified_alive: Option<u64>,
     /// Message or status-change traffic, when the scenario has any.
     pub traffic: Option<Traffic>,
+    /// Rooms: per message, from the first member's delivery to the last's.
+    #[serde(default)]
+    pub fan_out_spread: Option<LatencySummary>,
     /// Correctness failures; empty on a clean run.
     pub violations: Vec<String>,
 }
@@ -45,6 +48,10 @@ pub struct Traffic {
     pub routed: u64,
     /// Sent and refused by the router (with a reason).
     pub refused: u64,
+    /// Deliveries each accepted message is due (room members but the
+    /// sender; 1 for direct messages).
+    #[serde(default)]
+    pub deliveries_per_message: u64,
     /// Received by recipients (or watchers).
     pub delivered: u64,
     /// Routed but never received.
@@ -99,6 +106,9 @@ impl Report {
                 format!("{} / {} / {}", t.lost, t.duplicated, t.reordered),
             );
             row("latency", t.latency.to_string());
+        }
+        if let Some(spread) = &self.fan_out_spread {
+            row("fan-out spread", spread.to_string());
         }
         if self.violations.is_empty() {
             row("result", "PASS".into());

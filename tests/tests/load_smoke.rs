@@ -1,6 +1,6 @@
 //! A small `switchboard-load` run as a test: 200 sessions, a few seconds of
-//! chat and of presence churn against a real router, with zero loss,
-//! duplicates or reordering. The scale runs live in the bench runner.
+//! chat, room traffic and presence churn against a real router, with zero
+//! loss, duplicates or reordering. The scale runs live in the bench runner.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use switchboard_client::Trust;
 use switchboard_loadtest::fleet::{ClientKind, FleetOptions};
 use switchboard_loadtest::progress::Counters;
-use switchboard_loadtest::scenario::{chat, connect, presence};
+use switchboard_loadtest::scenario::{chat, connect, presence, rooms};
 use switchboard_tests::{TestServer, SECRET};
 
 fn fleet(server: &TestServer, sessions: usize, prefix: &str, client: ClientKind) -> FleetOptions {
@@ -59,6 +59,34 @@ async fn chat_smoke(client: ClientKind) {
         (1_200, 1_200, 0)
     );
     assert_eq!(traffic.latency.samples, 1_200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_smoke_delivers_to_every_member_once_in_order() {
+    let server = TestServer::start().await;
+    let counters = Arc::new(Counters::default());
+    let options = rooms::RoomsOptions {
+        chat: chat::ChatOptions {
+            rate: 50.0,
+            duration: Duration::from_secs(2),
+            payload_bytes: 80,
+            drain: Duration::from_secs(10),
+        },
+        group: 20,
+    };
+    let report = rooms::run(
+        &fleet(&server, 200, "rooms-", ClientKind::Lean),
+        &options,
+        &counters,
+    )
+    .await
+    .unwrap();
+    assert!(report.violations.is_empty(), "{}", report.to_table());
+    let traffic = report.traffic.unwrap();
+    assert_eq!((traffic.scheduled, traffic.routed), (100, 100));
+    assert_eq!(traffic.deliveries_per_message, 19);
+    assert_eq!((traffic.delivered, traffic.lost), (1_900, 0));
+    assert_eq!(report.fan_out_spread.unwrap().samples, 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,7 +56,8 @@ pub(crate) struct SendTally {
 }
 
 /// Fills in the report's traffic and lists every violation: lost,
-/// duplicated, reordered, refused or failed messages.
+/// duplicated, reordered, refused or failed messages. Each accepted message
+/// is due `fan_out` deliveries (1 for a direct message).
 pub(crate) fn judge(
     report: &mut Report,
     rate: f64,
@@ -64,14 +65,16 @@ pub(crate) fn judge(
     scheduled: u64,
     tally: &SendTally,
     t: DeliveryTracker,
+    fan_out: u64,
 ) {
-    let lost = tally.routed.saturating_sub(t.delivered);
+    let lost = (tally.routed * fan_out).saturating_sub(t.delivered);
     report.traffic = Some(Traffic {
         offered_rate_per_s: rate,
         duration_s: sending_time.as_secs_f64(),
         scheduled,
         routed: tally.routed,
         refused: tally.refused,
+        deliveries_per_message: fan_out,
         delivered: t.delivered,
         lost,
         duplicated: t.duplicated,
@@ -363,6 +366,6 @@ where
     }
     let tally = std::mem::take(&mut *traffic.tally.lock().expect("not poisoned"));
     let t = std::mem::take(&mut *traffic.tracker.lock().expect("not poisoned"));
-    judge(report, chat.rate, sending_time, scheduled, &tally, t);
+    judge(report, chat.rate, sending_time, scheduled, &tally, t, 1);
     Ok(())
 }

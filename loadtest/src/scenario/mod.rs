@@ -1,12 +1,14 @@
 //! The scenarios: [`connect`] (open, hold, verify), [`chat`] (direct
-//! messages at an open-loop rate, checking loss, duplicates and order) and
-//! [`presence`] (status churn measured by watchers), and [`nats_chat`], the
-//! same chat run against a `nats-server` as the baseline.
+//! messages at an open-loop rate, checking loss, duplicates and order),
+//! [`rooms`] (room messages fanned out to every member), [`presence`]
+//! (status churn measured by watchers), and [`nats_chat`], the same chat
+//! run against a `nats-server` as the baseline.
 
 pub mod chat;
 pub mod connect;
 pub mod nats_chat;
 pub mod presence;
+pub mod rooms;
 
 use std::time::{Duration, Instant};
 

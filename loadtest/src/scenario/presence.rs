@@ -137,6 +137,7 @@ pub async fn run(
         scheduled,
         routed: scheduled,
         refused: 0,
+        deliveries_per_message: 1,
         delivered: t.delivered,
         lost,
         duplicated: 0,
