@@ -69,6 +69,24 @@ enum Scenario {
         #[arg(long, default_value_t = 80)]
         payload: usize,
     },
+    /// Chat while random sessions drop and reconnect (resuming) at
+    /// --reconnect-rate: every accepted message must arrive exactly once.
+    Churn {
+        #[command(flatten)]
+        common: Common,
+        /// Aggregate messages per second.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// Sessions dropped and reconnected per second.
+        #[arg(long, default_value_t = 20.0)]
+        reconnect_rate: f64,
+        /// How long to send (and churn).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Payload bytes per message (at least 20).
+        #[arg(long, default_value_t = 80)]
+        payload: usize,
+    },
     /// The chat scenario against a nats-server (the baseline).
     NatsChat {
         /// NATS URL; `tls://` requires TLS.
@@ -258,6 +276,21 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             let _progress = Progress::start("chat", counters.clone(), common.quiet);
             let options = chat::ChatOptions::new(*rate, *duration, *payload);
             let report = chat::run(&common.fleet()?, &options, &counters).await?;
+            (&common.json, report)
+        }
+        Scenario::Churn {
+            common,
+            rate,
+            reconnect_rate,
+            duration,
+            payload,
+        } => {
+            let _progress = Progress::start("churn", counters.clone(), common.quiet);
+            let mut options = chat::ChatOptions::new(*rate, *duration, *payload);
+            options.reconnect_rate = *reconnect_rate;
+            let mut fleet = common.fleet()?;
+            fleet.client = switchboard_loadtest::fleet::ClientKind::Lean;
+            let report = chat::run(&fleet, &options, &counters).await?;
             (&common.json, report)
         }
         Scenario::Rooms {

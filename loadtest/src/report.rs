@@ -31,6 +31,12 @@ pub struct Report {
     /// Rooms: per message, from the first member's delivery to the last's.
     #[serde(default)]
     pub fan_out_spread: Option<LatencySummary>,
+    /// Churn: sessions dropped and reopened with a resume point.
+    #[serde(default)]
+    pub reconnects: Option<u64>,
+    /// Churn: sends not made because their session was reconnecting.
+    #[serde(default)]
+    pub sends_skipped: Option<u64>,
     /// Correctness failures; empty on a clean run.
     pub violations: Vec<String>,
 }
@@ -109,6 +115,13 @@ impl Report {
         }
         if let Some(spread) = &self.fan_out_spread {
             row("fan-out spread", spread.to_string());
+        }
+        if let Some(reconnects) = self.reconnects {
+            let skipped = self.sends_skipped.unwrap_or(0);
+            row(
+                "reconnects (resumed)",
+                format!("{reconnects} ({skipped} sends skipped while reconnecting)"),
+            );
         }
         if self.violations.is_empty() {
             row("result", "PASS".into());

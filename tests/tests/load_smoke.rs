@@ -46,6 +46,7 @@ async fn chat_smoke(client: ClientKind) {
         duration: Duration::from_secs(3),
         payload_bytes: 80,
         drain: Duration::from_secs(10),
+        reconnect_rate: 0.0,
     };
     let report = chat::run(&fleet(&server, 200, "chat-", client), &options, &counters)
         .await
@@ -62,6 +63,38 @@ async fn chat_smoke(client: ClientKind) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_smoke_loses_and_repeats_nothing_across_reconnects() {
+    let server = TestServer::start().await;
+    let counters = Arc::new(Counters::default());
+    let mut options = chat::ChatOptions::new(300.0, Duration::from_secs(3), 80);
+    options.reconnect_rate = 20.0;
+    // Sends whose SendResult went to a connection that was just dropped are
+    // never answered; don't wait the full default drain for them.
+    options.drain = Duration::from_secs(3);
+    let report = chat::run(
+        &fleet(&server, 100, "churn-", ClientKind::Lean),
+        &options,
+        &counters,
+    )
+    .await
+    .unwrap();
+    assert!(report.violations.is_empty(), "{}", report.to_table());
+    assert_eq!(report.scenario, "churn");
+    let reconnects = report.reconnects.unwrap();
+    assert!(reconnects >= 40, "{}", report.to_table());
+    let table = report.to_table();
+    let traffic = report.traffic.unwrap();
+    assert!(traffic.routed > 700, "{table}");
+    assert_eq!(
+        (traffic.lost, traffic.duplicated, traffic.reordered),
+        (0, 0, 0)
+    );
+    // A message can arrive whose SendResult was lost with its sender's
+    // connection, so deliveries may exceed the sends known to be routed.
+    assert!(traffic.delivered >= traffic.routed, "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_smoke_delivers_to_every_member_once_in_order() {
     let server = TestServer::start().await;
     let counters = Arc::new(Counters::default());
@@ -71,6 +104,7 @@ async fn rooms_smoke_delivers_to_every_member_once_in_order() {
             duration: Duration::from_secs(2),
             payload_bytes: 80,
             drain: Duration::from_secs(10),
+            reconnect_rate: 0.0,
         },
         group: 20,
     };

@@ -22,7 +22,7 @@ use quinn_proto::{
 use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame::{self, FrameDecoder};
 use switchboard_proto::v1::{
-    client_frame, server_frame::Body, Ack, ClientFrame, InboxOpened, ServerFrame,
+    client_frame, server_frame::Body, Ack, ClientFrame, InboxOpened, Resume, ServerFrame,
 };
 use switchboard_router::quic::{
     exchange_endpoint_events, transmit, ConnTable, DatagramSocket, TimerSet,
@@ -57,6 +57,13 @@ pub(super) enum Command {
     Send { index: u32, frame: Bytes },
     /// Close session `index` with the normal code.
     Close { index: u32 },
+    /// Close session `index` and open it again at once, resuming where it
+    /// stopped (churn).
+    Reconnect {
+        index: u32,
+        server: SocketAddr,
+        token: String,
+    },
 }
 
 /// Where a session is in its life.
@@ -88,6 +95,10 @@ struct Session {
     acked: u64,
     /// An Ack frame (or what is left of it) to write before the outbox.
     pending_ack: Option<Bytes>,
+    /// The inbox epoch (from InboxOpened), to resume with.
+    epoch: u64,
+    /// A reconnect of an earlier session (counted apart from first opens).
+    resumed: bool,
 }
 
 impl Session {
@@ -225,6 +236,11 @@ impl ClientDriver {
                     _ => self.shared.send_failed(),
                 }
             }
+            Command::Reconnect {
+                index,
+                server,
+                token,
+            } => self.reconnect(index, server, token),
             Command::Close { index } => {
                 let Some(&handle) = self.by_index.get(&index) else {
                     return;
@@ -241,6 +257,43 @@ impl ClientDriver {
                     }
                 }
             }
+        }
+    }
+
+    /// Closes an open session and opens its successor, resuming after the
+    /// last message it handed on. Frames it had not written yet count as
+    /// failed sends. A session not open (still opening, or gone) is left.
+    fn reconnect(&mut self, index: u32, server: SocketAddr, token: String) {
+        let Some(&handle) = self.by_index.get(&index) else {
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(handle) else {
+            return;
+        };
+        if session.phase != Phase::Open {
+            return;
+        }
+        let resume = Resume {
+            epoch: session.epoch,
+            last_seq: session.last_seq,
+        };
+        for _ in session.outbox.drain(..) {
+            self.shared.send_failed();
+        }
+        session.phase = Phase::Closed;
+        session.quic.close(
+            Instant::now(),
+            VarInt::from_u32(CloseCode::Normal.to_code()),
+            Bytes::new(),
+        );
+        self.dirty.insert(handle);
+        self.open(index, server, super::hello(token, Some(resume)));
+        if let Some(session) = self
+            .by_index
+            .get(&index)
+            .and_then(|&h| self.sessions.get_mut(h))
+        {
+            session.resumed = true;
         }
     }
 
@@ -264,6 +317,8 @@ impl ClientDriver {
                     last_seq: 0,
                     acked: 0,
                     pending_ack: None,
+                    epoch: 0,
+                    resumed: false,
                 };
                 self.sessions.insert(handle.0, session);
                 self.by_index.insert(index, handle.0);
@@ -356,7 +411,10 @@ impl ClientDriver {
         exchange_endpoint_events(&mut self.endpoint, handle, &mut session.quic);
         if session.quic.is_drained() {
             self.timers.reschedule(handle, &mut session.timer, None);
-            self.by_index.remove(&session.index);
+            // A reconnect may have given the index to a newer session.
+            if self.by_index.get(&session.index) == Some(&handle) {
+                self.by_index.remove(&session.index);
+            }
             self.sessions.remove(handle);
             self.blocked_on_send.remove(&handle);
             return;
@@ -454,6 +512,7 @@ impl ClientDriver {
 /// closed already.
 fn end(shared: &Shared, session: &mut Session, reason: String) -> bool {
     match std::mem::replace(&mut session.phase, Phase::Closed) {
+        Phase::Opening if session.resumed => shared.reopen_failed(reason),
         Phase::Opening => shared.open_failed(reason),
         Phase::Open => {
             shared.session_lost(reason);
@@ -502,7 +561,11 @@ impl Shared {
         match (&session.phase, frame.body) {
             (Phase::Opening, Some(Body::Welcome(_))) => {
                 session.phase = Phase::Open;
-                self.opened(session.index, now - session.started);
+                if session.resumed {
+                    self.reopened();
+                } else {
+                    self.opened(session.index, now - session.started);
+                }
             }
             (Phase::Opening, other) => {
                 let reason = format!("expected Welcome, got {other:?}");
@@ -510,7 +573,12 @@ impl Shared {
             }
             (Phase::Open, Some(body)) => {
                 match &body {
-                    Body::InboxOpened(InboxOpened { resume_after, .. }) => {
+                    Body::InboxOpened(InboxOpened {
+                        resume_after,
+                        epoch,
+                        ..
+                    }) => {
+                        session.epoch = *epoch;
                         session.last_seq = *resume_after;
                         session.acked = *resume_after;
                     }

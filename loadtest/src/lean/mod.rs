@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use switchboard_client::quic_config;
 use switchboard_proto::frame;
-use switchboard_proto::v1::{client_frame, server_frame::Body, ClientFrame, Hello, Ping};
+use switchboard_proto::v1::{client_frame, server_frame::Body, ClientFrame, Hello, Ping, Resume};
 use switchboard_router::quic::{bind_udp, PortSharing};
 use tokio::sync::{mpsc, Semaphore};
 
@@ -76,6 +76,9 @@ struct Shared {
     ping_credit: Semaphore,
     send_failures: AtomicU64,
     lost: Mutex<Failures>,
+    /// Sessions reopened by a reconnect (churn), and those that failed.
+    reconnects: AtomicU64,
+    reconnect_failures: Mutex<Failures>,
 }
 
 #[derive(Default)]
@@ -118,6 +121,19 @@ impl Shared {
         self.handshakes.add_permits(1);
     }
 
+    fn reopened(&self) {
+        Counters::bump(&self.reconnects);
+    }
+
+    fn reopen_failed(&self, reason: String) {
+        self.reconnect_failures
+            .lock()
+            .expect("not poisoned")
+            .add(reason);
+        self.counters.sessions.fetch_sub(1, Ordering::Relaxed);
+        Counters::bump(&self.counters.errors);
+    }
+
     fn session_lost(&self, reason: String) {
         // A ping it may have had in flight will never be answered.
         self.ping_credit.add_permits(1);
@@ -156,6 +172,17 @@ impl FleetSender {
         let driver = &self.drivers[index as usize % self.drivers.len()];
         let _ = driver.send(Command::Send { index, frame });
     }
+
+    /// Closes session `index` and opens it again at once on `server` with
+    /// `token`, resuming after the last message it handed on (churn).
+    pub fn reconnect(&self, index: u32, server: SocketAddr, token: String) {
+        let driver = &self.drivers[index as usize % self.drivers.len()];
+        let _ = driver.send(Command::Reconnect {
+            index,
+            server,
+            token,
+        });
+    }
 }
 
 /// Sessions opened through the lean drivers.
@@ -189,6 +216,8 @@ impl LeanFleet {
             ping_credit: Semaphore::new(0),
             send_failures: AtomicU64::new(0),
             lost: Mutex::default(),
+            reconnects: AtomicU64::new(0),
+            reconnect_failures: Mutex::default(),
         });
         let config = quic_config(&options.trust, options.keep_alive)?;
         let mut drivers = Vec::with_capacity(driver_count);
@@ -223,16 +252,7 @@ impl LeanFleet {
                 .expect("never closed")
                 .forget();
             let index = index as u32;
-            let hello = frame::encode(&ClientFrame {
-                r#ref: 0,
-                body: Some(client_frame::Body::Hello(Hello {
-                    token: options.token(index as usize),
-                    device_id: "load".into(),
-                    client_agent: concat!("switchboard-load/", env!("CARGO_PKG_VERSION")).into(),
-                    initial_status: 0,
-                    resume: None,
-                })),
-            });
+            let hello = hello(options.token(index as usize), None);
             let server = options.servers[index as usize % options.servers.len()];
             let driver = &sender.drivers[index as usize % driver_count];
             let open = Command::Open {
@@ -264,6 +284,23 @@ impl LeanFleet {
             opened: opening.opened,
             shared,
         })
+    }
+
+    /// Sessions reopened by [`FleetSender::reconnect`] so far.
+    pub fn reconnects(&self) -> u64 {
+        self.shared.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Adds a violation for reconnects that failed to open.
+    pub fn report_failed_reconnects(&self, report: &mut Report) {
+        let failures = self.shared.reconnect_failures.lock().expect("not poisoned");
+        if failures.count > 0 {
+            report.violations.push(format!(
+                "{} reconnects failed ({})",
+                failures.count,
+                failures.samples.join("; ")
+            ));
+        }
     }
 
     /// Writes frames on the sessions.
@@ -343,4 +380,18 @@ impl LeanFleet {
             }
         }
     }
+}
+
+/// The Hello of a load-test session, resuming at `resume` if given.
+fn hello(token: String, resume: Option<Resume>) -> Bytes {
+    frame::encode(&ClientFrame {
+        r#ref: 0,
+        body: Some(client_frame::Body::Hello(Hello {
+            token,
+            device_id: "load".into(),
+            client_agent: concat!("switchboard-load/", env!("CARGO_PKG_VERSION")).into(),
+            initial_status: 0,
+            resume,
+        })),
+    })
 }

@@ -2,6 +2,12 @@
 //! open-loop aggregate rate. Each payload carries a [`Probe`], so receivers
 //! measure latency from the scheduled send time and detect loss, duplicates
 //! and per-sender reordering.
+//!
+//! `churn` is the same run (lean fleet) while random sessions drop and
+//! reconnect at `reconnect_rate`, resuming after the last message they
+//! handed on: every accepted message must still arrive exactly once and in
+//! order. Sends that find their session reconnecting are not sent, and are
+//! reported apart.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -27,6 +33,7 @@ impl ChatOptions {
             duration,
             payload_bytes,
             drain: Duration::from_secs(10),
+            reconnect_rate: 0.0,
         }
     }
 }
@@ -42,6 +49,9 @@ pub struct ChatOptions {
     pub payload_bytes: usize,
     /// How long to wait for stragglers after sending stops.
     pub drain: Duration,
+    /// Sessions dropped and reconnected per second while sending (churn;
+    /// lean fleet only). 0: none.
+    pub reconnect_rate: f64,
 }
 
 /// What the senders saw.
@@ -155,7 +165,9 @@ async fn run_lean(
         start: OnceLock::new(),
     });
     let fleet = LeanFleet::open(options, receiver.clone(), counters).await?;
-    let mut report = crate::base_report("chat", options, &fleet.outcome);
+    let churn = chat.reconnect_rate > 0.0;
+    let name = if churn { "churn" } else { "chat" };
+    let mut report = crate::base_report(name, options, &fleet.outcome);
     let opened = Arc::new(fleet.opened.clone());
     anyhow::ensure!(
         opened.len() >= 2,
@@ -164,6 +176,15 @@ async fn run_lean(
     );
     let start = *receiver.start.get_or_init(Instant::now);
     let sender = fleet.sender();
+    let churner = churn.then(|| {
+        let (sender, options, opened) = (sender.clone(), options.clone(), opened.clone());
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(0xc4u64);
+        super::paced(start, chat.reconnect_rate, chat.duration, move |_, _| {
+            let index = opened[rng.random_range(0..opened.len())];
+            let server = options.servers[index as usize % options.servers.len()];
+            sender.reconnect(index, server, options.token(index as usize));
+        })
+    });
     let users: Vec<String> = opened.iter().map(|&i| options.user(i as usize)).collect();
     let counters_for_send = counters.clone();
     let send = move |from: usize, to: usize, payload: Vec<u8>| {
@@ -190,7 +211,10 @@ async fn run_lean(
         while answered() < scheduled && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        receiver_ref.tally.lock().expect("not poisoned").failed = fleet_ref.send_failures();
+        // Under churn a send that finds its session reconnecting is not a
+        // failure: it was never sent (reported apart).
+        let failed = if churn { 0 } else { fleet_ref.send_failures() };
+        receiver_ref.tally.lock().expect("not poisoned").failed = failed;
         Ok(())
     };
     let traffic = ChatRun {
@@ -200,6 +224,17 @@ async fn run_lean(
         tracker: &receiver.tracker,
     };
     send_and_judge(&mut report, chat, traffic, send, senders_done).await?;
+    if let Some(churner) = churner {
+        let scheduled =
+            tokio::task::spawn_blocking(move || churner.join().expect("churn thread")).await?;
+        report.reconnects = Some(fleet.reconnects());
+        report.sends_skipped = Some(fleet.send_failures());
+        fleet.report_failed_reconnects(&mut report);
+        anyhow::ensure!(
+            scheduled > 0 || chat.duration.is_zero(),
+            "no reconnect was scheduled"
+        );
+    }
     fleet.report_lost(&mut report);
     fleet.close().await;
     Ok(report)
