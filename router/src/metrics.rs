@@ -54,6 +54,9 @@ pub const DUPLICATE_SENDS: &str = "switchboard_duplicate_sends_total";
 pub const SIGNALS_RELAYED: &str = "switchboard_signals_relayed_total";
 /// Ephemeral signals sent, by `via` (`datagram` or `stream`), counter.
 pub const SIGNALS_SENT: &str = "switchboard_signals_sent_total";
+/// Sessions closed as slow consumers, by `reason`: `ack_timeout` (sent
+/// messages held unacked too long) or `queue_full`, counter.
+pub const SLOW_CONSUMERS: &str = "switchboard_slow_consumers_total";
 /// Presence and signal frames in session queues, by `outcome`:
 /// `coalesced` (replaced by a newer one) or `dropped` (queue full), counter.
 pub const OUTBOX_EPHEMERAL: &str = "switchboard_outbox_ephemeral_total";
@@ -155,6 +158,11 @@ pub fn describe() {
         SIGNALS_SENT,
         Unit::Count,
         "Ephemeral signals written, by path (datagram or stream)."
+    );
+    describe_counter!(
+        SLOW_CONSUMERS,
+        Unit::Count,
+        "Sessions closed as slow consumers, by reason."
     );
     describe_counter!(
         OUTBOX_EPHEMERAL,
@@ -314,4 +322,8 @@ pub(crate) fn signal_sent(via: &'static str) {
 
 pub(crate) fn outbox_ephemeral(outcome: &'static str) {
     counter!(OUTBOX_EPHEMERAL, "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn slow_consumer(reason: &'static str) {
+    counter!(SLOW_CONSUMERS, "reason" => reason).increment(1);
 }

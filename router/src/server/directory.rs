@@ -146,6 +146,7 @@ impl SessionDirectory {
                 match pushed {
                     Ok(()) => ready.notify_one(),
                     Err(Full) => {
+                        metrics::slow_consumer("queue_full");
                         if is_message {
                             metrics::message_dropped("slow_consumer");
                         }

@@ -95,6 +95,7 @@ pub(crate) fn welcome(ctx: &ServerContext, session: SessionId, user: &UserId) ->
             server_time_ms: now().unix_ms,
             delivery_window: ctx.config.delivery.delivery_window as u32,
             dedupe_window_ms: ctx.config.delivery.dedupe_window.as_millis() as u64,
+            ack_timeout_ms: ctx.config.delivery.ack_timeout.as_millis() as u64,
         })),
     })
 }

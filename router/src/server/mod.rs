@@ -178,7 +178,8 @@ impl Server {
             Some(path) => Some(crate::auth::read_secret_file(path)?),
             None => None,
         };
-        let webhook = webhook::Webhook::start(&config.webhook, webhook_secret);
+        let webhook = webhook::Webhook::start(&config.webhook, webhook_secret)
+            .map_err(ServerError::Config)?;
         let mut shard_tasks = JoinSet::new();
         // Inbox sequence numbers live in memory: a new epoch per run tells
         // a resuming client that numbers of an earlier run mean nothing.

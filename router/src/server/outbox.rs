@@ -8,9 +8,10 @@
 //! queue is full the oldest ephemeral frame is dropped to make room. Only
 //! when the queue is full of control frames and messages does a push fail:
 //! the caller then closes the session with SLOW_CONSUMER. (Messages are
-//! bounded by the delivery window and replies by request credit, so that
-//! takes a misbehaving client.) A frame partly written to the stream stays
-//! at the front until it is finished, whatever arrives meanwhile.
+//! bounded by the delivery window, so that takes a client that keeps
+//! sending requests while not reading the replies.) A frame partly written
+//! to the stream stays at the front until it is finished, whatever arrives
+//! meanwhile.
 
 use std::collections::VecDeque;
 
@@ -42,10 +43,14 @@ fn key_of(class: FrameClass) -> Option<u64> {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Full;
 
-/// A session's outbound queue; see the module docs.
+type Lanes = [VecDeque<QueuedFrame>; 3];
+
+/// A session's outbound queue; see the module docs. The lanes exist only
+/// while something is queued: an idle session (most of a million) keeps a
+/// null pointer, not three empty queues.
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
-    lanes: [VecDeque<QueuedFrame>; 3],
+    lanes: Option<Box<Lanes>>,
     /// The lane whose front frame is partly written.
     writing: Option<usize>,
 }
@@ -53,15 +58,20 @@ pub(crate) struct Outbox {
 impl Outbox {
     /// Frames queued.
     pub(crate) fn len(&self) -> usize {
-        self.lanes.iter().map(VecDeque::len).sum()
+        self.lanes
+            .as_ref()
+            .map_or(0, |lanes| lanes.iter().map(VecDeque::len).sum())
     }
 
     /// Queues `frame` in its lane, holding at most `limit` frames.
     pub(crate) fn push(&mut self, frame: QueuedFrame, limit: usize) -> Result<(), Full> {
         let lane = lane_of(frame.class);
+        let full = self.len() >= limit;
+        let writing = self.writing;
+        let lanes = self.lanes.get_or_insert_with(Box::default);
         if let Some(key) = key_of(frame.class) {
-            let skip = usize::from(self.writing == Some(EPHEMERAL));
-            if let Some(queued) = self.lanes[EPHEMERAL]
+            let skip = usize::from(writing == Some(EPHEMERAL));
+            if let Some(queued) = lanes[EPHEMERAL]
                 .iter_mut()
                 .skip(skip)
                 .find(|q| key_of(q.class) == Some(key))
@@ -71,31 +81,33 @@ impl Outbox {
                 return Ok(());
             }
         }
-        if self.len() >= limit && !self.drop_oldest_ephemeral() {
+        if full && !drop_oldest_ephemeral(lanes, writing) {
             if lane == EPHEMERAL {
                 metrics::outbox_ephemeral("dropped");
                 return Ok(());
             }
             return Err(Full);
         }
-        self.lanes[lane].push_back(frame);
+        lanes[lane].push_back(frame);
         Ok(())
     }
 
     /// Puts a control frame first (Welcome), ahead of everything not yet
     /// started.
     pub(crate) fn push_first(&mut self, frame: QueuedFrame) {
-        if self.writing == Some(CONTROL) {
-            self.lanes[CONTROL].insert(1, frame);
+        let writing = self.writing;
+        let control = &mut self.lanes.get_or_insert_with(Box::default)[CONTROL];
+        if writing == Some(CONTROL) {
+            control.insert(1, frame);
         } else {
-            self.lanes[CONTROL].push_front(frame);
+            control.push_front(frame);
         }
     }
 
     /// The frame to write next.
     pub(crate) fn front_mut(&mut self) -> Option<&mut QueuedFrame> {
         let lane = self.current()?;
-        self.lanes[lane].front_mut()
+        self.lanes.as_mut()?[lane].front_mut()
     }
 
     /// The front frame was partly written: it stays first until finished.
@@ -107,36 +119,40 @@ impl Outbox {
     pub(crate) fn pop_front(&mut self) -> Option<QueuedFrame> {
         let lane = self.current()?;
         self.writing = None;
-        self.lanes[lane].pop_front()
+        let lanes = self.lanes.as_mut()?;
+        let frame = lanes[lane].pop_front();
+        if lanes.iter().all(VecDeque::is_empty) {
+            self.lanes = None;
+        }
+        frame
     }
 
     /// Empties the queue; returns how many messages were in it.
     pub(crate) fn clear(&mut self) -> usize {
-        let messages = self.lanes[MESSAGES]
-            .iter()
-            .filter(|q| matches!(q.class, FrameClass::Message { .. }))
-            .count();
-        for lane in &mut self.lanes {
-            lane.clear();
-        }
         self.writing = None;
-        messages
+        self.lanes.take().map_or(0, |lanes| {
+            lanes[MESSAGES]
+                .iter()
+                .filter(|q| matches!(q.class, FrameClass::Message { .. }))
+                .count()
+        })
     }
 
     fn current(&self) -> Option<usize> {
+        let lanes = self.lanes.as_ref()?;
         self.writing
-            .or_else(|| (0..self.lanes.len()).find(|&l| !self.lanes[l].is_empty()))
+            .or_else(|| (0..lanes.len()).find(|&l| !lanes[l].is_empty()))
     }
+}
 
-    /// Drops the oldest ephemeral frame not being written; false if none.
-    fn drop_oldest_ephemeral(&mut self) -> bool {
-        let at = usize::from(self.writing == Some(EPHEMERAL));
-        if self.lanes[EPHEMERAL].remove(at).is_some() {
-            metrics::outbox_ephemeral("dropped");
-            true
-        } else {
-            false
-        }
+/// Drops the oldest ephemeral frame not being written; false if none.
+fn drop_oldest_ephemeral(lanes: &mut Lanes, writing: Option<usize>) -> bool {
+    let at = usize::from(writing == Some(EPHEMERAL));
+    if lanes[EPHEMERAL].remove(at).is_some() {
+        metrics::outbox_ephemeral("dropped");
+        true
+    } else {
+        false
     }
 }
 

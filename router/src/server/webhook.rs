@@ -74,13 +74,15 @@ pub struct Webhook {
 
 impl Webhook {
     /// Starts the sending task for `config` (nothing if `url` is empty).
-    pub(crate) fn start(config: &WebhookConfig, secret: Option<Vec<u8>>) -> Self {
+    /// Fails when no HTTP client can be built (e.g. no CA certificates for
+    /// https on this machine).
+    pub(crate) fn start(config: &WebhookConfig, secret: Option<Vec<u8>>) -> Result<Self, String> {
         if config.url.is_empty() {
-            return Self::default();
+            return Ok(Self::default());
         }
         let (tx, rx) = mpsc::channel(config.queue_events);
         let sender = Sender {
-            client: http_client(config.timeout),
+            client: http_client(config.timeout)?,
             url: config.url.clone(),
             key: secret.map(|s| hmac::Key::new(hmac::HMAC_SHA256, &s)),
             batch_max: config.batch_max,
@@ -88,7 +90,7 @@ impl Webhook {
             attempts: config.attempts,
         };
         tokio::spawn(sender.run(rx));
-        Self { queue: Some(tx) }
+        Ok(Self { queue: Some(tx) })
     }
 
     /// Queues `event`; drops it (counted) when the queue is full.
@@ -100,7 +102,7 @@ impl Webhook {
     }
 }
 
-fn http_client(timeout: Duration) -> reqwest::Client {
+fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
     // reqwest is built without a crypto provider of its own; use ring, as
     // the QUIC side does. Installing fails harmlessly if one is installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -108,7 +110,7 @@ fn http_client(timeout: Duration) -> reqwest::Client {
         .timeout(timeout)
         .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))
         .build()
-        .expect("a client with only a timeout and user agent builds")
+        .map_err(|e| format!("webhook HTTP client: {e}"))
 }
 
 struct Sender {

@@ -68,19 +68,23 @@ impl Shard {
             );
         }
         metrics::ack_accepted();
-        let before = record.unacked.len();
-        while record.unacked.front().is_some_and(|s| *s <= seq) {
-            record.unacked.pop_front();
-        }
-        if record.unacked.len() < before {
-            // Progress: the ack deadline starts over (or ends).
-            let next = (!record.unacked.is_empty()).then(|| self.now + self.limits.ack_timeout);
-            if let Some(old) = std::mem::replace(&mut record.ack_deadline, next) {
-                self.ack_timers.remove(&(old, session));
+        if let Some(pending) = record.pending.as_mut() {
+            let before = pending.unacked.len();
+            while pending.unacked.front().is_some_and(|s| *s <= seq) {
+                pending.unacked.pop_front();
             }
-            if let Some(at) = next {
-                self.ack_timers.insert((at, session));
+            if pending.unacked.len() < before {
+                // Progress: the ack deadline starts over (or ends).
+                let next =
+                    (!pending.unacked.is_empty()).then(|| self.now + self.limits.ack_timeout);
+                if let Some(old) = std::mem::replace(&mut pending.ack_deadline, next) {
+                    self.ack_timers.remove(&(old, session));
+                }
+                if let Some(at) = next {
+                    self.ack_timers.insert((at, session));
+                }
             }
+            record.settle();
         }
         let user = record.user.clone();
         if let Some(user_record) = self.users.get_mut(&user) {
@@ -100,7 +104,9 @@ impl Shard {
             return 0;
         };
         let mut sent = 0;
-        while record.unacked.len() < self.limits.delivery_window {
+        let outstanding =
+            |r: &super::SessionRecord| r.pending.as_ref().map_or(0, |p| p.unacked.len());
+        while outstanding(record) < self.limits.delivery_window {
             match user.mailbox.next_for(&record.device, record.sent_through) {
                 Next::UpToDate => break,
                 Next::Gap { from, to } => {
@@ -128,10 +134,11 @@ impl Shard {
                         },
                     });
                     record.sent_through = seq;
-                    record.unacked.push_back(seq);
-                    if record.ack_deadline.is_none() {
+                    let pending = record.pending();
+                    pending.unacked.push_back(seq);
+                    if pending.ack_deadline.is_none() {
                         let at = self.now + self.limits.ack_timeout;
-                        record.ack_deadline = Some(at);
+                        pending.ack_deadline = Some(at);
                         self.ack_timers.insert((at, session));
                     }
                     sent += 1;
@@ -153,11 +160,14 @@ impl Shard {
             let Some(record) = self.sessions.get_mut(&session) else {
                 continue;
             };
-            if record.ack_deadline != Some(at) {
+            let Some(pending) = record.pending.as_mut() else {
+                continue;
+            };
+            if pending.ack_deadline != Some(at) {
                 continue;
             }
-            record.ack_deadline = None;
-            metrics::frame_rejected("ack_timeout");
+            pending.ack_deadline = None;
+            metrics::slow_consumer("ack_timeout");
             self.outputs.push_back(Output::Close {
                 session,
                 code: CloseCode::SlowConsumer,

@@ -34,6 +34,7 @@ impl Shard {
         self.sessions
             .get_mut(&session)
             .expect("checked by the caller")
+            .pending()
             .in_flight
             .push_back(InFlight {
                 message: routed.clone(),
@@ -333,22 +334,24 @@ impl Shard {
         };
         let message_id = routed.message.message_id;
         if let Some(entry) = record
+            .pending()
             .in_flight
             .iter_mut()
             .find(|e| e.message.message.message_id == message_id)
         {
             entry.outcome = Some((error, devices));
         }
-        while let Some((error, devices)) = self
-            .sessions
-            .get_mut(&session)
-            .and_then(|r| r.in_flight.front().and_then(|e| e.outcome))
-        {
-            let done = self
-                .sessions
-                .get_mut(&session)
-                .and_then(|r| r.in_flight.pop_front())
-                .expect("front exists");
+        loop {
+            let Some(record) = self.sessions.get_mut(&session) else {
+                return;
+            };
+            let pending = record.pending();
+            if pending.in_flight.front().and_then(|e| e.outcome).is_none() {
+                record.settle();
+                return;
+            }
+            let done = pending.in_flight.pop_front().expect("front exists");
+            let (error, devices) = done.outcome.expect("checked above");
             let (result, waiting) = self.release(now, &done.message, error, devices);
             self.send_result(session, done.request_ref, result, false);
             self.answer_repeats(waiting, result);

@@ -337,19 +337,47 @@ struct SessionRecord {
     user: UserId,
     device: DeviceId,
     watching: IdSet<UserId>,
+    /// Highest inbox sequence number sent to (or skipped for) this session.
+    sent_through: u64,
+    /// What the session has outstanding; `None` while it has nothing (an
+    /// idle session, most of a million, keeps a null pointer).
+    pending: Option<Box<Pending>>,
+}
+
+impl SessionRecord {
+    /// The outstanding state, created on first use.
+    fn pending(&mut self) -> &mut Pending {
+        self.pending.get_or_insert_with(Box::default)
+    }
+
+    /// Frees the outstanding state once nothing is outstanding.
+    fn settle(&mut self) {
+        if self.pending.as_ref().is_some_and(|p| p.is_idle()) {
+            self.pending = None;
+        }
+    }
+}
+
+/// A session's outstanding sends and deliveries.
+#[derive(Debug, Default)]
+struct Pending {
     /// Messages sent by this session whose routing result is not yet
     /// released, in send order. Results and copies to the sender's inbox
     /// are released from the front only, so both keep send order even when
     /// recipients live on shards that answer at different speeds.
     in_flight: VecDeque<InFlight>,
-    /// Highest inbox sequence number sent to (or skipped for) this session.
-    sent_through: u64,
     /// Sequence numbers of Deliver frames sent and not yet acked (at most
     /// `delivery_window`).
     unacked: VecDeque<u64>,
     /// While messages are unacked: when the session is closed unless an
     /// ack makes progress first (its entry in `ack_timers`).
     ack_deadline: Option<Instant>,
+}
+
+impl Pending {
+    fn is_idle(&self) -> bool {
+        self.in_flight.is_empty() && self.unacked.is_empty() && self.ack_deadline.is_none()
+    }
 }
 
 /// A sent message waiting for its routing result.
@@ -566,10 +594,8 @@ impl Shard {
                 user: user.clone(),
                 device,
                 watching: IdSet::default(),
-                in_flight: VecDeque::new(),
                 sent_through: 0,
-                unacked: VecDeque::new(),
-                ack_deadline: None,
+                pending: None,
             },
         );
         metrics::session_opened();
@@ -590,7 +616,8 @@ impl Shard {
             return; // already closed (e.g. replaced)
         };
         metrics::session_closed();
-        if let Some(at) = record.ack_deadline {
+        let pending = record.pending.map(|p| *p).unwrap_or_default();
+        if let Some(at) = pending.ack_deadline {
             self.ack_timers.remove(&(at, session));
         }
         for watched in record.watching {
@@ -599,7 +626,7 @@ impl Shard {
         // Sends whose result came back but waited behind an earlier one:
         // store their copies now (later results find no session and are
         // released as they come).
-        for done in record.in_flight {
+        for done in pending.in_flight {
             if let Some((error, devices)) = done.outcome {
                 let (result, waiting) = self.release(now, &done.message, error, devices);
                 self.answer_repeats(waiting, result);

@@ -325,6 +325,7 @@ impl Driver {
                     metrics::signal_sent("stream");
                 }
                 if c.outbox.push(queued, limit).is_err() {
+                    metrics::slow_consumer("queue_full");
                     if is_message {
                         metrics::message_dropped("slow_consumer");
                     }
