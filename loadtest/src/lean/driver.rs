@@ -4,15 +4,18 @@
 //! channel or timer per session. Commands come in on one channel per driver;
 //! what the server sends goes to the fleet's shared state synchronously.
 //!
-//! Each session acks its inbox like a real client: piggybacked on the next
-//! frame it writes anyway, or on its own once [`ACK_EVERY`] messages are
-//! unacked, so the router's delivery window never closes and acks add
-//! almost no packets.
+//! Each session acks its inbox like a real client, in batches: on its own
+//! once [`ACK_EVERY`] messages are unacked, piggybacked on a frame it
+//! writes anyway once [`PIGGYBACK_AT`] are, and at the latest
+//! [`ACK_DELAY`] after the first unacked message (checked whenever the
+//! session is driven, which its keep-alive timer guarantees). So the
+//! router's delivery window never closes, its ack timeout never fires, and
+//! acks add few frames and almost no packets.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use quinn_proto::{
@@ -44,6 +47,11 @@ const MAX_FRAME_BYTES: usize = 1024 * 1024;
 /// Unacked messages after which a session acks without waiting for a frame
 /// to piggyback on (well inside the router's default window of 256).
 const ACK_EVERY: u64 = 64;
+/// Unacked messages worth an Ack written together with another frame.
+const PIGGYBACK_AT: u64 = 16;
+/// Longest a message stays unacked (far inside the router's 60 s ack
+/// timeout), given the session is driven (any I/O or timer) by then.
+const ACK_DELAY: Duration = Duration::from_secs(2);
 
 /// What the fleet asks a driver to do.
 pub(super) enum Command {
@@ -97,21 +105,28 @@ struct Session {
     pending_ack: Option<Bytes>,
     /// The inbox epoch (from InboxOpened), to resume with.
     epoch: u64,
+    /// When an ack was first found pending (the batch's age).
+    unacked_since: Option<Instant>,
     /// A reconnect of an earlier session (counted apart from first opens).
     resumed: bool,
 }
 
 impl Session {
-    /// Queues an Ack of everything received when one is due: piggybacked on
-    /// queued frames, or alone after [`ACK_EVERY`] messages.
-    fn queue_ack(&mut self) {
+    /// Queues an Ack of everything received when one is due (see the
+    /// module docs).
+    fn queue_ack(&mut self, now: Instant) {
         let unacked = self.last_seq - self.acked;
-        if self.pending_ack.is_some()
-            || unacked == 0
-            || (self.outbox.is_empty() && unacked < ACK_EVERY)
-        {
+        if self.pending_ack.is_some() || unacked == 0 {
             return;
         }
+        let first_unacked = *self.unacked_since.get_or_insert(now);
+        let due = unacked >= ACK_EVERY
+            || (!self.outbox.is_empty() && unacked >= PIGGYBACK_AT)
+            || now.duration_since(first_unacked) >= ACK_DELAY;
+        if !due {
+            return;
+        }
+        self.unacked_since = None;
         self.acked = self.last_seq;
         self.pending_ack = Some(frame::encode(&ClientFrame {
             r#ref: 0,
@@ -318,6 +333,7 @@ impl ClientDriver {
                     acked: 0,
                     pending_ack: None,
                     epoch: 0,
+                    unacked_since: None,
                     resumed: false,
                 };
                 self.sessions.insert(handle.0, session);
@@ -387,11 +403,11 @@ impl ClientDriver {
             }
         }
         if session.phase != Phase::Closed {
-            if Self::write(session) {
+            if Self::write(session, now) {
                 self.read(handle, now);
                 if let Some(session) = self.sessions.get_mut(handle) {
                     // What was read may have made an ack due.
-                    if session.phase == Phase::Open && !Self::write(session) {
+                    if session.phase == Phase::Open && !Self::write(session, now) {
                         let reason = "the server stopped reading the stream".to_owned();
                         fail(&self.shared, session, reason, now);
                     }
@@ -425,11 +441,11 @@ impl ClientDriver {
 
     /// Writes queued frames until the stream's flow control says stop;
     /// false when the stream can no longer be written.
-    fn write(session: &mut Session) -> bool {
+    fn write(session: &mut Session, now: Instant) -> bool {
         let Some(id) = session.stream else {
             return true;
         };
-        session.queue_ack();
+        session.queue_ack(now);
         if let Some(ack) = session.pending_ack.take() {
             let mut chunk = [ack];
             match session.quic.send_stream(id).write_chunks(&mut chunk) {
