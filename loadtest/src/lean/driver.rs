@@ -112,6 +112,16 @@ struct Session {
 }
 
 impl Session {
+    /// Ends the session on our side with the normal close code.
+    fn close_normally(&mut self) {
+        self.phase = Phase::Closed;
+        self.quic.close(
+            Instant::now(),
+            VarInt::from_u32(CloseCode::Normal.to_code()),
+            Bytes::new(),
+        );
+    }
+
     /// Queues an Ack of everything received when one is due (see the
     /// module docs).
     fn queue_ack(&mut self, now: Instant) {
@@ -262,12 +272,7 @@ impl ClientDriver {
                 };
                 if let Some(session) = self.sessions.get_mut(handle) {
                     if session.phase != Phase::Closed {
-                        session.phase = Phase::Closed;
-                        session.quic.close(
-                            Instant::now(),
-                            VarInt::from_u32(CloseCode::Normal.to_code()),
-                            Bytes::new(),
-                        );
+                        session.close_normally();
                         self.dirty.insert(handle);
                     }
                 }
@@ -295,12 +300,7 @@ impl ClientDriver {
         for _ in session.outbox.drain(..) {
             self.shared.send_failed();
         }
-        session.phase = Phase::Closed;
-        session.quic.close(
-            Instant::now(),
-            VarInt::from_u32(CloseCode::Normal.to_code()),
-            Bytes::new(),
-        );
+        session.close_normally();
         self.dirty.insert(handle);
         self.open(index, server, super::hello(token, Some(resume)));
         if let Some(session) = self

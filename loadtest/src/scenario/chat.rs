@@ -65,6 +65,17 @@ pub(crate) struct SendTally {
     pub(crate) failed: u64,
 }
 
+impl SendTally {
+    /// Counts one SendResult: routed, or refused.
+    pub(crate) fn count(&mut self, result: &switchboard_proto::v1::SendResult) {
+        if result.error == ErrorCode::None as i32 {
+            self.routed += 1;
+        } else {
+            self.refused += 1;
+        }
+    }
+}
+
 /// Fills in the report's traffic and lists every violation: lost,
 /// duplicated, reordered, refused or failed messages. Each accepted message
 /// is due `fan_out` deliveries (1 for a direct message).
@@ -141,12 +152,7 @@ impl FrameHandler for LeanReceiver {
                 }
             }
             Body::SendResult(result) => {
-                let mut tally = self.tally.lock().expect("not poisoned");
-                if result.error == ErrorCode::None as i32 {
-                    tally.routed += 1;
-                } else {
-                    tally.refused += 1;
-                }
+                self.tally.lock().expect("not poisoned").count(&result);
             }
             _ => {}
         }

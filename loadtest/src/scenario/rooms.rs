@@ -84,12 +84,7 @@ impl FrameHandler for RoomsReceiver {
                 entry.2 += 1;
             }
             Body::SendResult(result) => {
-                let mut tally = self.tally.lock().expect("not poisoned");
-                if result.error == ErrorCode::None as i32 {
-                    tally.routed += 1;
-                } else {
-                    tally.refused += 1;
-                }
+                self.tally.lock().expect("not poisoned").count(&result);
             }
             Body::RoomResult(result) => {
                 let counter = if result.error == ErrorCode::None as i32 {
