@@ -442,6 +442,58 @@ fn main() -> anyhow::Result<()> {
     // Let the closed sessions leave before chat.
     std::thread::sleep(Duration::from_secs(3));
     let best = chat_ladder(&cli, &switchboard, &dir, epoch, "chat", &mut steps)?;
+    // Room fan-out, and chat at half the sustainable rate while sessions
+    // drop and resume (each step has its own user prefix: inboxes and rooms
+    // outlive sessions on the router).
+    let sessions = cli.chat_sessions.to_string();
+    let duration = humantime::format_duration(cli.chat_duration).to_string();
+    let rooms_args: Vec<String> = [
+        "rooms",
+        "--sessions",
+        &sessions,
+        "--connect-rate",
+        &cli.connect_rate.to_string(),
+        "--group",
+        "100",
+        "--rate",
+        "100",
+        "--duration",
+        &duration,
+    ]
+    .map(String::from)
+    .into();
+    steps.push(run_load(
+        &cli,
+        &switchboard,
+        &dir,
+        epoch,
+        "rooms-100",
+        &rooms_args,
+    )?);
+    let churn_rate = (best.unwrap_or(2_000.0) / 2.0).round().to_string();
+    let churn_args: Vec<String> = [
+        "churn",
+        "--sessions",
+        &sessions,
+        "--connect-rate",
+        &cli.connect_rate.to_string(),
+        "--rate",
+        &churn_rate,
+        "--reconnect-rate",
+        "200",
+        "--duration",
+        &duration,
+    ]
+    .map(String::from)
+    .into();
+    steps.push(run_load(
+        &cli,
+        &switchboard,
+        &dir,
+        epoch,
+        "churn",
+        &churn_args,
+    )?);
     let samples = all_samples.finish();
     drop(router);
 
