@@ -68,7 +68,7 @@ impl TestServer {
         config.api.token_file = Some(api_token_file);
         config.shutdown_timeout = Duration::from_secs(2);
         // The suite runs on the default lean shell; the `tasks` fallback is
-        // covered by tests/tests/tasks_shell.rs, and
+        // covered by tests/tests/e2e/tasks_shell.rs, and
         // SWITCHBOARD_TEST_SHELL=tasks runs the whole suite on it.
         config.shell = match std::env::var("SWITCHBOARD_TEST_SHELL").as_deref() {
             Ok("tasks") => switchboard_router::config::ShellKind::Tasks,

@@ -1,0 +1,18 @@
+//! End-to-end tests over real QUIC on loopback, one module per area.
+//!
+//! They live in one test binary rather than one per file: each binary links the
+//! whole router, client, load generator and HTTP stack, so a dozen of them cost
+//! gigabytes of disk and minutes of linking for nothing. Only `metrics` stays
+//! apart, because it installs the process-global metrics recorder.
+
+mod bad_input;
+mod delivery;
+mod lifecycle;
+mod load_smoke;
+mod messaging;
+mod presence;
+mod rooms;
+mod server_api;
+mod signals;
+mod tasks_shell;
+mod webhook;
