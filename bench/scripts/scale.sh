@@ -7,13 +7,24 @@
 #   cargo build --release
 #   bench/scripts/scale.sh 10000 50000 100000 200000
 #
-# Environment: CONNECT_RATE (default 3000), HOLD (default 10s), SHARDS (0 =
-# one per core), ROUTER_SHELL (lean or tasks; default lean). A million sessions needs a machine with ~128 GiB and many
-# cores; see bench/README.md for that command.
+# Environment: CONNECT_RATE (default 3000), MAX_INFLIGHT (handshakes in
+# flight, default 256), HOLD (default 10s), SHARDS (0 = one per core),
+# ROUTER_SHELL (lean or tasks; default lean), IDLE_WINDOW (seconds; when set,
+# once the router counts all N sessions the script reads both processes' CPU
+# time from /proc over that many idle seconds; HOLD must outlast it), LOG_DIR
+# (when set, each N's load generator progress, router log and JSON report are
+# kept there as load-N.out, router-N.out, report-N.json). A
+# million sessions needs a machine with ~128 GiB and many cores; see
+# bench/README.md for that command.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=target/release
 CONNECT_RATE=${CONNECT_RATE:-3000}
+MAX_INFLIGHT=${MAX_INFLIGHT:-256}
+IDLE_WINDOW=${IDLE_WINDOW:-0}
+LOG_DIR=${LOG_DIR:-}
+QUIET=--quiet
+[ -z "$LOG_DIR" ] || { mkdir -p "$LOG_DIR"; QUIET=; }
 HOLD=${HOLD:-10s}
 SHARDS=${SHARDS:-0}
 ROUTER_SHELL=${ROUTER_SHELL:-lean}
@@ -33,8 +44,28 @@ peak_rss() { # pid -> KiB, sampled until the pid is gone or the file says stop
   echo "$peak" > "$out"
 }
 
-echo "| sessions | opened | alive | connects/s | router base MiB | router peak MiB | router KiB/session | load peak MiB | load KiB/session |"
-echo "|---|---|---|---|---|---|---|---|---|"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime
+router_sessions() { router_metrics "switchboard_sessions " | awk '{print int($2)}'; }
+
+# Once the router counts all N sessions (or the count has stalled for 10 s),
+# prints "router% load%": CPU of each process over IDLE_WINDOW idle seconds.
+idle_cpu() {
+  local n=$1 held=0 still=0 now r0 l0 r1 l1
+  while [ "$held" -lt "$n" ] && [ "$still" -lt 10 ]; do
+    sleep 1
+    now=$(router_sessions || echo 0)
+    if [ "${now:-0}" -gt "$held" ]; then held=$now; still=0; else still=$((still + 1)); fi
+  done
+  sleep 3
+  r0=$(cpu_ticks "$ROUTER"); l0=$(cpu_ticks "$LOAD")
+  sleep "$IDLE_WINDOW"
+  r1=$(cpu_ticks "$ROUTER"); l1=$(cpu_ticks "$LOAD")
+  awk -v r=$((r1 - r0)) -v l=$((l1 - l0)) -v hz="$(getconf CLK_TCK)" -v w="$IDLE_WINDOW" \
+    'BEGIN { printf "%.1f %.1f\n", r / hz / w * 100, l / hz / w * 100 }'
+}
+
+echo "| sessions | opened | alive | connects/s | router base MiB | router peak MiB | router KiB/session | load peak MiB | load KiB/session | idle CPU router / load (% of a core) |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 for N in "$@"; do
   start_router
   sleep 1
@@ -43,9 +74,12 @@ for N in "$@"; do
   peak_rss "$ROUTER" "$WORK/rpeak" &
   SAMPLER=$!
   "$BIN/switchboard-load" connect --server 127.0.0.1:24433 --cert-sha256 "$FP" \
-      --secret-file "$WORK/secret" --sessions "$N" --connect-rate "$CONNECT_RATE" \
-      --hold "$HOLD" --keep-alive 25s --quiet --json "$WORK/report.json" > "$WORK/load.out" &
+      --secret-file "$WORK/secret" --sessions "$N" --connect-rate "$CONNECT_RATE" --max-inflight "$MAX_INFLIGHT" \
+      --hold "$HOLD" --keep-alive 25s $QUIET --json "$WORK/report.json" > "$WORK/load.out" &
   LOAD=$!
+  echo "- -" > "$WORK/idle"
+  IDLE=""
+  if [ "$IDLE_WINDOW" != 0 ]; then idle_cpu "$N" > "$WORK/idle" & IDLE=$!; fi
   LPEAK=0
   while kill -0 "$LOAD" 2>/dev/null; do
     rss=$(awk '/VmRSS/ {print $2}' "/proc/$LOAD/status" 2>/dev/null || echo 0)
@@ -53,17 +87,23 @@ for N in "$@"; do
     sleep 0.5
   done
   wait "$LOAD" || true
+  [ -z "$IDLE" ] || wait "$IDLE" || true
   # Why the router saw connections end (stderr): tells client-side losses
   # (peer_closed, idle_timeout) from the router's own closes.
   router_metrics switchboard_connections_closed_total | sed 's/^/  router: /' >&2 || true
   touch "$WORK/rpeak.stop"; wait "$SAMPLER"
   RPEAK=$(cat "$WORK/rpeak")
   kill -TERM "$ROUTER"; wait "$ROUTER" || true
-  python3 - "$N" "$BASE" "$RPEAK" "$LPEAK" "$WORK/report.json" <<'PY'
+  if [ -n "$LOG_DIR" ]; then
+    cp "$WORK/load.out" "$LOG_DIR/load-$N.out"; cp "$WORK/router.out" "$LOG_DIR/router-$N.out"
+    cp "$WORK/report.json" "$LOG_DIR/report-$N.json" 2>/dev/null || true
+  fi
+  python3 - "$N" "$BASE" "$RPEAK" "$LPEAK" "$WORK/report.json" $(cat "$WORK/idle") <<'PY'
 import json, sys
 n, base, rpeak, lpeak, path = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+idle = " / ".join(sys.argv[6:8]) or "-"
 r = json.load(open(path))
 opened = r["sessions_opened"]
-print(f"| {n} | {opened} | {r.get('sessions_verified_alive')} | {r['connect_rate_per_s']:.0f} | {base/1024:.0f} | {rpeak/1024:.0f} | {(rpeak-base)/max(opened,1):.1f} | {lpeak/1024:.0f} | {lpeak/max(opened,1):.1f} |")
+print(f"| {n} | {opened} | {r.get('sessions_verified_alive')} | {r['connect_rate_per_s']:.0f} | {base/1024:.0f} | {rpeak/1024:.0f} | {(rpeak-base)/max(opened,1):.1f} | {lpeak/1024:.0f} | {lpeak/max(opened,1):.1f} | {idle} |")
 PY
 done
