@@ -78,16 +78,18 @@ impl SendTally {
 
 /// Fills in the report's traffic and lists every violation: lost,
 /// duplicated, reordered, refused or failed messages. Each accepted message
-/// is due `fan_out` deliveries (1 for a direct message).
+/// is due `fan_out` deliveries (1 for a direct message); one not in
+/// within `drain` of the last send counts as lost.
 pub(crate) fn judge(
     report: &mut Report,
-    rate: f64,
+    chat: &ChatOptions,
     sending_time: Duration,
     scheduled: u64,
     tally: &SendTally,
     t: DeliveryTracker,
     fan_out: u64,
 ) {
+    let rate = chat.rate;
     let lost = (tally.routed * fan_out).saturating_sub(t.delivered);
     report.traffic = Some(Traffic {
         offered_rate_per_s: rate,
@@ -103,8 +105,12 @@ pub(crate) fn judge(
         delivered_rate_per_s: t.delivered as f64 / sending_time.as_secs_f64().max(1e-9),
         latency: t.latency.summary(),
     });
+    let not_delivered = format!(
+        "accepted messages were not delivered within {} of the last send",
+        humantime::format_duration(chat.drain)
+    );
     for (count, what) in [
-        (lost, "accepted messages were never delivered"),
+        (lost, not_delivered.as_str()),
         (t.duplicated, "messages were delivered twice"),
         (t.reordered, "messages arrived out of per-sender order"),
         (tally.refused, "messages were refused by the server"),
@@ -407,6 +413,6 @@ where
     }
     let tally = std::mem::take(&mut *traffic.tally.lock().expect("not poisoned"));
     let t = std::mem::take(&mut *traffic.tracker.lock().expect("not poisoned"));
-    judge(report, chat.rate, sending_time, scheduled, &tally, t, 1);
+    judge(report, chat, sending_time, scheduled, &tally, t, 1);
     Ok(())
 }

@@ -207,7 +207,7 @@ pub async fn run(
     let tracker = std::mem::take(&mut *receiver.tracker.lock().expect("not poisoned"));
     judge(
         &mut report,
-        chat.rate,
+        chat,
         sending_time,
         scheduled,
         &tally,
