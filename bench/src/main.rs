@@ -46,6 +46,10 @@ struct Cli {
     /// Sessions for the chat scenarios.
     #[arg(long, default_value_t = 10_000)]
     chat_sessions: usize,
+    /// Sessions for a second chat ladder (the same rates, no half-rate
+    /// step), run after rooms and churn; 0 skips it.
+    #[arg(long, default_value_t = 100_000)]
+    chat_large_sessions: usize,
     /// Chat rates to try, messages per second, ascending.
     #[arg(
         long,
@@ -130,6 +134,8 @@ struct Summary {
     chat_sessions: usize,
     chat_sustainable_msgs_per_s: f64,
     chat_p99_ms_at_half_rate: f64,
+    chat_large_sessions: usize,
+    chat_large_sustainable_msgs_per_s: Option<f64>,
     nats_tls_sustainable_msgs_per_s: Option<f64>,
     ratio_to_nats_tls: Option<f64>,
 }
@@ -267,19 +273,37 @@ fn run_load(
     })
 }
 
-/// Runs the chat rate ladder (`scenario` is `chat` or `nats-chat`) until a
-/// step is not sustainable, then once at half the best rate. Returns the
-/// best sustainable rate. When even the first rung fails, it steps down
-/// ([`rungs_below`]) so a target slower than the ladder still gets a
-/// figure instead of a zero.
+/// One chat rate ladder: which scenario, against which target, with how
+/// many sessions.
+struct Ladder<'a> {
+    target: &'a Target,
+    /// `chat` or `nats-chat`.
+    scenario: &'a str,
+    sessions: usize,
+    /// Step names are `{name}-{rate}`.
+    name: &'a str,
+    /// Also run once at half the best rate (the latency figure).
+    half_rate_step: bool,
+}
+
+/// Runs a chat rate ladder until a step is not sustainable, then (if
+/// asked) once at half the best rate. Returns the best sustainable rate.
+/// When even the first rung fails, it steps down ([`rungs_below`]) so a
+/// target slower than the ladder still gets a figure instead of a zero.
 fn chat_ladder(
     cli: &Cli,
-    target: &Target,
+    ladder: &Ladder,
     dir: &Path,
     epoch: Instant,
-    scenario: &str,
     steps: &mut Vec<Step>,
 ) -> anyhow::Result<Option<f64>> {
+    let Ladder {
+        target,
+        scenario,
+        sessions,
+        name,
+        half_rate_step,
+    } = *ladder;
     let mut best: Option<f64> = None;
     let first = cli.chat_rates.first().copied().unwrap_or(1_000.0);
     let mut rates: Vec<f64> = cli.chat_rates.clone();
@@ -292,8 +316,8 @@ fn chat_ladder(
             target,
             dir,
             epoch,
-            &format!("{scenario}-{rate}"),
-            &chat_args(cli, scenario, rate),
+            &format!("{name}-{rate}"),
+            &chat_args(cli, scenario, sessions, rate),
         )?;
         let ok = sustainable(&step);
         steps.push(step);
@@ -313,15 +337,15 @@ fn chat_ladder(
             (false, true) => {} // keep stepping down
         }
     }
-    if let Some(best) = best {
+    if let Some(best) = best.filter(|_| half_rate_step) {
         let half = best / 2.0;
         let step = run_load(
             cli,
             target,
             dir,
             epoch,
-            &format!("{scenario}-half-{half}"),
-            &chat_args(cli, scenario, half),
+            &format!("{name}-half-{half}"),
+            &chat_args(cli, scenario, sessions, half),
         )?;
         steps.push(step);
     }
@@ -385,13 +409,36 @@ fn start_nats(cli: &Cli, dir: &Path) -> anyhow::Result<Option<(Child, Target)>> 
     Ok(Some((child, target)))
 }
 
+/// The p99 delivery latency under which a chat rate counts as sustainable.
+const SUSTAINABLE_P99_MS: f64 = 50.0;
+
 fn sustainable(step: &Step) -> bool {
     step.report.violations.is_empty()
         && step
             .report
             .traffic
             .as_ref()
-            .is_some_and(|t| t.delivered == t.scheduled && t.latency.p99_ms < 50.0)
+            .is_some_and(|t| t.delivered == t.scheduled && t.latency.p99_ms < SUSTAINABLE_P99_MS)
+}
+
+/// The report's verdict on one step: its correctness violations, else
+/// whether a traffic step was sustainable (everything scheduled delivered,
+/// p99 under [`SUSTAINABLE_P99_MS`]), else `pass`.
+fn verdict(r: &Report) -> String {
+    if !r.violations.is_empty() {
+        return r.violations.join("; ");
+    }
+    match &r.traffic {
+        Some(t) if t.delivered < t.scheduled * t.deliveries_per_message.max(1) => format!(
+            "correct, not sustainable: {} of {} delivered",
+            t.delivered,
+            t.scheduled * t.deliveries_per_message.max(1)
+        ),
+        Some(t) if t.latency.p99_ms >= SUSTAINABLE_P99_MS => {
+            format!("correct, not sustainable: p99 >= {SUSTAINABLE_P99_MS:.0} ms")
+        }
+        _ => "pass".to_owned(),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -429,7 +476,7 @@ fn main() -> anyhow::Result<()> {
         "--hold".into(),
         humantime::format_duration(cli.hold).to_string(),
         "--keep-alive".into(),
-        "30s".into(),
+        KEEP_ALIVE.into(),
     ];
     steps.push(run_load(
         &cli,
@@ -441,7 +488,19 @@ fn main() -> anyhow::Result<()> {
     )?);
     // Let the closed sessions leave before chat.
     std::thread::sleep(Duration::from_secs(3));
-    let best = chat_ladder(&cli, &switchboard, &dir, epoch, "chat", &mut steps)?;
+    let best = chat_ladder(
+        &cli,
+        &Ladder {
+            target: &switchboard,
+            scenario: "chat",
+            sessions: cli.chat_sessions,
+            name: "chat",
+            half_rate_step: true,
+        },
+        &dir,
+        epoch,
+        &mut steps,
+    )?;
     // Room fan-out, and chat at half the sustainable rate while sessions
     // drop and resume (each step has its own user prefix: inboxes and rooms
     // outlive sessions on the router).
@@ -451,6 +510,8 @@ fn main() -> anyhow::Result<()> {
         "rooms",
         "--sessions",
         &sessions,
+        "--keep-alive",
+        KEEP_ALIVE,
         "--connect-rate",
         &cli.connect_rate.to_string(),
         "--group",
@@ -475,6 +536,8 @@ fn main() -> anyhow::Result<()> {
         "churn",
         "--sessions",
         &sessions,
+        "--keep-alive",
+        KEEP_ALIVE,
         "--connect-rate",
         &cli.connect_rate.to_string(),
         "--rate",
@@ -494,6 +557,25 @@ fn main() -> anyhow::Result<()> {
         "churn",
         &churn_args,
     )?);
+    let large_best = if cli.chat_large_sessions > 0 {
+        let name = format!("chat-{}-sessions", cli.chat_large_sessions);
+        chat_ladder(
+            &cli,
+            &Ladder {
+                target: &switchboard,
+                scenario: "chat",
+                sessions: cli.chat_large_sessions,
+                name: &name,
+                half_rate_step: false,
+            },
+            &dir,
+            epoch,
+            &mut steps,
+        )?
+        .or(Some(0.0))
+    } else {
+        None
+    };
     let samples = all_samples.finish();
     drop(router);
 
@@ -501,10 +583,15 @@ fn main() -> anyhow::Result<()> {
     if !cli.no_nats {
         match start_nats(&cli, &dir)? {
             Some((mut nats, target)) => {
-                nats_best = Some(
-                    chat_ladder(&cli, &target, &dir, epoch, "nats-chat", &mut steps)?
-                        .unwrap_or(0.0),
-                );
+                let ladder = Ladder {
+                    target: &target,
+                    scenario: "nats-chat",
+                    sessions: cli.chat_sessions,
+                    name: "nats-chat",
+                    half_rate_step: true,
+                };
+                nats_best =
+                    Some(chat_ladder(&cli, &ladder, &dir, epoch, &mut steps)?.unwrap_or(0.0));
                 let _ = nats.kill();
                 let _ = nats.wait();
             }
@@ -516,6 +603,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     let mut summary = summarize(&cli, &steps, best);
+    summary.chat_large_sustainable_msgs_per_s = large_best;
     summary.nats_tls_sustainable_msgs_per_s = nats_best;
     summary.ratio_to_nats_tls = nats_best
         .filter(|n| *n > 0.0)
@@ -556,11 +644,18 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn chat_args(cli: &Cli, scenario: &str, rate: f64) -> Vec<String> {
+/// Every step's sessions keep alive every 30 s, the interval of the
+/// issue's idle-CPU target: at 100k sessions a 10 s keep-alive alone is
+/// 10,000 pings a second.
+const KEEP_ALIVE: &str = "30s";
+
+fn chat_args(cli: &Cli, scenario: &str, sessions: usize, rate: f64) -> Vec<String> {
     vec![
         scenario.into(),
         "--sessions".into(),
-        cli.chat_sessions.to_string(),
+        sessions.to_string(),
+        "--keep-alive".into(),
+        KEEP_ALIVE.into(),
         "--connect-rate".into(),
         cli.connect_rate.to_string(),
         "--rate".into(),
@@ -573,6 +668,7 @@ fn chat_args(cli: &Cli, scenario: &str, rate: f64) -> Vec<String> {
 fn summarize(cli: &Cli, steps: &[Step], best: Option<f64>) -> Summary {
     let mut summary = Summary {
         chat_sessions: cli.chat_sessions,
+        chat_large_sessions: cli.chat_large_sessions,
         chat_sustainable_msgs_per_s: best.unwrap_or(0.0),
         ..Summary::default()
     };
@@ -627,7 +723,7 @@ fn machine_description() -> String {
 fn markdown(report: &BenchReport, stem: &Path) -> String {
     let s = &report.summary;
     let mut out = format!(
-        "# Switchboard benchmark, {}\n\nMachine: {}. Router and load generator on the same machine, loopback.\n\n",
+        "# Switchboard benchmark, {}\n\nMachine: {}. Router and load generator on the same machine, loopback; every session keeps alive every {KEEP_ALIVE}.\n\n",
         report.date, report.machine
     );
     out.push_str("| figure | value |\n|---|---|\n");
@@ -655,6 +751,12 @@ fn markdown(report: &BenchReport, stem: &Path) -> String {
         "| chat p99 at half that rate | {:.2} ms |\n",
         s.chat_p99_ms_at_half_rate
     ));
+    if let Some(large) = s.chat_large_sustainable_msgs_per_s {
+        out.push_str(&format!(
+            "| chat sustainable msgs/s ({} sessions) | {large:.0} |\n",
+            s.chat_large_sessions
+        ));
+    }
     match (s.nats_tls_sustainable_msgs_per_s, s.ratio_to_nats_tls) {
         (Some(nats), ratio) => {
             out.push_str(&format!(
@@ -699,7 +801,7 @@ fn markdown(report: &BenchReport, stem: &Path) -> String {
             r.sessions_opened,
             step.router_rss_peak_kib as f64 / 1024.0,
             step.router_cpu_percent_avg,
-            if r.violations.is_empty() { "pass".to_owned() } else { r.violations.join("; ") }
+            verdict(r)
         ));
     }
     out.push_str("\n## Commands\n\n");
@@ -717,7 +819,39 @@ fn markdown(report: &BenchReport, stem: &Path) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::rungs_below;
+    use super::{rungs_below, verdict};
+    use switchboard_loadtest::report::{Report, Traffic};
+
+    fn chat_report(delivered: u64, p99_ms: f64) -> Report {
+        let mut traffic = Traffic {
+            scheduled: 1_000,
+            deliveries_per_message: 1,
+            delivered,
+            ..Traffic::default()
+        };
+        traffic.latency.p99_ms = p99_ms;
+        Report {
+            traffic: Some(traffic),
+            ..Report::default()
+        }
+    }
+
+    #[test]
+    fn verdict_tells_correct_but_slow_from_pass_and_from_violations() {
+        assert_eq!(verdict(&chat_report(1_000, 12.0)), "pass");
+        assert_eq!(
+            verdict(&chat_report(1_000, 293.0)),
+            "correct, not sustainable: p99 >= 50 ms"
+        );
+        assert_eq!(
+            verdict(&chat_report(990, 12.0)),
+            "correct, not sustainable: 990 of 1000 delivered"
+        );
+        let mut lossy = chat_report(990, 12.0);
+        lossy.violations = vec!["10 lost".into()];
+        assert_eq!(verdict(&lossy), "10 lost");
+        assert_eq!(verdict(&Report::default()), "pass");
+    }
 
     #[test]
     fn steps_down_by_halving_from_a_failed_first_rung() {
