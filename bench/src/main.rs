@@ -299,10 +299,9 @@ fn chat_ladder(
 ) -> anyhow::Result<Option<f64>> {
     let Ladder {
         target,
-        scenario,
-        sessions,
         name,
         half_rate_step,
+        ..
     } = *ladder;
     let mut best: Option<f64> = None;
     let first = cli.chat_rates.first().copied().unwrap_or(1_000.0);
@@ -317,7 +316,7 @@ fn chat_ladder(
             dir,
             epoch,
             &format!("{name}-{rate}"),
-            &chat_args(cli, scenario, sessions, rate),
+            &chat_args(cli, ladder, rate),
         )?;
         let ok = sustainable(&step);
         steps.push(step);
@@ -345,7 +344,7 @@ fn chat_ladder(
             dir,
             epoch,
             &format!("{name}-half-{half}"),
-            &chat_args(cli, scenario, sessions, half),
+            &chat_args(cli, ladder, half),
         )?;
         steps.push(step);
     }
@@ -649,20 +648,24 @@ fn main() -> anyhow::Result<()> {
 /// 10,000 pings a second.
 const KEEP_ALIVE: &str = "30s";
 
-fn chat_args(cli: &Cli, scenario: &str, sessions: usize, rate: f64) -> Vec<String> {
-    vec![
-        scenario.into(),
+/// The load generator's arguments for one chat step; a Switchboard target
+/// also gets the keep-alive (nats clients keep their own ping interval).
+fn chat_args(cli: &Cli, ladder: &Ladder, rate: f64) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        ladder.scenario.into(),
         "--sessions".into(),
-        sessions.to_string(),
-        "--keep-alive".into(),
-        KEEP_ALIVE.into(),
+        ladder.sessions.to_string(),
         "--connect-rate".into(),
         cli.connect_rate.to_string(),
         "--rate".into(),
         rate.to_string(),
         "--duration".into(),
         humantime::format_duration(cli.chat_duration).to_string(),
-    ]
+    ];
+    if ladder.target.switchboard {
+        args.extend(["--keep-alive".into(), KEEP_ALIVE.into()]);
+    }
+    args
 }
 
 fn summarize(cli: &Cli, steps: &[Step], best: Option<f64>) -> Summary {
