@@ -379,7 +379,24 @@ fn rungs_below(first: f64) -> Vec<f64> {
 
 /// Starts `nats-server` with TLS on loopback, with a fresh self-signed
 /// certificate; `None` if the binary is not installed.
-fn start_nats(cli: &Cli, dir: &Path) -> anyhow::Result<Option<(Child, Target)>> {
+/// A running nats-server, killed when dropped: a step that fails must not
+/// leave it holding the port (the next run would then test against a server
+/// with another certificate, and no client would connect).
+struct NatsServer(Child);
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_nats(cli: &Cli, dir: &Path) -> anyhow::Result<Option<(NatsServer, Target)>> {
+    anyhow::ensure!(
+        std::net::TcpStream::connect(("127.0.0.1", cli.nats_port)).is_err(),
+        "port {} is taken (a nats-server left running?); pick another with --nats-port",
+        cli.nats_port
+    );
     let tls_dir = dir.join("nats-tls");
     switchboard_router::tls::load_or_create_dev_cert(&tls_dir)?;
     let cert = tls_dir.join(switchboard_router::tls::DEV_CERT_FILE);
@@ -400,7 +417,7 @@ fn start_nats(cli: &Cli, dir: &Path) -> anyhow::Result<Option<(Child, Target)>> 
         .stderr(Stdio::null())
         .spawn();
     let child = match spawned {
-        Ok(child) => child,
+        Ok(child) => NatsServer(child),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(error).context("starting nats-server"),
     };
@@ -415,7 +432,7 @@ fn start_nats(cli: &Cli, dir: &Path) -> anyhow::Result<Option<(Child, Target)>> 
     }
     let url = format!("tls://localhost:{}", cli.nats_port);
     let target = Target {
-        pid: child.id(),
+        pid: child.0.id(),
         args: vec![
             "--nats-url".into(),
             url.clone(),
@@ -567,7 +584,7 @@ fn main() -> anyhow::Result<()> {
     let mut nats_best = None;
     if !cli.no_nats {
         match start_nats(&cli, &dir)? {
-            Some((mut nats, target)) => {
+            Some((nats, target)) => {
                 let ladder = Ladder {
                     target: &target,
                     scenario: "nats-chat",
@@ -577,8 +594,7 @@ fn main() -> anyhow::Result<()> {
                 };
                 nats_best =
                     Some(chat_ladder(&cli, &ladder, &dir, epoch, &mut steps)?.unwrap_or(0.0));
-                let _ = nats.kill();
-                let _ = nats.wait();
+                drop(nats);
             }
             None => eprintln!(
                 "nats-server not found ({}): no baseline",
