@@ -330,17 +330,26 @@ fn chat_ladder(
     let mut i = 0;
     while let Some(rate) = rates.get(i).copied() {
         i += 1;
-        let step = run_load(
-            cli,
-            target,
-            dir,
-            epoch,
-            &format!("{name}-{rate}"),
-            &chat_args(cli, ladder, rate),
-        )?;
-        let ok = sustainable(&step);
-        steps.push(step);
-        std::thread::sleep(Duration::from_secs(2));
+        // A rung that fails is run once more, for every target alike: on
+        // a shared 2-core box one stall of the machine can push a single
+        // 10 s run's p99 over the line. Both tries are in the report.
+        let mut ok = false;
+        for attempt in ["", "-retry"] {
+            let step = run_load(
+                cli,
+                target,
+                dir,
+                epoch,
+                &format!("{name}-{rate}{attempt}"),
+                &chat_args(cli, ladder, rate),
+            )?;
+            ok = sustainable(&step);
+            steps.push(step);
+            std::thread::sleep(Duration::from_secs(2));
+            if ok {
+                break;
+            }
+        }
         match (ok, descending) {
             (true, false) => best = Some(rate),
             (true, true) => {
