@@ -5,9 +5,11 @@
 //! `bench/results/`.
 //!
 //! Standard scenarios: `connect` (memory per idle session and idle CPU),
-//! a `chat` rate ladder at a fixed session count (the highest rate with every
-//! message delivered and p99 < 50 ms is "sustainable"), and `chat` at half
-//! the sustainable rate (the latency figure).
+//! a `chat` rate ladder at 10k sessions (the highest rate with every
+//! message delivered and p99 < 50 ms is "sustainable"; a failed rung is
+//! tried twice), `chat` at half the sustainable rate (the latency figure),
+//! `rooms` and `churn`, the same ladder against `nats-server` with TLS (the
+//! baseline), and last the ladder with 100k sessions on a fresh router.
 
 mod plot;
 mod procstat;
@@ -47,7 +49,7 @@ struct Cli {
     #[arg(long, default_value_t = 10_000)]
     chat_sessions: usize,
     /// Sessions for a second chat ladder (the same rates, no half-rate
-    /// step), run after rooms and churn; 0 skips it.
+    /// step), run last on a fresh router; 0 skips it.
     #[arg(long, default_value_t = 100_000)]
     chat_large_sessions: usize,
     /// Chat rates to try, messages per second, ascending.
