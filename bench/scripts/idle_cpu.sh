@@ -20,21 +20,12 @@ start_router
     --secret-file "$WORK/secret" --sessions "$N" --connect-rate 3000 \
     --hold 600s --keep-alive "$KEEP_ALIVE" --quiet > "$WORK/load.out" 2>&1 &
 LOAD=$!
-sessions() { router_metrics "switchboard_sessions " | awk '{print int($2)}'; }
-# Wait until all N are open, or the count has not grown for 10 s (some
-# failed to open: the figure is then per session actually held).
-HELD=0; STILL=0
-while [ "$HELD" -lt "$N" ] && [ "$STILL" -lt 10 ]; do
-  sleep 1
-  NOW=$(sessions)
-  if [ "$NOW" -gt "$HELD" ]; then HELD=$NOW; STILL=0; else STILL=$((STILL + 1)); fi
-done
+wait_for_sessions "$N"
 sleep 5
-HELD=$(sessions)
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, clock ticks
-R0=$(cpu "$ROUTER"); L0=$(cpu "$LOAD")
+HELD=$(router_sessions)
+R0=$(cpu_ticks "$ROUTER"); L0=$(cpu_ticks "$LOAD")
 sleep 30
-R1=$(cpu "$ROUTER"); L1=$(cpu "$LOAD")
+R1=$(cpu_ticks "$ROUTER"); L1=$(cpu_ticks "$LOAD")
 TICKS=$(getconf CLK_TCK)
 python3 - "$HELD" "$R0" "$R1" "$L0" "$L1" "$TICKS" <<'PY'
 import sys

@@ -5,6 +5,8 @@
 #   write_router_config PORT [EXTRA_TOML_LINES]   # -> $WORK/router.toml, $WORK/secret
 #   start_router                                  # sets ROUTER (pid), FP, ADMIN
 #   router_metrics PREFIX                         # prints matching /metrics lines
+#   wait_for_sessions N                           # until the router holds N (or stalls 10 s)
+#   cpu_ticks PID                                 # utime + stime, clock ticks
 
 write_router_config() {
   printf 'bench-secret-bench-secret-bench-secret-0123' > "$WORK/secret"
@@ -32,3 +34,18 @@ router_metrics() {
 for line in urllib.request.urlopen(sys.argv[1] + "/metrics").read().decode().splitlines():
     if line.startswith(sys.argv[2]): print(line)' "$ADMIN" "$1"
 }
+
+router_sessions() { router_metrics "switchboard_sessions " | awk '{print int($2)}'; }
+
+# Returns once the router counts N sessions, or its count has not grown for
+# 10 s (some failed to open: figures are then per session actually held).
+wait_for_sessions() {
+  local n=$1 held=0 still=0 now
+  while [ "$held" -lt "$n" ] && [ "$still" -lt 10 ]; do
+    sleep 1
+    now=$(router_sessions || echo 0)
+    if [ "${now:-0}" -gt "$held" ]; then held=$now; still=0; else still=$((still + 1)); fi
+  done
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

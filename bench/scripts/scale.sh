@@ -44,18 +44,11 @@ peak_rss() { # pid -> KiB, sampled until the pid is gone or the file says stop
   echo "$peak" > "$out"
 }
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime
-router_sessions() { router_metrics "switchboard_sessions " | awk '{print int($2)}'; }
-
 # Once the router counts all N sessions (or the count has stalled for 10 s),
 # prints "router% load%": CPU of each process over IDLE_WINDOW idle seconds.
 idle_cpu() {
-  local n=$1 held=0 still=0 now r0 l0 r1 l1
-  while [ "$held" -lt "$n" ] && [ "$still" -lt 10 ]; do
-    sleep 1
-    now=$(router_sessions || echo 0)
-    if [ "${now:-0}" -gt "$held" ]; then held=$now; still=0; else still=$((still + 1)); fi
-  done
+  local r0 l0 r1 l1
+  wait_for_sessions "$1"
   sleep 3
   r0=$(cpu_ticks "$ROUTER"); l0=$(cpu_ticks "$LOAD")
   sleep "$IDLE_WINDOW"
