@@ -32,7 +32,9 @@ use super::shard_task::{Credit, SessionInput};
 use super::ServerContext;
 use crate::core::{placement::shard_of, FrameClass, SessionId, ShardInput};
 use crate::metrics;
-use crate::quic::{exchange_endpoint_events, transmit, ConnTable, DatagramSocket, TimerSet};
+use crate::quic::{
+    ack_keep_alive_now, exchange_endpoint_events, transmit, ConnTable, DatagramSocket, TimerSet,
+};
 
 /// Largest UDP datagram we receive.
 const MAX_DATAGRAM: usize = 64 * 1024;
@@ -465,6 +467,8 @@ impl Driver {
                 _ => {}
             }
         }
+        // Stream data or signals get a reply, which carries the ACK.
+        let brought_data = conn.readable || datagrams;
         if datagrams {
             self.read_datagrams(ch);
         }
@@ -483,6 +487,9 @@ impl Driver {
         let Some(conn) = self.conns.get_mut(ch) else {
             return;
         };
+        if !brought_data && matches!(conn.phase, Phase::Open { .. }) {
+            ack_keep_alive_now(&mut conn.quic, conn.timer, now);
+        }
         // Transmit until quinn-proto has nothing more, or the socket's send
         // buffer is full: then the rest waits until it drains.
         let sent_all = transmit(&mut conn.quic, &mut self.socket, &mut self.send_buf, now);
