@@ -48,29 +48,20 @@ const MAX_ACK_DELAY: Duration = Duration::from_millis(25);
 /// second, 25 ms later, would walk the connection's state again once it has
 /// left the cache. Returns whether it did.
 ///
-/// `deadline_before` is the connection's deadline as registered before the
-/// packet arrived. Only when that was further off than [`MAX_ACK_DELAY`]
-/// (nothing was about to time out: no loss probe, no pacing) and the
-/// packet brought the deadline within it, is the timer that moved it the
-/// delayed ACK, and only then is it fired early. The caller leaves out
-/// packets that carried stream data or datagrams: their acknowledgement
-/// rides on the reply instead of costing a datagram of its own.
-pub fn ack_keep_alive_now(
-    quic: &mut Connection,
-    deadline_before: Option<Instant>,
-    now: Instant,
-) -> bool {
-    let ack_by = now + MAX_ACK_DELAY;
-    if deadline_before.is_none_or(|before| before <= ack_by) {
+/// `received_at` is the time the packet was handed to quinn-proto with.
+/// quinn-proto arms its delayed-ACK timer at exactly `received_at` +
+/// [`MAX_ACK_DELAY`]; only when that is the connection's next deadline is it
+/// fired early, so no other timer (a loss-detection deadline above all,
+/// which fired early would declare packets lost that are not) ever is. The
+/// caller leaves out packets that carried stream data or datagrams: their
+/// acknowledgement rides on the reply instead of costing a datagram.
+pub fn ack_keep_alive_now(quic: &mut Connection, received_at: Instant) -> bool {
+    let ack_timer = received_at + MAX_ACK_DELAY;
+    if quic.poll_timeout() != Some(ack_timer) {
         return false;
     }
-    match quic.poll_timeout() {
-        Some(deadline) if deadline <= ack_by => {
-            quic.handle_timeout(deadline);
-            true
-        }
-        _ => false,
-    }
+    quic.handle_timeout(ack_timer);
+    true
 }
 
 #[cfg(test)]
@@ -263,29 +254,28 @@ mod tests {
         // quinn-proto on its own holds the ACK back for the delay timer.
         pair.keep_alive_reaches_server();
         assert!(drain_transmits(pair.server(), now).is_empty());
-        let due = pair.server().poll_timeout().unwrap();
-        assert!(due <= now + MAX_ACK_DELAY);
+        assert_eq!(pair.server().poll_timeout(), Some(now + MAX_ACK_DELAY));
         pair.advance(MAX_ACK_DELAY);
         pair.advance(Duration::from_millis(100));
 
         // Fired early, it goes out at once, and the connection's next
         // deadline is far off again.
         let now = pair.now;
-        let before = pair.keep_alive_reaches_server();
-        assert!(ack_keep_alive_now(pair.server(), before, now));
+        pair.keep_alive_reaches_server();
+        assert!(ack_keep_alive_now(pair.server(), now));
         assert_eq!(drain_transmits(pair.server(), now).len(), 1);
         assert!(pair.server().poll_timeout().unwrap() > now + MAX_ACK_DELAY);
     }
 
     #[test]
-    fn a_deadline_already_near_is_left_alone() {
+    fn a_deadline_not_set_by_this_packet_is_left_alone() {
         let mut pair = Pair::connected();
         let now = pair.now;
         pair.keep_alive_reaches_server();
-        // Something else was due within the ACK delay (here: a timer the
-        // test says was registered 5 ms out): nothing fires early.
-        let near = Some(now + Duration::from_millis(5));
-        assert!(!ack_keep_alive_now(pair.server(), near, now));
+        // The next deadline is not the ACK timer of a packet received at
+        // this time (it stands for a loss-detection deadline): nothing fires.
+        let other = now - Duration::from_millis(3);
+        assert!(!ack_keep_alive_now(pair.server(), other));
         assert!(drain_transmits(pair.server(), now).is_empty());
     }
 }
