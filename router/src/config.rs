@@ -44,12 +44,6 @@ pub struct Config {
     /// 4 MiB, so bursts of handshakes are not dropped (the kernel caps it at
     /// `net.core.rmem_max` / `wmem_max`).
     pub udp_buffer_bytes: usize,
-    /// Back the heap with transparent huge pages (Linux with glibc): the
-    /// router restarts itself once at start with `GLIBC_TUNABLES` set
-    /// (`huge_pages` module). Default true: idle sessions cost about a tenth
-    /// less CPU. Set false where the kernel's huge-page compaction stalls
-    /// matter more.
-    pub heap_huge_pages: bool,
     /// Where the dev certificate and dev token secret live when no
     /// production files are configured. Default
     /// `$XDG_STATE_HOME/switchboard/dev` (or `~/.local/state/switchboard/dev`),
@@ -269,7 +263,6 @@ impl Default for Config {
             endpoints: 0,
             shell: ShellKind::Lean,
             udp_buffer_bytes: 4 * 1024 * 1024,
-            heap_huge_pages: true,
             dev_dir: default_dev_dir(),
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
@@ -363,7 +356,6 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "endpoints",
     "shell",
     "udp_buffer_bytes",
-    "heap_huge_pages",
     "dev_dir",
     "tls",
     "auth",
