@@ -23,14 +23,7 @@ LOAD=$!
 wait_for_sessions "$N"
 sleep 5
 HELD=$(router_sessions)
-R0=$(cpu_ticks "$ROUTER"); L0=$(cpu_ticks "$LOAD")
-sleep 30
-R1=$(cpu_ticks "$ROUTER"); L1=$(cpu_ticks "$LOAD")
-TICKS=$(getconf CLK_TCK)
-python3 - "$HELD" "$R0" "$R1" "$L0" "$L1" "$TICKS" <<'PY'
-import sys
-n, r0, r1, l0, l1, hz = map(int, sys.argv[1:])
-router, load = (r1 - r0) / hz / 30 * 100, (l1 - l0) / hz / 30 * 100
-print(f"{n} sessions held idle for 30 s: router {router:.1f}% of a core "
-      f"({router * 100_000 / n:.1f}% per 100k), load generator {load:.1f}%")
-PY
+read -r ROUTER_CPU LOAD_CPU < <(cpu_over 30)
+awk -v n="$HELD" -v r="$ROUTER_CPU" -v l="$LOAD_CPU" 'BEGIN {
+  printf "%d sessions held idle for 30 s: router %.1f%% of a core (%.1f%% per 100k), load generator %.1f%%\n",
+    n, r, r * 100000 / n, l }'

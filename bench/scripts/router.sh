@@ -7,6 +7,7 @@
 #   router_metrics PREFIX                         # prints matching /metrics lines
 #   wait_for_sessions N                           # until the router holds N (or stalls 10 s)
 #   cpu_ticks PID                                 # utime + stime, clock ticks
+#   cpu_over SECONDS                              # "router% load%" of a core over SECONDS ($ROUTER, $LOAD)
 
 write_router_config() {
   printf 'bench-secret-bench-secret-bench-secret-0123' > "$WORK/secret"
@@ -49,3 +50,12 @@ wait_for_sessions() {
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+cpu_over() {
+  local r0 l0 r1 l1
+  r0=$(cpu_ticks "$ROUTER"); l0=$(cpu_ticks "$LOAD")
+  sleep "$1"
+  r1=$(cpu_ticks "$ROUTER"); l1=$(cpu_ticks "$LOAD")
+  awk -v r=$((r1 - r0)) -v l=$((l1 - l0)) -v hz="$(getconf CLK_TCK)" -v w="$1" \
+    'BEGIN { printf "%.2f %.2f\n", r / hz / w * 100, l / hz / w * 100 }'
+}

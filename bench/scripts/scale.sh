@@ -47,14 +47,10 @@ peak_rss() { # pid -> KiB, sampled until the pid is gone or the file says stop
 # Once the router counts all N sessions (or the count has stalled for 10 s),
 # prints "router% load%": CPU of each process over IDLE_WINDOW idle seconds.
 idle_cpu() {
-  local r0 l0 r1 l1
   wait_for_sessions "$1"
   sleep 3
-  r0=$(cpu_ticks "$ROUTER"); l0=$(cpu_ticks "$LOAD")
-  sleep "$IDLE_WINDOW"
-  r1=$(cpu_ticks "$ROUTER"); l1=$(cpu_ticks "$LOAD")
-  awk -v r=$((r1 - r0)) -v l=$((l1 - l0)) -v hz="$(getconf CLK_TCK)" -v w="$IDLE_WINDOW" \
-    'BEGIN { printf "%.1f %.1f\n", r / hz / w * 100, l / hz / w * 100 }'
+  # Two numbers, word-split into printf on purpose.
+  printf "%.1f %.1f\n" $(cpu_over "$IDLE_WINDOW")
 }
 
 echo "| sessions | opened | alive | connects/s | router base MiB | router peak MiB | router KiB/session | load peak MiB | load KiB/session | idle CPU router / load (% of a core) |"
