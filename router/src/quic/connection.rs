@@ -1,7 +1,8 @@
-//! The two steps every driver runs for a connection after its inputs
-//! changed: trade events with the endpoint, and send what it has to send.
+//! The steps every driver runs for a connection after its inputs changed:
+//! trade events with the endpoint, acknowledge a lone keep-alive at once,
+//! and send what it has to send.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use quinn_proto::{Connection, ConnectionHandle, Endpoint};
 
@@ -34,5 +35,247 @@ pub fn transmit(
         if !socket.send(&buf[..transmit.size], transmit.destination) {
             return false;
         }
+    }
+}
+
+/// The longest a QUIC endpoint may hold back an acknowledgement: RFC 9000's
+/// default `max_ack_delay`, which quinn-proto uses and advertises.
+const MAX_ACK_DELAY: Duration = Duration::from_millis(25);
+
+/// Acknowledges now, rather than on the delayed-ACK timer, a packet that
+/// brought nothing but a request for an acknowledgement (a keep-alive PING),
+/// so an idle session costs one wake-up per keep-alive instead of two: the
+/// second, 25 ms later, would walk the connection's state again once it has
+/// left the cache. Returns whether it did.
+///
+/// `received_at` is the time the packet was handed to quinn-proto with.
+/// quinn-proto arms its delayed-ACK timer at exactly `received_at` +
+/// [`MAX_ACK_DELAY`]; only when that is the connection's next deadline is it
+/// fired early, so no other timer (a loss-detection deadline above all,
+/// which fired early would declare packets lost that are not) ever is. The
+/// caller leaves out packets that carried stream data or datagrams: their
+/// acknowledgement rides on the reply instead of costing a datagram.
+pub fn ack_keep_alive_now(quic: &mut Connection, received_at: Instant) -> bool {
+    let ack_timer = received_at + MAX_ACK_DELAY;
+    if quic.poll_timeout() != Some(ack_timer) {
+        return false;
+    }
+    quic.handle_timeout(ack_timer);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    //! A client and a server `quinn-proto` connection joined in memory, on
+    //! a clock the test moves: no sockets, no sleeping.
+
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use bytes::BytesMut;
+    use quinn_proto::{
+        ClientConfig, Connection, ConnectionHandle, DatagramEvent, Endpoint, EndpointConfig,
+        ServerConfig,
+    };
+
+    use super::{ack_keep_alive_now, exchange_endpoint_events, MAX_ACK_DELAY};
+
+    const CLIENT_ADDR: &str = "127.0.0.1:40000";
+    const SERVER_ADDR: &str = "127.0.0.1:4433";
+
+    struct Pair {
+        client_endpoint: Endpoint,
+        client: Connection,
+        server_endpoint: Endpoint,
+        server: Option<(ConnectionHandle, Connection)>,
+        now: Instant,
+    }
+
+    fn configs() -> (ServerConfig, ClientConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        let certified = crate::tls::load_or_create_dev_cert(dir.path()).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(certified.chain[0].clone()).unwrap();
+        let server = ServerConfig::with_crypto(crate::tls::server_crypto(certified).unwrap());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![switchboard_proto::ALPN.to_vec()];
+        let tls = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+        (server, ClientConfig::new(Arc::new(tls)))
+    }
+
+    impl Pair {
+        /// Connects and runs the handshake until neither side has anything
+        /// left to send or to time out soon.
+        fn connected() -> Pair {
+            let (server_config, client_config) = configs();
+            let now = Instant::now();
+            let endpoint_config = Arc::new(EndpointConfig::default());
+            let server_endpoint = Endpoint::new(
+                endpoint_config.clone(),
+                Some(Arc::new(server_config)),
+                false,
+                None,
+            );
+            let mut client_endpoint = Endpoint::new(endpoint_config, None, false, None);
+            let (_, client) = client_endpoint
+                .connect(
+                    now,
+                    client_config,
+                    SERVER_ADDR.parse().unwrap(),
+                    "localhost",
+                )
+                .unwrap();
+            let mut pair = Pair {
+                client_endpoint,
+                client,
+                server_endpoint,
+                server: None,
+                now,
+            };
+            for _ in 0..20 {
+                pair.pump();
+                pair.advance(Duration::from_millis(30));
+            }
+            assert!(!pair.client.is_handshaking(), "handshake did not finish");
+            pair
+        }
+
+        fn server(&mut self) -> &mut Connection {
+            &mut self.server.as_mut().expect("server accepted").1
+        }
+
+        /// Moves both ways until neither side sends anything more now.
+        fn pump(&mut self) {
+            loop {
+                let to_server = drain_transmits(&mut self.client, self.now);
+                for datagram in &to_server {
+                    self.deliver_to_server(datagram);
+                }
+                let to_client = match &mut self.server {
+                    Some((_, server)) => drain_transmits(server, self.now),
+                    None => Vec::new(),
+                };
+                for datagram in &to_client {
+                    self.deliver_to_client(datagram);
+                }
+                if to_server.is_empty() && to_client.is_empty() {
+                    return;
+                }
+            }
+        }
+
+        /// Moves the clock and fires whatever came due.
+        fn advance(&mut self, by: Duration) {
+            self.now += by;
+            self.client.handle_timeout(self.now);
+            let now = self.now;
+            if let Some((_, server)) = &mut self.server {
+                server.handle_timeout(now);
+            }
+            self.pump();
+        }
+
+        fn deliver_to_server(&mut self, datagram: &[u8]) {
+            let mut buf = Vec::new();
+            let event = self.server_endpoint.handle(
+                self.now,
+                CLIENT_ADDR.parse::<SocketAddr>().unwrap(),
+                None,
+                None,
+                BytesMut::from(datagram),
+                &mut buf,
+            );
+            match event {
+                Some(DatagramEvent::NewConnection(incoming)) => {
+                    let accepted = self
+                        .server_endpoint
+                        .accept(incoming, self.now, &mut buf, None);
+                    self.server = Some(accepted.expect("server accepts"));
+                }
+                Some(DatagramEvent::ConnectionEvent(_, event)) => {
+                    let (handle, server) = self.server.as_mut().unwrap();
+                    server.handle_event(event);
+                    exchange_endpoint_events(&mut self.server_endpoint, handle.0, server);
+                }
+                Some(DatagramEvent::Response(_)) | None => {}
+            }
+        }
+
+        fn deliver_to_client(&mut self, datagram: &[u8]) {
+            let mut buf = Vec::new();
+            let event = self.client_endpoint.handle(
+                self.now,
+                SERVER_ADDR.parse().unwrap(),
+                None,
+                None,
+                BytesMut::from(datagram),
+                &mut buf,
+            );
+            if let Some(DatagramEvent::ConnectionEvent(handle, event)) = event {
+                self.client.handle_event(event);
+                exchange_endpoint_events(&mut self.client_endpoint, handle.0, &mut self.client);
+            }
+        }
+
+        /// The client sends a keep-alive PING; the server receives it and
+        /// returns its deadline from before the packet.
+        fn keep_alive_reaches_server(&mut self) -> Option<Instant> {
+            let before = self.server().poll_timeout();
+            self.client.ping();
+            let pings = drain_transmits(&mut self.client, self.now);
+            assert_eq!(pings.len(), 1, "a keep-alive is one datagram");
+            self.deliver_to_server(&pings[0]);
+            before
+        }
+    }
+
+    fn drain_transmits(quic: &mut Connection, now: Instant) -> Vec<Vec<u8>> {
+        let mut datagrams = Vec::new();
+        loop {
+            let mut buf = Vec::new();
+            match quic.poll_transmit(now, 1, &mut buf) {
+                Some(transmit) => datagrams.push(buf[..transmit.size].to_vec()),
+                None => return datagrams,
+            }
+        }
+    }
+
+    #[test]
+    fn a_lone_keep_alive_is_acknowledged_in_the_same_turn() {
+        let mut pair = Pair::connected();
+        let now = pair.now;
+
+        // quinn-proto on its own holds the ACK back for the delay timer.
+        pair.keep_alive_reaches_server();
+        assert!(drain_transmits(pair.server(), now).is_empty());
+        assert_eq!(pair.server().poll_timeout(), Some(now + MAX_ACK_DELAY));
+        pair.advance(MAX_ACK_DELAY);
+        pair.advance(Duration::from_millis(100));
+
+        // Fired early, it goes out at once, and the connection's next
+        // deadline is far off again.
+        let now = pair.now;
+        pair.keep_alive_reaches_server();
+        assert!(ack_keep_alive_now(pair.server(), now));
+        assert_eq!(drain_transmits(pair.server(), now).len(), 1);
+        assert!(pair.server().poll_timeout().unwrap() > now + MAX_ACK_DELAY);
+    }
+
+    #[test]
+    fn a_deadline_not_set_by_this_packet_is_left_alone() {
+        let mut pair = Pair::connected();
+        let now = pair.now;
+        pair.keep_alive_reaches_server();
+        // The next deadline is not the ACK timer of a packet received at
+        // this time (it stands for a loss-detection deadline): nothing fires.
+        let other = now - Duration::from_millis(3);
+        assert!(!ack_keep_alive_now(pair.server(), other));
+        assert!(drain_transmits(pair.server(), now).is_empty());
     }
 }

@@ -32,7 +32,9 @@ use super::shard_task::{Credit, SessionInput};
 use super::ServerContext;
 use crate::core::{placement::shard_of, FrameClass, SessionId, ShardInput};
 use crate::metrics;
-use crate::quic::{exchange_endpoint_events, transmit, ConnTable, DatagramSocket, TimerSet};
+use crate::quic::{
+    ack_keep_alive_now, exchange_endpoint_events, transmit, ConnTable, DatagramSocket, TimerSet,
+};
 
 /// Largest UDP datagram we receive.
 const MAX_DATAGRAM: usize = 64 * 1024;
@@ -101,6 +103,8 @@ pub(crate) struct Driver {
     force_close: watch::Receiver<bool>,
     /// Requests in flight per session (credits).
     budget: usize,
+    /// When this turn's datagrams were received, if any were.
+    received_at: Option<Instant>,
 }
 
 impl Driver {
@@ -136,6 +140,7 @@ impl Driver {
             send_buf: Vec::with_capacity(MAX_DATAGRAM),
             force_close,
             budget,
+            received_at: None,
         })
     }
 
@@ -171,12 +176,16 @@ impl Driver {
                 () = self.credit_returned.notified(), if stalled => {}
                 Ok(()) = self.socket.inner().writable(), if send_blocked => self.flush_pending_datagrams(),
                 received = self.socket.inner().recv_from(&mut recv_buf) => {
+                    // One receive time for the batch, which
+                    // `ack_keep_alive_now` finds the ACK timers by.
+                    let now = Instant::now();
+                    self.received_at = Some(now);
                     if let Ok((len, remote)) = received {
-                        self.on_datagram(remote, &recv_buf[..len]);
+                        self.on_datagram(remote, &recv_buf[..len], now);
                     }
                     for _ in 0..BATCH {
                         match self.socket.inner().try_recv_from(&mut recv_buf) {
-                            Ok((len, remote)) => self.on_datagram(remote, &recv_buf[..len]),
+                            Ok((len, remote)) => self.on_datagram(remote, &recv_buf[..len], now),
                             Err(_) => break,
                         }
                     }
@@ -198,6 +207,7 @@ impl Driver {
             for ch in std::mem::take(&mut self.dirty) {
                 self.drive(ch, now);
             }
+            self.received_at = None;
             let turn = turn_started.elapsed();
             if turn > SLOW_TURN {
                 tracing::warn!(
@@ -209,8 +219,7 @@ impl Driver {
         }
     }
 
-    fn on_datagram(&mut self, remote: std::net::SocketAddr, data: &[u8]) {
-        let now = Instant::now();
+    fn on_datagram(&mut self, remote: std::net::SocketAddr, data: &[u8], now: Instant) {
         self.send_buf.clear();
         let event = self.endpoint.handle(
             now,
@@ -465,6 +474,8 @@ impl Driver {
                 _ => {}
             }
         }
+        // Stream data or signals get a reply, which carries the ACK.
+        let brought_data = conn.readable || datagrams;
         if datagrams {
             self.read_datagrams(ch);
         }
@@ -483,6 +494,11 @@ impl Driver {
         let Some(conn) = self.conns.get_mut(ch) else {
             return;
         };
+        if let Some(received_at) = self.received_at.filter(|_| !brought_data) {
+            if matches!(conn.phase, Phase::Open { .. }) {
+                ack_keep_alive_now(&mut conn.quic, received_at);
+            }
+        }
         // Transmit until quinn-proto has nothing more, or the socket's send
         // buffer is full: then the rest waits until it drains.
         let sent_all = transmit(&mut conn.quic, &mut self.socket, &mut self.send_buf, now);
