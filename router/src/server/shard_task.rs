@@ -21,7 +21,8 @@ use crate::core::{Now, Output, Shard, ShardInput};
 const BATCH: usize = 256;
 
 /// An input from a connection task. `credit` (for client frames) gets one
-/// permit back once the shard has handled the frame, which bounds the
+/// permit back once the shard has handled the frame and dispatched its
+/// replies, which bounds the
 /// requests a session has in flight: a client that pipelines requests
 /// waits for credit instead of flooding its own reply queue.
 #[derive(Debug)]
@@ -32,7 +33,7 @@ pub(crate) struct SessionInput {
 
 /// A session's request credits: the shell takes a permit per client frame
 /// it hands to the shard, and the shard task gives it back once the frame is
-/// handled, waking the shell's driver (if it has one) that may be waiting.
+/// handled and its replies dispatched, waking the shell's driver (if it has one) that may be waiting.
 #[derive(Debug, Clone)]
 pub(crate) struct Credit {
     pub(crate) permits: Arc<Semaphore>,
@@ -124,30 +125,48 @@ pub(crate) async fn run_shard(
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let credit = tokio::select! {
             biased;
             Some(input) = inboxes.peers.recv() => handle_session_input(&mut shard, input),
             Some(input) = inboxes.sessions.recv() => handle_session_input(&mut shard, input),
-            () = sleep => shard.handle_timeout(now()),
+            () = sleep => {
+                shard.handle_timeout(now());
+                None
+            }
             else => break,
-        }
+        };
         out.dispatch(&mut shard);
+        give_back(credit);
         // Take what else is already waiting before sleeping again.
         for _ in 0..BATCH {
-            if let Ok(input) = inboxes.peers.try_recv() {
-                handle_session_input(&mut shard, input);
+            let credit = if let Ok(input) = inboxes.peers.try_recv() {
+                handle_session_input(&mut shard, input)
             } else if let Ok(input) = inboxes.sessions.try_recv() {
-                handle_session_input(&mut shard, input);
+                handle_session_input(&mut shard, input)
             } else {
                 break;
-            }
+            };
             out.dispatch(&mut shard);
+            give_back(credit);
         }
     }
 }
 
-fn handle_session_input(shard: &mut Shard, SessionInput { input, credit }: SessionInput) {
+/// Hands `input` to the shard; returns its credit, to be given back once
+/// the replies are dispatched.
+fn handle_session_input(
+    shard: &mut Shard,
+    SessionInput { input, credit }: SessionInput,
+) -> Option<Credit> {
     shard.handle(now(), input);
+    credit
+}
+
+/// Gives a handled frame's credit back. Only after its replies are
+/// dispatched: given back earlier, a driver on another thread could read
+/// and hand over more requests while the replies to the last ones had not
+/// reached it, and then take them all into the session's queue at once.
+fn give_back(credit: Option<Credit>) {
     if let Some(credit) = credit {
         credit.give_back();
     }

@@ -1,5 +1,5 @@
-//! The lean shell: one [`Driver`] task per UDP socket drives `quinn-proto`
-//! directly. Its connections live in one map owned by that task, with one
+//! The lean shell: one [`Driver`] per UDP socket, each on its own thread
+//! ([`DriverThread`]), drives `quinn-proto` directly. Its connections live in one map owned by that task, with one
 //! timer set for all of them: no task, channel or timer per connection, and
 //! only the session stream the protocol needs.
 //!
@@ -35,6 +35,9 @@ use crate::metrics;
 use crate::quic::{
     ack_keep_alive_now, exchange_endpoint_events, transmit, ConnTable, DatagramSocket, TimerSet,
 };
+
+mod thread;
+pub(crate) use thread::DriverThread;
 
 /// Largest UDP datagram we receive.
 const MAX_DATAGRAM: usize = 64 * 1024;
@@ -301,48 +304,7 @@ impl Driver {
                 conn,
                 session,
                 queued,
-            } => {
-                let limit = self.ctx.config.limits.session_queue_frames;
-                let is_message = matches!(queued.class, FrameClass::Message { .. });
-                let Some(c) = self
-                    .conns
-                    .get_mut(conn)
-                    .filter(|c| c.session() == Some(session))
-                else {
-                    if is_message {
-                        metrics::message_dropped("session_gone");
-                    }
-                    return;
-                };
-                if let FrameClass::Ephemeral { .. } = queued.class {
-                    // A signal goes as a datagram when the client takes them:
-                    // the length prefix is dropped, and a newer datagram
-                    // pushes out an older one still queued.
-                    let fits = c
-                        .quic
-                        .datagrams()
-                        .max_size()
-                        .is_some_and(|max| queued.frame.len() - LENGTH_PREFIX_BYTES <= max);
-                    if fits && queued.frame.shared.is_empty() {
-                        let datagram = queued.frame.head.slice(LENGTH_PREFIX_BYTES..);
-                        if c.quic.datagrams().send(datagram, true).is_ok() {
-                            metrics::signal_sent("datagram");
-                            self.dirty.insert(conn);
-                            return;
-                        }
-                    }
-                    metrics::signal_sent("stream");
-                }
-                if c.outbox.push(queued, limit).is_err() {
-                    metrics::slow_consumer("queue_full");
-                    if is_message {
-                        metrics::message_dropped("slow_consumer");
-                    }
-                    self.close_conn(conn, CloseCode::SlowConsumer, "session queue full");
-                    return;
-                }
-                self.dirty.insert(conn);
-            }
+            } => self.on_frame(conn, session, queued),
             DriverCommand::Close {
                 conn,
                 session,
@@ -358,6 +320,67 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Queues a frame from a shard for the session on `conn`, or sends a
+    /// signal as a datagram when the client takes them.
+    fn on_frame(&mut self, conn: usize, session: SessionId, queued: QueuedFrame) {
+        let limit = self.ctx.config.limits.session_queue_frames;
+        let is_message = matches!(queued.class, FrameClass::Message { .. });
+        let Some(c) = self
+            .conns
+            .get_mut(conn)
+            .filter(|c| c.session() == Some(session))
+        else {
+            if is_message {
+                metrics::message_dropped("session_gone");
+            }
+            return;
+        };
+        if let FrameClass::Ephemeral { .. } = queued.class {
+            // A signal goes as a datagram when the client takes them:
+            // the length prefix is dropped, and a newer datagram
+            // pushes out an older one still queued.
+            let fits = c
+                .quic
+                .datagrams()
+                .max_size()
+                .is_some_and(|max| queued.frame.len() - LENGTH_PREFIX_BYTES <= max);
+            if fits && queued.frame.shared.is_empty() {
+                let datagram = queued.frame.head.slice(LENGTH_PREFIX_BYTES..);
+                if c.quic.datagrams().send(datagram, true).is_ok() {
+                    metrics::signal_sent("datagram");
+                    self.dirty.insert(conn);
+                    return;
+                }
+            }
+            metrics::signal_sent("stream");
+        }
+        if c.outbox.len() >= limit {
+            // Full may only mean that replies arrived faster than this
+            // driver's turns write them (the shards run on other threads):
+            // write what the stream takes before judging the client slow.
+            self.flush(conn);
+        }
+        let Some(c) = self
+            .conns
+            .get_mut(conn)
+            .filter(|c| c.session() == Some(session))
+        else {
+            if is_message {
+                metrics::message_dropped("session_gone");
+            }
+            return;
+        };
+        if c.outbox.push(queued, limit).is_err() {
+            metrics::slow_consumer("queue_full");
+            if is_message {
+                metrics::message_dropped("slow_consumer");
+            }
+            self.close_conn(conn, CloseCode::SlowConsumer, "session queue full");
+            return;
+        }
+        self.dirty.insert(conn);
     }
 
     fn on_timers(&mut self) {
