@@ -32,11 +32,11 @@ pub struct Config {
     /// core, so each core owns a partition.
     pub shards: usize,
     /// QUIC endpoints (UDP sockets sharing `listen` with `SO_REUSEPORT`, each
-    /// driven by its own thread with the lean shell). Default 0: one per CPU
-    /// core, so packet I/O is not funnelled through one thread.
+    /// driven by its own task). Default 0: one per CPU core, so packet I/O is
+    /// not funnelled through one task.
     pub endpoints: usize,
     /// Which QUIC shell serves connections: `lean` (default: quinn-proto
-    /// driven by one thread per socket; ~20 KiB per idle session, held 320k
+    /// driven by one task per socket; ~20 KiB per idle session, held 320k
     /// sessions on a 2-core box) or `tasks` (quinn, one task per
     /// connection; ~33 KiB per idle session, kept as the fallback).
     pub shell: ShellKind,

@@ -74,8 +74,8 @@ pub enum ServerError {
 enum Listeners {
     /// quinn endpoints; a task per connection.
     Tasks(Vec<Endpoint>),
-    /// quinn-proto drivers, already running; a thread per socket.
-    Lean(Vec<lean::DriverThread>),
+    /// quinn-proto drivers; a task per socket.
+    Lean(Vec<lean::Driver>),
 }
 
 /// State shared by every connection task.
@@ -229,19 +229,18 @@ impl Server {
                 Listeners::Tasks(endpoints)
             }
             ShellKind::Lean => {
-                let mut drivers = Vec::with_capacity(sockets.len());
-                for (index, socket) in sockets.into_iter().enumerate() {
-                    let driver = lean::DriverThread::start(
-                        index,
-                        socket,
-                        server_config.clone(),
-                        ctx.clone(),
-                        force_close_rx.clone(),
-                    )
-                    .await
-                    .map_err(bind_error)?;
-                    drivers.push(driver);
-                }
+                let drivers = sockets
+                    .into_iter()
+                    .map(|socket| {
+                        lean::Driver::new(
+                            socket,
+                            server_config.clone(),
+                            ctx.clone(),
+                            force_close_rx.clone(),
+                        )
+                        .map_err(bind_error)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
                 Listeners::Lean(drivers)
             }
         };
@@ -414,11 +413,15 @@ async fn run_tasks(
 /// then a GOING_AWAY close for whoever is left, within `shutdown_timeout`.
 async fn run_lean(
     ctx: &Arc<ServerContext>,
-    drivers: Vec<lean::DriverThread>,
+    drivers: Vec<lean::Driver>,
     shutdown: impl Future<Output = ()>,
     draining: &watch::Sender<bool>,
     force_close: &watch::Sender<bool>,
 ) {
+    let mut tasks = JoinSet::new();
+    for driver in drivers {
+        tasks.spawn(driver.run());
+    }
     shutdown.await;
     tracing::info!(
         sessions = ctx.directory.len(),
@@ -435,9 +438,7 @@ async fn run_lean(
     let _ = force_close.send(true);
     // Give the close frames time to leave.
     tokio::time::sleep(timeout.mul_f64(0.2).max(Duration::from_millis(100))).await;
-    for driver in drivers {
-        driver.stop().await;
-    }
+    tasks.abort_all();
 }
 
 /// Binds `config.endpoint_count()` UDP sockets on `config.listen`, sharing

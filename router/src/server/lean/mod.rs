@@ -1,5 +1,5 @@
-//! The lean shell: one [`Driver`] per UDP socket, each on its own thread
-//! ([`DriverThread`]), drives `quinn-proto` directly. Its connections live in one map owned by that task, with one
+//! The lean shell: one [`Driver`] task per UDP socket drives `quinn-proto`
+//! directly. Its connections live in one map owned by that task, with one
 //! timer set for all of them: no task, channel or timer per connection, and
 //! only the session stream the protocol needs.
 //!
@@ -35,9 +35,6 @@ use crate::metrics;
 use crate::quic::{
     ack_keep_alive_now, exchange_endpoint_events, transmit, ConnTable, DatagramSocket, TimerSet,
 };
-
-mod thread;
-pub(crate) use thread::DriverThread;
 
 /// Largest UDP datagram we receive.
 const MAX_DATAGRAM: usize = 64 * 1024;
