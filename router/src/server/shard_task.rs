@@ -22,9 +22,9 @@ const BATCH: usize = 256;
 
 /// An input from a connection task. `credit` (for client frames) gets one
 /// permit back once the shard has handled the frame and dispatched its
-/// replies, which bounds the
-/// requests a session has in flight: a client that pipelines requests
-/// waits for credit instead of flooding its own reply queue.
+/// replies, which bounds the requests a session has in flight: a client
+/// that pipelines requests waits for credit instead of flooding its own
+/// reply queue.
 #[derive(Debug)]
 pub(crate) struct SessionInput {
     pub(crate) input: ShardInput,
@@ -33,7 +33,8 @@ pub(crate) struct SessionInput {
 
 /// A session's request credits: the shell takes a permit per client frame
 /// it hands to the shard, and the shard task gives it back once the frame is
-/// handled and its replies dispatched, waking the shell's driver (if it has one) that may be waiting.
+/// handled and its replies dispatched, waking the shell's driver (if it has
+/// one) that may be waiting.
 #[derive(Debug, Clone)]
 pub(crate) struct Credit {
     pub(crate) permits: Arc<Semaphore>,

@@ -319,19 +319,30 @@ impl Driver {
         }
     }
 
+    /// The connection `conn` if it still carries `session`; a message for
+    /// a session that has gone is counted as dropped.
+    fn conn_of_session(
+        &mut self,
+        conn: usize,
+        session: SessionId,
+        is_message: bool,
+    ) -> Option<&mut Conn> {
+        let found = self
+            .conns
+            .get_mut(conn)
+            .filter(|c| c.session() == Some(session));
+        if found.is_none() && is_message {
+            metrics::message_dropped("session_gone");
+        }
+        found
+    }
+
     /// Queues a frame from a shard for the session on `conn`, or sends a
     /// signal as a datagram when the client takes them.
     fn on_frame(&mut self, conn: usize, session: SessionId, queued: QueuedFrame) {
         let limit = self.ctx.config.limits.session_queue_frames;
         let is_message = matches!(queued.class, FrameClass::Message { .. });
-        let Some(c) = self
-            .conns
-            .get_mut(conn)
-            .filter(|c| c.session() == Some(session))
-        else {
-            if is_message {
-                metrics::message_dropped("session_gone");
-            }
+        let Some(c) = self.conn_of_session(conn, session, is_message) else {
             return;
         };
         if let FrameClass::Ephemeral { .. } = queued.class {
@@ -359,14 +370,7 @@ impl Driver {
             // write what the stream takes before judging the client slow.
             self.flush(conn);
         }
-        let Some(c) = self
-            .conns
-            .get_mut(conn)
-            .filter(|c| c.session() == Some(session))
-        else {
-            if is_message {
-                metrics::message_dropped("session_gone");
-            }
+        let Some(c) = self.conn_of_session(conn, session, is_message) else {
             return;
         };
         if c.outbox.push(queued, limit).is_err() {
