@@ -107,6 +107,7 @@ fn serve(file: Option<PathBuf>, flags: FlagOverrides) -> anyhow::Result<()> {
     let config = load(file.as_deref(), &flags)?;
     init_logging(config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_thread_count())
         .enable_all()
         .build()?;
     runtime.block_on(async move {
