@@ -24,6 +24,11 @@ use switchboard_loadtest::scenario::{chat, connect, nats_chat, presence, rooms};
 struct Cli {
     #[command(subcommand)]
     scenario: Scenario,
+    /// Async runtime threads; 0 = one per core. On a box shared with the
+    /// router, giving each process its own cores (e.g. 1 and 1 on 2 cores)
+    /// spares both the cost of preempting each other's threads.
+    #[arg(long, global = true, default_value_t = 0)]
+    threads: usize,
 }
 
 #[derive(Subcommand)]
@@ -238,10 +243,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if cli.threads > 0 {
+        builder.worker_threads(cli.threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: {error}");
