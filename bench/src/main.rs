@@ -84,6 +84,26 @@ struct Cli {
     /// Port for the baseline nats-server.
     #[arg(long, default_value_t = 14222)]
     nats_port: u16,
+    /// Runtime threads for the router (`worker_threads`) and for
+    /// switchboard-load (`--threads`). They share the machine, so by
+    /// default each gets half its cores (at least one) rather than both
+    /// preempting each other on all of them. nats-server keeps Go's default
+    /// `GOMAXPROCS`: held to one thread, its p99 at 10,000 msgs/s doubled
+    /// here (72-73 ms against 35 ms), and the baseline should run as it
+    /// runs best.
+    #[arg(long, default_value_t = 0)]
+    threads_each: usize,
+}
+
+impl Cli {
+    /// `--threads-each`, or half the cores (at least one) when 0.
+    fn threads_each(&self) -> usize {
+        if self.threads_each > 0 {
+            return self.threads_each;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / 2).max(1)
+    }
 }
 
 /// The server a step drives: its process (for /proc sampling) and the
@@ -121,6 +141,9 @@ struct Step {
 struct BenchReport {
     date: String,
     machine: String,
+    /// Runtime threads the router and the load generator each ran (see
+    /// `--threads-each`).
+    threads_each: usize,
     router_config: String,
     steps: Vec<Step>,
     summary: Summary,
@@ -182,10 +205,11 @@ fn start_router(cli: &Cli, dir: &Path) -> anyhow::Result<(Router, String)> {
     let secret = dir.join("secret");
     std::fs::write(&secret, "bench-secret-bench-secret-bench-secret-0123")?;
     let config = format!(
-        "listen = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:0\"\nshell = \"{}\"\nshards = {}\ndev_dir = \"{}\"\nheartbeat_interval = \"30s\"\n[auth]\nsecret_file = \"{}\"\n",
+        "listen = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:0\"\nshell = \"{}\"\nshards = {}\nworker_threads = {}\ndev_dir = \"{}\"\nheartbeat_interval = \"30s\"\n[auth]\nsecret_file = \"{}\"\n",
         cli.port,
         cli.shell,
         cli.shards,
+        cli.threads_each(),
         dir.join("dev").display(),
         secret.display()
     );
@@ -234,9 +258,11 @@ fn run_load(
 ) -> anyhow::Result<Step> {
     let json = dir.join(format!("{name}.json"));
     let mut command = Command::new(cli.bin_dir.join("switchboard-load"));
+    let threads = cli.threads_each().to_string();
     command
         .args(args)
         .args(&target.args)
+        .args(["--threads", &threads])
         .arg("--quiet")
         .arg("--json")
         .arg(&json);
@@ -244,7 +270,7 @@ fn run_load(
         command.arg("--user-prefix").arg(format!("{name}-"));
     }
     let shown = format!(
-        "switchboard-load {} {} --quiet",
+        "switchboard-load {} {} --threads {threads} --quiet",
         args.join(" "),
         target.shown
     );
@@ -654,6 +680,7 @@ fn main() -> anyhow::Result<()> {
     let report = BenchReport {
         date: date.clone(),
         machine,
+        threads_each: cli.threads_each(),
         router_config,
         steps,
         summary,
@@ -768,8 +795,8 @@ fn machine_description() -> String {
 fn markdown(report: &BenchReport, stem: &Path) -> String {
     let s = &report.summary;
     let mut out = format!(
-        "# Switchboard benchmark, {}\n\nMachine: {}. Router and load generator on the same machine, loopback; every session keeps alive every {KEEP_ALIVE}.\n\n",
-        report.date, report.machine
+        "# Switchboard benchmark, {}\n\nMachine: {}. Router and load generator on the same machine, loopback; every session keeps alive every {KEEP_ALIVE}. The router and switchboard-load run {} runtime threads each (`worker_threads`, `--threads`); nats-server runs with Go's default `GOMAXPROCS`.\n\n",
+        report.date, report.machine, report.threads_each
     );
     out.push_str("| figure | value |\n|---|---|\n");
     out.push_str(&format!(
