@@ -2,7 +2,9 @@
 # Router idle CPU at N held sessions: start a release router, open N sessions
 # with switchboard-load (connect scenario, 30 s keep-alive as in the issue's
 # target), wait until the router counts them all, then read the router's and
-# the load generator's CPU time from /proc over 30 s of idling.
+# the load generator's CPU time from /proc over 30 s of idling. Like
+# switchboard-bench, it gives each process half the cores as runtime threads
+# (THREADS=N to choose; THREADS=0 is one per core each).
 #
 #   cargo build --release
 #   bench/scripts/idle_cpu.sh 100000
@@ -10,15 +12,17 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=target/release
 N=${1:-100000}
+HALF=$(( $(nproc) / 2 ))
+THREADS=${THREADS:-$(( HALF > 0 ? HALF : 1 ))}
 KEEP_ALIVE=${KEEP_ALIVE:-30s}
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 source bench/scripts/router.sh
-write_router_config 24435
+write_router_config 24435 "worker_threads = $THREADS"
 start_router
 "$BIN/switchboard-load" connect --server 127.0.0.1:24435 --cert-sha256 "$FP" \
     --secret-file "$WORK/secret" --sessions "$N" --connect-rate 3000 \
-    --hold 600s --keep-alive "$KEEP_ALIVE" --quiet > "$WORK/load.out" 2>&1 &
+    --hold 600s --keep-alive "$KEEP_ALIVE" --threads "$THREADS" --quiet > "$WORK/load.out" 2>&1 &
 LOAD=$!
 wait_for_sessions "$N"
 sleep 5
