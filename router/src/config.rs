@@ -586,30 +586,17 @@ impl Config {
     /// The number of runtime threads: `worker_threads`, or one per core
     /// when 0.
     pub fn worker_thread_count(&self) -> usize {
-        if self.worker_threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            self.worker_threads
-        }
+        one_per_core_when_zero(self.worker_threads)
     }
 
     /// The number of shards to run: `shards`, or one per core when 0.
     pub fn shard_count(&self) -> u32 {
-        let n = if self.shards == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            self.shards
-        };
-        n as u32
+        one_per_core_when_zero(self.shards) as u32
     }
 
     /// The number of QUIC endpoints to run: `endpoints`, or one per core.
     pub fn endpoint_count(&self) -> usize {
-        if self.endpoints == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            self.endpoints
-        }
+        one_per_core_when_zero(self.endpoints)
     }
 
     /// The slice of this configuration the sans-IO core enforces, for a
@@ -635,6 +622,16 @@ impl Config {
             max_room_members: self.limits.max_room_members,
             inbox_epoch,
         }
+    }
+}
+
+/// `count`, or the machine's core count when it is 0 (the default of every
+/// per-core setting).
+fn one_per_core_when_zero(count: usize) -> usize {
+    if count == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        count
     }
 }
 
