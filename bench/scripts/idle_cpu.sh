@@ -4,7 +4,8 @@
 # target), wait until the router counts them all, then read the router's and
 # the load generator's CPU time from /proc over 30 s of idling. Like
 # switchboard-bench, it gives each process half the cores as runtime threads
-# (THREADS=N to choose; THREADS=0 is one per core each).
+# (THREADS=N to choose; THREADS=0 is one per core each). It also prints both
+# processes' RSS at the end, fixed costs included.
 #
 #   cargo build --release
 #   bench/scripts/idle_cpu.sh 100000
@@ -28,6 +29,10 @@ wait_for_sessions "$N"
 sleep 5
 HELD=$(router_sessions)
 read -r ROUTER_CPU LOAD_CPU < <(cpu_over 30)
-awk -v n="$HELD" -v r="$ROUTER_CPU" -v l="$LOAD_CPU" 'BEGIN {
+ROUTER_RSS=$(awk '/VmRSS/ {print $2}' "/proc/$ROUTER/status")
+LOAD_RSS=$(awk '/VmRSS/ {print $2}' "/proc/$LOAD/status")
+awk -v n="$HELD" -v r="$ROUTER_CPU" -v l="$LOAD_CPU" -v rr="$ROUTER_RSS" -v lr="$LOAD_RSS" 'BEGIN {
   printf "%d sessions held idle for 30 s: router %.1f%% of a core (%.1f%% per 100k), load generator %.1f%%\n",
-    n, r, r * 100000 / n, l }'
+    n, r, r * 100000 / n, l
+  printf "RSS: router %.0f MiB (%.1f KiB/session), load generator %.0f MiB (%.1f KiB/session)\n",
+    rr / 1024, rr / n, lr / 1024, lr / n }'

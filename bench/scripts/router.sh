@@ -25,7 +25,12 @@ TOML
 start_router() {
   SWITCHBOARD_LOG=warn "$BIN/switchboard" serve --config "$WORK/router.toml" > "$WORK/router.out" 2>&1 &
   ROUTER=$!
-  until grep -q "switchboard listening" "$WORK/router.out" 2>/dev/null; do sleep 0.2; done
+  until grep -q "switchboard listening" "$WORK/router.out" 2>/dev/null; do
+    if ! kill -0 "$ROUTER" 2>/dev/null; then
+      echo "the router exited before listening:" >&2; cat "$WORK/router.out" >&2; return 1
+    fi
+    sleep 0.2
+  done
   FP=$(sed -n 's/^certificate SHA-256 fingerprint: //p' "$WORK/router.out")
   ADMIN=$(sed -n 's/.*admin=\(http[^ ]*\).*/\1/p' "$WORK/router.out")
 }

@@ -237,6 +237,9 @@ impl Common {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Holding hundreds of thousands of sessions, the load generator gains
+    // from a huge-page heap as the router does; this may restart the image.
+    let heap = switchboard_router::huge_pages::use_huge_page_heap();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
@@ -244,6 +247,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    tracing::debug!(?heap, "heap pages");
     let mut builder = match cli.threads {
         1 => tokio::runtime::Builder::new_current_thread(),
         0 => tokio::runtime::Builder::new_multi_thread(),

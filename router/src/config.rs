@@ -51,6 +51,12 @@ pub struct Config {
     /// 4 MiB, so bursts of handshakes are not dropped (the kernel caps it at
     /// `net.core.rmem_max` / `wmem_max`).
     pub udp_buffer_bytes: usize,
+    /// Back the heap with transparent huge pages (Linux with glibc): the
+    /// router restarts itself once at start with `GLIBC_TUNABLES` set
+    /// (`huge_pages` module). Default true: with one runtime thread a chat
+    /// message cost ~6% less CPU, at the same RSS. Set false where the
+    /// kernel's huge-page compaction stalls matter more.
+    pub heap_huge_pages: bool,
     /// Where the dev certificate and dev token secret live when no
     /// production files are configured. Default
     /// `$XDG_STATE_HOME/switchboard/dev` (or `~/.local/state/switchboard/dev`),
@@ -271,6 +277,7 @@ impl Default for Config {
             worker_threads: 0,
             shell: ShellKind::Lean,
             udp_buffer_bytes: 4 * 1024 * 1024,
+            heap_huge_pages: true,
             dev_dir: default_dev_dir(),
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
@@ -365,6 +372,7 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "worker_threads",
     "shell",
     "udp_buffer_bytes",
+    "heap_huge_pages",
     "dev_dir",
     "tls",
     "auth",

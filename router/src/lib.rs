@@ -15,6 +15,7 @@
 //! - [`config`]: the one typed [`config::Config`] and its layering.
 //! - [`tls`] and [`dev`]: certificates, and the embedded dev defaults.
 //! - [`metrics`]: every metric name, in one place.
+//! - [`huge_pages`]: the heap on transparent huge pages (a restart at start).
 //! - `admin`: the admin HTTP listener (`/metrics`, `/livez`, `/readyz`).
 #![forbid(unsafe_code)]
 
@@ -23,6 +24,7 @@ pub mod auth;
 pub mod config;
 pub mod core;
 pub mod dev;
+pub mod huge_pages;
 pub mod metrics;
 pub mod quic;
 pub mod server;

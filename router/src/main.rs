@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use switchboard_router::config::{Config, FlagOverrides, LogFormat};
 use switchboard_router::dev::SecretSource;
+use switchboard_router::huge_pages::{self, HeapPages};
 use switchboard_router::server::{shutdown_signal, Server};
 
 #[derive(Parser)]
@@ -121,7 +122,17 @@ fn build_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
 
 fn serve(file: Option<PathBuf>, flags: FlagOverrides) -> anyhow::Result<()> {
     let config = load(file.as_deref(), &flags)?;
+    // Before any thread starts: this may restart the process image.
+    let heap = if config.heap_huge_pages {
+        huge_pages::use_huge_page_heap()
+    } else {
+        HeapPages::Regular("heap_huge_pages = false".into())
+    };
     init_logging(config.log_format);
+    match heap {
+        HeapPages::Huge => tracing::info!("heap on transparent huge pages"),
+        HeapPages::Regular(why) => tracing::info!(%why, "heap on regular pages"),
+    }
     let runtime = build_runtime(config.worker_thread_count())?;
     runtime.block_on(async move {
         let metrics = switchboard_router::metrics::install_prometheus()?;

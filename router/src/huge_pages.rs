@@ -1,0 +1,130 @@
+//! Transparent huge pages for the heap.
+//!
+//! Every chat message and keep-alive visits a connection's state at random
+//! in a heap of hundreds of megabytes: on 4 KiB pages nearly each visit also
+//! misses the TLB. glibc's malloc asks the kernel for transparent huge pages
+//! on the memory it maps (`madvise`) when the `glibc.malloc.hugetlb=1`
+//! tunable is set. It pays where one thread does the allocating (a
+//! one-thread runtime, as `switchboard-bench` runs both processes): then the
+//! main arena holds nearly the whole heap (~210 MB of huge pages at 10k chat
+//! sessions) and chat cost the router ~6% and the load generator ~8% less
+//! CPU per message (`bench/README.md`, "Huge pages"). With a multi-threaded
+//! runtime most of the heap is in per-thread arenas that stay on 4 KiB
+//! pages, and the gain is lost in the noise.
+//!
+//! glibc reads tunables only when a process starts, so
+//! [`use_huge_page_heap`] starts the program image once more (same PID,
+//! same arguments) with the tunable added to `GLIBC_TUNABLES`. Any value
+//! already set for the tunable is left alone: `glibc.malloc.hugetlb=0`
+//! keeps 4 KiB pages.
+
+use std::ffi::OsString;
+
+/// The glibc tunable that backs malloc's memory with transparent huge pages.
+pub const GLIBC_TUNABLE: &str = "glibc.malloc.hugetlb";
+
+/// Set in the environment of the restarted image, so a restart happens at
+/// most once even where the loader drops `GLIBC_TUNABLES`.
+const RESTARTED_MARKER: &str = "SWITCHBOARD_HUGE_PAGE_HEAP";
+
+/// Where the heap's pages stand after [`use_huge_page_heap`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeapPages {
+    /// The tunable is set: glibc asks for huge pages.
+    Huge,
+    /// Regular pages, and why.
+    Regular(String),
+}
+
+/// Restarts the process with the huge-page tunable when it is not set yet
+/// (it does not return then); otherwise reports how the heap is paged. Call
+/// it first thing in `main`, before any thread starts.
+pub fn use_huge_page_heap() -> HeapPages {
+    let tunables = std::env::var_os("GLIBC_TUNABLES").unwrap_or_default();
+    match tunable_value(&tunables.to_string_lossy()) {
+        Some("0") => return HeapPages::Regular(format!("GLIBC_TUNABLES sets {GLIBC_TUNABLE}=0")),
+        Some(_) => return HeapPages::Huge,
+        None => {}
+    }
+    if std::env::var_os(RESTARTED_MARKER).is_some() {
+        return HeapPages::Regular("GLIBC_TUNABLES was dropped at restart".into());
+    }
+    restart_with(with_tunable(tunables))
+}
+
+/// The value `GLIBC_TUNABLES` (colon-separated `name=value` pairs) gives
+/// the huge-page tunable, if any.
+fn tunable_value(tunables: &str) -> Option<&str> {
+    tunables
+        .split(':')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(name, _)| *name == GLIBC_TUNABLE)
+        .map(|(_, value)| value)
+}
+
+/// `GLIBC_TUNABLES` with the huge-page tunable appended.
+fn with_tunable(tunables: OsString) -> OsString {
+    let mut value = tunables;
+    if !value.is_empty() {
+        value.push(":");
+    }
+    value.push(format!("{GLIBC_TUNABLE}=1"));
+    value
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn restart_with(tunables: OsString) -> HeapPages {
+    use std::os::unix::process::CommandExt;
+
+    let mode =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    if mode.contains("[never]") {
+        return HeapPages::Regular("transparent huge pages are off in this kernel".into());
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(error) => return HeapPages::Regular(format!("no path to this program: {error}")),
+    };
+    let mut args = std::env::args_os();
+    let mut command = std::process::Command::new(exe);
+    if let Some(arg0) = args.next() {
+        command.arg0(arg0);
+    }
+    let error = command
+        .args(args)
+        .env("GLIBC_TUNABLES", tunables)
+        .env(RESTARTED_MARKER, "1")
+        .exec();
+    HeapPages::Regular(format!("restarting with huge pages failed: {error}"))
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn restart_with(_tunables: OsString) -> HeapPages {
+    HeapPages::Regular("huge-page heap needs Linux with glibc".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tunable_is_appended_to_those_already_set() {
+        assert_eq!(with_tunable(OsString::new()), "glibc.malloc.hugetlb=1");
+        assert_eq!(
+            with_tunable("glibc.malloc.arena_max=2".into()),
+            "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+        );
+    }
+
+    #[test]
+    fn a_value_already_set_is_found_among_other_tunables() {
+        assert_eq!(tunable_value(""), None);
+        assert_eq!(tunable_value("glibc.malloc.arena_max=2"), None);
+        assert_eq!(tunable_value("glibc.malloc.hugetlb=0"), Some("0"));
+        assert_eq!(
+            tunable_value("glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"),
+            Some("1")
+        );
+        assert_eq!(tunable_value("glibc.malloc.hugetlbx=1"), None);
+    }
+}
