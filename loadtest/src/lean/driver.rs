@@ -238,11 +238,6 @@ impl ClientDriver {
             for handle in std::mem::take(&mut self.dirty) {
                 self.drive(handle, now);
             }
-            // Let the other drivers on this thread take their turn: with a
-            // busy socket every `select!` above is ready at once, and one
-            // driver would otherwise run many turns while the others'
-            // sockets fill.
-            tokio::task::yield_now().await;
         }
     }
 

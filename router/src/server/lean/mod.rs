@@ -216,13 +216,6 @@ impl Driver {
                     "lean driver turn was slow; timers and handshakes ran late"
                 );
             }
-            // Let the shards (and other drivers) on this thread run before
-            // the next turn. With a busy socket every `select!` above is
-            // ready at once, so without this a driver ran up to tokio's
-            // coop budget of turns (thousands of datagrams) before the
-            // shards saw the frames of the first: replies came in waves,
-            // and both ends' socket queues swung by megabytes.
-            tokio::task::yield_now().await;
         }
     }
 
