@@ -26,8 +26,7 @@ struct Cli {
     scenario: Scenario,
     /// Async runtime threads; 0 = one per core. On a box shared with the
     /// router, giving each process its own cores (e.g. 1 and 1 on 2 cores)
-    /// spares both the cost of preempting each other's threads. One thread
-    /// runs tokio's current-thread scheduler, which is cheaper still.
+    /// spares both the cost of preempting each other's threads.
     #[arg(long, global = true, default_value_t = 0)]
     threads: usize,
 }
@@ -237,9 +236,6 @@ impl Common {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Holding hundreds of thousands of sessions, the load generator gains
-    // from a huge-page heap as the router does; this may restart the image.
-    let heap = switchboard_router::huge_pages::use_huge_page_heap();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
@@ -247,16 +243,15 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    tracing::debug!(?heap, "heap pages");
-    let mut builder = match cli.threads {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        0 => tokio::runtime::Builder::new_multi_thread(),
-        threads => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(threads);
-            builder
-        }
-    };
+    // Always the multi-threaded scheduler, even for one worker: the
+    // scenario's own task then runs on the main thread beside the drivers.
+    // A current-thread runtime saved ~5-8% of the CPU per chat message but
+    // put stalls of ~100 ms into the tail with 100k sessions (bench/README.md,
+    // "One thread is a current-thread runtime").
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if cli.threads > 0 {
+        builder.worker_threads(cli.threads);
+    }
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

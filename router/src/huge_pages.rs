@@ -4,11 +4,11 @@
 //! in a heap of hundreds of megabytes: on 4 KiB pages nearly each visit also
 //! misses the TLB. glibc's malloc asks the kernel for transparent huge pages
 //! on the memory it maps (`madvise`) when the `glibc.malloc.hugetlb=1`
-//! tunable is set. It pays where one thread does the allocating (a
-//! one-thread runtime, as `switchboard-bench` runs both processes): then the
-//! main arena holds nearly the whole heap (~210 MB of huge pages at 10k chat
-//! sessions) and chat cost the router ~6% and the load generator ~8% less
-//! CPU per message (`bench/README.md`, "Huge pages"). With a multi-threaded
+//! tunable is set. It pays where the thread that calls `block_on` does the
+//! allocating (the router's current-thread runtime, as `switchboard-bench`
+//! runs it): then the main arena holds nearly the whole heap (~210 MB of
+//! huge pages at 10k chat sessions) and a chat message cost the router ~6%
+//! less CPU (`bench/README.md`, "Huge pages"). With a multi-threaded
 //! runtime most of the heap is in per-thread arenas that stay on 4 KiB
 //! pages, and the gain is lost in the noise.
 //!

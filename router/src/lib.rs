@@ -16,6 +16,7 @@
 //! - [`tls`] and [`dev`]: certificates, and the embedded dev defaults.
 //! - [`metrics`]: every metric name, in one place.
 //! - [`huge_pages`]: the heap on transparent huge pages (a restart at start).
+//! - [`runtime`]: the router's tokio runtime, by thread count.
 //! - `admin`: the admin HTTP listener (`/metrics`, `/livez`, `/readyz`).
 #![forbid(unsafe_code)]
 
@@ -27,5 +28,6 @@ pub mod dev;
 pub mod huge_pages;
 pub mod metrics;
 pub mod quic;
+pub mod runtime;
 pub mod server;
 pub mod tls;

@@ -104,22 +104,6 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// The async runtime for `threads` worker threads. One thread gets tokio's
-/// current-thread scheduler: every task then runs on the thread that wakes
-/// it, which spared ~6% of the router's CPU per chat message against a
-/// one-worker multi-threaded runtime (bench/README.md, "Runtime threads").
-fn build_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    match threads {
-        1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        threads => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build(),
-    }
-}
-
 fn serve(file: Option<PathBuf>, flags: FlagOverrides) -> anyhow::Result<()> {
     let config = load(file.as_deref(), &flags)?;
     // Before any thread starts: this may restart the process image.
@@ -133,7 +117,7 @@ fn serve(file: Option<PathBuf>, flags: FlagOverrides) -> anyhow::Result<()> {
         HeapPages::Huge => tracing::info!("heap on transparent huge pages"),
         HeapPages::Regular(why) => tracing::info!(%why, "heap on regular pages"),
     }
-    let runtime = build_runtime(config.worker_thread_count())?;
+    let runtime = switchboard_router::runtime::build(config.worker_thread_count())?;
     runtime.block_on(async move {
         let metrics = switchboard_router::metrics::install_prometheus()?;
         let dev_dir = config.dev_dir.clone();
