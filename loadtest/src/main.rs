@@ -245,7 +245,7 @@ fn main() -> ExitCode {
         .init();
     // Always the multi-threaded scheduler, even for one worker: the
     // scenario's own task then runs on the main thread beside the drivers.
-    // A current-thread runtime saved ~5-8% of the CPU per chat message but
+    // A current-thread runtime saved ~4-5% of the CPU per chat message but
     // put stalls of ~100 ms into the tail with 100k sessions (bench/README.md,
     // "One thread is a current-thread runtime").
     let mut builder = tokio::runtime::Builder::new_multi_thread();
