@@ -4,7 +4,8 @@
 //! then runs on the thread that calls `block_on`, with no work-stealing
 //! bookkeeping and no atomic cross-thread wake-ups, which spared ~6% of the
 //! router's CPU per chat message against a one-worker multi-threaded
-//! runtime (`bench/README.md`, "One thread is a current-thread runtime").
+//! runtime (`bench/README.md`, "One thread is a current-thread runtime, for
+//! the router").
 
 use tokio::runtime::{Builder, Runtime};
 
