@@ -248,11 +248,7 @@ fn main() -> ExitCode {
     // A current-thread runtime saved ~4-5% of the CPU per chat message but
     // put stalls of ~100 ms into the tail with 100k sessions (bench/README.md,
     // "One thread is a current-thread runtime, for the router").
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if cli.threads > 0 {
-        builder.worker_threads(cli.threads);
-    }
-    let runtime = match builder.enable_all().build() {
+    let runtime = match switchboard_router::runtime::multi_thread(cli.threads) {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: {error}");

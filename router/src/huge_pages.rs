@@ -21,7 +21,7 @@
 use std::ffi::OsString;
 
 /// The glibc tunable that backs malloc's memory with transparent huge pages.
-pub const GLIBC_TUNABLE: &str = "glibc.malloc.hugetlb";
+const GLIBC_TUNABLE: &str = "glibc.malloc.hugetlb";
 
 /// Set in the environment of the restarted image, so a restart happens at
 /// most once even where the loader drops `GLIBC_TUNABLES`.

@@ -16,7 +16,7 @@
 //! - [`tls`] and [`dev`]: certificates, and the embedded dev defaults.
 //! - [`metrics`]: every metric name, in one place.
 //! - [`huge_pages`]: the heap on transparent huge pages (a restart at start).
-//! - [`runtime`]: the router's tokio runtime, by thread count.
+//! - [`runtime`]: the router's and the load generator's tokio runtimes.
 //! - `admin`: the admin HTTP listener (`/metrics`, `/livez`, `/readyz`).
 #![forbid(unsafe_code)]
 

@@ -1,26 +1,32 @@
-//! The tokio runtime the router runs on, sized by a thread count.
+//! The tokio runtimes the router and the load generator run on, sized by a
+//! thread count.
 //!
-//! Exactly one thread gets tokio's current-thread scheduler: every task
-//! then runs on the thread that calls `block_on`, with no work-stealing
-//! bookkeeping and no atomic cross-thread wake-ups, which spared ~6% of the
-//! router's CPU per chat message against a one-worker multi-threaded
-//! runtime (`bench/README.md`, "One thread is a current-thread runtime, for
-//! the router").
+//! For the router, exactly one thread gets tokio's current-thread
+//! scheduler ([`build`]): every task then runs on the thread that calls
+//! `block_on`, with no work-stealing bookkeeping and no atomic cross-thread
+//! wake-ups, which spared ~6% of the router's CPU per chat message against
+//! a one-worker multi-threaded runtime (`bench/README.md`, "One thread is a
+//! current-thread runtime, for the router"). The load generator always
+//! takes the multi-threaded scheduler ([`multi_thread`]), so its scenario
+//! task keeps the `block_on` thread to itself.
 
 use tokio::runtime::{Builder, Runtime};
 
-/// A runtime with `threads` worker threads: 0 is one per core (tokio's
-/// default), 1 the current-thread scheduler.
+/// The router's runtime with `threads` worker threads: 0 is one per core,
+/// 1 the current-thread scheduler.
 pub fn build(threads: usize) -> std::io::Result<Runtime> {
-    let mut builder = match threads {
-        1 => Builder::new_current_thread(),
-        0 => Builder::new_multi_thread(),
-        threads => {
-            let mut builder = Builder::new_multi_thread();
-            builder.worker_threads(threads);
-            builder
-        }
-    };
+    match threads {
+        1 => Builder::new_current_thread().enable_all().build(),
+        threads => multi_thread(threads),
+    }
+}
+
+/// A multi-threaded runtime with `threads` workers, one per core when 0.
+pub fn multi_thread(threads: usize) -> std::io::Result<Runtime> {
+    let mut builder = Builder::new_multi_thread();
+    if threads > 0 {
+        builder.worker_threads(threads);
+    }
     builder.enable_all().build()
 }
 
@@ -37,5 +43,11 @@ mod tests {
         assert_eq!(flavor(0), RuntimeFlavor::MultiThread);
         let workers = build(3).unwrap().metrics().num_workers();
         assert_eq!(workers, 3);
+        let one_worker = super::multi_thread(1).unwrap();
+        assert_eq!(
+            one_worker.handle().runtime_flavor(),
+            RuntimeFlavor::MultiThread
+        );
+        assert_eq!(one_worker.metrics().num_workers(), 1);
     }
 }
