@@ -109,20 +109,31 @@ mod tests {
         (server, ClientConfig::new(Arc::new(tls)))
     }
 
+    fn seeded_endpoint_config(seed: u8) -> EndpointConfig {
+        let mut config = EndpointConfig::default();
+        config.rng_seed(Some([seed; 32]));
+        config
+    }
+
     impl Pair {
         /// Connects and runs the handshake until neither side has anything
         /// left to send or to time out soon.
         fn connected() -> Pair {
             let (server_config, client_config) = configs();
             let now = Instant::now();
-            let endpoint_config = Arc::new(EndpointConfig::default());
+            // quinn-proto skips a packet number now and then, at random,
+            // against optimistic-ACK attacks, and the receiver of a packet
+            // after such a gap acknowledges at once. Seeded endpoints skip
+            // the same numbers every run, so the keep-alive under test never
+            // lands on a gap by chance (unseeded, ~1.5% of runs did).
             let server_endpoint = Endpoint::new(
-                endpoint_config.clone(),
+                Arc::new(seeded_endpoint_config(1)),
                 Some(Arc::new(server_config)),
                 false,
                 None,
             );
-            let mut client_endpoint = Endpoint::new(endpoint_config, None, false, None);
+            let mut client_endpoint =
+                Endpoint::new(Arc::new(seeded_endpoint_config(2)), None, false, None);
             let (_, client) = client_endpoint
                 .connect(
                     now,
