@@ -1,6 +1,6 @@
 //! [`ClientDriver`]: one task per UDP socket drives every load-test session
 //! on it through `quinn-proto` directly: the sessions live in a
-//! [`ConnTable`], their deadlines in one [`TimerSet`]; there is no task,
+//! [`ConnTable`], their deadlines in one [`TimerWheel`]; there is no task,
 //! channel or timer per session. Commands come in on one channel per driver;
 //! what the server sends goes to the fleet's shared state synchronously.
 //!
@@ -28,7 +28,7 @@ use switchboard_proto::v1::{
     client_frame, server_frame::Body, Ack, ClientFrame, InboxOpened, Resume, ServerFrame,
 };
 use switchboard_router::quic::{
-    exchange_endpoint_events, transmit, ConnTable, DatagramSocket, TimerSet,
+    exchange_endpoint_events, transmit, ConnTable, DatagramSocket, TimerWheel, WakeTimer,
 };
 use tokio::sync::mpsc;
 
@@ -93,7 +93,6 @@ struct Session {
     outbox: VecDeque<Bytes>,
     started: Instant,
     phase: Phase,
-    timer: Option<Instant>,
     /// The stream may hold unread bytes (quinn-proto said Readable); a read
     /// that finds it empty clears it.
     readable: bool,
@@ -153,7 +152,7 @@ pub(super) struct ClientDriver {
     socket: DatagramSocket,
     sessions: ConnTable<Session>,
     by_index: HashMap<u32, usize>,
-    timers: TimerSet,
+    timers: TimerWheel,
     commands: mpsc::UnboundedReceiver<Command>,
     dirty: HashSet<usize>,
     blocked_on_send: HashSet<usize>,
@@ -181,7 +180,7 @@ impl ClientDriver {
             socket: DatagramSocket::new(socket)?,
             sessions: ConnTable::default(),
             by_index: HashMap::new(),
-            timers: TimerSet::default(),
+            timers: TimerWheel::default(),
             commands,
             dirty: HashSet::new(),
             blocked_on_send: HashSet::new(),
@@ -193,19 +192,14 @@ impl ClientDriver {
     /// Runs until the command channel closes and every session is drained.
     pub(super) async fn run(mut self) {
         let mut recv_buf = vec![0u8; MAX_DATAGRAM];
+        let mut wake = WakeTimer::default();
         let mut commands_open = true;
         while commands_open || !self.sessions.is_empty() {
-            let next_timer = self.timers.next();
-            let timer = async {
-                match next_timer {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
+            wake.arm(self.timers.next());
             let send_blocked = self.socket.has_pending();
             tokio::select! {
                 biased;
-                () = timer => {}
+                () = wake.fired() => {}
                 command = self.commands.recv(), if commands_open => match command {
                     Some(command) => self.on_command(command),
                     None => commands_open = false,
@@ -327,7 +321,6 @@ impl ClientDriver {
                     outbox: VecDeque::from([hello]),
                     started: now,
                     phase: Phase::Opening,
-                    timer: None,
                     readable: false,
                     last_seq: 0,
                     acked: 0,
@@ -372,12 +365,8 @@ impl ClientDriver {
 
     fn on_timers(&mut self) {
         let now = Instant::now();
-        while let Some((at, handle)) = self.timers.pop_due(now) {
-            let Some(session) = self.sessions.get_mut(handle) else {
-                continue;
-            };
-            if session.timer == Some(at) {
-                session.timer = None;
+        while let Some(handle) = self.timers.pop_due(now) {
+            if let Some(session) = self.sessions.get_mut(handle) {
                 session.quic.handle_timeout(now);
                 self.dirty.insert(handle);
             }
@@ -426,7 +415,7 @@ impl ClientDriver {
         }
         exchange_endpoint_events(&mut self.endpoint, handle, &mut session.quic);
         if session.quic.is_drained() {
-            self.timers.reschedule(handle, &mut session.timer, None);
+            self.timers.set(handle, None);
             // A reconnect may have given the index to a newer session.
             if self.by_index.get(&session.index) == Some(&handle) {
                 self.by_index.remove(&session.index);
@@ -436,7 +425,7 @@ impl ClientDriver {
             return;
         }
         let deadline = session.quic.poll_timeout();
-        self.timers.reschedule(handle, &mut session.timer, deadline);
+        self.timers.set(handle, deadline);
     }
 
     /// Writes queued frames until the stream's flow control says stop;

@@ -1,7 +1,7 @@
 //! Plumbing for a task that drives many `quinn-proto` connections on one UDP
 //! socket, shared by the router's lean shell and the lean load generator:
 //! the connections by handle ([`ConnTable`]), one deadline set for all of
-//! them ([`TimerSet`]) and the socket with its bounded send queue
+//! them ([`TimerWheel`]) and the socket with its bounded send queue
 //! ([`DatagramSocket`]), bound by [`bind_udp`], and the per-connection
 //! steps every driver runs ([`exchange_endpoint_events`],
 //! [`ack_keep_alive_now`], [`transmit`]). None of it knows about
@@ -16,5 +16,5 @@ mod udp;
 pub use connection::{ack_keep_alive_now, exchange_endpoint_events, transmit};
 pub use socket::DatagramSocket;
 pub use table::ConnTable;
-pub use timers::TimerSet;
+pub use timers::{TimerWheel, WakeTimer};
 pub use udp::{bind_udp, PortSharing};

@@ -33,7 +33,8 @@ use super::ServerContext;
 use crate::core::{placement::shard_of, FrameClass, SessionId, ShardInput};
 use crate::metrics;
 use crate::quic::{
-    ack_keep_alive_now, exchange_endpoint_events, transmit, ConnTable, DatagramSocket, TimerSet,
+    ack_keep_alive_now, exchange_endpoint_events, transmit, ConnTable, DatagramSocket, TimerWheel,
+    WakeTimer,
 };
 
 /// Largest UDP datagram we receive.
@@ -70,8 +71,6 @@ struct Conn {
     phase: Phase,
     /// Frames waiting for room in the stream.
     outbox: Outbox,
-    /// The deadline registered in the driver's timer set.
-    timer: Option<Instant>,
     /// Why it ended, for the disconnect metric.
     ending: Option<&'static str>,
     handshake_done: bool,
@@ -86,7 +85,7 @@ pub(crate) struct Driver {
     endpoint: quinn_proto::Endpoint,
     socket: DatagramSocket,
     conns: ConnTable<Conn>,
-    timers: TimerSet,
+    timers: TimerWheel,
     commands: mpsc::UnboundedReceiver<DriverCommand>,
     commands_tx: mpsc::UnboundedSender<DriverCommand>,
     ctx: Arc<ServerContext>,
@@ -128,7 +127,7 @@ impl Driver {
             endpoint,
             socket,
             conns: ConnTable::default(),
-            timers: TimerSet::default(),
+            timers: TimerWheel::default(),
             commands,
             commands_tx,
             draining: ctx.draining.clone(),
@@ -147,14 +146,9 @@ impl Driver {
     /// Runs until aborted.
     pub(crate) async fn run(mut self) {
         let mut recv_buf = vec![0u8; MAX_DATAGRAM];
+        let mut wake = WakeTimer::default();
         loop {
-            let next_timer = self.timers.next();
-            let timer = async {
-                match next_timer {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
+            wake.arm(self.timers.next());
             let stalled = !self.stalled.is_empty();
             let send_blocked = self.socket.has_pending();
             // Control first, then what is already due, then new datagrams:
@@ -171,7 +165,7 @@ impl Driver {
                         self.go_away_all();
                     }
                 }
-                () = timer => {}
+                () = wake.fired() => {}
                 Some(command) = self.commands.recv() => self.on_command(command),
                 () = self.credit_returned.notified(), if stalled => {}
                 Ok(()) = self.socket.inner().writable(), if send_blocked => self.flush_pending_datagrams(),
@@ -250,7 +244,6 @@ impl Driver {
                             ),
                             phase: Phase::Hello { deadline: None },
                             outbox: Outbox::default(),
-                            timer: None,
                             ending: None,
                             handshake_done: false,
                             readable: false,
@@ -386,14 +379,10 @@ impl Driver {
 
     fn on_timers(&mut self) {
         let now = Instant::now();
-        while let Some((at, ch)) = self.timers.pop_due(now) {
+        while let Some(ch) = self.timers.pop_due(now) {
             let Some(conn) = self.conns.get_mut(ch) else {
                 continue;
             };
-            if conn.timer != Some(at) {
-                continue;
-            }
-            conn.timer = None;
             if let Phase::Hello {
                 deadline: Some(deadline),
             } = conn.phase
@@ -531,7 +520,7 @@ impl Driver {
         }
         exchange_endpoint_events(&mut self.endpoint, ch, &mut conn.quic);
         if conn.quic.is_drained() {
-            self.timers.reschedule(ch, &mut conn.timer, None);
+            self.timers.set(ch, None);
             let ending = conn.ending.unwrap_or("peer_closed");
             self.end_session(ch);
             self.conns.remove(ch);
@@ -550,7 +539,7 @@ impl Driver {
             ),
             _ => conn.quic.poll_timeout(),
         };
-        self.timers.reschedule(ch, &mut conn.timer, deadline);
+        self.timers.set(ch, deadline);
     }
 
     /// Hands the signals in received datagrams to the shard; drops (and
