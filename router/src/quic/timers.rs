@@ -270,7 +270,9 @@ impl TimerWheel {
     }
 }
 
-/// The tokio timer a driver sleeps on until [`TimerWheel::next`].
+/// The one tokio timer a task sleeps on until its next deadline (a driver's
+/// [`TimerWheel::next`], a shard's earliest timer), reset only when that
+/// deadline moves rather than registered afresh on every turn.
 #[derive(Debug)]
 pub struct WakeTimer {
     sleep: Pin<Box<tokio::time::Sleep>>,

@@ -60,6 +60,11 @@ pub(crate) enum DriverCommand {
         code: CloseCode,
         reason: &'static str,
     },
+    /// Shutdown has begun: send every session a GoAway (the driver refuses
+    /// new connections once `ServerContext::draining` is set, before this).
+    Drain,
+    /// Draining is over: close every connection now.
+    CloseAll,
 }
 
 /// The receiving side, owned by the connection task.

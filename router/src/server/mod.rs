@@ -34,6 +34,7 @@ use switchboard_proto::close::CloseCode;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use self::directory::DriverCommand;
 use crate::auth::TokenVerifier;
 use crate::config::{Config, ShellKind};
 use crate::core::{Shard, ShardId};
@@ -101,8 +102,6 @@ pub struct Server {
     listeners: Listeners,
     /// The bound QUIC address.
     local_addr: SocketAddr,
-    /// Tells lean drivers to close every connection (end of draining).
-    force_close: watch::Sender<bool>,
     admin: tokio::net::TcpListener,
     ctx: Arc<ServerContext>,
     draining: watch::Sender<bool>,
@@ -205,7 +204,6 @@ impl Server {
             draining: draining_rx,
             next_session: AtomicU64::new(0),
         });
-        let (force_close_tx, force_close_rx) = watch::channel(false);
         let bind_error = |source| ServerError::Bind {
             what: "QUIC",
             addr: local_addr,
@@ -232,13 +230,8 @@ impl Server {
                 let drivers = sockets
                     .into_iter()
                     .map(|socket| {
-                        lean::Driver::new(
-                            socket,
-                            server_config.clone(),
-                            ctx.clone(),
-                            force_close_rx.clone(),
-                        )
-                        .map_err(bind_error)
+                        lean::Driver::new(socket, server_config.clone(), ctx.clone())
+                            .map_err(bind_error)
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 Listeners::Lean(drivers)
@@ -247,7 +240,6 @@ impl Server {
         Ok(Server {
             listeners,
             local_addr,
-            force_close: force_close_tx,
             admin,
             ctx,
             draining: draining_tx,
@@ -306,9 +298,7 @@ impl Server {
             Listeners::Tasks(endpoints) => {
                 run_tasks(&ctx, endpoints, shutdown, &self.draining).await
             }
-            Listeners::Lean(drivers) => {
-                run_lean(&ctx, drivers, shutdown, &self.draining, &self.force_close).await
-            }
+            Listeners::Lean(drivers) => run_lean(&ctx, drivers, shutdown, &self.draining).await,
         }
         self.shard_tasks.abort_all();
         admin.abort();
@@ -416,12 +406,18 @@ async fn run_lean(
     drivers: Vec<lean::Driver>,
     shutdown: impl Future<Output = ()>,
     draining: &watch::Sender<bool>,
-    force_close: &watch::Sender<bool>,
 ) {
     let mut tasks = JoinSet::new();
+    let mut commands = Vec::with_capacity(drivers.len());
     for driver in drivers {
+        commands.push(driver.commands());
         tasks.spawn(driver.run());
     }
+    let tell_drivers = |command: fn() -> DriverCommand| {
+        for driver in &commands {
+            let _ = driver.send(command());
+        }
+    };
     shutdown.await;
     tracing::info!(
         sessions = ctx.directory.len(),
@@ -429,13 +425,14 @@ async fn run_lean(
     );
     let timeout = ctx.config.shutdown_timeout;
     let _ = draining.send(true);
+    tell_drivers(|| DriverCommand::Drain);
     let drained = async {
         while ctx.directory.len() > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
     let _ = tokio::time::timeout(timeout.mul_f64(0.8), drained).await;
-    let _ = force_close.send(true);
+    tell_drivers(|| DriverCommand::CloseAll);
     // Give the close frames time to leave.
     tokio::time::sleep(timeout.mul_f64(0.2).max(Duration::from_millis(100))).await;
     tasks.abort_all();

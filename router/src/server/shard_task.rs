@@ -16,6 +16,7 @@ use super::api_calls::ApiCalls;
 use super::directory::SessionDirectory;
 use super::webhook::{OfflineEvent, Webhook};
 use crate::core::{Now, Output, Shard, ShardInput};
+use crate::quic::WakeTimer;
 
 /// Inputs to process per wake-up before dispatching outputs and yielding.
 const BATCH: usize = 256;
@@ -118,19 +119,14 @@ pub(crate) async fn run_shard(
         api: &api,
         webhook: &webhook,
     };
+    let mut wake = WakeTimer::default();
     loop {
-        let deadline = shard.poll_timeout();
-        let sleep = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
+        wake.arm(shard.poll_timeout());
         let credit = tokio::select! {
             biased;
             Some(input) = inboxes.peers.recv() => handle_session_input(&mut shard, input),
             Some(input) = inboxes.sessions.recv() => handle_session_input(&mut shard, input),
-            () = sleep => {
+            () = wake.fired() => {
                 shard.handle_timeout(now());
                 None
             }
