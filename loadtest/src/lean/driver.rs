@@ -151,11 +151,11 @@ pub(super) struct ClientDriver {
     server_name: String,
     socket: DatagramSocket,
     sessions: ConnTable<Session>,
-    by_index: HashMap<u32, usize>,
+    by_index: HashMap<u32, usize, foldhash::fast::RandomState>,
     timers: TimerWheel,
     commands: mpsc::UnboundedReceiver<Command>,
-    dirty: HashSet<usize>,
-    blocked_on_send: HashSet<usize>,
+    dirty: HashSet<usize, foldhash::fast::RandomState>,
+    blocked_on_send: HashSet<usize, foldhash::fast::RandomState>,
     send_buf: Vec<u8>,
     shared: Arc<Shared>,
 }
@@ -179,11 +179,11 @@ impl ClientDriver {
             server_name,
             socket: DatagramSocket::new(socket)?,
             sessions: ConnTable::default(),
-            by_index: HashMap::new(),
+            by_index: HashMap::default(),
             timers: TimerWheel::default(),
             commands,
-            dirty: HashSet::new(),
-            blocked_on_send: HashSet::new(),
+            dirty: HashSet::default(),
+            blocked_on_send: HashSet::default(),
             send_buf: Vec::with_capacity(MAX_DATAGRAM),
             shared,
         })
@@ -210,24 +210,28 @@ impl ClientDriver {
                     }
                 }
                 received = self.socket.inner().recv_from(&mut recv_buf) => {
+                    // One receive time for the batch.
+                    let now = Instant::now();
                     if let Ok((len, remote)) = received {
-                        self.on_datagram(remote, &recv_buf[..len]);
+                        self.on_datagram(remote, &recv_buf[..len], now);
                     }
                     for _ in 0..BATCH {
                         match self.socket.inner().try_recv_from(&mut recv_buf) {
-                            Ok((len, remote)) => self.on_datagram(remote, &recv_buf[..len]),
+                            Ok((len, remote)) => self.on_datagram(remote, &recv_buf[..len], now),
                             Err(_) => break,
                         }
                     }
                 }
             }
-            self.on_timers();
+            self.on_timers(Instant::now());
             for _ in 0..BATCH {
                 match self.commands.try_recv() {
                     Ok(command) => self.on_command(command),
                     Err(_) => break,
                 }
             }
+            // Read after the commands: quinn-proto must never see time go
+            // back from the `now` a command (an open) gave it.
             let now = Instant::now();
             for handle in std::mem::take(&mut self.dirty) {
                 self.drive(handle, now);
@@ -337,8 +341,7 @@ impl ClientDriver {
         }
     }
 
-    fn on_datagram(&mut self, remote: SocketAddr, data: &[u8]) {
-        let now = Instant::now();
+    fn on_datagram(&mut self, remote: SocketAddr, data: &[u8], now: Instant) {
         self.send_buf.clear();
         match self.endpoint.handle(
             now,
@@ -363,8 +366,7 @@ impl ClientDriver {
         }
     }
 
-    fn on_timers(&mut self) {
-        let now = Instant::now();
+    fn on_timers(&mut self, now: Instant) {
         while let Some(handle) = self.timers.pop_due(now) {
             if let Some(session) = self.sessions.get_mut(handle) {
                 session.quic.handle_timeout(now);

@@ -104,7 +104,8 @@ pub(crate) fn session_queues() -> (SessionSink, SessionQueues) {
 /// All live sessions of this node, by id.
 #[derive(Debug)]
 pub(crate) struct SessionDirectory {
-    sessions: DashMap<SessionId, SessionSink>,
+    /// Keyed by the server's own session numbers: foldhash, not SipHash.
+    sessions: DashMap<SessionId, SessionSink, foldhash::fast::RandomState>,
     /// Frames a task-shell session may queue (`limits.session_queue_frames`).
     queue_limit: usize,
 }
@@ -114,7 +115,7 @@ impl SessionDirectory {
     /// `queue_limit` frames.
     pub(crate) fn new(queue_limit: usize) -> Self {
         Self {
-            sessions: DashMap::new(),
+            sessions: DashMap::default(),
             queue_limit,
         }
     }
