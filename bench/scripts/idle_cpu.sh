@@ -11,7 +11,7 @@
 #   bench/scripts/idle_cpu.sh 100000
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-BIN=target/release
+BIN=${BIN:-target/release}
 N=${1:-100000}
 HALF=$(( $(nproc) / 2 ))
 THREADS=${THREADS:-$(( HALF > 0 ? HALF : 1 ))}
