@@ -54,6 +54,11 @@ enum Scenario {
         /// Payload bytes per message (at least 20).
         #[arg(long, default_value_t = 80)]
         payload: usize,
+        /// How long to wait after the last send for messages still in
+        /// flight; an accepted message not delivered by then counts as lost.
+        /// Past saturation, a longer wait tells late messages from lost ones.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        drain: Duration,
     },
     /// Rooms of GROUP members; members send to their room at an open-loop
     /// rate and every other member must receive each message.
@@ -279,9 +284,11 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             rate,
             duration,
             payload,
+            drain,
         } => {
             let _progress = Progress::start("chat", counters.clone(), common.quiet);
-            let options = chat::ChatOptions::new(*rate, *duration, *payload);
+            let mut options = chat::ChatOptions::new(*rate, *duration, *payload);
+            options.drain = *drain;
             let report = chat::run(&common.fleet()?, &options, &counters).await?;
             (&common.json, report)
         }
