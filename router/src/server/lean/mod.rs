@@ -153,8 +153,9 @@ impl Driver {
             wake.arm(self.timers.next());
             let stalled = !self.stalled.is_empty();
             let send_blocked = self.socket.has_pending();
-            // Control first, then what is already due, then new datagrams:
-            // a busy socket must not starve timers, shard commands or credit.
+            // What is already due first, then commands (shard frames and
+            // shutdown), credit and send space, then new datagrams: a busy
+            // socket must not starve timers, commands or credit.
             tokio::select! {
                 biased;
                 () = wake.fired() => {}
