@@ -154,8 +154,8 @@ pub(super) struct ClientDriver {
     by_index: HashMap<u32, usize, foldhash::fast::RandomState>,
     timers: TimerWheel,
     commands: mpsc::UnboundedReceiver<Command>,
-    dirty: HashSet<usize, foldhash::fast::RandomState>,
-    blocked_on_send: HashSet<usize, foldhash::fast::RandomState>,
+    dirty: HashSet<usize, foldhash::fast::FixedState>,
+    blocked_on_send: HashSet<usize, foldhash::fast::FixedState>,
     send_buf: Vec<u8>,
     shared: Arc<Shared>,
 }

@@ -24,7 +24,8 @@
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-/// The wheel's resolution: deadlines fire at most this late.
+/// The wheel's resolution: deadlines fire at most this late. Under a
+/// second, and a whole fraction of one (`ticks_and_rest`).
 const TICK: Duration = Duration::from_millis(1);
 
 /// Slots per level, and bits of the tick count each level covers.
@@ -258,15 +259,28 @@ impl TimerWheel {
 
     /// Whole ticks from the origin to `at`, rounded down (0 before it).
     fn ticks_floor(&self, at: Instant) -> u64 {
-        let nanos = at.saturating_duration_since(self.origin).as_nanos();
-        (nanos / TICK.as_nanos()) as u64
+        self.ticks_and_rest(at).0
     }
 
     /// Ticks from the origin to `at`, rounded up: the first tick whose start
     /// is not before `at`.
     fn ticks_ceil(&self, at: Instant) -> u64 {
-        let nanos = at.saturating_duration_since(self.origin).as_nanos();
-        nanos.div_ceil(TICK.as_nanos()) as u64
+        let (whole, rest) = self.ticks_and_rest(at);
+        whole + u64::from(rest > 0)
+    }
+
+    /// Whole ticks from the origin to `at` and the nanoseconds left over, in
+    /// 64-bit arithmetic (`Duration::as_nanos` is 128-bit, and its division
+    /// a library call on every deadline filed).
+    fn ticks_and_rest(&self, at: Instant) -> (u64, u32) {
+        const TICK_NANOS: u32 = TICK.subsec_nanos();
+        const TICKS_PER_SECOND: u64 = 1_000_000_000 / TICK_NANOS as u64;
+        let since = at.saturating_duration_since(self.origin);
+        let nanos = since.subsec_nanos();
+        (
+            since.as_secs() * TICKS_PER_SECOND + u64::from(nanos / TICK_NANOS),
+            nanos % TICK_NANOS,
+        )
     }
 }
 
