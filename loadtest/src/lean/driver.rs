@@ -12,7 +12,7 @@
 //! router's delivery window never closes, its ack timeout never fires, and
 //! acks add few frames and almost no packets.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ use switchboard_proto::v1::{
     client_frame, server_frame::Body, Ack, ClientFrame, InboxOpened, Resume, ServerFrame,
 };
 use switchboard_router::quic::{
-    exchange_endpoint_events, transmit, ConnTable, DatagramSocket, TimerWheel, WakeTimer,
+    exchange_endpoint_events, transmit, ConnTable, DatagramSocket, HandleSet, TimerWheel, WakeTimer,
 };
 use tokio::sync::mpsc;
 
@@ -154,8 +154,8 @@ pub(super) struct ClientDriver {
     by_index: HashMap<u32, usize, foldhash::fast::RandomState>,
     timers: TimerWheel,
     commands: mpsc::UnboundedReceiver<Command>,
-    dirty: HashSet<usize, foldhash::fast::FixedState>,
-    blocked_on_send: HashSet<usize, foldhash::fast::FixedState>,
+    dirty: HandleSet,
+    blocked_on_send: HandleSet,
     send_buf: Vec<u8>,
     shared: Arc<Shared>,
 }
@@ -182,8 +182,8 @@ impl ClientDriver {
             by_index: HashMap::default(),
             timers: TimerWheel::default(),
             commands,
-            dirty: HashSet::default(),
-            blocked_on_send: HashSet::default(),
+            dirty: HandleSet::default(),
+            blocked_on_send: HandleSet::default(),
             send_buf: Vec::with_capacity(MAX_DATAGRAM),
             shared,
         })

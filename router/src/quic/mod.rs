@@ -15,6 +15,6 @@ mod udp;
 
 pub use connection::{ack_keep_alive_now, exchange_endpoint_events, transmit};
 pub use socket::DatagramSocket;
-pub use table::ConnTable;
+pub use table::{ConnTable, HandleSet};
 pub use timers::{TimerWheel, WakeTimer};
 pub use udp::{bind_udp, PortSharing};

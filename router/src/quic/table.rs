@@ -8,6 +8,13 @@
 //! resize copied every connection at once: a stall of seconds at 100k+
 //! connections per driver, long enough to time out handshakes.)
 
+/// A set of connection handles (to drive, stalled, blocked on send). The
+/// handles are numbers the driver's endpoint picks itself, so they are
+/// hashed with foldhash rather than SipHash (~1% of the router's
+/// instructions per chat message) and with a fixed seed: a set made afresh
+/// each turn then costs no seed generation.
+pub type HandleSet = std::collections::HashSet<usize, foldhash::fast::FixedState>;
+
 /// Connections by handle.
 pub struct ConnTable<T> {
     slots: Vec<Option<Box<T>>>,

@@ -11,7 +11,6 @@
 //! bound what one session has in flight, and a session whose credit runs out
 //! simply stops being read, so QUIC flow control pushes back on the client.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,8 +32,8 @@ use super::ServerContext;
 use crate::core::{placement::shard_of, FrameClass, SessionId, ShardInput};
 use crate::metrics;
 use crate::quic::{
-    ack_keep_alive_now, exchange_endpoint_events, transmit, ConnTable, DatagramSocket, TimerWheel,
-    WakeTimer,
+    ack_keep_alive_now, exchange_endpoint_events, transmit, ConnTable, DatagramSocket, HandleSet,
+    TimerWheel, WakeTimer,
 };
 
 /// Largest UDP datagram we receive.
@@ -79,12 +78,6 @@ struct Conn {
     /// then spares every ACK and keep-alive a stream lookup.
     readable: bool,
 }
-
-/// Connection handles: the driver's own dense numbers, so hashed with
-/// foldhash rather than SipHash (~1% of the router's instructions per chat
-/// message), and with a fixed seed, as nobody else picks them: a set made
-/// each turn then costs no seed generation.
-type HandleSet = HashSet<usize, foldhash::fast::FixedState>;
 
 /// One endpoint (UDP socket) and every connection on it.
 pub(crate) struct Driver {
