@@ -11,6 +11,11 @@
 //! session is driven, which its keep-alive timer guarantees). So the
 //! router's delivery window never closes, its ack timeout never fires, and
 //! acks add few frames and almost no packets.
+//!
+//! QUIC acknowledgements go out in the turn that received the packet
+//! ([`ack_now`]), not on quinn-proto's 25 ms delayed-ACK timer: a session
+//! sends seconds apart, so nothing would carry the ACK within the delay,
+//! and the timer would only cost a second walk over the session's state.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -28,7 +33,8 @@ use switchboard_proto::v1::{
     client_frame, server_frame::Body, Ack, ClientFrame, InboxOpened, Resume, ServerFrame,
 };
 use switchboard_router::quic::{
-    exchange_endpoint_events, transmit, ConnTable, DatagramSocket, HandleSet, TimerWheel, WakeTimer,
+    ack_now, exchange_endpoint_events, transmit, ConnTable, DatagramSocket, HandleSet, TimerWheel,
+    WakeTimer,
 };
 use tokio::sync::mpsc;
 
@@ -157,6 +163,9 @@ pub(super) struct ClientDriver {
     dirty: HandleSet,
     blocked_on_send: HandleSet,
     send_buf: Vec<u8>,
+    /// While a batch of received datagrams is driven: the time they were
+    /// handed to quinn-proto with, which [`ack_now`] finds the ACK timers by.
+    received_at: Option<Instant>,
     shared: Arc<Shared>,
 }
 
@@ -185,6 +194,7 @@ impl ClientDriver {
             dirty: HandleSet::default(),
             blocked_on_send: HandleSet::default(),
             send_buf: Vec::with_capacity(MAX_DATAGRAM),
+            received_at: None,
             shared,
         })
     }
@@ -212,6 +222,7 @@ impl ClientDriver {
                 received = self.socket.inner().recv_from(&mut recv_buf) => {
                     // One receive time for the batch.
                     let now = Instant::now();
+                    self.received_at = Some(now);
                     if let Ok((len, remote)) = received {
                         self.on_datagram(remote, &recv_buf[..len], now);
                     }
@@ -236,6 +247,7 @@ impl ClientDriver {
             for handle in std::mem::take(&mut self.dirty) {
                 self.drive(handle, now);
             }
+            self.received_at = None;
         }
     }
 
@@ -411,6 +423,12 @@ impl ClientDriver {
         let Some(session) = self.sessions.get_mut(handle) else {
             return;
         };
+        // Frames just written carry the ACK anyway; with none, it goes alone.
+        if let Some(received_at) = self.received_at {
+            if session.phase == Phase::Open {
+                ack_now(&mut session.quic, received_at);
+            }
+        }
         let sent_all = transmit(&mut session.quic, &mut self.socket, &mut self.send_buf, now);
         if !sent_all {
             self.blocked_on_send.insert(handle);

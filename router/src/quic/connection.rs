@@ -1,5 +1,5 @@
 //! The steps every driver runs for a connection after its inputs changed:
-//! trade events with the endpoint, acknowledge a lone keep-alive at once,
+//! trade events with the endpoint, acknowledge at once what no reply will,
 //! and send what it has to send.
 
 use std::time::{Duration, Instant};
@@ -42,20 +42,23 @@ pub fn transmit(
 /// default `max_ack_delay`, which quinn-proto uses and advertises.
 const MAX_ACK_DELAY: Duration = Duration::from_millis(25);
 
-/// Acknowledges now, rather than on the delayed-ACK timer, a packet that
-/// brought nothing but a request for an acknowledgement (a keep-alive PING),
-/// so an idle session costs one wake-up per keep-alive instead of two: the
-/// second, 25 ms later, would walk the connection's state again once it has
-/// left the cache. Returns whether it did.
+/// Acknowledges now, rather than on the delayed-ACK timer, what a
+/// connection received at `received_at`, so the acknowledgement costs no
+/// second wake-up: 25 ms later the driver would walk the connection's state
+/// again once it has left the cache. Returns whether it did.
+///
+/// Callers use it where nothing else will carry the ACK within the delay:
+/// the router for a packet that brought no stream data and no datagram (a
+/// keep-alive PING; data gets a reply, which carries the ACK), the load
+/// generator for every packet once its session has written what it had
+/// (its sessions send seconds apart, far outside the delay).
 ///
 /// `received_at` is the time the packet was handed to quinn-proto with.
 /// quinn-proto arms its delayed-ACK timer at exactly `received_at` +
 /// [`MAX_ACK_DELAY`]; only when that is the connection's next deadline is it
 /// fired early, so no other timer (a loss-detection deadline above all,
-/// which fired early would declare packets lost that are not) ever is. The
-/// caller leaves out packets that carried stream data or datagrams: their
-/// acknowledgement rides on the reply instead of costing a datagram.
-pub fn ack_keep_alive_now(quic: &mut Connection, received_at: Instant) -> bool {
+/// which fired early would declare packets lost that are not) ever is.
+pub fn ack_now(quic: &mut Connection, received_at: Instant) -> bool {
     let ack_timer = received_at + MAX_ACK_DELAY;
     if quic.poll_timeout() != Some(ack_timer) {
         return false;
@@ -79,7 +82,7 @@ mod tests {
         ServerConfig,
     };
 
-    use super::{ack_keep_alive_now, exchange_endpoint_events, MAX_ACK_DELAY};
+    use super::{ack_now, exchange_endpoint_events, MAX_ACK_DELAY};
 
     const CLIENT_ADDR: &str = "127.0.0.1:40000";
     const SERVER_ADDR: &str = "127.0.0.1:4433";
@@ -273,7 +276,7 @@ mod tests {
         // deadline is far off again.
         let now = pair.now;
         pair.keep_alive_reaches_server();
-        assert!(ack_keep_alive_now(pair.server(), now));
+        assert!(ack_now(pair.server(), now));
         assert_eq!(drain_transmits(pair.server(), now).len(), 1);
         assert!(pair.server().poll_timeout().unwrap() > now + MAX_ACK_DELAY);
     }
@@ -286,7 +289,7 @@ mod tests {
         // The next deadline is not the ACK timer of a packet received at
         // this time (it stands for a loss-detection deadline): nothing fires.
         let other = now - Duration::from_millis(3);
-        assert!(!ack_keep_alive_now(pair.server(), other));
+        assert!(!ack_now(pair.server(), other));
         assert!(drain_transmits(pair.server(), now).is_empty());
     }
 }

@@ -4,7 +4,7 @@
 //! them ([`TimerWheel`]) and the socket with its bounded send queue
 //! ([`DatagramSocket`]), bound by [`bind_udp`], and the per-connection
 //! steps every driver runs ([`exchange_endpoint_events`],
-//! [`ack_keep_alive_now`], [`transmit`]). None of it knows about
+//! [`ack_now`], [`transmit`]). None of it knows about
 //! Switchboard's protocol.
 
 mod connection;
@@ -13,7 +13,7 @@ mod table;
 mod timers;
 mod udp;
 
-pub use connection::{ack_keep_alive_now, exchange_endpoint_events, transmit};
+pub use connection::{ack_now, exchange_endpoint_events, transmit};
 pub use socket::DatagramSocket;
 pub use table::{ConnTable, HandleSet};
 pub use timers::{TimerWheel, WakeTimer};

@@ -32,7 +32,7 @@ use super::ServerContext;
 use crate::core::{placement::shard_of, FrameClass, SessionId, ShardInput};
 use crate::metrics;
 use crate::quic::{
-    ack_keep_alive_now, exchange_endpoint_events, transmit, ConnTable, DatagramSocket, HandleSet,
+    ack_now, exchange_endpoint_events, transmit, ConnTable, DatagramSocket, HandleSet,
     TimerWheel, WakeTimer,
 };
 
@@ -158,7 +158,7 @@ impl Driver {
                 Ok(()) = self.socket.inner().writable(), if send_blocked => self.flush_pending_datagrams(),
                 received = self.socket.inner().recv_from(&mut recv_buf) => {
                     // One receive time for the batch, which
-                    // `ack_keep_alive_now` finds the ACK timers by.
+                    // `ack_now` finds the ACK timers by.
                     let now = Instant::now();
                     self.received_at = Some(now);
                     if let Ok((len, remote)) = received {
@@ -505,7 +505,7 @@ impl Driver {
         };
         if let Some(received_at) = self.received_at.filter(|_| !brought_data) {
             if matches!(conn.phase, Phase::Open { .. }) {
-                ack_keep_alive_now(&mut conn.quic, received_at);
+                ack_now(&mut conn.quic, received_at);
             }
         }
         // Transmit until quinn-proto has nothing more, or the socket's send
