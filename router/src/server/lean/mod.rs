@@ -32,8 +32,8 @@ use super::ServerContext;
 use crate::core::{placement::shard_of, FrameClass, SessionId, ShardInput};
 use crate::metrics;
 use crate::quic::{
-    ack_now, exchange_endpoint_events, transmit, ConnTable, DatagramSocket, HandleSet,
-    TimerWheel, WakeTimer,
+    ack_now, exchange_endpoint_events, transmit, ConnTable, DatagramSocket, HandleSet, TimerWheel,
+    WakeTimer,
 };
 
 /// Largest UDP datagram we receive.
@@ -77,6 +77,10 @@ struct Conn {
     /// Readable events, cleared when a read finds it empty. Reading only
     /// then spares every ACK and keep-alive a stream lookup.
     readable: bool,
+    /// A frame read since the connection was last driven will be answered
+    /// (every request but `Ack`), so the answer can carry the QUIC ACK of
+    /// its packet; without one, [`ack_now`] sends the ACK at once.
+    reply_due: bool,
 }
 
 /// One endpoint (UDP socket) and every connection on it.
@@ -234,6 +238,7 @@ impl Driver {
                             ending: None,
                             handshake_done: false,
                             readable: false,
+                            reply_due: false,
                         };
                         self.conns.insert(ch.0, conn);
                         self.dirty.insert(ch.0);
@@ -483,8 +488,6 @@ impl Driver {
                 _ => {}
             }
         }
-        // Stream data or signals get a reply, which carries the ACK.
-        let brought_data = conn.readable || datagrams;
         if datagrams {
             self.read_datagrams(ch);
         }
@@ -503,7 +506,9 @@ impl Driver {
         let Some(conn) = self.conns.get_mut(ch) else {
             return;
         };
-        if let Some(received_at) = self.received_at.filter(|_| !brought_data) {
+        // Requests and signals get an answer, which carries the ACK.
+        let answer_due = std::mem::take(&mut conn.reply_due) || datagrams;
+        if let Some(received_at) = self.received_at.filter(|_| !answer_due) {
             if matches!(conn.phase, Phase::Open { .. }) {
                 ack_now(&mut conn.quic, received_at);
             }
@@ -637,7 +642,10 @@ impl Driver {
                     Ok(Some(ClientFrame {
                         body: Some(Body::Hello(hello)),
                         ..
-                    })) => self.open_session(ch, hello),
+                    })) => {
+                        conn.reply_due = true;
+                        self.open_session(ch, hello);
+                    }
                     Ok(Some(_)) => {
                         metrics::frame_rejected("before_hello");
                         self.close_conn(
@@ -663,11 +671,13 @@ impl Driver {
                     let (session, shard, credit) = (*session, *shard, credit.clone());
                     let Ok(permit) = credit.permits.clone().try_acquire_owned() else {
                         // Re-driven when a shard gives credit back.
+                        conn.reply_due = true;
                         self.stalled.insert(ch);
                         return false;
                     };
                     match conn.decoder.decode::<ClientFrame>() {
                         Ok(Some(frame)) => {
+                            conn.reply_due |= !matches!(frame.body, Some(Body::Ack(_)));
                             permit.forget(); // the shard task gives it back
                             let input = SessionInput {
                                 input: ShardInput::Frame { session, frame },
