@@ -2,6 +2,11 @@
 //! latency from the scheduled time, and duplicates or reordering per
 //! (sender, recipient) pair. Shared by the Switchboard and NATS chat runs so
 //! both are judged by the same rules.
+//!
+//! It runs inside the load generator's drivers, on every delivery, so its
+//! map of pairs is sized up front for the run ([`DeliveryTracker::for_chat`]):
+//! grown on the way, each doubling rehashed every pair seen so far while
+//! the driver's sessions waited.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,7 +18,7 @@ use crate::stats::Latency;
 #[derive(Debug, Default)]
 pub struct DeliveryTracker {
     /// Highest sequence seen per (sender, recipient).
-    last_seq: HashMap<(u32, u32), u64>,
+    last_seq: HashMap<(u32, u32), u64, foldhash::fast::RandomState>,
     /// First-time, in-order deliveries.
     pub delivered: u64,
     /// Deliveries of a sequence already seen.
@@ -24,7 +29,25 @@ pub struct DeliveryTracker {
     pub latency: Latency,
 }
 
+/// Most (sender, recipient) pairs a tracker makes room for up front (~64 MiB
+/// of map); a run with more grows the map past it.
+const MAX_PAIRS_UP_FRONT: u64 = 1 << 22;
+
 impl DeliveryTracker {
+    /// A tracker with room for the pairs of a chat run: one per message
+    /// sent (`rate` × `duration`, each to a random contact), at most every
+    /// pair of `users`.
+    pub fn for_chat(rate: f64, duration: std::time::Duration, users: u64) -> DeliveryTracker {
+        let messages = (rate.max(0.0) * duration.as_secs_f64()).ceil() as u64;
+        let pairs = messages
+            .min(users.saturating_mul(users.saturating_sub(1)))
+            .min(MAX_PAIRS_UP_FRONT);
+        DeliveryTracker {
+            last_seq: HashMap::with_capacity_and_hasher(pairs as usize, Default::default()),
+            ..DeliveryTracker::default()
+        }
+    }
+
     /// Records a received load-test payload, if it carries a [`Probe`]:
     /// latency from its scheduled time (ns since `start`), and the
     /// `received` progress counter.
@@ -84,5 +107,27 @@ mod tests {
         t.record(probe(1, 2), 5, ms); // another recipient: fine
         assert_eq!((t.delivered, t.duplicated, t.reordered), (3, 1, 1));
         assert_eq!(t.latency.count(), 5);
+    }
+
+    #[test]
+    fn a_chat_tracker_holds_every_pair_of_its_run_without_growing() {
+        // 100 msgs/s for 2 s among 1,000 users: room for 200 pairs.
+        let mut t = DeliveryTracker::for_chat(100.0, Duration::from_secs(2), 1_000);
+        let room = t.last_seq.capacity();
+        assert!(room >= 200, "room for {room} pairs");
+        for sender in 0..200 {
+            let probe = Probe {
+                sender,
+                seq: 1,
+                scheduled_ns: 0,
+            };
+            t.record(probe, sender + 1, Duration::from_millis(1));
+        }
+        assert_eq!(t.delivered, 200);
+        assert_eq!(t.last_seq.capacity(), room, "the map grew during the run");
+
+        // Three users make at most six pairs, however long the run.
+        let small = DeliveryTracker::for_chat(1e6, Duration::from_secs(60), 3);
+        assert!((6..200).contains(&small.last_seq.capacity()));
     }
 }

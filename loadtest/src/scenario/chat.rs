@@ -171,7 +171,11 @@ async fn run_lean(
     counters: &Arc<Counters>,
 ) -> anyhow::Result<Report> {
     let receiver = Arc::new(LeanReceiver {
-        tracker: Arc::default(),
+        tracker: Arc::new(Mutex::new(DeliveryTracker::for_chat(
+            chat.rate,
+            chat.duration,
+            options.sessions as u64,
+        ))),
         tally: Arc::default(),
         counters: counters.clone(),
         start: OnceLock::new(),
@@ -268,7 +272,8 @@ async fn run_sdk(
             .map(|m| options.user(m.index))
             .collect(),
     );
-    let tracker = Arc::new(Mutex::new(DeliveryTracker::default()));
+    let tracker = DeliveryTracker::for_chat(chat.rate, chat.duration, n as u64);
+    let tracker = Arc::new(Mutex::new(tracker));
     let tally = Arc::new(Mutex::new(SendTally::default()));
     let start = Instant::now();
 
