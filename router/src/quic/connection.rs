@@ -48,8 +48,8 @@ const MAX_ACK_DELAY: Duration = Duration::from_millis(25);
 /// again once it has left the cache. Returns whether it did.
 ///
 /// Callers use it where nothing else will carry the ACK within the delay:
-/// the router for a packet that brought no stream data and no datagram (a
-/// keep-alive PING; data gets a reply, which carries the ACK), the load
+/// the router for a packet whose frames get no answer (a keep-alive PING,
+/// a client's `Ack`; a request's answer carries the ACK), the load
 /// generator for every packet once its session has written what it had
 /// (its sessions send seconds apart, far outside the delay).
 ///
