@@ -33,8 +33,8 @@ use switchboard_proto::v1::{
     client_frame, server_frame::Body, Ack, ClientFrame, InboxOpened, Resume, ServerFrame,
 };
 use switchboard_router::quic::{
-    ack_now, exchange_endpoint_events, transmit, ConnTable, DatagramSocket, HandleSet, TimerWheel,
-    WakeTimer,
+    ack_now, exchange_endpoint_events, transmit, ConnTable, DatagramSocket, HandleSet, Inbox,
+    TimerWheel, WakeTimer, RECV_BATCH,
 };
 use tokio::sync::mpsc;
 
@@ -201,12 +201,12 @@ impl ClientDriver {
 
     /// Runs until the command channel closes and every session is drained.
     pub(super) async fn run(mut self) {
-        let mut recv_buf = vec![0u8; MAX_DATAGRAM];
+        let mut inbox = Inbox::default();
         let mut wake = WakeTimer::default();
         let mut commands_open = true;
         while commands_open || !self.sessions.is_empty() {
             wake.arm(self.timers.next());
-            let send_blocked = self.socket.has_pending();
+            let send_blocked = self.socket.has_pending() || !self.blocked_on_send.is_empty();
             tokio::select! {
                 biased;
                 () = wake.fired() => {}
@@ -214,22 +214,21 @@ impl ClientDriver {
                     Some(command) => self.on_command(command),
                     None => commands_open = false,
                 },
-                Ok(()) = self.socket.inner().writable(), if send_blocked => {
+                Ok(()) = self.socket.writable(), if send_blocked => {
                     if self.socket.flush() {
                         self.dirty.extend(std::mem::take(&mut self.blocked_on_send));
                     }
                 }
-                received = self.socket.inner().recv_from(&mut recv_buf) => {
+                Ok(()) = self.socket.readable() => {
                     // One receive time for the batch.
                     let now = Instant::now();
                     self.received_at = Some(now);
-                    if let Ok((len, remote)) = received {
-                        self.on_datagram(remote, &recv_buf[..len], now);
-                    }
-                    for _ in 0..BATCH {
-                        match self.socket.inner().try_recv_from(&mut recv_buf) {
-                            Ok((len, remote)) => self.on_datagram(remote, &recv_buf[..len], now),
-                            Err(_) => break,
+                    for _ in 0..BATCH / RECV_BATCH {
+                        if self.socket.try_recv(&mut inbox).is_err() {
+                            break;
+                        }
+                        for (remote, datagram) in inbox.datagrams() {
+                            self.on_datagram(remote, datagram, now);
                         }
                     }
                 }
@@ -247,6 +246,8 @@ impl ClientDriver {
             for handle in std::mem::take(&mut self.dirty) {
                 self.drive(handle, now);
             }
+            // What the turn produced leaves together.
+            self.socket.flush();
             self.received_at = None;
         }
     }

@@ -32,8 +32,8 @@ use super::ServerContext;
 use crate::core::{placement::shard_of, FrameClass, SessionId, ShardInput};
 use crate::metrics;
 use crate::quic::{
-    ack_now, exchange_endpoint_events, transmit, ConnTable, DatagramSocket, HandleSet, TimerWheel,
-    WakeTimer,
+    ack_now, exchange_endpoint_events, transmit, ConnTable, DatagramSocket, HandleSet, Inbox,
+    TimerWheel, WakeTimer, RECV_BATCH,
 };
 
 /// Largest UDP datagram we receive.
@@ -145,12 +145,12 @@ impl Driver {
 
     /// Runs until aborted.
     pub(crate) async fn run(mut self) {
-        let mut recv_buf = vec![0u8; MAX_DATAGRAM];
+        let mut inbox = Inbox::default();
         let mut wake = WakeTimer::default();
         loop {
             wake.arm(self.timers.next());
             let stalled = !self.stalled.is_empty();
-            let send_blocked = self.socket.has_pending();
+            let send_blocked = self.socket.has_pending() || !self.blocked_on_send.is_empty();
             // What is already due first, then commands (shard frames and
             // shutdown), credit and send space, then new datagrams: a busy
             // socket must not starve timers, commands or credit.
@@ -159,19 +159,18 @@ impl Driver {
                 () = wake.fired() => {}
                 Some(command) = self.commands.recv() => self.on_command(command),
                 () = self.credit_returned.notified(), if stalled => {}
-                Ok(()) = self.socket.inner().writable(), if send_blocked => self.flush_pending_datagrams(),
-                received = self.socket.inner().recv_from(&mut recv_buf) => {
+                Ok(()) = self.socket.writable(), if send_blocked => self.flush_pending_datagrams(),
+                Ok(()) = self.socket.readable() => {
                     // One receive time for the batch, which
                     // `ack_now` finds the ACK timers by.
                     let now = Instant::now();
                     self.received_at = Some(now);
-                    if let Ok((len, remote)) = received {
-                        self.on_datagram(remote, &recv_buf[..len], now);
-                    }
-                    for _ in 0..BATCH {
-                        match self.socket.inner().try_recv_from(&mut recv_buf) {
-                            Ok((len, remote)) => self.on_datagram(remote, &recv_buf[..len], now),
-                            Err(_) => break,
+                    for _ in 0..BATCH / RECV_BATCH {
+                        if self.socket.try_recv(&mut inbox).is_err() {
+                            break;
+                        }
+                        for (remote, datagram) in inbox.datagrams() {
+                            self.on_datagram(remote, datagram, now);
                         }
                     }
                 }
@@ -192,6 +191,8 @@ impl Driver {
             for ch in std::mem::take(&mut self.dirty) {
                 self.drive(ch, now);
             }
+            // What the turn produced leaves together.
+            self.socket.flush();
             self.received_at = None;
             let turn = turn_started.elapsed();
             if turn > SLOW_TURN {
