@@ -33,18 +33,19 @@ use switchboard_proto::v1::{
     client_frame, server_frame::Body, Ack, ClientFrame, InboxOpened, Resume, ServerFrame,
 };
 use switchboard_router::quic::{
-    ack_now, exchange_endpoint_events, transmit, ConnTable, DatagramSocket, HandleSet, Inbox,
+    ack_now, exchange_endpoint_events, transmit, ConnTable, DatagramSocket, HandleSet, RecvBatch,
     TimerWheel, WakeTimer, RECV_BATCH,
 };
 use tokio::sync::mpsc;
 
 use super::Shared;
 
-/// Largest UDP datagram received.
+/// Room for the largest UDP datagram quinn-proto writes.
 const MAX_DATAGRAM: usize = 64 * 1024;
 /// Largest stream read at once.
 const READ_CHUNK: usize = 64 * 1024;
-/// Datagrams or commands handled per wake-up before driving sessions.
+/// Commands handled per wake-up before driving sessions, and datagrams
+/// received (in calls of [`RECV_BATCH`] buffers; a GRO buffer holds several).
 const BATCH: usize = 256;
 /// Frames a session buffers before the first Welcome can be checked: the
 /// largest frame the router sends today is far smaller.
@@ -201,7 +202,7 @@ impl ClientDriver {
 
     /// Runs until the command channel closes and every session is drained.
     pub(super) async fn run(mut self) {
-        let mut inbox = Inbox::default();
+        let mut received = RecvBatch::default();
         let mut wake = WakeTimer::default();
         let mut commands_open = true;
         while commands_open || !self.sessions.is_empty() {
@@ -214,20 +215,16 @@ impl ClientDriver {
                     Some(command) => self.on_command(command),
                     None => commands_open = false,
                 },
-                Ok(()) = self.socket.writable(), if send_blocked => {
-                    if self.socket.flush() {
-                        self.dirty.extend(std::mem::take(&mut self.blocked_on_send));
-                    }
-                }
+                Ok(()) = self.socket.writable(), if send_blocked => self.flush_pending_datagrams(),
                 Ok(()) = self.socket.readable() => {
                     // One receive time for the batch.
                     let now = Instant::now();
                     self.received_at = Some(now);
                     for _ in 0..BATCH / RECV_BATCH {
-                        if self.socket.try_recv(&mut inbox).is_err() {
+                        if self.socket.try_recv(&mut received).is_err() {
                             break;
                         }
-                        for (remote, datagram) in inbox.datagrams() {
+                        for (remote, datagram) in received.datagrams() {
                             self.on_datagram(remote, datagram, now);
                         }
                     }
@@ -246,9 +243,25 @@ impl ClientDriver {
             for handle in std::mem::take(&mut self.dirty) {
                 self.drive(handle, now);
             }
-            // What the turn produced leaves together.
-            self.socket.flush();
+            // What the turn produced leaves together; sessions that stopped
+            // on a full send buffer go on at once if it drained.
+            self.flush_pending_datagrams();
+            if !self.dirty.is_empty() {
+                let now = Instant::now();
+                for handle in std::mem::take(&mut self.dirty) {
+                    self.drive(handle, now);
+                }
+                self.socket.flush();
+            }
             self.received_at = None;
+        }
+    }
+
+    /// Sends waiting datagrams; once they are all out, lets the sessions
+    /// that stopped transmitting go on.
+    fn flush_pending_datagrams(&mut self) {
+        if self.socket.flush() {
+            self.dirty.extend(std::mem::take(&mut self.blocked_on_send));
         }
     }
 

@@ -18,9 +18,10 @@ pub fn exchange_endpoint_events(endpoint: &mut Endpoint, handle: usize, quic: &m
     }
 }
 
-/// Sends every datagram `quic` has ready, using `buf` as scratch. Returns
-/// false when the socket's send buffer filled: the connection should be
-/// driven again once [`DatagramSocket::flush`] has emptied the queue.
+/// Queues every datagram `quic` has ready on `socket`, using `buf` as
+/// scratch. Returns false when the socket is blocked on a full send buffer
+/// (now or since an earlier send): the connection should be driven again
+/// once [`DatagramSocket::flush`] has emptied the queue.
 pub fn transmit(
     quic: &mut Connection,
     socket: &mut DatagramSocket,

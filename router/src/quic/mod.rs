@@ -2,10 +2,10 @@
 //! socket, shared by the router's lean shell and the lean load generator:
 //! the connections by handle ([`ConnTable`]), one deadline set for all of
 //! them ([`TimerWheel`]) and the socket that receives and sends in batches
-//! ([`DatagramSocket`], [`Inbox`]), bound by [`bind_udp`], and the per-connection
-//! steps every driver runs ([`exchange_endpoint_events`],
-//! [`ack_now`], [`transmit`]). None of it knows about
-//! Switchboard's protocol.
+//! ([`DatagramSocket`], [`RecvBatch`]), bound by [`bind_udp`], and the
+//! per-connection steps every driver runs ([`exchange_endpoint_events`],
+//! [`ack_now`], [`transmit`]). None of it knows about Switchboard's
+//! protocol.
 
 mod connection;
 mod socket;
@@ -14,7 +14,7 @@ mod timers;
 mod udp;
 
 pub use connection::{ack_now, exchange_endpoint_events, transmit};
-pub use socket::{DatagramSocket, Inbox, RECV_BATCH, SEND_BATCH};
+pub use socket::{DatagramSocket, RecvBatch, RECV_BATCH};
 pub use table::{ConnTable, HandleSet};
 pub use timers::{TimerWheel, WakeTimer};
 pub use udp::{bind_udp, PortSharing};

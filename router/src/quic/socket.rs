@@ -2,7 +2,7 @@
 //! batches, one system call for many.
 //!
 //! - **Receiving**, one `recvmmsg` call fills up to [`RECV_BATCH`] buffers of
-//!   an [`Inbox`] (through quinn-udp, which also turns on GRO: a peer's GSO
+//!   a [`RecvBatch`] (through quinn-udp, which also turns on GRO: a peer's GSO
 //!   burst arrives as one buffer, split back here by its stride).
 //! - **Sending**, datagrams are queued as a driver turn produces them and
 //!   leave together, up to [`SEND_BATCH`] per `sendmmsg` call, when the
@@ -25,14 +25,14 @@ use tokio::net::UdpSocket;
 /// Datagrams received per system call.
 pub const RECV_BATCH: usize = 32;
 /// Datagrams sent per system call.
-pub const SEND_BATCH: usize = 32;
+const SEND_BATCH: usize = 32;
 /// Datagrams kept for a full send buffer before new ones are dropped.
 const MAX_QUEUED_DATAGRAMS: usize = 4096;
 /// Room for one receive buffer: the largest UDP payload, which also holds
 /// the largest GRO batch the kernel hands over.
 const RECV_SLOT: usize = 64 * 1024;
 
-/// A non-blocking UDP socket that receives into an [`Inbox`] and sends from
+/// A non-blocking UDP socket that receives into a [`RecvBatch`] and sends from
 /// a queue in batches.
 pub struct DatagramSocket {
     socket: UdpSocket,
@@ -44,8 +44,11 @@ pub struct DatagramSocket {
 }
 
 impl DatagramSocket {
-    /// Wraps a bound socket.
+    /// Wraps a bound socket. quinn-udp also sets the don't-fragment bit
+    /// (a datagram over the path MTU is refused, not fragmented, as QUIC's
+    /// MTU discovery expects) and turns on GRO where the kernel has it.
     pub fn new(socket: std::net::UdpSocket) -> std::io::Result<DatagramSocket> {
+        socket.set_nonblocking(true)?;
         let state = quinn_udp::UdpSocketState::new((&socket).into())?;
         Ok(DatagramSocket {
             socket: UdpSocket::from_std(socket)?,
@@ -70,23 +73,24 @@ impl DatagramSocket {
         self.socket.writable().await
     }
 
-    /// Receives what is waiting, up to [`RECV_BATCH`] buffers, into `inbox`
+    /// Receives what is waiting, up to [`RECV_BATCH`] buffers, into `batch`
     /// (replacing what it held). `WouldBlock` when nothing was.
-    pub fn try_recv(&self, inbox: &mut Inbox) -> std::io::Result<()> {
-        inbox.received = 0;
-        let mut slots = inbox.buffers.chunks_mut(RECV_SLOT);
+    pub fn try_recv(&self, batch: &mut RecvBatch) -> std::io::Result<()> {
+        batch.received = 0;
+        let mut slots = batch.buffers.chunks_mut(RECV_SLOT);
         let mut buffers: [IoSliceMut<'_>; RECV_BATCH] =
             std::array::from_fn(|_| IoSliceMut::new(slots.next().expect("one slot per buffer")));
         let received = self.socket.try_io(Interest::READABLE, || {
             self.state
-                .recv((&self.socket).into(), &mut buffers, &mut inbox.meta)
+                .recv((&self.socket).into(), &mut buffers, &mut batch.meta)
         })?;
-        inbox.received = received;
+        batch.received = received;
         Ok(())
     }
 
-    /// Whether datagrams wait to be sent: the driver should wait until the
-    /// socket is [writable](Self::writable) and [`flush`](Self::flush).
+    /// Whether datagrams wait to be sent. Between driver turns that means
+    /// the socket is blocked: the driver should wait until it is
+    /// [writable](Self::writable) and [`flush`](Self::flush).
     pub fn has_pending(&self) -> bool {
         !self.queue.is_empty()
     }
@@ -120,6 +124,7 @@ impl DatagramSocket {
                     self.blocked = true;
                     return false;
                 }
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
                 // A datagram the kernel refuses (an unreachable or wrong
                 // address family, say) is dropped: QUIC treats it as lost.
                 Err(_) => self.queue.consume(1),
@@ -160,11 +165,12 @@ fn send_batch(socket: &UdpSocket, batch: Batch<'_>) -> std::io::Result<usize> {
 /// Sends `batch` one datagram per call, where `sendmmsg` is missing.
 #[cfg(not(target_os = "linux"))]
 fn send_batch(socket: &UdpSocket, batch: Batch<'_>) -> std::io::Result<usize> {
+    use rustix::net::{sendto, SendFlags};
     let mut sent = 0;
     for (bytes, to) in (0..batch.len().min(SEND_BATCH)).filter_map(|i| batch.get(i)) {
-        match socket.try_send_to(bytes, to) {
+        match sendto(socket, bytes, SendFlags::empty(), &to) {
             Ok(_) => sent += 1,
-            Err(error) if sent == 0 => return Err(error),
+            Err(error) if sent == 0 => return Err(error.into()),
             Err(_) => break,
         }
     }
@@ -206,14 +212,15 @@ impl SendQueue {
 
     /// Marks the next `count` datagrams sent. The buffers are reused once
     /// everything is; a queue left part-sent (a full send buffer) is
-    /// compacted so it never grows past its unsent datagrams.
+    /// compacted once at least half of it is sent, so it holds at most
+    /// twice its unsent datagrams and each byte moves about once.
     fn consume(&mut self, count: usize) {
         self.head = (self.head + count).min(self.datagrams.len());
         if self.head == self.datagrams.len() {
             self.bytes.clear();
             self.datagrams.clear();
             self.head = 0;
-        } else if self.head >= SEND_BATCH {
+        } else if self.head >= SEND_BATCH && self.head * 2 >= self.datagrams.len() {
             let sent_bytes = self.datagrams[self.head].0.start;
             self.bytes.drain(..sent_bytes);
             self.datagrams.drain(..self.head);
@@ -245,15 +252,15 @@ impl<'a> Batch<'a> {
 }
 
 /// Buffers that one receive call fills, reused from call to call.
-pub struct Inbox {
+pub struct RecvBatch {
     buffers: Box<[u8]>,
     meta: [quinn_udp::RecvMeta; RECV_BATCH],
     received: usize,
 }
 
-impl Default for Inbox {
-    fn default() -> Inbox {
-        Inbox {
+impl Default for RecvBatch {
+    fn default() -> RecvBatch {
+        RecvBatch {
             buffers: vec![0; RECV_SLOT * RECV_BATCH].into_boxed_slice(),
             meta: [quinn_udp::RecvMeta::default(); RECV_BATCH],
             received: 0,
@@ -261,7 +268,7 @@ impl Default for Inbox {
     }
 }
 
-impl Inbox {
+impl RecvBatch {
     /// Each datagram of the last receive and who sent it, in arrival order;
     /// a GRO buffer is split back into its datagrams.
     pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> + '_ {
@@ -298,14 +305,18 @@ mod tests {
 
     /// Receives until `expected` datagrams arrived or a second passed.
     async fn receive(socket: &DatagramSocket, expected: usize) -> Vec<(SocketAddr, Vec<u8>)> {
-        let mut inbox = Inbox::default();
+        let mut received_batch = RecvBatch::default();
         let mut received = Vec::new();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
         while received.len() < expected {
             let readable = tokio::time::timeout_at(deadline, socket.readable()).await;
             assert!(readable.is_ok(), "only {} datagrams came", received.len());
-            if socket.try_recv(&mut inbox).is_ok() {
-                received.extend(inbox.datagrams().map(|(from, d)| (from, d.to_vec())));
+            if socket.try_recv(&mut received_batch).is_ok() {
+                received.extend(
+                    received_batch
+                        .datagrams()
+                        .map(|(from, d)| (from, d.to_vec())),
+                );
             }
         }
         received
@@ -333,6 +344,34 @@ mod tests {
         for (i, (source, datagram)) in received.iter().enumerate() {
             assert_eq!(*source, from);
             assert_eq!(*datagram, vec![i as u8; 20 + i], "datagram {i}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_blocked_socket_keeps_its_queue_until_it_is_writable() {
+        // Until tokio's reactor has seen a new socket, it reports it not
+        // writable: the path a full send buffer takes, made deterministic.
+        let receiver = loopback_socket().await;
+        let to = receiver.local_addr().unwrap();
+        let addr = "127.0.0.1:0".parse().unwrap();
+        let socket = bind_udp(addr, 1 << 20, PortSharing::Exclusive).unwrap();
+        let mut sender = DatagramSocket::new(socket).unwrap();
+        for i in 0..SEND_BATCH - 1 {
+            assert!(sender.send(&[i as u8; 10], to), "queued, not yet sent");
+        }
+        // The batch is full: its send finds the socket blocked.
+        assert!(!sender.send(&[SEND_BATCH as u8 - 1; 10], to));
+        assert!(!sender.send(&[SEND_BATCH as u8; 10], to), "still blocked");
+        assert!(sender.has_pending());
+        assert!(!sender.flush());
+
+        sender.writable().await.unwrap();
+        assert!(sender.flush());
+        assert!(!sender.has_pending());
+        assert!(sender.send(&[0xff; 10], to), "unblocked");
+        let received = receive(&receiver, SEND_BATCH + 1).await;
+        for (i, (_, datagram)) in received.iter().enumerate() {
+            assert_eq!(*datagram, vec![i as u8; 10], "datagram {i} in order");
         }
     }
 
@@ -373,26 +412,26 @@ mod tests {
 
     #[test]
     fn a_gro_buffer_splits_into_its_datagrams() {
-        let mut inbox = Inbox::default();
+        let mut received_batch = RecvBatch::default();
         let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
         // Two datagrams of 1,200 bytes and a last one of 100 in one buffer.
-        inbox.buffers[..2500].fill(7);
-        inbox.meta[0] = quinn_udp::RecvMeta {
+        received_batch.buffers[..2500].fill(7);
+        received_batch.meta[0] = quinn_udp::RecvMeta {
             addr: from,
             len: 2500,
             stride: 1200,
             ..Default::default()
         };
         // Then a lone datagram in the next buffer.
-        inbox.buffers[RECV_SLOT..RECV_SLOT + 40].fill(9);
-        inbox.meta[1] = quinn_udp::RecvMeta {
+        received_batch.buffers[RECV_SLOT..RECV_SLOT + 40].fill(9);
+        received_batch.meta[1] = quinn_udp::RecvMeta {
             addr: from,
             len: 40,
             stride: 40,
             ..Default::default()
         };
-        inbox.received = 2;
-        let sizes: Vec<usize> = inbox.datagrams().map(|(_, d)| d.len()).collect();
+        received_batch.received = 2;
+        let sizes: Vec<usize> = received_batch.datagrams().map(|(_, d)| d.len()).collect();
         assert_eq!(sizes, [1200, 1200, 100, 40]);
     }
 }

@@ -32,15 +32,16 @@ use super::ServerContext;
 use crate::core::{placement::shard_of, FrameClass, SessionId, ShardInput};
 use crate::metrics;
 use crate::quic::{
-    ack_now, exchange_endpoint_events, transmit, ConnTable, DatagramSocket, HandleSet, Inbox,
+    ack_now, exchange_endpoint_events, transmit, ConnTable, DatagramSocket, HandleSet, RecvBatch,
     TimerWheel, WakeTimer, RECV_BATCH,
 };
 
-/// Largest UDP datagram we receive.
+/// Room for the largest UDP datagram quinn-proto writes.
 const MAX_DATAGRAM: usize = 64 * 1024;
 /// Largest stream read at once.
 const READ_CHUNK: usize = 64 * 1024;
-/// Datagrams or commands handled per wake-up before driving connections.
+/// Commands handled per wake-up before driving connections, and datagrams
+/// received (in calls of [`RECV_BATCH`] buffers; a GRO buffer holds several).
 const BATCH: usize = 256;
 /// A driver turn longer than this is logged: every connection on the
 /// socket waited that long.
@@ -145,7 +146,7 @@ impl Driver {
 
     /// Runs until aborted.
     pub(crate) async fn run(mut self) {
-        let mut inbox = Inbox::default();
+        let mut received = RecvBatch::default();
         let mut wake = WakeTimer::default();
         loop {
             wake.arm(self.timers.next());
@@ -166,10 +167,10 @@ impl Driver {
                     let now = Instant::now();
                     self.received_at = Some(now);
                     for _ in 0..BATCH / RECV_BATCH {
-                        if self.socket.try_recv(&mut inbox).is_err() {
+                        if self.socket.try_recv(&mut received).is_err() {
                             break;
                         }
-                        for (remote, datagram) in inbox.datagrams() {
+                        for (remote, datagram) in received.datagrams() {
                             self.on_datagram(remote, datagram, now);
                         }
                     }
@@ -191,8 +192,16 @@ impl Driver {
             for ch in std::mem::take(&mut self.dirty) {
                 self.drive(ch, now);
             }
-            // What the turn produced leaves together.
-            self.socket.flush();
+            // What the turn produced leaves together; connections that
+            // stopped on a full send buffer go on at once if it drained.
+            self.flush_pending_datagrams();
+            if !self.dirty.is_empty() {
+                let now = Instant::now();
+                for ch in std::mem::take(&mut self.dirty) {
+                    self.drive(ch, now);
+                }
+                self.socket.flush();
+            }
             self.received_at = None;
             let turn = turn_started.elapsed();
             if turn > SLOW_TURN {
