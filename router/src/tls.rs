@@ -142,6 +142,12 @@ pub fn server_crypto(
     tls.ignore_client_order = true;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     tls.max_early_data_size = 0;
+    // No session tickets. rustls would send two after every handshake and
+    // keep them in a stateful cache of 256 entries, which a node of a
+    // million clients overwrites long before any of them reconnects: work
+    // in every handshake on both sides for resumptions that never happen.
+    // (Sessions resume at the protocol level, with `Resume`.)
+    tls.send_tls13_tickets = 0;
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
     Ok(Arc::new(quic))

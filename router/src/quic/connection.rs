@@ -89,6 +89,8 @@ mod tests {
     const SERVER_ADDR: &str = "127.0.0.1:4433";
 
     struct Pair {
+        /// Where the client keeps the TLS session tickets it is sent.
+        client_sessions: Arc<rustls::client::ClientSessionMemoryCache>,
         client_endpoint: Endpoint,
         client: Connection,
         server_endpoint: Endpoint,
@@ -96,7 +98,11 @@ mod tests {
         now: Instant,
     }
 
-    fn configs() -> (ServerConfig, ClientConfig) {
+    fn configs() -> (
+        ServerConfig,
+        ClientConfig,
+        Arc<rustls::client::ClientSessionMemoryCache>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let certified = crate::tls::load_or_create_dev_cert(dir.path()).unwrap();
         let mut roots = rustls::RootCertStore::empty();
@@ -109,8 +115,10 @@ mod tests {
             .with_root_certificates(roots)
             .with_no_client_auth();
         tls.alpn_protocols = vec![switchboard_proto::ALPN.to_vec()];
+        let sessions = Arc::new(rustls::client::ClientSessionMemoryCache::new(8));
+        tls.resumption = rustls::client::Resumption::store(sessions.clone());
         let tls = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-        (server, ClientConfig::new(Arc::new(tls)))
+        (server, ClientConfig::new(Arc::new(tls)), sessions)
     }
 
     fn seeded_endpoint_config(seed: u8) -> EndpointConfig {
@@ -123,7 +131,7 @@ mod tests {
         /// Connects and runs the handshake until neither side has anything
         /// left to send or to time out soon.
         fn connected() -> Pair {
-            let (server_config, client_config) = configs();
+            let (server_config, client_config, client_sessions) = configs();
             let now = Instant::now();
             // quinn-proto skips a packet number now and then, at random,
             // against optimistic-ACK attacks, and the receiver of a packet
@@ -147,6 +155,7 @@ mod tests {
                 )
                 .unwrap();
             let mut pair = Pair {
+                client_sessions,
                 client_endpoint,
                 client,
                 server_endpoint,
@@ -259,6 +268,17 @@ mod tests {
                 None => return datagrams,
             }
         }
+    }
+
+    #[test]
+    fn the_server_sends_no_session_tickets() {
+        use rustls::client::ClientSessionStore;
+        let pair = Pair::connected();
+        let server = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        // rustls would have sent two after the handshake, which the client
+        // would hold here.
+        assert!(pair.client_sessions.take_tls13_ticket(&server).is_none());
+        assert!(pair.client.stats().frame_rx.crypto > 0, "the handshake ran");
     }
 
     #[test]
