@@ -148,6 +148,7 @@ pub fn server_crypto(
     // in every handshake on both sides for resumptions that never happen.
     // (Sessions resume at the protocol level, with `Resume`.)
     tls.send_tls13_tickets = 0;
+    tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
     Ok(Arc::new(quic))

@@ -45,8 +45,8 @@ pub struct DatagramSocket {
 
 impl DatagramSocket {
     /// Wraps a bound socket. quinn-udp also sets the don't-fragment bit
-    /// (a datagram over the path MTU is refused, not fragmented, as QUIC's
-    /// MTU discovery expects) and turns on GRO where the kernel has it.
+    /// (`IP_PMTUDISC_PROBE`: nothing is fragmented, and a datagram over the
+    /// interface MTU is refused) and turns on GRO where the kernel has it.
     pub fn new(socket: std::net::UdpSocket) -> std::io::Result<DatagramSocket> {
         socket.set_nonblocking(true)?;
         let state = quinn_udp::UdpSocketState::new((&socket).into())?;
@@ -299,7 +299,8 @@ mod tests {
         let addr = "127.0.0.1:0".parse().unwrap();
         let socket = bind_udp(addr, 1 << 20, PortSharing::Exclusive).unwrap();
         let socket = DatagramSocket::new(socket).unwrap();
-        socket.writable().await.unwrap();
+        let writable = tokio::time::timeout(std::time::Duration::from_secs(10), socket.writable());
+        writable.await.expect("writable in time").unwrap();
         socket
     }
 
@@ -307,7 +308,7 @@ mod tests {
     async fn receive(socket: &DatagramSocket, expected: usize) -> Vec<(SocketAddr, Vec<u8>)> {
         let mut received_batch = RecvBatch::default();
         let mut received = Vec::new();
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         while received.len() < expected {
             let readable = tokio::time::timeout_at(deadline, socket.readable()).await;
             assert!(readable.is_ok(), "only {} datagrams came", received.len());
@@ -347,7 +348,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    // A current-thread runtime polls its reactor only when the test awaits.
+    #[tokio::test(flavor = "current_thread")]
     async fn a_blocked_socket_keeps_its_queue_until_it_is_writable() {
         // Until tokio's reactor has seen a new socket, it reports it not
         // writable: the path a full send buffer takes, made deterministic.

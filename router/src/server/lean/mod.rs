@@ -274,8 +274,8 @@ impl Driver {
         }
     }
 
-    /// Sends what `send_buf` holds for `transmit`; false when it had to
-    /// wait for room in the socket's send buffer.
+    /// Queues what `send_buf` holds for `transmit`; false while the socket
+    /// is blocked on a full send buffer.
     fn send(&mut self, transmit: &quinn_proto::Transmit) -> bool {
         self.socket
             .send(&self.send_buf[..transmit.size], transmit.destination)
