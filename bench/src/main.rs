@@ -247,6 +247,25 @@ fn start_router(cli: &Cli, dir: &Path) -> anyhow::Result<(Router, String)> {
     ))
 }
 
+/// Waits (2 s at least, 60 s at most) until the target's CPU falls below
+/// 15% of a core, so that a step does not measure the teardown of the
+/// last one's sessions.
+fn settle(pid: u32) {
+    std::thread::sleep(Duration::from_secs(2));
+    let waited = procstat::wait_until_quiet(
+        pid,
+        15.0,
+        Duration::from_millis(500),
+        Duration::from_secs(60),
+    );
+    if waited > Duration::from_secs(1) {
+        eprintln!(
+            "   (waited {:.1} s more for the target to go quiet)",
+            waited.as_secs_f64()
+        );
+    }
+}
+
 /// Runs one `switchboard-load` invocation, sampling the target meanwhile.
 fn run_load(
     cli: &Cli,
@@ -373,7 +392,7 @@ fn chat_ladder(
             )?;
             ok = sustainable(&step);
             steps.push(step);
-            std::thread::sleep(Duration::from_secs(2));
+            settle(target.pid);
             if ok {
                 break;
             }
@@ -553,7 +572,7 @@ fn main() -> anyhow::Result<()> {
         &connect_args,
     )?);
     // Let the closed sessions leave before chat.
-    std::thread::sleep(Duration::from_secs(3));
+    settle(switchboard.pid);
     let best = chat_ladder(
         &cli,
         &Ladder {

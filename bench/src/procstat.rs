@@ -36,6 +36,34 @@ pub(crate) fn cpu_ticks(pid: u32) -> Option<u64> {
 /// Clock ticks per second (USER_HZ), 100 on every Linux we run on.
 const TICKS_PER_SECOND: f64 = 100.0;
 
+/// Waits until `pid` used less than `below_percent` of a core over one
+/// `window`, or until `at_most` has passed; returns how long it waited.
+/// Between steps it lets the target finish the last step's work (a
+/// router tearing down 100k closed sessions spends seconds on it) before
+/// the next step measures.
+pub(crate) fn wait_until_quiet(
+    pid: u32,
+    below_percent: f64,
+    window: Duration,
+    at_most: Duration,
+) -> Duration {
+    let started = Instant::now();
+    let mut last = cpu_ticks(pid);
+    while started.elapsed() < at_most {
+        std::thread::sleep(window);
+        let now = cpu_ticks(pid);
+        let (Some(before), Some(after)) = (last, now) else {
+            break;
+        };
+        let percent = (after - before) as f64 / TICKS_PER_SECOND / window.as_secs_f64() * 100.0;
+        if percent < below_percent {
+            break;
+        }
+        last = now;
+    }
+    started.elapsed()
+}
+
 /// Samples `pid` every `every` on a background thread until dropped.
 pub(crate) struct Sampler {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -94,5 +122,34 @@ mod tests {
         let pid = std::process::id();
         assert!(rss_kib(pid).unwrap() > 0);
         assert!(cpu_ticks(pid).is_some());
+    }
+
+    #[test]
+    fn an_idle_process_is_quiet_after_one_window() {
+        let mut idle = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let window = Duration::from_millis(100);
+        let waited = wait_until_quiet(idle.id(), 5.0, window, Duration::from_secs(20));
+        idle.kill().unwrap();
+        idle.wait().unwrap();
+        assert!(waited < Duration::from_secs(10), "waited {waited:?}");
+    }
+
+    #[test]
+    fn a_busy_process_is_waited_for_until_the_limit() {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spinning = stop.clone();
+        let spinner = std::thread::spawn(move || {
+            while !spinning.load(std::sync::atomic::Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        let limit = Duration::from_millis(600);
+        let waited = wait_until_quiet(std::process::id(), 5.0, Duration::from_millis(200), limit);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        spinner.join().unwrap();
+        assert!(waited >= limit, "waited only {waited:?}");
     }
 }
