@@ -31,3 +31,4 @@ pub mod quic;
 pub mod runtime;
 pub mod server;
 pub mod tls;
+pub mod tls_session;

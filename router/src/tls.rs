@@ -132,7 +132,7 @@ fn provider() -> rustls::crypto::CryptoProvider {
 /// The QUIC server crypto configuration for `certified`.
 pub fn server_crypto(
     certified: CertifiedKey,
-) -> Result<Arc<quinn::crypto::rustls::QuicServerConfig>, TlsError> {
+) -> Result<Arc<crate::tls_session::LeanServerConfig>, TlsError> {
     let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
@@ -149,7 +149,6 @@ pub fn server_crypto(
     // (Sessions resume at the protocol level, with `Resume`.)
     tls.send_tls13_tickets = 0;
     tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-        .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+    let quic = crate::tls_session::LeanServerConfig::new(Arc::new(tls))?;
     Ok(Arc::new(quic))
 }
