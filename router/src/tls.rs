@@ -129,6 +129,22 @@ fn provider() -> rustls::crypto::CryptoProvider {
     }
 }
 
+/// A TLS 1.3 client configuration that trusts `certified` and offers the
+/// Switchboard ALPN, for in-memory handshakes in tests.
+#[cfg(test)]
+pub(crate) fn test_client_tls(certified: &CertifiedKey) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.chain[0].clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls
+}
+
 /// The QUIC server crypto configuration for `certified`.
 pub fn server_crypto(
     certified: CertifiedKey,

@@ -348,24 +348,11 @@ mod tests {
     use super::*;
     use crypto::Session;
 
-    fn client_config(certified: &crate::tls::CertifiedKey) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(certified.chain[0].clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![switchboard_proto::ALPN.to_vec()];
-        Arc::new(tls)
-    }
-
     #[test]
     fn the_tls_connection_goes_once_the_handshake_is_done_and_key_updates_still_agree() {
         let dir = tempfile::tempdir().unwrap();
         let certified = crate::tls::load_or_create_dev_cert(dir.path()).unwrap();
-        let client_tls = client_config(&certified);
+        let client_tls = Arc::new(crate::tls::test_client_tls(&certified));
         let server_config = crate::tls::server_crypto(certified).unwrap();
         let params = TransportParameters::read(Side::Server, &mut &[][..]).unwrap();
         let mut server = LeanServerSession::start(server_config, 1, &params);

@@ -105,16 +105,8 @@ mod tests {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let certified = crate::tls::load_or_create_dev_cert(dir.path()).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(certified.chain[0].clone()).unwrap();
+        let mut tls = crate::tls::test_client_tls(&certified);
         let server = ServerConfig::with_crypto(crate::tls::server_crypto(certified).unwrap());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![switchboard_proto::ALPN.to_vec()];
         let sessions = Arc::new(rustls::client::ClientSessionMemoryCache::new(8));
         tls.resumption = rustls::client::Resumption::store(sessions.clone());
         let tls = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
