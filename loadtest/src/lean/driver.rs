@@ -33,8 +33,8 @@ use switchboard_proto::v1::{
     client_frame, server_frame::Body, Ack, ClientFrame, InboxOpened, Resume, ServerFrame,
 };
 use switchboard_router::quic::{
-    ack_now, exchange_endpoint_events, transmit, ConnTable, DatagramSocket, HandleSet, RecvBatch,
-    TimerWheel, WakeTimer, RECV_BATCH,
+    ack_now, exchange_endpoint_events, resume_when_sent, transmit, ConnTable, DatagramSocket,
+    HandleSet, RecvBatch, TimerWheel, WakeTimer, RECV_BATCH,
 };
 use tokio::sync::mpsc;
 
@@ -215,7 +215,9 @@ impl ClientDriver {
                     Some(command) => self.on_command(command),
                     None => commands_open = false,
                 },
-                Ok(()) = self.socket.writable(), if send_blocked => self.flush_pending_datagrams(),
+                Ok(()) = self.socket.writable(), if send_blocked => {
+                    resume_when_sent(&mut self.socket, &mut self.blocked_on_send, &mut self.dirty);
+                }
                 Ok(()) = self.socket.readable() => {
                     // One receive time for the batch.
                     let now = Instant::now();
@@ -245,8 +247,7 @@ impl ClientDriver {
             }
             // What the turn produced leaves together; sessions that stopped
             // on a full send buffer go on at once if it drained.
-            self.flush_pending_datagrams();
-            if !self.dirty.is_empty() {
+            if resume_when_sent(&mut self.socket, &mut self.blocked_on_send, &mut self.dirty) {
                 let now = Instant::now();
                 for handle in std::mem::take(&mut self.dirty) {
                     self.drive(handle, now);
@@ -254,14 +255,6 @@ impl ClientDriver {
                 self.socket.flush();
             }
             self.received_at = None;
-        }
-    }
-
-    /// Sends waiting datagrams; once they are all out, lets the sessions
-    /// that stopped transmitting go on.
-    fn flush_pending_datagrams(&mut self) {
-        if self.socket.flush() {
-            self.dirty.extend(std::mem::take(&mut self.blocked_on_send));
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use quinn_proto::{Connection, ConnectionHandle, Endpoint};
 
-use super::DatagramSocket;
+use super::{DatagramSocket, HandleSet};
 
 /// Hands `quic`'s endpoint events (new connection ids, retirements, drain)
 /// to `endpoint`, and the endpoint's answers back to `quic`.
@@ -37,6 +37,21 @@ pub fn transmit(
             return false;
         }
     }
+}
+
+/// Sends what `socket` has queued and, once it is all out, moves the
+/// connections in `blocked` (stopped on a full send buffer, see
+/// [`transmit`]) to `dirty`, to be driven again. Returns whether any were.
+pub fn resume_when_sent(
+    socket: &mut DatagramSocket,
+    blocked: &mut HandleSet,
+    dirty: &mut HandleSet,
+) -> bool {
+    if !socket.flush() || blocked.is_empty() {
+        return false;
+    }
+    dirty.extend(std::mem::take(blocked));
+    true
 }
 
 /// The longest a QUIC endpoint may hold back an acknowledgement: RFC 9000's

@@ -4,7 +4,7 @@
 //! them ([`TimerWheel`]) and the socket that receives and sends in batches
 //! ([`DatagramSocket`], [`RecvBatch`]), bound by [`bind_udp`], and the
 //! per-connection steps every driver runs ([`exchange_endpoint_events`],
-//! [`ack_now`], [`transmit`]). None of it knows about Switchboard's
+//! [`ack_now`], [`transmit`], [`resume_when_sent`]). None of it knows about Switchboard's
 //! protocol.
 
 mod connection;
@@ -13,7 +13,7 @@ mod table;
 mod timers;
 mod udp;
 
-pub use connection::{ack_now, exchange_endpoint_events, transmit};
+pub use connection::{ack_now, exchange_endpoint_events, resume_when_sent, transmit};
 pub use socket::{DatagramSocket, RecvBatch, RECV_BATCH};
 pub use table::{ConnTable, HandleSet};
 pub use timers::{TimerWheel, WakeTimer};

@@ -32,8 +32,8 @@ use super::ServerContext;
 use crate::core::{placement::shard_of, FrameClass, SessionId, ShardInput};
 use crate::metrics;
 use crate::quic::{
-    ack_now, exchange_endpoint_events, transmit, ConnTable, DatagramSocket, HandleSet, RecvBatch,
-    TimerWheel, WakeTimer, RECV_BATCH,
+    ack_now, exchange_endpoint_events, resume_when_sent, transmit, ConnTable, DatagramSocket,
+    HandleSet, RecvBatch, TimerWheel, WakeTimer, RECV_BATCH,
 };
 
 /// Room for the largest UDP datagram quinn-proto writes.
@@ -160,7 +160,9 @@ impl Driver {
                 () = wake.fired() => {}
                 Some(command) = self.commands.recv() => self.on_command(command),
                 () = self.credit_returned.notified(), if stalled => {}
-                Ok(()) = self.socket.writable(), if send_blocked => self.flush_pending_datagrams(),
+                Ok(()) = self.socket.writable(), if send_blocked => {
+                    resume_when_sent(&mut self.socket, &mut self.blocked_on_send, &mut self.dirty);
+                }
                 Ok(()) = self.socket.readable() => {
                     // One receive time for the batch, which
                     // `ack_now` finds the ACK timers by.
@@ -194,8 +196,7 @@ impl Driver {
             }
             // What the turn produced leaves together; connections that
             // stopped on a full send buffer go on at once if it drained.
-            self.flush_pending_datagrams();
-            if !self.dirty.is_empty() {
+            if resume_when_sent(&mut self.socket, &mut self.blocked_on_send, &mut self.dirty) {
                 let now = Instant::now();
                 for ch in std::mem::take(&mut self.dirty) {
                     self.drive(ch, now);
@@ -279,15 +280,6 @@ impl Driver {
     fn send(&mut self, transmit: &quinn_proto::Transmit) -> bool {
         self.socket
             .send(&self.send_buf[..transmit.size], transmit.destination)
-    }
-
-    /// Sends waiting datagrams; once they are all out, lets the connections
-    /// that stopped transmitting go on.
-    fn flush_pending_datagrams(&mut self) {
-        if self.socket.flush() {
-            let blocked = std::mem::take(&mut self.blocked_on_send);
-            self.dirty.extend(blocked);
-        }
     }
 
     fn on_command(&mut self, command: DriverCommand) {
