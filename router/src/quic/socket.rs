@@ -5,10 +5,17 @@
 //!   a [`RecvBatch`] (through quinn-udp, which also turns on GRO: a peer's GSO
 //!   burst arrives as one buffer, split back here by its stride).
 //! - **Sending**, datagrams are queued as a driver turn produces them and
-//!   leave together, up to [`SEND_BATCH`] per `sendmmsg` call, when the
-//!   queue holds that many or the turn ends with [`DatagramSocket::flush`].
-//!   Chat traffic is many connections with one datagram each, to as many
-//!   peers, which GSO (one destination, equal sizes) cannot batch.
+//!   leave together when the queue holds [`SEND_BATCH`] or the turn ends
+//!   with [`DatagramSocket::flush`]. The flush first groups them by
+//!   destination and size: a run to one destination of one size (the last
+//!   may be shorter) leaves as one GSO buffer, which the kernel cuts back
+//!   into datagrams (and a peer with GRO, on loopback, takes whole); the
+//!   rest leave up to [`SEND_BATCH`] per `sendmmsg` call. A router's
+//!   datagrams go to as many peers as it has clients, so runs are rare in
+//!   production; a load generator's all go to the router, and most of them
+//!   run. Datagrams of one destination and size keep their order; others
+//!   may not, which QUIC does not mind (a turn yields at most a few per
+//!   connection).
 //!
 //! Sends never block the driver: datagrams that find the kernel's send
 //! buffer full stay queued until the socket is writable again, and past
@@ -26,6 +33,10 @@ use tokio::net::UdpSocket;
 pub const RECV_BATCH: usize = 32;
 /// Datagrams sent per system call.
 const SEND_BATCH: usize = 32;
+/// Most datagrams in one GSO send (the kernel's own limit is 64).
+const MAX_GSO_SEGMENTS: usize = 64;
+/// Most bytes in one GSO send: what one UDP datagram can carry.
+const MAX_GSO_BYTES: usize = 65_000;
 /// Datagrams kept for a full send buffer before new ones are dropped.
 const MAX_QUEUED_DATAGRAMS: usize = 4096;
 /// Room for one receive buffer: the largest UDP payload, which also holds
@@ -114,12 +125,28 @@ impl DatagramSocket {
     /// connections on partial progress instead was measured: it re-queued
     /// so much that chat at 15k msgs/s went from p99 8 ms to seconds.)
     pub fn flush(&mut self) -> bool {
+        let max_segments = self.state.max_gso_segments().min(MAX_GSO_SEGMENTS);
+        if max_segments > 1 {
+            self.queue.group_for_segmentation();
+        }
         while !self.queue.is_empty() {
+            let front = self.queue.front();
+            let run = front.leading_run(max_segments);
             let sent = self.socket.try_io(Interest::WRITABLE, || {
-                send_batch(&self.socket, self.queue.front())
+                if run > 1 {
+                    send_segments(&self.state, &self.socket, front.take(run)).map(|()| run)
+                } else {
+                    send_batch(
+                        &self.socket,
+                        front.take(front.leading_singles(max_segments)),
+                    )
+                }
             });
             match sent {
                 Ok(count) => self.queue.consume(count.max(1)),
+                // quinn-udp turns segmentation off for good when the
+                // kernel refuses it: the run goes again, one by one.
+                Err(_) if run > 1 && self.state.max_gso_segments() == 1 => {}
                 Err(error) if error.kind() == ErrorKind::WouldBlock => {
                     self.blocked = true;
                     return false;
@@ -162,6 +189,24 @@ fn send_batch(socket: &UdpSocket, batch: Batch<'_>) -> std::io::Result<usize> {
     Ok(sendmmsg(socket, &mut headers[..count], SendFlags::empty())?)
 }
 
+/// Sends `run`, datagrams to one destination of one size (the last may be
+/// shorter), as one GSO buffer that the kernel cuts back into datagrams.
+fn send_segments(
+    state: &quinn_udp::UdpSocketState,
+    socket: &UdpSocket,
+    run: Batch<'_>,
+) -> std::io::Result<()> {
+    let (first, destination) = run.get(0).expect("a run is not empty");
+    let transmit = quinn_udp::Transmit {
+        destination,
+        ecn: None,
+        contents: run.contiguous_bytes(),
+        segment_size: Some(first.len()),
+        src_ip: None,
+    };
+    state.try_send(socket.into(), &transmit)
+}
+
 /// Sends `batch` one datagram per call, where `sendmmsg` is missing.
 #[cfg(not(target_os = "linux"))]
 fn send_batch(socket: &UdpSocket, batch: Batch<'_>) -> std::io::Result<usize> {
@@ -185,6 +230,10 @@ struct SendQueue {
     /// `head` are sent.
     datagrams: Vec<(Range<usize>, SocketAddr)>,
     head: usize,
+    /// Whether the unsent datagrams are already grouped for segmentation.
+    grouped: bool,
+    /// Where grouping copies the bytes to, kept to be reused.
+    scratch: Vec<u8>,
 }
 
 impl SendQueue {
@@ -197,9 +246,33 @@ impl SendQueue {
     }
 
     fn push(&mut self, datagram: &[u8], destination: SocketAddr) {
+        self.grouped = false;
         let start = self.bytes.len();
         self.bytes.extend_from_slice(datagram);
         self.datagrams.push((start..self.bytes.len(), destination));
+    }
+
+    /// Reorders the unsent datagrams so that those to one destination and of
+    /// one size are adjacent, larger first (each keeps its place among
+    /// equals), and their bytes contiguous: the shape a GSO send takes.
+    fn group_for_segmentation(&mut self) {
+        if self.len() < 2 || self.grouped {
+            return;
+        }
+        let unsent = &mut self.datagrams[self.head..];
+        unsent.sort_by(|(a, a_to), (b, b_to)| {
+            (a_to, b.len(), a.start).cmp(&(b_to, a.len(), b.start))
+        });
+        self.scratch.clear();
+        for (range, _) in unsent.iter_mut() {
+            let start = self.scratch.len();
+            self.scratch.extend_from_slice(&self.bytes[range.clone()]);
+            *range = start..self.scratch.len();
+        }
+        std::mem::swap(&mut self.bytes, &mut self.scratch);
+        self.datagrams.drain(..self.head);
+        self.head = 0;
+        self.grouped = true;
     }
 
     /// The datagrams still to send, first first.
@@ -242,6 +315,64 @@ struct Batch<'a> {
 impl<'a> Batch<'a> {
     fn len(&self) -> usize {
         self.datagrams.len()
+    }
+
+    /// The first `count` datagrams.
+    fn take(self, count: usize) -> Batch<'a> {
+        Batch {
+            bytes: self.bytes,
+            datagrams: &self.datagrams[..count.min(self.len())],
+        }
+    }
+
+    /// How many datagrams from the first one can leave as one GSO buffer:
+    /// to the same destination, of the same size but for a shorter last
+    /// one, at most `max_segments` and [`MAX_GSO_BYTES`] in all.
+    fn leading_run(&self, max_segments: usize) -> usize {
+        let Some(((first, to), rest)) = self.datagrams.split_first() else {
+            return 0;
+        };
+        let size = first.len();
+        let mut run = 1;
+        for (range, destination) in rest {
+            if run == max_segments
+                || destination != to
+                || range.len() > size
+                || (run + 1) * size > MAX_GSO_BYTES
+            {
+                break;
+            }
+            run += 1;
+            if range.len() < size {
+                break;
+            }
+        }
+        run
+    }
+
+    /// How many datagrams, from the first (which starts no run, see
+    /// [`leading_run`](Self::leading_run)) up to the next that does, at
+    /// most [`SEND_BATCH`]: those leave together in one `sendmmsg`.
+    fn leading_singles(&self, max_segments: usize) -> usize {
+        let limit = self.len().min(SEND_BATCH);
+        (1..limit)
+            .find(|&i| {
+                Batch {
+                    bytes: self.bytes,
+                    datagrams: &self.datagrams[i..],
+                }
+                .leading_run(max_segments)
+                    > 1
+            })
+            .unwrap_or(limit)
+    }
+
+    /// The bytes of all datagrams, which lie back to back in the queue.
+    fn contiguous_bytes(&self) -> &'a [u8] {
+        match (self.datagrams.first(), self.datagrams.last()) {
+            (Some((first, _)), Some((last, _))) => &self.bytes[first.start..last.end],
+            _ => &[],
+        }
     }
 
     /// The `i`th datagram and its destination.
@@ -324,15 +455,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn queued_datagrams_arrive_in_order_in_batches() {
+    async fn queued_datagrams_all_arrive_in_order_within_a_size() {
         let mut sender = loopback_socket().await;
         let receiver = loopback_socket().await;
         let to = receiver.local_addr().unwrap();
         let count = 3 * SEND_BATCH + 5;
+        // Three sizes, as QUIC packets vary; each datagram numbered.
+        let datagram = |i: usize| {
+            let mut bytes = vec![i as u8; [100, 60, 20][i % 3]];
+            bytes[0] = (i % 3) as u8;
+            bytes
+        };
         for i in 0..count {
-            // Sizes vary, as QUIC packets do.
-            let datagram = vec![i as u8; 20 + i];
-            assert!(sender.send(&datagram, to));
+            assert!(sender.send(&datagram(i), to));
         }
         // Full batches left as they filled; the rest waits for the flush.
         assert_eq!(sender.queue.len(), 5);
@@ -342,10 +477,85 @@ mod tests {
 
         let received = receive(&receiver, count).await;
         let from = sender.local_addr().unwrap();
-        for (i, (source, datagram)) in received.iter().enumerate() {
-            assert_eq!(*source, from);
-            assert_eq!(*datagram, vec![i as u8; 20 + i], "datagram {i}");
+        assert!(received.iter().all(|(source, _)| *source == from));
+        for size in 0..3u8 {
+            let sent: Vec<Vec<u8>> = (0..count).map(datagram).filter(|d| d[0] == size).collect();
+            let arrived: Vec<Vec<u8>> = received
+                .iter()
+                .map(|(_, d)| d.clone())
+                .filter(|d| d[0] == size)
+                .collect();
+            assert_eq!(arrived, sent, "size class {size}");
         }
+    }
+
+    #[test]
+    fn grouping_makes_runs_of_one_destination_and_size() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let mut queue = SendQueue::default();
+        // (destination, size, tag): interleaved as connections produce them.
+        let sent = [
+            (b, 50, 1),
+            (a, 50, 2),
+            (a, 30, 3),
+            (b, 50, 4),
+            (a, 50, 5),
+            (a, 50, 6),
+            (b, 10, 7),
+        ];
+        for (to, size, tag) in sent {
+            queue.push(&vec![tag; size], to);
+        }
+        queue.group_for_segmentation();
+        let mut runs = Vec::new();
+        while !queue.is_empty() {
+            let front = queue.front();
+            let run = front.leading_run(64).max(1);
+            let (first, to) = front.get(0).unwrap();
+            let bytes = front.take(run).contiguous_bytes();
+            let tags: Vec<u8> = (0..run).map(|i| front.get(i).unwrap().0[0]).collect();
+            assert_eq!(
+                bytes.len(),
+                (0..run)
+                    .map(|i| front.get(i).unwrap().0.len())
+                    .sum::<usize>()
+            );
+            runs.push((to, first.len(), tags));
+            queue.consume(run);
+        }
+        // To `a`: three of 50 bytes then the shorter one in one run; to
+        // `b`: two of 50 and the shorter one. Equal ones keep their order.
+        assert_eq!(runs, [(a, 50, vec![2, 5, 6, 3]), (b, 50, vec![1, 4, 7])]);
+
+        // A run ends at `max_segments`.
+        for i in 0..5 {
+            queue.push(&[i; 8], a);
+        }
+        queue.group_for_segmentation();
+        assert_eq!(queue.front().leading_run(3), 3);
+        queue.consume(3);
+        assert_eq!(queue.front().leading_run(3), 2);
+        queue.consume(2);
+
+        // Lone datagrams go together up to the next run.
+        queue.push(&[1; 40], a);
+        queue.push(&[2; 60], b);
+        queue.push(&[3; 8], b);
+        queue.push(&[4; 8], b);
+        queue.group_for_segmentation();
+        assert_eq!(queue.front().leading_run(64), 1);
+        assert_eq!(
+            queue.front().leading_singles(64),
+            1,
+            "b's 60 bytes start a run"
+        );
+        queue.consume(1);
+        assert_eq!(
+            queue.front().leading_run(64),
+            2,
+            "60 bytes, then a shorter last one"
+        );
     }
 
     // A current-thread runtime polls its reactor only when the test awaits.
