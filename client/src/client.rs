@@ -649,6 +649,13 @@ pub fn quic_config(
     keep_alive: Duration,
 ) -> Result<quinn::ClientConfig, ClientError> {
     let mut config = client_config(trust)?;
+    config.transport_config(Arc::new(transport_config(keep_alive)?));
+    Ok(config)
+}
+
+/// The transport settings of [`quic_config`]: keep-alive every
+/// `keep_alive`, and the small windows and stream limits of a session.
+pub fn transport_config(keep_alive: Duration) -> Result<quinn::TransportConfig, ClientError> {
     // The server opens no streams and sends only small datagrams (signals);
     // windows fit a few of the largest frames. Small per-connection state matters to a load
     // generator holding many sessions. The idle timeout allows three
@@ -668,8 +675,7 @@ pub fn quic_config(
         .send_window(512 * 1024)
         .datagram_receive_buffer_size(Some(8 * 1024))
         .mtu_discovery_config(None);
-    config.transport_config(Arc::new(transport));
-    Ok(config)
+    Ok(transport)
 }
 
 async fn read_frame(

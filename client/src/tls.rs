@@ -39,6 +39,14 @@ impl Trust {
 
 /// The QUIC client configuration for `trust`.
 pub fn client_config(trust: &Trust) -> Result<quinn::ClientConfig, ClientError> {
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(rustls_client_config(trust)?)
+        .map_err(|e| ClientError::Config(e.to_string()))?;
+    Ok(quinn::ClientConfig::new(Arc::new(quic)))
+}
+
+/// The TLS configuration [`client_config`] wraps, for a QUIC crypto
+/// configuration of one's own (the load generator's lean sessions).
+pub fn rustls_client_config(trust: &Trust) -> Result<rustls::ClientConfig, ClientError> {
     // TLS_AES_128_GCM_SHA256 first: its key schedule runs on hardware
     // SHA-256, where the default first choice (AES-256/SHA-384) runs SHA-512
     // in software, a tenth of a handshake-heavy load's CPU.
@@ -85,9 +93,7 @@ pub fn client_config(trust: &Trust) -> Result<quinn::ClientConfig, ClientError> 
             .with_no_client_auth(),
     };
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| ClientError::Config(e.to_string()))?;
-    Ok(quinn::ClientConfig::new(Arc::new(quic)))
+    Ok(tls)
 }
 
 /// Accepts exactly one leaf certificate (by SHA-256), still verifying the

@@ -18,10 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use switchboard_client::quic_config;
+use switchboard_client::tls::rustls_client_config;
+use switchboard_client::{transport_config, Trust};
 use switchboard_proto::frame;
 use switchboard_proto::v1::{client_frame, server_frame::Body, ClientFrame, Hello, Ping, Resume};
 use switchboard_router::quic::{bind_udp, PortSharing};
+use switchboard_router::tls_session::LeanClientConfig;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::fleet::{FleetOptions, OpenOutcome};
@@ -185,6 +187,16 @@ impl FleetSender {
     }
 }
 
+/// The SDK's QUIC client configuration (trust, keep-alive, windows), with
+/// sessions that let go of rustls after the handshake.
+fn lean_quic_config(trust: &Trust, keep_alive: Duration) -> anyhow::Result<quinn::ClientConfig> {
+    let tls = rustls_client_config(trust)?;
+    let crypto = LeanClientConfig::new(Arc::new(tls))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport_config(keep_alive)?));
+    Ok(config)
+}
+
 /// Sessions opened through the lean drivers.
 pub struct LeanFleet {
     sender: FleetSender,
@@ -219,7 +231,7 @@ impl LeanFleet {
             reconnects: AtomicU64::new(0),
             reconnect_failures: Mutex::default(),
         });
-        let config = quic_config(&options.trust, options.keep_alive)?;
+        let config = lean_quic_config(&options.trust, options.keep_alive)?;
         let mut drivers = Vec::with_capacity(driver_count);
         let mut tasks = Vec::with_capacity(driver_count);
         for i in 0..driver_count {
