@@ -51,7 +51,7 @@ pub struct FleetOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ClientKind {
     /// quinn-proto driven by a few tasks, one per UDP socket ([`crate::lean`]):
-    /// ~20 KiB per session.
+    /// ~15 KiB per session.
     #[default]
     Lean,
     /// The client SDK: a quinn connection, tasks and channels per session.

@@ -2,7 +2,7 @@
 //! real QUIC and checks what it measures.
 //!
 //! - [`lean`]: the default way sessions are held: a few tasks drive
-//!   quinn-proto directly, one per UDP socket, ~20 KiB per session.
+//!   quinn-proto directly, one per UDP socket, ~15 KiB per session.
 //! - [`fleet`]: the same through the client SDK (one quinn connection and
 //!   task per session), as `--client sdk` and for the presence scenario.
 //! - [`scenario`]: `connect`, `chat` and `presence`.

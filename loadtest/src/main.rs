@@ -14,6 +14,7 @@ use switchboard_client::Trust;
 use switchboard_loadtest::fleet::{ClientKind, FleetOptions};
 use switchboard_loadtest::progress::{Counters, Progress};
 use switchboard_loadtest::scenario::{chat, connect, nats_chat, presence, rooms};
+use switchboard_router::huge_pages::{self, HeapPages};
 
 #[derive(Parser)]
 #[command(
@@ -171,7 +172,7 @@ struct Common {
     #[arg(long, default_value_t = 256)]
     max_inflight: usize,
     /// How sessions are held: `lean` (quinn-proto driven by one task per
-    /// UDP socket, ~20 KiB per session) or `sdk` (the client SDK: a quinn
+    /// UDP socket, ~15 KiB per session) or `sdk` (the client SDK: a quinn
     /// connection and tasks per session). The presence scenario always uses
     /// the SDK.
     #[arg(long, value_enum, default_value_t = ClientKind::Lean)]
@@ -241,6 +242,20 @@ impl Common {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any thread starts: this may restart the process image. With
+    // one or two runtime threads, all of them allocate from the main arena
+    // on huge pages (`huge_pages::Arenas::One`); more would contend for its
+    // lock. `GLIBC_TUNABLES=glibc.malloc.hugetlb=0` keeps 4 KiB pages.
+    let threads = match cli.threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        threads => threads,
+    };
+    let arenas = if threads <= 2 {
+        huge_pages::Arenas::One
+    } else {
+        huge_pages::Arenas::PerThread
+    };
+    let heap = huge_pages::use_huge_page_heap(arenas);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
@@ -248,6 +263,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    match heap {
+        HeapPages::Huge => tracing::debug!(?arenas, "heap on transparent huge pages"),
+        HeapPages::Regular(why) => tracing::debug!(%why, "heap on regular pages"),
+    }
     // Always the multi-threaded scheduler, even for one worker: the
     // scenario's own task then runs on the main thread beside the drivers.
     // A current-thread runtime saved ~4-5% of the CPU per chat message but

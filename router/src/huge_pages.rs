@@ -12,16 +12,37 @@
 //! runtime most of the heap is in per-thread arenas that stay on 4 KiB
 //! pages, and the gain is lost in the noise.
 //!
+//! A program whose threads all allocate (the load generator's
+//! multi-threaded runtime) can ask for [`Arenas::One`]: with
+//! `glibc.malloc.arena_max=1` every thread allocates from the main arena,
+//! on huge pages, at the price of sharing its lock; a chat message then
+//! cost the load generator ~15% less CPU at 100k sessions (`bench/README.md`,
+//! "Huge pages").
+//!
 //! glibc reads tunables only when a process starts, so
 //! [`use_huge_page_heap`] starts the program image once more (same PID,
-//! same arguments) with the tunable added to `GLIBC_TUNABLES`. Any value
-//! already set for the tunable is left alone: `glibc.malloc.hugetlb=0`
-//! keeps 4 KiB pages.
+//! same arguments) with the tunables added to `GLIBC_TUNABLES`. Any value
+//! already set for them is left alone: `glibc.malloc.hugetlb=0` keeps
+//! 4 KiB pages.
 
 use std::ffi::OsString;
 
 /// The glibc tunable that backs malloc's memory with transparent huge pages.
 const GLIBC_TUNABLE: &str = "glibc.malloc.hugetlb";
+
+/// The glibc tunable that caps malloc's arenas.
+const ARENA_MAX_TUNABLE: &str = "glibc.malloc.arena_max";
+
+/// Which arenas the threads of a program allocate from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arenas {
+    /// glibc's choice: threads other than the main one get arenas of their
+    /// own, which stay on 4 KiB pages.
+    PerThread,
+    /// All threads share the main arena (`glibc.malloc.arena_max=1`), on
+    /// huge pages.
+    One,
+}
 
 /// Set in the environment of the restarted image, so a restart happens at
 /// most once even where the loader drops `GLIBC_TUNABLES`.
@@ -39,9 +60,9 @@ pub enum HeapPages {
 /// Restarts the process with the huge-page tunable when it is not set yet
 /// (it does not return then); otherwise reports how the heap is paged. Call
 /// it first thing in `main`, before any thread starts.
-pub fn use_huge_page_heap() -> HeapPages {
+pub fn use_huge_page_heap(arenas: Arenas) -> HeapPages {
     let tunables = std::env::var_os("GLIBC_TUNABLES").unwrap_or_default();
-    match tunable_value(&tunables.to_string_lossy()) {
+    match tunable_value(&tunables.to_string_lossy(), GLIBC_TUNABLE) {
         Some("0") => return HeapPages::Regular(format!("GLIBC_TUNABLES sets {GLIBC_TUNABLE}=0")),
         Some(_) => return HeapPages::Huge,
         None => {}
@@ -49,26 +70,34 @@ pub fn use_huge_page_heap() -> HeapPages {
     if std::env::var_os(RESTARTED_MARKER).is_some() {
         return HeapPages::Regular("GLIBC_TUNABLES was dropped at restart".into());
     }
-    restart_with(with_tunable(tunables))
+    restart_with(with_tunables(tunables, arenas))
 }
 
 /// The value `GLIBC_TUNABLES` (colon-separated `name=value` pairs) gives
-/// the huge-page tunable, if any.
-fn tunable_value(tunables: &str) -> Option<&str> {
+/// `tunable`, if any.
+fn tunable_value<'a>(tunables: &'a str, tunable: &str) -> Option<&'a str> {
     tunables
         .split(':')
         .filter_map(|pair| pair.split_once('='))
-        .find(|(name, _)| *name == GLIBC_TUNABLE)
+        .find(|(name, _)| *name == tunable)
         .map(|(_, value)| value)
 }
 
-/// `GLIBC_TUNABLES` with the huge-page tunable appended.
-fn with_tunable(tunables: OsString) -> OsString {
+/// `GLIBC_TUNABLES` with the huge-page tunable appended, and for
+/// [`Arenas::One`] the arena cap unless one is set already.
+fn with_tunables(tunables: OsString, arenas: Arenas) -> OsString {
+    let capped = tunable_value(&tunables.to_string_lossy(), ARENA_MAX_TUNABLE).is_some();
     let mut value = tunables;
-    if !value.is_empty() {
-        value.push(":");
+    let mut append = |pair: String| {
+        if !value.is_empty() {
+            value.push(":");
+        }
+        value.push(pair);
+    };
+    append(format!("{GLIBC_TUNABLE}=1"));
+    if arenas == Arenas::One && !capped {
+        append(format!("{ARENA_MAX_TUNABLE}=1"));
     }
-    value.push(format!("{GLIBC_TUNABLE}=1"));
     value
 }
 
@@ -109,22 +138,34 @@ mod tests {
 
     #[test]
     fn the_tunable_is_appended_to_those_already_set() {
-        assert_eq!(with_tunable(OsString::new()), "glibc.malloc.hugetlb=1");
+        let per_thread = |tunables: &str| with_tunables(tunables.into(), Arenas::PerThread);
+        assert_eq!(per_thread(""), "glibc.malloc.hugetlb=1");
         assert_eq!(
-            with_tunable("glibc.malloc.arena_max=2".into()),
+            per_thread("glibc.malloc.arena_max=2"),
             "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
         );
     }
 
     #[test]
-    fn a_value_already_set_is_found_among_other_tunables() {
-        assert_eq!(tunable_value(""), None);
-        assert_eq!(tunable_value("glibc.malloc.arena_max=2"), None);
-        assert_eq!(tunable_value("glibc.malloc.hugetlb=0"), Some("0"));
+    fn one_arena_caps_arenas_unless_a_cap_is_set() {
+        let one = |tunables: &str| with_tunables(tunables.into(), Arenas::One);
+        assert_eq!(one(""), "glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1");
         assert_eq!(
-            tunable_value("glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"),
+            one("glibc.malloc.arena_max=4"),
+            "glibc.malloc.arena_max=4:glibc.malloc.hugetlb=1"
+        );
+    }
+
+    #[test]
+    fn a_value_already_set_is_found_among_other_tunables() {
+        let huge = |tunables| tunable_value(tunables, GLIBC_TUNABLE);
+        assert_eq!(huge(""), None);
+        assert_eq!(huge("glibc.malloc.arena_max=2"), None);
+        assert_eq!(huge("glibc.malloc.hugetlb=0"), Some("0"));
+        assert_eq!(
+            huge("glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"),
             Some("1")
         );
-        assert_eq!(tunable_value("glibc.malloc.hugetlbx=1"), None);
+        assert_eq!(huge("glibc.malloc.hugetlbx=1"), None);
     }
 }

@@ -108,7 +108,10 @@ fn serve(file: Option<PathBuf>, flags: FlagOverrides) -> anyhow::Result<()> {
     let config = load(file.as_deref(), &flags)?;
     // Before any thread starts: this may restart the process image.
     let heap = if config.heap_huge_pages {
-        huge_pages::use_huge_page_heap()
+        // glibc's own arenas: with one runtime thread (as the bench runs
+        // the router) the current-thread runtime allocates everything in
+        // the main arena anyway, and more workers would share its lock.
+        huge_pages::use_huge_page_heap(huge_pages::Arenas::PerThread)
     } else {
         HeapPages::Regular("heap_huge_pages = false".into())
     };

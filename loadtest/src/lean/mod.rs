@@ -1,7 +1,7 @@
 //! The lean fleet: load-test sessions driven through `quinn-proto` by a few
 //! [`driver::ClientDriver`] tasks, one per UDP socket, instead of the SDK's
 //! quinn connection, task and channels per session. It is how one process
-//! holds hundreds of thousands of sessions in ~20 KiB each, and how the
+//! holds hundreds of thousands of sessions in ~15 KiB each, and how the
 //! load generator stays cheaper than the router it measures.
 //!
 //! A scenario opens a [`LeanFleet`] with a [`FrameHandler`] that receives
