@@ -2,7 +2,7 @@
 # Session-count scaling run: for each N, start a fresh release router, open N
 # sessions with switchboard-load (connect scenario, every session verified
 # alive with a ping after the hold), and record the peak RSS of the router and
-# of the load generator. Prints a Markdown table and the per-session slope.
+# of the load generator. Prints a Markdown table with each process's RSS per session.
 #
 #   cargo build --release
 #   bench/scripts/scale.sh 10000 50000 100000 200000
