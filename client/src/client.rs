@@ -649,13 +649,15 @@ pub fn quic_config(
     keep_alive: Duration,
 ) -> Result<quinn::ClientConfig, ClientError> {
     let mut config = client_config(trust)?;
-    config.transport_config(Arc::new(transport_config(keep_alive)?));
+    config.transport_config(Arc::new(session_transport_config(keep_alive)?));
     Ok(config)
 }
 
 /// The transport settings of [`quic_config`]: keep-alive every
 /// `keep_alive`, and the small windows and stream limits of a session.
-pub fn transport_config(keep_alive: Duration) -> Result<quinn::TransportConfig, ClientError> {
+pub fn session_transport_config(
+    keep_alive: Duration,
+) -> Result<quinn::TransportConfig, ClientError> {
     // The server opens no streams and sends only small datagrams (signals);
     // windows fit a few of the largest frames. Small per-connection state matters to a load
     // generator holding many sessions. The idle timeout allows three

@@ -14,8 +14,8 @@ mod client;
 pub mod tls;
 
 pub use client::{
-    bind_endpoint, quic_config, transport_config, Client, ClientError, CloseInfo, ConnectOptions,
-    Event, Events,
+    bind_endpoint, quic_config, session_transport_config, Client, ClientError, CloseInfo,
+    ConnectOptions, Event, Events,
 };
 pub use switchboard_proto::close::CloseCode;
 pub use switchboard_proto::v1::{

@@ -264,7 +264,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match heap {
-        HeapPages::Huge => tracing::debug!(?arenas, "heap on transparent huge pages"),
+        HeapPages::Huge => tracing::debug!(
+            ?arenas,
+            "heap on transparent huge pages (arenas as asked, unless GLIBC_TUNABLES set them)"
+        ),
         HeapPages::Regular(why) => tracing::debug!(%why, "heap on regular pages"),
     }
     // Always the multi-threaded scheduler, even for one worker: the

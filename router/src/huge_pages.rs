@@ -28,7 +28,7 @@
 use std::ffi::OsString;
 
 /// The glibc tunable that backs malloc's memory with transparent huge pages.
-const GLIBC_TUNABLE: &str = "glibc.malloc.hugetlb";
+const HUGETLB_TUNABLE: &str = "glibc.malloc.hugetlb";
 
 /// The glibc tunable that caps malloc's arenas.
 const ARENA_MAX_TUNABLE: &str = "glibc.malloc.arena_max";
@@ -57,13 +57,15 @@ pub enum HeapPages {
     Regular(String),
 }
 
-/// Restarts the process with the huge-page tunable when it is not set yet
-/// (it does not return then); otherwise reports how the heap is paged. Call
-/// it first thing in `main`, before any thread starts.
+/// Restarts the process with the huge-page tunable when it is not set yet,
+/// adding the arena cap for [`Arenas::One`] (it does not return then);
+/// otherwise reports how the heap is paged. Where `GLIBC_TUNABLES` already
+/// sets the huge-page tunable, nothing is added: `arenas` is then up to
+/// whoever set it. Call it first thing in `main`, before any thread starts.
 pub fn use_huge_page_heap(arenas: Arenas) -> HeapPages {
     let tunables = std::env::var_os("GLIBC_TUNABLES").unwrap_or_default();
-    match tunable_value(&tunables.to_string_lossy(), GLIBC_TUNABLE) {
-        Some("0") => return HeapPages::Regular(format!("GLIBC_TUNABLES sets {GLIBC_TUNABLE}=0")),
+    match tunable_value(&tunables.to_string_lossy(), HUGETLB_TUNABLE) {
+        Some("0") => return HeapPages::Regular(format!("GLIBC_TUNABLES sets {HUGETLB_TUNABLE}=0")),
         Some(_) => return HeapPages::Huge,
         None => {}
     }
@@ -94,7 +96,7 @@ fn with_tunables(tunables: OsString, arenas: Arenas) -> OsString {
         }
         value.push(pair);
     };
-    append(format!("{GLIBC_TUNABLE}=1"));
+    append(format!("{HUGETLB_TUNABLE}=1"));
     if arenas == Arenas::One && !capped {
         append(format!("{ARENA_MAX_TUNABLE}=1"));
     }
@@ -158,7 +160,7 @@ mod tests {
 
     #[test]
     fn a_value_already_set_is_found_among_other_tunables() {
-        let huge = |tunables| tunable_value(tunables, GLIBC_TUNABLE);
+        let huge = |tunables| tunable_value(tunables, HUGETLB_TUNABLE);
         assert_eq!(huge(""), None);
         assert_eq!(huge("glibc.malloc.arena_max=2"), None);
         assert_eq!(huge("glibc.malloc.hugetlb=0"), Some("0"));

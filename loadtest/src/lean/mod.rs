@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use switchboard_client::tls::rustls_client_config;
-use switchboard_client::{transport_config, Trust};
+use switchboard_client::{session_transport_config, Trust};
 use switchboard_proto::frame;
 use switchboard_proto::v1::{client_frame, server_frame::Body, ClientFrame, Hello, Ping, Resume};
 use switchboard_router::quic::{bind_udp, PortSharing};
@@ -193,7 +193,7 @@ fn lean_quic_config(trust: &Trust, keep_alive: Duration) -> anyhow::Result<quinn
     let tls = rustls_client_config(trust)?;
     let crypto = LeanClientConfig::new(Arc::new(tls))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(Arc::new(transport_config(keep_alive)?));
+    config.transport_config(Arc::new(session_transport_config(keep_alive)?));
     Ok(config)
 }
 

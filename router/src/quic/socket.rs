@@ -13,9 +13,10 @@
 //!   rest leave up to [`SEND_BATCH`] per `sendmmsg` call. A router's
 //!   datagrams go to as many peers as it has clients, so runs are rare in
 //!   production; a load generator's all go to the router, and most of them
-//!   run. Datagrams of one destination and size keep their order; others
-//!   may not, which QUIC does not mind (a turn yields at most a few per
-//!   connection).
+//!   run. Larger datagrams go first, and those of one destination and size
+//!   keep their order: a connection that sends several at once sends
+//!   full-size packets, then a shorter last one, which this order keeps
+//!   as they were.
 //!
 //! Sends never block the driver: datagrams that find the kernel's send
 //! buffer full stay queued until the socket is writable again, and past
@@ -31,9 +32,11 @@ use tokio::net::UdpSocket;
 
 /// Datagrams received per system call.
 pub const RECV_BATCH: usize = 32;
-/// Datagrams sent per system call.
+/// Datagrams (or GSO runs) sent per `sendmmsg` call, and queued before a
+/// flush starts mid-turn.
 const SEND_BATCH: usize = 32;
-/// Most datagrams in one GSO send (the kernel's own limit is 64).
+/// Most datagrams in one GSO send, below what quinn-udp reports the socket
+/// takes (64 where the kernel has GSO).
 const MAX_GSO_SEGMENTS: usize = 64;
 /// Most bytes in one GSO send: what one UDP datagram can carry.
 const MAX_GSO_BYTES: usize = 65_000;
@@ -125,11 +128,13 @@ impl DatagramSocket {
     /// connections on partial progress instead was measured: it re-queued
     /// so much that chat at 15k msgs/s went from p99 8 ms to seconds.)
     pub fn flush(&mut self) -> bool {
-        let max_segments = self.state.max_gso_segments().min(MAX_GSO_SEGMENTS);
-        if max_segments > 1 {
-            self.queue.group_for_segmentation();
-        }
         while !self.queue.is_empty() {
+            // Read on every pass: quinn-udp lowers it to 1 for good when
+            // the kernel refuses a GSO send.
+            let max_segments = self.state.max_gso_segments().min(MAX_GSO_SEGMENTS);
+            if max_segments > 1 {
+                self.queue.group_for_segmentation();
+            }
             let front = self.queue.front();
             let run = front.leading_run(max_segments);
             let sent = self.socket.try_io(Interest::WRITABLE, || {
@@ -144,17 +149,18 @@ impl DatagramSocket {
             });
             match sent {
                 Ok(count) => self.queue.consume(count.max(1)),
-                // quinn-udp turns segmentation off for good when the
-                // kernel refuses it: the run goes again, one by one.
-                Err(_) if run > 1 && self.state.max_gso_segments() == 1 => {}
                 Err(error) if error.kind() == ErrorKind::WouldBlock => {
                     self.blocked = true;
                     return false;
                 }
                 Err(error) if error.kind() == ErrorKind::Interrupted => {}
-                // A datagram the kernel refuses (an unreachable or wrong
-                // address family, say) is dropped: QUIC treats it as lost.
-                Err(_) => self.queue.consume(1),
+                // Segmentation refused (and now off): the run goes again,
+                // one datagram each, on the next pass.
+                Err(_) if run > 1 && self.state.max_gso_segments() < max_segments => {}
+                // Datagrams the kernel refuses (an unreachable or wrong
+                // address family, say) are dropped: QUIC treats them as
+                // lost. A run shares one destination, so all of it goes.
+                Err(_) => self.queue.consume(run),
             }
         }
         self.blocked = false;
@@ -369,6 +375,10 @@ impl<'a> Batch<'a> {
 
     /// The bytes of all datagrams, which lie back to back in the queue.
     fn contiguous_bytes(&self) -> &'a [u8] {
+        debug_assert!(self
+            .datagrams
+            .windows(2)
+            .all(|pair| pair[0].0.end == pair[1].0.start));
         match (self.datagrams.first(), self.datagrams.last()) {
             (Some((first, _)), Some((last, _))) => &self.bytes[first.start..last.end],
             _ => &[],
@@ -511,7 +521,7 @@ mod tests {
         let mut runs = Vec::new();
         while !queue.is_empty() {
             let front = queue.front();
-            let run = front.leading_run(64).max(1);
+            let run = front.leading_run(64);
             let (first, to) = front.get(0).unwrap();
             let bytes = front.take(run).contiguous_bytes();
             let tags: Vec<u8> = (0..run).map(|i| front.get(i).unwrap().0[0]).collect();
@@ -539,16 +549,25 @@ mod tests {
         queue.consume(2);
 
         // Lone datagrams go together up to the next run.
+        let c: SocketAddr = "127.0.0.1:3".parse().unwrap();
         queue.push(&[1; 40], a);
-        queue.push(&[2; 60], b);
-        queue.push(&[3; 8], b);
-        queue.push(&[4; 8], b);
+        queue.push(&[2; 50], a);
+        queue.push(&[3; 70], b);
+        queue.push(&[4; 60], c);
+        queue.push(&[5; 8], c);
+        queue.push(&[6; 8], c);
         queue.group_for_segmentation();
+        assert_eq!(
+            queue.front().leading_run(64),
+            2,
+            "50 bytes, then a shorter 40"
+        );
+        queue.consume(2);
         assert_eq!(queue.front().leading_run(64), 1);
         assert_eq!(
             queue.front().leading_singles(64),
             1,
-            "b's 60 bytes start a run"
+            "c's 60 bytes start a run"
         );
         queue.consume(1);
         assert_eq!(
@@ -556,6 +575,22 @@ mod tests {
             2,
             "60 bytes, then a shorter last one"
         );
+        queue.consume(2);
+        queue.push(&[7; 30], a);
+        queue.push(&[8; 20], b);
+        queue.group_for_segmentation();
+        assert_eq!(
+            queue.front().leading_singles(64),
+            3,
+            "c's 8, a's 30, b's 20"
+        );
+        queue.consume(3);
+
+        // A run stops short of what one UDP datagram can carry.
+        for i in 0..60 {
+            queue.push(&[i; 1200], a);
+        }
+        assert_eq!(queue.front().leading_run(64), MAX_GSO_BYTES / 1200);
     }
 
     // A current-thread runtime polls its reactor only when the test awaits.

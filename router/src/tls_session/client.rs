@@ -11,8 +11,7 @@ use ring::aead;
 use rustls::pki_types::ServerName;
 use rustls::quic::{ClientConnection, Connection, Suite};
 
-use super::server::encode;
-use super::{boxed_keys, rustls_version, LeanSession, Role};
+use super::{boxed_keys, encode, rustls_version, LeanSession, Role};
 
 /// Client crypto configuration whose sessions release rustls after the
 /// handshake.
@@ -52,26 +51,6 @@ impl LeanClientConfig {
         Ok(LeanClientConfig { tls, initial })
     }
 
-    /// The Initial keys of a connection to the server whose connection ID
-    /// the client chose as `dst_cid`.
-    pub(super) fn initial_keys_for(&self, version: u32, dst_cid: &ConnectionId) -> Keys {
-        let version = rustls_version(version).expect("the session's own version");
-        boxed_keys(self.initial.keys(dst_cid, rustls::Side::Client, version))
-    }
-}
-
-impl crypto::ClientConfig for LeanClientConfig {
-    fn start_session(
-        self: Arc<Self>,
-        version: u32,
-        server_name: &str,
-        params: &TransportParameters,
-    ) -> Result<Box<dyn crypto::Session>, ConnectError> {
-        Ok(Box::new(self.session(version, server_name, params)?))
-    }
-}
-
-impl LeanClientConfig {
     /// A session for a connection to `server_name` in `version`, which
     /// sends `params`.
     pub(super) fn session(
@@ -91,6 +70,24 @@ impl LeanClientConfig {
             Role::Client(self),
             Connection::Client(connection),
         ))
+    }
+
+    /// The Initial keys of a connection to the server whose connection ID
+    /// the client chose as `dst_cid`.
+    pub(super) fn initial_keys_for(&self, version: u32, dst_cid: &ConnectionId) -> Keys {
+        let version = rustls_version(version).expect("the session's own version");
+        boxed_keys(self.initial.keys(dst_cid, rustls::Side::Client, version))
+    }
+}
+
+impl crypto::ClientConfig for LeanClientConfig {
+    fn start_session(
+        self: Arc<Self>,
+        version: u32,
+        server_name: &str,
+        params: &TransportParameters,
+    ) -> Result<Box<dyn crypto::Session>, ConnectError> {
+        Ok(Box::new(self.session(version, server_name, params)?))
     }
 }
 

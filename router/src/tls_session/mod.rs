@@ -49,6 +49,13 @@ fn rustls_version(version: u32) -> Result<Version, UnsupportedVersion> {
     }
 }
 
+/// `params` as TLS carries them.
+fn encode(params: &TransportParameters) -> Vec<u8> {
+    let mut encoded = Vec::new();
+    params.write(&mut encoded);
+    encoded
+}
+
 fn boxed_keys(keys: rustls::quic::Keys) -> Keys {
     Keys {
         header: KeyPair {
@@ -511,6 +518,13 @@ mod tests {
             header,
             &payload[..10]
         ));
+
+        // Drafts 29-32 have a key and nonce of their own.
+        let draft = 0xff00_001d;
+        let tag = crypto::ServerConfig::retry_tag(&*server_config, draft, &original, &packet);
+        let payload = [token, &tag[..]].concat();
+        assert!(client::is_valid_retry(draft, &original, header, &payload));
+        assert!(!client::is_valid_retry(1, &original, header, &payload));
     }
 
     /// Hands what `from` writes to `to`, one piece per encryption level;

@@ -9,7 +9,7 @@ use quinn_proto::transport_parameters::TransportParameters;
 use quinn_proto::ConnectionId;
 use rustls::quic::{Connection, ServerConnection, Version};
 
-use super::{rustls_version, LeanSession, Role};
+use super::{encode, rustls_version, LeanSession, Role};
 
 /// Server crypto configuration whose sessions release rustls after the
 /// handshake.
@@ -56,13 +56,6 @@ impl LeanServerConfig {
         crypto::ServerConfig::initial_keys(self, version, dst_cid)
             .expect("the session's own version")
     }
-}
-
-/// `params` as TLS carries them.
-pub(super) fn encode(params: &TransportParameters) -> Vec<u8> {
-    let mut encoded = Vec::new();
-    params.write(&mut encoded);
-    encoded
 }
 
 impl crypto::ServerConfig for LeanServerConfig {
