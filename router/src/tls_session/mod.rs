@@ -9,7 +9,8 @@
 //! session for little: the next 1-RTT keys at each key update, and whether
 //! new post-handshake CRYPTO data is acceptable. A [`LeanSession`]
 //! therefore keeps the connection while it is handshaking, and then only
-//! the `rustls::quic::Secrets` the next keys derive from, plus what
+//! the `rustls::quic::Secrets` the next keys derive from (and hands those
+//! keys out underived, [`later_keys`]), plus what
 //! `handshake_data` reports (and, on a client, the server's transport
 //! parameters, which quinn-proto reads once the handshake is over).
 //!
@@ -22,6 +23,7 @@
 //! generator.
 
 mod client;
+mod later_keys;
 mod server;
 
 use std::any::Any;
@@ -31,7 +33,9 @@ use quinn::crypto::rustls::HandshakeData;
 use quinn_proto::crypto::{self, ExportKeyingMaterialError, KeyPair, Keys, UnsupportedVersion};
 use quinn_proto::transport_parameters::TransportParameters;
 use quinn_proto::{ConnectionId, Side, TransportError, TransportErrorCode};
-use rustls::quic::{Connection, KeyChange, Secrets, Version};
+use rustls::quic::{Connection, KeyChange, Version};
+
+use later_keys::LaterKeys;
 
 pub use client::LeanClientConfig;
 pub use server::LeanServerConfig;
@@ -91,21 +95,17 @@ pub struct LeanSession {
     state: State,
 }
 
-// The long-lived variant is the large one, kept inline: boxing it would
-// cost every established session an allocation to save bytes only while
-// it handshakes.
-#[allow(clippy::large_enum_variant)]
 enum State {
     /// The handshake runs on the rustls connection.
     Handshaking {
         connection: Box<Connection>,
         got_handshake_data: bool,
-        /// The secrets of the next 1-RTT keys, once there are 1-RTT keys.
-        next: Option<Box<Secrets>>,
+        /// The next 1-RTT keys, once there are 1-RTT keys.
+        next: Option<LaterKeys>,
     },
     /// The handshake is over: only what later calls need is left.
     Established {
-        next: Secrets,
+        next: LaterKeys,
         protocol: Option<Box<[u8]>>,
         server_name: Option<Box<str>>,
         /// The peer's transport parameters as TLS carried them, kept on a
@@ -150,7 +150,7 @@ impl LeanSession {
         };
         let protocol = connection.alpn_protocol().map(Box::from);
         let server_name = server_name(connection).map(Box::from);
-        let next = *next.take().expect("checked above");
+        let next = next.take().expect("checked above");
         self.state = State::Established {
             next,
             protocol,
@@ -297,7 +297,7 @@ impl crypto::Session for LeanSession {
                 keys,
                 next: secrets,
             }) => {
-                *next = Some(Box::new(secrets));
+                *next = Some(LaterKeys::new(secrets));
                 Some(boxed_keys(keys))
             }
             None => {
@@ -310,15 +310,11 @@ impl crypto::Session for LeanSession {
     }
 
     fn next_1rtt_keys(&mut self) -> Option<KeyPair<Box<dyn crypto::PacketKey>>> {
-        let secrets = match &mut self.state {
-            State::Handshaking { next, .. } => next.as_deref_mut()?,
+        let later = match &mut self.state {
+            State::Handshaking { next, .. } => next.as_mut()?,
             State::Established { next, .. } => next,
         };
-        let keys = secrets.next_packet_keys();
-        Some(KeyPair {
-            local: Box::new(keys.local),
-            remote: Box::new(keys.remote),
-        })
+        Some(later.next_pair())
     }
 
     fn is_valid_retry(&self, orig_dst_cid: &ConnectionId, header: &[u8], payload: &[u8]) -> bool {
@@ -414,12 +410,29 @@ mod tests {
         // The keys handed out during the handshake, then three key
         // updates after it: each side opens what the other sealed.
         let mut client_next = client_next.expect("the client has 1-RTT keys");
+        // Later keys are derived when first used, and then agree with
+        // rustls' own. (`client_next` is one phase on: the client's first
+        // next keys came from it.)
+        let later = LaterKeys::new(client_next.clone());
+        let unused = later.key(1, true);
+        let sealing = later.key(0, true);
+        let mut packet = [&[0x40u8][..], b"sealed later", &[0; 16]].concat();
+        crypto::PacketKey::encrypt(&sealing, 1, &mut packet, 1);
+        assert!(sealing.is_derived() && !unused.is_derived());
+        let server_second = server.next_1rtt_keys().unwrap();
+        let mut sealed = bytes::BytesMut::from(&packet[1..]);
+        server_second
+            .remote
+            .decrypt(1, &[0x40], &mut sealed)
+            .expect("the server opens what a later client key sealed");
+        assert_eq!(&sealed[..], b"sealed later");
         agree(
             &server_first.expect("the server had next keys during the handshake"),
             &client_first.unwrap(),
             0,
         );
-        for generation in 1..4u64 {
+        agree(&server_second, &client_next.next_packet_keys(), 1);
+        for generation in 2..4u64 {
             let server_keys = server.next_1rtt_keys().unwrap();
             agree(&server_keys, &client_next.next_packet_keys(), generation);
         }

@@ -1,0 +1,116 @@
+//! [`LaterKeys`]: the 1-RTT packet keys of later key phases, handed to
+//! quinn-proto at once but derived only when first used.
+//!
+//! quinn-proto asks for the next phase's keys as soon as a connection has
+//! 1-RTT keys, and for the phase after that at each key update, and keeps
+//! them until a key update needs them: for most connections, never. Two
+//! ring AES-GCM keys are ~1.2 KB; a [`LaterPacketKey`] is a few dozen
+//! bytes until it is first used, and all of a connection's share one copy
+//! of the secrets they derive from.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::BytesMut;
+use quinn_proto::crypto::{self, CryptoError, KeyPair};
+use rustls::quic::Secrets;
+
+/// The secrets later phases derive from, and how many phases were handed
+/// out.
+pub(super) struct LaterKeys {
+    /// The secrets of the first phase handed out.
+    first: Arc<Secrets>,
+    handed_out: u32,
+}
+
+impl LaterKeys {
+    /// Keys for the phases `first` starts (the `next` of rustls'
+    /// `KeyChange::OneRtt`).
+    pub(super) fn new(first: Secrets) -> LaterKeys {
+        LaterKeys {
+            first: Arc::new(first),
+            handed_out: 0,
+        }
+    }
+
+    /// The next phase's keys, not yet derived.
+    pub(super) fn next_pair(&mut self) -> KeyPair<Box<dyn crypto::PacketKey>> {
+        let phase = self.handed_out;
+        self.handed_out += 1;
+        KeyPair {
+            local: Box::new(self.key(phase, true)),
+            remote: Box::new(self.key(phase, false)),
+        }
+    }
+
+    /// One direction's key of `phase` (0: the first handed out).
+    pub(super) fn key(&self, phase: u32, local: bool) -> LaterPacketKey {
+        LaterPacketKey {
+            first: self.first.clone(),
+            phase,
+            local,
+            key: OnceLock::new(),
+        }
+    }
+}
+
+/// One direction's packet key of one later phase, derived on first use.
+pub(super) struct LaterPacketKey {
+    first: Arc<Secrets>,
+    /// Phases after the first: how many times the secrets are updated.
+    phase: u32,
+    /// Seals what this side sends (else opens what the peer sends).
+    local: bool,
+    key: OnceLock<Box<dyn rustls::quic::PacketKey>>,
+}
+
+impl LaterPacketKey {
+    // The box itself: quinn implements its `PacketKey` for it.
+    #[allow(clippy::borrowed_box)]
+    fn derived(&self) -> &Box<dyn rustls::quic::PacketKey> {
+        self.key.get_or_init(|| {
+            let mut secrets = (*self.first).clone();
+            for _ in 0..self.phase {
+                secrets.next_packet_keys();
+            }
+            let keys = secrets.next_packet_keys();
+            if self.local {
+                keys.local
+            } else {
+                keys.remote
+            }
+        })
+    }
+
+    /// Whether the key was derived (it was used).
+    #[cfg(test)]
+    pub(super) fn is_derived(&self) -> bool {
+        self.key.get().is_some()
+    }
+}
+
+impl crypto::PacketKey for LaterPacketKey {
+    fn encrypt(&self, packet: u64, buf: &mut [u8], header_len: usize) {
+        crypto::PacketKey::encrypt(self.derived(), packet, buf, header_len)
+    }
+
+    fn decrypt(
+        &self,
+        packet: u64,
+        header: &[u8],
+        payload: &mut BytesMut,
+    ) -> Result<(), CryptoError> {
+        crypto::PacketKey::decrypt(self.derived(), packet, header, payload)
+    }
+
+    fn tag_len(&self) -> usize {
+        crypto::PacketKey::tag_len(self.derived())
+    }
+
+    fn confidentiality_limit(&self) -> u64 {
+        crypto::PacketKey::confidentiality_limit(self.derived())
+    }
+
+    fn integrity_limit(&self) -> u64 {
+        crypto::PacketKey::integrity_limit(self.derived())
+    }
+}
