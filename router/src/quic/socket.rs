@@ -266,7 +266,9 @@ impl SendQueue {
             return;
         }
         let unsent = &mut self.datagrams[self.head..];
-        unsent.sort_by(|(a, a_to), (b, b_to)| {
+        // Start offsets are unique, so the unstable sort (which does not
+        // allocate, unlike the stable one) keeps equals in order.
+        unsent.sort_unstable_by(|(a, a_to), (b, b_to)| {
             (a_to, b.len(), a.start).cmp(&(b_to, a.len(), b.start))
         });
         self.scratch.clear();
@@ -323,6 +325,14 @@ impl<'a> Batch<'a> {
         self.datagrams.len()
     }
 
+    /// The datagrams after the first `count`.
+    fn skip(self, count: usize) -> Batch<'a> {
+        Batch {
+            bytes: self.bytes,
+            datagrams: &self.datagrams[count.min(self.len())..],
+        }
+    }
+
     /// The first `count` datagrams.
     fn take(self, count: usize) -> Batch<'a> {
         Batch {
@@ -362,14 +372,7 @@ impl<'a> Batch<'a> {
     fn leading_singles(&self, max_segments: usize) -> usize {
         let limit = self.len().min(SEND_BATCH);
         (1..limit)
-            .find(|&i| {
-                Batch {
-                    bytes: self.bytes,
-                    datagrams: &self.datagrams[i..],
-                }
-                .leading_run(max_segments)
-                    > 1
-            })
+            .find(|&i| self.skip(i).leading_run(max_segments) > 1)
             .unwrap_or(limit)
     }
 
