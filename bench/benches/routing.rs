@@ -1,7 +1,9 @@
 //! The sans-IO core on its own: routing one direct message across two
 //! shards (stored in the recipient's inbox, sent, and acked by the
-//! recipient), and one presence change fanned out to 1,000 watchers (one
-//! encoded frame shared by every watcher).
+//! recipient), the same among 100,000 users (random pairs, so each message
+//! finds its users' state out of the caches, as a loaded router does), and
+//! one presence change fanned out to 1,000 watchers (one encoded frame
+//! shared by every watcher).
 #![allow(missing_docs)]
 
 mod common;
@@ -9,8 +11,11 @@ mod common;
 use bytes::Bytes;
 use common::Cluster;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use switchboard_proto::v1::{client_frame, Ack, Send, SetStatus, Status, Watch};
-use switchboard_router::core::CoreLimits;
+use switchboard_proto::v1::{client_frame, Ack, ClientFrame, Send, SetStatus, Status, Watch};
+use switchboard_router::core::{CoreLimits, SessionId, ShardInput, UserId};
+
+/// Users (one session each) in the at-scale routing benchmark.
+const USERS_AT_SCALE: u64 = 100_000;
 
 /// Two users on different shards.
 fn two_shard_pair() -> (Cluster, &'static str, &'static str) {
@@ -47,6 +52,63 @@ fn routing(c: &mut Criterion) {
             bob_seq += 1;
             let acked = cluster.frame(2, bob, client_frame::Body::Ack(Ack { seq: bob_seq }));
             assert_eq!(acked, 0);
+        })
+    });
+
+    // Random pairs among 100,000 users on two shards: send, then the
+    // recipient acks everything its inbox holds.
+    let mut cluster = Cluster::new(2, CoreLimits::default());
+    let users: Vec<(String, usize)> = (0..USERS_AT_SCALE)
+        .map(|i| {
+            let user = format!("user{i}");
+            let shard = cluster.shard(&user);
+            (user, shard)
+        })
+        .collect();
+    for (i, (user, _)) in users.iter().enumerate() {
+        cluster.open(i as u64, user);
+    }
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut pick = move || {
+        // xorshift64: a fixed sequence, so runs compare.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % USERS_AT_SCALE) as usize
+    };
+    let frame = |body| ClientFrame {
+        r#ref: 1,
+        body: Some(body),
+    };
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("route_direct_message_among_100k_users", |b| {
+        b.iter(|| {
+            let from = pick();
+            let to = std::iter::repeat_with(&mut pick)
+                .find(|&to| to != from)
+                .expect("another user");
+            let sender_shard = &users[from].1;
+            let (recipient, recipient_shard) = &users[to];
+            let send = client_frame::Body::Send(Send {
+                to: recipient.clone(),
+                payload: payload.clone(),
+                ..Send::default()
+            });
+            let session = SessionId(from as u64);
+            let input = ShardInput::Frame {
+                session,
+                frame: frame(send),
+            };
+            let frames = cluster.deliver(*sender_shard, input);
+            assert!(frames >= 2, "Deliver and SendResult, {frames} frames");
+            let seq = cluster.shards[*recipient_shard]
+                .inbox_last_seq(&UserId::parse(recipient).expect("valid id"));
+            let ack = client_frame::Body::Ack(Ack { seq });
+            let input = ShardInput::Frame {
+                session: SessionId(to as u64),
+                frame: frame(ack),
+            };
+            cluster.deliver(*recipient_shard, input);
         })
     });
 
