@@ -180,6 +180,12 @@ impl FrameDecoder {
         }
         self.buf.advance(LENGTH_PREFIX_BYTES);
         let body = self.buf.split_to(len).freeze();
+        if self.buf.is_empty() {
+            // Drained: let go of the buffer rather than keep what is left of
+            // its allocation for a session that may be idle for hours (the
+            // decoded frame still shares the part it needs).
+            self.buf = BytesMut::new();
+        }
         M::decode(body)
             .map(Some)
             .map_err(|e| DecodeError::Malformed(e.to_string()))
@@ -240,6 +246,23 @@ mod tests {
         assert_eq!(decoder.decode::<ClientFrame>(), Ok(Some(frame)));
         assert_eq!(decoder.decode::<ClientFrame>(), Ok(None));
         assert_eq!(decoder.buffered(), 0);
+    }
+
+    #[test]
+    fn a_drained_decoder_holds_no_buffer_and_a_partial_frame_stays() {
+        let first = encode(&send_frame("bob", vec![1; 100]));
+        let second = encode(&send_frame("carol", vec![2; 100]));
+        let mut decoder = FrameDecoder::new(1024);
+        decoder.extend(&first);
+        decoder.extend(&second[..10]);
+        assert!(decoder.decode::<ClientFrame>().unwrap().is_some());
+        assert_eq!(decoder.buffered(), 10, "the start of the next frame stays");
+        assert!(decoder.buf.capacity() >= 10);
+        decoder.extend(&second[10..]);
+        assert!(decoder.decode::<ClientFrame>().unwrap().is_some());
+        assert_eq!(decoder.buf.capacity(), 0, "an idle session keeps no buffer");
+        decoder.extend(&first);
+        assert!(decoder.decode::<ClientFrame>().unwrap().is_some());
     }
 
     #[test]

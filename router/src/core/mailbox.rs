@@ -253,6 +253,10 @@ impl Mailbox {
             }
             None => {
                 let after = resume_from.unwrap_or(start);
+                // Room for exactly one more: most users have one or two
+                // devices, and `push` would make room for four (192 bytes
+                // per user where one cursor takes 48).
+                self.devices.reserve_exact(1);
                 self.devices.push(DeviceCursor {
                     device: device.clone(),
                     acked: after,
@@ -407,6 +411,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn device_cursors_take_only_the_room_they_need() {
+        let mut mailbox = Mailbox::default();
+        mailbox.attach(&device("phone"), None);
+        assert_eq!(mailbox.devices.capacity(), 1);
+        mailbox.attach(&device("laptop"), None);
+        assert_eq!(mailbox.devices.capacity(), 2);
+        mailbox.attach(&device("phone"), None);
+        assert_eq!(mailbox.devices.len(), 2, "a known device adds no cursor");
     }
 
     #[test]
