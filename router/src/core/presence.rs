@@ -12,7 +12,7 @@ use std::time::Instant;
 use switchboard_proto::v1::{Presence, Status};
 
 use super::dedupe::DedupeWindow;
-use super::ids::{IdSet, SessionId, UserId};
+use super::ids::{SessionId, SparseIdSet, UserId};
 use super::mailbox::Mailbox;
 
 /// What watchers see of a user: the shown status, text and last-seen time.
@@ -56,7 +56,7 @@ pub(super) struct UserRecord {
     /// Unix ms the user was last seen online (by watchers).
     pub(super) last_seen_ms: u64,
     /// Sessions (on any shard) watching this user.
-    pub(super) watchers: IdSet<SessionId>,
+    pub(super) watchers: SparseIdSet<SessionId>,
     /// What watchers last saw.
     pub(super) view: PresenceView,
     /// The user's sequenced inbox.
@@ -75,7 +75,7 @@ impl UserRecord {
             text: String::new(),
             offline_at: None,
             last_seen_ms: 0,
-            watchers: IdSet::default(),
+            watchers: SparseIdSet::default(),
             view: PresenceView {
                 status: Status::Offline,
                 text: String::new(),

@@ -34,7 +34,7 @@ use switchboard_proto::v1::{
 
 use super::api::{ApiReply, ApiRequest, ApiToken, Requester};
 use super::dedupe::DedupeLimits;
-use super::ids::{DeviceId, IdMap, IdSet, RoomId, SessionId, ShardId, UserId};
+use super::ids::{DeviceId, IdMap, RoomId, SessionId, ShardId, SparseIdSet, UserId};
 use super::mailbox::{MailboxLimits, StoredMessage};
 use super::placement::shard_of;
 use super::presence::UserRecord;
@@ -336,7 +336,7 @@ pub enum Output {
 struct SessionRecord {
     user: UserId,
     device: DeviceId,
-    watching: IdSet<UserId>,
+    watching: SparseIdSet<UserId>,
     /// Highest inbox sequence number sent to (or skipped for) this session.
     sent_through: u64,
     /// What the session has outstanding; `None` while it has nothing (an
@@ -584,6 +584,8 @@ impl Shard {
         if let Some(status) = initial_status.filter(|s| is_settable(*s)) {
             record.chosen = status;
         }
+        // One more, not room for four: most users hold one session.
+        record.sessions.reserve_exact(1);
         record.sessions.push(session);
         if record.chosen == Status::Invisible {
             record.mark_seen_if_shown(now.unix_ms);
@@ -593,7 +595,7 @@ impl Shard {
             SessionRecord {
                 user: user.clone(),
                 device,
-                watching: IdSet::default(),
+                watching: SparseIdSet::default(),
                 sent_through: 0,
                 pending: None,
             },

@@ -145,7 +145,7 @@ impl Shard {
         let bytes = frame::encode(&event);
         metrics::presence_events_sent(record.watchers.len() as u64);
         let key = coalescing_key(user.as_str());
-        for watcher in &record.watchers {
+        for watcher in record.watchers.iter() {
             self.outputs.push_back(Output::Transmit {
                 session: *watcher,
                 frame: bytes.clone().into(),
