@@ -43,7 +43,7 @@ pub struct Config {
     /// tokio's current-thread scheduler, which cut ~6% more.
     pub worker_threads: usize,
     /// Which QUIC shell serves connections: `lean` (default: quinn-proto
-    /// driven by one task per socket; ~16 KiB per idle session, held 700k
+    /// driven by one task per socket; ~14 KiB per idle session, held 700k
     /// sessions on a 2-core box beside the load generator) or `tasks` (quinn, one task per
     /// connection; ~33 KiB per idle session, kept as the fallback).
     pub shell: ShellKind,
