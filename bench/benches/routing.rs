@@ -1,7 +1,8 @@
 //! The sans-IO core on its own: routing one direct message across two
 //! shards (stored in the recipient's inbox, sent, and acked by the
 //! recipient), the same among 100,000 users (random pairs, so each message
-//! finds its users' state out of the caches, as a loaded router does), and
+//! finds its users' state out of the caches, as a loaded router does; acks
+//! ride on each user's next send), and
 //! one presence change fanned out to 1,000 watchers (one encoded frame
 //! shared by every watcher).
 #![allow(missing_docs)]
@@ -55,19 +56,24 @@ fn routing(c: &mut Criterion) {
         })
     });
 
-    // Random pairs among 100,000 users on two shards: send, then the
-    // recipient acks everything its inbox holds.
+    // Random pairs among 100,000 users on two shards. Like
+    // switchboard-load's sessions, a user acks what its inbox holds when it
+    // next sends (the ack rides with the send), so deliveries stay unacked
+    // for a while and the shard's ack and expiry timers hold tens of
+    // thousands of them, as a loaded router's do.
     let mut cluster = Cluster::new(2, CoreLimits::default());
-    let users: Vec<(String, usize)> = (0..USERS_AT_SCALE)
+    let users: Vec<(String, UserId, usize)> = (0..USERS_AT_SCALE)
         .map(|i| {
-            let user = format!("user{i}");
-            let shard = cluster.shard(&user);
-            (user, shard)
+            let name = format!("user{i}");
+            let id = UserId::parse(&name).expect("valid id");
+            let shard = cluster.shard(&name);
+            (name, id, shard)
         })
         .collect();
-    for (i, (user, _)) in users.iter().enumerate() {
-        cluster.open(i as u64, user);
+    for (i, (name, _, _)) in users.iter().enumerate() {
+        cluster.open(i as u64, name);
     }
+    let mut acked = vec![0u64; users.len()];
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
     let mut pick = move || {
         // xorshift64: a fixed sequence, so runs compare.
@@ -87,28 +93,36 @@ fn routing(c: &mut Criterion) {
             let to = std::iter::repeat_with(&mut pick)
                 .find(|&to| to != from)
                 .expect("another user");
-            let sender_shard = &users[from].1;
-            let (recipient, recipient_shard) = &users[to];
+            let (_, sender, sender_shard) = &users[from];
+            let session = SessionId(from as u64);
+            let seq = cluster.shards[*sender_shard].inbox_last_seq(sender);
+            if seq > acked[from] {
+                acked[from] = seq;
+                let ack = client_frame::Body::Ack(Ack { seq });
+                let input = ShardInput::Frame {
+                    session,
+                    frame: frame(ack),
+                };
+                assert_eq!(
+                    cluster.deliver(*sender_shard, input),
+                    0,
+                    "acks get no reply"
+                );
+            }
             let send = client_frame::Body::Send(Send {
-                to: recipient.clone(),
+                to: users[to].0.clone(),
                 payload: payload.clone(),
                 ..Send::default()
             });
-            let session = SessionId(from as u64);
             let input = ShardInput::Frame {
                 session,
                 frame: frame(send),
             };
             let frames = cluster.deliver(*sender_shard, input);
-            assert!(frames >= 2, "Deliver and SendResult, {frames} frames");
-            let seq = cluster.shards[*recipient_shard]
-                .inbox_last_seq(&UserId::parse(recipient).expect("valid id"));
-            let ack = client_frame::Body::Ack(Ack { seq });
-            let input = ShardInput::Frame {
-                session: SessionId(to as u64),
-                frame: frame(ack),
-            };
-            cluster.deliver(*recipient_shard, input);
+            assert_eq!(
+                frames, 2,
+                "Deliver to the recipient, SendResult to the sender"
+            );
         })
     });
 

@@ -61,7 +61,8 @@ pub(super) struct UserRecord {
     pub(super) view: PresenceView,
     /// The user's sequenced inbox.
     pub(super) mailbox: Mailbox,
-    /// The inbox's expiry deadline as scheduled in the shard's timer set.
+    /// This user's entry in the shard's inbox-expiry timers: at or before
+    /// the inbox's expiry while it has one (`Shard::schedule_expiry`).
     pub(super) mailbox_timer: Option<Instant>,
     /// Recent `Send.client_msg_id`s, created on first use.
     pub(super) dedupe: Option<Box<DedupeWindow>>,

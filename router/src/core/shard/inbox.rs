@@ -74,15 +74,10 @@ impl Shard {
                 pending.unacked.pop_front();
             }
             if pending.unacked.len() < before {
-                // Progress: the ack deadline starts over (or ends).
-                let next =
+                // Progress: the ack deadline starts over (or ends). Its
+                // timer entry stays where it is, at or before the deadline.
+                pending.ack_deadline =
                     (!pending.unacked.is_empty()).then(|| self.now + self.limits.ack_timeout);
-                if let Some(old) = std::mem::replace(&mut pending.ack_deadline, next) {
-                    self.ack_timers.remove(&(old, session));
-                }
-                if let Some(at) = next {
-                    self.ack_timers.insert((at, session));
-                }
             }
             record.settle();
         }
@@ -139,7 +134,12 @@ impl Shard {
                     if pending.ack_deadline.is_none() {
                         let at = self.now + self.limits.ack_timeout;
                         pending.ack_deadline = Some(at);
-                        self.ack_timers.insert((at, session));
+                        // An entry still filed for an earlier deadline is
+                        // earlier than this one, and will do.
+                        if pending.ack_timer.is_none() {
+                            pending.ack_timer = Some(at);
+                            self.ack_timers.insert((at, session));
+                        }
                     }
                     sent += 1;
                 }
@@ -151,6 +151,14 @@ impl Shard {
     /// Closes the sessions whose ack deadline passed: they hold sent
     /// messages and acked none of them for `ack_timeout` (not reading, or
     /// not acking). They resume from their ack point when they return.
+    ///
+    /// An ack moves its session's deadline without touching `ack_timers`:
+    /// with acks that ride on a session's next send, tens of thousands of
+    /// sessions hold unacked messages, and removing and refiling an entry
+    /// per ack walked a tree that had left the caches. So an entry may fire
+    /// before its session's deadline; it is then filed again at the
+    /// deadline, about once per `ack_timeout` for a session that keeps
+    /// acking.
     pub(super) fn close_sessions_without_acks(&mut self, now: Instant) {
         while let Some((at, _)) = self.ack_timers.first() {
             if *at > now {
@@ -163,16 +171,26 @@ impl Shard {
             let Some(pending) = record.pending.as_mut() else {
                 continue;
             };
-            if pending.ack_deadline != Some(at) {
+            if pending.ack_timer != Some(at) {
                 continue;
             }
-            pending.ack_deadline = None;
-            metrics::slow_consumer("ack_timeout");
-            self.outputs.push_back(Output::Close {
-                session,
-                code: CloseCode::SlowConsumer,
-                reason: "no ack within the ack timeout",
-            });
+            pending.ack_timer = None;
+            match pending.ack_deadline {
+                None => record.settle(),
+                Some(deadline) if deadline > now => {
+                    pending.ack_timer = Some(deadline);
+                    self.ack_timers.insert((deadline, session));
+                }
+                Some(_) => {
+                    pending.ack_deadline = None;
+                    metrics::slow_consumer("ack_timeout");
+                    self.outputs.push_back(Output::Close {
+                        session,
+                        code: CloseCode::SlowConsumer,
+                        reason: "no ack within the ack timeout",
+                    });
+                }
+            }
         }
     }
 
@@ -189,22 +207,27 @@ impl Shard {
         reached
     }
 
-    /// Keeps one expiry deadline per user in `mailbox_timers`, matching the
-    /// user's inbox.
+    /// Keeps `user`'s entry in `mailbox_timers` at or before the inbox's
+    /// expiry, when it has one. An entry earlier than needed (the inbox
+    /// emptied, or its oldest message was acked) stays: when it fires,
+    /// [`Shard::handle_timeout`] expires what is due and files the entry
+    /// again. So storing a message in an inbox that acks emptied, and the
+    /// ack that empties it again, cost no update of a tree holding every
+    /// user with unacked messages.
     pub(super) fn schedule_expiry(&mut self, user: &UserId) {
         let Some(record) = self.users.get_mut(user) else {
             return;
         };
-        let wanted = record.mailbox.next_expiry(&self.limits.mailbox);
-        if wanted == record.mailbox_timer {
+        let Some(wanted) = record.mailbox.next_expiry(&self.limits.mailbox) else {
+            return;
+        };
+        if record.mailbox_timer.is_some_and(|filed| filed <= wanted) {
             return;
         }
         if let Some(old) = record.mailbox_timer.take() {
             self.mailbox_timers.remove(&(old, user.clone()));
         }
-        if let Some(at) = wanted {
-            self.mailbox_timers.insert((at, user.clone()));
-        }
-        record.mailbox_timer = wanted;
+        self.mailbox_timers.insert((wanted, user.clone()));
+        record.mailbox_timer = Some(wanted);
     }
 }

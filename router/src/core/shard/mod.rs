@@ -370,13 +370,21 @@ struct Pending {
     /// `delivery_window`).
     unacked: VecDeque<u64>,
     /// While messages are unacked: when the session is closed unless an
-    /// ack makes progress first (its entry in `ack_timers`).
+    /// ack makes progress first.
     ack_deadline: Option<Instant>,
+    /// The session's entry in `ack_timers`, at or before `ack_deadline`
+    /// while that is set. An ack that makes progress only moves
+    /// `ack_deadline`; the entry, when it fires early, is filed again at the
+    /// deadline then current (see [`Shard::close_sessions_without_acks`]).
+    ack_timer: Option<Instant>,
 }
 
 impl Pending {
     fn is_idle(&self) -> bool {
-        self.in_flight.is_empty() && self.unacked.is_empty() && self.ack_deadline.is_none()
+        self.in_flight.is_empty()
+            && self.unacked.is_empty()
+            && self.ack_deadline.is_none()
+            && self.ack_timer.is_none()
     }
 }
 
@@ -406,9 +414,11 @@ pub struct Shard {
     rooms: Rooms,
     /// Grace-period deadlines; stale entries are skipped when they fire.
     offline_timers: BTreeSet<(Instant, UserId)>,
-    /// Inbox expiry deadlines, one per user (`UserRecord::mailbox_timer`).
+    /// Inbox expiry checks, at most one per user (`UserRecord::mailbox_timer`),
+    /// each at or before the user's inbox expiry ([`Shard::schedule_expiry`]).
     mailbox_timers: BTreeSet<(Instant, UserId)>,
-    /// Ack deadlines, one per session with unacked messages.
+    /// Ack deadline checks, at most one per session (`Pending::ack_timer`),
+    /// each at or before the session's ack deadline.
     ack_timers: BTreeSet<(Instant, SessionId)>,
     /// The time of the input being handled.
     now: Instant,
@@ -619,7 +629,7 @@ impl Shard {
         };
         metrics::session_closed();
         let pending = record.pending.map(|p| *p).unwrap_or_default();
-        if let Some(at) = pending.ack_deadline {
+        if let Some(at) = pending.ack_timer {
             self.ack_timers.remove(&(at, session));
         }
         for watched in record.watching {

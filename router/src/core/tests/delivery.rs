@@ -202,6 +202,39 @@ fn old_messages_age_out_and_are_reported_as_a_gap() {
 }
 
 #[test]
+fn an_emptied_inbox_keeps_its_expiry_check_and_later_messages_still_age_out() {
+    let hour = Duration::from_secs(3600);
+    let mut c = Cluster::with_limits(1, limits(100, 100));
+    let alice = c.open("alice", "phone");
+    let bob = c.open("bob", "phone");
+    c.got(alice);
+    c.got(bob);
+    c.send(alice, 0, "bob", b"a");
+    c.ack(bob, 1);
+    // Past bob's ack check (60 s), which finds nothing unacked and goes.
+    c.advance(Duration::from_secs(61));
+    // Bob's inbox is empty again, but its expiry check stays filed where
+    // "a" put it instead of being removed (and refiled by the next message).
+    assert_eq!(c.shards[0].stored_messages(), 0);
+    assert_eq!(c.shards[0].poll_timeout(), Some(c.start + hour));
+    c.advance(Duration::from_secs(1800 - 61));
+    c.send(alice, 0, "bob", b"b");
+    c.close(bob);
+    // The check fires early, finds nothing due and is filed again at the
+    // expiry of "b".
+    c.advance(Duration::from_secs(1800));
+    assert_eq!(c.shards[0].stored_messages(), 1);
+    assert_eq!(
+        c.shards[0].poll_timeout(),
+        Some(c.start + Duration::from_secs(1800) + hour)
+    );
+    c.advance(Duration::from_secs(1799));
+    assert_eq!(c.shards[0].stored_messages(), 1, "not an hour old yet");
+    c.advance(Duration::from_secs(2));
+    assert_eq!(c.shards[0].stored_messages(), 0, "aged out on time");
+}
+
+#[test]
 fn a_new_epoch_is_announced_and_the_stale_resume_point_ignored() {
     let mut c = Cluster::with_limits(1, limits(100, 100));
     let alice = c.open("alice", "phone");
@@ -703,6 +736,38 @@ fn receipts_travel_back_to_the_sender_and_to_the_readers_other_devices() {
     };
     c.frame(bob_phone, 3, Some(Body::Receipt(bad)));
     assert_eq!(c.got(bob_phone), [Got::Error(ErrorCode::InvalidReceipt)]);
+}
+
+#[test]
+fn acks_move_the_ack_deadline_and_its_check_is_filed_again_only_when_it_fires() {
+    let timeout = Duration::from_secs(30);
+    let step = Duration::from_secs(5);
+    let mut limits = limits(100, 100);
+    limits.ack_timeout = timeout;
+    let mut c = Cluster::with_limits(1, limits);
+    let alice = c.open("alice", "phone");
+    let bob = c.open("bob", "phone");
+    c.got(bob);
+    c.send(alice, 0, "bob", b"1");
+    let first_check = Some(c.start + timeout);
+    assert_eq!(c.shards[0].poll_timeout(), first_check);
+    for seq in 1..=4 {
+        c.advance(step);
+        c.ack(bob, seq);
+        c.send(alice, 0, "bob", b"n");
+        // Each ack moved the deadline; the filed check stayed.
+        assert_eq!(c.shards[0].poll_timeout(), first_check);
+    }
+    // 20 s in, message 5 is unacked: the deadline is 50 s. The check at
+    // 30 s finds it later and is filed again there.
+    c.advance(Duration::from_secs(11));
+    assert!(!c.closed.contains_key(&bob));
+    assert_eq!(
+        c.shards[0].poll_timeout(),
+        Some(c.start + step * 4 + timeout)
+    );
+    c.advance(Duration::from_secs(19));
+    assert_eq!(c.closed.get(&bob), Some(&CloseCode::SlowConsumer));
 }
 
 #[test]
