@@ -78,6 +78,12 @@ impl Shard {
                 // timer entry stays where it is, at or before the deadline.
                 pending.ack_deadline =
                     (!pending.unacked.is_empty()).then(|| self.now + self.limits.ack_timeout);
+                // A deadline always has an entry at or before it (none is
+                // filed only after a timeout closed the session).
+                if let (Some(at), None) = (pending.ack_deadline, pending.ack_timer) {
+                    pending.ack_timer = Some(at);
+                    self.ack_timers.insert((at, session));
+                }
             }
             record.settle();
         }

@@ -340,7 +340,8 @@ struct SessionRecord {
     /// Highest inbox sequence number sent to (or skipped for) this session.
     sent_through: u64,
     /// What the session has outstanding; `None` while it has nothing (an
-    /// idle session, most of a million, keeps a null pointer).
+    /// idle session, most of a million, keeps a null pointer once its last
+    /// ack check has fired, at most `ack_timeout` after its last delivery).
     pending: Option<Box<Pending>>,
 }
 

@@ -766,8 +766,28 @@ fn acks_move_the_ack_deadline_and_its_check_is_filed_again_only_when_it_fires() 
         c.shards[0].poll_timeout(),
         Some(c.start + step * 4 + timeout)
     );
-    c.advance(Duration::from_secs(19));
+    c.advance(Duration::from_secs(18));
+    assert!(!c.closed.contains_key(&bob), "49 s: not yet");
+    c.advance(Duration::from_secs(1));
     assert_eq!(c.closed.get(&bob), Some(&CloseCode::SlowConsumer));
+}
+
+#[test]
+fn a_closed_session_leaves_no_ack_check_behind() {
+    let mut c = Cluster::with_limits(1, limits(100, 100));
+    let alice = c.open("alice", "phone");
+    let bob = c.open("bob", "phone");
+    c.got(bob);
+    c.send(alice, 0, "bob", b"1");
+    c.ack(bob, 1);
+    c.close(bob);
+    c.advance(GRACE + Duration::from_secs(1));
+    // Bob's ack check (60 s) went with the session: what is left is the
+    // inboxes' expiry check (an hour), filed when "1" was stored.
+    assert_eq!(
+        c.shards[0].poll_timeout(),
+        Some(c.start + Duration::from_secs(3600))
+    );
 }
 
 #[test]
