@@ -78,12 +78,10 @@ impl Shard {
                 // timer entry stays where it is, at or before the deadline.
                 pending.ack_deadline =
                     (!pending.unacked.is_empty()).then(|| self.now + self.limits.ack_timeout);
-                // A deadline always has an entry at or before it (none is
-                // filed only after a timeout closed the session).
-                if let (Some(at), None) = (pending.ack_deadline, pending.ack_timer) {
-                    pending.ack_timer = Some(at);
-                    self.ack_timers.insert((at, session));
-                }
+                // Usually a no-op: the entry filed for an earlier deadline
+                // stays (none is filed only after a timeout closed the
+                // session).
+                pending.file_ack_check(session, &mut self.ack_timers);
             }
             record.settle();
         }
@@ -138,14 +136,8 @@ impl Shard {
                     let pending = record.pending();
                     pending.unacked.push_back(seq);
                     if pending.ack_deadline.is_none() {
-                        let at = self.now + self.limits.ack_timeout;
-                        pending.ack_deadline = Some(at);
-                        // An entry still filed for an earlier deadline is
-                        // earlier than this one, and will do.
-                        if pending.ack_timer.is_none() {
-                            pending.ack_timer = Some(at);
-                            self.ack_timers.insert((at, session));
-                        }
+                        pending.ack_deadline = Some(self.now + self.limits.ack_timeout);
+                        pending.file_ack_check(session, &mut self.ack_timers);
                     }
                     sent += 1;
                 }

@@ -381,6 +381,19 @@ struct Pending {
 }
 
 impl Pending {
+    /// Files a check for the ack deadline in `ack_timers` unless one is
+    /// filed already (it is then at or before the deadline, and will do).
+    fn file_ack_check(
+        &mut self,
+        session: SessionId,
+        ack_timers: &mut BTreeSet<(Instant, SessionId)>,
+    ) {
+        if let (Some(at), None) = (self.ack_deadline, self.ack_timer) {
+            self.ack_timer = Some(at);
+            ack_timers.insert((at, session));
+        }
+    }
+
     fn is_idle(&self) -> bool {
         self.in_flight.is_empty()
             && self.unacked.is_empty()
