@@ -59,9 +59,19 @@ struct Cli {
         default_value = "2000,5000,10000,20000,30000"
     )]
     chat_rates: Vec<f64>,
-    /// Seconds of sending per chat step.
+    /// Seconds of sending at the full rate per chat step.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     chat_duration: Duration,
+    /// How long each chat step's rate rises from 0 before its
+    /// --chat-duration at the full rate, for Switchboard and nats-server
+    /// alike. Switched on at once, a rate reaches every freshly opened
+    /// session within seconds of the connect phase; past ~22,500 msgs/s with
+    /// 100k sessions that step alone tipped this box into loss recovery it
+    /// never left, while the same rate reached in 5 s held. The ramp's
+    /// messages must all arrive, but only the full rate's are in the
+    /// latency and rate figures.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    chat_ramp_up: Duration,
     /// New sessions per second asked for while opening: above what the
     /// box sustains, so the report's connect rate is the capacity.
     #[arg(long, default_value_t = 6000.0)]
@@ -749,6 +759,8 @@ fn chat_args(cli: &Cli, ladder: &Ladder, rate: f64) -> Vec<String> {
         rate.to_string(),
         "--duration".into(),
         humantime::format_duration(cli.chat_duration).to_string(),
+        "--ramp-up".into(),
+        humantime::format_duration(cli.chat_ramp_up).to_string(),
     ];
     if ladder.target.switchboard {
         args.extend(["--keep-alive".into(), KEEP_ALIVE.into()]);

@@ -60,6 +60,11 @@ enum Scenario {
         /// Past saturation, a longer wait tells late messages from lost ones.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         drain: Duration,
+        /// How long the rate rises from 0 before --duration at the full
+        /// rate. Its messages are checked like the rest but left out of
+        /// the latency and rate figures.
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        ramp_up: Duration,
     },
     /// Rooms of GROUP members; members send to their room at an open-loop
     /// rate and every other member must receive each message.
@@ -124,6 +129,11 @@ enum Scenario {
         /// Payload bytes per message (at least 20).
         #[arg(long, default_value_t = 80)]
         payload: usize,
+        /// How long the rate rises from 0 before --duration at the full
+        /// rate. Its messages are checked like the rest but left out of
+        /// the latency and rate figures.
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        ramp_up: Duration,
         /// Write the report as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -307,10 +317,12 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             duration,
             payload,
             drain,
+            ramp_up,
         } => {
             let _progress = Progress::start("chat", counters.clone(), common.quiet);
             let mut options = chat::ChatOptions::new(*rate, *duration, *payload);
             options.drain = *drain;
+            options.ramp_up = *ramp_up;
             let report = chat::run(&common.fleet()?, &options, &counters).await?;
             (&common.json, report)
         }
@@ -353,6 +365,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             rate,
             duration,
             payload,
+            ramp_up,
             json,
             quiet,
         } => {
@@ -364,7 +377,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 connect_rate: *connect_rate,
                 max_inflight: *max_inflight,
             };
-            let options = chat::ChatOptions::new(*rate, *duration, *payload);
+            let mut options = chat::ChatOptions::new(*rate, *duration, *payload);
+            options.ramp_up = *ramp_up;
             (json, nats_chat::run(&nats, &options, &counters).await?)
         }
         Scenario::Presence {

@@ -46,8 +46,12 @@ pub struct Report {
 pub struct Traffic {
     /// Target aggregate rate, per second.
     pub offered_rate_per_s: f64,
-    /// Seconds of sending.
+    /// Seconds of sending at the full rate.
     pub duration_s: f64,
+    /// Seconds the rate rose from 0 before that; what it sent is in the
+    /// counts, not in the latency or the delivered rate.
+    #[serde(default)]
+    pub ramp_up_s: f64,
     /// Messages (or status changes) scheduled.
     pub scheduled: u64,
     /// Sent and accepted by the router.
@@ -66,7 +70,7 @@ pub struct Traffic {
     pub duplicated: u64,
     /// Received out of per-sender order.
     pub reordered: u64,
-    /// Delivered per second over the sending period.
+    /// Delivered per second at the full rate (after the ramp-up).
     pub delivered_rate_per_s: f64,
     /// Delivery (or propagation) latency from the scheduled send time.
     pub latency: LatencySummary,
@@ -95,10 +99,15 @@ impl Report {
             row("verified alive", alive.to_string());
         }
         if let Some(t) = &self.traffic {
+            let ramp = if t.ramp_up_s > 0.0 {
+                format!(" after a {:.1} s ramp-up", t.ramp_up_s)
+            } else {
+                String::new()
+            };
             row(
                 "offered",
                 format!(
-                    "{:.0}/s for {:.1} s ({} scheduled)",
+                    "{:.0}/s for {:.1} s{ramp} ({} scheduled)",
                     t.offered_rate_per_s, t.duration_s, t.scheduled
                 ),
             );

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::probe::Probe;
+use crate::scenario::chat::ChatOptions;
 use crate::stats::Latency;
 
 /// Receiver-side bookkeeping for one run.
@@ -25,8 +26,15 @@ pub struct DeliveryTracker {
     pub duplicated: u64,
     /// Deliveries older than one already seen.
     pub reordered: u64,
-    /// Latency from the scheduled send time.
+    /// First-time, in-order deliveries of probes scheduled at or after
+    /// `measured_from_ns`: the ones the run's rate figure counts.
+    pub delivered_measured: u64,
+    /// Latency from the scheduled send time, of probes scheduled at or
+    /// after `measured_from_ns`.
     pub latency: Latency,
+    /// Probes scheduled before this (ns from the run's start, a ramp-up)
+    /// are checked for loss, duplicates and order but not measured.
+    measured_from_ns: u64,
 }
 
 /// Most (sender, recipient) pairs a tracker makes room for up front: 2^20
@@ -35,16 +43,18 @@ pub struct DeliveryTracker {
 const MAX_PAIRS_UP_FRONT: u64 = 1 << 20;
 
 impl DeliveryTracker {
-    /// A tracker with room for the pairs of a chat run: one per message
-    /// sent (`rate` × `duration`, each to a random contact), at most every
-    /// pair of `users`.
-    pub fn for_chat(rate: f64, duration: std::time::Duration, users: u64) -> DeliveryTracker {
-        let messages = (rate.max(0.0) * duration.as_secs_f64()).ceil() as u64;
-        let pairs = messages
+    /// A tracker for a chat run among `users`: room for its pairs, one per
+    /// message scheduled (each to a random contact), at most every pair of
+    /// `users`; latency measured from the end of its ramp-up.
+    pub fn for_chat(chat: &ChatOptions, users: u64) -> DeliveryTracker {
+        let schedule = chat.schedule();
+        let pairs = schedule
+            .total()
             .min(users.saturating_mul(users.saturating_sub(1)))
             .min(MAX_PAIRS_UP_FRONT);
         DeliveryTracker {
             last_seq: HashMap::with_capacity_and_hasher(pairs as usize, Default::default()),
+            measured_from_ns: schedule.full_rate_from_ns(),
             ..DeliveryTracker::default()
         }
     }
@@ -75,7 +85,10 @@ impl DeliveryTracker {
     /// Records that `recipient` received `probe` `latency` after it was
     /// scheduled.
     pub fn record(&mut self, probe: Probe, recipient: u32, latency: Duration) {
-        self.latency.record(latency);
+        let measured = probe.scheduled_ns >= self.measured_from_ns;
+        if measured {
+            self.latency.record(latency);
+        }
         let last = self.last_seq.entry((probe.sender, recipient)).or_insert(0);
         if probe.seq == *last {
             self.duplicated += 1;
@@ -84,6 +97,7 @@ impl DeliveryTracker {
         } else {
             *last = probe.seq;
             self.delivered += 1;
+            self.delivered_measured += u64::from(measured);
         }
     }
 }
@@ -113,7 +127,8 @@ mod tests {
     #[test]
     fn a_chat_tracker_holds_every_pair_of_its_run_without_growing() {
         // 100 msgs/s for 2 s among 1,000 users: room for 200 pairs.
-        let mut t = DeliveryTracker::for_chat(100.0, Duration::from_secs(2), 1_000);
+        let chat = ChatOptions::new(100.0, Duration::from_secs(2), 80);
+        let mut t = DeliveryTracker::for_chat(&chat, 1_000);
         let room = t.last_seq.capacity();
         assert!(room >= 200, "room for {room} pairs");
         for sender in 0..200 {
@@ -128,7 +143,27 @@ mod tests {
         assert_eq!(t.last_seq.capacity(), room, "the map grew during the run");
 
         // Three users make at most six pairs, however long the run.
-        let small = DeliveryTracker::for_chat(1e6, Duration::from_secs(60), 3);
+        let chat = ChatOptions::new(1e6, Duration::from_secs(60), 80);
+        let small = DeliveryTracker::for_chat(&chat, 3);
         assert!((6..200).contains(&small.last_seq.capacity()));
+    }
+
+    #[test]
+    fn a_ramp_ups_probes_are_checked_but_not_measured() {
+        let mut chat = ChatOptions::new(1_000.0, Duration::from_secs(10), 80);
+        chat.ramp_up = Duration::from_secs(2);
+        let mut t = DeliveryTracker::for_chat(&chat, 100);
+        let probe = |seq, scheduled_ms: u64| Probe {
+            sender: 1,
+            seq,
+            scheduled_ns: scheduled_ms * 1_000_000,
+        };
+        t.record(probe(1, 1_000), 2, Duration::from_millis(400));
+        t.record(probe(2, 1_999), 2, Duration::from_millis(300));
+        t.record(probe(3, 2_000), 2, Duration::from_millis(2));
+        t.record(probe(2, 1_999), 2, Duration::from_millis(1)); // late
+        assert_eq!((t.delivered, t.delivered_measured, t.reordered), (3, 1, 1));
+        assert_eq!(t.latency.count(), 1, "only the full rate's probe");
+        assert!(t.latency.summary().max_ms < 10.0);
     }
 }

@@ -23,6 +23,7 @@ use crate::lean::{FrameHandler, LeanFleet};
 use crate::probe::Probe;
 use crate::progress::Counters;
 use crate::report::{Report, Traffic};
+use crate::scenario::Schedule;
 use crate::tracking::DeliveryTracker;
 
 impl ChatOptions {
@@ -34,6 +35,16 @@ impl ChatOptions {
             payload_bytes,
             drain: Duration::from_secs(10),
             reconnect_rate: 0.0,
+            ramp_up: Duration::ZERO,
+        }
+    }
+
+    /// When the run's messages are due: the ramp-up, then the rate.
+    pub(crate) fn schedule(&self) -> Schedule {
+        Schedule {
+            rate: self.rate,
+            ramp_up: self.ramp_up,
+            duration: self.duration,
         }
     }
 }
@@ -52,6 +63,11 @@ pub struct ChatOptions {
     /// Sessions dropped and reconnected per second while sending (churn;
     /// lean fleet only). 0: none.
     pub reconnect_rate: f64,
+    /// How long the rate rises from 0 before `duration` at the full rate.
+    /// What is sent meanwhile is checked for loss, duplicates and order
+    /// like the rest, but the latency and rate figures describe the full
+    /// rate only.
+    pub ramp_up: Duration,
 }
 
 /// What the senders saw.
@@ -89,11 +105,14 @@ pub(crate) fn judge(
     t: DeliveryTracker,
     fan_out: u64,
 ) {
-    let rate = chat.rate;
     let lost = (tally.routed * fan_out).saturating_sub(t.delivered);
+    // The figures describe the full rate: the time and the deliveries
+    // after the ramp-up.
+    let at_full_rate = sending_time.saturating_sub(chat.ramp_up);
     report.traffic = Some(Traffic {
-        offered_rate_per_s: rate,
-        duration_s: sending_time.as_secs_f64(),
+        offered_rate_per_s: chat.rate,
+        duration_s: at_full_rate.as_secs_f64(),
+        ramp_up_s: chat.ramp_up.as_secs_f64(),
         scheduled,
         routed: tally.routed,
         refused: tally.refused,
@@ -102,7 +121,7 @@ pub(crate) fn judge(
         lost,
         duplicated: t.duplicated,
         reordered: t.reordered,
-        delivered_rate_per_s: t.delivered as f64 / sending_time.as_secs_f64().max(1e-9),
+        delivered_rate_per_s: t.delivered_measured as f64 / at_full_rate.as_secs_f64().max(1e-9),
         latency: t.latency.summary(),
     });
     let not_delivered = format!(
@@ -172,8 +191,7 @@ async fn run_lean(
 ) -> anyhow::Result<Report> {
     let receiver = Arc::new(LeanReceiver {
         tracker: Arc::new(Mutex::new(DeliveryTracker::for_chat(
-            chat.rate,
-            chat.duration,
+            chat,
             options.sessions as u64,
         ))),
         tally: Arc::default(),
@@ -195,7 +213,8 @@ async fn run_lean(
     let churner = churn.then(|| {
         let (sender, options, opened) = (sender.clone(), options.clone(), opened.clone());
         let mut rng = rand::rngs::SmallRng::seed_from_u64(0xc4u64);
-        super::paced(start, chat.reconnect_rate, chat.duration, move |_, _| {
+        let churn = Schedule::steady(chat.reconnect_rate, chat.ramp_up + chat.duration);
+        super::paced(start, churn, move |_, _| {
             let index = opened[rng.random_range(0..opened.len())];
             let server = options.servers[index as usize % options.servers.len()];
             sender.reconnect(index, server, options.token(index as usize));
@@ -272,7 +291,7 @@ async fn run_sdk(
             .map(|m| options.user(m.index))
             .collect(),
     );
-    let tracker = DeliveryTracker::for_chat(chat.rate, chat.duration, n as u64);
+    let tracker = DeliveryTracker::for_chat(chat, n as u64);
     let tracker = Arc::new(Mutex::new(tracker));
     let tally = Arc::new(Mutex::new(SendTally::default()));
     let start = Instant::now();
@@ -391,7 +410,7 @@ where
     let payload_bytes = chat.payload_bytes;
     let mut seqs = vec![0u64; n];
     let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed);
-    let pacer = super::paced(traffic.start, chat.rate, chat.duration, move |_, due_ns| {
+    let pacer = super::paced(traffic.start, chat.schedule(), move |_, due_ns| {
         let from = rng.random_range(0..n);
         let mut to = rng.random_range(0..n - 1);
         if to >= from {

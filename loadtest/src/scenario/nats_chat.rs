@@ -113,7 +113,7 @@ pub async fn run(
     }
     anyhow::ensure!(n >= 2, "nats-chat needs at least 2 connections, got {n}");
 
-    let tracker = DeliveryTracker::for_chat(chat.rate, chat.duration, n as u64);
+    let tracker = DeliveryTracker::for_chat(chat, n as u64);
     let tracker = Arc::new(Mutex::new(tracker));
     let tally = Arc::new(Mutex::new(SendTally::default()));
     let start = Instant::now();

@@ -108,8 +108,7 @@ pub async fn run(
     let offset_ns = start_changes.duration_since(start).as_nanos() as u64;
     let pacer = super::paced(
         start_changes,
-        presence.rate,
-        presence.duration,
+        super::Schedule::steady(presence.rate, presence.duration),
         move |_, due_ns| {
             let who = rng.random_range(0..n);
             flips[who] = !flips[who];
@@ -134,6 +133,7 @@ pub async fn run(
     report.traffic = Some(Traffic {
         offered_rate_per_s: presence.rate,
         duration_s: sending_time.as_secs_f64(),
+        ramp_up_s: 0.0,
         scheduled,
         routed: scheduled,
         refused: 0,

@@ -165,7 +165,7 @@ pub async fn run(
     let counters_for_send = counters.clone();
     let mut seqs = vec![0u64; members.len()];
     let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed);
-    let pacer = super::paced(start, chat.rate, chat.duration, move |_, due_ns| {
+    let pacer = super::paced(start, chat.schedule(), move |_, due_ns| {
         let k = rng.random_range(0..room_count);
         let from = k * group + rng.random_range(0..group);
         seqs[from] += 1;

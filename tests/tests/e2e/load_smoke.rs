@@ -47,6 +47,8 @@ async fn chat_smoke(client: ClientKind) {
         payload_bytes: 80,
         drain: Duration::from_secs(10),
         reconnect_rate: 0.0,
+        // 400 messages while the rate rises over 2 s, then 1,200 at 400/s.
+        ramp_up: Duration::from_secs(2),
     };
     let report = chat::run(&fleet(&server, 200, "chat-", client), &options, &counters)
         .await
@@ -54,12 +56,25 @@ async fn chat_smoke(client: ClientKind) {
     assert!(report.violations.is_empty(), "{}", report.to_table());
     assert_eq!(report.sessions_opened, 200);
     let traffic = report.traffic.unwrap();
-    assert_eq!(traffic.scheduled, 1_200);
+    assert_eq!(traffic.scheduled, 1_600);
     assert_eq!(
         (traffic.routed, traffic.delivered, traffic.lost),
-        (1_200, 1_200, 0)
+        (1_600, 1_600, 0)
     );
+    // The figures describe the full rate: the ramp's messages were checked
+    // but are not in the latency, and the rate is over the last 3 s.
     assert_eq!(traffic.latency.samples, 1_200);
+    assert_eq!(traffic.ramp_up_s, 2.0);
+    assert!(
+        (2.9..3.5).contains(&traffic.duration_s),
+        "{}",
+        traffic.duration_s
+    );
+    assert!(
+        (340.0..=410.0).contains(&traffic.delivered_rate_per_s),
+        "{}",
+        traffic.delivered_rate_per_s
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,6 +120,7 @@ async fn rooms_smoke_delivers_to_every_member_once_in_order() {
             payload_bytes: 80,
             drain: Duration::from_secs(10),
             reconnect_rate: 0.0,
+            ramp_up: Duration::ZERO,
         },
         group: 20,
     };
