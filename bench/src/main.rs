@@ -154,6 +154,10 @@ struct BenchReport {
     /// Runtime threads the router and the load generator each ran (see
     /// `--threads-each`).
     threads_each: usize,
+    /// Seconds each chat step's rate rose before it held (`--chat-ramp-up`).
+    chat_ramp_up_s: f64,
+    /// Seconds each chat step held its full rate (`--chat-duration`).
+    chat_duration_s: f64,
     router_config: String,
     steps: Vec<Step>,
     summary: Summary,
@@ -710,6 +714,8 @@ fn main() -> anyhow::Result<()> {
         date: date.clone(),
         machine,
         threads_each: cli.threads_each(),
+        chat_ramp_up_s: cli.chat_ramp_up.as_secs_f64(),
+        chat_duration_s: cli.chat_duration.as_secs_f64(),
         router_config,
         steps,
         summary,
@@ -826,8 +832,8 @@ fn machine_description() -> String {
 fn markdown(report: &BenchReport, stem: &Path) -> String {
     let s = &report.summary;
     let mut out = format!(
-        "# Switchboard benchmark, {}\n\nMachine: {}. Router and load generator on the same machine, loopback; every session keeps alive every {KEEP_ALIVE}. The router and switchboard-load run {} runtime threads each (`worker_threads`, `--threads`); nats-server runs with Go's default `GOMAXPROCS`.\n\n",
-        report.date, report.machine, report.threads_each
+        "# Switchboard benchmark, {}\n\nMachine: {}. Router and load generator on the same machine, loopback; every session keeps alive every {KEEP_ALIVE}. The router and switchboard-load run {} runtime threads each (`worker_threads`, `--threads`); nats-server runs with Go's default `GOMAXPROCS`. Each chat step's rate rises from 0 over {:.0} s, then holds for {:.0} s; every message must arrive, and the latency and delivered/s columns are the full rate's.\n\n",
+        report.date, report.machine, report.threads_each, report.chat_ramp_up_s, report.chat_duration_s
     );
     out.push_str("| figure | value |\n|---|---|\n");
     out.push_str(&format!(

@@ -49,7 +49,7 @@ enum Scenario {
         /// Aggregate messages per second.
         #[arg(long, default_value_t = 1000.0)]
         rate: f64,
-        /// How long to send.
+        /// How long to send at the full rate (after --ramp-up).
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
         /// Payload bytes per message (at least 20).
@@ -123,7 +123,7 @@ enum Scenario {
         /// Aggregate messages per second.
         #[arg(long, default_value_t = 1000.0)]
         rate: f64,
-        /// How long to send.
+        /// How long to send at the full rate (after --ramp-up).
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
         /// Payload bytes per message (at least 20).

@@ -54,7 +54,7 @@ impl ChatOptions {
 pub struct ChatOptions {
     /// Aggregate messages per second.
     pub rate: f64,
-    /// How long to send.
+    /// How long to send at the full rate (after `ramp_up`).
     pub duration: Duration,
     /// Payload size in bytes (at least the probe's 20).
     pub payload_bytes: usize,
