@@ -11,6 +11,7 @@
 //! `rooms` and `churn`, the same ladder against `nats-server` with TLS (the
 //! baseline), and last the ladder with 100k sessions on a fresh router.
 
+mod calibrate;
 mod plot;
 mod procstat;
 
@@ -151,6 +152,9 @@ struct Step {
 struct BenchReport {
     date: String,
     machine: String,
+    /// What a system call and a loopback datagram cost here, measured
+    /// before the run: figures from machines that differ in these differ.
+    calibration: Option<calibrate::Calibration>,
     /// Runtime threads the router and the load generator each ran (see
     /// `--threads-each`).
     threads_each: usize,
@@ -557,6 +561,17 @@ fn verdict(r: &Report) -> String {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Before anything else runs, so the machine is idle.
+    let calibration = match calibrate::Calibration::measure() {
+        Ok(c) => {
+            eprintln!("machine: {}", c.describe());
+            Some(c)
+        }
+        Err(e) => {
+            eprintln!("machine calibration failed: {e}");
+            None
+        }
+    };
     let dir = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let epoch = Instant::now();
@@ -713,6 +728,7 @@ fn main() -> anyhow::Result<()> {
     let report = BenchReport {
         date: date.clone(),
         machine,
+        calibration,
         threads_each: cli.threads_each(),
         chat_ramp_up_s: cli.chat_ramp_up.as_secs_f64(),
         chat_duration_s: cli.chat_duration.as_secs_f64(),
@@ -835,6 +851,9 @@ fn markdown(report: &BenchReport, stem: &Path) -> String {
         "# Switchboard benchmark, {}\n\nMachine: {}. Router and load generator on the same machine, loopback; every session keeps alive every {KEEP_ALIVE}. The router and switchboard-load run {} runtime threads each (`worker_threads`, `--threads`); nats-server runs with Go's default `GOMAXPROCS`. Each chat step's rate rises from 0 over {:.0} s, then holds for {:.0} s; every message must arrive, and the latency and delivered/s columns are the full rate's.\n\n",
         report.date, report.machine, report.threads_each, report.chat_ramp_up_s, report.chat_duration_s
     );
+    if let Some(c) = &report.calibration {
+        out.push_str(&format!("Measured before the run: {}. Compare reports from machines that differ in these with care: the router sends and receives about five datagrams per chat message.\n\n", c.describe()));
+    }
     out.push_str("| figure | value |\n|---|---|\n");
     out.push_str(&format!(
         "| router RSS per idle session | {:.1} KiB |\n",
