@@ -1,13 +1,13 @@
-//! What this machine charges for the kernel work a QUIC router lives on,
+//! What this machine charges for the work a QUIC router lives on,
 //! measured before the run so reports from different machines can be
 //! compared.
 //!
-//! Two machines sold as the same "2 cores / 24 GiB" gave Switchboard
-//! 35,000 and 12,500 sustainable chat msgs/s: the router sends and
-//! receives several UDP datagrams per message, so what a system call and a
-//! loopback datagram cost (CPU model, virtualisation, speculative-execution
-//! mitigations) moves every figure in the report. nats-server, on TCP with
-//! batched writes, moves less.
+//! Two machines that both report "2 cores / 24 GiB" gave Switchboard
+//! 35,000 and 12,500 sustainable chat msgs/s with the same build. The router
+//! pays per datagram (system calls, the loopback stack) and, with 100k
+//! sessions, per cache miss in their state; nats-server, batching a TCP
+//! stream, pays less of both. So every report records what a system call,
+//! a loopback datagram and a miss cost where it ran.
 
 use std::net::UdpSocket;
 use std::time::Instant;
@@ -16,6 +16,10 @@ use serde::Serialize;
 
 /// Bytes in each calibration datagram: about a full QUIC packet.
 const DATAGRAM_BYTES: usize = 1200;
+
+/// Slots the pointer chase walks: 16 Mi of 4 bytes, 64 MiB, beyond any
+/// cache on the machines this runs on.
+const CHASE_SLOTS: usize = 1 << 24;
 
 /// The machine's measured costs.
 #[derive(Debug, Clone, Serialize)]
@@ -30,6 +34,10 @@ pub(crate) struct Calibration {
     /// Nanoseconds to send one 1,200-byte UDP datagram to a loopback
     /// socket and receive it there: two system calls and the network stack.
     pub(crate) udp_loopback_round_ns: f64,
+    /// Nanoseconds per load when each load's address depends on the last
+    /// one, over a working set far beyond the caches: what a miss costs,
+    /// which dominates a router with 100k sessions' state.
+    pub(crate) memory_miss_ns: f64,
 }
 
 impl Calibration {
@@ -41,17 +49,19 @@ impl Calibration {
             kernel: read_trimmed("/proc/sys/kernel/osrelease"),
             syscall_ns: syscall_ns(1_000_000),
             udp_loopback_round_ns: udp_loopback_round_ns(100_000)?,
+            memory_miss_ns: memory_miss_ns(CHASE_SLOTS, 2_000_000),
         })
     }
 
     /// One sentence for a report.
     pub(crate) fn describe(&self) -> String {
         format!(
-            "CPU {}, Linux {}; a system call took {:.0} ns and a {DATAGRAM_BYTES}-byte loopback UDP datagram sent and received {:.1} µs",
+            "CPU {}, Linux {}; a system call took {:.0} ns, a {DATAGRAM_BYTES}-byte loopback UDP datagram sent and received {:.1} µs, and a dependent load beyond the caches {:.0} ns",
             self.cpu,
             self.kernel,
             self.syscall_ns,
-            self.udp_loopback_round_ns / 1000.0
+            self.udp_loopback_round_ns / 1000.0,
+            self.memory_miss_ns
         )
     }
 }
@@ -103,6 +113,34 @@ fn udp_loopback_round_ns(rounds: u32) -> std::io::Result<f64> {
     Ok(start.elapsed().as_nanos() as f64 / f64::from(rounds))
 }
 
+/// Mean nanoseconds per step of a walk through one random cycle over
+/// `slots` slots: every load waits for the one before, so none overlap.
+fn memory_miss_ns(slots: usize, steps: u32) -> f64 {
+    let next = single_cycle(slots);
+    let mut at = 0u32;
+    let start = Instant::now();
+    for _ in 0..steps {
+        at = next[at as usize];
+    }
+    std::hint::black_box(at);
+    start.elapsed().as_nanos() as f64 / f64::from(steps)
+}
+
+/// `next[i]` is the slot after `i` in one random cycle through all
+/// `slots` (Sattolo's shuffle). A xorshift generator is enough: the order
+/// only has to defeat the prefetchers.
+fn single_cycle(slots: usize) -> Vec<u32> {
+    let mut next: Vec<u32> = (0..slots as u32).collect();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for i in (1..slots).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        next.swap(i, (state % i as u64) as usize);
+    }
+    next
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,12 +152,31 @@ mod tests {
             kernel: read_trimmed("/proc/sys/kernel/osrelease"),
             syscall_ns: syscall_ns(10_000),
             udp_loopback_round_ns: udp_loopback_round_ns(1_000).expect("loopback UDP"),
+            memory_miss_ns: memory_miss_ns(1 << 16, 100_000),
         };
+        assert!(c.memory_miss_ns > 0.0 && c.memory_miss_ns < 1e5, "{c:?}");
         assert!(c.syscall_ns > 0.0 && c.syscall_ns < 1e6, "{c:?}");
         // A round is two system calls and more.
         assert!(c.udp_loopback_round_ns > c.syscall_ns, "{c:?}");
         let line = c.describe();
         assert!(line.contains("1200-byte loopback UDP datagram"), "{line}");
         assert!(line.contains(&c.kernel), "{line}");
+        assert!(line.contains("dependent load"), "{line}");
+    }
+
+    #[test]
+    fn the_chase_visits_every_slot_once_per_cycle() {
+        // One cycle through all slots, so no walk gets stuck in a loop
+        // that fits in the caches.
+        let slots = 1 << 10;
+        let next = single_cycle(slots);
+        let mut at = 0u32;
+        let mut seen = vec![false; slots];
+        for _ in 0..slots {
+            assert!(!seen[at as usize], "slot {at} visited twice");
+            seen[at as usize] = true;
+            at = next[at as usize];
+        }
+        assert_eq!(at, 0, "the walk returns to its start after every slot");
     }
 }
