@@ -1,6 +1,6 @@
-//! What this machine charges for the work a QUIC router lives on,
-//! measured before the run so reports from different machines can be
-//! compared.
+//! The machine a report ran on: its size, and what it charges for the
+//! work a QUIC router lives on, measured before the run so reports from
+//! different machines can be compared.
 //!
 //! Two machines that both report "2 cores / 24 GiB" gave Switchboard
 //! 35,000 and 12,500 sustainable chat msgs/s with the same build. The router
@@ -20,6 +20,14 @@ const DATAGRAM_BYTES: usize = 1200;
 /// Slots the pointer chase walks: 16 Mi of 4 bytes, 64 MiB, beyond any
 /// cache on the machines this runs on.
 const CHASE_SLOTS: usize = 1 << 24;
+
+/// How many of each operation a calibration times.
+struct Effort {
+    syscalls: u32,
+    datagrams: u32,
+    chase_slots: usize,
+    chase_steps: u32,
+}
 
 /// The machine's measured costs.
 #[derive(Debug, Clone, Serialize)]
@@ -44,12 +52,21 @@ impl Calibration {
     /// Measures this machine (about a second). Run it while the machine is
     /// otherwise idle.
     pub(crate) fn measure() -> std::io::Result<Calibration> {
+        Calibration::measure_with(&Effort {
+            syscalls: 1_000_000,
+            datagrams: 100_000,
+            chase_slots: CHASE_SLOTS,
+            chase_steps: 2_000_000,
+        })
+    }
+
+    fn measure_with(effort: &Effort) -> std::io::Result<Calibration> {
         Ok(Calibration {
             cpu: cpu_model(),
             kernel: read_trimmed("/proc/sys/kernel/osrelease"),
-            syscall_ns: syscall_ns(1_000_000),
-            udp_loopback_round_ns: udp_loopback_round_ns(100_000)?,
-            memory_miss_ns: memory_miss_ns(CHASE_SLOTS, 2_000_000),
+            syscall_ns: syscall_ns(effort.syscalls),
+            udp_loopback_round_ns: udp_loopback_round_ns(effort.datagrams)?,
+            memory_miss_ns: memory_miss_ns(effort.chase_slots, effort.chase_steps),
         })
     }
 
@@ -64,6 +81,23 @@ impl Calibration {
             self.memory_miss_ns
         )
     }
+}
+
+/// Cores and memory, as the report's first line gives them.
+pub(crate) fn machine_size() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0);
+    format!(
+        "{cores} cores, {:.0} GiB RAM",
+        mem_kib as f64 / 1024.0 / 1024.0
+    )
 }
 
 fn read_trimmed(path: &str) -> String {
@@ -147,13 +181,13 @@ mod tests {
 
     #[test]
     fn calibration_measures_positive_costs_and_says_so() {
-        let c = Calibration {
-            cpu: cpu_model(),
-            kernel: read_trimmed("/proc/sys/kernel/osrelease"),
-            syscall_ns: syscall_ns(10_000),
-            udp_loopback_round_ns: udp_loopback_round_ns(1_000).expect("loopback UDP"),
-            memory_miss_ns: memory_miss_ns(1 << 16, 100_000),
-        };
+        let c = Calibration::measure_with(&Effort {
+            syscalls: 10_000,
+            datagrams: 1_000,
+            chase_slots: 1 << 16,
+            chase_steps: 100_000,
+        })
+        .expect("loopback UDP");
         assert!(c.memory_miss_ns > 0.0 && c.memory_miss_ns < 1e5, "{c:?}");
         assert!(c.syscall_ns > 0.0 && c.syscall_ns < 1e6, "{c:?}");
         // A round is two system calls and more.

@@ -152,8 +152,9 @@ struct Step {
 struct BenchReport {
     date: String,
     machine: String,
-    /// What a system call and a loopback datagram cost here, measured
-    /// before the run: figures from machines that differ in these differ.
+    /// What a system call, a loopback datagram and a cache miss cost here,
+    /// measured before the run: machines that differ in these give
+    /// different figures.
     calibration: Option<calibrate::Calibration>,
     /// Runtime threads the router and the load generator each ran (see
     /// `--threads-each`).
@@ -724,7 +725,7 @@ fn main() -> anyhow::Result<()> {
         .filter(|n| *n > 0.0)
         .map(|n| best.unwrap_or(0.0) / n);
     let date = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-    let machine = machine_description();
+    let machine = calibrate::machine_size();
     let report = BenchReport {
         date: date.clone(),
         machine,
@@ -829,22 +830,6 @@ fn summarize(cli: &Cli, steps: &[Step], best: Option<f64>) -> Summary {
     summary
 }
 
-fn machine_description() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .next()
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0);
-    format!(
-        "{cores} cores, {:.0} GiB RAM",
-        mem_kib as f64 / 1024.0 / 1024.0
-    )
-}
-
 fn markdown(report: &BenchReport, stem: &Path) -> String {
     let s = &report.summary;
     let mut out = format!(
@@ -852,7 +837,7 @@ fn markdown(report: &BenchReport, stem: &Path) -> String {
         report.date, report.machine, report.threads_each, report.chat_ramp_up_s, report.chat_duration_s
     );
     if let Some(c) = &report.calibration {
-        out.push_str(&format!("Measured before the run: {}. Compare reports from machines that differ in these with care: the router sends and receives about five datagrams per chat message.\n\n", c.describe()));
+        out.push_str(&format!("Measured before the run: {}. Compare reports from machines that differ in these with care: on two machines of the same size, the router's CPU per chat message differed twofold.\n\n", c.describe()));
     }
     out.push_str("| figure | value |\n|---|---|\n");
     out.push_str(&format!(
