@@ -40,11 +40,11 @@ sleep 7
 case "$PROFILE" in
   "")
     tk=$(getconf CLK_TCK)
-    read -r ru0 rs0 < <(awk '{print $14, $15}' "/proc/$ROUTER/stat")
-    read -r lu0 ls0 < <(awk '{print $14, $15}' "/proc/$LOAD/stat")
+    read -r ru0 rs0 < <(cpu_user_kernel "$ROUTER")
+    read -r lu0 ls0 < <(cpu_user_kernel "$LOAD")
     sleep 10
-    read -r ru1 rs1 < <(awk '{print $14, $15}' "/proc/$ROUTER/stat")
-    read -r lu1 ls1 < <(awk '{print $14, $15}' "/proc/$LOAD/stat")
+    read -r ru1 rs1 < <(cpu_user_kernel "$ROUTER")
+    read -r lu1 ls1 < <(cpu_user_kernel "$LOAD")
     ;;
   router | load)
     PID=$ROUTER

@@ -7,6 +7,7 @@
 #   router_metrics PREFIX                         # prints matching /metrics lines
 #   wait_for_sessions N                           # until the router holds N (or stalls 10 s)
 #   cpu_ticks PID                                 # utime + stime, clock ticks
+#   cpu_user_kernel PID                           # "utime stime", clock ticks
 #   cpu_over SECONDS                              # "router% load%" of a core over SECONDS ($ROUTER, $LOAD)
 
 write_router_config() {
@@ -55,6 +56,8 @@ wait_for_sessions() {
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+cpu_user_kernel() { awk '{print $14, $15}' "/proc/$1/stat"; }
 
 cpu_over() {
   local r0 l0 r1 l1
