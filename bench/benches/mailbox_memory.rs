@@ -16,8 +16,8 @@ mod common;
 
 use bytes::Bytes;
 use common::Cluster;
+use switchboard_core::{CoreLimits, MailboxLimits};
 use switchboard_proto::v1::{client_frame, CreateRoom, JoinRoom, Send};
-use switchboard_router::core::{CoreLimits, MailboxLimits};
 
 #[global_allocator]
 static ALLOCATOR: dhat::Alloc = dhat::Alloc;

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::Cluster;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use switchboard_core::CoreLimits;
 use switchboard_proto::v1::{client_frame, Ack, CreateRoom, JoinRoom, Send};
-use switchboard_router::core::CoreLimits;
 
 const MEMBERS: u64 = 10_000;
 /// Room messages between two rounds of acks (well inside the window).

@@ -12,8 +12,8 @@ mod common;
 use bytes::Bytes;
 use common::Cluster;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use switchboard_core::{CoreLimits, SessionId, ShardInput, UserId};
 use switchboard_proto::v1::{client_frame, Ack, ClientFrame, Send, SetStatus, Status, Watch};
-use switchboard_router::core::{CoreLimits, SessionId, ShardInput, UserId};
 
 /// Users (one session each) in the at-scale routing benchmark.
 const USERS_AT_SCALE: u64 = 100_000;

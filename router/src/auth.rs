@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use switchboard_proto::close::CloseCode;
 
-use crate::core::UserId;
+use switchboard_core::UserId;
 
 /// Shortest secret accepted from a file, bytes (HS256 wants 256 bits).
 pub const MIN_SECRET_BYTES: usize = 32;

@@ -15,7 +15,7 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::core::{CoreLimits, DedupeLimits, MailboxLimits};
+use switchboard_core::{CoreLimits, DedupeLimits, MailboxLimits};
 
 /// Everything the router can be configured with. Every field has a default,
 /// so an empty file is a valid configuration (the embedded dev default).

@@ -2,9 +2,9 @@
 //! backends, serving QUIC sessions.
 //!
 //! Where things live:
-//! - [`core`]: the sans-IO heart: [`core::Shard`] owns a partition of users
-//!   (sessions, presence, routing) and is driven by `handle*`/`poll*` calls
-//!   with the time as an argument. Tested without sockets.
+//! - `switchboard_core` (a crate of its own): the sans-IO heart, whose
+//!   `Shard` owns a partition of users (sessions, presence, routing) and is
+//!   driven by `handle*`/`poll*` calls with the time as an argument.
 //! - [`server`]: the QUIC/tokio shell: [`server::Server`] binds, runs one task
 //!   per shard and one quinn-proto driver per UDP socket (or, with
 //!   `shell = "tasks"`, quinn with one task per connection), and drains on
@@ -23,7 +23,6 @@
 mod admin;
 pub mod auth;
 pub mod config;
-pub mod core;
 pub mod dev;
 pub mod huge_pages;
 pub mod metrics;

@@ -17,6 +17,7 @@ use metrics::{
     Gauge, Histogram, Unit,
 };
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+use switchboard_core::ShardStats;
 
 /// Open sessions (gauge).
 pub const SESSIONS: &str = "switchboard_sessions";
@@ -285,25 +286,6 @@ pub fn prometheus_builder() -> Result<PrometheusBuilder, BuildError> {
     )
 }
 
-pub(crate) fn session_opened() {
-    Hot::with(|hot| {
-        hot.sessions.increment(1.0);
-        hot.sessions_opened.increment(1);
-    });
-}
-
-pub(crate) fn session_closed() {
-    Hot::with(|hot| hot.sessions.decrement(1.0));
-}
-
-pub(crate) fn user_came_online() {
-    Hot::with(|hot| hot.online_users.increment(1.0));
-}
-
-pub(crate) fn user_went_offline() {
-    Hot::with(|hot| hot.online_users.decrement(1.0));
-}
-
 pub(crate) fn connection_accepted() {
     Hot::with(|hot| hot.connections.increment(1));
 }
@@ -320,10 +302,6 @@ pub(crate) fn frame_rejected(reason: &'static str) {
     counter!(FRAMES_REJECTED, "reason" => reason).increment(1);
 }
 
-pub(crate) fn message_routed() {
-    Hot::with(|hot| hot.messages_routed.increment(1));
-}
-
 pub(crate) fn message_delivered(latency: Duration) {
     Hot::with(|hot| {
         hot.messages_delivered.increment(1);
@@ -335,56 +313,12 @@ pub(crate) fn message_dropped(reason: &'static str) {
     counter!(MESSAGES_DROPPED, "reason" => reason).increment(1);
 }
 
-pub(crate) fn presence_events_sent(count: u64) {
-    Hot::with(|hot| hot.presence_events.increment(count));
-}
-
-pub(crate) fn mailbox_stored(bytes: usize) {
-    Hot::with(|hot| {
-        hot.mailbox_stored.increment(1);
-        hot.mailbox_messages.increment(1.0);
-        hot.mailbox_bytes.increment(bytes as f64);
-    });
-}
-
-/// `count` messages of `bytes` in all left inboxes (acknowledged or evicted).
-pub(crate) fn mailbox_released(count: usize, bytes: usize) {
-    if count > 0 {
-        Hot::with(|hot| {
-            hot.mailbox_messages.decrement(count as f64);
-            hot.mailbox_bytes.decrement(bytes as f64);
-        });
-    }
-}
-
-pub(crate) fn mailbox_evicted(reason: &'static str, count: usize) {
-    if count > 0 {
-        counter!(MAILBOX_EVICTED, "reason" => reason).increment(count as u64);
-    }
-}
-
-pub(crate) fn inbox_gap() {
-    counter!(INBOX_GAPS).increment(1);
-}
-
-pub(crate) fn ack_accepted() {
-    Hot::with(|hot| hot.acks.increment(1));
-}
-
-pub(crate) fn duplicate_send() {
-    counter!(DUPLICATE_SENDS).increment(1);
-}
-
 pub(crate) fn api_request(outcome: &'static str) {
     counter!(API_REQUESTS, "outcome" => outcome).increment(1);
 }
 
 pub(crate) fn webhook_events(outcome: &'static str, count: usize) {
     counter!(WEBHOOK_EVENTS, "outcome" => outcome).increment(count as u64);
-}
-
-pub(crate) fn signals_relayed(count: u64) {
-    Hot::with(|hot| hot.signals_relayed.increment(count));
 }
 
 pub(crate) fn signal_sent(via: &'static str) {
@@ -397,4 +331,54 @@ pub(crate) fn outbox_ephemeral(outcome: &'static str) {
 
 pub(crate) fn slow_consumer(reason: &'static str) {
     counter!(SLOW_CONSUMERS, "reason" => reason).increment(1);
+}
+
+/// Adds what a shard counted ([`ShardStats`]) to the exported metrics.
+pub(crate) fn shard_stats(stats: &ShardStats) {
+    if *stats == ShardStats::default() {
+        return;
+    }
+    let mailbox = &stats.mailbox;
+    Hot::with(|hot| {
+        hot.sessions.increment(stats.sessions_opened as f64);
+        hot.sessions.decrement(stats.sessions_closed as f64);
+        hot.sessions_opened.increment(stats.sessions_opened);
+        hot.online_users.increment(stats.users_came_online as f64);
+        hot.online_users.decrement(stats.users_went_offline as f64);
+        hot.messages_routed.increment(stats.messages_routed);
+        hot.presence_events.increment(stats.presence_events);
+        hot.acks.increment(stats.acks);
+        hot.signals_relayed.increment(stats.signals_relayed);
+        hot.mailbox_stored.increment(mailbox.stored);
+        hot.mailbox_messages.increment(mailbox.stored as f64);
+        hot.mailbox_messages.decrement(mailbox.released as f64);
+        hot.mailbox_bytes.increment(mailbox.stored_bytes as f64);
+        hot.mailbox_bytes.decrement(mailbox.released_bytes as f64);
+    });
+    let counts = [
+        (DUPLICATE_SENDS, stats.duplicate_sends),
+        (INBOX_GAPS, stats.inbox_gaps),
+    ];
+    for (name, count) in counts {
+        if count > 0 {
+            counter!(name).increment(count);
+        }
+    }
+    if stats.ack_timeouts > 0 {
+        counter!(SLOW_CONSUMERS, "reason" => "ack_timeout").increment(stats.ack_timeouts);
+    }
+    for (reason, count) in [
+        ("limit", mailbox.evicted_by_limit),
+        ("age", mailbox.evicted_by_age),
+    ] {
+        if count > 0 {
+            counter!(MAILBOX_EVICTED, "reason" => reason).increment(count);
+        }
+    }
+    for (reason, count) in stats.frames_rejected.iter() {
+        counter!(FRAMES_REJECTED, "reason" => reason.as_str()).increment(count);
+    }
+    for (reason, count) in stats.sends_refused.iter() {
+        counter!(MESSAGES_DROPPED, "reason" => reason.as_str()).increment(count);
+    }
 }

@@ -5,11 +5,11 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::black_box;
-use switchboard_proto::v1::{client_frame, ClientFrame};
-use switchboard_router::core::placement::shard_of;
-use switchboard_router::core::{
+use switchboard_core::placement::shard_of;
+use switchboard_core::{
     CoreLimits, DeviceId, Now, Output, SessionId, Shard, ShardId, ShardInput, UserId,
 };
+use switchboard_proto::v1::{client_frame, ClientFrame};
 
 pub(crate) fn now() -> Now {
     Now {
@@ -30,7 +30,7 @@ impl Cluster {
     pub(crate) fn new(count: u32, limits: CoreLimits) -> Self {
         Self {
             shards: (0..count)
-                .map(|i| Shard::new(ShardId(i), count, limits.clone()))
+                .map(|i| Shard::new(ShardId(i), count, limits.clone(), Instant::now()))
                 .collect(),
         }
     }

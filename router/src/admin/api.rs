@@ -20,10 +20,10 @@ use serde_json::{json, Value};
 use switchboard_proto::v1::{ErrorCode, Status};
 
 use super::AdminState;
-use crate::core::rooms::{RoomReply, RoomRequest};
-use crate::core::{Actor, ApiReply, ApiRequest, DeviceId, Recipient, RoomId, UserId};
 use crate::metrics;
 use crate::server::api_calls::ApiCallError;
+use switchboard_core::rooms::{RoomReply, RoomRequest};
+use switchboard_core::{Actor, ApiReply, ApiRequest, DeviceId, Recipient, RoomId, UserId};
 
 /// The `/v1` routes, behind the bearer-token check.
 pub(super) fn routes(state: AdminState) -> Router<AdminState> {

@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use tokio::sync::oneshot;
 
 use super::shard_task::ShardHandle;
-use crate::core::{ApiReply, ApiRequest, ApiToken, ShardInput};
+use switchboard_core::{ApiReply, ApiRequest, ApiToken, ShardInput};
 
 /// Longest a call waits for its shard.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);

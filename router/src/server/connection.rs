@@ -14,8 +14,8 @@ use switchboard_proto::v1::{client_frame::Body, ClientFrame, Hello};
 use super::directory::{session_queues, QueuedFrame, SessionQueues};
 use super::handshake::{self, MAX_HELLO_FRAME_BYTES};
 use super::ServerContext;
-use crate::core::{placement::shard_of, FrameClass, SessionId, ShardInput};
 use crate::metrics;
+use switchboard_core::{placement::shard_of, FrameClass, SessionId, ShardInput};
 
 /// Largest read from the stream at once.
 const READ_CHUNK: usize = 64 * 1024;

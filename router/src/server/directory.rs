@@ -14,8 +14,8 @@ use switchboard_proto::frame::OutFrame;
 use tokio::sync::{mpsc, watch, Notify};
 
 use super::outbox::{Full, Outbox};
-use crate::core::{FrameClass, SessionId};
 use crate::metrics;
+use switchboard_core::{FrameClass, SessionId};
 
 /// A frame queued for a session.
 #[derive(Debug)]

@@ -12,8 +12,8 @@ use switchboard_proto::v1::{
 use super::shard_task::now;
 use super::ServerContext;
 use crate::auth::AuthError;
-use crate::core::{DeviceId, SessionId, ShardInput, UserId, API_DEVICE};
 use crate::metrics;
+use switchboard_core::{DeviceId, SessionId, ShardInput, UserId, API_DEVICE};
 use switchboard_proto::frame::DecodeError;
 
 /// Largest first frame (the Hello) accepted before authentication, so an

@@ -26,7 +26,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use quinn::{Endpoint, VarInt};
@@ -37,12 +37,12 @@ use tokio::task::JoinSet;
 use self::directory::DriverCommand;
 use crate::auth::TokenVerifier;
 use crate::config::{Config, ShellKind};
-use crate::core::{Shard, ShardId};
 use crate::dev::SecretSource;
 use crate::quic::{bind_udp, PortSharing};
 use api_calls::ApiCalls;
 use directory::SessionDirectory;
 use shard_task::ShardHandle;
+use switchboard_core::{Shard, ShardId};
 
 /// Capacity of each shard's inbox from its sessions.
 const SHARD_INBOX: usize = 4096;
@@ -185,7 +185,7 @@ impl Server {
         let inbox_epoch = shard_task::now().unix_ms;
         for (index, inbox) in inboxes.into_iter().enumerate() {
             let limits = config.core_limits(inbox_epoch);
-            let shard = Shard::new(ShardId(index as u32), shard_count, limits);
+            let shard = Shard::new(ShardId(index as u32), shard_count, limits, Instant::now());
             shard_tasks.spawn(shard_task::run_shard(
                 shard,
                 inbox,

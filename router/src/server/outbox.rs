@@ -15,8 +15,8 @@
 
 use std::collections::VecDeque;
 
-use crate::core::FrameClass;
 use crate::metrics;
+use switchboard_core::FrameClass;
 
 use super::directory::QueuedFrame;
 

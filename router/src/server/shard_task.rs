@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use super::api_calls::ApiCalls;
 use super::directory::SessionDirectory;
 use super::webhook::{OfflineEvent, Webhook};
-use crate::core::{Now, Output, Shard, ShardInput};
 use crate::quic::WakeTimer;
+use switchboard_core::{Now, Output, Shard, ShardInput};
 
 /// Inputs to process per wake-up before dispatching outputs and yielding.
 const BATCH: usize = 256;
@@ -146,6 +146,7 @@ pub(crate) async fn run_shard(
             out.dispatch(&mut shard);
             give_back(credit);
         }
+        crate::metrics::shard_stats(&shard.take_stats());
     }
 }
 

@@ -18,8 +18,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::config::WebhookConfig;
-use crate::core::{StoredMessage, UserId};
 use crate::metrics;
+use switchboard_core::{StoredMessage, UserId};
 
 /// Header carrying `sha256=<hex HMAC-SHA256 of the body>`.
 pub const SIGNATURE_HEADER: &str = "x-switchboard-signature";

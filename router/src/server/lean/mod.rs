@@ -29,12 +29,12 @@ use super::handshake::{self, MAX_HELLO_FRAME_BYTES};
 use super::outbox::Outbox;
 use super::shard_task::{Credit, SessionInput};
 use super::ServerContext;
-use crate::core::{placement::shard_of, FrameClass, SessionId, ShardInput};
 use crate::metrics;
 use crate::quic::{
     ack_now, exchange_endpoint_events, resume_when_sent, transmit, ConnTable, DatagramSocket,
     HandleSet, RecvBatch, TimerWheel, WakeTimer, RECV_BATCH,
 };
+use switchboard_core::{placement::shard_of, FrameClass, SessionId, ShardInput};
 
 /// Room for the largest UDP datagram quinn-proto writes.
 const MAX_DATAGRAM: usize = 64 * 1024;

@@ -5,10 +5,10 @@ use switchboard_proto::frame;
 use switchboard_proto::v1::{server_frame, ErrorCode, ServerFrame, Status};
 
 use super::{coalescing_key, FrameClass, Now, Output, Shard, ShardInput};
-use crate::core::ids::{IdSet, SessionId, UserId};
-use crate::core::placement::shard_of;
-use crate::core::presence::UserRecord;
-use crate::metrics;
+use crate::ids::{IdSet, SessionId, UserId};
+use crate::placement::shard_of;
+use crate::presence::UserRecord;
+use crate::stats::Rejection;
 
 impl Shard {
     pub(super) fn set_status(
@@ -20,7 +20,7 @@ impl Shard {
         text: String,
     ) {
         if !is_settable(status) || text.len() > self.limits.max_status_text_bytes {
-            metrics::frame_rejected("invalid_status");
+            self.stats.frames_rejected.add(Rejection::InvalidStatus);
             return self.reply_error(
                 session,
                 request_ref,
@@ -47,7 +47,7 @@ impl Shard {
             .map(|u| UserId::parse(u))
             .collect::<Option<Vec<_>>>()
         else {
-            metrics::frame_rejected("invalid_user_id");
+            self.stats.frames_rejected.add(Rejection::InvalidUserId);
             return self.reply_error(
                 session,
                 request_ref,
@@ -61,7 +61,7 @@ impl Shard {
             .filter(|u| !record.watching.contains(u))
             .collect();
         if record.watching.len() + new.len() > self.limits.max_watched_users {
-            metrics::frame_rejected("watch_limit");
+            self.stats.frames_rejected.add(Rejection::WatchLimit);
             return self.reply_error(
                 session,
                 request_ref,
@@ -120,7 +120,7 @@ impl Shard {
         let event = ServerFrame {
             body: Some(server_frame::Body::Presence(record.view.to_event(&user))),
         };
-        metrics::presence_events_sent(1);
+        self.stats.presence_events += 1;
         self.outputs.push_back(Output::Transmit {
             session: watcher,
             frame: frame::encode(&event).into(),
@@ -143,7 +143,7 @@ impl Shard {
             body: Some(server_frame::Body::Presence(record.view.to_event(user))),
         };
         let bytes = frame::encode(&event);
-        metrics::presence_events_sent(record.watchers.len() as u64);
+        self.stats.presence_events += record.watchers.len() as u64;
         let key = coalescing_key(user.as_str());
         for watcher in record.watchers.iter() {
             self.outputs.push_back(Output::Transmit {

@@ -8,9 +8,9 @@ use switchboard_proto::frame;
 use switchboard_proto::v1::{server_frame, ErrorCode, Gap, InboxOpened, Resume, ServerFrame};
 
 use super::{FrameClass, Output, Shard};
-use crate::core::ids::{SessionId, UserId};
-use crate::core::mailbox::Next;
-use crate::metrics;
+use crate::ids::{SessionId, UserId};
+use crate::mailbox::Next;
+use crate::stats::Rejection;
 
 impl Shard {
     /// Tells a new session where its delivery starts, then sends its
@@ -29,7 +29,9 @@ impl Shard {
             .expect("a session's user has a record");
         let last_seq = user.mailbox.last_seq();
         let ahead = requested.is_some_and(|seq| seq > last_seq);
-        let resume_after = user.mailbox.attach(&record.device, requested);
+        let resume_after = user
+            .mailbox
+            .attach(&record.device, requested, &mut self.stats.mailbox);
         record.sent_through = resume_after;
         let user_id = record.user.clone();
         self.reply_as(
@@ -43,7 +45,7 @@ impl Shard {
             FrameClass::Control,
         );
         if ahead {
-            metrics::frame_rejected("resume_ahead");
+            self.stats.frames_rejected.add(Rejection::ResumeAhead);
             self.reply_error(
                 session,
                 0,
@@ -59,7 +61,7 @@ impl Shard {
     pub(super) fn ack(&mut self, session: SessionId, request_ref: u64, seq: u64) {
         let record = self.sessions.get_mut(&session).expect("caller checked");
         if seq > record.sent_through {
-            metrics::frame_rejected("invalid_ack");
+            self.stats.frames_rejected.add(Rejection::InvalidAck);
             return self.reply_error(
                 session,
                 request_ref,
@@ -67,7 +69,7 @@ impl Shard {
                 "Ack.seq is beyond what this session was sent",
             );
         }
-        metrics::ack_accepted();
+        self.stats.acks += 1;
         if let Some(pending) = record.pending.as_mut() {
             let before = pending.unacked.len();
             while pending.unacked.front().is_some_and(|s| *s <= seq) {
@@ -87,7 +89,9 @@ impl Shard {
         }
         let user = record.user.clone();
         if let Some(user_record) = self.users.get_mut(&user) {
-            user_record.mailbox.ack(&record.device, seq);
+            user_record
+                .mailbox
+                .ack(&record.device, seq, &mut self.stats.mailbox);
         }
         self.schedule_expiry(&user);
         self.pump(session);
@@ -109,7 +113,7 @@ impl Shard {
             match user.mailbox.next_for(&record.device, record.sent_through) {
                 Next::UpToDate => break,
                 Next::Gap { from, to } => {
-                    metrics::inbox_gap();
+                    self.stats.inbox_gaps += 1;
                     let gap = ServerFrame {
                         body: Some(server_frame::Body::Gap(Gap {
                             from_seq: from,
@@ -181,7 +185,7 @@ impl Shard {
                 }
                 Some(_) => {
                     pending.ack_deadline = None;
-                    metrics::slow_consumer("ack_timeout");
+                    self.stats.ack_timeouts += 1;
                     self.outputs.push_back(Output::Close {
                         session,
                         code: CloseCode::SlowConsumer,

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::core::rooms::{RoomReply, RoomRequest};
+use crate::rooms::{RoomReply, RoomRequest};
 
 impl Cluster {
     fn api(&mut self, request: ApiRequest) -> ApiReply {

@@ -131,7 +131,7 @@ impl DedupeWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::ids::SessionId;
+    use crate::ids::SessionId;
 
     const OUTCOME: SendOutcome = SendOutcome {
         message_id: 7,

@@ -14,8 +14,14 @@
 //!    other shards ([`Output`]).
 //!
 //! Time is always an argument ([`Now`]), so tests drive grace periods with a
-//! virtual clock. The main types: [`Shard`], [`ShardInput`], [`Output`],
-//! [`CoreLimits`], and the ids in [`ids`].
+//! virtual clock. Nor does the core record metrics: each shard counts into a
+//! [`ShardStats`] that its owner takes ([`Shard::take_stats`]) and exports.
+//! The main types: [`Shard`], [`ShardInput`], [`Output`], [`CoreLimits`],
+//! [`ShardStats`], and the ids in [`ids`].
+//!
+//! The crate depends on no runtime, socket or clock: `cargo tree -p
+//! switchboard-core` shows only the wire schema and data-structure crates.
+#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod dedupe;
@@ -25,6 +31,7 @@ pub mod placement;
 mod presence;
 pub mod rooms;
 mod shard;
+pub mod stats;
 
 pub use api::{Actor, ApiReply, ApiRequest, ApiToken, Requester, API_DEVICE};
 pub use dedupe::{DedupeLimits, SendOutcome};
@@ -35,6 +42,7 @@ pub use shard::{
     coalescing_key, CoreLimits, FrameClass, Now, Output, Recipient, RelayedSignal, RoutedMessage,
     Shard, ShardInput, MAX_CLIENT_MSG_ID_BYTES, SIGNAL_TTL_MS,
 };
+pub use stats::ShardStats;
 
 #[cfg(test)]
 mod tests;

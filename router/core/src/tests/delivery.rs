@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use switchboard_proto::v1::{Ack, Gap, InboxOpened, SendResult};
 
 use super::*;
-use crate::core::{DedupeLimits, MailboxLimits};
+use crate::{DedupeLimits, MailboxLimits};
 
 const EPOCH: u64 = 7;
 
@@ -43,7 +43,7 @@ enum Got {
 }
 
 impl Cluster {
-    fn ack(&mut self, session: SessionId, seq: u64) {
+    pub(super) fn ack(&mut self, session: SessionId, seq: u64) {
         self.frame(session, 0, Some(Body::Ack(Ack { seq })));
     }
 

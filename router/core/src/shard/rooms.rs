@@ -4,11 +4,11 @@
 use switchboard_proto::v1::{server_frame, ErrorCode, RoomMembers, RoomResult};
 
 use super::{Output, Shard, ShardInput};
-use crate::core::api::Actor;
-use crate::core::ids::{RoomId, SessionId, UserId};
-use crate::core::placement::shard_of_room;
-use crate::core::rooms::{RoomReply, RoomRequest};
-use crate::metrics;
+use crate::api::Actor;
+use crate::ids::{RoomId, SessionId, UserId};
+use crate::placement::shard_of_room;
+use crate::rooms::{RoomReply, RoomRequest};
+use crate::stats::Rejection;
 
 impl Shard {
     /// The member a Join/Leave names: `user`, or the session's own user when
@@ -39,7 +39,9 @@ impl Shard {
         let (room, request) = match request {
             Ok(valid) => valid,
             Err(error) => {
-                metrics::frame_rejected("invalid_room_request");
+                self.stats
+                    .frames_rejected
+                    .add(Rejection::InvalidRoomRequest);
                 return self.room_reply(session, request_ref, room, is_list, Err(error));
             }
         };
@@ -73,7 +75,7 @@ impl Shard {
         let is_list = request == RoomRequest::List;
         let result = self.rooms.apply(&Actor::User(actor.clone()), room, request);
         if result.is_err() {
-            metrics::frame_rejected("room_refused");
+            self.stats.frames_rejected.add(Rejection::RoomRefused);
         }
         self.room_reply(session, request_ref, room.as_str(), is_list, result);
     }

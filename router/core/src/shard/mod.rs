@@ -49,7 +49,7 @@ pub use signals::SIGNAL_TTL_MS;
 mod messaging;
 mod presence;
 mod rooms;
-use crate::metrics;
+use crate::stats::{Rejection, ShardStats};
 
 /// Longest `Send.client_msg_id`, in bytes.
 pub const MAX_CLIENT_MSG_ID_BYTES: usize = 64;
@@ -436,6 +436,8 @@ pub struct Shard {
     ack_timers: BTreeSet<(Instant, SessionId)>,
     /// The time of the input being handled.
     now: Instant,
+    /// What was counted since the owner last took it.
+    stats: ShardStats,
     outputs: VecDeque<Output>,
     next_message_seq: u64,
     /// Source of signal versions (grows per shard, so per session too).
@@ -446,8 +448,9 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// Shard `id` of `shard_count`.
-    pub fn new(id: ShardId, shard_count: u32, limits: CoreLimits) -> Self {
+    /// Shard `id` of `shard_count`, starting at `now` (inputs carry later
+    /// times).
+    pub fn new(id: ShardId, shard_count: u32, limits: CoreLimits, now: Instant) -> Self {
         let rooms = Rooms::new(shard_count, limits.max_room_members);
         Self {
             id,
@@ -459,7 +462,8 @@ impl Shard {
             offline_timers: BTreeSet::new(),
             mailbox_timers: BTreeSet::new(),
             ack_timers: BTreeSet::new(),
-            now: Instant::now(),
+            now,
+            stats: ShardStats::default(),
             outputs: VecDeque::new(),
             next_message_seq: 0,
             signal_clock: 0,
@@ -480,6 +484,11 @@ impl Shard {
     /// The view watchers currently have of `user`, if this shard knows them.
     pub fn presence(&self, user: &UserId) -> Option<super::PresenceView> {
         self.users.get(user).map(|r| r.view.clone())
+    }
+
+    /// What this shard counted since the last call; see [`ShardStats`].
+    pub fn take_stats(&mut self) -> ShardStats {
+        std::mem::take(&mut self.stats)
     }
 
     /// Next output, `None` when drained.
@@ -558,7 +567,9 @@ impl Shard {
                 continue;
             }
             record.mailbox_timer = None;
-            record.mailbox.expire(now.instant, &self.limits.mailbox);
+            record
+                .mailbox
+                .expire(now.instant, &self.limits.mailbox, &mut self.stats.mailbox);
             self.schedule_expiry(&user);
         }
         while let Some((at, _)) = self.offline_timers.first() {
@@ -573,7 +584,7 @@ impl Shard {
                 continue; // cancelled by a reconnect or superseded
             }
             record.offline_at = None;
-            metrics::user_went_offline();
+            self.stats.users_went_offline += 1;
             self.publish(&user);
         }
     }
@@ -602,7 +613,7 @@ impl Shard {
         if !was_online {
             record.chosen = Status::Online;
             record.text.clear();
-            metrics::user_came_online();
+            self.stats.users_came_online += 1;
         }
         record.offline_at = None;
         if let Some(status) = initial_status.filter(|s| is_settable(*s)) {
@@ -624,7 +635,7 @@ impl Shard {
                 pending: None,
             },
         );
-        metrics::session_opened();
+        self.stats.sessions_opened += 1;
         for old in replaced {
             self.outputs.push_back(Output::Close {
                 session: old,
@@ -641,7 +652,7 @@ impl Shard {
         let Some(record) = self.sessions.remove(&session) else {
             return; // already closed (e.g. replaced)
         };
-        metrics::session_closed();
+        self.stats.sessions_closed += 1;
         let pending = record.pending.map(|p| *p).unwrap_or_default();
         if let Some(at) = pending.ack_timer {
             self.ack_timers.remove(&(at, session));
@@ -689,7 +700,7 @@ impl Shard {
         let request_ref = frame.r#ref;
         match frame.body {
             None => {
-                metrics::frame_rejected("unknown_frame");
+                self.stats.frames_rejected.add(Rejection::UnknownFrame);
                 self.reply_error(
                     session,
                     request_ref,
@@ -698,7 +709,7 @@ impl Shard {
                 );
             }
             Some(Body::Hello(_)) => {
-                metrics::frame_rejected("second_hello");
+                self.stats.frames_rejected.add(Rejection::SecondHello);
                 self.outputs.push_back(Output::Close {
                     session,
                     code: CloseCode::ProtocolViolation,

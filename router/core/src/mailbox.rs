@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::ids::{DeviceId, RoomId, UserId};
-use crate::metrics;
+use crate::stats::MailboxStats;
 
 /// A message as accepted, shared by every inbox that stores it.
 #[derive(Debug)]
@@ -119,12 +119,6 @@ pub struct Mailbox {
     devices: Vec<DeviceCursor>,
 }
 
-impl Drop for Mailbox {
-    fn drop(&mut self) {
-        metrics::mailbox_released(self.entries.len(), self.bytes);
-    }
-}
-
 impl Mailbox {
     /// Highest sequence number assigned so far (0 before the first message).
     pub fn last_seq(&self) -> u64 {
@@ -170,10 +164,11 @@ impl Mailbox {
         own: bool,
         now: Instant,
         limits: &MailboxLimits,
+        stats: &mut MailboxStats,
     ) -> u64 {
         self.last_seq += 1;
         let size = message.encoded.len();
-        metrics::mailbox_stored(size);
+        stats.stored(size);
         self.bytes += size;
         self.entries.push_back(Entry {
             message,
@@ -194,32 +189,32 @@ impl Mailbox {
         while self.entries.len() > limits.max_messages
             || (self.bytes > limits.max_bytes && self.entries.len() > 1)
         {
-            self.pop_front();
+            self.pop_front(stats);
             evicted += 1;
         }
-        metrics::mailbox_evicted("limit", evicted);
-        self.trim();
+        stats.evicted_by_limit += evicted;
+        self.trim(stats);
         self.last_seq
     }
 
     /// Drops entries older than `max_age` and forgets devices offline for
     /// longer than that.
-    pub fn expire(&mut self, now: Instant, limits: &MailboxLimits) {
+    pub fn expire(&mut self, now: Instant, limits: &MailboxLimits, stats: &mut MailboxStats) {
         let mut evicted = 0;
         while self
             .entries
             .front()
             .is_some_and(|e| e.stored_at + limits.max_age <= now)
         {
-            self.pop_front();
+            self.pop_front(stats);
             evicted += 1;
         }
-        metrics::mailbox_evicted("age", evicted);
+        stats.evicted_by_age += evicted;
         let before = self.devices.len();
         self.devices
             .retain(|c| c.offline_since.is_none_or(|t| t + limits.max_age > now));
         if self.devices.len() != before {
-            self.trim();
+            self.trim(stats);
         }
     }
 
@@ -238,7 +233,12 @@ impl Mailbox {
     /// continues after: `resume_from` if given (at most `last_seq()`), else
     /// what the device last acknowledged, else (a new device) just before
     /// the oldest message held.
-    pub fn attach(&mut self, device: &DeviceId, resume_from: Option<u64>) -> u64 {
+    pub fn attach(
+        &mut self,
+        device: &DeviceId,
+        resume_from: Option<u64>,
+        stats: &mut MailboxStats,
+    ) -> u64 {
         let resume_from = resume_from.map(|seq| seq.min(self.last_seq));
         let start = self.first_seq() - 1;
         let after = match self.devices.iter_mut().find(|c| c.device == *device) {
@@ -266,7 +266,7 @@ impl Mailbox {
             }
         };
         self.advance_over_own(device);
-        self.trim();
+        self.trim(stats);
         after
     }
 
@@ -279,11 +279,11 @@ impl Mailbox {
 
     /// `device` processed everything up to `seq` (cumulative; a lower value
     /// than before is ignored).
-    pub fn ack(&mut self, device: &DeviceId, seq: u64) {
+    pub fn ack(&mut self, device: &DeviceId, seq: u64, stats: &mut MailboxStats) {
         if let Some(cursor) = self.devices.iter_mut().find(|c| c.device == *device) {
             cursor.acked = cursor.acked.max(seq.min(self.last_seq));
             self.advance_over_own(device);
-            self.trim();
+            self.trim(stats);
         }
     }
 
@@ -333,7 +333,7 @@ impl Mailbox {
     /// Drops front entries every known device has acknowledged (or moved
     /// over as its own). With no known device, nothing is acknowledged: the
     /// messages wait for the user's first device.
-    fn trim(&mut self) {
+    fn trim(&mut self, stats: &mut MailboxStats) {
         if self.devices.is_empty() {
             return;
         }
@@ -352,15 +352,15 @@ impl Mailbox {
             released.0 += 1;
             released.1 += size;
         }
-        metrics::mailbox_released(released.0, released.1);
+        stats.released(released.0, released.1);
     }
 
-    fn pop_front(&mut self) {
+    fn pop_front(&mut self, stats: &mut MailboxStats) {
         // Cursors behind the new front stay there: next_for reports the gap.
         if let Some(entry) = self.entries.pop_front() {
             let size = entry.message.encoded.len();
             self.bytes -= size;
-            metrics::mailbox_released(1, size);
+            stats.released(1, size);
         }
     }
 }
@@ -416,11 +416,11 @@ mod tests {
     #[test]
     fn device_cursors_take_only_the_room_they_need() {
         let mut mailbox = Mailbox::default();
-        mailbox.attach(&device("phone"), None);
+        mailbox.attach(&device("phone"), None, &mut MailboxStats::default());
         assert_eq!(mailbox.devices.capacity(), 1);
-        mailbox.attach(&device("laptop"), None);
+        mailbox.attach(&device("laptop"), None, &mut MailboxStats::default());
         assert_eq!(mailbox.devices.capacity(), 2);
-        mailbox.attach(&device("phone"), None);
+        mailbox.attach(&device("phone"), None, &mut MailboxStats::default());
         assert_eq!(mailbox.devices.len(), 2, "a known device adds no cursor");
     }
 
@@ -428,13 +428,25 @@ mod tests {
     fn messages_wait_for_the_first_device() {
         let now = Instant::now();
         let mut mailbox = Mailbox::default();
-        mailbox.append(message(10, "x", 5), false, now, &limits());
-        mailbox.append(message(11, "x", 5), false, now, &limits());
+        mailbox.append(
+            message(10, "x", 5),
+            false,
+            now,
+            &limits(),
+            &mut MailboxStats::default(),
+        );
+        mailbox.append(
+            message(11, "x", 5),
+            false,
+            now,
+            &limits(),
+            &mut MailboxStats::default(),
+        );
         let phone = device("phone");
-        let after = mailbox.attach(&phone, None);
+        let after = mailbox.attach(&phone, None, &mut MailboxStats::default());
         assert_eq!(after, 0);
         assert_eq!(drain(&mailbox, &phone, after), ["1:10", "2:11"]);
-        mailbox.ack(&phone, 2);
+        mailbox.ack(&phone, 2, &mut MailboxStats::default());
         assert!(mailbox.is_empty());
         assert_eq!(mailbox.first_seq(), 3);
     }
@@ -444,14 +456,20 @@ mod tests {
         let now = Instant::now();
         let mut mailbox = Mailbox::default();
         let (phone, laptop) = (device("phone"), device("laptop"));
-        mailbox.attach(&phone, None);
-        mailbox.attach(&laptop, None);
-        mailbox.append(message(1, "x", 5), false, now, &limits());
-        mailbox.ack(&phone, 1);
+        mailbox.attach(&phone, None, &mut MailboxStats::default());
+        mailbox.attach(&laptop, None, &mut MailboxStats::default());
+        mailbox.append(
+            message(1, "x", 5),
+            false,
+            now,
+            &limits(),
+            &mut MailboxStats::default(),
+        );
+        mailbox.ack(&phone, 1, &mut MailboxStats::default());
         assert_eq!(mailbox.len(), 1);
         mailbox.detach(&laptop, now);
         assert_eq!(mailbox.len(), 1, "an offline device still counts");
-        mailbox.ack(&laptop, 1);
+        mailbox.ack(&laptop, 1, &mut MailboxStats::default());
         assert!(mailbox.is_empty());
     }
 
@@ -460,12 +478,18 @@ mod tests {
         let now = Instant::now();
         let mut mailbox = Mailbox::default();
         let (phone, laptop) = (device("phone"), device("laptop"));
-        mailbox.attach(&phone, None);
-        mailbox.attach(&laptop, None);
-        mailbox.append(message(1, "phone", 5), true, now, &limits());
+        mailbox.attach(&phone, None, &mut MailboxStats::default());
+        mailbox.attach(&laptop, None, &mut MailboxStats::default());
+        mailbox.append(
+            message(1, "phone", 5),
+            true,
+            now,
+            &limits(),
+            &mut MailboxStats::default(),
+        );
         assert_eq!(drain(&mailbox, &phone, 0), Vec::<String>::new());
         assert_eq!(drain(&mailbox, &laptop, 0), ["1:1"]);
-        mailbox.ack(&laptop, 1);
+        mailbox.ack(&laptop, 1, &mut MailboxStats::default());
         assert!(mailbox.is_empty(), "the sender need not ack its own send");
     }
 
@@ -474,14 +498,26 @@ mod tests {
         let now = Instant::now();
         let mut mailbox = Mailbox::default();
         let phone = device("phone");
-        mailbox.attach(&phone, None);
+        mailbox.attach(&phone, None, &mut MailboxStats::default());
         for id in 1..=5 {
-            mailbox.append(message(id, "x", 5), false, now, &limits());
+            mailbox.append(
+                message(id, "x", 5),
+                false,
+                now,
+                &limits(),
+                &mut MailboxStats::default(),
+            );
         }
         assert_eq!(mailbox.len(), 3);
         assert_eq!(drain(&mailbox, &phone, 0), ["gap 1-2", "3:3", "4:4", "5:5"]);
         // Bytes: one 96-byte message pushes out all but itself.
-        mailbox.append(message(6, "x", 96), false, now, &limits());
+        mailbox.append(
+            message(6, "x", 96),
+            false,
+            now,
+            &limits(),
+            &mut MailboxStats::default(),
+        );
         assert_eq!(drain(&mailbox, &phone, 0), ["gap 1-5", "6:6"]);
         assert_eq!(mailbox.bytes(), 96);
     }
@@ -492,17 +528,33 @@ mod tests {
         let limits = limits();
         let mut mailbox = Mailbox::default();
         let (phone, old) = (device("phone"), device("old"));
-        mailbox.attach(&phone, None);
-        mailbox.attach(&old, None);
+        mailbox.attach(&phone, None, &mut MailboxStats::default());
+        mailbox.attach(&old, None, &mut MailboxStats::default());
         mailbox.detach(&old, start);
-        mailbox.append(message(1, "x", 5), false, start, &limits);
+        mailbox.append(
+            message(1, "x", 5),
+            false,
+            start,
+            &limits,
+            &mut MailboxStats::default(),
+        );
         let later = start + Duration::from_secs(30);
-        mailbox.append(message(2, "x", 5), false, later, &limits);
+        mailbox.append(
+            message(2, "x", 5),
+            false,
+            later,
+            &limits,
+            &mut MailboxStats::default(),
+        );
         assert_eq!(mailbox.next_expiry(&limits), Some(start + limits.max_age));
-        mailbox.expire(start + limits.max_age, &limits);
+        mailbox.expire(
+            start + limits.max_age,
+            &limits,
+            &mut MailboxStats::default(),
+        );
         // Message 1 aged out and "old" is forgotten; 2 waits for "phone".
         assert_eq!(drain(&mailbox, &phone, 0), ["gap 1-1", "2:2"]);
-        mailbox.ack(&phone, 2);
+        mailbox.ack(&phone, 2, &mut MailboxStats::default());
         assert!(mailbox.is_empty(), "the forgotten device no longer pins");
         assert_eq!(mailbox.next_expiry(&limits), None);
     }
@@ -512,19 +564,35 @@ mod tests {
         let now = Instant::now();
         let mut mailbox = Mailbox::default();
         let (phone, laptop) = (device("phone"), device("laptop"));
-        mailbox.attach(&phone, None);
-        mailbox.attach(&laptop, None);
+        mailbox.attach(&phone, None, &mut MailboxStats::default());
+        mailbox.attach(&laptop, None, &mut MailboxStats::default());
         for id in 1..=3 {
-            mailbox.append(message(id, "x", 5), false, now, &limits());
+            mailbox.append(
+                message(id, "x", 5),
+                false,
+                now,
+                &limits(),
+                &mut MailboxStats::default(),
+            );
         }
-        mailbox.ack(&phone, 3);
+        mailbox.ack(&phone, 3, &mut MailboxStats::default());
         mailbox.detach(&phone, now);
         // The phone lost its state and resumes from 1: 2 and 3 are held
         // for the laptop, so it gets them again.
-        assert_eq!(mailbox.attach(&phone, Some(1)), 1);
+        assert_eq!(
+            mailbox.attach(&phone, Some(1), &mut MailboxStats::default()),
+            1
+        );
         assert_eq!(drain(&mailbox, &phone, 1), ["2:2", "3:3"]);
-        assert_eq!(mailbox.attach(&phone, Some(99)), 3, "clamped to last_seq");
+        assert_eq!(
+            mailbox.attach(&phone, Some(99), &mut MailboxStats::default()),
+            3,
+            "clamped to last_seq"
+        );
         // A new device with no resume point starts at the oldest held.
-        assert_eq!(mailbox.attach(&device("tablet"), None), 0);
+        assert_eq!(
+            mailbox.attach(&device("tablet"), None, &mut MailboxStats::default()),
+            0
+        );
     }
 }

@@ -11,9 +11,9 @@ use switchboard_proto::v1::{
 };
 
 use super::{coalescing_key, FrameClass, Output, Recipient, RelayedSignal, Shard, ShardInput};
-use crate::core::ids::{RoomId, SessionId, UserId};
-use crate::core::placement::{shard_of, shard_of_room};
-use crate::metrics;
+use crate::ids::{RoomId, SessionId, UserId};
+use crate::placement::{shard_of, shard_of_room};
+use crate::stats::Rejection;
 
 /// How long a signal holds unless replaced (`SignalEvent.expires_in_ms`).
 pub const SIGNAL_TTL_MS: u32 = 5_000;
@@ -99,7 +99,7 @@ impl Shard {
 
     /// Sends the signal to every open session of `members` but the sender's.
     pub(super) fn signal_members(&mut self, signal: &RelayedSignal, members: &[UserId]) {
-        let mut sent = 0;
+        let mut sent: u64 = 0;
         for member in members {
             let Some(record) = self.users.get(member) else {
                 continue;
@@ -116,11 +116,11 @@ impl Shard {
                 sent += 1;
             }
         }
-        metrics::signals_relayed(sent);
+        self.stats.signals_relayed += sent;
     }
 
     fn refuse_signal(&mut self, session: SessionId, request_ref: u64) {
-        metrics::frame_rejected("invalid_signal");
+        self.stats.frames_rejected.add(Rejection::InvalidSignal);
         self.reply_error(
             session,
             request_ref,

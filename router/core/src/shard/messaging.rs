@@ -13,13 +13,13 @@ use switchboard_proto::v1::{
 use super::{
     InFlight, Now, Output, Recipient, RoutedMessage, Shard, ShardInput, MAX_CLIENT_MSG_ID_BYTES,
 };
-use crate::core::api::{ApiReply, ApiToken, Requester, API_DEVICE};
-use crate::core::dedupe::{KeyState, SendOutcome};
-use crate::core::ids::{DeviceId, RoomId, SessionId, UserId};
-use crate::core::mailbox::StoredMessage;
-use crate::core::placement::{shard_of, shard_of_room};
-use crate::core::presence::UserRecord;
-use crate::metrics;
+use crate::api::{ApiReply, ApiToken, Requester, API_DEVICE};
+use crate::dedupe::{KeyState, SendOutcome};
+use crate::ids::{DeviceId, RoomId, SessionId, UserId};
+use crate::mailbox::StoredMessage;
+use crate::placement::{shard_of, shard_of_room};
+use crate::presence::UserRecord;
+use crate::stats::{Refusal, Rejection};
 
 impl Shard {
     /// A session's Send: accepted, remembered in the session's in-flight
@@ -66,7 +66,7 @@ impl Shard {
             Ok(ReceiptKind::Delivered | ReceiptKind::Read)
         );
         if UserId::parse(&receipt.to_user).is_none() || receipt.message_id == 0 || !kind_known {
-            metrics::frame_rejected("invalid_receipt");
+            self.stats.frames_rejected.add(Rejection::InvalidReceipt);
             return self.reply_error(
                 session,
                 request_ref,
@@ -100,7 +100,7 @@ impl Shard {
         let to = match check_send(&send, self.limits.max_payload_bytes) {
             Ok(to) => to,
             Err((error, reason)) => {
-                metrics::message_dropped(reason);
+                self.stats.sends_refused.add(reason);
                 self.answer(requester, Err(error), false);
                 return None;
             }
@@ -115,12 +115,12 @@ impl Shard {
             match window.get_mut(key, now.instant, &self.limits.dedupe) {
                 Some(KeyState::Done(outcome)) => {
                     let outcome = *outcome;
-                    metrics::duplicate_send();
+                    self.stats.duplicate_sends += 1;
                     self.answer(requester, Ok(outcome), true);
                     return None;
                 }
                 Some(KeyState::Pending(waiting)) => {
-                    metrics::duplicate_send();
+                    self.stats.duplicate_sends += 1;
                     waiting.push(requester);
                     return None;
                 }
@@ -201,7 +201,7 @@ impl Shard {
             self.store(now, &to, &routed.message, false);
             self.pump_user(&to)
         };
-        metrics::message_routed();
+        self.stats.messages_routed += 1;
         self.answer_route(now, routed, ErrorCode::None, devices);
     }
 
@@ -213,11 +213,11 @@ impl Shard {
         let groups = match self.rooms.fan_out(room, &routed.message.from) {
             Ok(groups) => groups,
             Err(error) => {
-                metrics::message_dropped("room_refused");
+                self.stats.sends_refused.add(Refusal::RoomRefused);
                 return self.answer_route(now, routed, error, 0);
             }
         };
-        metrics::message_routed();
+        self.stats.messages_routed += 1;
         let mut members = 0u32;
         for (shard, share) in groups.iter() {
             members += share.len() as u32;
@@ -266,9 +266,13 @@ impl Shard {
             .entry(user.clone())
             .or_insert_with(UserRecord::new);
         let front = record.mailbox.front_stored_at();
-        let seq = record
-            .mailbox
-            .append(message.clone(), own, now.instant, &self.limits.mailbox);
+        let seq = record.mailbox.append(
+            message.clone(),
+            own,
+            now.instant,
+            &self.limits.mailbox,
+            &mut self.stats.mailbox,
+        );
         // Only a new front can move the deadline (appends don't touch the
         // devices); checking saves a timer update per stored message.
         let offline = !own && !message.is_receipt && record.sessions.is_empty();
@@ -458,26 +462,23 @@ impl Shard {
     }
 }
 
-/// Where a Send goes, or why it is refused (with the metric reason).
-fn check_send(
-    send: &Send,
-    max_payload_bytes: usize,
-) -> Result<Recipient, (ErrorCode, &'static str)> {
+/// Where a Send goes, or why it is refused.
+fn check_send(send: &Send, max_payload_bytes: usize) -> Result<Recipient, (ErrorCode, Refusal)> {
     let to = if send.room.is_empty() {
         let user =
-            UserId::parse(&send.to).ok_or((ErrorCode::InvalidUserId, "invalid_recipient"))?;
+            UserId::parse(&send.to).ok_or((ErrorCode::InvalidUserId, Refusal::InvalidRecipient))?;
         Recipient::User(user)
     } else {
         let room = RoomId::parse(&send.room)
             .filter(|_| send.to.is_empty())
-            .ok_or((ErrorCode::InvalidRoomId, "invalid_room"))?;
+            .ok_or((ErrorCode::InvalidRoomId, Refusal::InvalidRoom))?;
         Recipient::Room(room)
     };
     if send.payload.len() > max_payload_bytes {
-        return Err((ErrorCode::PayloadTooLarge, "payload_too_large"));
+        return Err((ErrorCode::PayloadTooLarge, Refusal::PayloadTooLarge));
     }
     if send.client_msg_id.len() > MAX_CLIENT_MSG_ID_BYTES {
-        return Err((ErrorCode::InvalidClientMsgId, "invalid_client_msg_id"));
+        return Err((ErrorCode::InvalidClientMsgId, Refusal::InvalidClientMsgId));
     }
     Ok(to)
 }

@@ -7,9 +7,9 @@ use switchboard_proto::close::CloseCode;
 use switchboard_proto::v1::{Send, Status};
 
 use super::{Now, Output, Recipient, Shard};
-use crate::core::api::{ApiReply, ApiRequest, ApiToken};
-use crate::core::ids::UserId;
-use crate::core::presence::PresenceView;
+use crate::api::{ApiReply, ApiRequest, ApiToken};
+use crate::ids::UserId;
+use crate::presence::PresenceView;
 
 impl Shard {
     pub(super) fn api(&mut self, now: Now, token: ApiToken, request: ApiRequest) {

@@ -8,6 +8,7 @@ mod api;
 mod delivery;
 mod rooms;
 mod signals;
+mod stats;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -61,11 +62,12 @@ impl Cluster {
     }
 
     fn with_limits(shard_count: u32, limits: CoreLimits) -> Self {
+        let start = Instant::now();
         Self {
             shards: (0..shard_count)
-                .map(|i| Shard::new(ShardId(i), shard_count, limits.clone()))
+                .map(|i| Shard::new(ShardId(i), shard_count, limits.clone(), start))
                 .collect(),
-            start: Instant::now(),
+            start,
             elapsed: Duration::ZERO,
             next_session: 0,
             received: HashMap::new(),

@@ -1,0 +1,262 @@
+//! [`ShardStats`]: what a shard counted, handed to its owner instead of
+//! recorded into a global metrics registry.
+//!
+//! The core knows nothing of how numbers are exported. Each [`crate::Shard`]
+//! adds to one `ShardStats` as it works; the owner takes it with
+//! [`crate::Shard::take_stats`] (which leaves a zeroed one behind) and
+//! exports the deltas however it likes: the router adds them to its
+//! Prometheus counters and gauges, and tests assert on them directly.
+//!
+//! Gauges travel as what changed them: sessions opened and closed, users
+//! that came online and went offline, messages stored and released. The
+//! owner keeps the running totals.
+
+/// Why a client frame was refused by the core (the `reason` label of the
+/// router's rejected-frames counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rejection {
+    /// A frame with no body the server knows.
+    UnknownFrame,
+    /// A second Hello on an open session.
+    SecondHello,
+    /// A `Signal` with a bad target or kind.
+    InvalidSignal,
+    /// A room request with a bad room or member id.
+    InvalidRoomRequest,
+    /// A room request the room refused (not a member, full, ...).
+    RoomRefused,
+    /// A `Receipt` for no valid message.
+    InvalidReceipt,
+    /// `Hello.resume` past the inbox's last sequence number.
+    ResumeAhead,
+    /// An `Ack` of a sequence number never sent.
+    InvalidAck,
+    /// A `SetStatus` with a status that cannot be set, or a text too long.
+    InvalidStatus,
+    /// A `Watch` naming an invalid user id.
+    InvalidUserId,
+    /// A `Watch` beyond `max_watched_users`.
+    WatchLimit,
+}
+
+impl Rejection {
+    /// Every reason, in label order.
+    pub const ALL: [Rejection; 11] = [
+        Rejection::UnknownFrame,
+        Rejection::SecondHello,
+        Rejection::InvalidSignal,
+        Rejection::InvalidRoomRequest,
+        Rejection::RoomRefused,
+        Rejection::InvalidReceipt,
+        Rejection::ResumeAhead,
+        Rejection::InvalidAck,
+        Rejection::InvalidStatus,
+        Rejection::InvalidUserId,
+        Rejection::WatchLimit,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::UnknownFrame => "unknown_frame",
+            Rejection::SecondHello => "second_hello",
+            Rejection::InvalidSignal => "invalid_signal",
+            Rejection::InvalidRoomRequest => "invalid_room_request",
+            Rejection::RoomRefused => "room_refused",
+            Rejection::InvalidReceipt => "invalid_receipt",
+            Rejection::ResumeAhead => "resume_ahead",
+            Rejection::InvalidAck => "invalid_ack",
+            Rejection::InvalidStatus => "invalid_status",
+            Rejection::InvalidUserId => "invalid_user_id",
+            Rejection::WatchLimit => "watch_limit",
+        }
+    }
+}
+
+/// Why a `Send` was not routed (the `reason` label of the router's
+/// dropped-messages counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// `Send.to` is not a valid user id.
+    InvalidRecipient,
+    /// `Send.room` is not a valid room id.
+    InvalidRoom,
+    /// The payload is over `max_payload_bytes`.
+    PayloadTooLarge,
+    /// `Send.client_msg_id` is too long.
+    InvalidClientMsgId,
+    /// The room does not exist or the sender may not post to it.
+    RoomRefused,
+}
+
+impl Refusal {
+    /// Every reason, in label order.
+    pub const ALL: [Refusal; 5] = [
+        Refusal::InvalidRecipient,
+        Refusal::InvalidRoom,
+        Refusal::PayloadTooLarge,
+        Refusal::InvalidClientMsgId,
+        Refusal::RoomRefused,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::InvalidRecipient => "invalid_recipient",
+            Refusal::InvalidRoom => "invalid_room",
+            Refusal::PayloadTooLarge => "payload_too_large",
+            Refusal::InvalidClientMsgId => "invalid_client_msg_id",
+            Refusal::RoomRefused => "room_refused",
+        }
+    }
+}
+
+/// Inbox activity: messages stored, released (acknowledged by every device,
+/// evicted or expired) and evicted before every device had them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxStats {
+    /// Messages stored (recipients' inboxes and senders' copies).
+    pub stored: u64,
+    /// Encoded bytes of those messages.
+    pub stored_bytes: u64,
+    /// Messages that left an inbox, for any reason.
+    pub released: u64,
+    /// Encoded bytes of those messages.
+    pub released_bytes: u64,
+    /// Messages evicted by the count or byte limit.
+    pub evicted_by_limit: u64,
+    /// Messages evicted by age.
+    pub evicted_by_age: u64,
+}
+
+impl MailboxStats {
+    pub(crate) fn stored(&mut self, bytes: usize) {
+        self.stored += 1;
+        self.stored_bytes += bytes as u64;
+    }
+
+    pub(crate) fn released(&mut self, count: usize, bytes: usize) {
+        self.released += count as u64;
+        self.released_bytes += bytes as u64;
+    }
+}
+
+/// A reason label: one of a fixed set, each with its own counter slot.
+pub trait Reason: Copy + 'static {
+    /// Every reason, each at the index of its slot.
+    const ALL: &'static [Self];
+    /// The slot of this reason.
+    fn index(self) -> usize;
+}
+
+impl Reason for Rejection {
+    const ALL: &'static [Self] = &Rejection::ALL;
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl Reason for Refusal {
+    const ALL: &'static [Self] = &Refusal::ALL;
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Most reasons one [`Reason`] type may have.
+const MAX_REASONS: usize = 16;
+
+/// Counts by reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReasonCounts<R> {
+    counts: [u64; MAX_REASONS],
+    reason: std::marker::PhantomData<R>,
+}
+
+impl<R> Default for ReasonCounts<R> {
+    fn default() -> Self {
+        ReasonCounts {
+            counts: [0; MAX_REASONS],
+            reason: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<R: Reason> ReasonCounts<R> {
+    /// Counts one event for `reason`.
+    pub(crate) fn add(&mut self, reason: R) {
+        self.counts[reason.index()] += 1;
+    }
+
+    /// The count for `reason`.
+    pub fn get(&self, reason: R) -> u64 {
+        self.counts[reason.index()]
+    }
+
+    /// Each reason counted at least once, with its count.
+    pub fn iter(&self) -> impl Iterator<Item = (R, u64)> + '_ {
+        R::ALL
+            .iter()
+            .map(|&r| (r, self.get(r)))
+            .filter(|(_, n)| *n > 0)
+    }
+}
+
+/// What one shard counted since its stats were last taken; see the module
+/// docs.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Sessions opened.
+    pub sessions_opened: u64,
+    /// Sessions closed (any reason).
+    pub sessions_closed: u64,
+    /// Users that came online (first session, after being offline).
+    pub users_came_online: u64,
+    /// Users that went offline (grace period over).
+    pub users_went_offline: u64,
+    /// Messages accepted into their recipients' inboxes.
+    pub messages_routed: u64,
+    /// Sends answered from the idempotency window.
+    pub duplicate_sends: u64,
+    /// Acks accepted.
+    pub acks: u64,
+    /// Gap frames sent.
+    pub inbox_gaps: u64,
+    /// Presence events queued to watchers.
+    pub presence_events: u64,
+    /// Signals queued to sessions.
+    pub signals_relayed: u64,
+    /// Sessions closed for holding messages unacked past `ack_timeout`.
+    pub ack_timeouts: u64,
+    /// Inbox activity.
+    pub mailbox: MailboxStats,
+    /// Client frames refused, by reason.
+    pub frames_rejected: ReasonCounts<Rejection>,
+    /// Sends not routed, by reason.
+    pub sends_refused: ReasonCounts<Refusal>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_index_their_own_slots() {
+        for (i, reason) in Rejection::ALL.into_iter().enumerate() {
+            assert_eq!(reason.index(), i, "{reason:?}");
+        }
+        for (i, reason) in Refusal::ALL.into_iter().enumerate() {
+            assert_eq!(reason.index(), i, "{reason:?}");
+        }
+        assert!(Rejection::ALL.len() <= MAX_REASONS);
+        let mut counts = ReasonCounts::<Rejection>::default();
+        counts.add(Rejection::WatchLimit);
+        counts.add(Rejection::WatchLimit);
+        counts.add(Rejection::UnknownFrame);
+        let seen: Vec<_> = counts.iter().collect();
+        assert_eq!(
+            seen,
+            [(Rejection::UnknownFrame, 1), (Rejection::WatchLimit, 2)]
+        );
+    }
+}
