@@ -474,8 +474,8 @@ fn start_nats(cli: &Cli, dir: &Path) -> anyhow::Result<Option<(NatsServer, Targe
     );
     let tls_dir = dir.join("nats-tls");
     switchboard_router::tls::load_or_create_dev_cert(&tls_dir)?;
-    let cert = tls_dir.join(switchboard_router::tls::DEV_CERT_FILE);
-    let key = tls_dir.join(switchboard_router::tls::DEV_KEY_FILE);
+    let cert = tls_dir.join(switchboard_proto::dev::CERT_FILE);
+    let key = tls_dir.join(switchboard_proto::dev::KEY_FILE);
     let spawned = Command::new(&cli.nats_server)
         .args([
             "-a",

@@ -117,23 +117,14 @@ impl From<StatusArg> for Status {
     }
 }
 
-/// Where `switchboard serve` keeps its dev certificate by default.
-fn dev_cert_path() -> PathBuf {
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-        .map(|state| state.join("switchboard/dev/cert.pem"));
-    // The same fallback as the router's `dev_dir` default.
-    base.unwrap_or_else(|| PathBuf::from(".switchboard/dev/cert.pem"))
-}
-
 impl ConnectionArgs {
     async fn connect(&self) -> anyhow::Result<(Client, Events)> {
         let trust = match (&self.ca, &self.cert_sha256) {
             (Some(ca), _) => Trust::CaFile(ca.clone()),
             (None, Some(pin)) => Trust::fingerprint_hex(pin)?,
-            (None, None) => Trust::CaFile(dev_cert_path()),
+            (None, None) => Trust::CaFile(
+                switchboard_proto::dev::default_dir().join(switchboard_proto::dev::CERT_FILE),
+            ),
         };
         let token = self
             .token

@@ -124,7 +124,7 @@ impl FleetOptions {
 
     /// A day-long token for session `index`'s user.
     pub fn token(&self, index: usize) -> String {
-        switchboard_router::auth::mint_token(
+        switchboard_proto::token::mint(
             &self.secret,
             &self.user(index),
             Duration::from_secs(24 * 3600),

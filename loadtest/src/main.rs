@@ -213,26 +213,23 @@ struct Common {
 
 impl Common {
     fn fleet(&self) -> anyhow::Result<FleetOptions> {
-        let dev = switchboard_router::config::Config::default();
+        let dev_dir = switchboard_proto::dev::default_dir();
         let trust = match (&self.ca, &self.cert_sha256) {
             (Some(ca), _) => Trust::CaFile(ca.clone()),
             (None, Some(pin)) => Trust::fingerprint_hex(pin)?,
-            (None, None) => Trust::CaFile(dev.dev_dir.join(switchboard_router::tls::DEV_CERT_FILE)),
+            (None, None) => Trust::CaFile(dev_dir.join(switchboard_proto::dev::CERT_FILE)),
         };
-        let secret = match &self.secret_file {
-            Some(path) => switchboard_router::auth::read_secret_file(path)?,
-            None => {
-                let path = dev.dev_dir.join(switchboard_router::dev::DEV_SECRET_FILE);
-                std::fs::read(&path)
-                    .map(|s| s.trim_ascii().to_vec())
-                    .with_context(|| {
-                        format!(
-                            "reading the dev secret {} (or pass --secret-file)",
-                            path.display()
-                        )
-                    })?
-            }
+        let (path, hint) = match &self.secret_file {
+            Some(path) => (path.clone(), ""),
+            None => (
+                dev_dir.join(switchboard_proto::dev::SECRET_FILE),
+                " (the dev secret; or pass --secret-file)",
+            ),
         };
+        let text =
+            std::fs::read(&path).with_context(|| format!("reading {}{hint}", path.display()))?;
+        let secret = switchboard_proto::token::secret_from_file(&text)
+            .with_context(|| format!("{}{hint}", path.display()))?;
         Ok(FleetOptions {
             servers: self.server.clone(),
             trust,

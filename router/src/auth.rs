@@ -1,31 +1,17 @@
 //! Token authentication: HS256 JWTs whose `sub` is the user id and whose
-//! `exp` is required. [`TokenVerifier`] pins the algorithm; [`mint_token`]
-//! makes tokens for `switchboard token` and tests.
+//! `exp` is required ([`switchboard_proto::token`], which also signs them).
+//! [`TokenVerifier`] pins the algorithm and maps each failure to its
+//! [`AuthError`] and close code.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use switchboard_proto::close::CloseCode;
+use switchboard_proto::token::{Claims, MIN_SECRET_BYTES};
 
 use switchboard_core::UserId;
-
-/// Shortest secret accepted from a file, bytes (HS256 wants 256 bits).
-pub const MIN_SECRET_BYTES: usize = 32;
-
-/// The claims Switchboard reads and writes.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Claims {
-    /// The user id.
-    pub sub: String,
-    /// Expiry, Unix seconds.
-    pub exp: u64,
-    /// Issued-at, Unix seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iat: Option<u64>,
-}
 
 /// Why a token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -96,14 +82,10 @@ pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, SecretError> {
         path: path.display().to_string(),
         source,
     })?;
-    let secret = text.trim_ascii().to_vec();
-    if secret.len() < MIN_SECRET_BYTES {
-        return Err(SecretError::TooShort {
-            path: path.display().to_string(),
-            len: secret.len(),
-        });
-    }
-    Ok(secret)
+    switchboard_proto::token::secret_from_file(&text).map_err(|short| SecretError::TooShort {
+        path: path.display().to_string(),
+        len: short.len,
+    })
 }
 
 /// Verifies tokens signed with one HS256 secret.
@@ -154,34 +136,12 @@ impl TokenVerifier {
     }
 }
 
-/// Signs a token for `user` valid for `ttl` from now.
-pub fn mint_token(secret: &[u8], user: &str, ttl: Duration) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    mint_token_expiring(secret, user, now + ttl.as_secs(), Some(now))
-}
-
-/// Signs a token for `user` with an explicit `exp` (Unix seconds); tests use
-/// it for expired tokens.
-pub fn mint_token_expiring(secret: &[u8], user: &str, exp: u64, iat: Option<u64>) -> String {
-    let claims = Claims {
-        sub: user.to_owned(),
-        exp,
-        iat,
-    };
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret),
-    )
-    .expect("HS256 encoding of plain claims cannot fail")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde::Serialize;
+    use switchboard_proto::token::{mint as mint_token, mint_expiring as mint_token_expiring};
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 

@@ -278,7 +278,7 @@ impl Default for Config {
             shell: ShellKind::Lean,
             udp_buffer_bytes: 4 * 1024 * 1024,
             heap_huge_pages: true,
-            dev_dir: default_dev_dir(),
+            dev_dir: switchboard_proto::dev::default_dir(),
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
@@ -321,18 +321,6 @@ impl Default for PresenceConfig {
         Self {
             offline_grace: Duration::from_secs(5),
         }
-    }
-}
-
-/// The default dev directory: `$XDG_STATE_HOME/switchboard/dev`, else
-/// `$HOME/.local/state/switchboard/dev`, else `./.switchboard/dev`.
-pub fn default_dev_dir() -> PathBuf {
-    if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
-        return PathBuf::from(state).join("switchboard/dev");
-    }
-    match std::env::var_os("HOME").filter(|s| !s.is_empty()) {
-        Some(home) => PathBuf::from(home).join(".local/state/switchboard/dev"),
-        None => PathBuf::from(".switchboard/dev"),
     }
 }
 

@@ -6,11 +6,7 @@
 use std::io::Write;
 use std::path::Path;
 
-/// File name of the dev token secret inside the dev directory.
-pub const DEV_SECRET_FILE: &str = "token-secret";
-
-/// File name of the dev server API token inside the dev directory.
-pub const DEV_API_TOKEN_FILE: &str = "api-token";
+use switchboard_proto::dev::{API_TOKEN_FILE, SECRET_FILE};
 
 /// Writes `bytes` to `path`, readable by the owner only.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -24,7 +20,7 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Reads the dev secret in `dev_dir`, creating 32 random bytes (hex) first if
 /// there is none.
 pub fn load_or_create_dev_secret(dev_dir: &Path) -> std::io::Result<Vec<u8>> {
-    load_or_create_random(dev_dir, DEV_SECRET_FILE)
+    load_or_create_random(dev_dir, SECRET_FILE)
 }
 
 /// Reads `file` in `dev_dir`, creating it with 32 random bytes (hex) first
@@ -55,7 +51,7 @@ pub fn token_secret(
         None => load_or_create_dev_secret(&config.dev_dir)
             .map(|secret| (secret, SecretSource::Dev))
             .map_err(|source| crate::auth::SecretError::Read {
-                path: config.dev_dir.join(DEV_SECRET_FILE).display().to_string(),
+                path: config.dev_dir.join(SECRET_FILE).display().to_string(),
                 source,
             }),
     }
@@ -68,14 +64,10 @@ pub fn api_token(
 ) -> Result<(Vec<u8>, SecretSource), crate::auth::SecretError> {
     match &config.api.token_file {
         Some(path) => Ok((crate::auth::read_secret_file(path)?, SecretSource::File)),
-        None => load_or_create_random(&config.dev_dir, DEV_API_TOKEN_FILE)
+        None => load_or_create_random(&config.dev_dir, API_TOKEN_FILE)
             .map(|token| (token, SecretSource::Dev))
             .map_err(|source| crate::auth::SecretError::Read {
-                path: config
-                    .dev_dir
-                    .join(DEV_API_TOKEN_FILE)
-                    .display()
-                    .to_string(),
+                path: config.dev_dir.join(API_TOKEN_FILE).display().to_string(),
                 source,
             }),
     }

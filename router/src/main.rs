@@ -128,7 +128,7 @@ fn serve(file: Option<PathBuf>, flags: FlagOverrides) -> anyhow::Result<()> {
         let shards = config.shard_count();
         let server = Server::bind(config, Some(metrics)).await?;
         if dev_cert {
-            println!("dev certificate: {}", dev_dir.join(switchboard_router::tls::DEV_CERT_FILE).display());
+            println!("dev certificate: {}", dev_dir.join(switchboard_proto::dev::CERT_FILE).display());
         }
         println!("certificate SHA-256 fingerprint: {}", server.cert_fingerprint());
         if server.secret_source() == SecretSource::Dev {
@@ -137,14 +137,14 @@ fn serve(file: Option<PathBuf>, flags: FlagOverrides) -> anyhow::Result<()> {
                 dev_dir.display()
             );
             tracing::warn!(
-                path = %dev_dir.join(switchboard_router::dev::DEV_SECRET_FILE).display(),
+                path = %dev_dir.join(switchboard_proto::dev::SECRET_FILE).display(),
                 "USING THE DEV TOKEN SECRET: anyone with this file can sign tokens. Set auth.secret_file in production."
             );
         }
         if server.api_token_source() == SecretSource::Dev {
             println!(
                 "server API token (dev): {}",
-                dev_dir.join(switchboard_router::dev::DEV_API_TOKEN_FILE).display()
+                dev_dir.join(switchboard_proto::dev::API_TOKEN_FILE).display()
             );
         }
         println!("switchboard listening: quic={} admin=http://{} shards={shards}", server.local_addr(), server.admin_addr());
@@ -167,10 +167,7 @@ fn token(file: Option<PathBuf>, user: &str, ttl: Duration) -> anyhow::Result<()>
             config.dev_dir.display()
         );
     }
-    println!(
-        "{}",
-        switchboard_router::auth::mint_token(&secret, user, ttl)
-    );
+    println!("{}", switchboard_proto::token::mint(&secret, user, ttl));
     Ok(())
 }
 

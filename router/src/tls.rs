@@ -8,10 +8,7 @@ use std::sync::Arc;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use switchboard_proto::ALPN;
 
-/// File names inside the dev directory.
-pub const DEV_CERT_FILE: &str = "cert.pem";
-/// The dev certificate's private key.
-pub const DEV_KEY_FILE: &str = "key.pem";
+use switchboard_proto::dev::{CERT_FILE, KEY_FILE};
 
 /// Why TLS material could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +90,8 @@ pub fn load_pem_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> 
 /// `localhost`, `127.0.0.1` and `::1`) on first use so its fingerprint stays
 /// the same across restarts.
 pub fn load_or_create_dev_cert(dev_dir: &Path) -> Result<CertifiedKey, TlsError> {
-    let cert_path = dev_dir.join(DEV_CERT_FILE);
-    let key_path = dev_dir.join(DEV_KEY_FILE);
+    let cert_path = dev_dir.join(CERT_FILE);
+    let key_path = dev_dir.join(KEY_FILE);
     if !cert_path.exists() || !key_path.exists() {
         std::fs::create_dir_all(dev_dir).map_err(io_error(dev_dir))?;
         let generated = rcgen::generate_simple_self_signed(vec![

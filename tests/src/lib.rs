@@ -98,7 +98,7 @@ impl TestServer {
 
     /// A valid token for `user`.
     pub fn token(&self, user: &str) -> String {
-        switchboard_router::auth::mint_token(SECRET, user, Duration::from_secs(3600))
+        switchboard_proto::token::mint(SECRET, user, Duration::from_secs(3600))
     }
 
     /// Connection options for `user` on `device`, pinning our certificate.

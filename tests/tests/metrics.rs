@@ -31,7 +31,7 @@ async fn metrics_livez_and_readyz() {
     next_event(&mut alice_events).await;
     // A forged token, a frame before Hello, and a clean goodbye.
     let mut forged = server.options("mallory", "d");
-    forged.token = switchboard_router::auth::mint_token(
+    forged.token = switchboard_proto::token::mint(
         b"not-the-server-secret-but-long-enough",
         "mallory",
         Duration::from_secs(60),

@@ -42,7 +42,7 @@ async fn bad_tokens_get_token_invalid_or_expired() {
         CloseCode::TokenInvalid,
         "malformed"
     );
-    let forged = switchboard_router::auth::mint_token(
+    let forged = switchboard_proto::token::mint(
         b"some-other-secret-that-is-long-enough",
         "alice",
         Duration::from_secs(60),
@@ -52,14 +52,13 @@ async fn bad_tokens_get_token_invalid_or_expired() {
         CloseCode::TokenInvalid,
         "forged"
     );
-    let bad_subject =
-        switchboard_router::auth::mint_token(SECRET, "not valid!", Duration::from_secs(60));
+    let bad_subject = switchboard_proto::token::mint(SECRET, "not valid!", Duration::from_secs(60));
     assert_eq!(
         refused_with(&server, bad_subject).await,
         CloseCode::TokenInvalid,
         "bad sub"
     );
-    let expired = switchboard_router::auth::mint_token_expiring(SECRET, "alice", 1_000_000, None);
+    let expired = switchboard_proto::token::mint_expiring(SECRET, "alice", 1_000_000, None);
     assert_eq!(
         refused_with(&server, expired).await,
         CloseCode::TokenExpired,
