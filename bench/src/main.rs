@@ -77,9 +77,6 @@ struct Cli {
     /// box sustains, so the report's connect rate is the capacity.
     #[arg(long, default_value_t = 6000.0)]
     connect_rate: f64,
-    /// Router QUIC shell: `lean` (the router's default) or `tasks`.
-    #[arg(long, default_value = "lean")]
-    shell: String,
     /// Router shards (0 = one per core).
     #[arg(long, default_value_t = 0)]
     shards: usize,
@@ -224,9 +221,8 @@ fn start_router(cli: &Cli, dir: &Path) -> anyhow::Result<(Router, String)> {
     let secret = dir.join("secret");
     std::fs::write(&secret, "bench-secret-bench-secret-bench-secret-0123")?;
     let config = format!(
-        "listen = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:0\"\nshell = \"{}\"\nshards = {}\nworker_threads = {}\ndev_dir = \"{}\"\nheartbeat_interval = \"30s\"\n[auth]\nsecret_file = \"{}\"\n",
+        "listen = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:0\"\nshards = {}\nworker_threads = {}\ndev_dir = \"{}\"\nheartbeat_interval = \"30s\"\n[auth]\nsecret_file = \"{}\"\n",
         cli.port,
-        cli.shell,
         cli.shards,
         cli.threads_each(),
         dir.join("dev").display(),

@@ -14,7 +14,7 @@ use switchboard_client::Trust;
 use switchboard_loadtest::fleet::{ClientKind, FleetOptions};
 use switchboard_loadtest::progress::{Counters, Progress};
 use switchboard_loadtest::scenario::{chat, connect, nats_chat, presence, rooms};
-use switchboard_router::huge_pages::{self, HeapPages};
+use switchboard_quic::huge_pages::{self, HeapPages};
 
 #[derive(Parser)]
 #[command(
@@ -282,7 +282,7 @@ fn main() -> ExitCode {
     // A current-thread runtime saved ~4-5% of the CPU per chat message but
     // put stalls of ~100 ms into the tail with 100k sessions (bench/README.md,
     // "One thread is a current-thread runtime, for the router").
-    let runtime = match switchboard_router::runtime::multi_thread(cli.threads) {
+    let runtime = match switchboard_quic::runtime::multi_thread(cli.threads) {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: {error}");

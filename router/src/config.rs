@@ -42,11 +42,6 @@ pub struct Config {
     /// fewer cross-thread wake-ups were needed. Exactly one thread runs
     /// tokio's current-thread scheduler, which cut ~6% more.
     pub worker_threads: usize,
-    /// Which QUIC shell serves connections: `lean` (default: quinn-proto
-    /// driven by one task per socket; ~14 KiB per idle session, held 700k
-    /// sessions on a 2-core box beside the load generator) or `tasks` (quinn, one task per
-    /// connection; ~33 KiB per idle session, kept as the fallback).
-    pub shell: ShellKind,
     /// Receive and send buffer asked for each UDP socket, bytes. Default
     /// 4 MiB, so bursts of handshakes are not dropped (the kernel caps it at
     /// `net.core.rmem_max` / `wmem_max`).
@@ -245,17 +240,6 @@ impl Default for DeliveryConfig {
     }
 }
 
-/// The QUIC shell around the sans-IO core.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ShellKind {
-    /// quinn with one task per connection (the fallback).
-    Tasks,
-    /// quinn-proto driven by one task per UDP socket.
-    #[default]
-    Lean,
-}
-
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -275,7 +259,6 @@ impl Default for Config {
             shards: 0,
             endpoints: 0,
             worker_threads: 0,
-            shell: ShellKind::Lean,
             udp_buffer_bytes: 4 * 1024 * 1024,
             heap_huge_pages: true,
             dev_dir: switchboard_proto::dev::default_dir(),
@@ -358,7 +341,6 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "shards",
     "endpoints",
     "worker_threads",
-    "shell",
     "udp_buffer_bytes",
     "heap_huge_pages",
     "dev_dir",

@@ -1,33 +1,29 @@
-//! The Switchboard router: a presence and direct-message router for chat
-//! backends, serving QUIC sessions.
+//! The Switchboard router: the shell that serves the routing core over QUIC,
+//! and the `switchboard` binary (`src/main.rs`).
 //!
-//! Where things live:
-//! - `switchboard_core` (a crate of its own): the sans-IO heart, whose
-//!   `Shard` owns a partition of users (sessions, presence, routing) and is
-//!   driven by `handle*`/`poll*` calls with the time as an argument.
-//! - [`server`]: the QUIC/tokio shell: [`server::Server`] binds, runs one task
-//!   per shard and one quinn-proto driver per UDP socket (or, with
-//!   `shell = "tasks"`, quinn with one task per connection), and drains on
-//!   shutdown.
-//! - [`quic`]: plumbing for a task driving many quinn-proto connections on
-//!   one socket, shared with the lean load generator.
-//! - [`auth`]: HS256 token verification and minting.
-//! - [`config`]: the one typed [`config::Config`] and its layering.
-//! - [`tls`] and [`dev`]: certificates, and the embedded dev defaults.
-//! - [`metrics`]: every metric name, in one place.
-//! - [`huge_pages`]: the heap on transparent huge pages (a restart at start).
-//! - [`runtime`]: the router's and the load generator's tokio runtimes.
-//! - `admin`: the admin HTTP listener (`/metrics`, `/livez`, `/readyz`).
+//! The layers, one crate each:
+//! - `switchboard_core`: the sans-IO heart. Its `Shard` owns a partition of
+//!   users (sessions, presence, inboxes, rooms) and is driven by
+//!   `handle*`/`poll*` calls with the time as an argument.
+//! - `switchboard_quic`: the endpoint driver, one task per UDP socket
+//!   driving every quinn-proto connection on it, shared with the load
+//!   generator.
+//! - this crate, the shell:
+//!   - [`server`]: [`server::Server`] binds, runs one task per shard and one
+//!     endpoint driver per socket (running the router's sessions), and
+//!     drains on shutdown;
+//!   - [`auth`]: token verification;
+//!   - [`config`]: the one typed [`config::Config`] and its layering;
+//!   - [`tls`] and [`dev`]: certificates, and the embedded dev default;
+//!   - [`metrics`]: every metric name, in one place;
+//!   - `admin`: the admin HTTP listener (`/metrics`, `/livez`, `/readyz`,
+//!     the server API).
 #![forbid(unsafe_code)]
 
 mod admin;
 pub mod auth;
 pub mod config;
 pub mod dev;
-pub mod huge_pages;
 pub mod metrics;
-pub mod quic;
-pub mod runtime;
 pub mod server;
 pub mod tls;
-pub mod tls_session;

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use switchboard_quic::huge_pages::{self, HeapPages};
 use switchboard_router::config::{Config, FlagOverrides, LogFormat};
 use switchboard_router::dev::SecretSource;
-use switchboard_router::huge_pages::{self, HeapPages};
 use switchboard_router::server::{shutdown_signal, Server};
 
 #[derive(Parser)]
@@ -120,7 +120,7 @@ fn serve(file: Option<PathBuf>, flags: FlagOverrides) -> anyhow::Result<()> {
         HeapPages::Huge => tracing::info!("heap on transparent huge pages"),
         HeapPages::Regular(why) => tracing::info!(%why, "heap on regular pages"),
     }
-    let runtime = switchboard_router::runtime::build(config.worker_thread_count())?;
+    let runtime = switchboard_quic::runtime::build(config.worker_thread_count())?;
     runtime.block_on(async move {
         let metrics = switchboard_router::metrics::install_prometheus()?;
         let dev_dir = config.dev_dir.clone();

@@ -1,12 +1,13 @@
 //! TLS material for the QUIC listener: PEM files for production, or a
-//! self-signed dev certificate kept in the dev directory, and the rustls
-//! server configuration (ring provider, ALPN `switchboard/1`).
+//! self-signed dev certificate kept in the dev directory; the server
+//! configuration made of it ([`server_crypto`], ALPN `switchboard/1`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use switchboard_proto::ALPN;
+use switchboard_quic::tls::ServerTls;
 
 use switchboard_proto::dev::{CERT_FILE, KEY_FILE};
 
@@ -106,62 +107,12 @@ pub fn load_or_create_dev_cert(dev_dir: &Path) -> Result<CertifiedKey, TlsError>
     load_pem_pair(&cert_path, &key_path)
 }
 
-/// ring, with TLS_AES_128_GCM_SHA256 first. Its key schedule runs on
-/// SHA-256, which ring accelerates with the CPU's SHA extensions; the
-/// default first choice, AES_256_GCM_SHA384, runs SHA-512 in software and was
-/// 10% of all CPU (router and load generator) in a profile of a connect
-/// ramp. AES-128-GCM is TLS 1.3's mandatory suite and QUIC's Initial
-/// packets use it anyway.
-fn provider() -> rustls::crypto::CryptoProvider {
-    use rustls::crypto::ring::cipher_suite::{
-        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
-    };
-    rustls::crypto::CryptoProvider {
-        cipher_suites: vec![
-            TLS13_AES_128_GCM_SHA256,
-            TLS13_AES_256_GCM_SHA384,
-            TLS13_CHACHA20_POLY1305_SHA256,
-        ],
-        ..rustls::crypto::ring::default_provider()
-    }
-}
-
-/// A TLS 1.3 client configuration that trusts `certified` and offers the
-/// Switchboard ALPN, for in-memory handshakes in tests.
-#[cfg(test)]
-pub(crate) fn test_client_tls(certified: &CertifiedKey) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(certified.chain[0].clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    tls
-}
-
-/// The QUIC server crypto configuration for `certified`.
-pub fn server_crypto(
-    certified: CertifiedKey,
-) -> Result<Arc<crate::tls_session::LeanServerConfig>, TlsError> {
-    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(certified.chain, certified.key)?;
-    // Our order, not the client's: a client preferring AES-256 would cost
-    // the server SHA-384 in every handshake.
-    tls.ignore_client_order = true;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    tls.max_early_data_size = 0;
-    // No session tickets. rustls would send two after every handshake and
-    // keep them in a stateful cache of 256 entries, which a node of a
-    // million clients overwrites long before any of them reconnects: work
-    // in every handshake on both sides for resumptions that never happen.
-    // (Sessions resume at the protocol level, with `Resume`.)
-    tls.send_tls13_tickets = 0;
-    tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    let quic = crate::tls_session::LeanServerConfig::new(Arc::new(tls))?;
-    Ok(Arc::new(quic))
+/// The QUIC server crypto configuration for `certified`, offering the
+/// Switchboard ALPN.
+pub fn server_crypto(certified: CertifiedKey) -> Result<Arc<ServerTls>, TlsError> {
+    Ok(switchboard_quic::tls::server_tls(
+        certified.chain,
+        certified.key,
+        ALPN,
+    )?)
 }

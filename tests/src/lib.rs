@@ -67,13 +67,6 @@ impl TestServer {
         std::fs::write(&api_token_file, API_TOKEN).expect("write API token");
         config.api.token_file = Some(api_token_file);
         config.shutdown_timeout = Duration::from_secs(2);
-        // The suite runs on the default lean shell; the `tasks` fallback is
-        // covered by tests/tests/e2e/tasks_shell.rs, and
-        // SWITCHBOARD_TEST_SHELL=tasks runs the whole suite on it.
-        config.shell = match std::env::var("SWITCHBOARD_TEST_SHELL").as_deref() {
-            Ok("tasks") => switchboard_router::config::ShellKind::Tasks,
-            _ => switchboard_router::config::ShellKind::Lean,
-        };
         tweak(&mut config);
         let server = Server::bind(config, metrics).await.expect("bind");
         let addr = server.local_addr();

@@ -1,8 +1,7 @@
-//! [`ClientDriver`]: one task per UDP socket drives every load-test session
-//! on it through `quinn-proto` directly: the sessions live in a
-//! [`ConnTable`], their deadlines in one [`TimerWheel`]; there is no task,
-//! channel or timer per session. Commands come in on one channel per driver;
-//! what the server sends goes to the fleet's shared state synchronously.
+//! [`Sessions`]: the load generator's side of its QUIC connections, the
+//! [`Application`] each endpoint driver (`switchboard_quic::Driver`, one per
+//! UDP socket) runs. Commands come in on one channel per driver; what the
+//! server sends goes to the fleet's shared state synchronously.
 //!
 //! Each session acks its inbox like a real client, in batches: on its own
 //! once [`ACK_EVERY`] messages are unacked, piggybacked on a frame it
@@ -12,41 +11,29 @@
 //! router's delivery window never closes, its ack timeout never fires, and
 //! acks add few frames and almost no packets.
 //!
-//! QUIC acknowledgements go out in the turn that received the packet
-//! ([`ack_now`]), not on quinn-proto's 25 ms delayed-ACK timer: a session
-//! sends seconds apart, so nothing would carry the ACK within the delay,
-//! and the timer would only cost a second walk over the session's state.
+//! QUIC acknowledgements go out in the turn that received the packet, not
+//! on quinn-proto's delayed-ACK timer: a session sends seconds apart, so
+//! nothing would carry the ACK within the delay, and the timer would only
+//! cost a second walk over the session's state.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use quinn_proto::{
-    ClientConfig, ConnectionError, DatagramEvent, Dir, Event, ReadError, StreamEvent, StreamId,
-    VarInt, WriteError,
-};
+use bytes::Bytes;
+use quinn_proto::{ClientConfig, ConnectionError, WriteError};
 use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame::{self, FrameDecoder};
 use switchboard_proto::v1::{
     client_frame, server_frame::Body, Ack, ClientFrame, InboxOpened, Resume, ServerFrame,
 };
-use switchboard_router::quic::{
-    ack_now, exchange_endpoint_events, resume_when_sent, transmit, ConnTable, DatagramSocket,
-    HandleSet, RecvBatch, TimerWheel, WakeTimer, RECV_BATCH,
-};
-use tokio::sync::mpsc;
+use switchboard_quic::{Application, Conn, Connections, Driven, Events, StreamRead};
 
 use super::Shared;
 
-/// Room for the largest UDP datagram quinn-proto writes.
-const MAX_DATAGRAM: usize = 64 * 1024;
 /// Largest stream read at once.
 const READ_CHUNK: usize = 64 * 1024;
-/// Commands handled per wake-up before driving sessions, and datagrams
-/// received (in calls of [`RECV_BATCH`] buffers; a GRO buffer holds several).
-const BATCH: usize = 256;
 /// Frames a session buffers before the first Welcome can be checked: the
 /// largest frame the router sends today is far smaller.
 const MAX_FRAME_BYTES: usize = 1024 * 1024;
@@ -92,17 +79,12 @@ enum Phase {
     Closed,
 }
 
-struct Session {
-    quic: quinn_proto::Connection,
+pub(super) struct Session {
     index: u32,
-    stream: Option<StreamId>,
     decoder: FrameDecoder,
     outbox: VecDeque<Bytes>,
     started: Instant,
     phase: Phase,
-    /// The stream may hold unread bytes (quinn-proto said Readable); a read
-    /// that finds it empty clears it.
-    readable: bool,
     /// Highest inbox sequence number received.
     last_seq: u64,
     /// Highest sequence number acked (or being acked).
@@ -117,17 +99,13 @@ struct Session {
     resumed: bool,
 }
 
-impl Session {
-    /// Ends the session on our side with the normal close code.
-    fn close_normally(&mut self) {
-        self.phase = Phase::Closed;
-        self.quic.close(
-            Instant::now(),
-            VarInt::from_u32(CloseCode::Normal.to_code()),
-            Bytes::new(),
-        );
-    }
+/// Ends the session on our side with the normal close code.
+fn close_normally(conn: &mut Conn<Session>, now: Instant) {
+    conn.session.phase = Phase::Closed;
+    conn.close(now, CloseCode::Normal.to_code(), "");
+}
 
+impl Session {
     /// Queues an Ack of everything received when one is due (see the
     /// module docs).
     fn queue_ack(&mut self, now: Instant) {
@@ -151,343 +129,123 @@ impl Session {
     }
 }
 
-/// One client socket and the sessions on it.
-pub(super) struct ClientDriver {
-    endpoint: quinn_proto::Endpoint,
+/// The sessions on one client socket; see the module docs.
+pub(super) struct Sessions {
     config: ClientConfig,
     server_name: String,
-    socket: DatagramSocket,
-    sessions: ConnTable<Session>,
     by_index: HashMap<u32, usize, foldhash::fast::RandomState>,
-    timers: TimerWheel,
-    commands: mpsc::UnboundedReceiver<Command>,
-    dirty: HandleSet,
-    blocked_on_send: HandleSet,
-    send_buf: Vec<u8>,
-    /// While a batch of received datagrams is driven: the time they were
-    /// handed to quinn-proto with, which [`ack_now`] finds the ACK timers by.
-    received_at: Option<Instant>,
     shared: Arc<Shared>,
 }
 
-impl ClientDriver {
-    pub(super) fn new(
-        socket: std::net::UdpSocket,
-        config: ClientConfig,
-        server_name: String,
-        commands: mpsc::UnboundedReceiver<Command>,
-        shared: Arc<Shared>,
-    ) -> std::io::Result<ClientDriver> {
-        Ok(ClientDriver {
-            endpoint: quinn_proto::Endpoint::new(
-                Arc::new(quinn_proto::EndpointConfig::default()),
-                None,
-                false,
-                None,
-            ),
+impl Sessions {
+    pub(super) fn new(config: ClientConfig, server_name: String, shared: Arc<Shared>) -> Sessions {
+        Sessions {
             config,
             server_name,
-            socket: DatagramSocket::new(socket)?,
-            sessions: ConnTable::default(),
             by_index: HashMap::default(),
-            timers: TimerWheel::default(),
-            commands,
-            dirty: HandleSet::default(),
-            blocked_on_send: HandleSet::default(),
-            send_buf: Vec::with_capacity(MAX_DATAGRAM),
-            received_at: None,
             shared,
-        })
-    }
-
-    /// Runs until the command channel closes and every session is drained.
-    pub(super) async fn run(mut self) {
-        let mut received = RecvBatch::default();
-        let mut wake = WakeTimer::default();
-        let mut commands_open = true;
-        while commands_open || !self.sessions.is_empty() {
-            wake.arm(self.timers.next());
-            let send_blocked = self.socket.has_pending() || !self.blocked_on_send.is_empty();
-            tokio::select! {
-                biased;
-                () = wake.fired() => {}
-                command = self.commands.recv(), if commands_open => match command {
-                    Some(command) => self.on_command(command),
-                    None => commands_open = false,
-                },
-                Ok(()) = self.socket.writable(), if send_blocked => {
-                    resume_when_sent(&mut self.socket, &mut self.blocked_on_send, &mut self.dirty);
-                }
-                Ok(()) = self.socket.readable() => {
-                    // One receive time for the batch.
-                    let now = Instant::now();
-                    self.received_at = Some(now);
-                    for _ in 0..BATCH / RECV_BATCH {
-                        if self.socket.try_recv(&mut received).is_err() {
-                            break;
-                        }
-                        for (remote, datagram) in received.datagrams() {
-                            self.on_datagram(remote, datagram, now);
-                        }
-                    }
-                }
-            }
-            self.on_timers(Instant::now());
-            for _ in 0..BATCH {
-                match self.commands.try_recv() {
-                    Ok(command) => self.on_command(command),
-                    Err(_) => break,
-                }
-            }
-            // Read after the commands: quinn-proto must never see time go
-            // back from the `now` a command (an open) gave it.
-            let now = Instant::now();
-            for handle in std::mem::take(&mut self.dirty) {
-                self.drive(handle, now);
-            }
-            // What the turn produced leaves together; sessions that stopped
-            // on a full send buffer go on at once if it drained.
-            if resume_when_sent(&mut self.socket, &mut self.blocked_on_send, &mut self.dirty) {
-                let now = Instant::now();
-                for handle in std::mem::take(&mut self.dirty) {
-                    self.drive(handle, now);
-                }
-                self.socket.flush();
-            }
-            self.received_at = None;
         }
     }
 
-    fn on_command(&mut self, command: Command) {
-        match command {
-            Command::Open {
-                index,
-                server,
-                hello,
-            } => self.open(index, server, hello),
-            Command::Send { index, frame } => {
-                let session = self
-                    .by_index
-                    .get(&index)
-                    .and_then(|&h| Some((h, self.sessions.get_mut(h)?)));
-                match session {
-                    Some((handle, session)) if session.phase == Phase::Open => {
-                        session.outbox.push_back(frame);
-                        self.dirty.insert(handle);
-                    }
-                    _ => self.shared.send_failed(),
-                }
-            }
-            Command::Reconnect {
-                index,
-                server,
-                token,
-            } => self.reconnect(index, server, token),
-            Command::Close { index } => {
-                let Some(&handle) = self.by_index.get(&index) else {
-                    return;
-                };
-                if let Some(session) = self.sessions.get_mut(handle) {
-                    if session.phase != Phase::Closed {
-                        session.close_normally();
-                        self.dirty.insert(handle);
-                    }
-                }
-            }
-        }
+    /// The open session `index`, with its handle.
+    fn session<'a>(
+        &self,
+        conns: &'a mut Connections<Session>,
+        index: u32,
+    ) -> Option<&'a mut Conn<Session>> {
+        conns.get_mut(*self.by_index.get(&index)?)
     }
 
     /// Closes an open session and opens its successor, resuming after the
     /// last message it handed on. Frames it had not written yet count as
     /// failed sends. A session not open (still opening, or gone) is left.
-    fn reconnect(&mut self, index: u32, server: SocketAddr, token: String) {
-        let Some(&handle) = self.by_index.get(&index) else {
+    fn reconnect(
+        &mut self,
+        conns: &mut Connections<Session>,
+        index: u32,
+        server: SocketAddr,
+        token: String,
+        now: Instant,
+    ) {
+        let Some(conn) = self.session(conns, index) else {
             return;
         };
-        let Some(session) = self.sessions.get_mut(handle) else {
-            return;
-        };
-        if session.phase != Phase::Open {
+        if conn.session.phase != Phase::Open {
             return;
         }
         let resume = Resume {
-            epoch: session.epoch,
-            last_seq: session.last_seq,
+            epoch: conn.session.epoch,
+            last_seq: conn.session.last_seq,
         };
-        for _ in session.outbox.drain(..) {
+        for _ in conn.session.outbox.drain(..) {
             self.shared.send_failed();
         }
-        session.close_normally();
-        self.dirty.insert(handle);
-        self.open(index, server, super::hello(token, Some(resume)));
-        if let Some(session) = self
-            .by_index
-            .get(&index)
-            .and_then(|&h| self.sessions.get_mut(h))
-        {
-            session.resumed = true;
+        close_normally(conn, now);
+        let handle = conn.handle;
+        conns.touch(handle);
+        self.open(conns, index, server, super::hello(token, Some(resume)), now);
+        if let Some(conn) = self.session(conns, index) {
+            conn.session.resumed = true;
         }
     }
 
-    fn open(&mut self, index: u32, server: SocketAddr, hello: Bytes) {
-        let now = Instant::now();
-        match self
-            .endpoint
-            .connect(now, self.config.clone(), server, &self.server_name)
-        {
-            Ok((handle, quic)) => {
-                let session = Session {
-                    quic,
-                    index,
-                    stream: None,
-                    decoder: FrameDecoder::new(MAX_FRAME_BYTES),
-                    outbox: VecDeque::from([hello]),
-                    started: now,
-                    phase: Phase::Opening,
-                    readable: false,
-                    last_seq: 0,
-                    acked: 0,
-                    pending_ack: None,
-                    epoch: 0,
-                    unacked_since: None,
-                    resumed: false,
-                };
-                self.sessions.insert(handle.0, session);
-                self.by_index.insert(index, handle.0);
-                self.dirty.insert(handle.0);
+    fn open(
+        &mut self,
+        conns: &mut Connections<Session>,
+        index: u32,
+        server: SocketAddr,
+        hello: Bytes,
+        now: Instant,
+    ) {
+        let session = Session {
+            index,
+            decoder: FrameDecoder::new(MAX_FRAME_BYTES),
+            outbox: VecDeque::from([hello]),
+            started: now,
+            phase: Phase::Opening,
+            last_seq: 0,
+            acked: 0,
+            pending_ack: None,
+            epoch: 0,
+            unacked_since: None,
+            resumed: false,
+        };
+        match conns.connect(now, self.config.clone(), server, &self.server_name, session) {
+            Ok(handle) => {
+                self.by_index.insert(index, handle);
             }
             Err(error) => self.shared.open_failed(format!("connect: {error}")),
         }
     }
 
-    fn on_datagram(&mut self, remote: SocketAddr, data: &[u8], now: Instant) {
-        self.send_buf.clear();
-        match self.endpoint.handle(
-            now,
-            remote,
-            None,
-            None,
-            BytesMut::from(data),
-            &mut self.send_buf,
-        ) {
-            Some(DatagramEvent::ConnectionEvent(handle, event)) => {
-                if let Some(session) = self.sessions.get_mut(handle.0) {
-                    session.quic.handle_event(event);
-                    self.dirty.insert(handle.0);
-                }
-            }
-            Some(DatagramEvent::Response(transmit)) => {
-                self.socket
-                    .send(&self.send_buf[..transmit.size], transmit.destination);
-            }
-            // A client endpoint accepts no connections.
-            Some(DatagramEvent::NewConnection(_)) | None => {}
-        }
-    }
-
-    fn on_timers(&mut self, now: Instant) {
-        while let Some(handle) = self.timers.pop_due(now) {
-            if let Some(session) = self.sessions.get_mut(handle) {
-                session.quic.handle_timeout(now);
-                self.dirty.insert(handle);
-            }
-        }
-    }
-
-    /// Everything a session needs after its inputs changed.
-    fn drive(&mut self, handle: usize, now: Instant) {
-        let Some(session) = self.sessions.get_mut(handle) else {
-            return;
-        };
-        exchange_endpoint_events(&mut self.endpoint, handle, &mut session.quic);
-        while let Some(event) = session.quic.poll() {
-            match event {
-                Event::Connected => session.stream = session.quic.streams().open(Dir::Bi),
-                Event::Stream(StreamEvent::Readable { id }) if session.stream == Some(id) => {
-                    session.readable = true;
-                }
-                Event::ConnectionLost { reason } => {
-                    end(&self.shared, session, describe(&reason));
-                }
-                _ => {}
-            }
-        }
-        if session.phase != Phase::Closed {
-            if Self::write(session, now) {
-                self.read(handle, now);
-                if let Some(session) = self.sessions.get_mut(handle) {
-                    // What was read may have made an ack due.
-                    if session.phase == Phase::Open && !Self::write(session, now) {
-                        let reason = "the server stopped reading the stream".to_owned();
-                        fail(&self.shared, session, reason, now);
-                    }
-                }
-            } else {
-                let reason = "the server stopped reading the stream".to_owned();
-                fail(&self.shared, session, reason, now);
-            }
-        }
-        let Some(session) = self.sessions.get_mut(handle) else {
-            return;
-        };
-        // Frames just written carry the ACK anyway; with none, it goes alone.
-        if let Some(received_at) = self.received_at {
-            if session.phase == Phase::Open {
-                ack_now(&mut session.quic, received_at);
-            }
-        }
-        let sent_all = transmit(&mut session.quic, &mut self.socket, &mut self.send_buf, now);
-        if !sent_all {
-            self.blocked_on_send.insert(handle);
-        }
-        exchange_endpoint_events(&mut self.endpoint, handle, &mut session.quic);
-        if session.quic.is_drained() {
-            self.timers.set(handle, None);
-            // A reconnect may have given the index to a newer session.
-            if self.by_index.get(&session.index) == Some(&handle) {
-                self.by_index.remove(&session.index);
-            }
-            self.sessions.remove(handle);
-            self.blocked_on_send.remove(&handle);
-            return;
-        }
-        let deadline = session.quic.poll_timeout();
-        self.timers.set(handle, deadline);
-    }
-
     /// Writes queued frames until the stream's flow control says stop;
     /// false when the stream can no longer be written.
-    fn write(session: &mut Session, now: Instant) -> bool {
-        let Some(id) = session.stream else {
+    fn write(conn: &mut Conn<Session>, now: Instant) -> bool {
+        if !conn.has_stream() {
             return true;
-        };
-        session.queue_ack(now);
-        if let Some(ack) = session.pending_ack.take() {
+        }
+        conn.session.queue_ack(now);
+        if let Some(ack) = conn.session.pending_ack.take() {
             let mut chunk = [ack];
-            match session.quic.send_stream(id).write_chunks(&mut chunk) {
+            match conn.write(&mut chunk) {
                 Ok(written) if written.chunks == 1 => {}
-                Ok(_) => {
+                Ok(_) | Err(WriteError::Blocked) => {
                     let [rest] = chunk;
-                    session.pending_ack = Some(rest);
-                    return true;
-                }
-                Err(WriteError::Blocked) => {
-                    let [ack] = chunk;
-                    session.pending_ack = Some(ack);
+                    conn.session.pending_ack = Some(rest);
                     return true;
                 }
                 Err(_) => return false,
             }
         }
-        while let Some(front) = session.outbox.front_mut() {
+        while let Some(front) = conn.session.outbox.front() {
             let mut chunk = [front.clone()];
-            match session.quic.send_stream(id).write_chunks(&mut chunk) {
+            match conn.write(&mut chunk) {
                 Ok(written) if written.chunks == 1 => {
-                    session.outbox.pop_front();
+                    conn.session.outbox.pop_front();
                 }
                 Ok(_) => {
                     let [rest] = chunk;
-                    *front = rest;
+                    *conn.session.outbox.front_mut().expect("front exists") = rest;
                     return true;
                 }
                 Err(WriteError::Blocked) => return true,
@@ -498,43 +256,98 @@ impl ClientDriver {
     }
 
     /// Reads and handles every complete frame the server sent.
-    fn read(&mut self, handle: usize, now: Instant) {
-        let Some(session) = self.sessions.get_mut(handle) else {
-            return;
-        };
-        let Some(id) = session.stream else { return };
+    fn read(&self, conn: &mut Conn<Session>, now: Instant) {
         loop {
             loop {
-                match session.decoder.decode::<ServerFrame>() {
-                    Ok(Some(frame)) => self.shared.on_frame(session, frame, now),
+                match conn.session.decoder.decode::<ServerFrame>() {
+                    Ok(Some(frame)) => self.shared.on_frame(conn, frame, now),
                     Ok(None) => break,
                     Err(error) => {
                         let reason = format!("undecodable frame from the server: {error}");
-                        fail(&self.shared, session, reason, now);
+                        fail(&self.shared, conn, reason, now);
                         return;
                     }
                 }
             }
-            if !session.readable {
-                return;
-            }
-            let mut stream = session.quic.recv_stream(id);
-            let Ok(mut chunks) = stream.read(true) else {
-                return;
-            };
-            let outcome = chunks.next(READ_CHUNK);
-            let _ = chunks.finalize();
-            match outcome {
-                Ok(Some(chunk)) => session.decoder.extend(&chunk.bytes),
-                Ok(None) | Err(ReadError::Reset(_)) => {
-                    fail(&self.shared, session, "server ended the stream".into(), now);
-                    return;
-                }
-                Err(ReadError::Blocked) => {
-                    session.readable = false;
+            match conn.read(READ_CHUNK) {
+                StreamRead::Data(bytes) => conn.session.decoder.extend(&bytes),
+                StreamRead::Empty => return,
+                StreamRead::Finished => {
+                    fail(&self.shared, conn, "server ended the stream".into(), now);
                     return;
                 }
             }
+        }
+    }
+}
+
+impl Application for Sessions {
+    type Session = Session;
+    type Command = Command;
+
+    fn accept(&mut self, _now: Instant) -> Option<Session> {
+        None // a client endpoint is never asked
+    }
+
+    fn command(&mut self, conns: &mut Connections<Session>, command: Command, now: Instant) {
+        match command {
+            Command::Open {
+                index,
+                server,
+                hello,
+            } => self.open(conns, index, server, hello, now),
+            Command::Send { index, frame } => match self.session(conns, index) {
+                Some(conn) if conn.session.phase == Phase::Open => {
+                    conn.session.outbox.push_back(frame);
+                    let handle = conn.handle;
+                    conns.touch(handle);
+                }
+                _ => self.shared.send_failed(),
+            },
+            Command::Reconnect {
+                index,
+                server,
+                token,
+            } => self.reconnect(conns, index, server, token, now),
+            Command::Close { index } => {
+                if let Some(conn) = self.session(conns, index) {
+                    if conn.session.phase != Phase::Closed {
+                        close_normally(conn, now);
+                        let handle = conn.handle;
+                        conns.touch(handle);
+                    }
+                }
+            }
+        }
+    }
+
+    fn drive(&mut self, conn: &mut Conn<Session>, events: Events, now: Instant) -> Driven {
+        if let Some(reason) = events.lost {
+            end(&self.shared, &mut conn.session, describe(&reason));
+        }
+        if conn.session.phase != Phase::Closed {
+            if Self::write(conn, now) {
+                self.read(conn, now);
+                // What was read may have made an ack due.
+                if conn.session.phase == Phase::Open && !Self::write(conn, now) {
+                    let reason = "the server stopped reading the stream".to_owned();
+                    fail(&self.shared, conn, reason, now);
+                }
+            } else {
+                let reason = "the server stopped reading the stream".to_owned();
+                fail(&self.shared, conn, reason, now);
+            }
+        }
+        // Frames just written carry the ACK anyway; with none, it goes alone.
+        Driven {
+            ack_now: conn.session.phase == Phase::Open,
+        }
+    }
+
+    fn drained(&mut self, conn: Conn<Session>) {
+        // A reconnect may have given the index to a newer session.
+        if self.by_index.get(&conn.session.index) == Some(&conn.handle) {
+            self.by_index.remove(&conn.session.index);
         }
     }
 }
@@ -559,15 +372,11 @@ fn end(shared: &Shared, session: &mut Session, reason: String) -> bool {
 }
 
 /// Ends a session the client gave up on, reporting `reason`.
-fn fail(shared: &Shared, session: &mut Session, reason: String, now: Instant) {
-    if !end(shared, session, reason) {
+fn fail(shared: &Shared, conn: &mut Conn<Session>, reason: String, now: Instant) {
+    if !end(shared, &mut conn.session, reason) {
         return;
     }
-    session.quic.close(
-        now,
-        VarInt::from_u32(CloseCode::ProtocolViolation.to_code()),
-        Bytes::new(),
-    );
+    conn.close(now, CloseCode::ProtocolViolation.to_code(), "");
 }
 
 /// A connection error as the report shows it.
@@ -589,7 +398,8 @@ impl Shared {
     /// Handles one server frame of `session`: the Welcome opens it; anything
     /// else before the Welcome fails it; after it, frames go on to the
     /// fleet.
-    fn on_frame(&self, session: &mut Session, frame: ServerFrame, now: Instant) {
+    fn on_frame(&self, conn: &mut Conn<Session>, frame: ServerFrame, now: Instant) {
+        let session = &mut conn.session;
         match (&session.phase, frame.body) {
             (Phase::Opening, Some(Body::Welcome(_))) => {
                 session.phase = Phase::Open;
@@ -601,7 +411,7 @@ impl Shared {
             }
             (Phase::Opening, other) => {
                 let reason = format!("expected Welcome, got {other:?}");
-                fail(self, session, reason, now);
+                fail(self, conn, reason, now);
             }
             (Phase::Open, Some(body)) => {
                 match &body {

@@ -22,15 +22,15 @@ use switchboard_client::tls::rustls_client_config;
 use switchboard_client::{session_transport_config, Trust};
 use switchboard_proto::frame;
 use switchboard_proto::v1::{client_frame, server_frame::Body, ClientFrame, Hello, Ping, Resume};
-use switchboard_router::quic::{bind_udp, PortSharing};
-use switchboard_router::tls_session::LeanClientConfig;
-use tokio::sync::{mpsc, Semaphore};
+use switchboard_quic::tls::ClientTls;
+use switchboard_quic::{bind_udp, Driver, PortSharing};
+use tokio::sync::{mpsc, Notify, Semaphore};
 
 use crate::fleet::{FleetOptions, OpenOutcome};
 use crate::progress::Counters;
 use crate::report::Report;
 use crate::stats::Latency;
-use driver::{ClientDriver, Command};
+use driver::{Command, Sessions};
 
 /// Receive/send buffer asked for each client socket.
 const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
@@ -191,7 +191,7 @@ impl FleetSender {
 /// sessions that let go of rustls after the handshake.
 fn lean_quic_config(trust: &Trust, keep_alive: Duration) -> anyhow::Result<quinn::ClientConfig> {
     let tls = rustls_client_config(trust)?;
-    let crypto = LeanClientConfig::new(Arc::new(tls))?;
+    let crypto = ClientTls::new(Arc::new(tls))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(session_transport_config(keep_alive)?));
     Ok(config)
@@ -238,13 +238,9 @@ impl LeanFleet {
             let local = SocketAddr::new(options.local_addr(i), 0);
             let socket = bind_udp(local, UDP_BUFFER_BYTES, PortSharing::Exclusive)?;
             let (tx, rx) = mpsc::unbounded_channel();
-            let driver = ClientDriver::new(
-                socket,
-                config.clone(),
-                options.server_name.clone(),
-                rx,
-                shared.clone(),
-            )?;
+            let sessions =
+                Sessions::new(config.clone(), options.server_name.clone(), shared.clone());
+            let driver = Driver::new(sessions, socket, None, rx, Arc::new(Notify::new()))?;
             drivers.push(tx);
             tasks.push(tokio::spawn(driver.run()));
         }

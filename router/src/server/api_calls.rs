@@ -51,7 +51,7 @@ impl ApiCalls {
         self.pending.insert(token.0, tx);
         let shard = request.shard(self.shards.len() as u32).0 as usize;
         let input = ShardInput::Api { token, request };
-        if self.shards[shard].peers.send(input.into()).is_err() {
+        if self.shards[shard].send(input.into()).is_err() {
             self.pending.remove(&token.0);
             return Err(ApiCallError::Gone);
         }

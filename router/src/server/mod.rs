@@ -1,24 +1,22 @@
 //! The QUIC/tokio shell around the sans-IO core.
 //!
 //! [`Server::bind`] loads TLS and the token secret, binds one UDP socket per
-//! core on the listen port ([`crate::quic::bind_udp`], `SO_REUSEPORT`) and the admin listener
+//! endpoint on the listen port (`SO_REUSEPORT`) and the admin listener
 //! (port 0 works, for tests); [`Server::run`] serves until the `shutdown`
 //! future resolves, then drains: new connections are refused, every session
 //! gets a GoAway, and whatever is left is closed with GOING_AWAY within
 //! `shutdown_timeout`.
 //!
-//! Tasks: one per shard ([`shard_task`]) and the admin HTTP server
-//! ([`crate::admin`]), plus the connection shell chosen by `Config::shell`:
-//! one [`lean`] driver per socket (default), or one [`connection`] task per
-//! connection (the quinn fallback). Both share [`handshake`] and the
-//! [`directory`].
+//! Tasks: one per shard ([`shard_task`]), one endpoint driver per socket
+//! (`switchboard_quic::Driver`, running the router's [`session`]s), and the
+//! admin HTTP server ([`crate::admin`]). Shards reach sessions through the
+//! [`directory`]; sessions start with the checks in [`handshake`].
 
 pub(crate) mod api_calls;
-mod connection;
 mod directory;
 mod handshake;
-mod lean;
 mod outbox;
+mod session;
 mod shard_task;
 pub mod webhook;
 
@@ -29,23 +27,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use quinn::{Endpoint, VarInt};
-use switchboard_proto::close::CloseCode;
-use tokio::sync::watch;
+use switchboard_core::{Shard, ShardId};
+use switchboard_quic::{bind_udp, session_transport, Driver, PortSharing};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 
 use self::directory::DriverCommand;
 use crate::auth::TokenVerifier;
-use crate::config::{Config, ShellKind};
+use crate::config::Config;
 use crate::dev::SecretSource;
-use crate::quic::{bind_udp, PortSharing};
 use api_calls::ApiCalls;
 use directory::SessionDirectory;
+use session::Sessions;
 use shard_task::ShardHandle;
-use switchboard_core::{Shard, ShardId};
-
-/// Capacity of each shard's inbox from its sessions.
-const SHARD_INBOX: usize = 4096;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -71,15 +65,13 @@ pub enum ServerError {
     },
 }
 
-/// The QUIC listeners of the chosen shell.
-enum Listeners {
-    /// quinn endpoints; a task per connection.
-    Tasks(Vec<Endpoint>),
-    /// quinn-proto drivers; a task per socket.
-    Lean(Vec<lean::Driver>),
+/// One endpoint driver, not yet running, and its command channel.
+struct EndpointDriver {
+    driver: Driver<Sessions>,
+    commands: mpsc::UnboundedSender<DriverCommand>,
 }
 
-/// State shared by every connection task.
+/// State shared by every endpoint driver.
 pub(crate) struct ServerContext {
     pub(crate) config: Config,
     pub(crate) verifier: TokenVerifier,
@@ -98,8 +90,8 @@ impl ServerContext {
 
 /// A bound, not yet running, router.
 pub struct Server {
-    /// The QUIC listeners, one per UDP socket sharing the port.
-    listeners: Listeners,
+    /// The endpoint drivers, one per UDP socket sharing the port.
+    drivers: Vec<EndpointDriver>,
     /// The bound QUIC address.
     local_addr: SocketAddr,
     admin: tokio::net::TcpListener,
@@ -138,8 +130,8 @@ impl Server {
         let verifier = TokenVerifier::new(&secret, config.auth.leeway);
 
         let mut server_config =
-            quinn::ServerConfig::with_crypto(crate::tls::server_crypto(certified)?);
-        let mut transport = lean_transport(config.limits.max_frame_bytes);
+            quinn_proto::ServerConfig::with_crypto(crate::tls::server_crypto(certified)?);
+        let mut transport = session_transport(config.limits.max_frame_bytes);
         transport.max_idle_timeout(Some(
             (config.heartbeat_interval * 3)
                 .try_into()
@@ -166,12 +158,12 @@ impl Server {
         let mut handles = Vec::new();
         let mut inboxes = Vec::new();
         for _ in 0..shard_count {
-            let (handle, inbox) = shard_task::shard_channels(SHARD_INBOX);
+            let (handle, inbox) = mpsc::unbounded_channel();
             handles.push(handle);
             inboxes.push(inbox);
         }
         let shards: Arc<[ShardHandle]> = handles.into();
-        let directory = Arc::new(SessionDirectory::new(config.limits.session_queue_frames));
+        let directory = Arc::new(SessionDirectory::default());
         let api = Arc::new(ApiCalls::new(shards.clone()));
         let webhook_secret = match &config.webhook.secret_file {
             Some(path) => Some(crate::auth::read_secret_file(path)?),
@@ -204,41 +196,31 @@ impl Server {
             draining: draining_rx,
             next_session: AtomicU64::new(0),
         });
-        let bind_error = |source| ServerError::Bind {
-            what: "QUIC",
-            addr: local_addr,
-            source,
-        };
-        let listeners = match ctx.config.shell {
-            ShellKind::Tasks => {
-                let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
-                let endpoints = sockets
-                    .into_iter()
-                    .map(|socket| {
-                        Endpoint::new(
-                            quinn::EndpointConfig::default(),
-                            Some(server_config.clone()),
-                            socket,
-                            runtime.clone(),
-                        )
-                        .map_err(bind_error)
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                Listeners::Tasks(endpoints)
-            }
-            ShellKind::Lean => {
-                let drivers = sockets
-                    .into_iter()
-                    .map(|socket| {
-                        lean::Driver::new(socket, server_config.clone(), ctx.clone())
-                            .map_err(bind_error)
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                Listeners::Lean(drivers)
-            }
-        };
+        let server_config = Arc::new(server_config);
+        let drivers = sockets
+            .into_iter()
+            .map(|socket| {
+                let (commands, receiver) = mpsc::unbounded_channel();
+                let credit_returned = Arc::new(Notify::new());
+                let sessions =
+                    Sessions::new(ctx.clone(), commands.clone(), credit_returned.clone());
+                let driver = Driver::new(
+                    sessions,
+                    socket,
+                    Some(server_config.clone()),
+                    receiver,
+                    credit_returned,
+                )
+                .map_err(|source| ServerError::Bind {
+                    what: "QUIC",
+                    addr: local_addr,
+                    source,
+                })?;
+                Ok(EndpointDriver { driver, commands })
+            })
+            .collect::<Result<Vec<_>, ServerError>>()?;
         Ok(Server {
-            listeners,
+            drivers,
             local_addr,
             admin,
             ctx,
@@ -293,124 +275,30 @@ impl Server {
                 api_token: self.api_token.clone(),
             },
         ));
-        let listeners = std::mem::replace(&mut self.listeners, Listeners::Lean(Vec::new()));
-        match listeners {
-            Listeners::Tasks(endpoints) => {
-                run_tasks(&ctx, endpoints, shutdown, &self.draining).await
-            }
-            Listeners::Lean(drivers) => run_lean(&ctx, drivers, shutdown, &self.draining).await,
-        }
+        let drivers = std::mem::take(&mut self.drivers);
+        run_drivers(&ctx, drivers, shutdown, &self.draining).await;
         self.shard_tasks.abort_all();
         admin.abort();
         tracing::info!("shutdown complete");
     }
 }
 
-/// Transport settings sized for one session stream per connection: the
-/// stream limits the protocol needs (one client-opened bidi stream, nothing
-/// else), flow-control windows of a few frames instead of quinn's
-/// bulk-transfer defaults, small datagram buffers (signals only) and no MTU
-/// discovery. Each saves per-connection state, which is what a million
-/// sessions multiply.
-fn lean_transport(max_frame_bytes: usize) -> quinn::TransportConfig {
-    let window = u32::try_from((max_frame_bytes * 4).max(64 * 1024)).unwrap_or(u32::MAX);
-    let mut transport = quinn::TransportConfig::default();
-    transport
-        .max_concurrent_bidi_streams(VarInt::from_u32(1))
-        .max_concurrent_uni_streams(VarInt::from_u32(0))
-        .stream_receive_window(VarInt::from_u32(window))
-        .receive_window(VarInt::from_u32(window))
-        .send_window(u64::from(window) * 2)
-        // Room for a few signals (typing) each way; both are limits, not
-        // buffers allocated up front.
-        .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER_BYTES))
-        .datagram_send_buffer_size(DATAGRAM_BUFFER_BYTES)
-        .mtu_discovery_config(None);
-    transport
-}
-
-/// Datagram bytes queued per connection each way.
-const DATAGRAM_BUFFER_BYTES: usize = 8 * 1024;
-
-/// Serves with the task-per-connection shell until `shutdown`, then drains.
-async fn run_tasks(
+/// Serves until `shutdown`, then drains: GoAway first, then a GOING_AWAY
+/// close for whoever is left, within `shutdown_timeout`.
+async fn run_drivers(
     ctx: &Arc<ServerContext>,
-    endpoints: Vec<Endpoint>,
-    shutdown: impl Future<Output = ()>,
-    draining: &watch::Sender<bool>,
-) {
-    // One accept task per endpoint feeds a single channel, so this loop
-    // owns every connection task (for draining) whatever endpoint it
-    // came in on.
-    let (incoming_tx, mut incoming_rx) = tokio::sync::mpsc::channel(1024);
-    let mut acceptors = JoinSet::new();
-    for endpoint in &endpoints {
-        let endpoint = endpoint.clone();
-        let incoming_tx = incoming_tx.clone();
-        acceptors.spawn(async move {
-            while let Some(incoming) = endpoint.accept().await {
-                if incoming_tx.send(incoming).await.is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    drop(incoming_tx);
-    let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            incoming = incoming_rx.recv() => {
-                let Some(incoming) = incoming else { break };
-                connections.spawn(connection::serve(incoming, ctx.clone()));
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    acceptors.abort_all();
-
-    tracing::info!(
-        sessions = ctx.directory.len(),
-        "shutting down: refusing new connections, sending GoAway"
-    );
-    let timeout = ctx.config.shutdown_timeout;
-    for endpoint in &endpoints {
-        endpoint.set_server_config(None);
-    }
-    let _ = draining.send(true);
-    // Let clients leave on their own for most of the timeout.
-    let drain = async { while connections.join_next().await.is_some() {} };
-    let _ = tokio::time::timeout(timeout.mul_f64(0.8), drain).await;
-    for endpoint in &endpoints {
-        endpoint.close(
-            VarInt::from_u32(CloseCode::GoingAway.to_code()),
-            b"server shutting down",
-        );
-    }
-    let rest = timeout.mul_f64(0.2).max(Duration::from_millis(100));
-    let _ = tokio::time::timeout(rest, async {
-        while connections.join_next().await.is_some() {}
-        for endpoint in &endpoints {
-            endpoint.wait_idle().await;
-        }
-    })
-    .await;
-    connections.abort_all();
-}
-
-/// Serves with the lean shell until `shutdown`, then drains: GoAway first,
-/// then a GOING_AWAY close for whoever is left, within `shutdown_timeout`.
-async fn run_lean(
-    ctx: &Arc<ServerContext>,
-    drivers: Vec<lean::Driver>,
+    drivers: Vec<EndpointDriver>,
     shutdown: impl Future<Output = ()>,
     draining: &watch::Sender<bool>,
 ) {
     let mut tasks = JoinSet::new();
     let mut commands = Vec::with_capacity(drivers.len());
-    for driver in drivers {
-        commands.push(driver.commands());
+    for EndpointDriver {
+        driver,
+        commands: sender,
+    } in drivers
+    {
+        commands.push(sender);
         tasks.spawn(driver.run());
     }
     let tell_drivers = |command: fn() -> DriverCommand| {

@@ -1,11 +1,15 @@
 //! The task that owns one [`Shard`]: it loops receive -> handle -> poll ->
-//! dispatch, sleeping until the shard's next deadline. It is the only owner of
-//! the shard's state, so the core needs no locks.
+//! dispatch, sleeping until the shard's next deadline, and exports what the
+//! shard counted. It is the only owner of the shard's state, so the core
+//! needs no locks.
 //!
-//! Each shard has two inboxes: a bounded one for its sessions' connection
-//! tasks (backpressure reaches the client through QUIC flow control) and an
-//! unbounded one for other shards (so two shards forwarding to each other can
-//! never deadlock). Each is FIFO, which keeps every sender's order.
+//! A shard has one inbox, unbounded, from the endpoint drivers, other shards
+//! and the server API: a sender never blocks, so two shards forwarding to
+//! each other can never deadlock. What bounds it is each session's
+//! [`Credit`]: a driver hands a shard at most that many of a session's
+//! frames at once and stops reading the session's stream until credit comes
+//! back, so QUIC flow control pushes back on the client. The inbox is FIFO,
+//! which keeps every sender's order.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -15,39 +19,36 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use super::api_calls::ApiCalls;
 use super::directory::SessionDirectory;
 use super::webhook::{OfflineEvent, Webhook};
-use crate::quic::WakeTimer;
 use switchboard_core::{Now, Output, Shard, ShardInput};
+use switchboard_quic::WakeTimer;
 
 /// Inputs to process per wake-up before dispatching outputs and yielding.
 const BATCH: usize = 256;
 
-/// An input from a connection task. `credit` (for client frames) gets one
-/// permit back once the shard has handled the frame and dispatched its
-/// replies, which bounds the requests a session has in flight: a client
-/// that pipelines requests waits for credit instead of flooding its own
-/// reply queue.
+/// An input for a shard. `credit` (for client frames) gets one permit back
+/// once the shard has handled the frame and dispatched its replies, which
+/// bounds the requests a session has in flight: a client that pipelines
+/// requests waits for credit instead of flooding its own reply queue.
 #[derive(Debug)]
 pub(crate) struct SessionInput {
     pub(crate) input: ShardInput,
     pub(crate) credit: Option<Credit>,
 }
 
-/// A session's request credits: the shell takes a permit per client frame
+/// A session's request credits: the driver takes a permit per client frame
 /// it hands to the shard, and the shard task gives it back once the frame is
-/// handled and its replies dispatched, waking the shell's driver (if it has
-/// one) that may be waiting.
+/// handled and its replies dispatched, waking the driver, which may be
+/// waiting for it.
 #[derive(Debug, Clone)]
 pub(crate) struct Credit {
     pub(crate) permits: Arc<Semaphore>,
-    pub(crate) wake: Option<Arc<Notify>>,
+    pub(crate) wake: Arc<Notify>,
 }
 
 impl Credit {
     fn give_back(&self) {
         self.permits.add_permits(1);
-        if let Some(wake) = &self.wake {
-            wake.notify_one();
-        }
+        self.wake.notify_one();
     }
 }
 
@@ -60,38 +61,11 @@ impl From<ShardInput> for SessionInput {
     }
 }
 
-/// The handles other tasks use to reach one shard.
-#[derive(Debug, Clone)]
-pub(crate) struct ShardHandle {
-    /// From this shard's sessions' connection tasks (bounded).
-    pub(crate) sessions: mpsc::Sender<SessionInput>,
-    /// From other shards, and from endpoint drivers, which must never
-    /// block (unbounded; the drivers bound each session with credits).
-    pub(crate) peers: mpsc::UnboundedSender<SessionInput>,
-}
+/// How other tasks reach one shard: its inbox (see the module docs).
+pub(crate) type ShardHandle = mpsc::UnboundedSender<SessionInput>;
 
-/// The receiving ends of a shard's inboxes.
-#[derive(Debug)]
-pub(crate) struct ShardInboxes {
-    sessions: mpsc::Receiver<SessionInput>,
-    peers: mpsc::UnboundedReceiver<SessionInput>,
-}
-
-/// Creates a shard's inboxes; `capacity` bounds the sessions' inbox.
-pub(crate) fn shard_channels(capacity: usize) -> (ShardHandle, ShardInboxes) {
-    let (sessions_tx, sessions_rx) = mpsc::channel(capacity);
-    let (peers_tx, peers_rx) = mpsc::unbounded_channel();
-    (
-        ShardHandle {
-            sessions: sessions_tx,
-            peers: peers_tx,
-        },
-        ShardInboxes {
-            sessions: sessions_rx,
-            peers: peers_rx,
-        },
-    )
-}
+/// The receiving end of a shard's inbox.
+pub(crate) type ShardInbox = mpsc::UnboundedReceiver<SessionInput>;
 
 /// The current time for the core.
 pub(crate) fn now() -> Now {
@@ -107,7 +81,7 @@ pub(crate) fn now() -> Now {
 /// (every shard holds handles to all shards, so its inboxes never close).
 pub(crate) async fn run_shard(
     mut shard: Shard,
-    mut inboxes: ShardInboxes,
+    mut inbox: ShardInbox,
     shards: Arc<[ShardHandle]>,
     directory: Arc<SessionDirectory>,
     api: Arc<ApiCalls>,
@@ -124,8 +98,7 @@ pub(crate) async fn run_shard(
         wake.arm(shard.poll_timeout());
         let credit = tokio::select! {
             biased;
-            Some(input) = inboxes.peers.recv() => handle_session_input(&mut shard, input),
-            Some(input) = inboxes.sessions.recv() => handle_session_input(&mut shard, input),
+            Some(input) = inbox.recv() => handle_session_input(&mut shard, input),
             () = wake.fired() => {
                 shard.handle_timeout(now());
                 None
@@ -136,13 +109,10 @@ pub(crate) async fn run_shard(
         give_back(credit);
         // Take what else is already waiting before sleeping again.
         for _ in 0..BATCH {
-            let credit = if let Ok(input) = inboxes.peers.try_recv() {
-                handle_session_input(&mut shard, input)
-            } else if let Ok(input) = inboxes.sessions.try_recv() {
-                handle_session_input(&mut shard, input)
-            } else {
+            let Ok(input) = inbox.try_recv() else {
                 break;
             };
+            let credit = handle_session_input(&mut shard, input);
             out.dispatch(&mut shard);
             give_back(credit);
         }
@@ -207,7 +177,7 @@ impl Dispatch<'_> {
                     input,
                 } => {
                     // Fails only when the target task has ended, i.e. at shutdown.
-                    let _ = shards[target.0 as usize].peers.send(input.into());
+                    let _ = shards[target.0 as usize].send(input.into());
                 }
             }
         }

@@ -14,5 +14,4 @@ mod presence;
 mod rooms;
 mod server_api;
 mod signals;
-mod tasks_shell;
 mod webhook;

@@ -1,5 +1,5 @@
 //! Typing indicators over real QUIC: they arrive as datagrams when the
-//! client takes datagrams, on the stream when it does not, on both shells.
+//! client takes datagrams, on the stream when it does not.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +7,6 @@ use std::time::Duration;
 use switchboard_client::{
     tls::client_config, Client, Event, Events, SignalEvent, SignalKind, Trust,
 };
-use switchboard_router::config::ShellKind;
 use switchboard_tests::{next_event, TestServer};
 
 async fn next_signal(events: &mut Events) -> (SignalEvent, bool) {
@@ -22,8 +21,9 @@ async fn next_signal(events: &mut Events) -> (SignalEvent, bool) {
     }
 }
 
-async fn typing_arrives_by_datagram_on(shell: ShellKind) {
-    let server = TestServer::start_with(|c| c.shell = shell).await;
+#[tokio::test]
+async fn typing_arrives_by_datagram() {
+    let server = TestServer::start().await;
     let (alice, _alice_events) = server.connect("alice", "phone").await;
     let (_bob, mut bob_events) = server.connect("bob", "phone").await;
     alice.signal("bob", "", SignalKind::Typing).await.unwrap();
@@ -32,13 +32,7 @@ async fn typing_arrives_by_datagram_on(shell: ShellKind) {
         (signal.from_user.as_str(), signal.kind),
         ("alice", SignalKind::Typing as i32)
     );
-    assert!(via_datagram, "{shell:?}: typing travels as a datagram");
-}
-
-#[tokio::test]
-async fn typing_arrives_by_datagram() {
-    typing_arrives_by_datagram_on(ShellKind::Lean).await;
-    typing_arrives_by_datagram_on(ShellKind::Tasks).await;
+    assert!(via_datagram, "typing travels as a datagram");
 }
 
 #[tokio::test]

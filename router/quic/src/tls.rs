@@ -1,13 +1,13 @@
 //! QUIC TLS sessions that let go of rustls once the handshake is over, on
-//! both sides: the router's ([`LeanServerConfig`]) and the load
-//! generator's ([`LeanClientConfig`]).
+//! both sides: the router's ([`ServerTls`]) and the load
+//! generator's ([`ClientTls`]).
 //!
 //! quinn's own rustls session keeps the whole rustls QUIC connection for
 //! the connection's life: record-layer keys QUIC never uses, the
-//! handshake's buffers and key schedule: ~3.5 KiB per idle connection,
-//! measured at 100k sessions. After the handshake quinn-proto asks a
+//! handshake's buffers and key schedule, kilobytes per idle connection.
+//! After the handshake quinn-proto asks a
 //! session for little: the next 1-RTT keys at each key update, and whether
-//! new post-handshake CRYPTO data is acceptable. A [`LeanSession`]
+//! new post-handshake CRYPTO data is acceptable. A [`TlsSession`]
 //! therefore keeps the connection while it is handshaking, and then only
 //! the `rustls::quic::Secrets` the next keys derive from (and hands those
 //! keys out underived, [`later_keys`]), plus what
@@ -21,6 +21,9 @@
 //! client certificates and keying-material export; `peer_identity` is
 //! always `None`. The router uses none of them, nor does the load
 //! generator.
+//!
+//! [`server_tls`] builds the server's configuration from a certificate, and
+//! [`crypto_provider`] is the rustls provider both sides use.
 
 mod client;
 mod later_keys;
@@ -29,7 +32,7 @@ mod server;
 use std::any::Any;
 use std::sync::Arc;
 
-use quinn::crypto::rustls::HandshakeData;
+use quinn_proto::crypto::rustls::HandshakeData;
 use quinn_proto::crypto::{self, ExportKeyingMaterialError, KeyPair, Keys, UnsupportedVersion};
 use quinn_proto::transport_parameters::TransportParameters;
 use quinn_proto::{ConnectionId, Side, TransportError, TransportErrorCode};
@@ -37,8 +40,55 @@ use rustls::quic::{Connection, KeyChange, Version};
 
 use later_keys::LaterKeys;
 
-pub use client::LeanClientConfig;
-pub use server::LeanServerConfig;
+pub use client::ClientTls;
+pub use server::ServerTls;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The rustls crypto provider of both sides: ring, with
+/// TLS_AES_128_GCM_SHA256 first. Its key schedule runs on SHA-256, which ring
+/// accelerates with the CPU's SHA extensions, where the default first choice
+/// (AES_256_GCM_SHA384) runs SHA-512 in software, a large share of a
+/// handshake's CPU. AES-128-GCM is TLS 1.3's mandatory suite, and QUIC's
+/// Initial packets use it anyway.
+pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
+    use rustls::crypto::ring::cipher_suite::{
+        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+    };
+    rustls::crypto::CryptoProvider {
+        cipher_suites: vec![
+            TLS13_AES_128_GCM_SHA256,
+            TLS13_AES_256_GCM_SHA384,
+            TLS13_CHACHA20_POLY1305_SHA256,
+        ],
+        ..rustls::crypto::ring::default_provider()
+    }
+}
+
+/// A server's QUIC crypto for a certificate `chain` (leaf first) and its
+/// `key`, offering the one ALPN protocol `alpn`: TLS 1.3 only, the server's
+/// suite order, no early data and no session tickets.
+pub fn server_tls(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    alpn: &[u8],
+) -> Result<Arc<ServerTls>, rustls::Error> {
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(crypto_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    // Our order, not the client's: a client preferring AES-256 would cost
+    // the server SHA-384 in every handshake.
+    tls.ignore_client_order = true;
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    tls.max_early_data_size = 0;
+    // No session tickets: rustls would send two after every handshake and
+    // keep them in a cache that a node of a million clients overwrites long
+    // before any of them reconnects. (Sessions resume at the protocol level.)
+    tls.send_tls13_tickets = 0;
+    tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    Ok(Arc::new(ServerTls::new(Arc::new(tls))?))
+}
 
 /// TLS alert `unexpected_message`, for CRYPTO data after the handshake.
 const UNEXPECTED_MESSAGE: u8 = 10;
@@ -75,8 +125,8 @@ fn boxed_keys(keys: rustls::quic::Keys) -> Keys {
 
 /// Which end of the connection a session is, with its configuration.
 enum Role {
-    Server(Arc<LeanServerConfig>),
-    Client(Arc<LeanClientConfig>),
+    Server(Arc<ServerTls>),
+    Client(Arc<ClientTls>),
 }
 
 impl Role {
@@ -89,7 +139,7 @@ impl Role {
 }
 
 /// One connection's TLS state.
-pub struct LeanSession {
+pub struct TlsSession {
     version: u32,
     role: Role,
     state: State,
@@ -114,9 +164,9 @@ enum State {
     },
 }
 
-impl LeanSession {
-    fn start(version: u32, role: Role, connection: Connection) -> LeanSession {
-        LeanSession {
+impl TlsSession {
+    fn start(version: u32, role: Role, connection: Connection) -> TlsSession {
+        TlsSession {
             version,
             role,
             state: State::Handshaking {
@@ -168,7 +218,7 @@ fn server_name(connection: &Connection) -> Option<&str> {
     }
 }
 
-impl crypto::Session for LeanSession {
+impl crypto::Session for TlsSession {
     fn initial_keys(&self, dst_cid: &ConnectionId, side: Side) -> Keys {
         debug_assert_eq!(side, self.role.side());
         match &self.role {
@@ -340,18 +390,16 @@ impl crypto::Session for LeanSession {
 #[cfg(test)]
 mod tests {
     //! Sessions trade handshake bytes in memory (no packets: rustls tracks
-    //! the encryption levels): a [`LeanSession`] server with a rustls QUIC
-    //! client, then with a [`LeanSession`] client.
+    //! the encryption levels): a [`TlsSession`] server with a rustls QUIC
+    //! client, then with a [`TlsSession`] client.
 
     use super::*;
     use crypto::Session;
 
     #[test]
     fn the_tls_connection_goes_once_the_handshake_is_done_and_key_updates_still_agree() {
-        let dir = tempfile::tempdir().unwrap();
-        let certified = crate::tls::load_or_create_dev_cert(dir.path()).unwrap();
-        let client_tls = Arc::new(crate::tls::test_client_tls(&certified));
-        let server_config = crate::tls::server_crypto(certified).unwrap();
+        let (server_config, client_tls) = crate::testing::tls_pair();
+        let client_tls = Arc::new(client_tls);
         let params = TransportParameters::read(Side::Server, &mut &[][..]).unwrap();
         let mut server = server_config.session(1, &params);
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
@@ -400,7 +448,7 @@ mod tests {
         assert!(!server.holds_tls_connection(), "rustls is let go");
         let data = server.handshake_data().unwrap();
         let data = data.downcast::<HandshakeData>().unwrap();
-        assert_eq!(data.protocol.as_deref(), Some(switchboard_proto::ALPN));
+        assert_eq!(data.protocol.as_deref(), Some(crate::testing::TEST_ALPN));
         assert_eq!(data.server_name.as_deref(), Some("localhost"));
         // CRYPTO data after the handshake is refused; none is fine.
         assert!(server.read_handshake(&[]).is_ok());
@@ -439,12 +487,9 @@ mod tests {
     }
 
     #[test]
-    fn a_lean_client_and_a_lean_server_agree_and_both_let_go() {
-        let dir = tempfile::tempdir().unwrap();
-        let certified = crate::tls::load_or_create_dev_cert(dir.path()).unwrap();
-        let client_tls = Arc::new(crate::tls::test_client_tls(&certified));
-        let client_config = Arc::new(LeanClientConfig::new(client_tls).unwrap());
-        let server_config = crate::tls::server_crypto(certified).unwrap();
+    fn a_client_and_a_server_session_agree_and_both_let_go() {
+        let (server_config, client_tls) = crate::testing::tls_pair();
+        let client_config = Arc::new(ClientTls::new(Arc::new(client_tls)).unwrap());
         // The server's parameters hold a 30 s idle timeout (id 0x01), so
         // that they differ from the defaults.
         let idle_timeout = [0x01, 0x04, 0x80, 0x00, 0x75, 0x30];
@@ -484,7 +529,7 @@ mod tests {
         assert_eq!(client.transport_parameters().unwrap(), Some(server_sent));
         let data = client.handshake_data().unwrap();
         let data = data.downcast::<HandshakeData>().unwrap();
-        assert_eq!(data.protocol.as_deref(), Some(switchboard_proto::ALPN));
+        assert_eq!(data.protocol.as_deref(), Some(crate::testing::TEST_ALPN));
         assert_eq!(data.server_name, None, "a client reports no server name");
         assert_eq!(client.early_data_accepted(), Some(false));
         // A client ignores CRYPTO data after the handshake (a server may
@@ -504,9 +549,7 @@ mod tests {
 
     #[test]
     fn a_client_accepts_only_the_retry_tag_the_server_made() {
-        let dir = tempfile::tempdir().unwrap();
-        let certified = crate::tls::load_or_create_dev_cert(dir.path()).unwrap();
-        let server_config = crate::tls::server_crypto(certified).unwrap();
+        let (server_config, _) = crate::testing::tls_pair();
         let original = ConnectionId::new(&[3; 8]);
         let packet = b"\xf0 a retry header, then its token".to_vec();
         let tag = crypto::ServerConfig::retry_tag(&*server_config, 1, &original, &packet);
@@ -544,8 +587,8 @@ mod tests {
     /// keeps the first next 1-RTT keys `from` gives out. Returns how many
     /// times `to` reported handshake data.
     fn pass(
-        from: &mut LeanSession,
-        to: &mut LeanSession,
+        from: &mut TlsSession,
+        to: &mut TlsSession,
         first_next: &mut Option<KeyPair<Box<dyn crypto::PacketKey>>>,
     ) -> usize {
         let mut pieces = vec![Vec::new()];

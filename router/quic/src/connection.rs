@@ -1,12 +1,20 @@
 //! The steps every driver runs for a connection after its inputs changed:
 //! trade events with the endpoint, acknowledge at once what no reply will,
-//! and send what it has to send.
+//! and send what it has to send into a [`DatagramSink`].
 
 use std::time::{Duration, Instant};
 
-use quinn_proto::{Connection, ConnectionHandle, Endpoint};
+use quinn_proto::{Connection, ConnectionHandle, Endpoint, Transmit};
 
-use super::{DatagramSocket, HandleSet};
+/// Where a driver's datagrams go: the UDP socket ([`crate::DatagramSocket`]),
+/// or a test's queue.
+pub trait DatagramSink {
+    /// Queues `contents`, one datagram described by `transmit` (its
+    /// destination, source address and ECN mark). Returns false when the
+    /// sink is blocked on a full send buffer: the caller should stop
+    /// producing until it drains.
+    fn send(&mut self, transmit: &Transmit, contents: &[u8]) -> bool;
+}
 
 /// Hands `quic`'s endpoint events (new connection ids, retirements, drain)
 /// to `endpoint`, and the endpoint's answers back to `quic`.
@@ -18,13 +26,12 @@ pub fn exchange_endpoint_events(endpoint: &mut Endpoint, handle: usize, quic: &m
     }
 }
 
-/// Queues every datagram `quic` has ready on `socket`, using `buf` as
-/// scratch. Returns false when the socket is blocked on a full send buffer
-/// (now or since an earlier send): the connection should be driven again
-/// once [`DatagramSocket::flush`] has emptied the queue.
+/// Queues every datagram `quic` has ready on `out`, using `buf` as scratch.
+/// Returns false when `out` is blocked on a full send buffer (now or since
+/// an earlier send): the connection should be driven again once it drains.
 pub fn transmit(
     quic: &mut Connection,
-    socket: &mut DatagramSocket,
+    out: &mut impl DatagramSink,
     buf: &mut Vec<u8>,
     now: Instant,
 ) -> bool {
@@ -33,25 +40,10 @@ pub fn transmit(
         let Some(transmit) = quic.poll_transmit(now, 1, buf) else {
             return true;
         };
-        if !socket.send(&buf[..transmit.size], transmit.destination) {
+        if !out.send(&transmit, &buf[..transmit.size]) {
             return false;
         }
     }
-}
-
-/// Sends what `socket` has queued and, once it is all out, moves the
-/// connections in `blocked` (stopped on a full send buffer, see
-/// [`transmit`]) to `dirty`, to be driven again. Returns whether any were.
-pub fn resume_when_sent(
-    socket: &mut DatagramSocket,
-    blocked: &mut HandleSet,
-    dirty: &mut HandleSet,
-) -> bool {
-    if !socket.flush() || blocked.is_empty() {
-        return false;
-    }
-    dirty.extend(std::mem::take(blocked));
-    true
 }
 
 /// The longest a QUIC endpoint may hold back an acknowledgement: RFC 9000's
@@ -94,8 +86,7 @@ mod tests {
 
     use bytes::BytesMut;
     use quinn_proto::{
-        ClientConfig, Connection, ConnectionHandle, DatagramEvent, Endpoint, EndpointConfig,
-        ServerConfig,
+        ClientConfig, Connection, ConnectionHandle, DatagramEvent, Endpoint, ServerConfig,
     };
 
     use super::{ack_now, exchange_endpoint_events, MAX_ACK_DELAY};
@@ -118,20 +109,11 @@ mod tests {
         ClientConfig,
         Arc<rustls::client::ClientSessionMemoryCache>,
     ) {
-        let dir = tempfile::tempdir().unwrap();
-        let certified = crate::tls::load_or_create_dev_cert(dir.path()).unwrap();
-        let mut tls = crate::tls::test_client_tls(&certified);
-        let server = ServerConfig::with_crypto(crate::tls::server_crypto(certified).unwrap());
+        let (server_tls, mut tls) = crate::testing::tls_pair();
+        let server = ServerConfig::with_crypto(server_tls);
         let sessions = Arc::new(rustls::client::ClientSessionMemoryCache::new(8));
         tls.resumption = rustls::client::Resumption::store(sessions.clone());
-        let tls = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-        (server, ClientConfig::new(Arc::new(tls)), sessions)
-    }
-
-    fn seeded_endpoint_config(seed: u8) -> EndpointConfig {
-        let mut config = EndpointConfig::default();
-        config.rng_seed(Some([seed; 32]));
-        config
+        (server, crate::testing::Client::config(tls), sessions)
     }
 
     impl Pair {
@@ -146,13 +128,17 @@ mod tests {
             // the same numbers every run, so the keep-alive under test never
             // lands on a gap by chance (unseeded, ~1.5% of runs did).
             let server_endpoint = Endpoint::new(
-                Arc::new(seeded_endpoint_config(1)),
+                Arc::new(crate::testing::seeded_endpoint_config(1)),
                 Some(Arc::new(server_config)),
                 false,
                 None,
             );
-            let mut client_endpoint =
-                Endpoint::new(Arc::new(seeded_endpoint_config(2)), None, false, None);
+            let mut client_endpoint = Endpoint::new(
+                Arc::new(crate::testing::seeded_endpoint_config(2)),
+                None,
+                false,
+                None,
+            );
             let (_, client) = client_endpoint
                 .connect(
                     now,

@@ -1,5 +1,5 @@
-//! [`LeanClientConfig`]: a QUIC client crypto configuration whose sessions
-//! are [`LeanSession`]s on a `rustls::quic::ClientConnection`. The load
+//! [`ClientTls`]: a QUIC client crypto configuration whose sessions
+//! are [`TlsSession`]s on a `rustls::quic::ClientConnection`. The load
 //! generator uses it to hold as many sessions as the router does.
 
 use std::sync::Arc;
@@ -11,24 +11,24 @@ use ring::aead;
 use rustls::pki_types::ServerName;
 use rustls::quic::{ClientConnection, Connection, Suite};
 
-use super::{boxed_keys, encode, rustls_version, LeanSession, Role};
+use super::{boxed_keys, encode, rustls_version, Role, TlsSession};
 
 /// Client crypto configuration whose sessions release rustls after the
 /// handshake.
-pub struct LeanClientConfig {
+pub struct ClientTls {
     tls: Arc<rustls::ClientConfig>,
     /// The suite of the Initial keys (AES-128-GCM, as QUIC requires).
     initial: Suite,
 }
 
-impl LeanClientConfig {
+impl ClientTls {
     /// Wraps `tls`, which must offer TLS 1.3 with AES-128-GCM-SHA256 (the
     /// suite of QUIC's Initial packets), send no early data and present no
     /// client certificate.
-    pub fn new(tls: Arc<rustls::ClientConfig>) -> Result<LeanClientConfig, rustls::Error> {
+    pub fn new(tls: Arc<rustls::ClientConfig>) -> Result<ClientTls, rustls::Error> {
         if tls.enable_early_data {
             return Err(rustls::Error::General(
-                "the lean TLS session offers no 0-RTT: enable_early_data must be false".into(),
+                "this TLS session offers no 0-RTT: enable_early_data must be false".into(),
             ));
         }
         let initial = tls
@@ -48,7 +48,7 @@ impl LeanClientConfig {
         // with this configuration.
         let name = ServerName::try_from("localhost").expect("a valid name");
         ClientConnection::new(tls.clone(), rustls::quic::Version::V1, name, Vec::new())?;
-        Ok(LeanClientConfig { tls, initial })
+        Ok(ClientTls { tls, initial })
     }
 
     /// A session for a connection to `server_name` in `version`, which
@@ -58,14 +58,14 @@ impl LeanClientConfig {
         version: u32,
         server_name: &str,
         params: &TransportParameters,
-    ) -> Result<LeanSession, ConnectError> {
+    ) -> Result<TlsSession, ConnectError> {
         let tls_version = rustls_version(version)?;
         let name = ServerName::try_from(server_name)
             .map_err(|_| ConnectError::InvalidServerName(server_name.into()))?
             .to_owned();
         let connection = ClientConnection::new(self.tls.clone(), tls_version, name, encode(params))
             .expect("a TLS 1.3 configuration, checked in new");
-        Ok(LeanSession::start(
+        Ok(TlsSession::start(
             version,
             Role::Client(self),
             Connection::Client(connection),
@@ -80,7 +80,7 @@ impl LeanClientConfig {
     }
 }
 
-impl crypto::ClientConfig for LeanClientConfig {
+impl crypto::ClientConfig for ClientTls {
     fn start_session(
         self: Arc<Self>,
         version: u32,

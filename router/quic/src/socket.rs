@@ -30,6 +30,9 @@ use std::ops::Range;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
+use crate::connection::DatagramSink;
+use crate::endpoint::Received;
+
 /// Datagrams received per system call.
 pub const RECV_BATCH: usize = 32;
 /// Datagrams (or GSO runs) sent per `sendmmsg` call, and queued before a
@@ -113,7 +116,7 @@ impl DatagramSocket {
     /// a batch. Returns false when the socket is blocked on a full send
     /// buffer: the caller should stop producing until
     /// [`flush`](Self::flush) empties the queue.
-    pub fn send(&mut self, datagram: &[u8], destination: SocketAddr) -> bool {
+    pub fn send_to(&mut self, datagram: &[u8], destination: SocketAddr) -> bool {
         if self.queue.len() < MAX_QUEUED_DATAGRAMS {
             self.queue.push(datagram, destination);
         }
@@ -165,6 +168,12 @@ impl DatagramSocket {
         }
         self.blocked = false;
         true
+    }
+}
+
+impl DatagramSink for DatagramSocket {
+    fn send(&mut self, transmit: &quinn_proto::Transmit, contents: &[u8]) -> bool {
+        self.send_to(contents, transmit.destination)
     }
 }
 
@@ -413,9 +422,9 @@ impl Default for RecvBatch {
 }
 
 impl RecvBatch {
-    /// Each datagram of the last receive and who sent it, in arrival order;
-    /// a GRO buffer is split back into its datagrams.
-    pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> + '_ {
+    /// Each datagram of the last receive, in arrival order; a GRO buffer is
+    /// split back into its datagrams.
+    pub fn datagrams(&self) -> impl Iterator<Item = Received<'_>> + '_ {
         self.meta[..self.received]
             .iter()
             .zip(self.buffers.chunks(RECV_SLOT))
@@ -427,7 +436,12 @@ impl RecvBatch {
                 };
                 slot[..meta.len]
                     .chunks(stride.max(1))
-                    .map(move |datagram| (meta.addr, datagram))
+                    .map(move |data| Received {
+                        remote: meta.addr,
+                        local_ip: None,
+                        ecn: None,
+                        data,
+                    })
             })
     }
 }
@@ -435,7 +449,7 @@ impl RecvBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quic::{bind_udp, PortSharing};
+    use crate::udp::{bind_udp, PortSharing};
 
     /// A socket on loopback whose first write readiness tokio has seen
     /// (until then it reports every send as blocked).
@@ -460,7 +474,7 @@ mod tests {
                 received.extend(
                     received_batch
                         .datagrams()
-                        .map(|(from, d)| (from, d.to_vec())),
+                        .map(|d| (d.remote, d.data.to_vec())),
                 );
             }
         }
@@ -480,7 +494,7 @@ mod tests {
             bytes
         };
         for i in 0..count {
-            assert!(sender.send(&datagram(i), to));
+            assert!(sender.send_to(&datagram(i), to));
         }
         // Full batches left as they filled; the rest waits for the flush.
         assert_eq!(sender.queue.len(), 5);
@@ -607,18 +621,21 @@ mod tests {
         let socket = bind_udp(addr, 1 << 20, PortSharing::Exclusive).unwrap();
         let mut sender = DatagramSocket::new(socket).unwrap();
         for i in 0..SEND_BATCH - 1 {
-            assert!(sender.send(&[i as u8; 10], to), "queued, not yet sent");
+            assert!(sender.send_to(&[i as u8; 10], to), "queued, not yet sent");
         }
         // The batch is full: its send finds the socket blocked.
-        assert!(!sender.send(&[SEND_BATCH as u8 - 1; 10], to));
-        assert!(!sender.send(&[SEND_BATCH as u8; 10], to), "still blocked");
+        assert!(!sender.send_to(&[SEND_BATCH as u8 - 1; 10], to));
+        assert!(
+            !sender.send_to(&[SEND_BATCH as u8; 10], to),
+            "still blocked"
+        );
         assert!(sender.has_pending());
         assert!(!sender.flush());
 
         sender.writable().await.unwrap();
         assert!(sender.flush());
         assert!(!sender.has_pending());
-        assert!(sender.send(&[0xff; 10], to), "unblocked");
+        assert!(sender.send_to(&[0xff; 10], to), "unblocked");
         let received = receive(&receiver, SEND_BATCH + 1).await;
         for (i, (_, datagram)) in received.iter().enumerate() {
             assert_eq!(*datagram, vec![i as u8; 10], "datagram {i} in order");
@@ -632,9 +649,9 @@ mod tests {
         let to = receiver.local_addr().unwrap();
         // An IPv6 destination from an IPv4 socket: the kernel refuses it.
         let wrong_family: SocketAddr = "[::1]:9".parse().unwrap();
-        sender.send(b"first", to);
-        sender.send(b"refused", wrong_family);
-        sender.send(b"last", to);
+        sender.send_to(b"first", to);
+        sender.send_to(b"refused", wrong_family);
+        sender.send_to(b"last", to);
         assert!(sender.flush());
         let received = receive(&receiver, 2).await;
         let payloads: Vec<&[u8]> = received.iter().map(|(_, d)| d.as_slice()).collect();
@@ -681,7 +698,7 @@ mod tests {
             ..Default::default()
         };
         received_batch.received = 2;
-        let sizes: Vec<usize> = received_batch.datagrams().map(|(_, d)| d.len()).collect();
+        let sizes: Vec<usize> = received_batch.datagrams().map(|d| d.data.len()).collect();
         assert_eq!(sizes, [1200, 1200, 100, 40]);
     }
 }

@@ -1,31 +1,31 @@
-//! [`LeanServerConfig`]: the router's QUIC crypto configuration, whose
-//! sessions are [`LeanSession`]s on a `rustls::quic::ServerConnection`.
+//! [`ServerTls`]: the router's QUIC crypto configuration, whose
+//! sessions are [`TlsSession`]s on a `rustls::quic::ServerConnection`.
 
 use std::sync::Arc;
 
-use quinn::crypto::rustls::QuicServerConfig;
+use quinn_proto::crypto::rustls::QuicServerConfig;
 use quinn_proto::crypto::{self, Keys, UnsupportedVersion};
 use quinn_proto::transport_parameters::TransportParameters;
 use quinn_proto::ConnectionId;
 use rustls::quic::{Connection, ServerConnection, Version};
 
-use super::{encode, rustls_version, LeanSession, Role};
+use super::{encode, rustls_version, Role, TlsSession};
 
 /// Server crypto configuration whose sessions release rustls after the
 /// handshake.
-pub struct LeanServerConfig {
+pub struct ServerTls {
     tls: Arc<rustls::ServerConfig>,
     /// quinn's own configuration, for Initial keys and Retry tags.
     quinn: QuicServerConfig,
 }
 
-impl LeanServerConfig {
+impl ServerTls {
     /// Wraps `tls`, which must offer TLS 1.3, accept no early data and ask
     /// for no client certificates (which this session would not report).
-    pub fn new(tls: Arc<rustls::ServerConfig>) -> Result<LeanServerConfig, rustls::Error> {
+    pub fn new(tls: Arc<rustls::ServerConfig>) -> Result<ServerTls, rustls::Error> {
         if tls.max_early_data_size != 0 {
             return Err(rustls::Error::General(
-                "the lean TLS session offers no 0-RTT: max_early_data_size must be 0".into(),
+                "this TLS session offers no 0-RTT: max_early_data_size must be 0".into(),
             ));
         }
         // Fails now, not on every connection, if rustls cannot run QUIC
@@ -33,7 +33,7 @@ impl LeanServerConfig {
         ServerConnection::new(tls.clone(), Version::V1, Vec::new())?;
         let quinn = QuicServerConfig::try_from(tls.clone())
             .map_err(|e| rustls::Error::General(e.to_string()))?;
-        Ok(LeanServerConfig { tls, quinn })
+        Ok(ServerTls { tls, quinn })
     }
 
     /// A session for a connection quinn-proto accepted in `version`, which
@@ -42,13 +42,13 @@ impl LeanServerConfig {
         self: Arc<Self>,
         version: u32,
         params: &TransportParameters,
-    ) -> LeanSession {
+    ) -> TlsSession {
         // quinn-proto starts a session only for a version `initial_keys`
         // accepted.
         let tls_version = rustls_version(version).expect("a version initial_keys accepted");
         let connection = ServerConnection::new(self.tls.clone(), tls_version, encode(params))
             .expect("a TLS 1.3 configuration, checked in new");
-        LeanSession::start(version, Role::Server(self), Connection::Server(connection))
+        TlsSession::start(version, Role::Server(self), Connection::Server(connection))
     }
 
     /// The Initial keys of a connection whose client chose `dst_cid`.
@@ -58,7 +58,7 @@ impl LeanServerConfig {
     }
 }
 
-impl crypto::ServerConfig for LeanServerConfig {
+impl crypto::ServerConfig for ServerTls {
     fn initial_keys(
         &self,
         version: u32,

@@ -1,0 +1,537 @@
+//! [`Sessions`]: the router's side of its QUIC connections, the
+//! [`Application`] each endpoint driver runs. A connection's [`Session`]
+//! waits for a valid Hello within the auth timeout, then hands its frames to
+//! the user's shard and writes what shards send it.
+//!
+//! - **Reading.** Frames are decoded from the session stream; before the
+//!   Hello only a Hello-sized frame is buffered. Each frame handed to a
+//!   shard takes one of the session's credits ([`Credit`]), which the shard
+//!   gives back once it has answered; a session out of credit is not read
+//!   until credit returns (the driver is woken for it), so QUIC flow control
+//!   pushes back on a client that pipelines faster than it is answered.
+//! - **Writing.** Frames from shards wait in the session's [`Outbox`] for
+//!   room in the stream. An outbox full of frames that may not be dropped
+//!   closes the session as a slow consumer (after writing what the stream
+//!   takes: a full outbox may only mean the shards answered faster than this
+//!   turn wrote).
+//! - **Signals.** A signal goes as a QUIC datagram when it fits and the
+//!   client takes datagrams, else on the stream; a client's signal datagram
+//!   goes to the shard like a frame, or is dropped (and counted) when it is
+//!   malformed or the session has no credit: signals are unreliable.
+//! - **Acknowledgements.** A request's answer carries the QUIC ACK of its
+//!   packet; a packet that gets no answer (a keep-alive, an `Ack`) is
+//!   acknowledged in the same turn.
+//! - **Draining.** Shutdown sends every session a GoAway, then closes what is
+//!   left with GOING_AWAY.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use quinn_proto::{ConnectionError, WriteError};
+use switchboard_core::{placement::shard_of, FrameClass, SessionId, ShardInput};
+use switchboard_proto::close::CloseCode;
+use switchboard_proto::frame::{DecodeError, FrameDecoder, OutFrame, LENGTH_PREFIX_BYTES};
+use switchboard_proto::v1::{client_frame::Body, ClientFrame, Hello};
+use switchboard_quic::{Application, Conn, Connections, Driven, Events, HandleSet, StreamRead};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+
+use super::directory::{DriverCommand, QueuedFrame, SessionRoute};
+use super::handshake::{self, MAX_HELLO_FRAME_BYTES};
+use super::outbox::Outbox;
+use super::shard_task::{Credit, SessionInput};
+use super::ServerContext;
+use crate::metrics;
+
+/// Largest stream read at once.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Where a connection is in its life.
+enum Phase {
+    /// Waiting for a valid Hello until `deadline`, which starts when the
+    /// QUIC handshake completes: a handshake slowed by packet loss does not
+    /// eat into the client's time to authenticate.
+    Hello { deadline: Option<Instant> },
+    /// The session is open.
+    Open {
+        session: SessionId,
+        shard: usize,
+        credit: Credit,
+    },
+    /// Closed (by either side); waiting for quinn-proto to drain it.
+    Closed,
+}
+
+/// One connection's session state.
+pub(crate) struct Session {
+    decoder: FrameDecoder,
+    phase: Phase,
+    /// Frames waiting for room in the stream.
+    outbox: Outbox,
+    /// Why it ended, for the disconnect metric.
+    ending: Option<&'static str>,
+    handshake_done: bool,
+    /// A frame read since the connection was last driven will be answered
+    /// (every request but `Ack`), and the answer will carry the QUIC ACK of
+    /// its packet.
+    reply_due: bool,
+}
+
+impl Session {
+    fn id(&self) -> Option<SessionId> {
+        match self.phase {
+            Phase::Open { session, .. } => Some(session),
+            _ => None,
+        }
+    }
+}
+
+/// The router's sessions on one endpoint; see the module docs.
+pub(crate) struct Sessions {
+    ctx: Arc<ServerContext>,
+    /// This driver's command channel, which the directory hands to shards.
+    commands: mpsc::UnboundedSender<DriverCommand>,
+    /// Notified when a shard gives a session credit back.
+    credit_returned: Arc<Notify>,
+    /// Connections with frames waiting for credit; driven again when a shard
+    /// gives credit back.
+    stalled: HandleSet,
+    draining: watch::Receiver<bool>,
+    /// Requests in flight per session (credits).
+    budget: usize,
+}
+
+impl Sessions {
+    /// The sessions of a driver whose commands come through `commands` and
+    /// who is woken by `credit_returned`.
+    pub(crate) fn new(
+        ctx: Arc<ServerContext>,
+        commands: mpsc::UnboundedSender<DriverCommand>,
+        credit_returned: Arc<Notify>,
+    ) -> Sessions {
+        let budget = (ctx.config.limits.session_queue_frames / 2).max(1);
+        Sessions {
+            draining: ctx.draining.clone(),
+            ctx,
+            commands,
+            credit_returned,
+            stalled: HandleSet::default(),
+            budget,
+        }
+    }
+
+    /// Closes a connection with `code` (once) and ends its session.
+    fn close(&self, conn: &mut Conn<Session>, code: CloseCode, reason: &'static str, now: Instant) {
+        if conn.session.ending.is_none() {
+            conn.session.ending = Some(code.as_str());
+            conn.close(now, code.to_code(), reason);
+        }
+        self.end_session(&mut conn.session);
+    }
+
+    /// Unregisters the session (if it opened) and tells its shard.
+    fn end_session(&self, session: &mut Session) {
+        if let Phase::Open {
+            session: id, shard, ..
+        } = std::mem::replace(&mut session.phase, Phase::Closed)
+        {
+            self.ctx.directory.remove(id);
+            let _ = self.ctx.shards[shard].send(ShardInput::Closed { session: id }.into());
+        }
+        // Messages not yet written stay in the inbox, for the device's next
+        // session; this one will never get them.
+        for _ in 0..session.outbox.clear() {
+            metrics::message_dropped("session_gone");
+        }
+    }
+
+    /// Queues a frame from a shard for the session on `conn`, or sends a
+    /// signal as a datagram when the client takes them.
+    fn on_frame(&mut self, conn: &mut Conn<Session>, queued: QueuedFrame, now: Instant) {
+        let limit = self.ctx.config.limits.session_queue_frames;
+        let is_message = matches!(queued.class, FrameClass::Message { .. });
+        if let FrameClass::Ephemeral { .. } = queued.class {
+            // The length prefix is dropped, and a newer datagram pushes out
+            // an older one still queued.
+            let fits = conn
+                .quic
+                .datagrams()
+                .max_size()
+                .is_some_and(|max| queued.frame.len() - LENGTH_PREFIX_BYTES <= max);
+            if fits && queued.frame.shared.is_empty() {
+                let datagram = queued.frame.head.slice(LENGTH_PREFIX_BYTES..);
+                if conn.quic.datagrams().send(datagram, true).is_ok() {
+                    metrics::signal_sent("datagram");
+                    return;
+                }
+            }
+            metrics::signal_sent("stream");
+        }
+        if conn.session.outbox.len() >= limit {
+            self.flush(conn, now);
+            if conn.session.id().is_none() {
+                return;
+            }
+        }
+        if conn.session.outbox.push(queued, limit).is_err() {
+            metrics::slow_consumer("queue_full");
+            if is_message {
+                metrics::message_dropped("slow_consumer");
+            }
+            self.close(conn, CloseCode::SlowConsumer, "session queue full", now);
+        }
+    }
+
+    /// Hands the signals in received datagrams to the shard; drops (and
+    /// counts) anything else, and signals that find the session out of
+    /// credit.
+    fn read_datagrams(&self, conn: &mut Conn<Session>) {
+        while let Some(bytes) = conn.quic.datagrams().recv() {
+            let Phase::Open {
+                session,
+                shard,
+                credit,
+            } = &conn.session.phase
+            else {
+                metrics::frame_rejected("datagram_before_hello");
+                continue;
+            };
+            let frame = match handshake::datagram_signal(&bytes) {
+                Ok(frame) => frame,
+                Err(reason) => {
+                    metrics::frame_rejected(reason);
+                    continue;
+                }
+            };
+            let Ok(permit) = credit.permits.clone().try_acquire_owned() else {
+                metrics::frame_rejected("datagram_no_credit");
+                continue;
+            };
+            permit.forget(); // the shard task gives it back
+            let input = SessionInput {
+                input: ShardInput::Frame {
+                    session: *session,
+                    frame,
+                },
+                credit: Some(credit.clone()),
+            };
+            let _ = self.ctx.shards[*shard].send(input);
+        }
+    }
+
+    /// Decodes what is buffered, then reads more, until the stream is empty,
+    /// the session runs out of credit, or the connection closes.
+    fn read(&mut self, conn: &mut Conn<Session>, now: Instant) {
+        while self.process_frames(conn, now) {
+            match conn.read(READ_CHUNK) {
+                StreamRead::Data(bytes) => conn.session.decoder.extend(&bytes),
+                StreamRead::Empty => return,
+                StreamRead::Finished => {
+                    // The client finished its side: a clean goodbye.
+                    conn.session.ending.get_or_insert("peer_closed");
+                    conn.close(now, CloseCode::Normal.to_code(), "");
+                    self.end_session(&mut conn.session);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handles every complete frame in the decoder; false when reading
+    /// must stop (no credit, or the connection was closed).
+    fn process_frames(&mut self, conn: &mut Conn<Session>, now: Instant) -> bool {
+        loop {
+            let session = &mut conn.session;
+            match &session.phase {
+                Phase::Closed => return false,
+                Phase::Hello { .. } => match session.decoder.decode::<ClientFrame>() {
+                    Ok(None) => return true,
+                    Ok(Some(ClientFrame {
+                        body: Some(Body::Hello(hello)),
+                        ..
+                    })) => {
+                        session.reply_due = true;
+                        self.open_session(conn, hello, now);
+                    }
+                    Ok(Some(_)) => {
+                        metrics::frame_rejected("before_hello");
+                        let reason = "the first frame must be Hello";
+                        self.close(conn, CloseCode::ProtocolViolation, reason, now);
+                        return false;
+                    }
+                    Err(error) => {
+                        self.reject(conn, &error, now);
+                        return false;
+                    }
+                },
+                Phase::Open {
+                    session: id,
+                    shard,
+                    credit,
+                } => {
+                    if !session.decoder.has_frame() {
+                        return true;
+                    }
+                    let (id, shard, credit) = (*id, *shard, credit.clone());
+                    let Ok(permit) = credit.permits.clone().try_acquire_owned() else {
+                        // Driven again when a shard gives credit back.
+                        session.reply_due = true;
+                        self.stalled.insert(conn.handle);
+                        return false;
+                    };
+                    match session.decoder.decode::<ClientFrame>() {
+                        Ok(Some(frame)) => {
+                            session.reply_due |= !matches!(frame.body, Some(Body::Ack(_)));
+                            permit.forget(); // the shard task gives it back
+                            let input = SessionInput {
+                                input: ShardInput::Frame { session: id, frame },
+                                credit: Some(credit),
+                            };
+                            let _ = self.ctx.shards[shard].send(input);
+                        }
+                        Ok(None) => return true,
+                        Err(error) => {
+                            self.reject(conn, &error, now);
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn reject(&self, conn: &mut Conn<Session>, error: &DecodeError, now: Instant) {
+        let (code, reason) = handshake::rejection(error);
+        self.close(conn, code, reason, now);
+    }
+
+    fn open_session(&mut self, conn: &mut Conn<Session>, hello: Hello, now: Instant) {
+        let auth = match handshake::authenticate(&self.ctx, hello) {
+            Ok(auth) => auth,
+            Err((code, reason)) => return self.close(conn, code, reason, now),
+        };
+        if *self.draining.borrow() {
+            return self.close(conn, CloseCode::GoingAway, "server shutting down", now);
+        }
+        let session = SessionId(self.ctx.next_session_id());
+        let shard = shard_of(&auth.user, self.ctx.shards.len() as u32).0 as usize;
+        let state = &mut conn.session;
+        state
+            .decoder
+            .set_max_frame_bytes(self.ctx.config.limits.max_frame_bytes);
+        state.outbox.push_first(QueuedFrame {
+            frame: handshake::welcome(&self.ctx, session, &auth.user).into(),
+            class: FrameClass::Reply,
+        });
+        state.phase = Phase::Open {
+            session,
+            shard,
+            credit: Credit {
+                permits: Arc::new(Semaphore::new(self.budget)),
+                wake: self.credit_returned.clone(),
+            },
+        };
+        self.ctx.directory.insert(
+            session,
+            SessionRoute {
+                commands: self.commands.clone(),
+                conn: conn.handle,
+            },
+        );
+        let open = handshake::open_session(session, auth);
+        let _ = self.ctx.shards[shard].send(open.into());
+    }
+
+    /// Writes queued frames until the stream's flow control says stop.
+    fn flush(&self, conn: &mut Conn<Session>, now: Instant) {
+        while let Some(front) = conn.session.outbox.front_mut() {
+            let mut chunks = [front.frame.head.clone(), front.frame.shared.clone()];
+            let written = conn.write(&mut chunks);
+            match written {
+                Ok(written) if written.chunks == chunks.len() => {
+                    let done = conn.session.outbox.pop_front().expect("front exists");
+                    if let FrameClass::Message { accepted_at } = done.class {
+                        metrics::message_delivered(accepted_at.elapsed());
+                    }
+                }
+                Ok(_) => {
+                    // Partly written: keep the rest for when the stream is
+                    // writable again (write_chunks left it in `chunks`).
+                    let [head, shared] = chunks;
+                    let outbox = &mut conn.session.outbox;
+                    outbox.front_mut().expect("front exists").frame = OutFrame { head, shared };
+                    outbox.started_front();
+                    return;
+                }
+                Err(WriteError::Blocked) => return,
+                Err(_) => {
+                    // The client stopped reading our stream: it is leaving.
+                    conn.session.ending.get_or_insert("peer_closed");
+                    return self.close(conn, CloseCode::Normal, "stream stopped", now);
+                }
+            }
+        }
+    }
+
+    /// Shutdown has begun: a GoAway for every open session.
+    fn go_away_all(&self, conns: &mut Connections<Session>) {
+        let go_away = handshake::go_away();
+        let mut touched = Vec::new();
+        for conn in conns.iter_mut() {
+            if matches!(conn.session.phase, Phase::Open { .. }) {
+                // Control frames are never refused (usize::MAX: no limit).
+                let go_away = QueuedFrame {
+                    frame: go_away.clone().into(),
+                    class: FrameClass::Reply,
+                };
+                let _ = conn.session.outbox.push(go_away, usize::MAX);
+                touched.push(conn.handle);
+            }
+        }
+        for handle in touched {
+            conns.touch(handle);
+        }
+    }
+}
+
+impl Application for Sessions {
+    type Session = Session;
+    type Command = DriverCommand;
+
+    fn accept(&mut self, _now: Instant) -> Option<Session> {
+        if *self.draining.borrow() {
+            return None;
+        }
+        Some(Session {
+            decoder: FrameDecoder::new(
+                MAX_HELLO_FRAME_BYTES.min(self.ctx.config.limits.max_frame_bytes),
+            ),
+            phase: Phase::Hello { deadline: None },
+            outbox: Outbox::default(),
+            ending: None,
+            handshake_done: false,
+            reply_due: false,
+        })
+    }
+
+    fn accept_failed(&mut self) {
+        metrics::disconnected("handshake_failed");
+    }
+
+    fn command(&mut self, conns: &mut Connections<Session>, command: DriverCommand, now: Instant) {
+        match command {
+            DriverCommand::Frame {
+                conn,
+                session,
+                queued,
+            } => {
+                let is_message = matches!(queued.class, FrameClass::Message { .. });
+                match conns.get_mut(conn) {
+                    Some(c) if c.session.id() == Some(session) => {
+                        self.on_frame(c, queued, now);
+                        conns.touch(conn);
+                    }
+                    _ if is_message => metrics::message_dropped("session_gone"),
+                    _ => {}
+                }
+            }
+            DriverCommand::Close {
+                conn,
+                session,
+                code,
+                reason,
+            } => {
+                if let Some(c) = conns.get_mut(conn) {
+                    if c.session.id() == Some(session) {
+                        self.close(c, code, reason, now);
+                        conns.touch(conn);
+                    }
+                }
+            }
+            DriverCommand::Drain => self.go_away_all(conns),
+            DriverCommand::CloseAll => {
+                for handle in conns.handles() {
+                    if let Some(conn) = conns.get_mut(handle) {
+                        self.close(conn, CloseCode::GoingAway, "server shutting down", now);
+                        conns.touch(handle);
+                    }
+                }
+            }
+        }
+    }
+
+    fn before_drive(&mut self, conns: &mut Connections<Session>) {
+        for handle in self.stalled.drain() {
+            conns.touch(handle);
+        }
+    }
+
+    fn waits_for_wakeup(&self) -> bool {
+        !self.stalled.is_empty()
+    }
+
+    fn drive(&mut self, conn: &mut Conn<Session>, events: Events, now: Instant) -> Driven {
+        if events.connected {
+            conn.session.handshake_done = true;
+            if let Phase::Hello { deadline } = &mut conn.session.phase {
+                *deadline = Some(now + self.ctx.config.auth.timeout);
+            }
+            metrics::connection_accepted();
+        }
+        if events.datagrams {
+            self.read_datagrams(conn);
+        }
+        if let Some(reason) = events.lost {
+            let session = &mut conn.session;
+            if session.ending.is_none() {
+                session.ending = Some(ending_of(&reason, session.handshake_done));
+            }
+            self.end_session(session);
+        } else {
+            self.read(conn, now);
+            self.flush(conn, now);
+        }
+        // Requests and signals get an answer, which carries the ACK.
+        let answer_due = std::mem::take(&mut conn.session.reply_due) || events.datagrams;
+        Driven {
+            ack_now: !answer_due && matches!(conn.session.phase, Phase::Open { .. }),
+        }
+    }
+
+    fn deadline(&self, conn: &Conn<Session>) -> Option<Instant> {
+        match conn.session.phase {
+            Phase::Hello { deadline } => deadline,
+            _ => None,
+        }
+    }
+
+    fn timeout(&mut self, conn: &mut Conn<Session>, now: Instant) {
+        if let Phase::Hello {
+            deadline: Some(deadline),
+        } = conn.session.phase
+        {
+            if deadline <= now {
+                metrics::auth_failed("timeout");
+                let reason = "no valid Hello within the auth timeout";
+                self.close(conn, CloseCode::AuthTimeout, reason, now);
+            }
+        }
+    }
+
+    fn drained(&mut self, mut conn: Conn<Session>) {
+        self.end_session(&mut conn.session);
+        self.stalled.remove(&conn.handle);
+        metrics::disconnected(conn.session.ending.unwrap_or("peer_closed"));
+    }
+}
+
+/// The disconnect-metric reason for a connection lost without our close.
+fn ending_of(error: &ConnectionError, handshake_done: bool) -> &'static str {
+    match error {
+        _ if !handshake_done => "handshake_failed",
+        ConnectionError::ApplicationClosed(_) | ConnectionError::ConnectionClosed(_) => {
+            "peer_closed"
+        }
+        ConnectionError::TimedOut => "idle_timeout",
+        _ => "transport_error",
+    }
+}
