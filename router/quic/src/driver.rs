@@ -54,7 +54,7 @@ impl<A: Application> Driver<A> {
         commands: mpsc::UnboundedReceiver<A::Command>,
         wakeup: Arc<Notify>,
     ) -> std::io::Result<Driver<A>> {
-        let socket = DatagramSocket::new(socket)?;
+        let socket = DatagramSocket::new(socket, server.is_some())?;
         let config = Arc::new(EndpointConfig::default());
         Ok(Driver {
             endpoint: Endpoint::new(app, config, server, Instant::now()),

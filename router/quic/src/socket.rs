@@ -18,14 +18,23 @@
 //!   full-size packets, then a shorter last one, which this order keeps
 //!   as they were.
 //!
+//! Each datagram carries its ECN mark and, on a socket bound to an
+//! unspecified address (`0.0.0.0`, `[::]`) that accepts connections, the
+//! local address its connection's packets arrive at, so replies leave from
+//! the address the client used. Both travel as control messages, which a
+//! `sendmmsg` call shares between its datagrams: a batch stops where they
+//! change.
+//!
 //! Sends never block the driver: datagrams that find the kernel's send
 //! buffer full stay queued until the socket is writable again, and past
 //! [`MAX_QUEUED_DATAGRAMS`] new ones are dropped, which QUIC recovers from as
 //! from any other loss.
 
 use std::io::{ErrorKind, IoSliceMut};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
+
+use quinn_proto::EcnCodepoint;
 
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -54,6 +63,10 @@ const RECV_SLOT: usize = 64 * 1024;
 pub struct DatagramSocket {
     socket: UdpSocket,
     state: quinn_udp::UdpSocketState,
+    /// Send from the address each connection's packets arrive at: set for a
+    /// server socket bound to an unspecified address, which the kernel
+    /// would otherwise answer from an address of its choosing.
+    keep_source: bool,
     queue: SendQueue,
     /// The last send attempt found the kernel's buffer full; cleared by a
     /// [`flush`](Self::flush) that empties the queue.
@@ -61,15 +74,20 @@ pub struct DatagramSocket {
 }
 
 impl DatagramSocket {
-    /// Wraps a bound socket. quinn-udp also sets the don't-fragment bit
-    /// (`IP_PMTUDISC_PROBE`: nothing is fragmented, and a datagram over the
-    /// interface MTU is refused) and turns on GRO where the kernel has it.
-    pub fn new(socket: std::net::UdpSocket) -> std::io::Result<DatagramSocket> {
+    /// Wraps a bound socket; a `server` socket bound to an unspecified
+    /// address answers from the address each client used. quinn-udp also
+    /// sets the don't-fragment bit (`IP_PMTUDISC_PROBE`: nothing is
+    /// fragmented, and a datagram over the interface MTU is refused), turns
+    /// on GRO where the kernel has it, and asks for each datagram's ECN mark
+    /// and destination address.
+    pub fn new(socket: std::net::UdpSocket, server: bool) -> std::io::Result<DatagramSocket> {
         socket.set_nonblocking(true)?;
         let state = quinn_udp::UdpSocketState::new((&socket).into())?;
+        let keep_source = server && socket.local_addr()?.ip().is_unspecified();
         Ok(DatagramSocket {
             socket: UdpSocket::from_std(socket)?,
             state,
+            keep_source,
             queue: SendQueue::default(),
             blocked: false,
         })
@@ -112,13 +130,13 @@ impl DatagramSocket {
         !self.queue.is_empty()
     }
 
-    /// Queues `datagram` for `destination`, sending the queue once it holds
-    /// a batch. Returns false when the socket is blocked on a full send
+    /// Queues `datagram` for `path`, sending the queue once it holds a
+    /// batch. Returns false when the socket is blocked on a full send
     /// buffer: the caller should stop producing until
     /// [`flush`](Self::flush) empties the queue.
-    pub fn send_to(&mut self, datagram: &[u8], destination: SocketAddr) -> bool {
+    pub fn send_on(&mut self, datagram: &[u8], path: Path) -> bool {
         if self.queue.len() < MAX_QUEUED_DATAGRAMS {
-            self.queue.push(datagram, destination);
+            self.queue.push(datagram, path);
         }
         if !self.blocked && self.queue.len() >= SEND_BATCH {
             self.flush();
@@ -145,6 +163,7 @@ impl DatagramSocket {
                     send_segments(&self.state, &self.socket, front.take(run)).map(|()| run)
                 } else {
                     send_batch(
+                        &self.state,
                         &self.socket,
                         front.take(front.leading_singles(max_segments)),
                     )
@@ -173,68 +192,154 @@ impl DatagramSocket {
 
 impl DatagramSink for DatagramSocket {
     fn send(&mut self, transmit: &quinn_proto::Transmit, contents: &[u8]) -> bool {
-        self.send_to(contents, transmit.destination)
+        let path = Path {
+            destination: transmit.destination,
+            source: transmit.src_ip.filter(|_| self.keep_source),
+            ecn: transmit.ecn.map_or(0, |ecn| ecn as u8),
+        };
+        self.send_on(contents, path)
     }
 }
 
-/// Sends the first datagrams of `batch` (at most [`SEND_BATCH`]) with one
-/// system call; returns how many left. Neither path allocates.
+/// Where a datagram goes and how it leaves: datagrams of one path may leave
+/// in one GSO buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Path {
+    /// The peer.
+    pub destination: SocketAddr,
+    /// The local address to send from; `None` lets the kernel choose.
+    pub source: Option<IpAddr>,
+    /// The ECN codepoint's bits (0: not ECN-capable).
+    pub ecn: u8,
+}
+
+impl Path {
+    /// A path to `destination` with no source address and no ECN mark.
+    pub fn to(destination: SocketAddr) -> Path {
+        Path {
+            destination,
+            source: None,
+            ecn: 0,
+        }
+    }
+
+    /// Whether the destination is IPv4 (or IPv4-mapped): its ECN mark goes
+    /// in `IP_TOS`, else in `IPV6_TCLASS`.
+    fn is_ipv4(&self) -> bool {
+        match self.destination.ip() {
+            IpAddr::V4(_) => true,
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some(),
+        }
+    }
+
+    /// What must be equal for datagrams to share one `sendmmsg` call's
+    /// control messages.
+    fn control(&self) -> (bool, Option<IpAddr>, u8) {
+        (self.is_ipv4(), self.source, self.ecn)
+    }
+}
+
+/// Sends the first datagrams of `batch` (at most [`SEND_BATCH`], all with
+/// the first one's control messages: see [`Batch::leading_singles`]) with
+/// one system call; returns how many left.
 #[cfg(target_os = "linux")]
-fn send_batch(socket: &UdpSocket, batch: Batch<'_>) -> std::io::Result<usize> {
-    use rustix::net::{sendmmsg, sendto, MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
-    if batch.len() == 1 {
-        let (datagram, to) = batch.get(0).expect("one datagram");
-        return sendto(socket, datagram, SendFlags::empty(), &to)
-            .map(|_| 1)
-            .map_err(Into::into);
-    }
+fn send_batch(
+    _state: &quinn_udp::UdpSocketState,
+    socket: &UdpSocket,
+    batch: Batch<'_>,
+) -> std::io::Result<usize> {
+    use nix::libc;
+    use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
+    use std::os::fd::AsRawFd;
+
     let count = batch.len().min(SEND_BATCH);
-    let unused = SocketAddr::from(([0, 0, 0, 0], 0));
-    let addresses: [SocketAddrAny; SEND_BATCH] =
-        std::array::from_fn(|i| batch.get(i).map_or(unused, |(_, to)| to).into());
-    let payloads: [[std::io::IoSlice<'_>; 1]; SEND_BATCH] =
-        std::array::from_fn(|i| [std::io::IoSlice::new(batch.get(i).map_or(&[], |(d, _)| d))]);
-    let mut no_control: [SendAncillaryBuffer<'_, '_, '_>; SEND_BATCH] =
-        std::array::from_fn(|_| SendAncillaryBuffer::default());
-    let mut controls = no_control.iter_mut();
-    let mut headers: [MMsgHdr<'_>; SEND_BATCH] = std::array::from_fn(|i| {
-        let control = controls.next().expect("one control per header");
-        MMsgHdr::new_with_addr(&addresses[i], &payloads[i], control)
-    });
-    Ok(sendmmsg(socket, &mut headers[..count], SendFlags::empty())?)
+    let (_, path) = batch.get(0).expect("a batch is not empty");
+    let tos = path.ecn;
+    let tclass = i32::from(path.ecn);
+    let pktinfo = match path.source {
+        Some(IpAddr::V4(v4)) => Some(Ok(libc::in_pktinfo {
+            ipi_ifindex: 0,
+            ipi_spec_dst: libc::in_addr {
+                s_addr: u32::from_ne_bytes(v4.octets()),
+            },
+            ipi_addr: libc::in_addr { s_addr: 0 },
+        })),
+        Some(IpAddr::V6(v6)) => Some(Err(libc::in6_pktinfo {
+            ipi6_addr: libc::in6_addr {
+                s6_addr: v6.octets(),
+            },
+            ipi6_ifindex: 0,
+        })),
+        None => None,
+    };
+    // As quinn-udp does: the mark is always set (0 clears what a socket
+    // option might have set), in the option of the destination's family.
+    let mut controls = Vec::with_capacity(2);
+    let mut space = 0;
+    if path.is_ipv4() {
+        controls.push(ControlMessage::Ipv4Tos(&tos));
+        space += nix::cmsg_space!(u8).capacity();
+    } else {
+        controls.push(ControlMessage::Ipv6TClass(&tclass));
+        space += nix::cmsg_space!(i32).capacity();
+    }
+    match &pktinfo {
+        Some(Ok(v4)) => {
+            controls.push(ControlMessage::Ipv4PacketInfo(v4));
+            space += nix::cmsg_space!(libc::in_pktinfo).capacity();
+        }
+        Some(Err(v6)) => {
+            controls.push(ControlMessage::Ipv6PacketInfo(v6));
+            space += nix::cmsg_space!(libc::in6_pktinfo).capacity();
+        }
+        None => {}
+    }
+    let addresses: Vec<Option<SockaddrStorage>> = (0..count)
+        .map(|i| batch.get(i).map(|(_, path)| path.destination.into()))
+        .collect();
+    let payloads: Vec<[std::io::IoSlice<'_>; 1]> = (0..count)
+        .map(|i| [std::io::IoSlice::new(batch.get(i).map_or(&[], |(d, _)| d))])
+        .collect();
+    // Each message's control buffer is exactly the messages' size: the
+    // kernel reads the whole buffer as control messages.
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(count, Some(vec![0; space]));
+    let sent = sendmmsg(
+        socket.as_raw_fd(),
+        &mut headers,
+        &payloads,
+        &addresses,
+        &controls,
+        MsgFlags::empty(),
+    )?;
+    Ok(sent.count())
 }
 
-/// Sends `run`, datagrams to one destination of one size (the last may be
+/// Sends `run`, datagrams of one path and one size (the last may be
 /// shorter), as one GSO buffer that the kernel cuts back into datagrams.
 fn send_segments(
     state: &quinn_udp::UdpSocketState,
     socket: &UdpSocket,
     run: Batch<'_>,
 ) -> std::io::Result<()> {
-    let (first, destination) = run.get(0).expect("a run is not empty");
+    let (first, path) = run.get(0).expect("a run is not empty");
     let transmit = quinn_udp::Transmit {
-        destination,
-        ecn: None,
+        destination: path.destination,
+        ecn: quinn_udp::EcnCodepoint::from_bits(path.ecn),
         contents: run.contiguous_bytes(),
         segment_size: Some(first.len()),
-        src_ip: None,
+        src_ip: path.source,
     };
     state.try_send(socket.into(), &transmit)
 }
 
-/// Sends `batch` one datagram per call, where `sendmmsg` is missing.
+/// Sends the first datagram of `batch` alone, where `sendmmsg` is missing.
 #[cfg(not(target_os = "linux"))]
-fn send_batch(socket: &UdpSocket, batch: Batch<'_>) -> std::io::Result<usize> {
-    use rustix::net::{sendto, SendFlags};
-    let mut sent = 0;
-    for (bytes, to) in (0..batch.len().min(SEND_BATCH)).filter_map(|i| batch.get(i)) {
-        match sendto(socket, bytes, SendFlags::empty(), &to) {
-            Ok(_) => sent += 1,
-            Err(error) if sent == 0 => return Err(error.into()),
-            Err(_) => break,
-        }
-    }
-    Ok(sent)
+fn send_batch(
+    state: &quinn_udp::UdpSocketState,
+    socket: &UdpSocket,
+    batch: Batch<'_>,
+) -> std::io::Result<usize> {
+    send_segments(state, socket, batch.take(1)).map(|()| 1)
 }
 
 /// Datagrams waiting to be sent, in order, in one byte buffer.
@@ -243,7 +348,7 @@ struct SendQueue {
     bytes: Vec<u8>,
     /// Each datagram's range in `bytes` and its destination; those before
     /// `head` are sent.
-    datagrams: Vec<(Range<usize>, SocketAddr)>,
+    datagrams: Vec<(Range<usize>, Path)>,
     head: usize,
     /// Whether the unsent datagrams are already grouped for segmentation.
     grouped: bool,
@@ -260,16 +365,16 @@ impl SendQueue {
         self.len() == 0
     }
 
-    fn push(&mut self, datagram: &[u8], destination: SocketAddr) {
+    fn push(&mut self, datagram: &[u8], path: Path) {
         self.grouped = false;
         let start = self.bytes.len();
         self.bytes.extend_from_slice(datagram);
-        self.datagrams.push((start..self.bytes.len(), destination));
+        self.datagrams.push((start..self.bytes.len(), path));
     }
 
-    /// Reorders the unsent datagrams so that those to one destination and of
-    /// one size are adjacent, larger first (each keeps its place among
-    /// equals), and their bytes contiguous: the shape a GSO send takes.
+    /// Reorders the unsent datagrams so that those of one path and of one
+    /// size are adjacent, larger first (each keeps its place among equals),
+    /// and their bytes contiguous: the shape a GSO send takes.
     fn group_for_segmentation(&mut self) {
         if self.len() < 2 || self.grouped {
             return;
@@ -326,7 +431,7 @@ impl SendQueue {
 #[derive(Clone, Copy)]
 struct Batch<'a> {
     bytes: &'a [u8],
-    datagrams: &'a [(Range<usize>, SocketAddr)],
+    datagrams: &'a [(Range<usize>, Path)],
 }
 
 impl<'a> Batch<'a> {
@@ -351,17 +456,17 @@ impl<'a> Batch<'a> {
     }
 
     /// How many datagrams from the first one can leave as one GSO buffer:
-    /// to the same destination, of the same size but for a shorter last
-    /// one, at most `max_segments` and [`MAX_GSO_BYTES`] in all.
+    /// of the same path, of the same size but for a shorter last one, at
+    /// most `max_segments` and [`MAX_GSO_BYTES`] in all.
     fn leading_run(&self, max_segments: usize) -> usize {
-        let Some(((first, to), rest)) = self.datagrams.split_first() else {
+        let Some(((first, first_path), rest)) = self.datagrams.split_first() else {
             return 0;
         };
         let size = first.len();
         let mut run = 1;
-        for (range, destination) in rest {
+        for (range, path) in rest {
             if run == max_segments
-                || destination != to
+                || path != first_path
                 || range.len() > size
                 || (run + 1) * size > MAX_GSO_BYTES
             {
@@ -376,12 +481,19 @@ impl<'a> Batch<'a> {
     }
 
     /// How many datagrams, from the first (which starts no run, see
-    /// [`leading_run`](Self::leading_run)) up to the next that does, at
-    /// most [`SEND_BATCH`]: those leave together in one `sendmmsg`.
+    /// [`leading_run`](Self::leading_run)) up to the next that does or
+    /// needs other control messages, at most [`SEND_BATCH`]: those leave
+    /// together in one `sendmmsg`.
     fn leading_singles(&self, max_segments: usize) -> usize {
         let limit = self.len().min(SEND_BATCH);
+        let Some((_, first)) = self.datagrams.first() else {
+            return 0;
+        };
         (1..limit)
-            .find(|&i| self.skip(i).leading_run(max_segments) > 1)
+            .find(|&i| {
+                self.datagrams[i].1.control() != first.control()
+                    || self.skip(i).leading_run(max_segments) > 1
+            })
             .unwrap_or(limit)
     }
 
@@ -397,10 +509,10 @@ impl<'a> Batch<'a> {
         }
     }
 
-    /// The `i`th datagram and its destination.
-    fn get(&self, i: usize) -> Option<(&'a [u8], SocketAddr)> {
-        let (range, to) = self.datagrams.get(i)?;
-        Some((&self.bytes[range.clone()], *to))
+    /// The `i`th datagram and its path.
+    fn get(&self, i: usize) -> Option<(&'a [u8], Path)> {
+        let (range, path) = self.datagrams.get(i)?;
+        Some((&self.bytes[range.clone()], *path))
     }
 }
 
@@ -438,8 +550,8 @@ impl RecvBatch {
                     .chunks(stride.max(1))
                     .map(move |data| Received {
                         remote: meta.addr,
-                        local_ip: None,
-                        ecn: None,
+                        local_ip: meta.dst_ip,
+                        ecn: meta.ecn.and_then(|ecn| EcnCodepoint::from_bits(ecn as u8)),
                         data,
                     })
             })
@@ -454,16 +566,23 @@ mod tests {
     /// A socket on loopback whose first write readiness tokio has seen
     /// (until then it reports every send as blocked).
     async fn loopback_socket() -> DatagramSocket {
-        let addr = "127.0.0.1:0".parse().unwrap();
-        let socket = bind_udp(addr, 1 << 20, PortSharing::Exclusive).unwrap();
-        let socket = DatagramSocket::new(socket).unwrap();
+        socket_on("127.0.0.1:0", false).await
+    }
+
+    /// A socket bound to `addr`, writable.
+    async fn socket_on(addr: &str, server: bool) -> DatagramSocket {
+        let socket = bind_udp(addr.parse().unwrap(), 1 << 20, PortSharing::Exclusive).unwrap();
+        let socket = DatagramSocket::new(socket, server).unwrap();
         let writable = tokio::time::timeout(std::time::Duration::from_secs(10), socket.writable());
         writable.await.expect("writable in time").unwrap();
         socket
     }
 
-    /// Receives until `expected` datagrams arrived or a second passed.
-    async fn receive(socket: &DatagramSocket, expected: usize) -> Vec<(SocketAddr, Vec<u8>)> {
+    /// A datagram as received: sender, local address, ECN mark, bytes.
+    type Arrival = (SocketAddr, Option<IpAddr>, Option<EcnCodepoint>, Vec<u8>);
+
+    /// Receives until `expected` datagrams arrived, with what came with them.
+    async fn receive_full(socket: &DatagramSocket, expected: usize) -> Vec<Arrival> {
         let mut received_batch = RecvBatch::default();
         let mut received = Vec::new();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -474,11 +593,85 @@ mod tests {
                 received.extend(
                     received_batch
                         .datagrams()
-                        .map(|d| (d.remote, d.data.to_vec())),
+                        .map(|d| (d.remote, d.local_ip, d.ecn, d.data.to_vec())),
                 );
             }
         }
         received
+    }
+
+    /// Receives until `expected` datagrams arrived or a second passed.
+    async fn receive(socket: &DatagramSocket, expected: usize) -> Vec<(SocketAddr, Vec<u8>)> {
+        let received = receive_full(socket, expected).await;
+        received
+            .into_iter()
+            .map(|(from, _, _, d)| (from, d))
+            .collect()
+    }
+
+    fn transmit(
+        to: SocketAddr,
+        src_ip: Option<IpAddr>,
+        ecn: Option<EcnCodepoint>,
+    ) -> quinn_proto::Transmit {
+        quinn_proto::Transmit {
+            destination: to,
+            ecn,
+            size: 0,
+            segment_size: None,
+            src_ip,
+        }
+    }
+
+    #[tokio::test]
+    async fn datagrams_keep_their_ecn_mark_alone_in_a_batch_and_in_a_gso_run() {
+        let mut sender = loopback_socket().await;
+        let receiver = loopback_socket().await;
+        let other = loopback_socket().await;
+        let to = receiver.local_addr().unwrap();
+        let ect0 = Some(EcnCodepoint::Ect0);
+        // Lone datagrams to two destinations (one sendmmsg), a run of three
+        // of one size (one GSO buffer), and one unmarked.
+        assert!(sender.send(&transmit(to, None, ect0), &[1; 40]));
+        assert!(sender.send(&transmit(other.local_addr().unwrap(), None, ect0), &[2; 40]));
+        for _ in 0..3 {
+            assert!(sender.send(&transmit(to, None, ect0), &[3; 100]));
+        }
+        assert!(sender.send(&transmit(to, None, None), &[4; 70]));
+        assert!(sender.flush());
+        let mut arrived = receive_full(&receiver, 5).await;
+        arrived.extend(receive_full(&other, 1).await);
+        let marks: Vec<(u8, Option<EcnCodepoint>)> =
+            arrived.iter().map(|(_, _, ecn, d)| (d[0], *ecn)).collect();
+        for (tag, ecn) in marks {
+            let expected = if tag == 4 { None } else { ect0 };
+            assert_eq!(ecn, expected, "datagram {tag}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_on_an_unspecified_address_answers_from_the_address_used() {
+        let mut server = socket_on("0.0.0.0:0", true).await;
+        let port = server.local_addr().unwrap().port();
+        let mut client = loopback_socket().await;
+        for local in ["127.0.0.1", "127.0.0.2"] {
+            let used: SocketAddr = format!("{local}:{port}").parse().unwrap();
+            assert!(client.send_on(b"hello", Path::to(used)));
+            assert!(client.flush());
+            let arrived = receive_full(&server, 1).await;
+            let (from, local_ip, _, _) = arrived[0].clone();
+            assert_eq!(local_ip, Some(used.ip()), "the server sees where it came");
+            // A lone answer and a GSO run, as quinn-proto's transmits ask.
+            assert!(server.send(&transmit(from, local_ip, None), b"lone"));
+            assert!(server.flush());
+            for _ in 0..2 {
+                assert!(server.send(&transmit(from, local_ip, None), b"run!"));
+            }
+            assert!(server.flush());
+            for (source, _, _, _) in receive_full(&client, 3).await {
+                assert_eq!(source, used, "answered from {local}");
+            }
+        }
     }
 
     #[tokio::test]
@@ -494,7 +687,7 @@ mod tests {
             bytes
         };
         for i in 0..count {
-            assert!(sender.send_to(&datagram(i), to));
+            assert!(sender.send_on(&datagram(i), Path::to(to)));
         }
         // Full batches left as they filled; the rest waits for the flush.
         assert_eq!(sender.queue.len(), 5);
@@ -532,7 +725,7 @@ mod tests {
             (b, 10, 7),
         ];
         for (to, size, tag) in sent {
-            queue.push(&vec![tag; size], to);
+            queue.push(&vec![tag; size], Path::to(to));
         }
         queue.group_for_segmentation();
         let mut runs = Vec::new();
@@ -553,11 +746,17 @@ mod tests {
         }
         // To `a`: three of 50 bytes then the shorter one in one run; to
         // `b`: two of 50 and the shorter one. Equal ones keep their order.
-        assert_eq!(runs, [(a, 50, vec![2, 5, 6, 3]), (b, 50, vec![1, 4, 7])]);
+        assert_eq!(
+            runs,
+            [
+                (Path::to(a), 50, vec![2, 5, 6, 3]),
+                (Path::to(b), 50, vec![1, 4, 7])
+            ]
+        );
 
         // A run ends at `max_segments`.
         for i in 0..5 {
-            queue.push(&[i; 8], a);
+            queue.push(&[i; 8], Path::to(a));
         }
         queue.group_for_segmentation();
         assert_eq!(queue.front().leading_run(3), 3);
@@ -567,12 +766,12 @@ mod tests {
 
         // Lone datagrams go together up to the next run.
         let c: SocketAddr = "127.0.0.1:3".parse().unwrap();
-        queue.push(&[1; 40], a);
-        queue.push(&[2; 50], a);
-        queue.push(&[3; 70], b);
-        queue.push(&[4; 60], c);
-        queue.push(&[5; 8], c);
-        queue.push(&[6; 8], c);
+        queue.push(&[1; 40], Path::to(a));
+        queue.push(&[2; 50], Path::to(a));
+        queue.push(&[3; 70], Path::to(b));
+        queue.push(&[4; 60], Path::to(c));
+        queue.push(&[5; 8], Path::to(c));
+        queue.push(&[6; 8], Path::to(c));
         queue.group_for_segmentation();
         assert_eq!(
             queue.front().leading_run(64),
@@ -593,8 +792,8 @@ mod tests {
             "60 bytes, then a shorter last one"
         );
         queue.consume(2);
-        queue.push(&[7; 30], a);
-        queue.push(&[8; 20], b);
+        queue.push(&[7; 30], Path::to(a));
+        queue.push(&[8; 20], Path::to(b));
         queue.group_for_segmentation();
         assert_eq!(
             queue.front().leading_singles(64),
@@ -605,7 +804,7 @@ mod tests {
 
         // A run stops short of what one UDP datagram can carry.
         for i in 0..60 {
-            queue.push(&[i; 1200], a);
+            queue.push(&[i; 1200], Path::to(a));
         }
         assert_eq!(queue.front().leading_run(64), MAX_GSO_BYTES / 1200);
     }
@@ -619,14 +818,17 @@ mod tests {
         let to = receiver.local_addr().unwrap();
         let addr = "127.0.0.1:0".parse().unwrap();
         let socket = bind_udp(addr, 1 << 20, PortSharing::Exclusive).unwrap();
-        let mut sender = DatagramSocket::new(socket).unwrap();
+        let mut sender = DatagramSocket::new(socket, false).unwrap();
         for i in 0..SEND_BATCH - 1 {
-            assert!(sender.send_to(&[i as u8; 10], to), "queued, not yet sent");
+            assert!(
+                sender.send_on(&[i as u8; 10], Path::to(to)),
+                "queued, not yet sent"
+            );
         }
         // The batch is full: its send finds the socket blocked.
-        assert!(!sender.send_to(&[SEND_BATCH as u8 - 1; 10], to));
+        assert!(!sender.send_on(&[SEND_BATCH as u8 - 1; 10], Path::to(to)));
         assert!(
-            !sender.send_to(&[SEND_BATCH as u8; 10], to),
+            !sender.send_on(&[SEND_BATCH as u8; 10], Path::to(to)),
             "still blocked"
         );
         assert!(sender.has_pending());
@@ -635,7 +837,7 @@ mod tests {
         sender.writable().await.unwrap();
         assert!(sender.flush());
         assert!(!sender.has_pending());
-        assert!(sender.send_to(&[0xff; 10], to), "unblocked");
+        assert!(sender.send_on(&[0xff; 10], Path::to(to)), "unblocked");
         let received = receive(&receiver, SEND_BATCH + 1).await;
         for (i, (_, datagram)) in received.iter().enumerate() {
             assert_eq!(*datagram, vec![i as u8; 10], "datagram {i} in order");
@@ -649,9 +851,9 @@ mod tests {
         let to = receiver.local_addr().unwrap();
         // An IPv6 destination from an IPv4 socket: the kernel refuses it.
         let wrong_family: SocketAddr = "[::1]:9".parse().unwrap();
-        sender.send_to(b"first", to);
-        sender.send_to(b"refused", wrong_family);
-        sender.send_to(b"last", to);
+        sender.send_on(b"first", Path::to(to));
+        sender.send_on(b"refused", Path::to(wrong_family));
+        sender.send_on(b"last", Path::to(to));
         assert!(sender.flush());
         let received = receive(&receiver, 2).await;
         let payloads: Vec<&[u8]> = received.iter().map(|(_, d)| d.as_slice()).collect();
@@ -663,7 +865,7 @@ mod tests {
         let mut queue = SendQueue::default();
         let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
         for i in 0..SEND_BATCH + 3 {
-            queue.push(&[i as u8; 3], to);
+            queue.push(&[i as u8; 3], Path::to(to));
         }
         queue.consume(SEND_BATCH + 1);
         assert_eq!(queue.len(), 2);

@@ -65,3 +65,16 @@ async fn normal_close_by_the_client_is_seen_as_a_goodbye() {
     let offline = switchboard_tests::next_presence(&mut carol_events, "alice").await;
     assert_eq!(offline.status, switchboard_client::Status::Offline as i32);
 }
+
+#[tokio::test]
+async fn a_server_on_every_address_answers_from_the_one_each_client_used() {
+    let server = TestServer::start_with(|c| c.listen = "0.0.0.0:0".parse().unwrap()).await;
+    // Two addresses of one host: a reply from the wrong one would be
+    // dropped by the client as coming from an unknown peer.
+    for (device, ip) in [("first", [127, 0, 0, 1]), ("second", [127, 0, 0, 2])] {
+        let mut options = server.options("alice", device);
+        options.server = std::net::SocketAddr::from((ip, server.addr.port()));
+        let (client, _events, _) = server.connect_with(options).await;
+        client.ping().await.expect("the session works");
+    }
+}
