@@ -66,6 +66,15 @@ const MAX_ACK_DELAY: Duration = Duration::from_millis(25);
 /// [`MAX_ACK_DELAY`]; only when that is the connection's next deadline is it
 /// fired early, so no other timer (a loss-detection deadline above all,
 /// which fired early would declare packets lost that are not) ever is.
+///
+/// This hands quinn-proto a time ahead of its clock, and the driver then
+/// transmits at the real, earlier time. It relies on what quinn-proto
+/// 0.11.19 (pinned in the workspace) does then: it fires only the ACK
+/// timer, arms nothing from that time, and sends the ACK with its true
+/// delay. The tests below fail if a release changes any of it. No public
+/// mechanism does the same: the ACK-frequency extension lets the peer ask
+/// for immediate ACKs of every packet, where the router wants them only for
+/// the packets no answer will carry.
 pub fn ack_now(quic: &mut Connection, received_at: Instant) -> bool {
     let ack_timer = received_at + MAX_ACK_DELAY;
     if quic.poll_timeout() != Some(ack_timer) {
@@ -305,5 +314,37 @@ mod tests {
         let other = now - Duration::from_millis(3);
         assert!(!ack_now(pair.server(), other));
         assert!(drain_transmits(pair.server(), now).is_empty());
+    }
+
+    /// What `ack_now` relies on beyond the timer's exact deadline: firing
+    /// the delayed-ACK timer with a time ahead of the connection's clock,
+    /// then sending at the real time, sends the ACK and moves no other
+    /// deadline. Compared with a twin connection whose timer fires on its
+    /// own: if a quinn-proto release arms timers from the time handed to
+    /// `handle_timeout`, the two part ways here.
+    #[test]
+    fn an_early_ack_leaves_every_other_deadline_where_real_time_put_it() {
+        let mut early = Pair::connected();
+        let mut late = Pair::connected();
+        early.advance(Duration::from_millis(100));
+        late.advance(Duration::from_millis(100));
+
+        early.keep_alive_reaches_server();
+        let now = early.now;
+        assert!(ack_now(early.server(), now));
+        assert_eq!(drain_transmits(early.server(), now).len(), 1, "the ACK");
+        let early_next = early.server().poll_timeout().unwrap() - now;
+
+        late.keep_alive_reaches_server();
+        let fired = late.now + MAX_ACK_DELAY;
+        late.server().handle_timeout(fired);
+        assert_eq!(drain_transmits(late.server(), fired).len(), 1, "the ACK");
+        let late_next = late.server().poll_timeout().unwrap() - late.now;
+
+        assert_eq!(early_next, late_next);
+        assert!(
+            early_next > MAX_ACK_DELAY,
+            "the next deadline is not the ACK's"
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use quinn_proto::{
     ClientConfig, Connection, ConnectionHandle, DatagramEvent, Dir, EndpointConfig, Event,
-    StreamId, Transmit,
+    StreamId, Transmit, TransportConfig,
 };
 
 use crate::connection::{exchange_endpoint_events, DatagramSink};
@@ -103,6 +103,9 @@ pub struct Client {
     pub stream_finished: bool,
     /// Why the connection ended, once it did.
     pub lost: Option<quinn_proto::ConnectionError>,
+    /// Whether the client reads its session stream (on by default): a
+    /// client that stops reading lets the server's writes pile up.
+    pub reads_stream: bool,
 }
 
 impl Client {
@@ -128,6 +131,7 @@ impl Client {
             datagrams: Vec::new(),
             stream_finished: false,
             lost: None,
+            reads_stream: true,
         }
     }
 
@@ -138,40 +142,55 @@ impl Client {
         ClientConfig::new(Arc::new(crypto))
     }
 
+    /// A client configuration from `tls` with `transport` settings.
+    pub fn config_with(tls: rustls::ClientConfig, transport: TransportConfig) -> ClientConfig {
+        let mut config = Client::config(tls);
+        config.transport_config(Arc::new(transport));
+        config
+    }
+
     /// Moves packets both ways until neither side sends anything more now:
     /// the server's endpoint is driven as its driver would drive it.
     pub fn exchange<A: Application>(&mut self, server: &mut Endpoint<A>) {
         for _ in 0..1000 {
-            let mut to_server = Vec::new();
-            loop {
-                let mut buf = Vec::new();
-                match self.quic.poll_transmit(self.now, 1, &mut buf) {
-                    Some(transmit) => to_server.push(buf[..transmit.size].to_vec()),
-                    None => break,
-                }
-            }
-            let mut out = Outbox::default();
-            for datagram in &to_server {
-                let received = Received {
-                    remote: self.addr,
-                    local_ip: None,
-                    ecn: None,
-                    data: datagram,
-                };
-                server.handle_datagram(self.now, received, &mut out);
-            }
-            server.drive(self.now, &mut out);
-            server.end_turn();
-            let to_client = out.datagrams.len();
-            for (_, datagram) in out.datagrams {
-                self.receive(&datagram);
-            }
-            self.poll_events();
-            if to_server.is_empty() && to_client == 0 {
+            let (to_server, to_client) = self.step(server);
+            if to_server == 0 && to_client == 0 {
                 return;
             }
         }
         panic!("the client and the server kept sending");
+    }
+
+    /// One driver turn: what the client has to send reaches the server,
+    /// which is driven once, and its answers reach the client. Returns how
+    /// many datagrams went each way.
+    pub fn step<A: Application>(&mut self, server: &mut Endpoint<A>) -> (usize, usize) {
+        let mut to_server = Vec::new();
+        loop {
+            let mut buf = Vec::new();
+            match self.quic.poll_transmit(self.now, 1, &mut buf) {
+                Some(transmit) => to_server.push(buf[..transmit.size].to_vec()),
+                None => break,
+            }
+        }
+        let mut out = Outbox::default();
+        for datagram in &to_server {
+            let received = Received {
+                remote: self.addr,
+                local_ip: None,
+                ecn: None,
+                data: datagram,
+            };
+            server.handle_datagram(self.now, received, &mut out);
+        }
+        server.drive(self.now, &mut out);
+        server.end_turn();
+        let to_client = out.datagrams.len();
+        for (_, datagram) in out.datagrams {
+            self.receive(&datagram);
+        }
+        self.poll_events();
+        (to_server.len(), to_client)
     }
 
     /// Moves the clock by `by` and fires whatever came due on both sides,
@@ -260,7 +279,9 @@ impl Client {
         while let Some(datagram) = self.quic.datagrams().recv() {
             self.datagrams.push(datagram);
         }
-        let Some(id) = self.stream else { return };
+        let Some(id) = self.stream.filter(|_| self.reads_stream) else {
+            return;
+        };
         let mut stream = self.quic.recv_stream(id);
         let Ok(mut chunks) = stream.read(true) else {
             return;

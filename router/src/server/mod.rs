@@ -83,6 +83,23 @@ pub(crate) struct ServerContext {
 }
 
 impl ServerContext {
+    pub(crate) fn new(
+        config: Config,
+        verifier: TokenVerifier,
+        shards: Arc<[ShardHandle]>,
+        directory: Arc<SessionDirectory>,
+        draining: watch::Receiver<bool>,
+    ) -> ServerContext {
+        ServerContext {
+            config,
+            verifier,
+            shards,
+            directory,
+            draining,
+            next_session: AtomicU64::new(0),
+        }
+    }
+
     pub(crate) fn next_session_id(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -129,15 +146,7 @@ impl Server {
         let (api_token, api_token_source) = crate::dev::api_token(&config)?;
         let verifier = TokenVerifier::new(&secret, config.auth.leeway);
 
-        let mut server_config =
-            quinn_proto::ServerConfig::with_crypto(crate::tls::server_crypto(certified)?);
-        let mut transport = session_transport(config.limits.max_frame_bytes);
-        transport.max_idle_timeout(Some(
-            (config.heartbeat_interval * 3)
-                .try_into()
-                .map_err(|_| ServerError::Config("heartbeat_interval is too long".into()))?,
-        ));
-        server_config.transport_config(Arc::new(transport));
+        let server_config = quic_server_config(&config, crate::tls::server_crypto(certified)?)?;
         let sockets = bind_sockets(&config)?;
         let local_addr = sockets[0]
             .local_addr()
@@ -188,14 +197,13 @@ impl Server {
             ));
         }
         let (draining_tx, draining_rx) = watch::channel(false);
-        let ctx = Arc::new(ServerContext {
+        let ctx = Arc::new(ServerContext::new(
             config,
             verifier,
             shards,
             directory,
-            draining: draining_rx,
-            next_session: AtomicU64::new(0),
-        });
+            draining_rx,
+        ));
         let server_config = Arc::new(server_config);
         let drivers = sockets
             .into_iter()
@@ -324,6 +332,23 @@ async fn run_drivers(
     // Give the close frames time to leave.
     tokio::time::sleep(timeout.mul_f64(0.2).max(Duration::from_millis(100))).await;
     tasks.abort_all();
+}
+
+/// The QUIC server configuration: `crypto`, and transport settings for one
+/// session stream whose idle timeout is three heartbeat intervals.
+fn quic_server_config(
+    config: &Config,
+    crypto: Arc<switchboard_quic::tls::ServerTls>,
+) -> Result<quinn_proto::ServerConfig, ServerError> {
+    let mut server_config = quinn_proto::ServerConfig::with_crypto(crypto);
+    let mut transport = session_transport(config.limits.max_frame_bytes);
+    transport.max_idle_timeout(Some(
+        (config.heartbeat_interval * 3)
+            .try_into()
+            .map_err(|_| ServerError::Config("heartbeat_interval is too long".into()))?,
+    ));
+    server_config.transport_config(Arc::new(transport));
+    Ok(server_config)
 }
 
 /// Binds `config.endpoint_count()` UDP sockets on `config.listen`, sharing

@@ -46,7 +46,7 @@ pub(crate) struct Credit {
 }
 
 impl Credit {
-    fn give_back(&self) {
+    pub(crate) fn give_back(&self) {
         self.permits.add_permits(1);
         self.wake.notify_one();
     }

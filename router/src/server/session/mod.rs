@@ -535,3 +535,6 @@ fn ending_of(error: &ConnectionError, handshake_done: bool) -> &'static str {
         _ => "transport_error",
     }
 }
+
+#[cfg(test)]
+mod tests;
