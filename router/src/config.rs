@@ -332,26 +332,17 @@ pub enum ConfigError {
     },
 }
 
-/// Top-level fields, used to pick the `SWITCHBOARD_*` variables that are
-/// configuration (the CLI's `SWITCHBOARD_SERVER`, `SWITCHBOARD_TOKEN`, ...
-/// are not).
-const TOP_LEVEL_FIELDS: &[&str] = &[
-    "listen",
-    "admin_listen",
-    "shards",
-    "endpoints",
-    "worker_threads",
-    "udp_buffer_bytes",
-    "heap_huge_pages",
-    "dev_dir",
-    "tls",
-    "auth",
-    "limits",
-    "presence",
-    "heartbeat_interval",
-    "shutdown_timeout",
-    "log_format",
-];
+/// The top-level fields of [`Config`], read off its serialized form, which
+/// pick the `SWITCHBOARD_*` variables that are configuration (the CLI's
+/// `SWITCHBOARD_SERVER`, `SWITCHBOARD_TOKEN`, ... are not). Derived, not
+/// listed: a section added to `Config` can be set from the environment the
+/// day it is added.
+fn top_level_fields() -> Vec<String> {
+    match figment::value::Value::serialize(Config::default()) {
+        Ok(figment::value::Value::Dict(_, fields)) => fields.into_keys().collect(),
+        other => unreachable!("Config serializes to a dictionary, not {other:?}"),
+    }
+}
 
 impl Config {
     /// Loads defaults < `file` (if any) < the process environment < `flags`.
@@ -378,13 +369,14 @@ impl Config {
         if let Some(toml) = toml {
             figment = figment.merge(toml);
         }
+        let fields = top_level_fields();
         let env_values = env.iter().filter_map(|(key, value)| {
             let path = key
                 .strip_prefix("SWITCHBOARD_")?
                 .to_ascii_lowercase()
                 .replace("__", ".");
             let top = path.split('.').next().unwrap_or_default();
-            TOP_LEVEL_FIELDS.contains(&top).then_some((path, value))
+            fields.iter().any(|f| f == top).then_some((path, value))
         });
         for (path, value) in env_values {
             let value: figment::value::Value =
@@ -696,6 +688,59 @@ mod tests {
         assert_eq!(config.shards, 5, "env wins over file");
         assert_eq!(config.presence.offline_grace, Duration::from_millis(750));
         assert_eq!(config.limits.max_watched_users, 10);
+    }
+
+    #[test]
+    fn every_top_level_field_can_be_set_from_the_environment() {
+        let fields = top_level_fields();
+        for expected in [
+            "listen",
+            "limits",
+            "delivery",
+            "api",
+            "webhook",
+            "log_format",
+        ] {
+            assert!(
+                fields.iter().any(|f| f == expected),
+                "{expected} in {fields:?}"
+            );
+        }
+        // A value no field accepts: loading fails, naming the field, only if
+        // the variable was read.
+        for field in &fields {
+            let default = figment::value::Value::serialize(Config::default()).unwrap();
+            let path = match default.find_ref(field) {
+                Some(figment::value::Value::Dict(_, inner)) => {
+                    let leaf = inner.keys().next().expect("a section has fields");
+                    format!("{field}__{leaf}")
+                }
+                _ => field.clone(),
+            };
+            let variable = format!("SWITCHBOARD_{}", path.to_ascii_uppercase());
+            let result = Config::load_str(
+                "",
+                &env(&[(&variable, "[[not, a, value]]")]),
+                &FlagOverrides::default(),
+            );
+            assert!(result.is_err(), "{variable} was ignored");
+        }
+    }
+
+    #[test]
+    fn webhook_api_and_delivery_come_from_the_environment() {
+        let env = env(&[
+            ("SWITCHBOARD_WEBHOOK__URL", "http://127.0.0.1:9/hook"),
+            ("SWITCHBOARD_API__TOKEN_FILE", "/etc/switchboard/api-token"),
+            ("SWITCHBOARD_DELIVERY__DELIVERY_WINDOW", "64"),
+        ]);
+        let config = Config::load_str("", &env, &FlagOverrides::default()).unwrap();
+        assert_eq!(config.webhook.url, "http://127.0.0.1:9/hook");
+        assert_eq!(
+            config.api.token_file.as_deref(),
+            Some(Path::new("/etc/switchboard/api-token"))
+        );
+        assert_eq!(config.delivery.delivery_window, 64);
     }
 
     #[test]
