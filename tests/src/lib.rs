@@ -217,13 +217,6 @@ pub async fn next_presence(events: &mut Events, user: &str) -> Presence {
     }
 }
 
-/// Asserts no event arrives within `quiet`.
-pub async fn assert_quiet(events: &mut Events, quiet: Duration) {
-    if let Ok(event) = tokio::time::timeout(quiet, events.next()).await {
-        panic!("expected no event, got {event:?}");
-    }
-}
-
 /// `GET path` on the admin listener; returns the status code and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     http(addr, "GET", path, None, None).await

@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use switchboard_core::{FrameClass, SessionId};
 use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame::OutFrame;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::metrics;
 
@@ -59,6 +59,8 @@ pub(crate) enum DriverCommand {
 pub(crate) struct SessionDirectory {
     /// Keyed by the server's own session numbers: foldhash, not SipHash.
     sessions: DashMap<SessionId, SessionRoute, foldhash::fast::RandomState>,
+    /// Notified when the last session leaves (shutdown waits for it).
+    emptied: Notify,
 }
 
 impl SessionDirectory {
@@ -67,7 +69,24 @@ impl SessionDirectory {
     }
 
     pub(crate) fn remove(&self, session: SessionId) {
-        self.sessions.remove(&session);
+        if self.sessions.remove(&session).is_some() && self.sessions.is_empty() {
+            self.emptied.notify_waiters();
+        }
+    }
+
+    /// Resolves once no session is left.
+    pub(crate) async fn wait_until_empty(&self) {
+        loop {
+            let emptied = self.emptied.notified();
+            tokio::pin!(emptied);
+            // Registered before the check, so a removal between the check
+            // and the wait is not missed.
+            emptied.as_mut().enable();
+            if self.sessions.is_empty() {
+                return;
+            }
+            emptied.await;
+        }
     }
 
     /// Queues a frame for `session`; a message for a session already gone
@@ -103,5 +122,33 @@ impl SessionDirectory {
     /// Number of sessions registered.
     pub(crate) fn len(&self) -> usize {
         self.sessions.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn waiting_for_an_empty_directory_ends_when_the_last_session_leaves() {
+        let directory = std::sync::Arc::new(SessionDirectory::default());
+        directory.wait_until_empty().await;
+        let (commands, _receiver) = mpsc::unbounded_channel();
+        for id in [1, 2] {
+            let route = SessionRoute {
+                commands: commands.clone(),
+                conn: id,
+            };
+            directory.insert(SessionId(id as u64), route);
+        }
+        let waiting = tokio::spawn({
+            let directory = directory.clone();
+            async move { directory.wait_until_empty().await }
+        });
+        directory.remove(SessionId(1));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one session is left");
+        directory.remove(SessionId(2));
+        waiting.await.unwrap();
     }
 }

@@ -322,11 +322,7 @@ async fn run_drivers(
     let timeout = ctx.config.shutdown_timeout;
     let _ = draining.send(true);
     tell_drivers(|| DriverCommand::Drain);
-    let drained = async {
-        while ctx.directory.len() > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
+    let drained = ctx.directory.wait_until_empty();
     let _ = tokio::time::timeout(timeout.mul_f64(0.8), drained).await;
     tell_drivers(|| DriverCommand::CloseAll);
     // Give the close frames time to leave.

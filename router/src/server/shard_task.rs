@@ -1,6 +1,6 @@
-//! The task that owns one [`Shard`]: it loops receive -> handle -> poll ->
-//! dispatch, sleeping until the shard's next deadline, and exports what the
-//! shard counted. It is the only owner of the shard's state, so the core
+//! The task that owns one [`Shard`]: it loops receive -> handle -> export
+//! what the shard counted -> dispatch its outputs, sleeping until the
+//! shard's next deadline. It is the only owner of the shard's state, so the core
 //! needs no locks.
 //!
 //! A shard has one inbox, unbounded, from the endpoint drivers, other shards
@@ -116,7 +116,6 @@ pub(crate) async fn run_shard(
             out.dispatch(&mut shard);
             give_back(credit);
         }
-        crate::metrics::shard_stats(&shard.take_stats());
     }
 }
 
@@ -149,7 +148,11 @@ struct Dispatch<'a> {
 }
 
 impl Dispatch<'_> {
+    /// Exports what the shard counted, then sends its outputs on: whoever
+    /// sees an output's effect (a client, an API caller) finds the metrics
+    /// of the input that caused it already counted.
     fn dispatch(&self, shard: &mut Shard) {
+        crate::metrics::shard_stats(&shard.take_stats());
         let Dispatch {
             shards,
             directory,

@@ -101,25 +101,15 @@ async fn invalid_device_id_is_a_protocol_violation() {
 #[tokio::test]
 async fn second_hello_is_a_protocol_violation() {
     let server = TestServer::start().await;
-    let (client, _events) = server.connect("alice", "phone").await;
+    let (client, mut events) = server.connect("alice", "phone").await;
     client
         .write_raw(encode(&hello(server.token("alice"), "phone")))
         .await
         .unwrap();
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Some(reason) = client.close_reason() {
-                return reason;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        matches!(closed, ClientError::Closed(ref i) if i.known == Some(CloseCode::ProtocolViolation)),
-        "{closed:?}"
-    );
+    match next_event(&mut events).await {
+        Event::Closed(Some(info)) => assert_eq!(info.known, Some(CloseCode::ProtocolViolation)),
+        other => panic!("expected PROTOCOL_VIOLATION, got {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -62,19 +62,14 @@ async fn chat_smoke(client: ClientKind) {
         (1_600, 1_600, 0)
     );
     // The figures describe the full rate: the ramp's messages were checked
-    // but are not in the latency, and the rate is over the last 3 s.
+    // but are not in the latency, and the rate is theirs over its time
+    // (how long that took is the machine's business, not the test's; the
+    // schedule makes it at least the duration).
     assert_eq!(traffic.latency.samples, 1_200);
     assert_eq!(traffic.ramp_up_s, 2.0);
-    assert!(
-        (2.9..3.5).contains(&traffic.duration_s),
-        "{}",
-        traffic.duration_s
-    );
-    assert!(
-        (340.0..=410.0).contains(&traffic.delivered_rate_per_s),
-        "{}",
-        traffic.delivered_rate_per_s
-    );
+    assert!(traffic.duration_s >= 2.99, "{}", traffic.duration_s);
+    let counted = traffic.delivered_rate_per_s * traffic.duration_s;
+    assert!((counted - 1_200.0).abs() < 0.5, "{counted}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

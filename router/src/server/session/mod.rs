@@ -67,7 +67,7 @@ pub(crate) struct Session {
     phase: Phase,
     /// Frames waiting for room in the stream.
     outbox: Outbox,
-    /// Why it ended, for the disconnect metric.
+    /// Why it ended (the disconnect metric's reason), once it did.
     ending: Option<&'static str>,
     handshake_done: bool,
     /// A frame read since the connection was last driven will be answered
@@ -77,6 +77,16 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// Records why the connection ended, the first time it is told: the
+    /// disconnect metric counts it now, not when quinn-proto has drained
+    /// the connection, so it is counted before the peer can see the close.
+    fn ended(&mut self, reason: &'static str) {
+        if self.ending.is_none() {
+            self.ending = Some(reason);
+            metrics::disconnected(reason);
+        }
+    }
+
     fn id(&self) -> Option<SessionId> {
         match self.phase {
             Phase::Open { session, .. } => Some(session),
@@ -122,7 +132,7 @@ impl Sessions {
     /// Closes a connection with `code` (once) and ends its session.
     fn close(&self, conn: &mut Conn<Session>, code: CloseCode, reason: &'static str, now: Instant) {
         if conn.session.ending.is_none() {
-            conn.session.ending = Some(code.as_str());
+            conn.session.ended(code.as_str());
             conn.close(now, code.to_code(), reason);
         }
         self.end_session(&mut conn.session);
@@ -227,7 +237,7 @@ impl Sessions {
                 StreamRead::Empty => return,
                 StreamRead::Finished => {
                     // The client finished its side: a clean goodbye.
-                    conn.session.ending.get_or_insert("peer_closed");
+                    conn.session.ended("peer_closed");
                     conn.close(now, CloseCode::Normal.to_code(), "");
                     self.end_session(&mut conn.session);
                     return;
@@ -365,7 +375,7 @@ impl Sessions {
                 Err(WriteError::Blocked) => return,
                 Err(_) => {
                     // The client stopped reading our stream: it is leaving.
-                    conn.session.ending.get_or_insert("peer_closed");
+                    conn.session.ended("peer_closed");
                     return self.close(conn, CloseCode::Normal, "stream stopped", now);
                 }
             }
@@ -482,9 +492,7 @@ impl Application for Sessions {
         }
         if let Some(reason) = events.lost {
             let session = &mut conn.session;
-            if session.ending.is_none() {
-                session.ending = Some(ending_of(&reason, session.handshake_done));
-            }
+            session.ended(ending_of(&reason, session.handshake_done));
             self.end_session(session);
         } else {
             self.read(conn, now);
@@ -520,7 +528,8 @@ impl Application for Sessions {
     fn drained(&mut self, mut conn: Conn<Session>) {
         self.end_session(&mut conn.session);
         self.stalled.remove(&conn.handle);
-        metrics::disconnected(conn.session.ending.unwrap_or("peer_closed"));
+        // Every end is recorded as it happens; this is for one that was not.
+        conn.session.ended("peer_closed");
     }
 }
 
