@@ -190,6 +190,24 @@ mod tests {
     }
 
     #[test]
+    fn a_hex_secret_file_is_a_key_of_its_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        let hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        std::fs::write(&path, format!("{hex}\n")).unwrap();
+        let key = read_secret_file(&path).unwrap();
+        let verifier = TokenVerifier::new(&key, Duration::from_secs(5));
+        let as_text = mint_token(hex.as_bytes(), "alice", Duration::from_secs(60));
+        assert_eq!(verifier.verify(&as_text).unwrap().as_str(), "alice");
+        let decoded = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect::<Vec<u8>>();
+        let as_bytes = mint_token(&decoded, "alice", Duration::from_secs(60));
+        assert_eq!(verifier.verify(&as_bytes), Err(AuthError::BadSignature));
+    }
+
+    #[test]
     fn audience_claim_is_ignored() {
         #[derive(Serialize)]
         struct WithAud {

@@ -138,6 +138,7 @@ impl TestServer {
             connection,
             send,
             recv,
+            decoder: switchboard_proto::frame::FrameDecoder::new(1 << 20),
         }
     }
 
@@ -167,12 +168,42 @@ pub struct RawSession {
     pub send: quinn::SendStream,
     /// The session stream's receive half.
     pub recv: quinn::RecvStream,
+    decoder: switchboard_proto::frame::FrameDecoder,
 }
 
 impl RawSession {
     /// Writes raw bytes.
     pub async fn write(&mut self, bytes: &[u8]) {
         self.send.write_all(bytes).await.expect("write");
+    }
+
+    /// Sends a Hello for `device` with `token`.
+    pub async fn hello(&mut self, token: &str, device: &str) {
+        use switchboard_proto::v1::{client_frame::Body, ClientFrame, Hello};
+        let hello = ClientFrame {
+            r#ref: 0,
+            body: Some(Body::Hello(Hello {
+                token: token.into(),
+                device_id: device.into(),
+                ..Hello::default()
+            })),
+        };
+        self.write(&switchboard_proto::frame::encode(&hello)).await;
+    }
+
+    /// The next frame the server sent on the stream.
+    pub async fn read_frame(&mut self) -> switchboard_proto::v1::ServerFrame {
+        loop {
+            if let Some(frame) = self.decoder.decode().expect("a valid frame") {
+                return frame;
+            }
+            let chunk = tokio::time::timeout(WAIT, self.recv.read_chunk(65_536, true))
+                .await
+                .expect("a frame in time")
+                .expect("the stream is open")
+                .expect("the stream did not end");
+            self.decoder.extend(&chunk.bytes);
+        }
     }
 
     /// Waits for the server to close the connection; returns the close code

@@ -3,9 +3,9 @@
 //! the user's inbox ([`Mailbox`]) and idempotency window ([`DedupeWindow`]).
 //!
 //! [`UserRecord::refresh`] recomputes the [`PresenceView`] watchers may see and
-//! gives it a new version (from the shard's version clock) only when that view
-//! changed, so versions only grow and invisible users never leak through a
-//! changed version.
+//! raises its version by one only when that view changed: a user's versions
+//! count its visible changes from 1, and invisible users never leak through
+//! a changed version.
 
 use std::time::Instant;
 
@@ -24,7 +24,8 @@ pub struct PresenceView {
     pub text: String,
     /// Unix ms the user was last online; 0 while shown online or never seen.
     pub last_seen_ms: u64,
-    /// Per-user version of this view; only grows.
+    /// Per-user version of this view: 0 before the first visible change,
+    /// then one more per change.
     pub version: u64,
 }
 
@@ -99,9 +100,9 @@ impl UserRecord {
         self.is_online() && self.chosen != Status::Invisible
     }
 
-    /// Recomputes the view; returns true if it changed, in which case the
-    /// view takes the next version from the shard's `version_clock`.
-    pub(super) fn refresh(&mut self, version_clock: &mut u64) -> bool {
+    /// Recomputes the view; returns true if it changed, in which case its
+    /// version goes up by one (the first visible change makes it 1).
+    pub(super) fn refresh(&mut self) -> bool {
         let (status, text, last_seen_ms) = if self.shown_online() {
             (self.chosen, self.text.clone(), 0)
         } else {
@@ -114,13 +115,15 @@ impl UserRecord {
         view.status = status;
         view.text = text;
         view.last_seen_ms = last_seen_ms;
-        *version_clock += 1;
-        view.version = *version_clock;
+        view.version += 1;
         true
     }
 
     /// True for a record that holds nothing worth keeping: never shown
     /// online, no session, no watcher, an inbox that never held anything.
+    /// Its version is 0, as a new record's is: forgetting it and recreating
+    /// it later never takes a watcher's version backwards. (A record that
+    /// reached version 1 must keep its version for the run.)
     pub(super) fn carries_nothing(&self) -> bool {
         !self.is_online()
             && self.watchers.is_empty()

@@ -165,7 +165,8 @@ async fn oversize_frame_after_hello_and_oversize_hello_are_refused() {
         Event::Closed(Some(info)) => assert_eq!(info.known, Some(CloseCode::FrameTooLarge)),
         other => panic!("expected FRAME_TOO_LARGE, got {other:?}"),
     }
-    // Before authentication the cap is 8 KiB, whatever max_frame_bytes is.
+    // Before authentication the cap is 8 KiB (max_frame_bytes is larger
+    // here; the driver tests cover a smaller one).
     let mut raw = server.raw().await;
     raw.write(&encode(&hello("x".repeat(9_000), "phone"))).await;
     assert_eq!(raw.closed().await.0, Some(CloseCode::FrameTooLarge));

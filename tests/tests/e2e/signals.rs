@@ -61,3 +61,38 @@ async fn typing_falls_back_to_the_stream_without_datagrams() {
     assert_eq!(signal.kind, SignalKind::Typing as i32);
     assert!(!via_datagram, "no datagrams: the stream carries it");
 }
+
+#[tokio::test]
+async fn an_error_for_a_datagram_signal_comes_on_the_stream_with_its_ref() {
+    use switchboard_proto::v1::{client_frame::Body, ClientFrame, ServerFrame, Signal};
+    let server = TestServer::start().await;
+    let mut raw = server.raw().await;
+    raw.hello(&server.token("alice"), "phone").await;
+    // Datagrams count only once the session is open.
+    let welcome = raw.read_frame().await;
+    assert!(matches!(
+        welcome.body,
+        Some(switchboard_proto::v1::server_frame::Body::Welcome(_))
+    ));
+    let signal = ClientFrame {
+        r#ref: 77,
+        body: Some(Body::Signal(Signal {
+            to_user: "bob".into(),
+            kind: 0, // not a kind: refused
+            ..Signal::default()
+        })),
+    };
+    let datagram = prost::Message::encode_to_vec(&signal);
+    raw.connection.send_datagram(datagram.into()).unwrap();
+    loop {
+        let frame: ServerFrame = raw.read_frame().await;
+        if let Some(switchboard_proto::v1::server_frame::Body::Error(error)) = frame.body {
+            assert_eq!(error.r#ref, 77);
+            assert_eq!(
+                error.code,
+                switchboard_client::ErrorCode::InvalidSignal as i32
+            );
+            return;
+        }
+    }
+}

@@ -442,9 +442,6 @@ pub struct Shard {
     next_message_seq: u64,
     /// Source of signal versions (grows per shard, so per session too).
     signal_clock: u64,
-    /// Source of presence versions: one counter per shard, so a user's
-    /// version only grows even if an empty record is forgotten and recreated.
-    version_clock: u64,
 }
 
 impl Shard {
@@ -467,7 +464,6 @@ impl Shard {
             outputs: VecDeque::new(),
             next_message_seq: 0,
             signal_clock: 0,
-            version_clock: 0,
         }
     }
 

@@ -106,6 +106,7 @@ impl Shard {
         if record.carries_nothing() {
             // A user only ever watched, never seen: forget it, so watching
             // random ids cannot grow the table.
+            debug_assert_eq!(record.view.version, 0, "versions restart at 0");
             self.users.remove(user);
         }
     }
@@ -136,7 +137,7 @@ impl Shard {
         let Some(record) = self.users.get_mut(user) else {
             return;
         };
-        if !record.refresh(&mut self.version_clock) || record.watchers.is_empty() {
+        if !record.refresh() || record.watchers.is_empty() {
             return;
         }
         let event = ServerFrame {

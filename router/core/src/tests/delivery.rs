@@ -167,6 +167,36 @@ fn without_a_resume_point_a_known_device_continues_after_its_last_ack() {
 }
 
 #[test]
+fn a_new_device_on_an_emptied_inbox_starts_at_its_end() {
+    let mut c = Cluster::with_limits(1, limits(100, 100));
+    let alice = c.open("alice", "phone");
+    let bob = c.open("bob", "phone");
+    for payload in [b"a", b"b", b"c"] {
+        c.send(alice, 0, "bob", payload);
+    }
+    c.ack(bob, 3);
+    c.got(bob);
+    // Bob's only device acked everything: the inbox holds nothing.
+    let tablet = c.open("bob", "tablet");
+    let opened = Got::Opened {
+        after: 3,
+        last: 3,
+        changed: false,
+    };
+    assert_eq!(c.got(tablet), [opened]);
+    c.ack(tablet, 3);
+    assert_eq!(c.got(tablet), [], "an ack of where it starts is valid");
+
+    let carol = c.open("carol", "phone");
+    let fresh = Got::Opened {
+        after: 0,
+        last: 0,
+        changed: false,
+    };
+    assert_eq!(c.got(carol), [fresh], "an inbox that never held anything");
+}
+
+#[test]
 fn evicted_messages_are_reported_as_a_gap_before_the_rest() {
     let mut c = Cluster::with_limits(2, limits(2, 100));
     let alice = c.open("alice", "phone");

@@ -500,10 +500,45 @@ fn watcher_gets_current_state_then_changes_with_growing_versions() {
         (status_of(&away[0]), away[0].text.as_str()),
         (Status::Away, "lunch")
     );
-    assert!(away[0].version > alice_now.version);
+    assert_eq!(away[0].version, alice_now.version + 1);
 
     c.set_status(alice, Status::Away, "lunch");
     assert!(c.presence(watcher).is_empty(), "no event without a change");
+}
+
+#[test]
+fn each_user_counts_its_own_visible_changes_from_one() {
+    // One shard, so a shard-wide counter would show: carol's connect would
+    // take a version alice's then follows.
+    let mut c = Cluster::new(1);
+    let carol = c.open("carol", "d");
+    let alice = c.open("alice", "phone");
+    c.watch(carol, &["alice", "carol", "ghost"]);
+    let versions: HashMap<String, u64> = c
+        .presence(carol)
+        .into_iter()
+        .map(|p| (p.user_id, p.version))
+        .collect();
+    assert_eq!(versions["alice"], 1, "online is alice's first change");
+    assert_eq!(versions["carol"], 1);
+    assert_eq!(versions["ghost"], 0, "never seen");
+    c.set_status(alice, Status::Away, "");
+    assert_eq!(c.presence(carol).pop().unwrap().version, 2);
+    c.close(alice);
+    c.advance(GRACE);
+    assert_eq!(c.presence(carol).pop().unwrap().version, 3);
+
+    // A user only ever watched is forgotten; seen later, it starts at 1.
+    c.frame(
+        carol,
+        0,
+        Some(Body::Unwatch(Unwatch {
+            users: vec!["ghost".into()],
+        })),
+    );
+    let _ghost = c.open("ghost", "d");
+    c.watch(carol, &["ghost"]);
+    assert_eq!(c.presence(carol).pop().unwrap().version, 1);
 }
 
 #[test]
@@ -531,7 +566,7 @@ fn offline_waits_for_the_grace_period_and_quick_reconnect_does_not_flap() {
     assert_eq!(offline.len(), 1);
     assert_eq!(status_of(&offline[0]), Status::Offline);
     assert_eq!(offline[0].last_seen_ms, closed_at);
-    assert!(offline[0].version > online.version);
+    assert_eq!(offline[0].version, online.version + 1);
 }
 
 #[test]
@@ -563,7 +598,7 @@ fn invisible_users_look_offline_and_back() {
     let _alice = c.open_with("alice", "phone", Some(Status::Busy));
     let back = c.presence(watcher);
     assert_eq!(status_of(&back[0]), Status::Busy);
-    assert!(back[0].version > hidden[0].version);
+    assert_eq!(back[0].version, hidden[0].version + 1);
 }
 
 #[test]
@@ -672,7 +707,7 @@ proptest! {
         let absorb = |c: &mut Cluster, seen: &mut HashMap<String, Presence>| -> Result<(), TestCaseError> {
             for p in c.presence(watcher) {
                 if let Some(old) = seen.get(&p.user_id) {
-                    prop_assert!(p.version > old.version, "version went from {} to {}", old.version, p.version);
+                    prop_assert_eq!(p.version, old.version + 1, "one more per visible change");
                 }
                 seen.insert(p.user_id.clone(), p);
             }
