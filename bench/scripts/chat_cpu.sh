@@ -2,7 +2,7 @@
 # CPU per chat message of the router and of the load generator, and (with
 # PROFILE) how much of one process's time quinn-proto and the kernel's UDP
 # path take. Both run one runtime thread, as switchboard-bench runs them on
-# 2 cores; the router keeps its defaults otherwise (lean shell, huge-page
+# 2 cores; the router keeps its defaults otherwise (huge-page
 # heap). It opens N sessions, ramps chat to R msgs/s over 5 s and measures
 # 10 s at the full rate:
 #

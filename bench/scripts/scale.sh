@@ -9,7 +9,7 @@
 #
 # Environment: CONNECT_RATE (default 3000), MAX_INFLIGHT (handshakes in
 # flight, default 256), HOLD (default 10s), SHARDS (0 = one per core),
-# ROUTER_SHELL (lean or tasks; default lean), IDLE_WINDOW (seconds; when set,
+# BIN (the binaries' directory, default target/release), IDLE_WINDOW (seconds; when set,
 # once the router counts all N sessions the script reads both processes' CPU
 # time from /proc over that many idle seconds; HOLD must outlast it), LOG_DIR
 # (when set, each N's load generator progress, router log and JSON report are
@@ -18,7 +18,7 @@
 # bench/README.md for that command.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-BIN=target/release
+BIN=${BIN:-target/release}
 CONNECT_RATE=${CONNECT_RATE:-3000}
 MAX_INFLIGHT=${MAX_INFLIGHT:-256}
 IDLE_WINDOW=${IDLE_WINDOW:-0}
@@ -27,12 +27,10 @@ QUIET=--quiet
 [ -z "$LOG_DIR" ] || { mkdir -p "$LOG_DIR"; QUIET=; }
 HOLD=${HOLD:-10s}
 SHARDS=${SHARDS:-0}
-ROUTER_SHELL=${ROUTER_SHELL:-lean}
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 source bench/scripts/router.sh
-write_router_config 24433 "shards = $SHARDS
-shell = \"$ROUTER_SHELL\""
+write_router_config 24433 "shards = $SHARDS"
 
 peak_rss() { # pid -> KiB, sampled until the pid is gone or the file says stop
   local pid=$1 out=$2 peak=0 rss

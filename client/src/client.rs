@@ -662,8 +662,8 @@ pub fn session_transport_config(
     // windows fit a few of the largest frames. Small per-connection state matters to a load
     // generator holding many sessions. The idle timeout allows three
     // keep-alive intervals, as the server does for its heartbeat, so one
-    // late or lost keep-alive does not end the session (quinn's default of
-    // 30 s left a 25 s keep-alive 5 s of slack).
+    // late or lost keep-alive does not end the session (quinn's fixed
+    // default would leave a keep-alive close to it almost no slack).
     let idle = quinn::IdleTimeout::try_from(keep_alive * 3)
         .map_err(|_| ClientError::Config(format!("keep-alive {keep_alive:?} is too long")))?;
     let mut transport = quinn::TransportConfig::default();

@@ -45,11 +45,11 @@ pub fn client_config(trust: &Trust) -> Result<quinn::ClientConfig, ClientError> 
 }
 
 /// The TLS configuration [`client_config`] wraps, for a QUIC crypto
-/// configuration of one's own (the load generator's lean sessions).
+/// configuration of one's own (the load generator's driver sessions).
 pub fn rustls_client_config(trust: &Trust) -> Result<rustls::ClientConfig, ClientError> {
     // TLS_AES_128_GCM_SHA256 first: its key schedule runs on hardware
     // SHA-256, where the default first choice (AES-256/SHA-384) runs SHA-512
-    // in software, a tenth of a handshake-heavy load's CPU.
+    // in software, a large share of a handshake-heavy load's CPU.
     use rustls::crypto::ring::cipher_suite::{
         TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
     };

@@ -37,10 +37,9 @@ pub struct Config {
     pub endpoints: usize,
     /// Threads of the async runtime that runs shards and endpoints. Default
     /// 0: one per CPU core. Fewer leaves cores to other processes on a
-    /// shared box (a load generator beside the router): on 2 cores, one
-    /// thread each cut the router's CPU per chat message by 12-18%, as
-    /// fewer cross-thread wake-ups were needed. Exactly one thread runs
-    /// tokio's current-thread scheduler, which cut ~6% more.
+    /// shared box (a load generator beside the router), and fewer threads
+    /// need fewer cross-thread wake-ups per message. Exactly one thread runs
+    /// tokio's current-thread scheduler, cheaper still per message.
     pub worker_threads: usize,
     /// Receive and send buffer asked for each UDP socket, bytes. Default
     /// 4 MiB, so bursts of handshakes are not dropped (the kernel caps it at
@@ -48,9 +47,10 @@ pub struct Config {
     pub udp_buffer_bytes: usize,
     /// Back the heap with transparent huge pages (Linux with glibc): the
     /// router restarts itself once at start with `GLIBC_TUNABLES` set
-    /// (`huge_pages` module). Default true: with one runtime thread a chat
-    /// message cost ~6% less CPU, at the same RSS. Set false where the
-    /// kernel's huge-page compaction stalls matter more.
+    /// (`switchboard_quic::huge_pages`). Default true: a message visits
+    /// state spread over a large heap, and huge pages spare it TLB misses at
+    /// the same RSS. Set false where the kernel's huge-page compaction
+    /// stalls matter more.
     pub heap_huge_pages: bool,
     /// Where the dev certificate and dev token secret live when no
     /// production files are configured. Default

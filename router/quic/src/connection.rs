@@ -135,7 +135,8 @@ mod tests {
             // against optimistic-ACK attacks, and the receiver of a packet
             // after such a gap acknowledges at once. Seeded endpoints skip
             // the same numbers every run, so the keep-alive under test never
-            // lands on a gap by chance (unseeded, ~1.5% of runs did).
+            // lands on a gap by chance (unseeded, a few runs in a hundred
+            // would, and the test would flake).
             let server_endpoint = Endpoint::new(
                 Arc::new(crate::testing::seeded_endpoint_config(1)),
                 Some(Arc::new(server_config)),

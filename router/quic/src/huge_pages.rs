@@ -6,18 +6,16 @@
 //! on the memory it maps (`madvise`) when the `glibc.malloc.hugetlb=1`
 //! tunable is set. It pays where the thread that calls `block_on` does the
 //! allocating (the router's current-thread runtime, as `switchboard-bench`
-//! runs it): then the main arena holds nearly the whole heap (~210 MB of
-//! huge pages at 10k chat sessions) and a chat message cost the router ~6%
-//! less CPU (`bench/README.md`, "Huge pages"). With a multi-threaded
-//! runtime most of the heap is in per-thread arenas that stay on 4 KiB
-//! pages, and the gain is lost in the noise.
+//! runs it): then the main arena holds nearly the whole heap, on huge pages,
+//! and a message costs less CPU (bench/README.md has the measurements).
+//! With a multi-threaded runtime most of the heap is in per-thread arenas
+//! that stay on 4 KiB pages, and the gain is lost in the noise.
 //!
 //! A program whose threads all allocate (the load generator's
 //! multi-threaded runtime) can ask for [`Arenas::One`]: with
 //! `glibc.malloc.arena_max=1` every thread allocates from the main arena,
-//! on huge pages, at the price of sharing its lock; a chat message then
-//! cost the load generator ~15% less CPU at 100k sessions (`bench/README.md`,
-//! "Huge pages").
+//! on huge pages, at the price of sharing its lock, which with many
+//! sessions is well worth it.
 //!
 //! glibc reads tunables only when a process starts, so
 //! [`use_huge_page_heap`] starts the program image once more (same PID,

@@ -4,9 +4,9 @@
 //! For the router, exactly one thread gets tokio's current-thread
 //! scheduler ([`build`]): every task then runs on the thread that calls
 //! `block_on`, with no work-stealing bookkeeping and no atomic cross-thread
-//! wake-ups, which spared ~6% of the router's CPU per chat message against
-//! a one-worker multi-threaded runtime (`bench/README.md`, "One thread is a
-//! current-thread runtime, for the router"). The load generator always
+//! wake-ups, which makes a message cheaper than on a one-worker
+//! multi-threaded runtime (bench/README.md has the measurements). The load
+//! generator always
 //! takes the multi-threaded scheduler ([`multi_thread`]), so its scenario
 //! task keeps the `block_on` thread to itself.
 

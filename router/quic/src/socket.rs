@@ -145,9 +145,9 @@ impl DatagramSocket {
     }
 
     /// Sends queued datagrams until the queue is empty or the kernel's send
-    /// buffer is full. Returns true when none are left. (Resuming blocked
-    /// connections on partial progress instead was measured: it re-queued
-    /// so much that chat at 15k msgs/s went from p99 8 ms to seconds.)
+    /// buffer is full. Returns true when none are left. (Blocked connections
+    /// resume only then: resuming them on partial progress re-queues so much
+    /// under load that latency collapses.)
     pub fn flush(&mut self) -> bool {
         while !self.queue.is_empty() {
             // Read on every pass: quinn-udp lowers it to 1 for good when

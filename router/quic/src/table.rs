@@ -3,16 +3,16 @@
 //!
 //! quinn-proto hands out handles as dense slab indexes that it reuses, so a
 //! vector of boxed connections is the natural map: a lookup is one index,
-//! and growing the table moves pointers, never the connections. (A
-//! `HashMap<usize, Conn>` stored the ~6.5 KB connections inline, so each
-//! resize copied every connection at once: a stall of seconds at 100k+
-//! connections per driver, long enough to time out handshakes.)
+//! and growing the table moves pointers, never the connections. (A hash map
+//! would store the kilobytes-large connections inline, and each resize
+//! would copy every one of them at once: a stall long enough to time out
+//! handshakes on a busy driver.)
 
 /// A set of connection handles (to drive, stalled, blocked on send). The
 /// handles are numbers the driver's endpoint picks itself, so they are
-/// hashed with foldhash rather than SipHash (~1% of the router's
-/// instructions per chat message) and with a fixed seed: a set made afresh
-/// each turn then costs no seed generation.
+/// hashed with foldhash rather than SipHash (cheaper on this per-packet
+/// path) and with a fixed seed: a set made afresh each turn then costs no
+/// seed generation.
 pub type HandleSet = std::collections::HashSet<usize, foldhash::fast::FixedState>;
 
 /// Connections by handle.

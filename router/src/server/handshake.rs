@@ -1,4 +1,4 @@
-//! Session set-up shared by both shells: checking a Hello (token, device
+//! Session set-up: checking a Hello (token, device
 //! id), and the Welcome and GoAway frames.
 
 use bytes::Bytes;

@@ -157,7 +157,7 @@ impl Shard {
     /// An ack moves its session's deadline without touching `ack_timers`:
     /// with acks that ride on a session's next send, tens of thousands of
     /// sessions hold unacked messages, and removing and refiling an entry
-    /// per ack walked a tree that had left the caches. So an entry may fire
+    /// per ack would walk a tree that has left the caches. So an entry may fire
     /// before its session's deadline; it is then filed again at the
     /// deadline, about once per `ack_timeout` for a session that keeps
     /// acking.

@@ -1,6 +1,20 @@
 //! Sending: validating a `Send`, routing it to the recipient's (or room's)
 //! shard, storing it in every recipient inbox, and releasing the sender's
 //! copy and `SendResult` in send order, with idempotency keys settled.
+//!
+//! Why a room has one order: the room's shard is the one place that orders
+//! a room's messages. It handles them in its input order and forwards each
+//! member shard its share as one `RoomDeliver`, over that shard's inbox,
+//! which is FIFO per producer; each member shard appends in arrival order.
+//! One FIFO per (room shard, member shard) pair therefore keeps the room's
+//! order in every member's inbox. A session's messages and room requests
+//! reach the room's shard in send order (one FIFO from the sender's shard),
+//! so a `JoinRoom` followed by a `Send` is applied in that order. The
+//! sender's copy is stored before the `RouteResult` is handled: both travel
+//! room shard -> sender's shard on the same FIFO, and the `RoomDeliver`s
+//! are emitted first. Not ordered with each other: a sender's direct and
+//! room messages, or its messages to two rooms, which take different
+//! paths.
 
 use std::sync::{Arc, OnceLock};
 

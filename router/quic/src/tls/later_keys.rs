@@ -4,9 +4,9 @@
 //! quinn-proto asks for the next phase's keys as soon as a connection has
 //! 1-RTT keys, and for the phase after that at each key update, and keeps
 //! them until a key update needs them: for most connections, never. Two
-//! ring AES-GCM keys are ~1.2 KB; a [`LaterPacketKey`] is a few dozen
-//! bytes until it is first used, and all of a connection's share one copy
-//! of the secrets they derive from.
+//! ring AES-GCM keys take over a kilobyte; a [`LaterPacketKey`] is a few
+//! dozen bytes until it is first used, and all of a connection's share one
+//! copy of the secrets they derive from.
 
 use std::sync::{Arc, OnceLock};
 
