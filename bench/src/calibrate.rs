@@ -2,9 +2,8 @@
 //! work a QUIC router lives on, measured before the run so reports from
 //! different machines can be compared.
 //!
-//! Two machines that both report "2 cores / 24 GiB" gave Switchboard
-//! 35,000 and 12,500 sustainable chat msgs/s with the same build. The router
-//! pays per datagram (system calls, the loopback stack) and, with 100k
+//! Two machines that both report "2 cores / 24 GiB" can differ severalfold
+//! in what the same build sustains. The router pays per datagram (system calls, the loopback stack) and, with 100k
 //! sessions, per cache miss in their state; nats-server, batching a TCP
 //! stream, pays less of both. So every report records what a system call,
 //! a loopback datagram and a miss cost where it ran.
@@ -49,6 +48,21 @@ pub(crate) struct Calibration {
 }
 
 impl Calibration {
+    /// [`Calibration::measure`], saying on stderr what it found; `None`,
+    /// with the reason said, when it could not measure.
+    pub(crate) fn measure_and_tell() -> Option<Calibration> {
+        match Calibration::measure() {
+            Ok(calibration) => {
+                eprintln!("machine: {}", calibration.describe());
+                Some(calibration)
+            }
+            Err(error) => {
+                eprintln!("machine calibration failed: {error}");
+                None
+            }
+        }
+    }
+
     /// Measures this machine (about a second). Run it while the machine is
     /// otherwise idle.
     pub(crate) fn measure() -> std::io::Result<Calibration> {

@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use switchboard_loadtest::proc_cpu;
+
 /// One sample of a process.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub(crate) struct Sample {
@@ -24,17 +26,13 @@ pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
 
 /// User + system CPU time of `pid`, in clock ticks.
 pub(crate) fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may contain spaces) in parens.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    proc_cpu::cpu_ticks(pid).ok()
 }
 
-/// Clock ticks per second (USER_HZ), 100 on every Linux we run on.
-const TICKS_PER_SECOND: f64 = 100.0;
+/// Clock ticks per second (`USER_HZ`).
+fn ticks_per_second() -> f64 {
+    proc_cpu::ticks_per_second() as f64
+}
 
 /// Waits until `pid` used less than `below_percent` of a core over one
 /// `window`, or until `at_most` has passed; returns how long it waited.
@@ -55,7 +53,7 @@ pub(crate) fn wait_until_quiet(
         let (Some(before), Some(after)) = (last, now) else {
             break;
         };
-        let percent = (after - before) as f64 / TICKS_PER_SECOND / window.as_secs_f64() * 100.0;
+        let percent = (after - before) as f64 / ticks_per_second() / window.as_secs_f64() * 100.0;
         if percent < below_percent {
             break;
         }
@@ -85,7 +83,7 @@ impl Sampler {
                 };
                 let now = Instant::now();
                 let cpu = (ticks - last.1) as f64
-                    / TICKS_PER_SECOND
+                    / ticks_per_second()
                     / now.duration_since(last.0).as_secs_f64()
                     * 100.0;
                 last = (now, ticks);

@@ -43,17 +43,20 @@ pub struct FleetOptions {
     pub user_prefix: String,
     /// QUIC keep-alive interval.
     pub keep_alive: Duration,
-    /// How sessions are held: lean drivers or the SDK.
+    /// How sessions are held: endpoint drivers or the SDK.
     pub client: ClientKind,
 }
 
 /// How the load generator holds its sessions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ClientKind {
-    /// quinn-proto driven by a few tasks, one per UDP socket ([`crate::lean`]):
-    /// ~15 KiB per session.
+    /// quinn-proto connections driven by `switchboard_quic::Driver` tasks,
+    /// one per UDP socket: no task or channel per session (`lean` is an
+    /// alias). See `driver_fleet`.
     #[default]
-    Lean,
+    #[value(alias = "lean")]
+    Driver,
     /// The client SDK: a quinn connection, tasks and channels per session.
     Sdk,
 }
@@ -68,7 +71,7 @@ pub struct Member {
     pub events: Option<Events>,
 }
 
-/// What opening a fleet (SDK or lean) cost.
+/// What opening a fleet (SDK or driver) cost.
 #[derive(Debug, Default)]
 pub struct OpenOutcome {
     /// Sessions that opened.

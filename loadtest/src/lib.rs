@@ -1,13 +1,20 @@
 //! `switchboard-load`: the load generator. It speaks the real protocol over
 //! real QUIC and checks what it measures.
 //!
-//! - [`lean`]: the default way sessions are held: a few tasks drive
-//!   quinn-proto directly, one per UDP socket, ~15 KiB per session.
+//! - [`cli`]: the command line as typed values, which a runner can build
+//!   and turn back into arguments.
+//! - [`driver_fleet`]: the default way sessions are held: quinn-proto
+//!   connections driven by a few `switchboard_quic::Driver` tasks, one per
+//!   UDP socket.
 //! - [`fleet`]: the same through the client SDK (one quinn connection and
 //!   task per session), as `--client sdk` and for the presence scenario.
-//! - [`scenario`]: `connect`, `chat` and `presence`.
+//! - [`scenario`]: `connect`, `chat`, `churn`, `rooms`, `presence` and
+//!   `nats-chat`.
 //! - [`probe`]: the header each message carries (sender, sequence,
 //!   scheduled send time) for latency, loss and order checks.
+//! - [`tracking`]: what receivers saw of those probes.
+//! - [`proc_cpu`], [`server_cpu`]: a process's CPU time from `/proc`, and
+//!   the server's over a run's full-rate window (`--server-pid`).
 //! - [`stats`], [`report`], [`progress`]: HDR latency histograms, the final
 //!   [`report::Report`] (table and JSON), and the live progress display.
 //!
@@ -15,12 +22,15 @@
 //! behind shows up in the numbers instead of hiding (no coordinated omission).
 #![forbid(unsafe_code)]
 
+pub mod cli;
+pub mod driver_fleet;
 pub mod fleet;
-pub mod lean;
 pub mod probe;
+pub mod proc_cpu;
 pub mod progress;
 pub mod report;
 pub mod scenario;
+pub mod server_cpu;
 pub mod stats;
 pub mod tracking;
 

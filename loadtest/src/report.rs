@@ -74,6 +74,14 @@ pub struct Traffic {
     pub delivered_rate_per_s: f64,
     /// Delivery (or propagation) latency from the scheduled send time.
     pub latency: LatencySummary,
+    /// CPU time (user + system) the server used over the full-rate window,
+    /// seconds; measured when the run was given `--server-pid`.
+    #[serde(default)]
+    pub server_cpu_s: Option<f64>,
+    /// That CPU time in microseconds, per message delivered that was sent
+    /// in the window (the deliveries `delivered_rate_per_s` counts).
+    #[serde(default)]
+    pub server_cpu_us_per_delivered: Option<f64>,
 }
 
 impl Report {
@@ -121,6 +129,17 @@ impl Report {
                 format!("{} / {} / {}", t.lost, t.duplicated, t.reordered),
             );
             row("latency", t.latency.to_string());
+            if let Some(cpu_s) = t.server_cpu_s {
+                let per_message = t
+                    .server_cpu_us_per_delivered
+                    .map_or("no message delivered".to_owned(), |us| {
+                        format!("{us:.1} µs per delivered message")
+                    });
+                row(
+                    "server CPU at full rate",
+                    format!("{cpu_s:.2} s ({per_message})"),
+                );
+            }
         }
         if let Some(spread) = &self.fan_out_spread {
             row("fan-out spread", spread.to_string());
@@ -144,5 +163,41 @@ impl Report {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_from_before_server_cpu_was_measured_still_parses() {
+        let mut old = serde_json::to_value(Report {
+            traffic: Some(Traffic::default()),
+            ..Report::default()
+        })
+        .unwrap();
+        let traffic = old["traffic"].as_object_mut().unwrap();
+        traffic.remove("server_cpu_s");
+        traffic.remove("server_cpu_us_per_delivered");
+        let report: Report = serde_json::from_value(old).unwrap();
+        let traffic = report.traffic.unwrap();
+        assert_eq!(traffic.server_cpu_s, None);
+        assert_eq!(traffic.server_cpu_us_per_delivered, None);
+    }
+
+    #[test]
+    fn the_table_shows_server_cpu_only_when_measured() {
+        let mut report = Report {
+            traffic: Some(Traffic::default()),
+            ..Report::default()
+        };
+        assert!(!report.to_table().contains("server CPU"));
+        let traffic = report.traffic.as_mut().unwrap();
+        traffic.server_cpu_s = Some(1.5);
+        traffic.server_cpu_us_per_delivered = Some(30.0);
+        assert!(report
+            .to_table()
+            .contains("1.50 s (30.0 µs per delivered message)"));
     }
 }

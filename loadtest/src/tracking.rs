@@ -5,8 +5,8 @@
 //!
 //! It runs inside the load generator's drivers, on every delivery, so its
 //! map of pairs is sized up front for the run ([`DeliveryTracker::for_chat`]):
-//! grown on the way, each doubling rehashed every pair seen so far while
-//! the driver's sessions waited.
+//! grown on the way, each doubling would rehash every pair seen so far
+//! while the driver's sessions wait.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -3,11 +3,14 @@
 //! measure latency from the scheduled send time and detect loss, duplicates
 //! and per-sender reordering.
 //!
-//! `churn` is the same run (lean fleet) while random sessions drop and
+//! `churn` is the same run (driver fleet) while random sessions drop and
 //! reconnect at `reconnect_rate`, resuming after the last message they
 //! handed on: every accepted message must still arrive exactly once and in
 //! order. Sends that find their session reconnecting are not sent, and are
 //! reported apart.
+//!
+//! Given the server's process id, a run also measures the server's CPU
+//! time over its full-rate window ([`crate::server_cpu`]).
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -18,12 +21,13 @@ use switchboard_proto::frame;
 use switchboard_proto::v1::{client_frame, server_frame::Body, ClientFrame, Send as SendFrame};
 use tokio::sync::mpsc;
 
+use crate::driver_fleet::{DriverFleet, FrameHandler};
 use crate::fleet::{self, ClientKind, FleetOptions};
-use crate::lean::{FrameHandler, LeanFleet};
 use crate::probe::Probe;
 use crate::progress::Counters;
 use crate::report::{Report, Traffic};
 use crate::scenario::Schedule;
+use crate::server_cpu::{self, CpuWindow};
 use crate::tracking::DeliveryTracker;
 
 impl ChatOptions {
@@ -61,7 +65,7 @@ pub struct ChatOptions {
     /// How long to wait for stragglers after sending stops.
     pub drain: Duration,
     /// Sessions dropped and reconnected per second while sending (churn;
-    /// lean fleet only). 0: none.
+    /// driver fleet only). 0: none.
     pub reconnect_rate: f64,
     /// How long the rate rises from 0 before `duration` at the full rate.
     /// What is sent meanwhile is checked for loss, duplicates and order
@@ -92,24 +96,42 @@ impl SendTally {
     }
 }
 
+/// What a chat run saw, to be judged: how long sending took, what was
+/// scheduled, what the senders and receivers saw, and the server's CPU time
+/// over the full-rate window when it was measured.
+pub(crate) struct Outcome {
+    /// From the start until the last message was handed on.
+    pub(crate) sending_time: Duration,
+    /// Messages scheduled.
+    pub(crate) scheduled: u64,
+    /// What the senders saw.
+    pub(crate) tally: SendTally,
+    /// What the receivers saw.
+    pub(crate) tracker: DeliveryTracker,
+    /// Deliveries each accepted message is due (1 for a direct message).
+    pub(crate) fan_out: u64,
+    /// The server's CPU time over the full-rate window.
+    pub(crate) server_cpu: Option<Duration>,
+}
+
 /// Fills in the report's traffic and lists every violation: lost,
 /// duplicated, reordered, refused or failed messages. Each accepted message
-/// is due `fan_out` deliveries (1 for a direct message); one not in
-/// within `drain` of the last send counts as lost.
-pub(crate) fn judge(
-    report: &mut Report,
-    chat: &ChatOptions,
-    sending_time: Duration,
-    scheduled: u64,
-    tally: &SendTally,
-    t: DeliveryTracker,
-    fan_out: u64,
-) {
+/// is due `fan_out` deliveries; one not in within `drain` of the last send
+/// counts as lost.
+pub(crate) fn judge(report: &mut Report, chat: &ChatOptions, outcome: Outcome) {
+    let Outcome {
+        sending_time,
+        scheduled,
+        tally,
+        tracker: t,
+        fan_out,
+        server_cpu,
+    } = outcome;
     let lost = (tally.routed * fan_out).saturating_sub(t.delivered);
     // The figures describe the full rate: the time and the deliveries
     // after the ramp-up.
     let at_full_rate = sending_time.saturating_sub(chat.ramp_up);
-    report.traffic = Some(Traffic {
+    let mut traffic = Traffic {
         offered_rate_per_s: chat.rate,
         duration_s: at_full_rate.as_secs_f64(),
         ramp_up_s: chat.ramp_up.as_secs_f64(),
@@ -123,7 +145,13 @@ pub(crate) fn judge(
         reordered: t.reordered,
         delivered_rate_per_s: t.delivered_measured as f64 / at_full_rate.as_secs_f64().max(1e-9),
         latency: t.latency.summary(),
-    });
+        server_cpu_s: None,
+        server_cpu_us_per_delivered: None,
+    };
+    if let Some(cpu) = server_cpu {
+        server_cpu::record(&mut traffic, cpu, t.delivered_measured);
+    }
+    report.traffic = Some(traffic);
     let not_delivered = format!(
         "accepted messages were not delivered within {} of the last send",
         humantime::format_duration(chat.drain)
@@ -147,15 +175,29 @@ pub async fn run(
     chat: &ChatOptions,
     counters: &Arc<Counters>,
 ) -> anyhow::Result<Report> {
+    run_with_server_cpu(options, chat, None, counters).await
+}
+
+/// [`run`], also measuring the CPU time of the server process `server_pid`
+/// (when given) over the full-rate window.
+pub async fn run_with_server_cpu(
+    options: &FleetOptions,
+    chat: &ChatOptions,
+    server_pid: Option<u32>,
+    counters: &Arc<Counters>,
+) -> anyhow::Result<Report> {
+    if let Some(pid) = server_pid {
+        server_cpu::ensure_readable(pid)?;
+    }
     match options.client {
-        ClientKind::Lean => run_lean(options, chat, counters).await,
-        ClientKind::Sdk => run_sdk(options, chat, counters).await,
+        ClientKind::Driver => run_on_driver_fleet(options, chat, server_pid, counters).await,
+        ClientKind::Sdk => run_sdk(options, chat, server_pid, counters).await,
     }
 }
 
-/// Receives the lean fleet's frames: deliveries into the tracker, send
+/// Receives the driver fleet's frames: deliveries into the tracker, send
 /// results into the tally.
-struct LeanReceiver {
+struct DriverFleetReceiver {
     tracker: Arc<Mutex<DeliveryTracker>>,
     tally: Arc<Mutex<SendTally>>,
     counters: Arc<Counters>,
@@ -164,7 +206,7 @@ struct LeanReceiver {
     start: OnceLock<Instant>,
 }
 
-impl FrameHandler for LeanReceiver {
+impl FrameHandler for DriverFleetReceiver {
     fn frame(&self, index: u32, body: Body) {
         match body {
             Body::Deliver(deliver) => {
@@ -184,12 +226,13 @@ impl FrameHandler for LeanReceiver {
     }
 }
 
-async fn run_lean(
+async fn run_on_driver_fleet(
     options: &FleetOptions,
     chat: &ChatOptions,
+    server_pid: Option<u32>,
     counters: &Arc<Counters>,
 ) -> anyhow::Result<Report> {
-    let receiver = Arc::new(LeanReceiver {
+    let receiver = Arc::new(DriverFleetReceiver {
         tracker: Arc::new(Mutex::new(DeliveryTracker::for_chat(
             chat,
             options.sessions as u64,
@@ -198,7 +241,7 @@ async fn run_lean(
         counters: counters.clone(),
         start: OnceLock::new(),
     });
-    let fleet = LeanFleet::open(options, receiver.clone(), counters).await?;
+    let fleet = DriverFleet::open(options, receiver.clone(), counters).await?;
     let churn = chat.reconnect_rate > 0.0;
     let name = if churn { "churn" } else { "chat" };
     let mut report = crate::base_report(name, options, &fleet.outcome);
@@ -257,6 +300,7 @@ async fn run_lean(
         participants: fleet.opened.len(),
         tally: &receiver.tally,
         tracker: &receiver.tracker,
+        server_pid,
     };
     send_and_judge(&mut report, chat, traffic, send, senders_done).await?;
     if let Some(churner) = churner {
@@ -278,6 +322,7 @@ async fn run_lean(
 async fn run_sdk(
     options: &FleetOptions,
     chat: &ChatOptions,
+    server_pid: Option<u32>,
     counters: &Arc<Counters>,
 ) -> anyhow::Result<Report> {
     let mut fleet = fleet::open(options, counters).await?;
@@ -349,6 +394,7 @@ async fn run_sdk(
         participants: n,
         tally: &tally,
         tracker: &tracker,
+        server_pid,
     };
     send_through_outboxes(&mut report, chat, traffic, outboxes, senders).await?;
     for receiver in receivers {
@@ -390,12 +436,16 @@ pub(crate) struct ChatRun<'a> {
     pub(crate) tally: &'a Mutex<SendTally>,
     /// What the receivers saw.
     pub(crate) tracker: &'a Mutex<DeliveryTracker>,
+    /// The server process whose CPU time over the full-rate window is
+    /// measured, if any.
+    pub(crate) server_pid: Option<u32>,
 }
 
 /// Sends random direct messages at the chat rate through `send(from, to,
 /// payload)` (which must keep each sender's messages in order), waits for
 /// `senders_done(scheduled)` and for stragglers, then judges what the
-/// tracker saw against the tally.
+/// tracker saw against the tally. The server's CPU window, if measured,
+/// runs from the end of the ramp-up until the last message is handed on.
 pub(crate) async fn send_and_judge<Done>(
     report: &mut Report,
     chat: &ChatOptions,
@@ -410,6 +460,10 @@ where
     let payload_bytes = chat.payload_bytes;
     let mut seqs = vec![0u64; n];
     let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed);
+    let full_rate_from = traffic.start + chat.ramp_up;
+    let cpu_window = traffic
+        .server_pid
+        .map(|pid| CpuWindow::begin_at(pid, full_rate_from));
     let pacer = super::paced(traffic.start, chat.schedule(), move |_, due_ns| {
         let from = rng.random_range(0..n);
         let mut to = rng.random_range(0..n - 1);
@@ -427,6 +481,7 @@ where
     let scheduled =
         tokio::task::spawn_blocking(move || pacer.join().expect("pacer thread")).await?;
     let sending_time = traffic.start.elapsed();
+    let server_cpu = cpu_window.and_then(CpuWindow::end_or_warn);
     senders_done(scheduled).await?;
     let routed = traffic.tally.lock().expect("not poisoned").routed;
     let deadline = Instant::now() + chat.drain;
@@ -435,8 +490,14 @@ where
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let tally = std::mem::take(&mut *traffic.tally.lock().expect("not poisoned"));
-    let t = std::mem::take(&mut *traffic.tracker.lock().expect("not poisoned"));
-    judge(report, chat, sending_time, scheduled, &tally, t, 1);
+    let outcome = Outcome {
+        sending_time,
+        scheduled,
+        tally: std::mem::take(&mut *traffic.tally.lock().expect("not poisoned")),
+        tracker: std::mem::take(&mut *traffic.tracker.lock().expect("not poisoned")),
+        fan_out: 1,
+        server_cpu,
+    };
+    judge(report, chat, outcome);
     Ok(())
 }

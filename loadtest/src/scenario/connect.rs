@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::driver_fleet::{DriverFleet, IgnoreFrames};
 use crate::fleet::{self, ClientKind, FleetOptions};
-use crate::lean::{IgnoreFrames, LeanFleet};
 use crate::progress::Counters;
 use crate::report::Report;
 
@@ -16,8 +16,8 @@ pub async fn run(
     counters: &Arc<Counters>,
 ) -> anyhow::Result<Report> {
     let (mut report, opened, alive) = match options.client {
-        ClientKind::Lean => {
-            let fleet = LeanFleet::open(options, Arc::new(IgnoreFrames), counters).await?;
+        ClientKind::Driver => {
+            let fleet = DriverFleet::open(options, Arc::new(IgnoreFrames), counters).await?;
             tokio::time::sleep(hold).await;
             let alive = fleet.verify_alive().await;
             let mut report = crate::base_report("connect", options, &fleet.outcome);

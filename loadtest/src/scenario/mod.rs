@@ -14,11 +14,10 @@ use std::time::{Duration, Instant};
 
 /// How long a pacing thread sleeps while nothing is due: 1 ms, tokio's
 /// timer granularity. Paced one by one (a sleep per message), the pacer
-/// and the driver it hands each message to woke once per message; at 5,000
-/// msgs/s with 10,000 sessions the load generator then used ~70% of a core
-/// against ~45-50% with the tick, and the router ~61-64% against ~45-52%
-/// (it, too, takes a burst in one wake-up). Latency is still measured from each
-/// message's own scheduled time, so the wait in the tick (0.5 ms on
+/// and the driver it hands each message to would wake once per message,
+/// which costs both the load generator and the router (which also takes a
+/// burst in one wake-up) far more CPU. Latency is still measured from each
+/// message's own scheduled time, so the wait in the tick (half a tick on
 /// average) is in every figure, not hidden.
 const PACING_TICK: Duration = Duration::from_millis(1);
 

@@ -2,7 +2,9 @@
 //! user would otherwise pick. Each session is its own NATS connection (TLS
 //! when the URL says `tls://`) subscribed to its own subject; messages go to
 //! random subjects at the same open-loop rate, with the same [`Probe`]s and
-//! the same loss, duplicate and order checks.
+//! the same loss, duplicate and order checks. Given nats-server's process
+//! id, a run also measures its CPU time over the full-rate window
+//! ([`crate::server_cpu`]).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -37,12 +39,17 @@ fn subject(index: usize) -> String {
     format!("sb.load.{index}")
 }
 
-/// Runs the scenario.
+/// Runs the scenario, measuring the CPU time of the server process
+/// `server_pid` (when given) over the full-rate window.
 pub async fn run(
     nats: &NatsOptions,
     chat: &ChatOptions,
+    server_pid: Option<u32>,
     counters: &Arc<Counters>,
 ) -> anyhow::Result<Report> {
+    if let Some(pid) = server_pid {
+        crate::server_cpu::ensure_readable(pid)?;
+    }
     let started = Instant::now();
     let permits = Arc::new(Semaphore::new(nats.max_inflight.max(1)));
     let interval = Duration::from_secs_f64(1.0 / nats.connect_rate.max(0.001));
@@ -162,6 +169,7 @@ pub async fn run(
         participants: n,
         tally: &tally,
         tracker: &tracker,
+        server_pid,
     };
     super::chat::send_through_outboxes(&mut report, chat, traffic, outboxes, senders).await?;
     for task in tasks {

@@ -144,6 +144,8 @@ pub async fn run(
         reordered: t.stale_versions,
         delivered_rate_per_s: t.delivered as f64 / sending_time.as_secs_f64().max(1e-9),
         latency: t.latency.summary(),
+        server_cpu_s: None,
+        server_cpu_us_per_delivered: None,
     });
     if lost > 0 {
         report.violations.push(format!(

@@ -4,7 +4,9 @@
 //! the sender must receive each message once and in per-sender order.
 //! Measured: delivery latency from the scheduled send time over all
 //! deliveries, and the fan-out spread, from a message's first member
-//! delivery to its last. Lean fleet only.
+//! delivery to its last. Driver fleet only. Given the server's process id,
+//! a run also measures the server's CPU time while it sends
+//! ([`crate::server_cpu`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,12 +20,13 @@ use switchboard_proto::v1::{
     client_frame, server_frame::Body, ClientFrame, CreateRoom, JoinRoom, Send as SendFrame,
 };
 
-use super::chat::{judge, ChatOptions, SendTally};
+use super::chat::{judge, ChatOptions, Outcome, SendTally};
+use crate::driver_fleet::{DriverFleet, FleetSender, FrameHandler};
 use crate::fleet::FleetOptions;
-use crate::lean::{FleetSender, FrameHandler, LeanFleet};
 use crate::probe::Probe;
 use crate::progress::Counters;
 use crate::report::Report;
+use crate::server_cpu::{self, CpuWindow};
 use crate::stats::Latency;
 use crate::tracking::DeliveryTracker;
 
@@ -99,12 +102,26 @@ impl FrameHandler for RoomsReceiver {
     }
 }
 
-/// Runs the scenario on a lean fleet.
+/// Runs the scenario on a driver fleet.
 pub async fn run(
     options: &FleetOptions,
     rooms: &RoomsOptions,
     counters: &Arc<Counters>,
 ) -> anyhow::Result<Report> {
+    run_with_server_cpu(options, rooms, None, counters).await
+}
+
+/// [`run`], also measuring the CPU time of the server process `server_pid`
+/// (when given) over the full-rate window.
+pub async fn run_with_server_cpu(
+    options: &FleetOptions,
+    rooms: &RoomsOptions,
+    server_pid: Option<u32>,
+    counters: &Arc<Counters>,
+) -> anyhow::Result<Report> {
+    if let Some(pid) = server_pid {
+        server_cpu::ensure_readable(pid)?;
+    }
     let receiver = Arc::new(RoomsReceiver {
         tracker: Mutex::default(),
         spread: Mutex::default(),
@@ -114,7 +131,7 @@ pub async fn run(
         counters: counters.clone(),
         start: OnceLock::new(),
     });
-    let fleet = LeanFleet::open(options, receiver.clone(), counters).await?;
+    let fleet = DriverFleet::open(options, receiver.clone(), counters).await?;
     let mut report = crate::base_report("rooms", options, &fleet.outcome);
     let opened = fleet.opened.clone();
     let group = rooms.group.min(opened.len());
@@ -165,6 +182,7 @@ pub async fn run(
     let counters_for_send = counters.clone();
     let mut seqs = vec![0u64; members.len()];
     let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed);
+    let cpu_window = server_pid.map(|pid| CpuWindow::begin_at(pid, start + chat.ramp_up));
     let pacer = super::paced(start, chat.schedule(), move |_, due_ns| {
         let k = rng.random_range(0..room_count);
         let from = k * group + rng.random_range(0..group);
@@ -185,6 +203,7 @@ pub async fn run(
     let scheduled =
         tokio::task::spawn_blocking(move || pacer.join().expect("pacer thread")).await?;
     let sending_time = start.elapsed();
+    let server_cpu = cpu_window.and_then(CpuWindow::end_or_warn);
 
     // Every send answered (or failed), then every delivery in (or drain).
     let fan_out = (group - 1) as u64;
@@ -204,16 +223,15 @@ pub async fn run(
     }
     let mut tally = std::mem::take(&mut *receiver.tally.lock().expect("not poisoned"));
     tally.failed = fleet.send_failures();
-    let tracker = std::mem::take(&mut *receiver.tracker.lock().expect("not poisoned"));
-    judge(
-        &mut report,
-        chat,
+    let outcome = Outcome {
         sending_time,
         scheduled,
-        &tally,
-        tracker,
+        tally,
+        tracker: std::mem::take(&mut *receiver.tracker.lock().expect("not poisoned")),
         fan_out,
-    );
+        server_cpu,
+    };
+    judge(&mut report, chat, outcome);
     let mut spread = Latency::default();
     for (first, last, _) in receiver.spread.lock().expect("not poisoned").values() {
         spread.record(*last - *first);

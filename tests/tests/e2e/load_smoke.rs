@@ -30,7 +30,7 @@ fn fleet(server: &TestServer, sessions: usize, prefix: &str, client: ClientKind)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_smoke_has_no_loss_duplicates_or_reordering() {
-    chat_smoke(ClientKind::Lean).await;
+    chat_smoke(ClientKind::Driver).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +82,7 @@ async fn churn_smoke_loses_and_repeats_nothing_across_reconnects() {
     // never answered; don't wait the full default drain for them.
     options.drain = Duration::from_secs(3);
     let report = chat::run(
-        &fleet(&server, 100, "churn-", ClientKind::Lean),
+        &fleet(&server, 100, "churn-", ClientKind::Driver),
         &options,
         &counters,
     )
@@ -120,7 +120,7 @@ async fn rooms_smoke_delivers_to_every_member_once_in_order() {
         group: 20,
     };
     let report = rooms::run(
-        &fleet(&server, 200, "rooms-", ClientKind::Lean),
+        &fleet(&server, 200, "rooms-", ClientKind::Driver),
         &options,
         &counters,
     )
@@ -138,7 +138,7 @@ async fn rooms_smoke_delivers_to_every_member_once_in_order() {
 async fn connect_and_presence_smoke() {
     let server = TestServer::start().await;
     let counters = Arc::new(Counters::default());
-    for (client, prefix) in [(ClientKind::Lean, "lean-"), (ClientKind::Sdk, "sdk-")] {
+    for (client, prefix) in [(ClientKind::Driver, "driver-"), (ClientKind::Sdk, "sdk-")] {
         let options = fleet(&server, 100, prefix, client);
         let report = connect::run(&options, Duration::from_millis(200), &counters)
             .await

@@ -179,6 +179,10 @@ impl Sessions {
         if conn.session.outbox.len() >= limit {
             self.flush(conn, now);
             if conn.session.id().is_none() {
+                // Writing found the client gone.
+                if is_message {
+                    metrics::message_dropped("session_gone");
+                }
                 return;
             }
         }

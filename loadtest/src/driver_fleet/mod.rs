@@ -1,16 +1,17 @@
-//! The lean fleet: load-test sessions driven through `quinn-proto` by a few
-//! [`driver::ClientDriver`] tasks, one per UDP socket, instead of the SDK's
-//! quinn connection, task and channels per session. It is how one process
-//! holds hundreds of thousands of sessions in ~15 KiB each, and how the
-//! load generator stays cheaper than the router it measures.
+//! The driver fleet: load-test sessions held as `quinn-proto` connections
+//! that a few `switchboard_quic::Driver` tasks drive, one per UDP socket,
+//! running the fleet's `Sessions` as their application, instead of the
+//! SDK's quinn connection, task and channels per session. It is how one
+//! process holds hundreds of thousands of sessions, and how the load
+//! generator stays cheaper than the router it measures.
 //!
-//! A scenario opens a [`LeanFleet`] with a [`FrameHandler`] that receives
+//! A scenario opens a [`DriverFleet`] with a [`FrameHandler`] that receives
 //! every server frame after the Welcome (Pongs excepted: the fleet counts
-//! those for [`LeanFleet::verify_alive`]), and writes frames with a
+//! those for [`DriverFleet::verify_alive`]), and writes frames with a
 //! [`FleetSender`]. Frames of one session go out in the order they were
 //! given, on its one stream.
 
-mod driver;
+mod sessions;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +31,7 @@ use crate::fleet::{FleetOptions, OpenOutcome};
 use crate::progress::Counters;
 use crate::report::Report;
 use crate::stats::Latency;
-use driver::{Command, Sessions};
+use sessions::{Command, Sessions};
 
 /// Receive/send buffer asked for each client socket.
 const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
@@ -169,7 +170,7 @@ pub struct FleetSender {
 
 impl FleetSender {
     /// Queues an encoded frame on session `index`. A frame for a session
-    /// that is not open is counted in [`LeanFleet::send_failures`].
+    /// that is not open is counted in [`DriverFleet::send_failures`].
     pub fn send(&self, index: u32, frame: Bytes) {
         let driver = &self.drivers[index as usize % self.drivers.len()];
         let _ = driver.send(Command::Send { index, frame });
@@ -189,7 +190,7 @@ impl FleetSender {
 
 /// The SDK's QUIC client configuration (trust, keep-alive, windows), with
 /// sessions that let go of rustls after the handshake.
-fn lean_quic_config(trust: &Trust, keep_alive: Duration) -> anyhow::Result<quinn::ClientConfig> {
+fn driver_quic_config(trust: &Trust, keep_alive: Duration) -> anyhow::Result<quinn::ClientConfig> {
     let tls = rustls_client_config(trust)?;
     let crypto = ClientTls::new(Arc::new(tls))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
@@ -197,8 +198,8 @@ fn lean_quic_config(trust: &Trust, keep_alive: Duration) -> anyhow::Result<quinn
     Ok(config)
 }
 
-/// Sessions opened through the lean drivers.
-pub struct LeanFleet {
+/// Sessions opened through the endpoint drivers.
+pub struct DriverFleet {
     sender: FleetSender,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     shared: Arc<Shared>,
@@ -208,7 +209,7 @@ pub struct LeanFleet {
     pub opened: Vec<u32>,
 }
 
-impl LeanFleet {
+impl DriverFleet {
     /// Opens `options.sessions` sessions at `options.connect_rate`, with at
     /// most `options.max_inflight` handshakes at once, and returns when
     /// each has opened or failed.
@@ -216,7 +217,7 @@ impl LeanFleet {
         options: &FleetOptions,
         handler: Arc<dyn FrameHandler>,
         counters: &Arc<Counters>,
-    ) -> anyhow::Result<LeanFleet> {
+    ) -> anyhow::Result<DriverFleet> {
         let driver_count = options.socket_count(10_000, 4)?;
         let inflight = options.max_inflight.max(1);
         let shared = Arc::new(Shared {
@@ -231,7 +232,7 @@ impl LeanFleet {
             reconnects: AtomicU64::new(0),
             reconnect_failures: Mutex::default(),
         });
-        let config = lean_quic_config(&options.trust, options.keep_alive)?;
+        let config = driver_quic_config(&options.trust, options.keep_alive)?;
         let mut drivers = Vec::with_capacity(driver_count);
         let mut tasks = Vec::with_capacity(driver_count);
         for i in 0..driver_count {
@@ -279,7 +280,7 @@ impl LeanFleet {
 
         let mut opening = std::mem::take(&mut *shared.opening.lock().expect("not poisoned"));
         opening.opened.sort_unstable();
-        Ok(LeanFleet {
+        Ok(DriverFleet {
             sender,
             tasks,
             outcome: OpenOutcome {
