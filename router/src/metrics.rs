@@ -134,117 +134,54 @@ impl Hot {
     }
 }
 
+/// What kind of metric a name is.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric with its kind, unit, label (for a metric counted by one)
+/// and help text.
+#[rustfmt::skip]
+const DESCRIPTIONS: &[(&str, Kind, Unit, Option<&str>, &str)] = &[
+    (SESSIONS, Kind::Gauge, Unit::Count, None, "Open sessions."),
+    (ONLINE_USERS, Kind::Gauge, Unit::Count, None, "Users online (a session open or within the offline grace period)."),
+    (CONNECTIONS, Kind::Counter, Unit::Count, None, "QUIC connections accepted."),
+    (SESSIONS_OPENED, Kind::Counter, Unit::Count, None, "Sessions opened after a valid Hello."),
+    (CONNECTIONS_CLOSED, Kind::Counter, Unit::Count, Some("reason"), "Connections closed (after the handshake or not), by reason."),
+    (AUTH_FAILURES, Kind::Counter, Unit::Count, Some("reason"), "Failed authentications, by reason."),
+    (FRAMES_REJECTED, Kind::Counter, Unit::Count, Some("reason"), "Client frames rejected, by reason."),
+    (MESSAGES_ROUTED, Kind::Counter, Unit::Count, None, "Direct messages accepted into the recipient's inbox."),
+    (MESSAGES_DELIVERED, Kind::Counter, Unit::Count, None, "Message frames written to a device."),
+    (MESSAGES_DROPPED, Kind::Counter, Unit::Count, Some("reason"), "Messages not routed or not delivered, by reason."),
+    (PRESENCE_EVENTS, Kind::Counter, Unit::Count, None, "Presence events sent to watchers."),
+    (MAILBOX_STORED, Kind::Counter, Unit::Count, None, "Messages stored in user inboxes (including senders' copies)."),
+    (MAILBOX_EVICTED, Kind::Counter, Unit::Count, Some("reason"), "Stored messages dropped before every device acknowledged them, by reason."),
+    (MAILBOX_MESSAGES, Kind::Gauge, Unit::Count, None, "Messages held in inboxes."),
+    (MAILBOX_BYTES, Kind::Gauge, Unit::Bytes, None, "Encoded message bytes held in inboxes, counted per inbox."),
+    (INBOX_GAPS, Kind::Counter, Unit::Count, None, "Gap frames sent to devices (ranges they will never receive)."),
+    (ACKS, Kind::Counter, Unit::Count, None, "Acks accepted from devices."),
+    (DUPLICATE_SENDS, Kind::Counter, Unit::Count, None, "Sends answered from the idempotency window."),
+    (SIGNALS_RELAYED, Kind::Counter, Unit::Count, None, "Ephemeral signals (typing) queued to sessions."),
+    (SIGNALS_SENT, Kind::Counter, Unit::Count, Some("via"), "Ephemeral signals written, by path (datagram or stream)."),
+    (SLOW_CONSUMERS, Kind::Counter, Unit::Count, Some("reason"), "Sessions closed as slow consumers, by reason."),
+    (OUTBOX_EPHEMERAL, Kind::Counter, Unit::Count, Some("outcome"), "Presence and signal frames coalesced or dropped in full session queues."),
+    (WEBHOOK_EVENTS, Kind::Counter, Unit::Count, Some("outcome"), "Offline-delivery webhook events, by outcome (sent or why dropped)."),
+    (API_REQUESTS, Kind::Counter, Unit::Count, Some("outcome"), "Server API calls, by outcome (OK or the error name)."),
+    (DELIVERY_LATENCY, Kind::Histogram, Unit::Seconds, None, "Time from a message's acceptance to its write to a device."),
+];
+
 /// Registers help texts and units for every metric with the installed recorder.
 pub fn describe() {
-    describe_gauge!(SESSIONS, Unit::Count, "Open sessions.");
-    describe_gauge!(
-        ONLINE_USERS,
-        Unit::Count,
-        "Users online (a session open or within the offline grace period)."
-    );
-    describe_counter!(CONNECTIONS, Unit::Count, "QUIC connections accepted.");
-    describe_counter!(
-        SESSIONS_OPENED,
-        Unit::Count,
-        "Sessions opened after a valid Hello."
-    );
-    describe_counter!(
-        CONNECTIONS_CLOSED,
-        Unit::Count,
-        "Connections closed (after the handshake or not), by reason."
-    );
-    describe_counter!(
-        AUTH_FAILURES,
-        Unit::Count,
-        "Failed authentications, by reason."
-    );
-    describe_counter!(
-        FRAMES_REJECTED,
-        Unit::Count,
-        "Client frames rejected, by reason."
-    );
-    describe_counter!(
-        MESSAGES_ROUTED,
-        Unit::Count,
-        "Direct messages accepted into the recipient's inbox."
-    );
-    describe_counter!(
-        MESSAGES_DELIVERED,
-        Unit::Count,
-        "Message frames written to a device."
-    );
-    describe_counter!(
-        MESSAGES_DROPPED,
-        Unit::Count,
-        "Messages not routed or not delivered, by reason."
-    );
-    describe_counter!(
-        PRESENCE_EVENTS,
-        Unit::Count,
-        "Presence events sent to watchers."
-    );
-    describe_counter!(
-        MAILBOX_STORED,
-        Unit::Count,
-        "Messages stored in user inboxes (including senders' copies)."
-    );
-    describe_counter!(
-        MAILBOX_EVICTED,
-        Unit::Count,
-        "Stored messages dropped before every device acknowledged them, by reason."
-    );
-    describe_gauge!(MAILBOX_MESSAGES, Unit::Count, "Messages held in inboxes.");
-    describe_gauge!(
-        MAILBOX_BYTES,
-        Unit::Bytes,
-        "Encoded message bytes held in inboxes, counted per inbox."
-    );
-    describe_counter!(
-        INBOX_GAPS,
-        Unit::Count,
-        "Gap frames sent to devices (ranges they will never receive)."
-    );
-    describe_counter!(ACKS, Unit::Count, "Acks accepted from devices.");
-    describe_counter!(
-        DUPLICATE_SENDS,
-        Unit::Count,
-        "Sends answered from the idempotency window."
-    );
-    describe_counter!(
-        SIGNALS_RELAYED,
-        Unit::Count,
-        "Ephemeral signals (typing) queued to sessions."
-    );
-    describe_counter!(
-        SIGNALS_SENT,
-        Unit::Count,
-        "Ephemeral signals written, by path (datagram or stream)."
-    );
-    describe_counter!(
-        SLOW_CONSUMERS,
-        Unit::Count,
-        "Sessions closed as slow consumers, by reason."
-    );
-    describe_counter!(
-        OUTBOX_EPHEMERAL,
-        Unit::Count,
-        "Presence and signal frames coalesced or dropped in full session queues."
-    );
-    describe_counter!(
-        WEBHOOK_EVENTS,
-        Unit::Count,
-        "Offline-delivery webhook events, by outcome (sent or why dropped)."
-    );
-    describe_counter!(
-        API_REQUESTS,
-        Unit::Count,
-        "Server API calls, by outcome (OK or the error name)."
-    );
-    describe_histogram!(
-        DELIVERY_LATENCY,
-        Unit::Seconds,
-        "Time from a message's acceptance to its write to a device."
-    );
+    for &(name, kind, unit, _, help) in DESCRIPTIONS {
+        match kind {
+            Kind::Counter => describe_counter!(name, unit, help),
+            Kind::Gauge => describe_gauge!(name, unit, help),
+            Kind::Histogram => describe_histogram!(name, unit, help),
+        }
+    }
 }
 
 /// Builds the Prometheus recorder with our buckets, installs it globally and
@@ -257,22 +194,12 @@ pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
     let _ = HOT.set(Hot::register());
     // Start the gauges and unlabelled counters at zero so they appear in the
     // first scrape, before any session exists.
-    gauge!(SESSIONS).set(0.0);
-    gauge!(ONLINE_USERS).set(0.0);
-    gauge!(MAILBOX_MESSAGES).set(0.0);
-    gauge!(MAILBOX_BYTES).set(0.0);
-    for name in [
-        MAILBOX_STORED,
-        INBOX_GAPS,
-        ACKS,
-        DUPLICATE_SENDS,
-        CONNECTIONS,
-        SESSIONS_OPENED,
-        MESSAGES_ROUTED,
-        MESSAGES_DELIVERED,
-        PRESENCE_EVENTS,
-    ] {
-        counter!(name).absolute(0);
+    for &(name, kind, _, label, _) in DESCRIPTIONS {
+        match (kind, label) {
+            (Kind::Gauge, _) => gauge!(name).set(0.0),
+            (Kind::Counter, None) => counter!(name).absolute(0),
+            _ => {}
+        }
     }
     Ok(handle)
 }
