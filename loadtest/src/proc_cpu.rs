@@ -55,11 +55,6 @@ pub fn ticks_to_duration(ticks: u64) -> Duration {
         + Duration::from_nanos((ticks % per_second) * 1_000_000_000 / per_second)
 }
 
-/// User plus system CPU time `pid` has used.
-pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
-    cpu_ticks(pid).map(ticks_to_duration)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

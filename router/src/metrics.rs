@@ -266,21 +266,35 @@ pub(crate) fn shard_stats(stats: &ShardStats) {
         return;
     }
     let mailbox = &stats.mailbox;
+    // Only what changed: each write is an atomic on a line every shard
+    // task shares.
+    let net = |up: u64, down: u64| up as f64 - down as f64;
+    let add_gauge = |gauge: &Gauge, change: f64| {
+        if change != 0.0 {
+            gauge.increment(change);
+        }
+    };
+    let add_counter = |counter: &Counter, count: u64| {
+        if count > 0 {
+            counter.increment(count);
+        }
+    };
     Hot::with(|hot| {
-        hot.sessions.increment(stats.sessions_opened as f64);
-        hot.sessions.decrement(stats.sessions_closed as f64);
-        hot.sessions_opened.increment(stats.sessions_opened);
-        hot.online_users.increment(stats.users_came_online as f64);
-        hot.online_users.decrement(stats.users_went_offline as f64);
-        hot.messages_routed.increment(stats.messages_routed);
-        hot.presence_events.increment(stats.presence_events);
-        hot.acks.increment(stats.acks);
-        hot.signals_relayed.increment(stats.signals_relayed);
-        hot.mailbox_stored.increment(mailbox.stored);
-        hot.mailbox_messages.increment(mailbox.stored as f64);
-        hot.mailbox_messages.decrement(mailbox.released as f64);
-        hot.mailbox_bytes.increment(mailbox.stored_bytes as f64);
-        hot.mailbox_bytes.decrement(mailbox.released_bytes as f64);
+        add_gauge(
+            &hot.sessions,
+            net(stats.sessions_opened, stats.sessions_closed),
+        );
+        add_counter(&hot.sessions_opened, stats.sessions_opened);
+        let online = net(stats.users_came_online, stats.users_went_offline);
+        add_gauge(&hot.online_users, online);
+        add_counter(&hot.messages_routed, stats.messages_routed);
+        add_counter(&hot.presence_events, stats.presence_events);
+        add_counter(&hot.acks, stats.acks);
+        add_counter(&hot.signals_relayed, stats.signals_relayed);
+        add_counter(&hot.mailbox_stored, mailbox.stored);
+        add_gauge(&hot.mailbox_messages, net(mailbox.stored, mailbox.released));
+        let bytes = net(mailbox.stored_bytes, mailbox.released_bytes);
+        add_gauge(&hot.mailbox_bytes, bytes);
     });
     let counts = [
         (DUPLICATE_SENDS, stats.duplicate_sends),

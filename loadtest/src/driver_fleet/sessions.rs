@@ -183,10 +183,8 @@ impl Sessions {
         close_normally(conn, now);
         let handle = conn.handle;
         conns.touch(handle);
-        self.open(conns, index, server, super::hello(token, Some(resume)), now);
-        if let Some(conn) = self.session(conns, index) {
-            conn.session.resumed = true;
-        }
+        let hello = super::hello(token, Some(resume));
+        self.open(conns, index, server, hello, true, now);
     }
 
     fn open(
@@ -195,6 +193,7 @@ impl Sessions {
         index: u32,
         server: SocketAddr,
         hello: Bytes,
+        resumed: bool,
         now: Instant,
     ) {
         let session = Session {
@@ -208,12 +207,13 @@ impl Sessions {
             pending_ack: None,
             epoch: 0,
             unacked_since: None,
-            resumed: false,
+            resumed,
         };
         match conns.connect(now, self.config.clone(), server, &self.server_name, session) {
             Ok(handle) => {
                 self.by_index.insert(index, handle);
             }
+            Err(error) if resumed => self.shared.reopen_failed(format!("connect: {error}")),
             Err(error) => self.shared.open_failed(format!("connect: {error}")),
         }
     }
@@ -295,7 +295,7 @@ impl Application for Sessions {
                 index,
                 server,
                 hello,
-            } => self.open(conns, index, server, hello, now),
+            } => self.open(conns, index, server, hello, false, now),
             Command::Send { index, frame } => match self.session(conns, index) {
                 Some(conn) if conn.session.phase == Phase::Open => {
                     conn.session.outbox.push_back(frame);

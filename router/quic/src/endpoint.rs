@@ -312,11 +312,6 @@ impl<A: Application> Endpoint<A> {
         &self.app
     }
 
-    /// The application, mutably.
-    pub fn app_mut(&mut self) -> &mut A {
-        &mut self.app
-    }
-
     /// The connections.
     pub fn connections(&mut self) -> &mut Connections<A::Session> {
         &mut self.conns

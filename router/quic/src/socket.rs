@@ -134,7 +134,7 @@ impl DatagramSocket {
     /// batch. Returns false when the socket is blocked on a full send
     /// buffer: the caller should stop producing until
     /// [`flush`](Self::flush) empties the queue.
-    pub fn send_on(&mut self, datagram: &[u8], path: Path) -> bool {
+    fn send_on(&mut self, datagram: &[u8], path: Path) -> bool {
         if self.queue.len() < MAX_QUEUED_DATAGRAMS {
             self.queue.push(datagram, path);
         }
@@ -204,18 +204,19 @@ impl DatagramSink for DatagramSocket {
 /// Where a datagram goes and how it leaves: datagrams of one path may leave
 /// in one GSO buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Path {
+pub(crate) struct Path {
     /// The peer.
-    pub destination: SocketAddr,
+    destination: SocketAddr,
     /// The local address to send from; `None` lets the kernel choose.
-    pub source: Option<IpAddr>,
+    source: Option<IpAddr>,
     /// The ECN codepoint's bits (0: not ECN-capable).
-    pub ecn: u8,
+    ecn: u8,
 }
 
 impl Path {
     /// A path to `destination` with no source address and no ECN mark.
-    pub fn to(destination: SocketAddr) -> Path {
+    #[cfg(test)]
+    fn to(destination: SocketAddr) -> Path {
         Path {
             destination,
             source: None,
@@ -244,7 +245,7 @@ impl Path {
 /// one system call; returns how many left.
 #[cfg(target_os = "linux")]
 fn send_batch(
-    _state: &quinn_udp::UdpSocketState,
+    state: &quinn_udp::UdpSocketState,
     socket: &UdpSocket,
     batch: Batch<'_>,
 ) -> std::io::Result<usize> {
@@ -252,7 +253,12 @@ fn send_batch(
     use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
     use std::os::fd::AsRawFd;
 
+    // A lone datagram goes through quinn-udp's one `sendmsg`, allocating
+    // nothing; the headers below are built per call.
     let count = batch.len().min(SEND_BATCH);
+    if count == 1 {
+        return send_segments(state, socket, batch.take(1)).map(|()| 1);
+    }
     let (_, path) = batch.get(0).expect("a batch is not empty");
     let tos = path.ecn;
     let tclass = i32::from(path.ecn);

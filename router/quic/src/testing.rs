@@ -240,6 +240,16 @@ impl Client {
         self.quic.send_stream(id).finish().expect("finishable");
     }
 
+    /// Asks the server to stop sending on the session stream
+    /// (`STOP_SENDING`): the client stops reading it.
+    pub fn stop_reading(&mut self) {
+        let id = self.stream.expect("an open stream");
+        self.quic
+            .recv_stream(id)
+            .stop(quinn_proto::VarInt::from_u32(0))
+            .expect("stoppable");
+    }
+
     /// Sends an unreliable datagram.
     pub fn send_datagram(&mut self, bytes: Bytes) {
         self.quic

@@ -22,8 +22,8 @@
 //! always `None`. The router uses none of them, nor does the load
 //! generator.
 //!
-//! [`server_tls`] builds the server's configuration from a certificate, and
-//! [`crypto_provider`] is the rustls provider both sides use.
+//! [`server_tls`] builds the server's configuration from a certificate with
+//! the [`crypto_provider`].
 
 mod client;
 mod later_keys;
@@ -45,8 +45,9 @@ pub use server::ServerTls;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// The rustls crypto provider of both sides: ring, with
-/// TLS_AES_128_GCM_SHA256 first. Its key schedule runs on SHA-256, which ring
+/// The rustls crypto provider of the server: ring, with
+/// TLS_AES_128_GCM_SHA256 first (the client SDK, which does not depend on
+/// this crate, makes the same choice). Its key schedule runs on SHA-256, which ring
 /// accelerates with the CPU's SHA extensions, where the default first choice
 /// (AES_256_GCM_SHA384) runs SHA-512 in software, a large share of a
 /// handshake's CPU. AES-128-GCM is TLS 1.3's mandatory suite, and QUIC's

@@ -7,6 +7,8 @@
 //! Lock discipline: a DashMap guard is held only for a non-blocking channel
 //! send, never across `.await`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use dashmap::DashMap;
 use switchboard_core::{FrameClass, SessionId};
 use switchboard_proto::close::CloseCode;
@@ -59,17 +61,23 @@ pub(crate) enum DriverCommand {
 pub(crate) struct SessionDirectory {
     /// Keyed by the server's own session numbers: foldhash, not SipHash.
     sessions: DashMap<SessionId, SessionRoute, foldhash::fast::RandomState>,
+    /// How many sessions it holds, kept apart from the map: counting a
+    /// DashMap locks each of its shards.
+    len: AtomicUsize,
     /// Notified when the last session leaves (shutdown waits for it).
     emptied: Notify,
 }
 
 impl SessionDirectory {
     pub(crate) fn insert(&self, session: SessionId, route: SessionRoute) {
-        self.sessions.insert(session, route);
+        if self.sessions.insert(session, route).is_none() {
+            self.len.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn remove(&self, session: SessionId) {
-        if self.sessions.remove(&session).is_some() && self.sessions.is_empty() {
+        if self.sessions.remove(&session).is_some() && self.len.fetch_sub(1, Ordering::Relaxed) == 1
+        {
             self.emptied.notify_waiters();
         }
     }
@@ -82,7 +90,7 @@ impl SessionDirectory {
             // Registered before the check, so a removal between the check
             // and the wait is not missed.
             emptied.as_mut().enable();
-            if self.sessions.is_empty() {
+            if self.len() == 0 {
                 return;
             }
             emptied.await;
@@ -121,7 +129,7 @@ impl SessionDirectory {
 
     /// Number of sessions registered.
     pub(crate) fn len(&self) -> usize {
-        self.sessions.len()
+        self.len.load(Ordering::Relaxed)
     }
 }
 

@@ -33,7 +33,7 @@ use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame::{DecodeError, FrameDecoder, OutFrame, LENGTH_PREFIX_BYTES};
 use switchboard_proto::v1::{client_frame::Body, ClientFrame, Hello};
 use switchboard_quic::{Application, Conn, Connections, Driven, Events, HandleSet, StreamRead};
-use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 
 use super::directory::{DriverCommand, QueuedFrame, SessionRoute};
 use super::handshake::{self, MAX_HELLO_FRAME_BYTES};
@@ -105,7 +105,6 @@ pub(crate) struct Sessions {
     /// Connections with frames waiting for credit; driven again when a shard
     /// gives credit back.
     stalled: HandleSet,
-    draining: watch::Receiver<bool>,
     /// Requests in flight per session (credits).
     budget: usize,
 }
@@ -120,7 +119,6 @@ impl Sessions {
     ) -> Sessions {
         let budget = (ctx.config.limits.session_queue_frames / 2).max(1);
         Sessions {
-            draining: ctx.draining.clone(),
             ctx,
             commands,
             credit_returned,
@@ -129,10 +127,11 @@ impl Sessions {
         }
     }
 
-    /// Closes a connection with `code` (once) and ends its session.
+    /// Closes a connection with `code` (once) and ends its session. The
+    /// end counts as `code` unless a reason was recorded already.
     fn close(&self, conn: &mut Conn<Session>, code: CloseCode, reason: &'static str, now: Instant) {
-        if conn.session.ending.is_none() {
-            conn.session.ended(code.as_str());
+        conn.session.ended(code.as_str());
+        if !conn.quic.is_closed() {
             conn.close(now, code.to_code(), reason);
         }
         self.end_session(&mut conn.session);
@@ -148,10 +147,8 @@ impl Sessions {
             let _ = self.ctx.shards[shard].send(ShardInput::Closed { session: id }.into());
         }
         // Messages not yet written stay in the inbox, for the device's next
-        // session; this one will never get them.
-        for _ in 0..session.outbox.clear() {
-            metrics::message_dropped("session_gone");
-        }
+        // session.
+        session.outbox.clear();
     }
 
     /// Queues a frame from a shard for the session on `conn`, or sends a
@@ -242,9 +239,7 @@ impl Sessions {
                 StreamRead::Finished => {
                     // The client finished its side: a clean goodbye.
                     conn.session.ended("peer_closed");
-                    conn.close(now, CloseCode::Normal.to_code(), "");
-                    self.end_session(&mut conn.session);
-                    return;
+                    return self.close(conn, CloseCode::Normal, "", now);
                 }
             }
         }
@@ -323,7 +318,7 @@ impl Sessions {
             Ok(auth) => auth,
             Err((code, reason)) => return self.close(conn, code, reason, now),
         };
-        if *self.draining.borrow() {
+        if *self.ctx.draining.borrow() {
             return self.close(conn, CloseCode::GoingAway, "server shutting down", now);
         }
         let session = SessionId(self.ctx.next_session_id());
@@ -378,7 +373,11 @@ impl Sessions {
                 }
                 Err(WriteError::Blocked) => return,
                 Err(_) => {
-                    // The client stopped reading our stream: it is leaving.
+                    // The client stopped reading our stream: it is leaving,
+                    // and will not get what is queued for it.
+                    for _ in 0..conn.session.outbox.clear() {
+                        metrics::message_dropped("session_gone");
+                    }
                     conn.session.ended("peer_closed");
                     return self.close(conn, CloseCode::Normal, "stream stopped", now);
                 }
@@ -412,7 +411,7 @@ impl Application for Sessions {
     type Command = DriverCommand;
 
     fn accept(&mut self, _now: Instant) -> Option<Session> {
-        if *self.draining.borrow() {
+        if *self.ctx.draining.borrow() {
             return None;
         }
         Some(Session {

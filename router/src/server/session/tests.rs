@@ -132,7 +132,8 @@ impl Router {
 
     /// A shard writes `frame` of `class` to `session`, through the
     /// directory and the driver's command channel.
-    fn transmit(&mut self, session: SessionId, frame: Bytes, class: FrameClass) {
+    fn transmit(&mut self, client: &Client, session: SessionId, frame: Bytes, class: FrameClass) {
+        self.now = client.now;
         self.ctx.directory.transmit(session, frame.into(), class);
         while let Ok(command) = self.commands.try_recv() {
             self.command(command);
@@ -289,13 +290,13 @@ fn a_session_whose_queue_overflows_is_closed_as_a_slow_consumer() {
     };
     // The stream takes about four before its window is full...
     for _ in 0..4 {
-        router.transmit(session, big.clone(), class);
+        router.transmit(&client, session, big.clone(), class);
         client.exchange(&mut router.endpoint);
     }
     assert_eq!(client.lost, None);
     // ...then the queue fills, and one more frame overflows it.
     for _ in 0..5 {
-        router.transmit(session, big.clone(), class);
+        router.transmit(&client, session, big.clone(), class);
     }
     client.exchange(&mut router.endpoint);
     assert_eq!(close_code(&client), code(CloseCode::SlowConsumer));
@@ -312,7 +313,12 @@ fn a_session_whose_queue_overflows_is_closed_as_a_slow_consumer() {
 fn a_signal_goes_as_a_datagram_when_the_client_takes_them_else_on_the_stream() {
     let mut router = Router::new(|_| {});
     let (mut client, session) = router.session(TransportConfig::default());
-    router.transmit(session, signal_frame(), FrameClass::Ephemeral { key: 1 });
+    router.transmit(
+        &client,
+        session,
+        signal_frame(),
+        FrameClass::Ephemeral { key: 1 },
+    );
     client.exchange(&mut router.endpoint);
     assert_eq!(client.datagrams.len(), 1, "one datagram");
     let datagram = ServerFrame::decode_datagram(&client.datagrams[0]);
@@ -322,7 +328,12 @@ fn a_signal_goes_as_a_datagram_when_the_client_takes_them_else_on_the_stream() {
     let mut no_datagrams = TransportConfig::default();
     no_datagrams.datagram_receive_buffer_size(None);
     let (mut client, session) = router.session(no_datagrams);
-    router.transmit(session, signal_frame(), FrameClass::Ephemeral { key: 1 });
+    router.transmit(
+        &client,
+        session,
+        signal_frame(),
+        FrameClass::Ephemeral { key: 1 },
+    );
     client.exchange(&mut router.endpoint);
     assert!(client.datagrams.is_empty());
     assert!(matches!(
@@ -382,7 +393,7 @@ fn a_keep_alive_is_acknowledged_in_its_turn_and_a_request_by_its_answer() {
             nonce: 1,
         })),
     });
-    router.transmit(session, pong, FrameClass::Reply);
+    router.transmit(&client, session, pong, FrameClass::Reply);
     let (_, answered) = client.step(&mut router.endpoint);
     assert_eq!(answered, 1, "the answer carries the ACK");
 }
@@ -405,6 +416,22 @@ fn a_client_that_finishes_its_stream_is_closed_with_code_0_and_no_fin() {
             ..
         }]
     ));
+}
+
+#[test]
+fn a_client_that_stops_reading_is_closed_when_the_server_next_writes() {
+    let mut router = Router::new(|_| {});
+    let (mut client, session) = router.session(TransportConfig::default());
+    client.stop_reading();
+    client.exchange(&mut router.endpoint);
+    assert_eq!(client.lost, None, "nothing written yet");
+    router.transmit(&client, session, signal_frame(), FrameClass::Reply);
+    client.exchange(&mut router.endpoint);
+    assert_eq!(close_code(&client), code(CloseCode::Normal));
+    let Some(ConnectionError::ApplicationClosed(close)) = &client.lost else {
+        panic!("{:?}", client.lost);
+    };
+    assert_eq!(close.reason.as_ref(), b"stream stopped");
 }
 
 #[test]
