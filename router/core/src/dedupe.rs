@@ -32,7 +32,7 @@ impl Default for DedupeLimits {
 }
 
 /// What the first `Send` with a key got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SendOutcome {
     /// The message id.
     pub message_id: u64,

@@ -140,11 +140,6 @@ impl Mailbox {
         self.entries.is_empty()
     }
 
-    /// Encoded bytes held.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
     /// When the oldest message held was stored.
     pub fn front_stored_at(&self) -> Option<Instant> {
         self.entries.front().map(|e| e.stored_at)
@@ -170,29 +165,21 @@ impl Mailbox {
         let size = message.encoded.len();
         stats.stored(size);
         self.bytes += size;
+        let own_device = own.then(|| message.from_device.clone());
         self.entries.push_back(Entry {
             message,
             stored_at: now,
             own,
         });
-        if own {
-            let device = self
-                .entries
-                .back()
-                .expect("just pushed")
-                .message
-                .from_device
-                .clone();
+        if let Some(device) = own_device {
             self.advance_over_own(&device);
         }
-        let mut evicted = 0;
         while self.entries.len() > limits.max_messages
             || (self.bytes > limits.max_bytes && self.entries.len() > 1)
         {
-            self.pop_front(stats);
-            evicted += 1;
+            stats.released(1, self.pop_front());
+            stats.evicted_by_limit += 1;
         }
-        stats.evicted_by_limit += evicted;
         self.trim(stats);
         self.last_seq
     }
@@ -200,16 +187,14 @@ impl Mailbox {
     /// Drops entries older than `max_age` and forgets devices offline for
     /// longer than that.
     pub fn expire(&mut self, now: Instant, limits: &MailboxLimits, stats: &mut MailboxStats) {
-        let mut evicted = 0;
         while self
             .entries
             .front()
             .is_some_and(|e| e.stored_at + limits.max_age <= now)
         {
-            self.pop_front(stats);
-            evicted += 1;
+            stats.released(1, self.pop_front());
+            stats.evicted_by_age += 1;
         }
-        stats.evicted_by_age += evicted;
         let before = self.devices.len();
         self.devices
             .retain(|c| c.offline_since.is_none_or(|t| t + limits.max_age > now));
@@ -337,31 +322,26 @@ impl Mailbox {
         if self.devices.is_empty() {
             return;
         }
-        let mut released = (0, 0);
-        loop {
-            let seq = self.first_seq();
-            if self.entries.is_empty() {
-                break;
-            }
-            if !self.devices.iter().all(|c| c.acked >= seq) {
-                break;
-            }
-            let entry = self.entries.pop_front().expect("front exists");
-            let size = entry.message.encoded.len();
-            self.bytes -= size;
-            released.0 += 1;
-            released.1 += size;
+        let (mut count, mut bytes) = (0, 0);
+        while !self.entries.is_empty() && self.devices.iter().all(|c| c.acked >= self.first_seq()) {
+            bytes += self.pop_front();
+            count += 1;
         }
-        stats.released(released.0, released.1);
+        stats.released(count, bytes);
     }
 
-    fn pop_front(&mut self, stats: &mut MailboxStats) {
-        // Cursors behind the new front stay there: next_for reports the gap.
-        if let Some(entry) = self.entries.pop_front() {
-            let size = entry.message.encoded.len();
-            self.bytes -= size;
-            stats.released(1, size);
-        }
+    /// Drops the front entry (there is one) and returns its size. Cursors
+    /// behind the new front stay there: next_for reports the gap.
+    fn pop_front(&mut self) -> usize {
+        let size = self
+            .entries
+            .pop_front()
+            .expect("front exists")
+            .message
+            .encoded
+            .len();
+        self.bytes -= size;
+        size
     }
 }
 
@@ -373,8 +353,25 @@ mod tests {
         DeviceId::parse(name).unwrap()
     }
 
-    fn message(id: u64, from_device: &str, size: usize) -> Arc<StoredMessage> {
-        Arc::new(StoredMessage {
+    fn limits() -> MailboxLimits {
+        MailboxLimits {
+            max_messages: 3,
+            max_bytes: 100,
+            max_age: Duration::from_secs(60),
+        }
+    }
+
+    /// Appends message `id` of `size` bytes from `from_device` (`own`: a
+    /// copy of the user's own send), stored at `now`.
+    fn append(
+        mailbox: &mut Mailbox,
+        id: u64,
+        from_device: &str,
+        own: bool,
+        size: usize,
+        now: Instant,
+    ) {
+        let message = Arc::new(StoredMessage {
             message_id: id,
             from: UserId::parse("sender").unwrap(),
             from_device: device(from_device),
@@ -383,15 +380,8 @@ mod tests {
             accepted_at: Instant::now(),
             sent_at_ms: 0,
             is_receipt: false,
-        })
-    }
-
-    fn limits() -> MailboxLimits {
-        MailboxLimits {
-            max_messages: 3,
-            max_bytes: 100,
-            max_age: Duration::from_secs(60),
-        }
+        });
+        mailbox.append(message, own, now, &limits(), &mut MailboxStats::default());
     }
 
     /// Every sequence number `device` would get after `after`, with gaps.
@@ -415,38 +405,25 @@ mod tests {
 
     #[test]
     fn device_cursors_take_only_the_room_they_need() {
-        let mut mailbox = Mailbox::default();
-        mailbox.attach(&device("phone"), None, &mut MailboxStats::default());
+        let (mut mailbox, stats) = (Mailbox::default(), &mut MailboxStats::default());
+        mailbox.attach(&device("phone"), None, stats);
         assert_eq!(mailbox.devices.capacity(), 1);
-        mailbox.attach(&device("laptop"), None, &mut MailboxStats::default());
+        mailbox.attach(&device("laptop"), None, stats);
         assert_eq!(mailbox.devices.capacity(), 2);
-        mailbox.attach(&device("phone"), None, &mut MailboxStats::default());
+        mailbox.attach(&device("phone"), None, stats);
         assert_eq!(mailbox.devices.len(), 2, "a known device adds no cursor");
     }
 
     #[test]
     fn messages_wait_for_the_first_device() {
-        let now = Instant::now();
-        let mut mailbox = Mailbox::default();
-        mailbox.append(
-            message(10, "x", 5),
-            false,
-            now,
-            &limits(),
-            &mut MailboxStats::default(),
-        );
-        mailbox.append(
-            message(11, "x", 5),
-            false,
-            now,
-            &limits(),
-            &mut MailboxStats::default(),
-        );
+        let (mut mailbox, stats) = (Mailbox::default(), &mut MailboxStats::default());
+        append(&mut mailbox, 10, "x", false, 5, Instant::now());
+        append(&mut mailbox, 11, "x", false, 5, Instant::now());
         let phone = device("phone");
-        let after = mailbox.attach(&phone, None, &mut MailboxStats::default());
+        let after = mailbox.attach(&phone, None, stats);
         assert_eq!(after, 0);
         assert_eq!(drain(&mailbox, &phone, after), ["1:10", "2:11"]);
-        mailbox.ack(&phone, 2, &mut MailboxStats::default());
+        mailbox.ack(&phone, 2, stats);
         assert!(mailbox.is_empty());
         assert_eq!(mailbox.first_seq(), 3);
     }
@@ -454,42 +431,29 @@ mod tests {
     #[test]
     fn an_entry_stays_until_every_known_device_acked_it() {
         let now = Instant::now();
-        let mut mailbox = Mailbox::default();
+        let (mut mailbox, stats) = (Mailbox::default(), &mut MailboxStats::default());
         let (phone, laptop) = (device("phone"), device("laptop"));
-        mailbox.attach(&phone, None, &mut MailboxStats::default());
-        mailbox.attach(&laptop, None, &mut MailboxStats::default());
-        mailbox.append(
-            message(1, "x", 5),
-            false,
-            now,
-            &limits(),
-            &mut MailboxStats::default(),
-        );
-        mailbox.ack(&phone, 1, &mut MailboxStats::default());
+        mailbox.attach(&phone, None, stats);
+        mailbox.attach(&laptop, None, stats);
+        append(&mut mailbox, 1, "x", false, 5, now);
+        mailbox.ack(&phone, 1, stats);
         assert_eq!(mailbox.len(), 1);
         mailbox.detach(&laptop, now);
         assert_eq!(mailbox.len(), 1, "an offline device still counts");
-        mailbox.ack(&laptop, 1, &mut MailboxStats::default());
+        mailbox.ack(&laptop, 1, stats);
         assert!(mailbox.is_empty());
     }
 
     #[test]
     fn own_sends_are_skipped_and_need_no_ack_from_the_sender() {
-        let now = Instant::now();
-        let mut mailbox = Mailbox::default();
+        let (mut mailbox, stats) = (Mailbox::default(), &mut MailboxStats::default());
         let (phone, laptop) = (device("phone"), device("laptop"));
-        mailbox.attach(&phone, None, &mut MailboxStats::default());
-        mailbox.attach(&laptop, None, &mut MailboxStats::default());
-        mailbox.append(
-            message(1, "phone", 5),
-            true,
-            now,
-            &limits(),
-            &mut MailboxStats::default(),
-        );
+        mailbox.attach(&phone, None, stats);
+        mailbox.attach(&laptop, None, stats);
+        append(&mut mailbox, 1, "phone", true, 5, Instant::now());
         assert_eq!(drain(&mailbox, &phone, 0), Vec::<String>::new());
         assert_eq!(drain(&mailbox, &laptop, 0), ["1:1"]);
-        mailbox.ack(&laptop, 1, &mut MailboxStats::default());
+        mailbox.ack(&laptop, 1, stats);
         assert!(mailbox.is_empty(), "the sender need not ack its own send");
     }
 
@@ -500,61 +464,39 @@ mod tests {
         let phone = device("phone");
         mailbox.attach(&phone, None, &mut MailboxStats::default());
         for id in 1..=5 {
-            mailbox.append(
-                message(id, "x", 5),
-                false,
-                now,
-                &limits(),
-                &mut MailboxStats::default(),
-            );
+            append(&mut mailbox, id, "x", false, 5, now);
         }
         assert_eq!(mailbox.len(), 3);
         assert_eq!(drain(&mailbox, &phone, 0), ["gap 1-2", "3:3", "4:4", "5:5"]);
         // Bytes: one 96-byte message pushes out all but itself.
-        mailbox.append(
-            message(6, "x", 96),
-            false,
-            now,
-            &limits(),
-            &mut MailboxStats::default(),
-        );
+        append(&mut mailbox, 6, "x", false, 96, now);
         assert_eq!(drain(&mailbox, &phone, 0), ["gap 1-5", "6:6"]);
-        assert_eq!(mailbox.bytes(), 96);
+        assert_eq!(mailbox.bytes, 96);
     }
 
     #[test]
     fn age_evicts_and_forgets_long_offline_devices() {
         let start = Instant::now();
         let limits = limits();
-        let mut mailbox = Mailbox::default();
+        let (mut mailbox, stats) = (Mailbox::default(), &mut MailboxStats::default());
         let (phone, old) = (device("phone"), device("old"));
-        mailbox.attach(&phone, None, &mut MailboxStats::default());
-        mailbox.attach(&old, None, &mut MailboxStats::default());
+        mailbox.attach(&phone, None, stats);
+        mailbox.attach(&old, None, stats);
         mailbox.detach(&old, start);
-        mailbox.append(
-            message(1, "x", 5),
+        append(&mut mailbox, 1, "x", false, 5, start);
+        append(
+            &mut mailbox,
+            2,
+            "x",
             false,
-            start,
-            &limits,
-            &mut MailboxStats::default(),
-        );
-        let later = start + Duration::from_secs(30);
-        mailbox.append(
-            message(2, "x", 5),
-            false,
-            later,
-            &limits,
-            &mut MailboxStats::default(),
+            5,
+            start + Duration::from_secs(30),
         );
         assert_eq!(mailbox.next_expiry(&limits), Some(start + limits.max_age));
-        mailbox.expire(
-            start + limits.max_age,
-            &limits,
-            &mut MailboxStats::default(),
-        );
+        mailbox.expire(start + limits.max_age, &limits, stats);
         // Message 1 aged out and "old" is forgotten; 2 waits for "phone".
         assert_eq!(drain(&mailbox, &phone, 0), ["gap 1-1", "2:2"]);
-        mailbox.ack(&phone, 2, &mut MailboxStats::default());
+        mailbox.ack(&phone, 2, stats);
         assert!(mailbox.is_empty(), "the forgotten device no longer pins");
         assert_eq!(mailbox.next_expiry(&limits), None);
     }
@@ -562,37 +504,22 @@ mod tests {
     #[test]
     fn resume_point_is_clamped_and_can_go_back_over_what_is_held() {
         let now = Instant::now();
-        let mut mailbox = Mailbox::default();
+        let (mut mailbox, stats) = (Mailbox::default(), &mut MailboxStats::default());
         let (phone, laptop) = (device("phone"), device("laptop"));
-        mailbox.attach(&phone, None, &mut MailboxStats::default());
-        mailbox.attach(&laptop, None, &mut MailboxStats::default());
+        mailbox.attach(&phone, None, stats);
+        mailbox.attach(&laptop, None, stats);
         for id in 1..=3 {
-            mailbox.append(
-                message(id, "x", 5),
-                false,
-                now,
-                &limits(),
-                &mut MailboxStats::default(),
-            );
+            append(&mut mailbox, id, "x", false, 5, now);
         }
-        mailbox.ack(&phone, 3, &mut MailboxStats::default());
+        mailbox.ack(&phone, 3, stats);
         mailbox.detach(&phone, now);
         // The phone lost its state and resumes from 1: 2 and 3 are held
         // for the laptop, so it gets them again.
-        assert_eq!(
-            mailbox.attach(&phone, Some(1), &mut MailboxStats::default()),
-            1
-        );
+        assert_eq!(mailbox.attach(&phone, Some(1), stats), 1);
         assert_eq!(drain(&mailbox, &phone, 1), ["2:2", "3:3"]);
-        assert_eq!(
-            mailbox.attach(&phone, Some(99), &mut MailboxStats::default()),
-            3,
-            "clamped to last_seq"
-        );
+        let clamped = mailbox.attach(&phone, Some(99), stats);
+        assert_eq!(clamped, 3, "clamped to last_seq");
         // A new device with no resume point starts at the oldest held.
-        assert_eq!(
-            mailbox.attach(&device("tablet"), None, &mut MailboxStats::default()),
-            0
-        );
+        assert_eq!(mailbox.attach(&device("tablet"), None, stats), 0);
     }
 }

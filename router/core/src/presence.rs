@@ -30,6 +30,16 @@ pub struct PresenceView {
 }
 
 impl PresenceView {
+    /// The view of a user never seen: offline, version 0.
+    pub(crate) fn never_seen() -> Self {
+        PresenceView {
+            status: Status::Offline,
+            text: String::new(),
+            last_seen_ms: 0,
+            version: 0,
+        }
+    }
+
     /// The protobuf event for `user`.
     pub fn to_event(&self, user: &UserId) -> Presence {
         Presence {
@@ -69,8 +79,8 @@ pub(super) struct UserRecord {
     pub(super) dedupe: Option<Box<DedupeWindow>>,
 }
 
-impl UserRecord {
-    pub(super) fn new() -> Self {
+impl Default for UserRecord {
+    fn default() -> Self {
         Self {
             sessions: Vec::new(),
             chosen: Status::Online,
@@ -78,18 +88,15 @@ impl UserRecord {
             offline_at: None,
             last_seen_ms: 0,
             watchers: SparseIdSet::default(),
-            view: PresenceView {
-                status: Status::Offline,
-                text: String::new(),
-                last_seen_ms: 0,
-                version: 0,
-            },
+            view: PresenceView::never_seen(),
             mailbox: Mailbox::default(),
             mailbox_timer: None,
             dedupe: None,
         }
     }
+}
 
+impl UserRecord {
     /// Online means a session is open or the grace period still runs.
     pub(super) fn is_online(&self) -> bool {
         !self.sessions.is_empty() || self.offline_at.is_some()

@@ -211,8 +211,17 @@ mod tests {
         UserId::parse(name).unwrap()
     }
 
+    /// Acting as user `name`.
+    fn by(name: &str) -> Actor {
+        Actor::User(user(name))
+    }
+
     fn room() -> RoomId {
         RoomId::parse("room").unwrap()
+    }
+
+    fn create(open: bool) -> RoomRequest {
+        RoomRequest::Create { open }
     }
 
     fn join(member: &str) -> RoomRequest {
@@ -221,62 +230,56 @@ mod tests {
         }
     }
 
+    fn leave(member: &str) -> RoomRequest {
+        RoomRequest::Leave {
+            member: user(member),
+        }
+    }
+
     #[test]
     fn the_owner_adds_anyone_others_join_only_open_rooms() {
         let mut rooms = Rooms::new(2, 3);
         let (owner, bob) = (user("owner"), user("bob"));
-        rooms
-            .apply(
-                &Actor::User(owner.clone()),
-                &room(),
-                RoomRequest::Create { open: false },
-            )
-            .unwrap();
+        rooms.apply(&by("owner"), &room(), create(false)).unwrap();
         assert_eq!(
-            rooms.apply(
-                &Actor::User(owner.clone()),
-                &room(),
-                RoomRequest::Create { open: true }
-            ),
+            rooms.apply(&by("owner"), &room(), create(true)),
             Err(ErrorCode::RoomExists)
         );
         assert_eq!(
-            rooms.apply(&Actor::User(bob.clone()), &room(), join("bob")),
+            rooms.apply(&by("bob"), &room(), join("bob")),
             Err(ErrorCode::NotAllowed),
             "closed room"
         );
         assert_eq!(
-            rooms.apply(&Actor::User(owner.clone()), &room(), join("bob")),
+            rooms.apply(&by("owner"), &room(), join("bob")),
             Ok(RoomReply::Changed { members: 2 })
         );
         assert_eq!(
-            rooms.apply(&Actor::User(bob.clone()), &room(), join("bob")),
+            rooms.apply(&by("bob"), &room(), join("bob")),
             Ok(RoomReply::Changed { members: 2 }),
             "a member joining again changes nothing"
         );
         assert_eq!(
-            rooms.apply(&Actor::User(bob.clone()), &room(), join("carl")),
+            rooms.apply(&by("bob"), &room(), join("carl")),
             Err(ErrorCode::NotAllowed),
             "only the owner adds others"
         );
-        rooms
-            .apply(&Actor::User(owner.clone()), &room(), join("carl"))
-            .unwrap();
+        rooms.apply(&by("owner"), &room(), join("carl")).unwrap();
         assert_eq!(
-            rooms.apply(&Actor::User(owner.clone()), &room(), join("dave")),
+            rooms.apply(&by("owner"), &room(), join("dave")),
             Err(ErrorCode::RoomFull)
         );
         assert_eq!(
-            rooms.apply(&Actor::User(user("eve")), &room(), RoomRequest::List),
+            rooms.apply(&by("eve"), &room(), RoomRequest::List),
             Err(ErrorCode::NotAllowed),
             "closed rooms list to members only"
         );
         assert_eq!(
-            rooms.apply(&Actor::User(bob.clone()), &room(), RoomRequest::List),
+            rooms.apply(&by("bob"), &room(), RoomRequest::List),
             Ok(RoomReply::Members {
                 owner: Some(owner.clone()),
                 open: false,
-                members: vec![bob.clone(), user("carl"), owner.clone()],
+                members: vec![bob, user("carl"), owner],
             })
         );
     }
@@ -285,38 +288,14 @@ mod tests {
     fn members_leave_the_owner_removes_and_only_members_post() {
         let mut rooms = Rooms::new(3, 100);
         let (owner, bob) = (user("owner"), user("bob"));
-        rooms
-            .apply(
-                &Actor::User(owner.clone()),
-                &room(),
-                RoomRequest::Create { open: true },
-            )
-            .unwrap();
-        rooms
-            .apply(&Actor::User(bob.clone()), &room(), join("bob"))
-            .unwrap();
-        rooms
-            .apply(&Actor::User(user("carl")), &room(), join("carl"))
-            .unwrap();
+        rooms.apply(&by("owner"), &room(), create(true)).unwrap();
+        rooms.apply(&by("bob"), &room(), join("bob")).unwrap();
+        rooms.apply(&by("carl"), &room(), join("carl")).unwrap();
         assert_eq!(
-            rooms.apply(
-                &Actor::User(bob.clone()),
-                &room(),
-                RoomRequest::Leave {
-                    member: user("carl")
-                }
-            ),
+            rooms.apply(&by("bob"), &room(), leave("carl")),
             Err(ErrorCode::NotAllowed)
         );
-        rooms
-            .apply(
-                &Actor::User(owner.clone()),
-                &room(),
-                RoomRequest::Leave {
-                    member: user("carl"),
-                },
-            )
-            .unwrap();
+        rooms.apply(&by("owner"), &room(), leave("carl")).unwrap();
         assert_eq!(
             rooms.fan_out(&room(), &user("carl")).unwrap_err(),
             ErrorCode::NotAMember
@@ -325,27 +304,18 @@ mod tests {
         let mut everyone: Vec<UserId> =
             groups.iter().flat_map(|(_, m)| m.iter().cloned()).collect();
         everyone.sort();
-        assert_eq!(everyone, vec![bob.clone(), owner.clone()]);
+        assert_eq!(everyone, vec![bob.clone(), owner]);
         for (shard, members) in groups.iter() {
             assert!(members.iter().all(|m| shard_of(m, 3) == *shard));
         }
-        rooms
-            .apply(
-                &Actor::User(owner.clone()),
-                &room(),
-                RoomRequest::Leave {
-                    member: owner.clone(),
-                },
-            )
-            .unwrap();
+        rooms.apply(&by("owner"), &room(), leave("owner")).unwrap();
         assert!(matches!(
-            rooms.apply(&Actor::User(bob.clone()), &room(), RoomRequest::List),
+            rooms.apply(&by("bob"), &room(), RoomRequest::List),
             Ok(RoomReply::Members { owner: None, .. })
         ));
+        let nope = RoomId::parse("nope").unwrap();
         assert_eq!(
-            rooms
-                .fan_out(&RoomId::parse("nope").unwrap(), &bob)
-                .unwrap_err(),
+            rooms.fan_out(&nope, &bob).unwrap_err(),
             ErrorCode::UnknownRoom
         );
     }
@@ -353,14 +323,13 @@ mod tests {
     #[test]
     fn the_backend_may_do_anything_and_creates_rooms_without_an_owner() {
         let mut rooms = Rooms::new(2, 100);
-        let bob = user("bob");
         assert_eq!(
-            rooms.apply(&Actor::Admin, &room(), RoomRequest::Create { open: false }),
+            rooms.apply(&Actor::Admin, &room(), create(false)),
             Ok(RoomReply::Changed { members: 0 })
         );
         rooms.apply(&Actor::Admin, &room(), join("bob")).unwrap();
         assert_eq!(
-            rooms.apply(&Actor::User(bob.clone()), &room(), join("carl")),
+            rooms.apply(&by("bob"), &room(), join("carl")),
             Err(ErrorCode::NotAllowed),
             "no owner: only the backend adds others"
         );
@@ -369,11 +338,11 @@ mod tests {
             Ok(RoomReply::Members {
                 owner: None,
                 open: false,
-                members: vec![bob.clone()],
+                members: vec![user("bob")],
             })
         );
         assert_eq!(
-            rooms.apply(&Actor::Admin, &room(), RoomRequest::Leave { member: bob }),
+            rooms.apply(&Actor::Admin, &room(), leave("bob")),
             Ok(RoomReply::Changed { members: 0 })
         );
     }

@@ -11,103 +11,77 @@
 //! that came online and went offline, messages stored and released. The
 //! owner keeps the running totals.
 
-/// Why a client frame was refused by the core (the `reason` label of the
-/// router's rejected-frames counter).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Rejection {
-    /// A frame with no body the server knows.
-    UnknownFrame,
-    /// A second Hello on an open session.
-    SecondHello,
-    /// A `Signal` with a bad target or kind.
-    InvalidSignal,
-    /// A room request with a bad room or member id.
-    InvalidRoomRequest,
-    /// A room request the room refused (not a member, full, ...).
-    RoomRefused,
-    /// A `Receipt` for no valid message.
-    InvalidReceipt,
-    /// `Hello.resume` past the inbox's last sequence number.
-    ResumeAhead,
-    /// An `Ack` of a sequence number never sent.
-    InvalidAck,
-    /// A `SetStatus` with a status that cannot be set, or a text too long.
-    InvalidStatus,
-    /// A `Watch` naming an invalid user id.
-    InvalidUserId,
-    /// A `Watch` beyond `max_watched_users`.
-    WatchLimit,
+/// Defines a reason enum: its variants with their metric labels, `as_str`,
+/// and its [`Reason`] slots (declaration order).
+macro_rules! reasons {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $label:literal,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)*
+        }
+
+        impl $name {
+            /// The metric label.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)*
+                }
+            }
+        }
+
+        impl Reason for $name {
+            const ALL: &'static [Self] = &[$($name::$variant),*];
+            fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
 }
 
-impl Rejection {
-    /// Every reason, in label order.
-    pub const ALL: [Rejection; 11] = [
-        Rejection::UnknownFrame,
-        Rejection::SecondHello,
-        Rejection::InvalidSignal,
-        Rejection::InvalidRoomRequest,
-        Rejection::RoomRefused,
-        Rejection::InvalidReceipt,
-        Rejection::ResumeAhead,
-        Rejection::InvalidAck,
-        Rejection::InvalidStatus,
-        Rejection::InvalidUserId,
-        Rejection::WatchLimit,
-    ];
-
-    /// The metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rejection::UnknownFrame => "unknown_frame",
-            Rejection::SecondHello => "second_hello",
-            Rejection::InvalidSignal => "invalid_signal",
-            Rejection::InvalidRoomRequest => "invalid_room_request",
-            Rejection::RoomRefused => "room_refused",
-            Rejection::InvalidReceipt => "invalid_receipt",
-            Rejection::ResumeAhead => "resume_ahead",
-            Rejection::InvalidAck => "invalid_ack",
-            Rejection::InvalidStatus => "invalid_status",
-            Rejection::InvalidUserId => "invalid_user_id",
-            Rejection::WatchLimit => "watch_limit",
-        }
+reasons! {
+    /// Why a client frame was refused by the core (the `reason` label of the
+    /// router's rejected-frames counter).
+    Rejection {
+        /// A frame with no body the server knows.
+        UnknownFrame => "unknown_frame",
+        /// A second Hello on an open session.
+        SecondHello => "second_hello",
+        /// A `Signal` with a bad target or kind.
+        InvalidSignal => "invalid_signal",
+        /// A room request with a bad room or member id.
+        InvalidRoomRequest => "invalid_room_request",
+        /// A room request the room refused (not a member, full, ...).
+        RoomRefused => "room_refused",
+        /// A `Receipt` for no valid message.
+        InvalidReceipt => "invalid_receipt",
+        /// `Hello.resume` past the inbox's last sequence number.
+        ResumeAhead => "resume_ahead",
+        /// An `Ack` of a sequence number never sent.
+        InvalidAck => "invalid_ack",
+        /// A `SetStatus` with a status that cannot be set, or a text too long.
+        InvalidStatus => "invalid_status",
+        /// A `Watch` naming an invalid user id.
+        InvalidUserId => "invalid_user_id",
+        /// A `Watch` beyond `max_watched_users`.
+        WatchLimit => "watch_limit",
     }
 }
 
-/// Why a `Send` was not routed (the `reason` label of the router's
-/// dropped-messages counter).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Refusal {
-    /// `Send.to` is not a valid user id.
-    InvalidRecipient,
-    /// `Send.room` is not a valid room id.
-    InvalidRoom,
-    /// The payload is over `max_payload_bytes`.
-    PayloadTooLarge,
-    /// `Send.client_msg_id` is too long.
-    InvalidClientMsgId,
-    /// The room does not exist or the sender may not post to it.
-    RoomRefused,
-}
-
-impl Refusal {
-    /// Every reason, in label order.
-    pub const ALL: [Refusal; 5] = [
-        Refusal::InvalidRecipient,
-        Refusal::InvalidRoom,
-        Refusal::PayloadTooLarge,
-        Refusal::InvalidClientMsgId,
-        Refusal::RoomRefused,
-    ];
-
-    /// The metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Refusal::InvalidRecipient => "invalid_recipient",
-            Refusal::InvalidRoom => "invalid_room",
-            Refusal::PayloadTooLarge => "payload_too_large",
-            Refusal::InvalidClientMsgId => "invalid_client_msg_id",
-            Refusal::RoomRefused => "room_refused",
-        }
+reasons! {
+    /// Why a `Send` was not routed (the `reason` label of the router's
+    /// dropped-messages counter).
+    Refusal {
+        /// `Send.to` is not a valid user id.
+        InvalidRecipient => "invalid_recipient",
+        /// `Send.room` is not a valid room id.
+        InvalidRoom => "invalid_room",
+        /// The payload is over `max_payload_bytes`.
+        PayloadTooLarge => "payload_too_large",
+        /// `Send.client_msg_id` is too long.
+        InvalidClientMsgId => "invalid_client_msg_id",
+        /// The room does not exist or the sender may not post to it.
+        RoomRefused => "room_refused",
     }
 }
 
@@ -147,20 +121,6 @@ pub trait Reason: Copy + 'static {
     const ALL: &'static [Self];
     /// The slot of this reason.
     fn index(self) -> usize;
-}
-
-impl Reason for Rejection {
-    const ALL: &'static [Self] = &Rejection::ALL;
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl Reason for Refusal {
-    const ALL: &'static [Self] = &Refusal::ALL;
-    fn index(self) -> usize {
-        self as usize
-    }
 }
 
 /// Most reasons one [`Reason`] type may have.
@@ -242,13 +202,13 @@ mod tests {
 
     #[test]
     fn reasons_index_their_own_slots() {
-        for (i, reason) in Rejection::ALL.into_iter().enumerate() {
+        for (i, reason) in <Rejection as Reason>::ALL.iter().enumerate() {
             assert_eq!(reason.index(), i, "{reason:?}");
         }
-        for (i, reason) in Refusal::ALL.into_iter().enumerate() {
+        for (i, reason) in <Refusal as Reason>::ALL.iter().enumerate() {
             assert_eq!(reason.index(), i, "{reason:?}");
         }
-        assert!(Rejection::ALL.len() <= MAX_REASONS);
+        assert!(<Rejection as Reason>::ALL.len() <= MAX_REASONS);
         let mut counts = ReasonCounts::<Rejection>::default();
         counts.add(Rejection::WatchLimit);
         counts.add(Rejection::WatchLimit);

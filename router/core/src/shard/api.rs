@@ -2,9 +2,8 @@
 //! queries, disconnects and room management, each answered with an
 //! `Output::ApiReply` carrying the request's token.
 
-use bytes::Bytes;
 use switchboard_proto::close::CloseCode;
-use switchboard_proto::v1::{Send, Status};
+use switchboard_proto::v1::Send;
 
 use super::{Now, Output, Recipient, Shard};
 use crate::api::{ApiReply, ApiRequest, ApiToken};
@@ -21,8 +20,18 @@ impl Shard {
                 client_msg_id,
                 want_receipts,
             } => {
-                let mut send = api_send_frame(to, payload, client_msg_id);
-                send.want_receipts = want_receipts;
+                // The Send a session would have sent.
+                let (to, room) = match to {
+                    Recipient::User(user) => (user.as_str().to_owned(), String::new()),
+                    Recipient::Room(room) => (String::new(), room.as_str().to_owned()),
+                };
+                let send = Send {
+                    to,
+                    payload,
+                    client_msg_id,
+                    room,
+                    want_receipts,
+                };
                 self.api_send(now, token, from, send)
             }
             ApiRequest::Presence { user } => {
@@ -65,44 +74,18 @@ impl Shard {
     }
 
     fn presence_and_sessions(&self, user: &UserId) -> ApiReply {
-        let Some(record) = self.users.get(user) else {
-            return ApiReply::Presence {
-                view: PresenceView {
-                    status: Status::Offline,
-                    text: String::new(),
-                    last_seen_ms: 0,
-                    version: 0,
-                },
-                sessions: Vec::new(),
-            };
-        };
-        let sessions = record
-            .sessions
-            .iter()
-            .filter_map(|s| Some((*s, self.sessions.get(s)?.device.clone())))
-            .collect();
+        let record = self.users.get(user);
         ApiReply::Presence {
-            view: record.view.clone(),
-            sessions,
+            view: record.map_or_else(PresenceView::never_seen, |r| r.view.clone()),
+            sessions: record
+                .into_iter()
+                .flat_map(|r| &r.sessions)
+                .filter_map(|s| Some((*s, self.sessions.get(s)?.device.clone())))
+                .collect(),
         }
     }
 
     fn reply_api(&mut self, token: ApiToken, reply: ApiReply) {
         self.outputs.push_back(Output::ApiReply { token, reply });
-    }
-}
-
-/// The Send a session would have sent for this API request.
-fn api_send_frame(to: Recipient, payload: Bytes, client_msg_id: String) -> Send {
-    let (to, room) = match to {
-        Recipient::User(user) => (user.as_str().to_owned(), String::new()),
-        Recipient::Room(room) => (String::new(), room.as_str().to_owned()),
-    };
-    Send {
-        to,
-        payload,
-        client_msg_id,
-        room,
-        ..Send::default()
     }
 }

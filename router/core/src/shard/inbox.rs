@@ -162,20 +162,14 @@ impl Shard {
     /// deadline, about once per `ack_timeout` for a session that keeps
     /// acking.
     pub(super) fn close_sessions_without_acks(&mut self, now: Instant) {
-        while let Some((at, _)) = self.ack_timers.first() {
-            if *at > now {
-                break;
-            }
-            let (at, session) = self.ack_timers.pop_first().expect("first exists");
+        while let Some((at, session)) = super::pop_due(&mut self.ack_timers, now) {
             let Some(record) = self.sessions.get_mut(&session) else {
                 continue;
             };
-            let Some(pending) = record.pending.as_mut() else {
+            let pending = record.pending.as_mut();
+            let Some(pending) = pending.filter(|p| p.ack_timer == Some(at)) else {
                 continue;
             };
-            if pending.ack_timer != Some(at) {
-                continue;
-            }
             pending.ack_timer = None;
             match pending.ack_deadline {
                 None => record.settle(),

@@ -31,8 +31,7 @@ use crate::api::{ApiReply, ApiToken, Requester, API_DEVICE};
 use crate::dedupe::{KeyState, SendOutcome};
 use crate::ids::{DeviceId, RoomId, SessionId, UserId};
 use crate::mailbox::StoredMessage;
-use crate::placement::{shard_of, shard_of_room};
-use crate::presence::UserRecord;
+use crate::placement::shard_of;
 use crate::stats::{Refusal, Rejection};
 
 impl Shard {
@@ -120,10 +119,7 @@ impl Shard {
             }
         };
         if !send.client_msg_id.is_empty() {
-            let record = self
-                .users
-                .entry(from.clone())
-                .or_insert_with(UserRecord::new);
+            let record = self.users.entry(from.clone()).or_default();
             let window = record.dedupe.get_or_insert_with(Default::default);
             let key = send.client_msg_id.as_str();
             match window.get_mut(key, now.instant, &self.limits.dedupe) {
@@ -183,17 +179,11 @@ impl Shard {
 
     /// Hands an accepted message to the recipient's (or room's) shard.
     fn dispatch_route(&mut self, now: Now, routed: Arc<RoutedMessage>) {
-        let target = match &routed.to {
-            Recipient::User(user) => shard_of(user, self.shard_count),
-            Recipient::Room(room) => shard_of_room(room, self.shard_count),
-        };
+        let target = routed.to.shard(self.shard_count);
         if target == self.id {
             self.route(now, routed);
         } else {
-            self.outputs.push_back(Output::Forward {
-                shard: target,
-                input: ShardInput::Route(routed),
-            });
+            self.forward(target, ShardInput::Route(routed));
         }
     }
 
@@ -238,13 +228,13 @@ impl Shard {
             if *shard == self.id {
                 self.room_deliver(now, &routed, share);
             } else {
-                self.outputs.push_back(Output::Forward {
-                    shard: *shard,
-                    input: ShardInput::RoomDeliver {
+                self.forward(
+                    *shard,
+                    ShardInput::RoomDeliver {
                         message: routed.clone(),
                         members: share.clone(),
                     },
-                });
+                );
             }
         }
         // Everyone but the sender.
@@ -275,10 +265,7 @@ impl Shard {
         message: &Arc<StoredMessage>,
         own: bool,
     ) -> u64 {
-        let record = self
-            .users
-            .entry(user.clone())
-            .or_insert_with(UserRecord::new);
+        let record = self.users.entry(user.clone()).or_default();
         let front = record.mailbox.front_stored_at();
         let seq = record.mailbox.append(
             message.clone(),
@@ -315,14 +302,14 @@ impl Shard {
         if origin == self.id {
             self.route_result(now, routed, error, devices);
         } else {
-            self.outputs.push_back(Output::Forward {
-                shard: origin,
-                input: ShardInput::RouteResult {
+            self.forward(
+                origin,
+                ShardInput::RouteResult {
                     message: routed,
                     error,
                     devices,
                 },
-            });
+            );
         }
     }
 
@@ -336,19 +323,16 @@ impl Shard {
         error: ErrorCode,
         devices: u32,
     ) {
-        let session = match routed.from {
-            Requester::Session(session, _) => session,
-            Requester::Api(_) | Requester::Nobody => {
-                let (result, waiting) = self.release(now, &routed, error, devices);
-                self.answer(routed.from, result, false);
-                return self.answer_repeats(waiting, result);
-            }
+        let sender = match routed.from {
+            Requester::Session(session, _) => self.sessions.get_mut(&session).map(|r| (session, r)),
+            Requester::Api(_) | Requester::Nobody => None,
         };
-        let Some(record) = self.sessions.get_mut(&session) else {
-            // The sending session is gone; the copy is still stored.
+        let Some((session, record)) = sender else {
+            // An API call, a receipt, or a session gone (its copy is stored
+            // all the same, and `answer` skips it).
             let (result, waiting) = self.release(now, &routed, error, devices);
-            self.answer_repeats(waiting, result);
-            return;
+            self.answer(routed.from, result, false);
+            return self.answer_repeats(waiting, result);
         };
         let message_id = routed.message.message_id;
         if let Some(entry) = record
@@ -456,21 +440,14 @@ impl Shard {
         result: Result<SendOutcome, ErrorCode>,
         duplicate: bool,
     ) {
-        let body = match result {
-            Ok(outcome) => SendResult {
-                r#ref: request_ref,
-                error: ErrorCode::None as i32,
-                message_id: outcome.message_id,
-                devices: outcome.devices,
-                seq: outcome.seq,
-                duplicate,
-            },
-            Err(error) => SendResult {
-                r#ref: request_ref,
-                error: error as i32,
-                duplicate,
-                ..SendResult::default()
-            },
+        let outcome = result.unwrap_or_default();
+        let body = SendResult {
+            r#ref: request_ref,
+            error: result.err().unwrap_or(ErrorCode::None) as i32,
+            message_id: outcome.message_id,
+            devices: outcome.devices,
+            seq: outcome.seq,
+            duplicate,
         };
         self.reply(session, server_frame::Body::SendResult(body));
     }

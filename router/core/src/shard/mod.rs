@@ -36,7 +36,7 @@ use super::api::{ApiReply, ApiRequest, ApiToken, Requester};
 use super::dedupe::DedupeLimits;
 use super::ids::{DeviceId, IdMap, RoomId, SessionId, ShardId, SparseIdSet, UserId};
 use super::mailbox::{MailboxLimits, StoredMessage};
-use super::placement::shard_of;
+use super::placement::{shard_of, shard_of_room};
 use super::presence::UserRecord;
 use super::rooms::{RoomRequest, Rooms};
 use presence::is_settable;
@@ -117,6 +117,16 @@ pub enum Recipient {
     User(UserId),
     /// Every member of a room.
     Room(RoomId),
+}
+
+impl Recipient {
+    /// The shard that owns the user, or the room.
+    fn shard(&self, shard_count: u32) -> ShardId {
+        match self {
+            Recipient::User(user) => shard_of(user, shard_count),
+            Recipient::Room(room) => shard_of_room(room, shard_count),
+        }
+    }
 }
 
 /// A message on its way from the sender's shard to the recipient's (or the
@@ -467,16 +477,6 @@ impl Shard {
         }
     }
 
-    /// This shard's id.
-    pub fn id(&self) -> ShardId {
-        self.id
-    }
-
-    /// Number of open sessions on this shard.
-    pub fn session_count(&self) -> usize {
-        self.sessions.len()
-    }
-
     /// The view watchers currently have of `user`, if this shard knows them.
     pub fn presence(&self, user: &UserId) -> Option<super::PresenceView> {
         self.users.get(user).map(|r| r.view.clone())
@@ -551,28 +551,18 @@ impl Shard {
     pub fn handle_timeout(&mut self, now: Now) {
         self.now = now.instant;
         self.close_sessions_without_acks(now.instant);
-        while let Some((at, _)) = self.mailbox_timers.first() {
-            if *at > now.instant {
-                break;
-            }
-            let (at, user) = self.mailbox_timers.pop_first().expect("first exists");
-            let Some(record) = self.users.get_mut(&user) else {
+        while let Some((at, user)) = pop_due(&mut self.mailbox_timers, now.instant) {
+            let record = self.users.get_mut(&user);
+            let Some(record) = record.filter(|r| r.mailbox_timer == Some(at)) else {
                 continue;
             };
-            if record.mailbox_timer != Some(at) {
-                continue;
-            }
             record.mailbox_timer = None;
             record
                 .mailbox
                 .expire(now.instant, &self.limits.mailbox, &mut self.stats.mailbox);
             self.schedule_expiry(&user);
         }
-        while let Some((at, _)) = self.offline_timers.first() {
-            if *at > now.instant {
-                break;
-            }
-            let (at, user) = self.offline_timers.pop_first().expect("first exists");
+        while let Some((at, user)) = pop_due(&mut self.offline_timers, now.instant) {
             let Some(record) = self.users.get_mut(&user) else {
                 continue;
             };
@@ -595,10 +585,7 @@ impl Shard {
         resume: Option<Resume>,
     ) {
         debug_assert_eq!(shard_of(&user, self.shard_count), self.id);
-        let record = self
-            .users
-            .entry(user.clone())
-            .or_insert_with(UserRecord::new);
+        let record = self.users.entry(user.clone()).or_default();
         let replaced: Vec<SessionId> = record
             .sessions
             .iter()
@@ -774,6 +761,11 @@ impl Shard {
         );
     }
 
+    /// Hands `input` to another shard, in order with earlier forwards.
+    fn forward(&mut self, shard: ShardId, input: ShardInput) {
+        self.outputs.push_back(Output::Forward { shard, input });
+    }
+
     fn reply(&mut self, session: SessionId, body: server_frame::Body) {
         self.reply_as(session, body, FrameClass::Reply);
     }
@@ -786,4 +778,12 @@ impl Shard {
             class,
         });
     }
+}
+
+/// Takes the earliest entry of `timers` if it is due at `now`.
+fn pop_due<K: Ord>(timers: &mut BTreeSet<(Instant, K)>, now: Instant) -> Option<(Instant, K)> {
+    if timers.first()?.0 > now {
+        return None;
+    }
+    timers.pop_first()
 }

@@ -7,7 +7,6 @@ use switchboard_proto::v1::{server_frame, ErrorCode, ServerFrame, Status};
 use super::{coalescing_key, FrameClass, Now, Output, Shard, ShardInput};
 use crate::ids::{IdSet, SessionId, UserId};
 use crate::placement::shard_of;
-use crate::presence::UserRecord;
 use crate::stats::Rejection;
 
 impl Shard {
@@ -75,13 +74,13 @@ impl Shard {
             if target == self.id {
                 self.add_watcher(session, user);
             } else {
-                self.outputs.push_back(Output::Forward {
-                    shard: target,
-                    input: ShardInput::Watch {
+                self.forward(
+                    target,
+                    ShardInput::Watch {
                         watcher: session,
                         user,
                     },
-                });
+                );
             }
         }
     }
@@ -91,10 +90,7 @@ impl Shard {
         if target == self.id {
             self.handle_unwatch_local(watcher, &user);
         } else {
-            self.outputs.push_back(Output::Forward {
-                shard: target,
-                input: ShardInput::Unwatch { watcher, user },
-            });
+            self.forward(target, ShardInput::Unwatch { watcher, user });
         }
     }
 
@@ -112,22 +108,12 @@ impl Shard {
 
     /// Watched side: register the watcher and send it the current state.
     pub(super) fn add_watcher(&mut self, watcher: SessionId, user: UserId) {
-        let record = self
-            .users
-            .entry(user.clone())
-            .or_insert_with(UserRecord::new);
+        let record = self.users.entry(user.clone()).or_default();
         record.watchers.insert(watcher);
-        let event = ServerFrame {
-            body: Some(server_frame::Body::Presence(record.view.to_event(&user))),
-        };
+        let event = server_frame::Body::Presence(record.view.to_event(&user));
         self.stats.presence_events += 1;
-        self.outputs.push_back(Output::Transmit {
-            session: watcher,
-            frame: frame::encode(&event).into(),
-            class: FrameClass::Presence {
-                key: coalescing_key(user.as_str()),
-            },
-        });
+        let key = coalescing_key(user.as_str());
+        self.reply_as(watcher, event, FrameClass::Presence { key });
     }
 
     /// Recomputes `user`'s view and, if it changed, sends it to every watcher

@@ -3,7 +3,7 @@
 
 use switchboard_proto::v1::{server_frame, ErrorCode, RoomMembers, RoomResult};
 
-use super::{Output, Shard, ShardInput};
+use super::{Shard, ShardInput};
 use crate::api::Actor;
 use crate::ids::{RoomId, SessionId, UserId};
 use crate::placement::shard_of_room;
@@ -50,16 +50,16 @@ impl Shard {
         if target == self.id {
             self.room_request(session, &actor, request_ref, &room, request);
         } else {
-            self.outputs.push_back(Output::Forward {
-                shard: target,
-                input: ShardInput::Room {
+            self.forward(
+                target,
+                ShardInput::Room {
                     session,
                     actor,
                     request_ref,
                     room,
                     request,
                 },
-            });
+            );
         }
     }
 

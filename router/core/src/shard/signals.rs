@@ -12,7 +12,6 @@ use switchboard_proto::v1::{
 
 use super::{coalescing_key, FrameClass, Output, Recipient, RelayedSignal, Shard, ShardInput};
 use crate::ids::{RoomId, SessionId, UserId};
-use crate::placement::{shard_of, shard_of_room};
 use crate::stats::Rejection;
 
 /// How long a signal holds unless replaced (`SignalEvent.expires_in_ms`).
@@ -53,20 +52,17 @@ impl Shard {
             from: sender.user.clone(),
             key,
         });
-        let target = match &to {
-            Recipient::User(user) => shard_of(user, self.shard_count),
-            Recipient::Room(room) => shard_of_room(room, self.shard_count),
-        };
+        let target = to.shard(self.shard_count);
         if target == self.id {
             self.relay_signal(relayed, to);
         } else {
-            self.outputs.push_back(Output::Forward {
-                shard: target,
-                input: ShardInput::Signal {
+            self.forward(
+                target,
+                ShardInput::Signal {
                     signal: relayed,
                     to,
                 },
-            });
+            );
         }
     }
 
@@ -86,13 +82,13 @@ impl Shard {
             if *shard == self.id {
                 self.signal_members(&signal, members);
             } else {
-                self.outputs.push_back(Output::Forward {
-                    shard: *shard,
-                    input: ShardInput::SignalMembers {
+                self.forward(
+                    *shard,
+                    ShardInput::SignalMembers {
                         signal: signal.clone(),
                         members: members.clone(),
                     },
-                });
+                );
             }
         }
     }

@@ -15,10 +15,10 @@ impl Cluster {
         self.api_replies.remove(&token).expect("the shard answered")
     }
 
-    fn api_send(&mut self, from: &str, to: &str, key: &str) -> ApiReply {
+    fn api_send(&mut self, from: &str, to: Recipient, key: &str) -> ApiReply {
         self.api(ApiRequest::Send {
-            from: UserId::parse(from).unwrap(),
-            to: Recipient::User(UserId::parse(to).unwrap()),
+            from: user(from),
+            to,
             payload: Bytes::from_static(b"from the backend"),
             client_msg_id: key.into(),
             want_receipts: false,
@@ -35,7 +35,7 @@ fn an_api_send_reaches_the_recipient_and_every_device_of_the_sender() {
     let ApiReply::Sent {
         result: Ok(outcome),
         duplicate: false,
-    } = c.api_send("alice", "bob", "")
+    } = c.api_send("alice", Recipient::User(user("bob")), "")
     else {
         panic!("expected a stored send");
     };
@@ -55,8 +55,8 @@ fn an_api_send_reaches_the_recipient_and_every_device_of_the_sender() {
 fn an_api_send_repeating_a_key_is_a_duplicate_and_errors_come_back() {
     let mut c = Cluster::new(2);
     let _bob = c.open("bob", "phone");
-    let first = c.api_send("alice", "bob", "k");
-    let again = c.api_send("alice", "bob", "k");
+    let first = c.api_send("alice", Recipient::User(user("bob")), "k");
+    let again = c.api_send("alice", Recipient::User(user("bob")), "k");
     let (
         ApiReply::Sent {
             result: Ok(a),
@@ -71,13 +71,8 @@ fn an_api_send_repeating_a_key_is_a_duplicate_and_errors_come_back() {
         panic!("expected a send and its duplicate");
     };
     assert_eq!(a, b);
-    let refused = c.api(ApiRequest::Send {
-        from: UserId::parse("alice").unwrap(),
-        to: Recipient::Room(RoomId::parse("nowhere").unwrap()),
-        payload: Bytes::new(),
-        client_msg_id: String::new(),
-        want_receipts: false,
-    });
+    let nowhere = Recipient::Room(RoomId::parse("nowhere").unwrap());
+    let refused = c.api_send("alice", nowhere, "");
     assert_eq!(
         refused,
         ApiReply::Sent {
@@ -92,7 +87,7 @@ fn presence_lists_sessions_and_disconnect_closes_them() {
     let mut c = Cluster::new(2);
     let phone = c.open("alice", "phone");
     let laptop = c.open("alice", "laptop");
-    let alice = UserId::parse("alice").unwrap();
+    let alice = user("alice");
     let ApiReply::Presence { view, sessions } = c.api(ApiRequest::Presence {
         user: alice.clone(),
     }) else {
@@ -131,21 +126,14 @@ fn the_backend_manages_rooms_without_being_a_member() {
         c.api(call(RoomRequest::Create { open: false })),
         ApiReply::Room(Ok(RoomReply::Changed { members: 0 }))
     );
-    let bob_id = UserId::parse("bob").unwrap();
     let join = RoomRequest::Join {
-        member: bob_id.clone(),
+        member: user("bob"),
     };
     assert_eq!(
         c.api(call(join)),
         ApiReply::Room(Ok(RoomReply::Changed { members: 1 }))
     );
-    let reply = c.api(ApiRequest::Send {
-        from: bob_id,
-        to: Recipient::Room(room.clone()),
-        payload: Bytes::from_static(b"hi"),
-        client_msg_id: String::new(),
-        want_receipts: false,
-    });
+    let reply = c.api_send("bob", Recipient::Room(room.clone()), "");
     assert!(matches!(reply, ApiReply::Sent { result: Ok(_), .. }));
     assert_eq!(
         c.delivered(bob).len(),

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use switchboard_proto::v1::{Ack, Gap, InboxOpened, SendResult};
+use switchboard_proto::v1::{Ack, Gap, Receipt, ReceiptKind};
 
 use super::*;
 use crate::{DedupeLimits, MailboxLimits};
@@ -31,11 +31,8 @@ fn limits(max_messages: usize, window: usize) -> CoreLimits {
 /// What a session received, in the terms of the delivery contract.
 #[derive(Debug, PartialEq)]
 enum Got {
-    Opened {
-        after: u64,
-        last: u64,
-        changed: bool,
-    },
+    /// InboxOpened: `resume_after`, `last_seq`, `epoch_changed`.
+    Opened(u64, u64, bool),
     Deliver(u64, Vec<u8>),
     Gap(u64, u64),
     Result(SendResult),
@@ -60,6 +57,17 @@ impl Cluster {
         );
     }
 
+    /// Sends a Read receipt for `message_id` to `to_user`; returns it.
+    fn read_receipt(&mut self, session: SessionId, to_user: &str, message_id: u64) -> Receipt {
+        let receipt = Receipt {
+            to_user: to_user.into(),
+            message_id,
+            kind: ReceiptKind::Read as i32,
+        };
+        self.frame(session, 2, Some(Body::Receipt(receipt.clone())));
+        receipt
+    }
+
     fn resume(&mut self, user: &str, device: &str, epoch: u64, last_seq: u64) -> SessionId {
         self.open_full(user, device, None, Some(Resume { epoch, last_seq }))
     }
@@ -68,16 +76,9 @@ impl Cluster {
         self.take_all(session)
             .into_iter()
             .filter_map(|body| match body {
-                server_frame::Body::InboxOpened(InboxOpened {
-                    resume_after,
-                    last_seq,
-                    epoch_changed,
-                    ..
-                }) => Some(Got::Opened {
-                    after: resume_after,
-                    last: last_seq,
-                    changed: epoch_changed,
-                }),
+                server_frame::Body::InboxOpened(o) => {
+                    Some(Got::Opened(o.resume_after, o.last_seq, o.epoch_changed))
+                }
                 server_frame::Body::Deliver(d) => {
                     Some(Got::Deliver(d.seq, d.message.unwrap().payload.to_vec()))
                 }
@@ -102,7 +103,6 @@ fn deliver(seq: u64, payload: &str) -> Got {
 fn an_offline_user_gets_stored_messages_in_order_on_first_connect() {
     let mut c = Cluster::with_limits(3, limits(100, 100));
     let alice = c.open("alice", "phone");
-    c.got(alice);
     for text in ["one", "two", "three"] {
         c.send(alice, 0, "bob", text.as_bytes());
     }
@@ -110,11 +110,7 @@ fn an_offline_user_gets_stored_messages_in_order_on_first_connect() {
     assert_eq!(
         c.got(bob),
         [
-            Got::Opened {
-                after: 0,
-                last: 3,
-                changed: false
-            },
+            Got::Opened(0, 3, false),
             deliver(1, "one"),
             deliver(2, "two"),
             deliver(3, "three"),
@@ -126,7 +122,6 @@ fn an_offline_user_gets_stored_messages_in_order_on_first_connect() {
 fn resume_sends_only_what_was_missed_then_live_messages() {
     let mut c = Cluster::with_limits(2, limits(100, 100));
     let alice = c.open("alice", "phone");
-    c.got(alice);
     let bob = c.open("bob", "phone");
     c.send(alice, 0, "bob", b"a");
     c.send(alice, 0, "bob", b"b");
@@ -139,11 +134,7 @@ fn resume_sends_only_what_was_missed_then_live_messages() {
     assert_eq!(
         c.got(bob),
         [
-            Got::Opened {
-                after: 1,
-                last: 3,
-                changed: false
-            },
+            Got::Opened(1, 3, false),
             deliver(2, "b"),
             deliver(3, "c"),
             deliver(4, "d"),
@@ -155,7 +146,6 @@ fn resume_sends_only_what_was_missed_then_live_messages() {
 fn without_a_resume_point_a_known_device_continues_after_its_last_ack() {
     let mut c = Cluster::with_limits(1, limits(100, 100));
     let alice = c.open("alice", "phone");
-    c.got(alice);
     let bob = c.open("bob", "phone");
     c.send(alice, 0, "bob", b"a");
     c.send(alice, 0, "bob", b"b");
@@ -178,21 +168,12 @@ fn a_new_device_on_an_emptied_inbox_starts_at_its_end() {
     c.got(bob);
     // Bob's only device acked everything: the inbox holds nothing.
     let tablet = c.open("bob", "tablet");
-    let opened = Got::Opened {
-        after: 3,
-        last: 3,
-        changed: false,
-    };
-    assert_eq!(c.got(tablet), [opened]);
+    assert_eq!(c.got(tablet), [Got::Opened(3, 3, false)]);
     c.ack(tablet, 3);
     assert_eq!(c.got(tablet), [], "an ack of where it starts is valid");
 
     let carol = c.open("carol", "phone");
-    let fresh = Got::Opened {
-        after: 0,
-        last: 0,
-        changed: false,
-    };
+    let fresh = Got::Opened(0, 0, false);
     assert_eq!(c.got(carol), [fresh], "an inbox that never held anything");
 }
 
@@ -200,7 +181,6 @@ fn a_new_device_on_an_emptied_inbox_starts_at_its_end() {
 fn evicted_messages_are_reported_as_a_gap_before_the_rest() {
     let mut c = Cluster::with_limits(2, limits(2, 100));
     let alice = c.open("alice", "phone");
-    c.got(alice);
     let bob = c.open("bob", "phone");
     c.close(bob);
     for text in ["1", "2", "3", "4"] {
@@ -215,7 +195,6 @@ fn evicted_messages_are_reported_as_a_gap_before_the_rest() {
 fn old_messages_age_out_and_are_reported_as_a_gap() {
     let mut c = Cluster::with_limits(1, limits(100, 100));
     let alice = c.open("alice", "phone");
-    c.got(alice);
     c.send(alice, 0, "bob", b"old");
     c.advance(Duration::from_secs(1800));
     c.send(alice, 0, "bob", b"new");
@@ -237,8 +216,6 @@ fn an_emptied_inbox_keeps_its_expiry_check_and_later_messages_still_age_out() {
     let mut c = Cluster::with_limits(1, limits(100, 100));
     let alice = c.open("alice", "phone");
     let bob = c.open("bob", "phone");
-    c.got(alice);
-    c.got(bob);
     c.send(alice, 0, "bob", b"a");
     c.ack(bob, 1);
     // Past bob's ack check (60 s), which finds nothing unacked and goes.
@@ -268,27 +245,15 @@ fn an_emptied_inbox_keeps_its_expiry_check_and_later_messages_still_age_out() {
 fn a_new_epoch_is_announced_and_the_stale_resume_point_ignored() {
     let mut c = Cluster::with_limits(1, limits(100, 100));
     let alice = c.open("alice", "phone");
-    c.got(alice);
     c.send(alice, 0, "bob", b"x");
     let bob = c.resume("bob", "phone", EPOCH + 1, 50);
-    assert_eq!(
-        c.got(bob),
-        [
-            Got::Opened {
-                after: 0,
-                last: 1,
-                changed: true
-            },
-            deliver(1, "x"),
-        ]
-    );
+    assert_eq!(c.got(bob), [Got::Opened(0, 1, true), deliver(1, "x")]);
 }
 
 #[test]
 fn acks_and_resume_points_beyond_what_was_sent_are_refused() {
     let mut c = Cluster::with_limits(1, limits(100, 100));
     let alice = c.open("alice", "phone");
-    c.got(alice);
     let bob = c.open("bob", "phone");
     c.send(alice, 0, "bob", b"x");
     c.got(bob);
@@ -300,14 +265,7 @@ fn acks_and_resume_points_beyond_what_was_sent_are_refused() {
     let bob = c.resume("bob", "phone", EPOCH, 9);
     assert_eq!(
         c.got(bob),
-        [
-            Got::Opened {
-                after: 1,
-                last: 1,
-                changed: false
-            },
-            Got::Error(ErrorCode::InvalidAck),
-        ]
+        [Got::Opened(1, 1, false), Got::Error(ErrorCode::InvalidAck)]
     );
 }
 
@@ -315,7 +273,6 @@ fn acks_and_resume_points_beyond_what_was_sent_are_refused() {
 fn the_delivery_window_pauses_until_the_device_acks() {
     let mut c = Cluster::with_limits(2, limits(100, 2));
     let alice = c.open("alice", "phone");
-    c.got(alice);
     let bob = c.open("bob", "phone");
     c.got(bob);
     for text in ["1", "2", "3", "4", "5"] {
@@ -332,14 +289,10 @@ fn the_delivery_window_pauses_until_the_device_acks() {
 fn the_sending_device_skips_its_own_copy_which_other_devices_get_later() {
     let mut c = Cluster::with_limits(2, limits(100, 100));
     let phone = c.open("alice", "phone");
-    c.got(phone);
     let laptop = c.open("alice", "laptop");
     c.close(laptop);
     c.send(phone, 1, "bob", b"hi");
-    let results = c.got(phone);
-    let [Got::Result(result)] = results.as_slice() else {
-        panic!("expected one SendResult, got {results:?}");
-    };
+    let [result] = c.results(phone).try_into().unwrap();
     assert_eq!(result.seq, 1);
     // The phone reconnects from scratch: its own copy is not sent back.
     c.close(phone);
@@ -353,19 +306,11 @@ fn the_sending_device_skips_its_own_copy_which_other_devices_get_later() {
 fn a_repeated_client_msg_id_gets_the_first_result_and_sends_nothing() {
     let mut c = Cluster::with_limits(2, limits(100, 100));
     let alice = c.open("alice", "phone");
-    c.got(alice);
     let bob = c.open("bob", "phone");
     c.got(bob);
     c.send_keyed(alice, 1, "bob", "k1");
     c.send_keyed(alice, 2, "bob", "k1");
-    let results: Vec<SendResult> = c
-        .got(alice)
-        .into_iter()
-        .map(|g| match g {
-            Got::Result(r) => r,
-            other => panic!("unexpected {other:?}"),
-        })
-        .collect();
+    let results = c.results(alice);
     assert_eq!(results.len(), 2);
     assert_eq!((results[0].r#ref, results[0].duplicate), (1, false));
     assert_eq!((results[1].r#ref, results[1].duplicate), (2, true));
@@ -379,23 +324,16 @@ fn a_repeat_while_the_first_is_in_flight_waits_for_its_result() {
     let mut c = Cluster::with_limits(2, limits(100, 100));
     let alice = c.open("alice", "phone");
     c.got(alice);
-    let alice_shard = c.shard_of(&UserId::parse("alice").unwrap());
-    let remote = (0..100)
-        .map(|i| format!("user{i}"))
-        .find(|u| c.shard_of(&UserId::parse(u).unwrap()) != alice_shard)
-        .unwrap();
+    let remote = c.user_near("alice", false);
     c.hold_forwards = true;
     c.send_keyed(alice, 1, &remote, "k");
     c.send_keyed(alice, 2, &remote, "k");
     assert_eq!(c.got(alice), [], "both wait for the remote shard");
     c.release();
     let refs: Vec<(u64, bool)> = c
-        .got(alice)
-        .into_iter()
-        .map(|g| match g {
-            Got::Result(r) => (r.r#ref, r.duplicate),
-            other => panic!("unexpected {other:?}"),
-        })
+        .results(alice)
+        .iter()
+        .map(|r| (r.r#ref, r.duplicate))
         .collect();
     assert_eq!(refs, [(1, false), (2, true)]);
     let receiver = c.open(&remote, "d");
@@ -406,12 +344,12 @@ fn a_repeat_while_the_first_is_in_flight_waits_for_its_result() {
 fn an_oversize_client_msg_id_is_refused() {
     let mut c = Cluster::with_limits(1, limits(100, 100));
     let alice = c.open("alice", "phone");
-    c.got(alice);
     c.send_keyed(alice, 4, "bob", &"k".repeat(65));
-    assert!(matches!(
-        c.got(alice).as_slice(),
-        [Got::Result(r)] if r.error == ErrorCode::InvalidClientMsgId as i32 && r.r#ref == 4
-    ));
+    let [r] = c.results(alice).try_into().unwrap();
+    assert_eq!(
+        (r.error, r.r#ref),
+        (ErrorCode::InvalidClientMsgId as i32, 4)
+    );
 }
 
 /// One step of a random delivery scenario over users 0..3, devices 0..2,
@@ -475,7 +413,7 @@ fn absorb(
     };
     for got in c.got(session) {
         match got {
-            Got::Opened { after, changed, .. } => {
+            Got::Opened(after, _, changed) => {
                 prop_assert!(!changed);
                 match dev.resumed_from.take() {
                     Some(from) => prop_assert_eq!(after, from, "resume point not honoured"),
@@ -646,14 +584,14 @@ proptest! {
                 }
             }
         }
-        for (user, name) in USERS.iter().enumerate() {
-            let id = UserId::parse(name).unwrap();
+        for (i, name) in USERS.iter().enumerate() {
+            let id = user(name);
             let last_seq = c.shards[c.shard_of(&id)].inbox_last_seq(&id);
-            prop_assert_eq!(last_seq, stored[user], "{}'s inbox misses messages", name);
+            prop_assert_eq!(last_seq, stored[i], "{}'s inbox misses messages", name);
         }
         for (who, dev) in &devices {
-            let shard = c.shard_of(&UserId::parse(USERS[who.0]).unwrap());
-            let last_seq = c.shards[shard].inbox_last_seq(&UserId::parse(USERS[who.0]).unwrap());
+            // Each inbox's last seq, checked just above.
+            let last_seq = stored[who.0];
             let mut caught_up = dev.last.unwrap();
             while dev.own.contains(&(caught_up + 1)) {
                 caught_up += 1;
@@ -668,25 +606,14 @@ fn copies_waiting_behind_a_slow_send_are_stored_when_the_session_closes() {
     let mut c = Cluster::with_limits(2, limits(100, 100));
     let phone = c.open("alice", "phone");
     let laptop = c.open("alice", "laptop");
-    let alice_shard = c.shard_of(&UserId::parse("alice").unwrap());
-    let pick = |c: &Cluster, same: bool| {
-        (0..100)
-            .map(|i| format!("user{i}"))
-            .find(|u| (c.shard_of(&UserId::parse(u).unwrap()) == alice_shard) == same)
-            .unwrap()
-    };
-    let (remote, local) = (pick(&c, false), pick(&c, true));
+    let (remote, local) = (c.user_near("alice", false), c.user_near("alice", true));
     c.got(laptop);
     c.hold_forwards = true; // the remote recipient's shard answers late
     c.send(phone, 1, &remote, b"first");
     c.send(phone, 2, &local, b"second"); // its result waits behind "first"
     c.close(phone);
     c.release();
-    let copies: Vec<Vec<u8>> = c
-        .delivered(laptop)
-        .iter()
-        .map(|m| m.payload.to_vec())
-        .collect();
+    let copies = c.payloads(laptop);
     assert_eq!(copies.len(), 2, "both copies stored: {copies:?}");
     assert!(copies.contains(&b"first".to_vec()) && copies.contains(&b"second".to_vec()));
 }
@@ -698,7 +625,7 @@ fn only_messages_for_users_with_no_open_session_are_reported_for_the_webhook() {
     let _carol = c.open("carol", "phone");
     c.send(alice, 0, "carol", b"online");
     c.send(alice, 0, "bob", b"offline");
-    let bob = UserId::parse("bob").unwrap();
+    let bob = user("bob");
     assert_eq!(
         c.offline,
         [(bob.clone(), 1)],
@@ -706,15 +633,7 @@ fn only_messages_for_users_with_no_open_session_are_reported_for_the_webhook() {
     );
     // A receipt for an offline sender is no reason for a push.
     let carol_device = c.open("carol", "laptop");
-    c.frame(
-        carol_device,
-        0,
-        Some(Body::Receipt(switchboard_proto::v1::Receipt {
-            to_user: "dave".into(),
-            message_id: 7,
-            kind: switchboard_proto::v1::ReceiptKind::Read as i32,
-        })),
-    );
+    c.read_receipt(carol_device, "dave", 7);
     assert_eq!(c.offline, [(bob.clone(), 1)]);
     let _bob = c.open("bob", "phone");
     c.send(alice, 0, "bob", b"now online");
@@ -723,7 +642,6 @@ fn only_messages_for_users_with_no_open_session_are_reported_for_the_webhook() {
 
 #[test]
 fn receipts_travel_back_to_the_sender_and_to_the_readers_other_devices() {
-    use switchboard_proto::v1::{Receipt, ReceiptKind};
     let mut c = Cluster::with_limits(3, limits(100, 100));
     let alice = c.open("alice", "phone");
     let bob_phone = c.open("bob", "phone");
@@ -742,12 +660,7 @@ fn receipts_travel_back_to_the_sender_and_to_the_readers_other_devices() {
     assert!(asked[0].want_receipts);
     c.delivered(bob_laptop);
     c.take(alice);
-    let read = Receipt {
-        to_user: "alice".into(),
-        message_id: asked[0].message_id,
-        kind: ReceiptKind::Read as i32,
-    };
-    c.frame(bob_phone, 2, Some(Body::Receipt(read.clone())));
+    let read = c.read_receipt(bob_phone, "alice", asked[0].message_id);
     let got = c.delivered(alice);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].receipt.as_ref(), Some(&read));
@@ -759,12 +672,7 @@ fn receipts_travel_back_to_the_sender_and_to_the_readers_other_devices() {
         "bob's other device learns it was read"
     );
     assert!(c.take(bob_phone).is_empty(), "no reply to a receipt");
-    let bad = Receipt {
-        to_user: "alice".into(),
-        message_id: 0,
-        kind: ReceiptKind::Read as i32,
-    };
-    c.frame(bob_phone, 3, Some(Body::Receipt(bad)));
+    c.read_receipt(bob_phone, "alice", 0);
     assert_eq!(c.got(bob_phone), [Got::Error(ErrorCode::InvalidReceipt)]);
 }
 

@@ -17,8 +17,8 @@ use proptest::prelude::*;
 use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame::FrameDecoder;
 use switchboard_proto::v1::{
-    client_frame::Body, server_frame, ClientFrame, ErrorCode, Message, Presence, Resume, Send,
-    ServerFrame, SetStatus, Status, Unwatch, Watch,
+    client_frame::Body, server_frame, ClientFrame, ErrorCode, Message, Ping, Presence, Resume,
+    Send, SendResult, ServerFrame, SetStatus, Status, Unwatch, Watch,
 };
 
 use super::*;
@@ -153,11 +153,7 @@ impl Cluster {
     }
 
     fn open(&mut self, user: &str, device: &str) -> SessionId {
-        self.open_with(user, device, None)
-    }
-
-    fn open_with(&mut self, user: &str, device: &str, initial_status: Option<Status>) -> SessionId {
-        self.open_full(user, device, initial_status, None)
+        self.open_full(user, device, None, None)
     }
 
     fn open_full(
@@ -169,7 +165,7 @@ impl Cluster {
     ) -> SessionId {
         self.next_session += 1;
         let session = SessionId(self.next_session);
-        let user = UserId::parse(user).unwrap();
+        let user = self::user(user);
         self.users.insert(session, user.clone());
         let shard = self.shard_of(&user);
         self.deliver(
@@ -232,6 +228,20 @@ impl Cluster {
         self.frame(session, 9, Some(Body::Watch(Watch { users })));
     }
 
+    fn unwatch(&mut self, session: SessionId, user: &str) {
+        let users = vec![user.to_owned()];
+        self.frame(session, 0, Some(Body::Unwatch(Unwatch { users })));
+    }
+
+    /// A user named `user{i}` whose shard is (`same`) or is not `near`'s.
+    fn user_near(&self, near: &str, same: bool) -> String {
+        let shard = self.shard_of(&user(near));
+        (0..100)
+            .map(|i| format!("user{i}"))
+            .find(|u| (self.shard_of(&user(u)) == shard) == same)
+            .unwrap()
+    }
+
     /// Every frame `session` received since the last take.
     fn take_all(&mut self, session: SessionId) -> Vec<server_frame::Body> {
         self.received
@@ -251,26 +261,58 @@ impl Cluster {
             .collect()
     }
 
+    /// What `pick` finds in the frames `session` received since the last
+    /// take.
+    fn pick<T>(
+        &mut self,
+        session: SessionId,
+        pick: impl FnMut(server_frame::Body) -> Option<T>,
+    ) -> Vec<T> {
+        self.take(session).into_iter().filter_map(pick).collect()
+    }
+
     /// The messages delivered to `session` since the last take.
     fn delivered(&mut self, session: SessionId) -> Vec<Message> {
-        self.take(session)
-            .into_iter()
-            .filter_map(|b| match b {
-                server_frame::Body::Deliver(d) => d.message,
-                _ => None,
-            })
-            .collect()
+        self.pick(session, |b| match b {
+            server_frame::Body::Deliver(d) => d.message,
+            _ => None,
+        })
+    }
+
+    /// The SendResults `session` received since the last take, which must
+    /// be all it received.
+    fn results(&mut self, session: SessionId) -> Vec<SendResult> {
+        self.pick(session, |b| match b {
+            server_frame::Body::SendResult(r) => Some(r),
+            other => panic!("expected a SendResult, got {other:?}"),
+        })
+    }
+
+    /// The error codes `session` received since the last take, which must be
+    /// all it received.
+    fn errors(&mut self, session: SessionId) -> Vec<ErrorCode> {
+        self.pick(session, |b| match b {
+            server_frame::Body::Error(e) => Some(ErrorCode::try_from(e.code).unwrap()),
+            other => panic!("expected an Error, got {other:?}"),
+        })
+    }
+
+    /// The payloads delivered to `session` since the last take.
+    fn payloads(&mut self, session: SessionId) -> Vec<Vec<u8>> {
+        let messages = self.delivered(session);
+        messages.iter().map(|m| m.payload.to_vec()).collect()
     }
 
     fn presence(&mut self, session: SessionId) -> Vec<Presence> {
-        self.take(session)
-            .into_iter()
-            .filter_map(|b| match b {
-                server_frame::Body::Presence(p) => Some(p),
-                _ => None,
-            })
-            .collect()
+        self.pick(session, |b| match b {
+            server_frame::Body::Presence(p) => Some(p),
+            _ => None,
+        })
     }
+}
+
+fn user(name: &str) -> UserId {
+    UserId::parse(name).unwrap()
 }
 
 fn status_of(p: &Presence) -> Status {
@@ -287,10 +329,7 @@ fn direct_message_reaches_every_recipient_device_and_senders_other_devices() {
 
     c.send(alice_phone, 1, "bob", b"hi");
 
-    let result = c.take(alice_phone);
-    let [server_frame::Body::SendResult(result)] = result.as_slice() else {
-        panic!("expected one SendResult, got {result:?}");
-    };
+    let [result] = c.results(alice_phone).try_into().unwrap();
     assert_eq!(
         (result.r#ref, result.error, result.devices),
         (1, ErrorCode::None as i32, 2)
@@ -332,16 +371,7 @@ fn copies_and_results_keep_send_order_when_shards_answer_late() {
     let mut c = Cluster::new(2);
     let alice = c.open("alice", "phone");
     let laptop = c.open("alice", "laptop");
-    let alice_shard = c.shard_of(&UserId::parse("alice").unwrap());
-    let name = |i: usize| format!("user{i}");
-    let remote = (0..100)
-        .map(name)
-        .find(|u| c.shard_of(&UserId::parse(u).unwrap()) != alice_shard)
-        .unwrap();
-    let local = (0..100)
-        .map(name)
-        .find(|u| c.shard_of(&UserId::parse(u).unwrap()) == alice_shard && *u != "alice")
-        .unwrap();
+    let (remote, local) = (c.user_near("alice", false), c.user_near("alice", true));
     c.open(&remote, "d");
     c.open(&local, "d");
 
@@ -352,20 +382,9 @@ fn copies_and_results_keep_send_order_when_shards_answer_late() {
     assert!(c.delivered(laptop).is_empty(), "m2 and m3 wait for m1");
     c.release();
 
-    let order: Vec<Vec<u8>> = c
-        .delivered(laptop)
-        .iter()
-        .map(|d| d.payload.to_vec())
-        .collect();
+    let order = c.payloads(laptop);
     assert_eq!(order, vec![b"m1".to_vec(), b"m2".to_vec(), b"m3".to_vec()]);
-    let refs: Vec<u64> = c
-        .take(alice)
-        .into_iter()
-        .filter_map(|b| match b {
-            server_frame::Body::SendResult(r) => Some(r.r#ref),
-            _ => None,
-        })
-        .collect();
+    let refs: Vec<u64> = c.results(alice).iter().map(|r| r.r#ref).collect();
     assert_eq!(refs, vec![1, 2, 3], "results in send order too");
 }
 
@@ -376,16 +395,8 @@ fn watching_unknown_users_leaves_no_records_behind() {
     for i in 0..3 {
         let user = format!("ghost{i}");
         c.watch(alice, &[&user]);
-        c.frame(
-            alice,
-            0,
-            Some(Body::Unwatch(Unwatch {
-                users: vec![user.clone()],
-            })),
-        );
-        assert!(c.shards[0]
-            .presence(&UserId::parse(&user).unwrap())
-            .is_none());
+        c.unwatch(alice, &user);
+        assert!(c.shards[0].presence(&self::user(&user)).is_none());
     }
 }
 
@@ -395,12 +406,11 @@ fn message_to_offline_user_is_accepted_copied_and_waits() {
     let alice = c.open("alice", "phone");
     let alice2 = c.open("alice", "laptop");
     c.send(alice, 5, "carol", b"x");
-    let frames = c.take(alice);
-    assert!(matches!(
-        frames.as_slice(),
-        [server_frame::Body::SendResult(r)]
-            if r.error == ErrorCode::None as i32 && r.r#ref == 5 && r.devices == 0 && r.seq == 1
-    ));
+    let [r] = c.results(alice).try_into().unwrap();
+    assert_eq!(
+        (r.error, r.r#ref, r.devices, r.seq),
+        (ErrorCode::None as i32, 5, 0, 1)
+    );
     assert_eq!(c.delivered(alice2).len(), 1, "the sender's copy");
     let carol = c.open("carol", "phone");
     let got = c.delivered(carol);
@@ -416,12 +426,9 @@ fn invalid_recipient_and_oversize_payload_are_rejected() {
     c.send(alice, 1, "not a user!", b"x");
     c.send(alice, 2, "bob", &[0; 101]);
     let results: Vec<(u64, i32)> = c
-        .take(alice)
-        .into_iter()
-        .map(|b| match b {
-            server_frame::Body::SendResult(r) => (r.r#ref, r.error),
-            other => panic!("unexpected {other:?}"),
-        })
+        .results(alice)
+        .iter()
+        .map(|r| (r.r#ref, r.error))
         .collect();
     assert_eq!(
         results,
@@ -439,10 +446,8 @@ fn note_to_self_reaches_other_devices() {
     let laptop = c.open("alice", "laptop");
     c.send(phone, 1, "alice", b"note");
     assert_eq!(c.delivered(laptop).len(), 1);
-    assert!(matches!(
-        c.take(phone).as_slice(),
-        [server_frame::Body::SendResult(r)] if r.error == 0 && r.devices == 1
-    ));
+    let [r] = c.results(phone).try_into().unwrap();
+    assert_eq!((r.error, r.devices), (0, 1));
 }
 
 #[test]
@@ -529,13 +534,7 @@ fn each_user_counts_its_own_visible_changes_from_one() {
     assert_eq!(c.presence(carol).pop().unwrap().version, 3);
 
     // A user only ever watched is forgotten; seen later, it starts at 1.
-    c.frame(
-        carol,
-        0,
-        Some(Body::Unwatch(Unwatch {
-            users: vec!["ghost".into()],
-        })),
-    );
+    c.unwatch(carol, "ghost");
     let _ghost = c.open("ghost", "d");
     c.watch(carol, &["ghost"]);
     assert_eq!(c.presence(carol).pop().unwrap().version, 1);
@@ -595,7 +594,7 @@ fn invisible_users_look_offline_and_back() {
         "going offline while invisible changes nothing visible"
     );
 
-    let _alice = c.open_with("alice", "phone", Some(Status::Busy));
+    let _alice = c.open_full("alice", "phone", Some(Status::Busy), None);
     let back = c.presence(watcher);
     assert_eq!(status_of(&back[0]), Status::Busy);
     assert_eq!(back[0].version, hidden[0].version + 1);
@@ -609,21 +608,13 @@ fn invalid_status_and_watch_limits_get_errors() {
     c.set_status(alice, Status::Away, "this text is too long");
     c.watch(alice, &["bad id"]);
     c.watch(alice, &["a", "b", "c", "d"]);
-    let codes: Vec<i32> = c
-        .take(alice)
-        .into_iter()
-        .map(|b| match b {
-            server_frame::Body::Error(e) => e.code,
-            other => panic!("unexpected {other:?}"),
-        })
-        .collect();
     assert_eq!(
-        codes,
-        vec![
-            ErrorCode::InvalidStatus as i32,
-            ErrorCode::InvalidStatus as i32,
-            ErrorCode::InvalidUserId as i32,
-            ErrorCode::WatchLimit as i32
+        c.errors(alice),
+        [
+            ErrorCode::InvalidStatus,
+            ErrorCode::InvalidStatus,
+            ErrorCode::InvalidUserId,
+            ErrorCode::WatchLimit
         ]
     );
 }
@@ -636,13 +627,7 @@ fn closed_watcher_stops_receiving_and_unwatch_works() {
     let w2 = c.open("dave", "d");
     c.watch(w1, &["alice"]);
     c.watch(w2, &["alice"]);
-    c.frame(
-        w2,
-        0,
-        Some(Body::Unwatch(Unwatch {
-            users: vec!["alice".into()],
-        })),
-    );
+    c.unwatch(w2, "alice");
     c.close(w1);
     c.take(w1);
     c.take(w2);
@@ -655,11 +640,7 @@ fn closed_watcher_stops_receiving_and_unwatch_works() {
 fn ping_is_answered() {
     let mut c = Cluster::new(1);
     let alice = c.open("alice", "phone");
-    c.frame(
-        alice,
-        0,
-        Some(Body::Ping(switchboard_proto::v1::Ping { nonce: 42 })),
-    );
+    c.frame(alice, 0, Some(Body::Ping(Ping { nonce: 42 })));
     assert!(matches!(c.take(alice).as_slice(), [server_frame::Body::Pong(p)] if p.nonce == 42));
 }
 

@@ -9,7 +9,7 @@ use switchboard_proto::v1::{
 use super::*;
 
 impl Cluster {
-    fn create_room(&mut self, session: SessionId, room: &str, open: bool) -> RoomResult {
+    pub(super) fn create_room(&mut self, session: SessionId, room: &str, open: bool) -> RoomResult {
         let body = Body::CreateRoom(CreateRoom {
             room: room.into(),
             open,
@@ -17,7 +17,7 @@ impl Cluster {
         self.room_call(session, body)
     }
 
-    fn join_room(&mut self, session: SessionId, room: &str, user: &str) -> RoomResult {
+    pub(super) fn join_room(&mut self, session: SessionId, room: &str, user: &str) -> RoomResult {
         let body = Body::JoinRoom(JoinRoom {
             room: room.into(),
             user: user.into(),
@@ -75,8 +75,6 @@ impl Cluster {
         }
     }
 }
-
-use switchboard_proto::v1::SendResult;
 
 fn code(error: i32) -> ErrorCode {
     ErrorCode::try_from(error).unwrap()
@@ -200,8 +198,6 @@ fn only_members_post_and_offline_members_get_room_messages_later() {
             ..Send::default()
         })),
     );
-    assert!(matches!(
-        c.take(owner).as_slice(),
-        [server_frame::Body::SendResult(r)] if code(r.error) == ErrorCode::InvalidRoomId
-    ));
+    let [r] = c.results(owner).try_into().unwrap();
+    assert_eq!(code(r.error), ErrorCode::InvalidRoomId);
 }

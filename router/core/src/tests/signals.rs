@@ -1,7 +1,7 @@
 //! Ephemeral signals (typing): relayed to the target's (or room members')
 //! open sessions except the sender's, with growing versions, never stored.
 
-use switchboard_proto::v1::{CreateRoom, JoinRoom, Signal, SignalEvent, SignalKind};
+use switchboard_proto::v1::{Signal, SignalEvent, SignalKind};
 
 use super::*;
 
@@ -16,13 +16,10 @@ impl Cluster {
     }
 
     fn signals(&mut self, session: SessionId) -> Vec<SignalEvent> {
-        self.take(session)
-            .into_iter()
-            .filter_map(|b| match b {
-                server_frame::Body::Signal(s) => Some(s),
-                _ => None,
-            })
-            .collect()
+        self.pick(session, |b| match b {
+            server_frame::Body::Signal(s) => Some(s),
+            _ => None,
+        })
     }
 }
 
@@ -48,10 +45,7 @@ fn typing_reaches_the_other_users_sessions_now_and_is_not_stored() {
     c.signal(alice, "carol", "", SignalKind::Typing);
     let carol = c.open("carol", "phone");
     assert!(c.signals(carol).is_empty());
-    assert_eq!(
-        c.shards.iter().map(|s| s.stored_messages()).sum::<usize>(),
-        0
-    );
+    assert!(c.shards.iter().all(|s| s.stored_messages() == 0));
 }
 
 #[test]
@@ -60,18 +54,8 @@ fn room_typing_reaches_members_and_bad_signals_get_errors() {
     let alice = c.open("alice", "phone");
     let bob = c.open("bob", "phone");
     let outsider = c.open("eve", "phone");
-    let create = CreateRoom {
-        room: "club".into(),
-        open: true,
-    };
-    c.frame(alice, 1, Some(Body::CreateRoom(create)));
-    let join = JoinRoom {
-        room: "club".into(),
-        user: String::new(),
-    };
-    c.frame(bob, 1, Some(Body::JoinRoom(join)));
-    c.take(alice);
-    c.take(bob);
+    c.create_room(alice, "club", true);
+    c.join_room(bob, "club", "");
     c.signal(alice, "", "club", SignalKind::Typing);
     let got = c.signals(bob);
     assert_eq!((got.len(), got[0].room.as_str()), (1, "club"));
@@ -82,19 +66,11 @@ fn room_typing_reaches_members_and_bad_signals_get_errors() {
         ("bob", "", SignalKind::Unspecified),
         ("", "club", SignalKind::Typing), // eve is not a member
     ] {
-        let sender = outsider;
-        c.signal(sender, to_user, room, kind);
-        let errors: Vec<i32> = c
-            .take(sender)
-            .into_iter()
-            .filter_map(|b| match b {
-                server_frame::Body::Error(e) => Some(e.code),
-                _ => None,
-            })
-            .collect();
+        c.signal(outsider, to_user, room, kind);
+        let errors = c.errors(outsider);
         assert_eq!(
             errors,
-            [ErrorCode::InvalidSignal as i32],
+            [ErrorCode::InvalidSignal],
             "{to_user:?} {room:?} {kind:?}"
         );
     }
