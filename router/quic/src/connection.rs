@@ -97,7 +97,7 @@ mod tests {
 
     use super::{ack_now, MAX_ACK_DELAY};
     use crate::endpoint::{Application, Conn, Connections, Driven, Endpoint, Events};
-    use crate::testing::{seeded_endpoint_config, tls_pair, Client};
+    use crate::testing::{drain_transmits, seeded_endpoint_config, tls_pair, Client};
 
     /// Sessions that do nothing: no ACK is sent early but by the test.
     struct Idle;
@@ -164,29 +164,9 @@ mod tests {
         /// The client sends a keep-alive PING, which reaches the server.
         fn keep_alive_reaches_server(&mut self) {
             self.client.quic.ping();
-            let now = self.now();
-            let pings = drain_transmits(&mut self.client.quic, now);
-            assert_eq!(pings.len(), 1, "a keep-alive is one datagram");
-            let datagram = crate::endpoint::Received {
-                remote: self.client.addr,
-                local_ip: None,
-                ecn: None,
-                data: &pings[0],
-            };
-            self.server
-                .handle_datagram(now, datagram, &mut crate::testing::Outbox::default());
+            let pings = self.client.send_to(&mut self.server, &mut Vec::new());
+            assert_eq!(pings, 1, "a keep-alive is one datagram");
             self.server.end_turn();
-        }
-    }
-
-    fn drain_transmits(quic: &mut Connection, now: Instant) -> Vec<Vec<u8>> {
-        let mut datagrams = Vec::new();
-        loop {
-            let mut buf = Vec::new();
-            match quic.poll_transmit(now, 1, &mut buf) {
-                Some(transmit) => datagrams.push(buf[..transmit.size].to_vec()),
-                None => return datagrams,
-            }
         }
     }
 

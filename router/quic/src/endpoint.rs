@@ -17,13 +17,6 @@
 //! send through a [`DatagramSink`]. The async [`crate::Driver`] calls these
 //! with the real clock and a UDP socket; tests call them with a clock they
 //! move and a `Vec` of datagrams.
-//!
-//! Acknowledgements: a packet whose frames get an answer soon (a request)
-//! is acknowledged by the answer. For the others (a keep-alive PING, a
-//! client's `Ack`, everything the load generator receives) the application
-//! asks for the ACK at once ([`Driven::ack_now`]), sent in the same turn by
-//! [`crate::connection::ack_now`] instead of on quinn-proto's delayed-ACK
-//! timer, which would walk the connection's state a second time.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -107,8 +100,9 @@ pub struct Events {
 /// What the application asks for after driving a connection.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Driven {
-    /// Acknowledge at once what the connection received this turn: no
-    /// answer of the application's will carry the ACK.
+    /// Acknowledge at once ([`crate::connection::ack_now`]) what the
+    /// connection received this turn: no answer of the application's will
+    /// carry the ACK.
     pub ack_now: bool,
 }
 

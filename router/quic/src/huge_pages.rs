@@ -137,21 +137,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_tunable_is_appended_to_those_already_set() {
-        let per_thread = |tunables: &str| with_tunables(tunables.into(), Arenas::PerThread);
-        assert_eq!(per_thread(""), "glibc.malloc.hugetlb=1");
+    fn the_tunables_are_appended_to_those_already_set() {
+        let with = |tunables: &str, arenas| with_tunables(tunables.into(), arenas);
+        assert_eq!(with("", Arenas::PerThread), "glibc.malloc.hugetlb=1");
         assert_eq!(
-            per_thread("glibc.malloc.arena_max=2"),
+            with("glibc.malloc.arena_max=2", Arenas::PerThread),
             "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
         );
-    }
-
-    #[test]
-    fn one_arena_caps_arenas_unless_a_cap_is_set() {
-        let one = |tunables: &str| with_tunables(tunables.into(), Arenas::One);
-        assert_eq!(one(""), "glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1");
+        // One arena caps the arenas, unless a cap is set.
         assert_eq!(
-            one("glibc.malloc.arena_max=4"),
+            with("", Arenas::One),
+            "glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1"
+        );
+        assert_eq!(
+            with("glibc.malloc.arena_max=4", Arenas::One),
             "glibc.malloc.arena_max=4:glibc.malloc.hugetlb=1"
         );
     }

@@ -130,20 +130,6 @@ impl DatagramSocket {
         !self.queue.is_empty()
     }
 
-    /// Queues `datagram` for `path`, sending the queue once it holds a
-    /// batch. Returns false when the socket is blocked on a full send
-    /// buffer: the caller should stop producing until
-    /// [`flush`](Self::flush) empties the queue.
-    fn send_on(&mut self, datagram: &[u8], path: Path) -> bool {
-        if self.queue.len() < MAX_QUEUED_DATAGRAMS {
-            self.queue.push(datagram, path);
-        }
-        if !self.blocked && self.queue.len() >= SEND_BATCH {
-            self.flush();
-        }
-        !self.blocked
-    }
-
     /// Sends queued datagrams until the queue is empty or the kernel's send
     /// buffer is full. Returns true when none are left. (Blocked connections
     /// resume only then: resuming them on partial progress re-queues so much
@@ -191,13 +177,20 @@ impl DatagramSocket {
 }
 
 impl DatagramSink for DatagramSocket {
+    /// Queues the datagram, and sends the queue once it holds a batch.
     fn send(&mut self, transmit: &quinn_proto::Transmit, contents: &[u8]) -> bool {
-        let path = Path {
-            destination: transmit.destination,
-            source: transmit.src_ip.filter(|_| self.keep_source),
-            ecn: transmit.ecn.map_or(0, |ecn| ecn as u8),
-        };
-        self.send_on(contents, path)
+        if self.queue.len() < MAX_QUEUED_DATAGRAMS {
+            let path = Path {
+                destination: transmit.destination,
+                source: transmit.src_ip.filter(|_| self.keep_source),
+                ecn: transmit.ecn.map_or(0, |ecn| ecn as u8),
+            };
+            self.queue.push(contents, path);
+        }
+        if !self.blocked && self.queue.len() >= SEND_BATCH {
+            self.flush();
+        }
+        !self.blocked
     }
 }
 
@@ -260,42 +253,39 @@ fn send_batch(
         return send_segments(state, socket, batch.take(1)).map(|()| 1);
     }
     let (_, path) = batch.get(0).expect("a batch is not empty");
-    let tos = path.ecn;
     let tclass = i32::from(path.ecn);
-    let pktinfo = match path.source {
-        Some(IpAddr::V4(v4)) => Some(Ok(libc::in_pktinfo {
-            ipi_ifindex: 0,
-            ipi_spec_dst: libc::in_addr {
-                s_addr: u32::from_ne_bytes(v4.octets()),
-            },
-            ipi_addr: libc::in_addr { s_addr: 0 },
-        })),
-        Some(IpAddr::V6(v6)) => Some(Err(libc::in6_pktinfo {
-            ipi6_addr: libc::in6_addr {
-                s6_addr: v6.octets(),
-            },
-            ipi6_ifindex: 0,
-        })),
-        None => None,
-    };
+    let (v4_info, v6_info);
     // As quinn-udp does: the mark is always set (0 clears what a socket
     // option might have set), in the option of the destination's family.
     let mut controls = Vec::with_capacity(2);
     let mut space = 0;
     if path.is_ipv4() {
-        controls.push(ControlMessage::Ipv4Tos(&tos));
+        controls.push(ControlMessage::Ipv4Tos(&path.ecn));
         space += nix::cmsg_space!(u8).capacity();
     } else {
         controls.push(ControlMessage::Ipv6TClass(&tclass));
         space += nix::cmsg_space!(i32).capacity();
     }
-    match &pktinfo {
-        Some(Ok(v4)) => {
-            controls.push(ControlMessage::Ipv4PacketInfo(v4));
+    match path.source {
+        Some(IpAddr::V4(v4)) => {
+            v4_info = libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.octets()),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            controls.push(ControlMessage::Ipv4PacketInfo(&v4_info));
             space += nix::cmsg_space!(libc::in_pktinfo).capacity();
         }
-        Some(Err(v6)) => {
-            controls.push(ControlMessage::Ipv6PacketInfo(v6));
+        Some(IpAddr::V6(v6)) => {
+            v6_info = libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr {
+                    s6_addr: v6.octets(),
+                },
+                ipi6_ifindex: 0,
+            };
+            controls.push(ControlMessage::Ipv6PacketInfo(&v6_info));
             space += nix::cmsg_space!(libc::in6_pktinfo).capacity();
         }
         None => {}
@@ -547,11 +537,7 @@ impl RecvBatch {
             .iter()
             .zip(self.buffers.chunks(RECV_SLOT))
             .flat_map(|(meta, slot)| {
-                let stride = if meta.stride == 0 {
-                    meta.len
-                } else {
-                    meta.stride
-                };
+                let stride = Some(meta.stride).filter(|&s| s > 0).unwrap_or(meta.len);
                 slot[..meta.len]
                     .chunks(stride.max(1))
                     .map(move |data| Received {
@@ -588,7 +574,7 @@ mod tests {
     type Arrival = (SocketAddr, Option<IpAddr>, Option<EcnCodepoint>, Vec<u8>);
 
     /// Receives until `expected` datagrams arrived, with what came with them.
-    async fn receive_full(socket: &DatagramSocket, expected: usize) -> Vec<Arrival> {
+    async fn receive(socket: &DatagramSocket, expected: usize) -> Vec<Arrival> {
         let mut received_batch = RecvBatch::default();
         let mut received = Vec::new();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -604,15 +590,6 @@ mod tests {
             }
         }
         received
-    }
-
-    /// Receives until `expected` datagrams arrived or a second passed.
-    async fn receive(socket: &DatagramSocket, expected: usize) -> Vec<(SocketAddr, Vec<u8>)> {
-        let received = receive_full(socket, expected).await;
-        received
-            .into_iter()
-            .map(|(from, _, _, d)| (from, d))
-            .collect()
     }
 
     fn transmit(
@@ -645,13 +622,11 @@ mod tests {
         }
         assert!(sender.send(&transmit(to, None, None), &[4; 70]));
         assert!(sender.flush());
-        let mut arrived = receive_full(&receiver, 5).await;
-        arrived.extend(receive_full(&other, 1).await);
-        let marks: Vec<(u8, Option<EcnCodepoint>)> =
-            arrived.iter().map(|(_, _, ecn, d)| (d[0], *ecn)).collect();
-        for (tag, ecn) in marks {
-            let expected = if tag == 4 { None } else { ect0 };
-            assert_eq!(ecn, expected, "datagram {tag}");
+        let mut arrived = receive(&receiver, 5).await;
+        arrived.extend(receive(&other, 1).await);
+        for (_, _, ecn, d) in arrived {
+            let expected = if d[0] == 4 { None } else { ect0 };
+            assert_eq!(ecn, expected, "datagram {}", d[0]);
         }
     }
 
@@ -662,9 +637,9 @@ mod tests {
         let mut client = loopback_socket().await;
         for local in ["127.0.0.1", "127.0.0.2"] {
             let used: SocketAddr = format!("{local}:{port}").parse().unwrap();
-            assert!(client.send_on(b"hello", Path::to(used)));
+            assert!(client.send(&transmit(used, None, None), b"hello"));
             assert!(client.flush());
-            let arrived = receive_full(&server, 1).await;
+            let arrived = receive(&server, 1).await;
             let (from, local_ip, _, _) = arrived[0].clone();
             assert_eq!(local_ip, Some(used.ip()), "the server sees where it came");
             // A lone answer and a GSO run, as quinn-proto's transmits ask.
@@ -674,7 +649,7 @@ mod tests {
                 assert!(server.send(&transmit(from, local_ip, None), b"run!"));
             }
             assert!(server.flush());
-            for (source, _, _, _) in receive_full(&client, 3).await {
+            for (source, _, _, _) in receive(&client, 3).await {
                 assert_eq!(source, used, "answered from {local}");
             }
         }
@@ -693,7 +668,7 @@ mod tests {
             bytes
         };
         for i in 0..count {
-            assert!(sender.send_on(&datagram(i), Path::to(to)));
+            assert!(sender.send(&transmit(to, None, None), &datagram(i)));
         }
         // Full batches left as they filled; the rest waits for the flush.
         assert_eq!(sender.queue.len(), 5);
@@ -703,12 +678,12 @@ mod tests {
 
         let received = receive(&receiver, count).await;
         let from = sender.local_addr().unwrap();
-        assert!(received.iter().all(|(source, _)| *source == from));
+        assert!(received.iter().all(|(source, ..)| *source == from));
         for size in 0..3u8 {
             let sent: Vec<Vec<u8>> = (0..count).map(datagram).filter(|d| d[0] == size).collect();
             let arrived: Vec<Vec<u8>> = received
                 .iter()
-                .map(|(_, d)| d.clone())
+                .map(|(.., d)| d.clone())
                 .filter(|d| d[0] == size)
                 .collect();
             assert_eq!(arrived, sent, "size class {size}");
@@ -739,14 +714,9 @@ mod tests {
             let front = queue.front();
             let run = front.leading_run(64);
             let (first, to) = front.get(0).unwrap();
-            let bytes = front.take(run).contiguous_bytes();
-            let tags: Vec<u8> = (0..run).map(|i| front.get(i).unwrap().0[0]).collect();
-            assert_eq!(
-                bytes.len(),
-                (0..run)
-                    .map(|i| front.get(i).unwrap().0.len())
-                    .sum::<usize>()
-            );
+            let datagrams: Vec<&[u8]> = (0..run).map(|i| front.get(i).unwrap().0).collect();
+            assert_eq!(front.take(run).contiguous_bytes(), datagrams.concat());
+            let tags: Vec<u8> = datagrams.iter().map(|d| d[0]).collect();
             runs.push((to, first.len(), tags));
             queue.consume(run);
         }
@@ -821,31 +791,25 @@ mod tests {
         // Until tokio's reactor has seen a new socket, it reports it not
         // writable: the path a full send buffer takes, made deterministic.
         let receiver = loopback_socket().await;
-        let to = receiver.local_addr().unwrap();
+        let to = transmit(receiver.local_addr().unwrap(), None, None);
         let addr = "127.0.0.1:0".parse().unwrap();
         let socket = bind_udp(addr, 1 << 20, PortSharing::Exclusive).unwrap();
         let mut sender = DatagramSocket::new(socket, false).unwrap();
         for i in 0..SEND_BATCH - 1 {
-            assert!(
-                sender.send_on(&[i as u8; 10], Path::to(to)),
-                "queued, not yet sent"
-            );
+            assert!(sender.send(&to, &[i as u8; 10]), "queued, not yet sent");
         }
         // The batch is full: its send finds the socket blocked.
-        assert!(!sender.send_on(&[SEND_BATCH as u8 - 1; 10], Path::to(to)));
-        assert!(
-            !sender.send_on(&[SEND_BATCH as u8; 10], Path::to(to)),
-            "still blocked"
-        );
+        assert!(!sender.send(&to, &[SEND_BATCH as u8 - 1; 10]));
+        assert!(!sender.send(&to, &[SEND_BATCH as u8; 10]), "still blocked");
         assert!(sender.has_pending());
         assert!(!sender.flush());
 
         sender.writable().await.unwrap();
         assert!(sender.flush());
         assert!(!sender.has_pending());
-        assert!(sender.send_on(&[0xff; 10], Path::to(to)), "unblocked");
+        assert!(sender.send(&to, &[0xff; 10]), "unblocked");
         let received = receive(&receiver, SEND_BATCH + 1).await;
-        for (i, (_, datagram)) in received.iter().enumerate() {
+        for (i, (.., datagram)) in received.iter().enumerate() {
             assert_eq!(*datagram, vec![i as u8; 10], "datagram {i} in order");
         }
     }
@@ -857,12 +821,12 @@ mod tests {
         let to = receiver.local_addr().unwrap();
         // An IPv6 destination from an IPv4 socket: the kernel refuses it.
         let wrong_family: SocketAddr = "[::1]:9".parse().unwrap();
-        sender.send_on(b"first", Path::to(to));
-        sender.send_on(b"refused", Path::to(wrong_family));
-        sender.send_on(b"last", Path::to(to));
+        sender.send(&transmit(to, None, None), b"first");
+        sender.send(&transmit(wrong_family, None, None), b"refused");
+        sender.send(&transmit(to, None, None), b"last");
         assert!(sender.flush());
         let received = receive(&receiver, 2).await;
-        let payloads: Vec<&[u8]> = received.iter().map(|(_, d)| d.as_slice()).collect();
+        let payloads: Vec<&[u8]> = received.iter().map(|(.., d)| d.as_slice()).collect();
         assert_eq!(payloads, [&b"first"[..], &b"last"[..]]);
     }
 

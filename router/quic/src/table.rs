@@ -52,11 +52,6 @@ impl<T> ConnTable<T> {
         old.map(|boxed| *boxed)
     }
 
-    /// The connection under `handle`.
-    pub fn get(&self, handle: usize) -> Option<&T> {
-        self.slots.get(handle)?.as_deref()
-    }
-
     /// The connection under `handle`, mutably.
     pub fn get_mut(&mut self, handle: usize) -> Option<&mut T> {
         self.slots.get_mut(handle)?.as_deref_mut()
@@ -100,9 +95,9 @@ mod tests {
         assert_eq!(table.insert(3, "c"), None);
         assert_eq!(table.insert(0, "a"), None);
         assert_eq!(table.len(), 2);
-        assert_eq!(table.get(3), Some(&"c"));
-        assert_eq!(table.get(1), None);
-        assert_eq!(table.get(99), None);
+        assert_eq!(table.get_mut(3), Some(&mut "c"));
+        assert_eq!(table.get_mut(1), None);
+        assert_eq!(table.get_mut(99), None);
         assert_eq!(table.insert(3, "c2"), Some("c"));
         assert_eq!(table.len(), 2);
         *table.get_mut(0).unwrap() = "a2";

@@ -52,29 +52,23 @@ pub fn seeded_endpoint_config(seed: u8) -> EndpointConfig {
     config
 }
 
-/// Datagrams a sink took, with where each was going.
-#[derive(Debug, Default)]
-pub struct Outbox {
-    /// Each datagram and its transmit's destination, source and ECN.
-    pub datagrams: Vec<(Transmit, Vec<u8>)>,
-    /// When set, every send is refused as if the send buffer were full.
-    pub blocked: bool,
+/// A test's queue of the datagrams a driver sent, which never blocks.
+impl DatagramSink for Vec<Vec<u8>> {
+    fn send(&mut self, _: &Transmit, contents: &[u8]) -> bool {
+        self.push(contents.to_vec());
+        true
+    }
 }
 
-impl DatagramSink for Outbox {
-    fn send(&mut self, transmit: &Transmit, contents: &[u8]) -> bool {
-        if self.blocked {
-            return false;
+/// Every datagram `quic` has to send at `now`.
+pub(crate) fn drain_transmits(quic: &mut Connection, now: Instant) -> Vec<Vec<u8>> {
+    let mut datagrams = Vec::new();
+    loop {
+        let mut buf = Vec::new();
+        match quic.poll_transmit(now, 1, &mut buf) {
+            Some(transmit) => datagrams.push(buf[..transmit.size].to_vec()),
+            None => return datagrams,
         }
-        let transmit = Transmit {
-            destination: transmit.destination,
-            ecn: transmit.ecn,
-            size: transmit.size,
-            segment_size: transmit.segment_size,
-            src_ip: transmit.src_ip,
-        };
-        self.datagrams.push((transmit, contents.to_vec()));
-        true
     }
 }
 
@@ -165,32 +159,36 @@ impl Client {
     /// which is driven once, and its answers reach the client. Returns how
     /// many datagrams went each way.
     pub fn step<A: Application>(&mut self, server: &mut Endpoint<A>) -> (usize, usize) {
-        let mut to_server = Vec::new();
-        loop {
-            let mut buf = Vec::new();
-            match self.quic.poll_transmit(self.now, 1, &mut buf) {
-                Some(transmit) => to_server.push(buf[..transmit.size].to_vec()),
-                None => break,
-            }
+        let mut out = Vec::new();
+        let to_server = self.send_to(server, &mut out);
+        server.drive(self.now, &mut out);
+        server.end_turn();
+        let to_client = out.len();
+        for datagram in out {
+            self.receive(&datagram);
         }
-        let mut out = Outbox::default();
-        for datagram in &to_server {
+        self.poll_events();
+        (to_server, to_client)
+    }
+
+    /// Hands what the client has to send now to `server`, which is not
+    /// driven; returns how many datagrams went.
+    pub(crate) fn send_to<A: Application>(
+        &mut self,
+        server: &mut Endpoint<A>,
+        out: &mut impl DatagramSink,
+    ) -> usize {
+        let datagrams = drain_transmits(&mut self.quic, self.now);
+        for data in &datagrams {
             let received = Received {
                 remote: self.addr,
                 local_ip: None,
                 ecn: None,
-                data: datagram,
+                data,
             };
-            server.handle_datagram(self.now, received, &mut out);
+            server.handle_datagram(self.now, received, out);
         }
-        server.drive(self.now, &mut out);
-        server.end_turn();
-        let to_client = out.datagrams.len();
-        for (_, datagram) in out.datagrams {
-            self.receive(&datagram);
-        }
-        self.poll_events();
-        (to_server.len(), to_client)
+        datagrams.len()
     }
 
     /// Moves the clock by `by` and fires whatever came due on both sides,
@@ -199,9 +197,9 @@ impl Client {
         self.now += by;
         self.quic.handle_timeout(self.now);
         server.handle_timeouts(self.now);
-        let mut out = Outbox::default();
+        let mut out = Vec::new();
         server.drive(self.now, &mut out);
-        for (_, datagram) in out.datagrams {
+        for datagram in out {
             self.receive(&datagram);
         }
         self.poll_events();
@@ -222,14 +220,9 @@ impl Client {
 
     /// Writes `bytes` on the session stream (opened on first use).
     pub fn write(&mut self, bytes: &[u8]) {
-        let id = match self.stream {
-            Some(id) => id,
-            None => {
-                let id = self.quic.streams().open(Dir::Bi).expect("a stream");
-                self.stream = Some(id);
-                id
-            }
-        };
+        let id = *self
+            .stream
+            .get_or_insert_with(|| self.quic.streams().open(Dir::Bi).expect("a stream"));
         let written = self.quic.send_stream(id).write(bytes).expect("writable");
         assert_eq!(written, bytes.len(), "the stream took all of it");
     }
@@ -299,11 +292,7 @@ impl Client {
         loop {
             match chunks.next(usize::MAX) {
                 Ok(Some(chunk)) => self.received.extend_from_slice(&chunk.bytes),
-                Ok(None) => {
-                    self.stream_finished = true;
-                    break;
-                }
-                Err(quinn_proto::ReadError::Reset(_)) => {
+                Ok(None) | Err(quinn_proto::ReadError::Reset(_)) => {
                     self.stream_finished = true;
                     break;
                 }

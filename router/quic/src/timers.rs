@@ -72,12 +72,6 @@ pub struct TimerWheel {
     len: usize,
 }
 
-impl Default for TimerWheel {
-    fn default() -> Self {
-        TimerWheel::new(Instant::now())
-    }
-}
-
 impl TimerWheel {
     /// An empty wheel counting ticks from `origin`.
     pub fn new(origin: Instant) -> Self {
@@ -150,7 +144,7 @@ impl TimerWheel {
     /// Takes a handle whose deadline is due at `now` and clears its
     /// deadline; `None` once none is.
     pub fn pop_due(&mut self, now: Instant) -> Option<usize> {
-        let now_tick = self.ticks_floor(now);
+        let now_tick = self.ticks_and_rest(now).0;
         while let Some((tick, level, slot)) = self.next_expiry() {
             if tick > now_tick {
                 break;
@@ -257,11 +251,6 @@ impl TimerWheel {
         self.nodes[index as usize].position = NIL;
     }
 
-    /// Whole ticks from the origin to `at`, rounded down (0 before it).
-    fn ticks_floor(&self, at: Instant) -> u64 {
-        self.ticks_and_rest(at).0
-    }
-
     /// Ticks from the origin to `at`, rounded up: the first tick whose start
     /// is not before `at`.
     fn ticks_ceil(&self, at: Instant) -> u64 {
@@ -269,9 +258,9 @@ impl TimerWheel {
         whole + u64::from(rest > 0)
     }
 
-    /// Whole ticks from the origin to `at` and the nanoseconds left over, in
-    /// 64-bit arithmetic (`Duration::as_nanos` is 128-bit, and its division
-    /// a library call on every deadline filed).
+    /// Whole ticks from the origin to `at` (0 before it) and the
+    /// nanoseconds left over, in 64-bit arithmetic (`Duration::as_nanos` is
+    /// 128-bit, and its division a library call on every deadline filed).
     fn ticks_and_rest(&self, at: Instant) -> (u64, u32) {
         const TICK_NANOS: u32 = TICK.subsec_nanos();
         const TICKS_PER_SECOND: u64 = 1_000_000_000 / TICK_NANOS as u64;

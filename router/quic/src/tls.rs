@@ -429,20 +429,10 @@ mod tests {
                     assert!(server.transport_parameters().unwrap().is_some());
                 }
             }
-            let mut to_client = vec![Vec::new()];
-            while server
-                .write_handshake(to_client.last_mut().unwrap())
-                .is_some()
-            {
-                if server_first.is_none() {
-                    server_first = server.next_1rtt_keys();
-                    assert!(server_first.is_none() || server.holds_tls_connection());
-                }
-                to_client.push(Vec::new());
-            }
-            for piece in to_client.iter().filter(|p| !p.is_empty()) {
+            pass(&mut server, &mut server_first, |piece| {
                 client.read_hs(piece).unwrap();
-            }
+                false
+            });
         }
         assert!(!client.is_handshaking() && !server.is_handshaking());
         assert_eq!(handshake_data_reported, 1);
@@ -477,13 +467,13 @@ mod tests {
         assert_eq!(&sealed[..], b"sealed later");
         agree(
             &server_first.expect("the server had next keys during the handshake"),
-            &client_first.unwrap(),
+            client_first.unwrap(),
             0,
         );
-        agree(&server_second, &client_next.next_packet_keys(), 1);
+        agree(&server_second, client_next.next_packet_keys(), 1);
         for generation in 2..4u64 {
             let server_keys = server.next_1rtt_keys().unwrap();
-            agree(&server_keys, &client_next.next_packet_keys(), generation);
+            agree(&server_keys, client_next.next_packet_keys(), generation);
         }
     }
 
@@ -508,8 +498,12 @@ mod tests {
         let (mut client_first, mut server_first) = (None, None);
         let mut reported = (0, 0);
         for _ in 0..10 {
-            reported.1 += pass(&mut client, &mut server, &mut client_first);
-            reported.0 += pass(&mut server, &mut client, &mut server_first);
+            reported.1 += pass(&mut client, &mut client_first, |piece| {
+                server.read_handshake(piece).unwrap()
+            });
+            reported.0 += pass(&mut server, &mut server_first, |piece| {
+                client.read_handshake(piece).unwrap()
+            });
         }
         assert!(!client.is_handshaking() && !server.is_handshaking());
         assert_eq!(
@@ -555,57 +549,45 @@ mod tests {
         let packet = b"\xf0 a retry header, then its token".to_vec();
         let tag = crypto::ServerConfig::retry_tag(&*server_config, 1, &original, &packet);
         let (header, token) = packet.split_at(5);
+        let valid = |version, cid: &ConnectionId, payload: &[u8]| {
+            client::is_valid_retry(version, cid, header, payload)
+        };
         let payload = [token, &tag[..]].concat();
-        assert!(client::is_valid_retry(1, &original, header, &payload));
+        assert!(valid(1, &original, &payload));
 
         let mut changed = payload.clone();
         changed[0] ^= 1;
-        assert!(!client::is_valid_retry(1, &original, header, &changed));
-        let other = ConnectionId::new(&[4; 8]);
-        assert!(!client::is_valid_retry(1, &other, header, &payload));
-        assert!(!client::is_valid_retry(
-            0xff00_001d,
-            &original,
-            header,
-            &payload
-        ));
-        assert!(!client::is_valid_retry(
-            1,
-            &original,
-            header,
-            &payload[..10]
-        ));
+        assert!(!valid(1, &original, &changed));
+        assert!(!valid(1, &ConnectionId::new(&[4; 8]), &payload));
+        assert!(!valid(0xff00_001d, &original, &payload));
+        assert!(!valid(1, &original, &payload[..10]));
 
         // Drafts 29-32 have a key and nonce of their own.
         let draft = 0xff00_001d;
         let tag = crypto::ServerConfig::retry_tag(&*server_config, draft, &original, &packet);
         let payload = [token, &tag[..]].concat();
-        assert!(client::is_valid_retry(draft, &original, header, &payload));
-        assert!(!client::is_valid_retry(1, &original, header, &payload));
+        assert!(valid(draft, &original, &payload));
+        assert!(!valid(1, &original, &payload));
     }
 
-    /// Hands what `from` writes to `to`, one piece per encryption level;
-    /// keeps the first next 1-RTT keys `from` gives out. Returns how many
-    /// times `to` reported handshake data.
+    /// Hands what `from` writes to `read`, one piece per encryption level;
+    /// keeps the first next 1-RTT keys `from` gives out, which come while it
+    /// still holds rustls. Returns how many pieces `read` reported handshake
+    /// data for.
     fn pass(
         from: &mut TlsSession,
-        to: &mut TlsSession,
         first_next: &mut Option<KeyPair<Box<dyn crypto::PacketKey>>>,
+        mut read: impl FnMut(&[u8]) -> bool,
     ) -> usize {
         let mut pieces = vec![Vec::new()];
         while from.write_handshake(pieces.last_mut().unwrap()).is_some() {
             if first_next.is_none() {
                 *first_next = from.next_1rtt_keys();
+                assert!(first_next.is_none() || from.holds_tls_connection());
             }
             pieces.push(Vec::new());
         }
-        let mut reported = 0;
-        for piece in pieces.iter().filter(|p| !p.is_empty()) {
-            if to.read_handshake(piece).unwrap() {
-                reported += 1;
-            }
-        }
-        reported
+        pieces.iter().filter(|p| !p.is_empty() && read(p)).count()
     }
 
     /// Seals with each side's local key and opens with the other's remote
@@ -628,37 +610,16 @@ mod tests {
         }
     }
 
-    /// Seals a packet with each side's local key and opens it with the
-    /// other side's remote key.
+    /// [`agree_sessions`] with a rustls client's keys.
     fn agree(
         server: &KeyPair<Box<dyn crypto::PacketKey>>,
-        client: &rustls::quic::PacketKeySet,
+        client: rustls::quic::PacketKeySet,
         packet_number: u64,
     ) {
-        let header = [0x40u8, 1, 2, 3];
-        let payload = b"after the handshake";
-        let tag = server.local.tag_len();
-        let mut packet = [&header[..], payload, &vec![0; tag]].concat();
-        server
-            .local
-            .encrypt(packet_number, &mut packet, header.len());
-        let (_, sealed) = packet.split_at_mut(header.len());
-        let opened = client
-            .remote
-            .decrypt_in_place(packet_number, &header, sealed);
-        assert_eq!(opened.expect("client opens"), payload, "{packet_number}");
-
-        let mut sealed = payload.to_vec();
-        let tag = client
-            .local
-            .encrypt_in_place(packet_number, &header, &mut sealed)
-            .unwrap();
-        sealed.extend_from_slice(tag.as_ref());
-        let mut sealed = bytes::BytesMut::from(&sealed[..]);
-        server
-            .remote
-            .decrypt(packet_number, &header, &mut sealed)
-            .expect("server opens");
-        assert_eq!(&sealed[..], payload, "{packet_number}");
+        let client: KeyPair<Box<dyn crypto::PacketKey>> = KeyPair {
+            local: Box::new(client.local),
+            remote: Box::new(client.remote),
+        };
+        agree_sessions(server, &client, packet_number);
     }
 }

@@ -43,8 +43,6 @@ impl ServerTls {
         version: u32,
         params: &TransportParameters,
     ) -> TlsSession {
-        // quinn-proto starts a session only for a version `initial_keys`
-        // accepted.
         let tls_version = rustls_version(version).expect("a version initial_keys accepted");
         let connection = ServerConnection::new(self.tls.clone(), tls_version, encode(params))
             .expect("a TLS 1.3 configuration, checked in new");
