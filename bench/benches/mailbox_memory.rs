@@ -86,13 +86,9 @@ fn main() {
         };
         cluster.frame(i + 1, &user, body);
     }
-    let mut shard_inputs = Vec::new();
+    // Everyone but the sender goes offline; their inboxes keep it all.
     for i in 1..MEMBERS {
-        // Everyone but the sender goes offline; their inboxes keep it all.
-        shard_inputs.push((i + 1, format!("m{i}")));
-    }
-    for (session, user) in &shard_inputs {
-        cluster.close(*session, user);
+        cluster.close(i + 1, &format!("m{i}"));
     }
     cluster.frame(1, "m0", send("", "town", &payload)); // warm-up
     let before = live();

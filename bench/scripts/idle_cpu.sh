@@ -29,9 +29,8 @@ wait_for_sessions "$N"
 sleep 5
 HELD=$(router_sessions)
 read -r ROUTER_CPU LOAD_CPU < <(cpu_over 30)
-ROUTER_RSS=$(awk '/VmRSS/ {print $2}' "/proc/$ROUTER/status")
-LOAD_RSS=$(awk '/VmRSS/ {print $2}' "/proc/$LOAD/status")
-awk -v n="$HELD" -v r="$ROUTER_CPU" -v l="$LOAD_CPU" -v rr="$ROUTER_RSS" -v lr="$LOAD_RSS" 'BEGIN {
+awk -v n="$HELD" -v r="$ROUTER_CPU" -v l="$LOAD_CPU" \
+    -v rr="$(rss_kib "$ROUTER")" -v lr="$(rss_kib "$LOAD")" 'BEGIN {
   printf "%d sessions held idle for 30 s: router %.1f%% of a core (%.1f%% per 100k), load generator %.1f%%\n",
     n, r, r * 100000 / n, l
   printf "RSS: router %.0f MiB (%.1f KiB/session), load generator %.0f MiB (%.1f KiB/session)\n",

@@ -3,12 +3,13 @@
 #
 #   WORK=$(mktemp -d); source bench/scripts/router.sh
 #   write_router_config PORT [EXTRA_TOML_LINES]   # -> $WORK/router.toml, $WORK/secret
-#   start_router                                  # sets ROUTER (pid), FP, ADMIN
+#   start_router [WRAPPER...]                     # sets ROUTER (pid), FP, ADMIN
 #   router_metrics PREFIX                         # prints matching /metrics lines
 #   wait_for_sessions N                           # until the router holds N (or stalls 10 s)
 #   cpu_ticks PID                                 # utime + stime, clock ticks
 #   cpu_user_kernel PID                           # "utime stime", clock ticks
 #   cpu_over SECONDS                              # "router% load%" of a core over SECONDS ($ROUTER, $LOAD)
+#   rss_kib PID                                   # resident memory, KiB
 
 write_router_config() {
   printf 'bench-secret-bench-secret-bench-secret-0123' > "$WORK/secret"
@@ -23,8 +24,9 @@ secret_file = "$WORK/secret"
 TOML
 }
 
+# WRAPPER (e.g. valgrind and its options) runs the router in the same process.
 start_router() {
-  SWITCHBOARD_LOG=warn "$BIN/switchboard" serve --config "$WORK/router.toml" > "$WORK/router.out" 2>&1 &
+  SWITCHBOARD_LOG=warn "$@" "$BIN/switchboard" serve --config "$WORK/router.toml" > "$WORK/router.out" 2>&1 &
   ROUTER=$!
   until grep -q "switchboard listening" "$WORK/router.out" 2>/dev/null; do
     if ! kill -0 "$ROUTER" 2>/dev/null; then
@@ -67,3 +69,5 @@ cpu_over() {
   awk -v r=$((r1 - r0)) -v l=$((l1 - l0)) -v hz="$(getconf CLK_TCK)" -v w="$1" \
     'BEGIN { printf "%.2f %.2f\n", r / hz / w * 100, l / hz / w * 100 }'
 }
+
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }

@@ -27,15 +27,7 @@ source bench/scripts/router.sh
 write_router_config 24435 "worker_threads = 1
 heap_huge_pages = false
 ${ROUTER_CONFIG:-}"
-SWITCHBOARD_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.%p" \
-    "$BIN/switchboard" serve --config "$WORK/router.toml" > "$WORK/router.out" 2>&1 &
-ROUTER=$!
-until grep -q "switchboard listening" "$WORK/router.out" 2>/dev/null; do
-    kill -0 "$ROUTER" 2>/dev/null || { cat "$WORK/router.out" >&2; exit 1; }
-    sleep 0.5
-done
-FP=$(sed -n 's/^certificate SHA-256 fingerprint: //p' "$WORK/router.out")
-ADMIN=$(sed -n 's/.*admin=\(http[^ ]*\).*/\1/p' "$WORK/router.out")
+start_router valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.%p"
 # Handshakes under callgrind are ~50 times slower: open gently.
 "$BIN/switchboard-load" chat --server 127.0.0.1:24435 --cert-sha256 "$FP" \
     --secret-file "$WORK/secret" --sessions "$N" --connect-rate 100 --keep-alive 30s \

@@ -35,7 +35,7 @@ write_router_config 24433 "shards = $SHARDS"
 peak_rss() { # pid -> KiB, sampled until the pid is gone or the file says stop
   local pid=$1 out=$2 peak=0 rss
   while kill -0 "$pid" 2>/dev/null && [ ! -e "$out.stop" ]; do
-    rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+    rss=$(rss_kib "$pid" 2>/dev/null || echo 0)
     [ "${rss:-0}" -gt "$peak" ] && peak=$rss
     sleep 0.5
   done
@@ -56,7 +56,7 @@ echo "|---|---|---|---|---|---|---|---|---|---|"
 for N in "$@"; do
   start_router
   sleep 1
-  BASE=$(awk '/VmRSS/ {print $2}' "/proc/$ROUTER/status")
+  BASE=$(rss_kib "$ROUTER")
   rm -f "$WORK/rpeak" "$WORK/rpeak.stop"
   peak_rss "$ROUTER" "$WORK/rpeak" &
   SAMPLER=$!
@@ -67,12 +67,8 @@ for N in "$@"; do
   echo "- -" > "$WORK/idle"
   IDLE=""
   if [ "$IDLE_WINDOW" != 0 ]; then idle_cpu "$N" > "$WORK/idle" & IDLE=$!; fi
-  LPEAK=0
-  while kill -0 "$LOAD" 2>/dev/null; do
-    rss=$(awk '/VmRSS/ {print $2}' "/proc/$LOAD/status" 2>/dev/null || echo 0)
-    [ "${rss:-0}" -gt "$LPEAK" ] && LPEAK=$rss
-    sleep 0.5
-  done
+  peak_rss "$LOAD" "$WORK/lpeak"
+  LPEAK=$(cat "$WORK/lpeak")
   wait "$LOAD" || true
   [ -z "$IDLE" ] || wait "$IDLE" || true
   # Why the router saw connections end (stderr): tells client-side losses

@@ -16,10 +16,6 @@ use serde::Serialize;
 /// Bytes in each calibration datagram: about a full QUIC packet.
 const DATAGRAM_BYTES: usize = 1200;
 
-/// Slots the pointer chase walks: 16 Mi of 4 bytes, 64 MiB, beyond any
-/// cache on the machines this runs on.
-const CHASE_SLOTS: usize = 1 << 24;
-
 /// How many of each operation a calibration times.
 struct Effort {
     syscalls: u32,
@@ -27,6 +23,16 @@ struct Effort {
     chase_slots: usize,
     chase_steps: u32,
 }
+
+/// A full calibration: about a second.
+const FULL_EFFORT: Effort = Effort {
+    syscalls: 1_000_000,
+    datagrams: 100_000,
+    // 16 Mi slots of 4 bytes, 64 MiB, beyond any cache on the machines
+    // this runs on.
+    chase_slots: 1 << 24,
+    chase_steps: 2_000_000,
+};
 
 /// The machine's measured costs.
 #[derive(Debug, Clone, Serialize)]
@@ -48,30 +54,14 @@ pub(crate) struct Calibration {
 }
 
 impl Calibration {
-    /// [`Calibration::measure`], saying on stderr what it found; `None`,
-    /// with the reason said, when it could not measure.
+    /// Measures this machine (about a second; run it while the machine is
+    /// otherwise idle), saying on stderr what it found; `None`, with the
+    /// reason said, when it could not measure.
     pub(crate) fn measure_and_tell() -> Option<Calibration> {
-        match Calibration::measure() {
-            Ok(calibration) => {
-                eprintln!("machine: {}", calibration.describe());
-                Some(calibration)
-            }
-            Err(error) => {
-                eprintln!("machine calibration failed: {error}");
-                None
-            }
-        }
-    }
-
-    /// Measures this machine (about a second). Run it while the machine is
-    /// otherwise idle.
-    pub(crate) fn measure() -> std::io::Result<Calibration> {
-        Calibration::measure_with(&Effort {
-            syscalls: 1_000_000,
-            datagrams: 100_000,
-            chase_slots: CHASE_SLOTS,
-            chase_steps: 2_000_000,
-        })
+        Calibration::measure_with(&FULL_EFFORT)
+            .inspect(|calibration| eprintln!("machine: {}", calibration.describe()))
+            .inspect_err(|error| eprintln!("machine calibration failed: {error}"))
+            .ok()
     }
 
     fn measure_with(effort: &Effort) -> std::io::Result<Calibration> {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use switchboard_loadtest::cli::{Cli, Common, Scenario};
 
-use crate::bench_cli::BenchCli;
 use crate::target::{RouterTarget, Target};
+use crate::BenchCli;
 
 /// Every Switchboard session keeps alive every 30 s, the interval of the
 /// issue's idle-CPU target: at 100k sessions a 10 s keep-alive alone is

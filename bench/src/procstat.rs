@@ -1,5 +1,8 @@
 //! Samples a process's resident memory and CPU time from `/proc` (Linux).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use switchboard_loadtest::proc_cpu;
@@ -25,13 +28,18 @@ pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 /// User + system CPU time of `pid`, in clock ticks.
-pub(crate) fn cpu_ticks(pid: u32) -> Option<u64> {
+fn cpu_ticks(pid: u32) -> Option<u64> {
     proc_cpu::cpu_ticks(pid).ok()
 }
 
-/// Clock ticks per second (`USER_HZ`).
-fn ticks_per_second() -> f64 {
-    proc_cpu::ticks_per_second() as f64
+/// `ticks` of CPU time over `secs` seconds, as percent of one core.
+fn percent_of_a_core(ticks: u64, secs: f64) -> f64 {
+    ticks as f64 / proc_cpu::ticks_per_second() as f64 / secs * 100.0
+}
+
+/// The mean of `samples`' CPU percent; 0 without samples.
+pub(crate) fn mean_cpu_percent(samples: &[Sample]) -> f64 {
+    samples.iter().map(|s| s.cpu_percent).sum::<f64>() / samples.len().max(1) as f64
 }
 
 /// Waits until `pid` used less than `below_percent` of a core over one
@@ -53,8 +61,7 @@ pub(crate) fn wait_until_quiet(
         let (Some(before), Some(after)) = (last, now) else {
             break;
         };
-        let percent = (after - before) as f64 / ticks_per_second() / window.as_secs_f64() * 100.0;
-        if percent < below_percent {
+        if percent_of_a_core(after - before, window.as_secs_f64()) < below_percent {
             break;
         }
         last = now;
@@ -62,30 +69,27 @@ pub(crate) fn wait_until_quiet(
     started.elapsed()
 }
 
-/// Samples `pid` every `every` on a background thread until dropped.
+/// Samples `pid` every `every` on a background thread until finished.
 pub(crate) struct Sampler {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<Vec<Sample>>>,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Vec<Sample>>,
 }
 
 impl Sampler {
     /// Starts sampling.
     pub(crate) fn start(pid: u32, every: Duration, epoch: Instant) -> Sampler {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut samples = Vec::new();
             let mut last = (Instant::now(), cpu_ticks(pid).unwrap_or(0));
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            while !flag.load(Ordering::Relaxed) {
                 std::thread::sleep(every);
                 let (Some(rss), Some(ticks)) = (rss_kib(pid), cpu_ticks(pid)) else {
                     break;
                 };
                 let now = Instant::now();
-                let cpu = (ticks - last.1) as f64
-                    / ticks_per_second()
-                    / now.duration_since(last.0).as_secs_f64()
-                    * 100.0;
+                let cpu = percent_of_a_core(ticks - last.1, (now - last.0).as_secs_f64());
                 last = (now, ticks);
                 samples.push(Sample {
                     t_s: now.duration_since(epoch).as_secs_f64(),
@@ -95,19 +99,13 @@ impl Sampler {
             }
             samples
         });
-        Sampler {
-            stop,
-            thread: Some(thread),
-        }
+        Sampler { stop, thread }
     }
 
     /// Stops and returns the samples.
-    pub(crate) fn finish(mut self) -> Vec<Sample> {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread
-            .take()
-            .map(|t| t.join().unwrap_or_default())
-            .unwrap_or_default()
+    pub(crate) fn finish(self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
     }
 }
 
@@ -137,16 +135,16 @@ mod tests {
 
     #[test]
     fn a_busy_process_is_waited_for_until_the_limit() {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let spinning = stop.clone();
         let spinner = std::thread::spawn(move || {
-            while !spinning.load(std::sync::atomic::Ordering::Relaxed) {
+            while !spinning.load(Ordering::Relaxed) {
                 std::hint::spin_loop();
             }
         });
         let limit = Duration::from_millis(600);
         let waited = wait_until_quiet(std::process::id(), 5.0, Duration::from_millis(200), limit);
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
         spinner.join().unwrap();
         assert!(waited >= limit, "waited only {waited:?}");
     }

@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use switchboard_router::config::{AuthConfig, Config};
 
-use crate::server_process::ServerProcess;
-use crate::target::RouterTarget;
+use crate::target::{RouterTarget, ServerProcess};
 
 /// The token secret the bench's router and load generator share.
 const BENCH_SECRET: &str = "bench-secret-bench-secret-bench-secret-0123";
@@ -35,15 +34,27 @@ const LISTENING_PREFIX: &str = "switchboard listening";
 pub(crate) struct RouterSetup {
     /// The configuration.
     pub(crate) config: Config,
+    /// The configuration as TOML, with only what differs from the
+    /// defaults: the file then reads as the bench's choices, and a router
+    /// of another build (which rejects fields it does not know) accepts it
+    /// as long as those fields exist there.
+    pub(crate) toml: String,
     /// The token secret file it names.
-    pub(crate) secret_file: PathBuf,
+    secret_file: PathBuf,
+    /// Where its files go.
+    dir: PathBuf,
 }
 
 impl RouterSetup {
     /// Loopback on `port`, an ephemeral admin port, `shards` shards,
     /// `worker_threads` runtime threads, its dev files and secret in `dir`,
     /// and the 30 s heartbeat; the rest at the router's defaults.
-    pub(crate) fn new(dir: &Path, port: u16, shards: usize, worker_threads: usize) -> RouterSetup {
+    pub(crate) fn new(
+        dir: &Path,
+        port: u16,
+        shards: usize,
+        worker_threads: usize,
+    ) -> anyhow::Result<RouterSetup> {
         let secret_file = dir.join("secret");
         let config = Config {
             listen: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -58,21 +69,17 @@ impl RouterSetup {
             },
             ..Config::default()
         };
-        RouterSetup {
-            config,
-            secret_file,
-        }
-    }
-
-    /// The configuration as TOML, with only what differs from the
-    /// defaults: the file then reads as the bench's choices, and a router
-    /// of another build (which rejects fields it does not know) accepts it
-    /// as long as those fields exist there.
-    pub(crate) fn config_toml(&self) -> anyhow::Result<String> {
-        let chosen = toml::Table::try_from(&self.config).context("the router config as TOML")?;
+        let chosen = toml::Table::try_from(&config).context("the router config as TOML")?;
         let defaults =
             toml::Table::try_from(Config::default()).context("the default config as TOML")?;
-        toml::to_string(&differences(chosen, &defaults)).context("writing the router config")
+        let toml = toml::to_string(&differences(chosen, &defaults))
+            .context("writing the router config")?;
+        Ok(RouterSetup {
+            config,
+            toml,
+            secret_file,
+            dir: dir.to_owned(),
+        })
     }
 }
 
@@ -95,29 +102,22 @@ fn differences(table: toml::Table, defaults: &toml::Table) -> toml::Table {
 /// A running router.
 pub(crate) struct Router {
     process: ServerProcess,
-    /// Where its QUIC listener is.
-    addr: SocketAddr,
-    /// SHA-256 of its certificate, hex.
-    fingerprint: String,
-    secret_file: PathBuf,
+    /// How the load generator reaches it.
+    target: RouterTarget,
     /// Copies its stdout into the log until the pipe closes.
-    stdout_drain: Option<JoinHandle<()>>,
+    stdout_drain: JoinHandle<()>,
 }
 
 impl Router {
-    /// Writes the secret and `config_toml` into `dir`, starts `bin` with
-    /// them, and returns once it says it is listening. Its stdout goes on
-    /// into `dir/router-<pid>.log`.
-    pub(crate) fn start(
-        bin: &Path,
-        dir: &Path,
-        setup: &RouterSetup,
-        config_toml: &str,
-    ) -> anyhow::Result<Router> {
+    /// Writes the secret and configuration of `setup` into its directory,
+    /// starts `bin` with them, and returns once it says it is listening.
+    /// Its stdout goes on into `router-<pid>.log` there.
+    pub(crate) fn start(bin: &Path, setup: &RouterSetup) -> anyhow::Result<Router> {
+        let dir = &setup.dir;
         std::fs::write(&setup.secret_file, BENCH_SECRET)
             .with_context(|| format!("writing {}", setup.secret_file.display()))?;
         let config_path = dir.join("router.toml");
-        std::fs::write(&config_path, config_toml)
+        std::fs::write(&config_path, &setup.toml)
             .with_context(|| format!("writing {}", config_path.display()))?;
         let mut child = Command::new(bin)
             .args(["serve", "--config"])
@@ -139,42 +139,28 @@ impl Router {
             .with_context(|| format!("creating {}", log_path.display()))?;
         let (lines_tx, lines) = mpsc::channel();
         let stdout_drain = std::thread::spawn(move || drain(stdout, log, lines_tx));
-        let fingerprint = match wait_until_listening(&lines) {
-            Ok(fingerprint) => fingerprint,
-            Err(error) => {
-                let exited = process
-                    .exited()
-                    .map_or(String::new(), |status| format!(" (it exited: {status})"));
-                return Err(error).with_context(|| {
-                    format!(
-                        "starting the router{exited}; its stdout is in {}",
-                        log_path.display()
-                    )
-                });
-            }
-        };
+        let fingerprint = wait_until_listening(&lines).with_context(|| {
+            let exited = process
+                .exited()
+                .map_or(String::new(), |status| format!(" (it exited: {status})"));
+            let log = log_path.display();
+            format!("starting the router{exited}; its stdout is in {log}")
+        })?;
         Ok(Router {
+            target: RouterTarget {
+                pid: process.pid(),
+                addr: setup.config.listen,
+                fingerprint,
+                secret_file: setup.secret_file.clone(),
+            },
             process,
-            addr: setup.config.listen,
-            fingerprint,
-            secret_file: setup.secret_file.clone(),
-            stdout_drain: Some(stdout_drain),
+            stdout_drain,
         })
     }
 
-    /// Its process id.
-    pub(crate) fn pid(&self) -> u32 {
-        self.process.pid()
-    }
-
     /// How the load generator reaches it.
-    pub(crate) fn target(&self) -> RouterTarget {
-        RouterTarget {
-            pid: self.pid(),
-            addr: self.addr,
-            fingerprint: self.fingerprint.clone(),
-            secret_file: self.secret_file.clone(),
-        }
+    pub(crate) fn target(&self) -> &RouterTarget {
+        &self.target
     }
 
     /// Stops it (SIGTERM, then a kill if it lingers) and lets the stdout
@@ -184,14 +170,12 @@ impl Router {
         if !status.success() {
             eprintln!("   (the router exited with {status})");
         }
-        if let Some(drain) = self.stdout_drain.take() {
-            let deadline = Instant::now() + DRAIN_JOIN_WAIT;
-            while !drain.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if drain.is_finished() {
-                let _ = drain.join();
-            }
+        let deadline = Instant::now() + DRAIN_JOIN_WAIT;
+        while !self.stdout_drain.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if self.stdout_drain.is_finished() {
+            let _ = self.stdout_drain.join();
         }
         Ok(())
     }
@@ -214,7 +198,7 @@ fn drain(stdout: ChildStdout, mut log: std::fs::File, lines: mpsc::Sender<String
 /// fingerprint seen before it.
 fn wait_until_listening(lines: &mpsc::Receiver<String>) -> anyhow::Result<String> {
     let deadline = Instant::now() + STARTUP_TIMEOUT;
-    let mut startup = Startup::default();
+    let mut fingerprint = None;
     loop {
         let line = match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) => line,
@@ -226,31 +210,11 @@ fn wait_until_listening(lines: &mpsc::Receiver<String>) -> anyhow::Result<String
                 bail!("its stdout closed before it said it was listening")
             }
         };
-        if let Some(fingerprint) = startup.read(&line)? {
-            return Ok(fingerprint);
+        if let Some(printed) = line.strip_prefix(FINGERPRINT_PREFIX) {
+            fingerprint = Some(printed.trim().to_owned());
         }
-    }
-}
-
-/// What the router's startup lines have said so far.
-#[derive(Default)]
-struct Startup {
-    fingerprint: Option<String>,
-}
-
-impl Startup {
-    /// Takes one stdout line; once the router says it listens, returns the
-    /// certificate fingerprint it printed before.
-    fn read(&mut self, line: &str) -> anyhow::Result<Option<String>> {
-        if let Some(fingerprint) = line.strip_prefix(FINGERPRINT_PREFIX) {
-            self.fingerprint = Some(fingerprint.trim().to_owned());
-        }
-        if !line.starts_with(LISTENING_PREFIX) {
-            return Ok(None);
-        }
-        match self.fingerprint.take() {
-            Some(fingerprint) => Ok(Some(fingerprint)),
-            None => bail!("it listens but printed no certificate fingerprint"),
+        if line.starts_with(LISTENING_PREFIX) {
+            return fingerprint.context("it listens but printed no certificate fingerprint");
         }
     }
 }
@@ -260,14 +224,14 @@ mod tests {
     use super::*;
 
     fn setup() -> RouterSetup {
-        RouterSetup::new(Path::new("/tmp/bench-work"), 14433, 2, 1)
+        RouterSetup::new(Path::new("/tmp/bench-work"), 14433, 2, 1).unwrap()
     }
 
     #[test]
     fn the_config_file_holds_the_bench_choices_and_reads_back_as_the_same_config() {
         let setup = setup();
-        let text = setup.config_toml().unwrap();
-        let read: Config = toml::from_str(&text).unwrap();
+        let text = &setup.toml;
+        let read: Config = toml::from_str(text).unwrap();
         assert_eq!(read, setup.config);
         for line in [
             "listen = \"127.0.0.1:14433\"",
@@ -295,28 +259,38 @@ mod tests {
         assert_eq!(differences(chosen, &defaults), expected);
     }
 
+    /// What [`wait_until_listening`] makes of `lines`, then the pipe closing.
+    fn startup(lines: &[&str]) -> anyhow::Result<String> {
+        let (tx, rx) = mpsc::channel();
+        for line in lines {
+            tx.send(line.to_string()).unwrap();
+        }
+        drop(tx);
+        wait_until_listening(&rx)
+    }
+
     #[test]
     fn startup_yields_the_fingerprint_once_the_router_listens() {
-        let mut startup = Startup::default();
-        assert_eq!(startup.read("some banner").unwrap(), None);
-        assert_eq!(
-            startup
-                .read("certificate SHA-256 fingerprint: ab12cd ")
-                .unwrap(),
-            None
-        );
+        let fingerprint = "certificate SHA-256 fingerprint: ab12cd ";
         let listening =
             "switchboard listening: quic=127.0.0.1:14433 admin=http://127.0.0.1:40000 shards=2";
-        assert_eq!(startup.read(listening).unwrap(), Some("ab12cd".to_owned()));
-        assert!(Startup::default().read(listening).is_err());
+        let error = startup(&["some banner", fingerprint]).unwrap_err();
+        assert!(format!("{error}").contains("stdout closed"), "{error}");
+        let fingerprint = startup(&["some banner", fingerprint, listening]).unwrap();
+        assert_eq!(fingerprint, "ab12cd");
+        let error = startup(&[listening]).unwrap_err();
+        assert!(
+            format!("{error}").contains("no certificate fingerprint"),
+            "{error}"
+        );
     }
 
     #[test]
     fn a_router_that_exits_at_once_is_reported_with_its_log() {
         let dir = tempfile::tempdir().unwrap();
-        let setup = RouterSetup::new(dir.path(), 14433, 1, 1);
+        let setup = RouterSetup::new(dir.path(), 14433, 1, 1).unwrap();
         // `true` accepts any arguments, prints nothing and exits.
-        let Err(error) = Router::start(Path::new("true"), dir.path(), &setup, "") else {
+        let Err(error) = Router::start(Path::new("true"), &setup) else {
             panic!("`true` is no router");
         };
         let message = format!("{error:#}");

@@ -9,18 +9,15 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context as _;
 use switchboard_loadtest::cli::Cli;
 
-use crate::bench_cli::BenchCli;
-use crate::bench_report::BenchReport;
 use crate::calibrate::{self, Calibration};
 use crate::commands::Commands;
-use crate::ladder::{rungs_below, Ladder, Rung, NATS_LADDER, SWITCHBOARD_LADDER};
-use crate::nats::NatsServer;
 use crate::procstat;
+use crate::report::BenchReport;
 use crate::router::{Router, RouterSetup};
-use crate::step::{Step, SAMPLE_EVERY};
-use crate::summary::{BestRates, Summary};
-use crate::target::Target;
-use crate::verdict::sustainable;
+use crate::step::{Rung, Step, NATS_LADDER, SAMPLE_EVERY, SWITCHBOARD_LADDER};
+use crate::summary::{sustainable, BestRates, Summary};
+use crate::target::{NatsServer, RouterTarget, Target};
+use crate::BenchCli;
 
 /// Below this share of a core the target counts as quiet between steps.
 const QUIET_CPU_PERCENT: f64 = 15.0;
@@ -29,6 +26,25 @@ const SETTLE_AT_LEAST: Duration = Duration::from_secs(2);
 const SETTLE_AT_MOST: Duration = Duration::from_secs(60);
 /// The chat rate churn runs at when no chat rung was sustainable: half of it.
 const CHURN_FALLBACK_CHAT_RATE: f64 = 2_000.0;
+
+/// One chat rate ladder: against which target, with how many sessions.
+struct Ladder<'a> {
+    /// The server it drives.
+    target: &'a Target,
+    /// Sessions (or nats connections) per rung.
+    sessions: usize,
+    /// Its name; rung steps are `{name}-{rate}`, a retry
+    /// `{name}-{rate}-retry`.
+    name: &'a str,
+    /// Also run once at half the best rate (the latency figure).
+    half_rate_step: bool,
+}
+
+/// The rungs tried, fastest first, when the ladder's first rung `first`
+/// failed: halving, down to 1/16 of it.
+fn rungs_below(first: f64) -> Vec<f64> {
+    (1..=4).map(|k| first / f64::from(1u32 << k)).collect()
+}
 
 /// One bench run in progress.
 pub(crate) struct Runner {
@@ -42,8 +58,6 @@ pub(crate) struct Runner {
     samples: Vec<procstat::Sample>,
     /// Every router of the run gets this configuration.
     router_setup: RouterSetup,
-    /// That configuration as written for the router.
-    router_config: String,
 }
 
 impl Runner {
@@ -53,8 +67,7 @@ impl Runner {
             std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
         std::fs::create_dir_all(&work_dir)
             .with_context(|| format!("creating {}", work_dir.display()))?;
-        let router_setup = RouterSetup::new(&work_dir, cli.port, cli.shards, cli.threads_each());
-        let router_config = router_setup.config_toml()?;
+        let router_setup = RouterSetup::new(&work_dir, cli.port, cli.shards, cli.threads_each())?;
         Ok(Runner {
             cli,
             work_dir,
@@ -62,32 +75,49 @@ impl Runner {
             steps: Vec::new(),
             samples: Vec::new(),
             router_setup,
-            router_config,
         })
     }
 
     /// Runs every standard step and returns the report.
     pub(crate) fn run(mut self, calibration: Option<Calibration>) -> anyhow::Result<BenchReport> {
-        let chat = self.switchboard_steps()?;
-        let nats = self.nats_ladder()?;
-        let chat_large = self.large_ladder()?;
         let best = BestRates {
-            chat,
-            chat_large,
-            nats,
+            chat: self.switchboard_steps()?,
+            nats: self.nats_ladder()?,
+            chat_large: self.large_ladder()?,
         };
-        Ok(self.into_report(calibration, best))
+        let cli = &self.cli;
+        Ok(BenchReport {
+            date: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            machine: calibrate::machine_size(),
+            calibration,
+            router_bin: cli.router_bin().display().to_string(),
+            load_bin: cli.load_bin().display().to_string(),
+            threads_each: cli.threads_each(),
+            chat_ramp_up_s: cli.chat_ramp_up.as_secs_f64(),
+            chat_duration_s: cli.chat_duration.as_secs_f64(),
+            router_config: self.router_setup.toml,
+            summary: Summary::new(cli, &self.steps, best),
+            steps: self.steps,
+            samples: self.samples,
+        })
     }
 
-    /// Starts a router with the run's configuration.
-    fn start_router(&self) -> anyhow::Result<Router> {
-        let bin = self.cli.router_bin();
-        Router::start(
-            &bin,
-            &self.work_dir,
-            &self.router_setup,
-            &self.router_config,
-        )
+    fn commands(&self) -> Commands<'_> {
+        Commands::new(&self.cli, &self.work_dir)
+    }
+
+    /// Starts a router with the run's configuration, runs `steps` on it
+    /// while sampling it, and stops it.
+    fn on_router<T>(
+        &mut self,
+        steps: impl FnOnce(&mut Runner, &RouterTarget) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let router = Router::start(&self.cli.router_bin(), &self.router_setup)?;
+        let sampler = procstat::Sampler::start(router.target().pid, SAMPLE_EVERY, self.epoch);
+        let result = steps(self, router.target())?;
+        self.samples.extend(sampler.finish());
+        router.stop()?;
+        Ok(result)
     }
 
     /// Runs one step against `target` and keeps it.
@@ -98,8 +128,14 @@ impl Runner {
         command: Cli,
         rung: Option<Rung>,
     ) -> anyhow::Result<&Step> {
-        let load_bin = self.cli.load_bin();
-        let step = Step::run(&load_bin, target, name, &command, rung, self.epoch)?;
+        let step = Step::run(
+            &self.cli.load_bin(),
+            target,
+            name,
+            &command,
+            rung,
+            self.epoch,
+        )?;
         self.steps.push(step);
         Ok(self.steps.last().expect("just pushed"))
     }
@@ -126,31 +162,27 @@ impl Runner {
     /// Connect, the chat ladder (with its half-rate step), rooms and churn,
     /// on one router; returns the best sustainable chat rate.
     fn switchboard_steps(&mut self) -> anyhow::Result<Option<f64>> {
-        let router = self.start_router()?;
-        let sampler = procstat::Sampler::start(router.pid(), SAMPLE_EVERY, self.epoch);
-        let router_target = router.target();
-        let target = Target::Switchboard(router_target.clone());
-        let command = Commands::new(&self.cli, &self.work_dir).connect(&router_target, "connect");
-        self.run_step(&target, "connect", command, None)?;
-        // Let the closed sessions leave before chat.
-        self.settle(&target);
-        let best = self.chat_ladder(&Ladder {
-            target: &target,
-            sessions: self.cli.chat_sessions,
-            name: SWITCHBOARD_LADDER,
-            half_rate_step: true,
-        })?;
-        // Room fan-out, and chat at half the sustainable rate while sessions
-        // drop and resume.
-        let commands = Commands::new(&self.cli, &self.work_dir);
-        let rooms = commands.rooms(&router_target, "rooms-100");
-        let churn_rate = (best.unwrap_or(CHURN_FALLBACK_CHAT_RATE) / 2.0).round();
-        let churn = commands.churn(&router_target, "churn", churn_rate);
-        self.run_step(&target, "rooms-100", rooms, None)?;
-        self.run_step(&target, "churn", churn, None)?;
-        self.samples.extend(sampler.finish());
-        router.stop()?;
-        Ok(best)
+        self.on_router(|runner, router| {
+            let target = Target::Switchboard(router.clone());
+            let command = runner.commands().connect(router, "connect");
+            runner.run_step(&target, "connect", command, None)?;
+            // Let the closed sessions leave before chat.
+            runner.settle(&target);
+            let best = runner.chat_ladder(&Ladder {
+                target: &target,
+                sessions: runner.cli.chat_sessions,
+                name: SWITCHBOARD_LADDER,
+                half_rate_step: true,
+            })?;
+            // Room fan-out, and chat at half the sustainable rate while
+            // sessions drop and resume.
+            let rooms = runner.commands().rooms(router, "rooms-100");
+            let churn_rate = (best.unwrap_or(CHURN_FALLBACK_CHAT_RATE) / 2.0).round();
+            let churn = runner.commands().churn(router, "churn", churn_rate);
+            runner.run_step(&target, "rooms-100", rooms, None)?;
+            runner.run_step(&target, "churn", churn, None)?;
+            Ok(best)
+        })
     }
 
     /// The chat ladder against nats-server; `None` when it was not run.
@@ -181,61 +213,45 @@ impl Runner {
     /// the users, inboxes and rooms of the steps before do not weigh on
     /// it; `None` when skipped.
     fn large_ladder(&mut self) -> anyhow::Result<Option<f64>> {
-        if self.cli.chat_large_sessions == 0 {
+        let sessions = self.cli.chat_large_sessions;
+        if sessions == 0 {
             return Ok(None);
         }
-        let router = self.start_router()?;
-        let sampler = procstat::Sampler::start(router.pid(), SAMPLE_EVERY, self.epoch);
-        let name = format!("chat-{}-sessions", self.cli.chat_large_sessions);
-        let best = self.chat_ladder(&Ladder {
-            target: &Target::Switchboard(router.target()),
-            sessions: self.cli.chat_large_sessions,
-            name: &name,
-            half_rate_step: false,
+        let best = self.on_router(|runner, router| {
+            runner.chat_ladder(&Ladder {
+                target: &Target::Switchboard(router.clone()),
+                sessions,
+                name: &format!("chat-{sessions}-sessions"),
+                half_rate_step: false,
+            })
         })?;
-        self.samples.extend(sampler.finish());
-        router.stop()?;
         Ok(Some(best.unwrap_or(0.0)))
     }
 
-    /// Runs a chat rate ladder until a step is not sustainable, then (if
-    /// asked) once at half the best rate. Returns the best sustainable rate.
-    /// When even the first rung fails, it steps down ([`rungs_below`]) so a
-    /// target slower than the ladder still gets a figure instead of a zero.
+    /// Climbs a chat rate ladder until a rung is not sustainable, then (if
+    /// asked) runs once at half the best rate. Returns the best sustainable
+    /// rate. When even the first rung fails, it steps down ([`rungs_below`])
+    /// until one holds, so a target slower than the ladder still gets a
+    /// figure instead of a zero.
     fn chat_ladder(&mut self, ladder: &Ladder) -> anyhow::Result<Option<f64>> {
-        let mut best: Option<f64> = None;
-        let first = self.cli.chat_rates.first().copied().unwrap_or(1_000.0);
-        let mut rates: Vec<f64> = self.cli.chat_rates.clone();
-        let mut descending = false;
-        let mut i = 0;
-        while let Some(rate) = rates.get(i).copied() {
-            i += 1;
-            let ok = self.chat_rung(ladder, rate)?;
-            match (ok, descending) {
-                (true, false) => best = Some(rate),
-                (true, true) => {
+        let mut best = None;
+        for rate in self.cli.chat_rates.clone() {
+            if !self.chat_rung(ladder, rate)? {
+                break;
+            }
+            best = Some(rate);
+        }
+        if let (None, Some(&first)) = (best, self.cli.chat_rates.first()) {
+            for rate in rungs_below(first) {
+                if self.chat_rung(ladder, rate)? {
                     best = Some(rate);
                     break;
                 }
-                (false, false) if best.is_none() => {
-                    descending = true;
-                    rates = rungs_below(first);
-                    i = 0;
-                }
-                (false, false) => break,
-                (false, true) => {} // keep stepping down
             }
         }
         if let Some(best) = best.filter(|_| ladder.half_rate_step) {
             let half = best / 2.0;
-            let name = format!("{}-half-{half}", ladder.name);
-            let command = Commands::new(&self.cli, &self.work_dir).chat(
-                ladder.target,
-                &name,
-                ladder.sessions,
-                half,
-            );
-            self.run_step(ladder.target, &name, command, None)?;
+            self.chat_step(ladder, &format!("{}-half-{half}", ladder.name), half, None)?;
         }
         Ok(best)
     }
@@ -252,17 +268,7 @@ impl Runner {
                 retry,
             };
             let name = rung.step_name();
-            let command = Commands::new(&self.cli, &self.work_dir).chat(
-                ladder.target,
-                &name,
-                ladder.sessions,
-                rate,
-            );
-            let ok = sustainable(
-                &self
-                    .run_step(ladder.target, &name, command, Some(rung))?
-                    .report,
-            );
+            let ok = sustainable(&self.chat_step(ladder, &name, rate, Some(rung))?.report);
             self.settle(ladder.target);
             if ok {
                 return Ok(true);
@@ -271,22 +277,30 @@ impl Runner {
         Ok(false)
     }
 
-    /// The report of the finished run.
-    fn into_report(self, calibration: Option<Calibration>, best: BestRates) -> BenchReport {
-        let summary = Summary::new(&self.cli, &self.steps, best);
-        BenchReport {
-            date: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            machine: calibrate::machine_size(),
-            calibration,
-            router_bin: self.cli.router_bin().display().to_string(),
-            load_bin: self.cli.load_bin().display().to_string(),
-            threads_each: self.cli.threads_each(),
-            chat_ramp_up_s: self.cli.chat_ramp_up.as_secs_f64(),
-            chat_duration_s: self.cli.chat_duration.as_secs_f64(),
-            router_config: self.router_config,
-            steps: self.steps,
-            summary,
-            samples: self.samples,
-        }
+    /// Runs chat step `name` of `ladder` at `rate`.
+    fn chat_step(
+        &mut self,
+        ladder: &Ladder,
+        name: &str,
+        rate: f64,
+        rung: Option<Rung>,
+    ) -> anyhow::Result<&Step> {
+        let command = self
+            .commands()
+            .chat(ladder.target, name, ladder.sessions, rate);
+        self.run_step(ladder.target, name, command, rung)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_down_by_halving_from_a_failed_first_rung() {
+        assert_eq!(
+            rungs_below(16_000.0),
+            vec![8_000.0, 4_000.0, 2_000.0, 1_000.0]
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! One step of the run: a `switchboard-load` invocation against a target,
 //! with the target's memory and CPU sampled from `/proc` meanwhile and the
-//! load generator's own peak memory, and what the report keeps of it.
+//! load generator's own peak memory, and what the report keeps of it,
+//! including its place on a chat rate ladder.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -12,7 +13,6 @@ use switchboard_loadtest::cli::Cli;
 use switchboard_loadtest::report::Report;
 
 use crate::commands::shown_command;
-use crate::ladder::Rung;
 use crate::procstat;
 use crate::target::Target;
 
@@ -21,8 +21,30 @@ pub(crate) const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 /// How often the load generator's memory is read.
 const LOAD_RSS_EVERY: Duration = Duration::from_millis(250);
 
+/// The 10k-session ladder against the router: steps `chat-<rate>`.
+pub(crate) const SWITCHBOARD_LADDER: &str = "chat";
+/// The same ladder against nats-server: steps `nats-chat-<rate>`.
+pub(crate) const NATS_LADDER: &str = "nats-chat";
+
+/// Where a step sits on a ladder.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct Rung {
+    pub(crate) ladder: String,
+    /// Messages per second.
+    pub(crate) rate_per_s: f64,
+    /// Whether this is the second try of the rate.
+    pub(crate) retry: bool,
+}
+
+impl Rung {
+    pub(crate) fn step_name(&self) -> String {
+        let retry = if self.retry { "-retry" } else { "" };
+        format!("{}-{}{retry}", self.ladder, self.rate_per_s)
+    }
+}
+
 /// One scenario step in the report.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub(crate) struct Step {
     pub(crate) name: String,
     /// What it drove.
@@ -87,7 +109,6 @@ impl Step {
         })?;
         let report: Report = serde_json::from_str(&text)
             .with_context(|| format!("{name}: reading {}", json.display()))?;
-        let cpu: Vec<f64> = samples.iter().map(|s| s.cpu_percent).collect();
         Ok(Step {
             name: name.to_owned(),
             target: target.label().to_owned(),
@@ -100,7 +121,7 @@ impl Step {
                 .map(|s| s.rss_kib)
                 .max()
                 .unwrap_or(rss_before),
-            router_cpu_percent_avg: cpu.iter().sum::<f64>() / cpu.len().max(1) as f64,
+            router_cpu_percent_avg: procstat::mean_cpu_percent(&samples),
             load_rss_peak_kib: load_peak,
             started_s: started,
             ended_s: epoch.elapsed().as_secs_f64(),
@@ -112,5 +133,23 @@ impl Step {
     /// step's full-rate window, when measured.
     pub(crate) fn server_cpu_us_per_delivered(&self) -> Option<f64> {
         self.report.traffic.as_ref()?.server_cpu_us_per_delivered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rung_steps_are_named_by_ladder_rate_and_try() {
+        let mut rung = Rung {
+            ladder: "chat".into(),
+            rate_per_s: 2_000.0,
+            retry: false,
+        };
+        assert_eq!(rung.step_name(), "chat-2000");
+        rung.retry = true;
+        rung.rate_per_s = 625.5;
+        assert_eq!(rung.step_name(), "chat-625.5-retry");
     }
 }

@@ -1,0 +1,362 @@
+//! [`BenchReport`]: everything a run measured, and writing it out as
+//! `<date>-report.{json,svg,md}` (the Markdown also to stdout).
+//!
+//! The Markdown report: the server CPU per message against nats-server
+//! first, then the headline figures, every step, and the commands run.
+//!
+//! The plot: a dependency-free SVG line chart of the router's RSS and CPU
+//! over a run, with the scenario phases marked.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::calibrate;
+use crate::commands::KEEP_ALIVE;
+use crate::procstat::Sample;
+use crate::step::Step;
+use crate::summary::{verdict, CpuPerMessage, ServerCpu, Summary};
+
+/// The whole run.
+#[derive(Debug, Serialize)]
+pub(crate) struct BenchReport {
+    pub(crate) date: String,
+    pub(crate) machine: String,
+    /// What a system call, a loopback datagram and a cache miss cost here,
+    /// measured before the run: machines that differ in these give
+    /// different figures.
+    pub(crate) calibration: Option<calibrate::Calibration>,
+    /// The router binary measured (`--router-bin`).
+    pub(crate) router_bin: String,
+    /// The load generator that measured it (`--load-bin`).
+    pub(crate) load_bin: String,
+    /// Runtime threads the router and the load generator each ran (see
+    /// `--threads-each`).
+    pub(crate) threads_each: usize,
+    /// Seconds each chat step's rate rose before it held (`--chat-ramp-up`).
+    pub(crate) chat_ramp_up_s: f64,
+    /// Seconds each chat step held its full rate (`--chat-duration`).
+    pub(crate) chat_duration_s: f64,
+    pub(crate) router_config: String,
+    pub(crate) steps: Vec<Step>,
+    pub(crate) summary: Summary,
+    pub(crate) samples: Vec<Sample>,
+}
+
+impl BenchReport {
+    /// Writes `<out>/<date>-report.{json,svg,md}` and prints the Markdown.
+    pub(crate) fn write(&self, out: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        let stem = out.join(format!("{}-report", self.date.replace(':', "")));
+        let svg = stem.with_extension("svg");
+        let markdown = render(self, &svg.file_name().unwrap_or_default().to_string_lossy());
+        for (path, contents) in [
+            (
+                stem.with_extension("json"),
+                serde_json::to_string_pretty(self)?,
+            ),
+            (svg, plot_svg(&self.samples, &self.steps)),
+            (stem.with_extension("md"), markdown.clone()),
+        ] {
+            std::fs::write(&path, contents)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        println!("{markdown}");
+        eprintln!("report written to {}.{{md,json,svg}}", stem.display());
+        Ok(())
+    }
+}
+
+/// Renders `report` as Markdown; `svg` is the plot's file name.
+fn render(report: &BenchReport, svg: &str) -> String {
+    let mut out = format!(
+        "# Switchboard benchmark, {}\n\nMachine: {}. Router and load generator on the same machine, loopback; every session keeps alive every {}. The router and switchboard-load run {} runtime threads each (`worker_threads`, `--threads`); nats-server runs with Go's default `GOMAXPROCS`. Each chat step's rate rises from 0 over {:.0} s, then holds for {:.0} s; every message must arrive, and the latency and delivered/s columns are the full rate's. Router `{}`, load generator `{}`.\n\n",
+        report.date,
+        report.machine,
+        humantime::format_duration(KEEP_ALIVE),
+        report.threads_each,
+        report.chat_ramp_up_s,
+        report.chat_duration_s,
+        report.router_bin,
+        report.load_bin,
+    );
+    if let Some(c) = &report.calibration {
+        let _ = write!(out, "Measured before the run: {}. Compare reports from machines that differ in these with care: on two machines of the same size, the router's CPU per chat message differed twofold.\n\n", c.describe());
+    }
+    cpu_per_message(&mut out, &report.summary);
+    summary(&mut out, &report.summary);
+    steps(&mut out, &report.steps);
+    out.push_str("\n## Commands\n\n");
+    for step in &report.steps {
+        let _ = writeln!(out, "- `{}`", step.command);
+    }
+    let _ = writeln!(out, "\nPlot: `{svg}` (RSS blue, CPU orange, per step).");
+    out
+}
+
+/// The first table: server CPU per delivered message, Switchboard against
+/// nats-server, at each rate both ran.
+fn cpu_per_message(out: &mut String, s: &Summary) {
+    out.push_str("## Server CPU per delivered message\n\n");
+    let _ = write!(
+        out,
+        "The server's CPU time (user + kernel, read from `/proc` by switchboard-load) over each chat step's full-rate window only, divided by the messages sent in that window and delivered, {} sessions; lower is better.\n\n",
+        s.chat_sessions
+    );
+    if s.nats_tls_sustainable_msgs_per_s.is_none() {
+        out.push_str("nats-server was not run (not installed, or `--no-nats`): there is nothing to compare with.\n\n");
+        return;
+    }
+    if s.server_cpu_per_message.is_empty() {
+        out.push_str("No chat rate was run against both Switchboard and nats-server.\n\n");
+        return;
+    }
+    out.push_str("| msgs/s | Switchboard µs/msg | nats-server (TLS) µs/msg | Switchboard / nats-server |\n|---|---|---|---|\n");
+    for CpuPerMessage {
+        rate_per_s,
+        switchboard,
+        nats_server,
+        ratio_switchboard_to_nats,
+    } in &s.server_cpu_per_message
+    {
+        let _ = writeln!(
+            out,
+            "| {rate_per_s:.0} | {} | {} | {} |",
+            cpu_cell(switchboard),
+            cpu_cell(nats_server),
+            ratio_cell(*ratio_switchboard_to_nats)
+        );
+    }
+    let unsustained = s
+        .server_cpu_per_message
+        .iter()
+        .any(|row| !row.switchboard.sustainable || !row.nats_server.sustainable);
+    if unsustained {
+        out.push_str("\n\\* from a step whose rate was not sustainable.\n");
+    }
+    out.push('\n');
+}
+
+fn cpu_cell(cpu: &ServerCpu) -> String {
+    let mark = if cpu.sustainable { "" } else { " \\*" };
+    cpu.us_per_delivered
+        .map_or("n/a".to_owned(), |us| format!("{us:.1}{mark}"))
+}
+
+fn ratio_cell(ratio: Option<f64>) -> String {
+    ratio.map_or("n/a".to_owned(), |r| format!("{r:.2}"))
+}
+
+/// The headline figures.
+fn summary(out: &mut String, s: &Summary) {
+    let _ = write!(
+        out,
+        "## Summary\n\n| figure | value |\n|---|---|\n\
+         | router RSS per idle session | {:.1} KiB |\n\
+         | load generator RSS per session | {:.1} KiB |\n\
+         | new sessions per second | {:.0} |\n\
+         | router idle CPU per 100k sessions | {:.1}% of a core |\n\
+         | chat sustainable msgs/s ({} sessions, p99 < 50 ms, nothing lost) | {:.0} |\n\
+         | chat p99 at half that rate | {:.2} ms |\n",
+        s.router_kib_per_idle_session,
+        s.load_kib_per_session,
+        s.connect_rate_per_s,
+        s.router_idle_cpu_percent_per_100k_sessions,
+        s.chat_sessions,
+        s.chat_sustainable_msgs_per_s,
+        s.chat_p99_ms_at_half_rate
+    );
+    if let Some(large) = s.chat_large_sustainable_msgs_per_s {
+        let sessions = s.chat_large_sessions;
+        let _ = writeln!(
+            out,
+            "| chat sustainable msgs/s ({sessions} sessions) | {large:.0} |"
+        );
+    }
+    match s.nats_tls_sustainable_msgs_per_s {
+        Some(nats) => {
+            let _ = write!(
+                out,
+                "| nats-server (TLS) sustainable msgs/s, same scenario | {nats:.0} |\n\
+                 | ratio Switchboard / nats-server (TLS) | {} |\n\n",
+                ratio_cell(s.ratio_to_nats_tls)
+            );
+        }
+        None => out.push_str(
+            "| nats-server (TLS) baseline | not run (nats-server not installed or --no-nats) |\n\n",
+        ),
+    }
+}
+
+/// One row per step.
+fn steps(out: &mut String, steps: &[Step]) {
+    out.push_str("## Steps\n\n| step | target | sessions | offered/s | delivered/s | p50 ms | p99 ms | p99.9 ms | lost | server RSS peak MiB | server CPU avg % | server CPU µs/msg | result |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for step in steps {
+        let r = &step.report;
+        let traffic = r
+            .traffic
+            .as_ref()
+            .map_or("- | - | - | - | - | -".to_owned(), |t| {
+                format!(
+                    "{:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {}",
+                    t.offered_rate_per_s,
+                    t.delivered_rate_per_s,
+                    t.latency.p50_ms,
+                    t.latency.p99_ms,
+                    t.latency.p999_ms,
+                    t.lost
+                )
+            });
+        let cpu_per_message = step
+            .server_cpu_us_per_delivered()
+            .map_or("-".to_owned(), |us| format!("{us:.1}"));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {traffic} | {:.0} | {:.0} | {cpu_per_message} | {} |",
+            step.name,
+            step.target,
+            r.sessions_opened,
+            step.router_rss_peak_kib as f64 / 1024.0,
+            step.router_cpu_percent_avg,
+            verdict(r)
+        );
+    }
+}
+
+/// Renders RSS (MiB, left axis) and CPU (% of a core, right axis) over
+/// time, each step's span marked.
+fn plot_svg(samples: &[Sample], phases: &[Step]) -> String {
+    let (w, h, margin) = (900.0, 360.0, 50.0);
+    let t_max = samples.last().map_or(1.0, |s| s.t_s).max(1.0);
+    let rss_max = samples
+        .iter()
+        .map(|s| s.rss_kib as f64 / 1024.0)
+        .fold(1.0, f64::max)
+        * 1.1;
+    let cpu_max = samples.iter().map(|s| s.cpu_percent).fold(100.0, f64::max) * 1.1;
+    let x = |t: f64| margin + t / t_max * (w - 2.0 * margin);
+    let y = |v: f64, max: f64| h - margin - v / max * (h - 2.0 * margin);
+    let mut out = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11"><rect width="{w}" height="{h}" fill="white"/>"#
+    );
+    for (i, phase) in phases.iter().enumerate() {
+        let fill = if i % 2 == 0 { "#f0f4ff" } else { "#fff4e8" };
+        let _ = write!(
+            out,
+            r#"<rect x="{:.1}" y="{margin}" width="{:.1}" height="{:.1}" fill="{fill}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            x(phase.started_s),
+            (x(phase.ended_s) - x(phase.started_s)).max(1.0),
+            h - 2.0 * margin,
+            x(phase.started_s) + 2.0,
+            margin - 4.0 - (i % 2) as f64 * 12.0,
+            phase.name
+        );
+    }
+    let line = |value: &dyn Fn(&Sample) -> f64, max: f64| {
+        samples
+            .iter()
+            .map(|s| format!("{:.1},{:.1}", x(s.t_s), y(value(s), max)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    for (stroke, width, points) in [
+        (
+            "#1f5fbf",
+            "1.5",
+            line(&|s| s.rss_kib as f64 / 1024.0, rss_max),
+        ),
+        ("#d9480f", "1", line(&|s| s.cpu_percent, cpu_max)),
+    ] {
+        let _ = write!(
+            out,
+            r#"<polyline fill="none" stroke="{stroke}" stroke-width="{width}" points="{points}"/>"#
+        );
+    }
+    let _ = write!(
+        out,
+        r##"<line x1="{margin}" y1="{0}" x2="{1}" y2="{0}" stroke="black"/><text x="{margin}" y="{2}">0 s</text><text x="{3}" y="{2}">{t_max:.0} s</text>"##,
+        h - margin,
+        w - margin,
+        h - margin + 14.0,
+        w - margin - 20.0
+    );
+    let _ = write!(
+        out,
+        r##"<text x="4" y="{margin}" fill="#1f5fbf">RSS {rss_max:.0} MiB</text><text x="{:.0}" y="{margin}" fill="#d9480f">CPU {cpu_max:.0}%</text></svg>"##,
+        w - 110.0
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::summary::tests::rung_step;
+    use crate::summary::BestRates;
+    use clap::Parser as _;
+
+    fn report(nats: bool) -> BenchReport {
+        let cli = crate::BenchCli::try_parse_from(["switchboard-bench"]).unwrap();
+        let mut steps = vec![
+            rung_step("chat", 2_000.0, false, true, 21.24),
+            rung_step("chat", 5_000.0, false, false, 30.0),
+        ];
+        if nats {
+            steps.push(rung_step("nats-chat", 2_000.0, false, true, 42.5));
+            steps.push(rung_step("nats-chat", 5_000.0, false, true, 40.0));
+        }
+        let best = BestRates {
+            chat: Some(2_000.0),
+            chat_large: None,
+            nats: nats.then_some(5_000.0),
+        };
+        BenchReport {
+            date: "2026-01-01T00:00:00Z".into(),
+            machine: "2 cores".into(),
+            calibration: None,
+            router_bin: "target/release/switchboard".into(),
+            load_bin: "target/release/switchboard-load".into(),
+            threads_each: 1,
+            chat_ramp_up_s: 5.0,
+            chat_duration_s: 10.0,
+            router_config: String::new(),
+            summary: Summary::new(&cli, &steps, best),
+            steps,
+            samples: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_first_table_compares_cpu_per_message_with_nats() {
+        let markdown = render(&report(true), "plot.svg");
+        let cpu = markdown
+            .find("## Server CPU per delivered message")
+            .unwrap();
+        let summary = markdown.find("| figure | value |").unwrap();
+        let first_table = markdown.find("\n|").unwrap();
+        assert!(cpu < first_table && first_table < summary, "{markdown}");
+        assert!(
+            markdown.contains("| 2000 | 21.2 | 42.5 | 0.50 |"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("| 5000 | 30.0 \\* | 40.0 | 0.75 |"),
+            "{markdown}"
+        );
+        assert!(markdown.contains("not sustainable."), "{markdown}");
+        // The step table shows each step's figure too.
+        assert!(markdown.contains("| 21.2 | pass |"), "{markdown}");
+    }
+
+    #[test]
+    fn without_nats_the_report_says_so() {
+        let markdown = render(&report(false), "plot.svg");
+        assert!(markdown.contains("nats-server was not run"), "{markdown}");
+        assert!(
+            !markdown.contains("Switchboard / nats-server |\n"),
+            "{markdown}"
+        );
+    }
+}
