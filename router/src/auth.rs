@@ -149,6 +149,12 @@ mod tests {
         TokenVerifier::new(SECRET, Duration::from_secs(5))
     }
 
+    /// A token of `claims` signed with `SECRET` by `algorithm`.
+    fn encode(algorithm: Algorithm, claims: &impl Serialize) -> String {
+        let key = EncodingKey::from_secret(SECRET);
+        jsonwebtoken::encode(&Header::new(algorithm), claims, &key).unwrap()
+    }
+
     #[test]
     fn valid_token_yields_its_subject() {
         let token = mint_token(SECRET, "alice", Duration::from_secs(60));
@@ -158,29 +164,22 @@ mod tests {
     #[test]
     fn each_bad_token_has_its_reason() {
         let v = verifier();
+        let minute = Duration::from_secs(60);
         assert_eq!(v.verify(""), Err(AuthError::Missing));
         assert_eq!(v.verify("not.a.jwt"), Err(AuthError::Malformed));
-        let forged = mint_token(
-            b"another secret of thirty-two bytes!",
-            "alice",
-            Duration::from_secs(60),
-        );
+        let forged = mint_token(b"another secret of thirty-two bytes!", "alice", minute);
         assert_eq!(v.verify(&forged), Err(AuthError::BadSignature));
         let expired = mint_token_expiring(SECRET, "alice", 1_000, None);
         assert_eq!(v.verify(&expired), Err(AuthError::Expired));
-        let bad_sub = mint_token(SECRET, "not a user", Duration::from_secs(60));
+        let bad_sub = mint_token(SECRET, "not a user", minute);
         assert_eq!(v.verify(&bad_sub), Err(AuthError::InvalidSubject));
         // alg=none and HS512 are refused: the algorithm is pinned.
-        let hs512 = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS512),
-            &Claims {
-                sub: "alice".into(),
-                exp: u64::MAX / 2,
-                iat: None,
-            },
-            &EncodingKey::from_secret(SECRET),
-        )
-        .unwrap();
+        let claims = Claims {
+            sub: "alice".into(),
+            exp: u64::MAX / 2,
+            iat: None,
+        };
+        let hs512 = encode(Algorithm::HS512, &claims);
         assert_eq!(v.verify(&hs512), Err(AuthError::BadSignature));
         assert_eq!(AuthError::Expired.close_code(), CloseCode::TokenExpired);
         assert_eq!(
@@ -215,16 +214,14 @@ mod tests {
             exp: u64,
             aud: String,
         }
-        let token = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
+        let token = encode(
+            Algorithm::HS256,
             &WithAud {
                 sub: "alice".into(),
                 exp: u64::MAX / 2,
                 aud: "chat-app".into(),
             },
-            &EncodingKey::from_secret(SECRET),
-        )
-        .unwrap();
+        );
         assert_eq!(verifier().verify(&token).unwrap().as_str(), "alice");
     }
 
@@ -234,14 +231,12 @@ mod tests {
         struct NoExp {
             sub: String,
         }
-        let token = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
+        let token = encode(
+            Algorithm::HS256,
             &NoExp {
                 sub: "alice".into(),
             },
-            &EncodingKey::from_secret(SECRET),
-        )
-        .unwrap();
+        );
         assert_eq!(verifier().verify(&token), Err(AuthError::Malformed));
     }
 }

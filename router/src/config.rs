@@ -530,26 +530,15 @@ impl Config {
         if delivery.dedupe_max_keys == 0 {
             invalid("delivery.dedupe_max_keys", "must be at least 1".into());
         }
-        if self.endpoints > 256 {
-            invalid(
-                "endpoints",
-                format!("{} is more than 256; 0 means one per core", self.endpoints),
-            );
-        }
-        if self.worker_threads > 1024 {
-            invalid(
-                "worker_threads",
-                format!(
-                    "{} is more than 1024; 0 means one per core",
-                    self.worker_threads
-                ),
-            );
-        }
-        if self.shards > 1024 {
-            invalid(
-                "shards",
-                format!("{} is more than 1024; 0 means one per core", self.shards),
-            );
+        for (field, count, max) in [
+            ("endpoints", self.endpoints, 256),
+            ("worker_threads", self.worker_threads, 1024),
+            ("shards", self.shards, 1024),
+        ] {
+            if count > max {
+                let problem = format!("{count} is more than {max}; 0 means one per core");
+                invalid(field, problem);
+            }
         }
         problems
     }
@@ -617,20 +606,25 @@ mod tests {
             .collect()
     }
 
+    /// Loads `toml` and `env` with no flags.
+    fn load(toml: &str, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        Config::load_str(toml, env, &FlagOverrides::default())
+    }
+
+    /// Every problem `validate` finds, one per line.
+    fn problems(config: &Config) -> String {
+        let problems: Vec<String> = config.validate().iter().map(|p| p.to_string()).collect();
+        problems.join("\n")
+    }
+
     #[test]
     fn webhook_settings_are_checked() {
         let mut config = Config::default();
         config.webhook.url = "ftp://example.invalid/hook".into();
         config.webhook.batch_max = 0;
-        let problems: Vec<String> = config.validate().iter().map(|p| p.to_string()).collect();
-        assert!(
-            problems.iter().any(|p| p.contains("webhook.url")),
-            "{problems:?}"
-        );
-        assert!(
-            problems.iter().any(|p| p.contains("batch_max")),
-            "{problems:?}"
-        );
+        let problems = problems(&config);
+        assert!(problems.contains("webhook.url"), "{problems}");
+        assert!(problems.contains("batch_max"), "{problems}");
         config.webhook.url = "http://127.0.0.1:8080/hook".into();
         config.webhook.batch_max = 10;
         assert!(config.validate().is_empty());
@@ -645,18 +639,19 @@ mod tests {
         assert_eq!(config.worker_thread_count(), 1);
         assert!(config.validate().is_empty());
         config.worker_threads = 4096;
-        let problems: Vec<String> = config.validate().iter().map(|p| p.to_string()).collect();
-        assert!(
-            problems.iter().any(|p| p.contains("worker_threads")),
-            "{problems:?}"
-        );
+        let problems = problems(&config);
+        assert!(problems.contains("worker_threads"), "{problems}");
     }
 
+    /// Empty input, and the commented example in the repository root,
+    /// which stays valid and equal to the defaults it documents.
     #[test]
-    fn empty_input_is_the_default() {
-        let config = Config::load_str("", &[], &FlagOverrides::default()).unwrap();
-        assert_eq!(config, Config::default());
-        assert!(config.validate().is_empty());
+    fn empty_input_and_the_example_file_are_the_default() {
+        for text in ["", include_str!("../../switchboard.example.toml")] {
+            let config = load(text, &[]).unwrap();
+            assert_eq!(config, Config::default());
+            assert!(config.validate().is_empty());
+        }
     }
 
     #[test]
@@ -718,11 +713,7 @@ mod tests {
                 _ => field.clone(),
             };
             let variable = format!("SWITCHBOARD_{}", path.to_ascii_uppercase());
-            let result = Config::load_str(
-                "",
-                &env(&[(&variable, "[[not, a, value]]")]),
-                &FlagOverrides::default(),
-            );
+            let result = load("", &env(&[(&variable, "[[not, a, value]]")]));
             assert!(result.is_err(), "{variable} was ignored");
         }
     }
@@ -734,7 +725,7 @@ mod tests {
             ("SWITCHBOARD_API__TOKEN_FILE", "/etc/switchboard/api-token"),
             ("SWITCHBOARD_DELIVERY__DELIVERY_WINDOW", "64"),
         ]);
-        let config = Config::load_str("", &env, &FlagOverrides::default()).unwrap();
+        let config = load("", &env).unwrap();
         assert_eq!(config.webhook.url, "http://127.0.0.1:9/hook");
         assert_eq!(
             config.api.token_file.as_deref(),
@@ -745,22 +736,15 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_rejected_with_their_name() {
-        let err = Config::load_str("[limits]\nmax_frames = 3\n", &[], &FlagOverrides::default())
-            .unwrap_err();
+        let err = load("[limits]\nmax_frames = 3\n", &[]).unwrap_err();
         assert!(err.to_string().contains("max_frames"), "{err}");
-        let err = Config::load_str(
-            "",
-            &env(&[("SWITCHBOARD_LIMITS__BOGUS", "1")]),
-            &FlagOverrides::default(),
-        )
-        .unwrap_err();
+        let err = load("", &env(&[("SWITCHBOARD_LIMITS__BOGUS", "1")])).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
     }
 
     #[test]
     fn bad_values_are_explained() {
-        let err =
-            Config::load_str("listen = \"nowhere\"", &[], &FlagOverrides::default()).unwrap_err();
+        let err = load("listen = \"nowhere\"", &[]).unwrap_err();
         assert!(err.to_string().contains("listen"), "{err}");
 
         let toml = r#"
@@ -773,9 +757,7 @@ mod tests {
             max_frame_bytes = 1000
             max_payload_bytes = 1000
         "#;
-        let config = Config::load_str(toml, &[], &FlagOverrides::default()).unwrap();
-        let problems: Vec<String> = config.validate().iter().map(|p| p.to_string()).collect();
-        let joined = problems.join("\n");
+        let joined = problems(&load(toml, &[]).unwrap());
         for field in [
             "tls.key",
             "auth.secret_file",
@@ -784,20 +766,5 @@ mod tests {
         ] {
             assert!(joined.contains(field), "{field} missing from:\n{joined}");
         }
-    }
-}
-
-#[cfg(test)]
-mod example_file {
-    use super::*;
-
-    /// The commented example in the repository root stays valid and equal to
-    /// the defaults it documents.
-    #[test]
-    fn example_config_is_the_default() {
-        let text = include_str!("../../switchboard.example.toml");
-        let config = Config::load_str(text, &[], &FlagOverrides::default()).unwrap();
-        assert_eq!(config, Config::default());
-        assert!(config.validate().is_empty());
     }
 }

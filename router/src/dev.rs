@@ -8,6 +8,9 @@ use std::path::Path;
 
 use switchboard_proto::dev::{API_TOKEN_FILE, SECRET_FILE};
 
+use crate::auth::SecretError;
+use crate::config::Config;
+
 /// Writes `bytes` to `path`, readable by the owner only.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
@@ -15,12 +18,6 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)?.write_all(bytes)
-}
-
-/// Reads the dev secret in `dev_dir`, creating 32 random bytes (hex) first if
-/// there is none.
-pub fn load_or_create_dev_secret(dev_dir: &Path) -> std::io::Result<Vec<u8>> {
-    load_or_create_random(dev_dir, SECRET_FILE)
 }
 
 /// Reads `file` in `dev_dir`, creating it with 32 random bytes (hex) first
@@ -43,31 +40,30 @@ fn load_or_create_random(dev_dir: &Path, file: &str) -> std::io::Result<Vec<u8>>
 }
 
 /// The token secret for `config`: its secret file, or the dev secret.
-pub fn token_secret(
-    config: &crate::config::Config,
-) -> Result<(Vec<u8>, SecretSource), crate::auth::SecretError> {
-    match &config.auth.secret_file {
-        Some(path) => Ok((crate::auth::read_secret_file(path)?, SecretSource::File)),
-        None => load_or_create_dev_secret(&config.dev_dir)
-            .map(|secret| (secret, SecretSource::Dev))
-            .map_err(|source| crate::auth::SecretError::Read {
-                path: config.dev_dir.join(SECRET_FILE).display().to_string(),
-                source,
-            }),
-    }
+pub fn token_secret(config: &Config) -> Result<(Vec<u8>, SecretSource), SecretError> {
+    file_or_dev(config, config.auth.secret_file.as_deref(), SECRET_FILE)
 }
 
 /// The server API token for `config`: its `api.token_file`, or the dev
 /// token.
-pub fn api_token(
-    config: &crate::config::Config,
-) -> Result<(Vec<u8>, SecretSource), crate::auth::SecretError> {
-    match &config.api.token_file {
+pub fn api_token(config: &Config) -> Result<(Vec<u8>, SecretSource), SecretError> {
+    file_or_dev(config, config.api.token_file.as_deref(), API_TOKEN_FILE)
+}
+
+/// The secret in `file`, or else the random one in `dev_file` of the
+/// configured dev directory.
+fn file_or_dev(
+    config: &Config,
+    file: Option<&Path>,
+    dev_file: &str,
+) -> Result<(Vec<u8>, SecretSource), SecretError> {
+    let dev_dir = &config.dev_dir;
+    match file {
         Some(path) => Ok((crate::auth::read_secret_file(path)?, SecretSource::File)),
-        None => load_or_create_random(&config.dev_dir, API_TOKEN_FILE)
-            .map(|token| (token, SecretSource::Dev))
-            .map_err(|source| crate::auth::SecretError::Read {
-                path: config.dev_dir.join(API_TOKEN_FILE).display().to_string(),
+        None => load_or_create_random(dev_dir, dev_file)
+            .map(|secret| (secret, SecretSource::Dev))
+            .map_err(|source| SecretError::Read {
+                path: dev_dir.join(dev_file).display().to_string(),
                 source,
             }),
     }
@@ -89,22 +85,22 @@ mod tests {
     #[test]
     fn dev_secret_is_created_once_and_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let first = load_or_create_dev_secret(dir.path()).unwrap();
+        let secret = || load_or_create_random(dir.path(), SECRET_FILE).unwrap();
+        let first = secret();
         assert_eq!(first.len(), 64);
-        assert_eq!(load_or_create_dev_secret(dir.path()).unwrap(), first);
+        assert_eq!(secret(), first);
     }
 
     #[test]
     fn dev_cert_is_created_once_and_keeps_its_fingerprint() {
         let dir = tempfile::tempdir().unwrap();
-        let first = crate::tls::load_or_create_dev_cert(dir.path())
-            .unwrap()
-            .fingerprint();
+        let fingerprint = || {
+            let cert = crate::tls::load_or_create_dev_cert(dir.path()).unwrap();
+            cert.fingerprint()
+        };
+        let first = fingerprint();
         assert_eq!(first.len(), 64);
         assert!(first.chars().all(|c| c.is_ascii_hexdigit()));
-        let again = crate::tls::load_or_create_dev_cert(dir.path())
-            .unwrap()
-            .fingerprint();
-        assert_eq!(first, again);
+        assert_eq!(first, fingerprint());
     }
 }

@@ -173,8 +173,15 @@ const DESCRIPTIONS: &[(&str, Kind, Unit, Option<&str>, &str)] = &[
     (DELIVERY_LATENCY, Kind::Histogram, Unit::Seconds, None, "Time from a message's acceptance to its write to a device."),
 ];
 
-/// Registers help texts and units for every metric with the installed recorder.
-pub fn describe() {
+/// Builds the Prometheus recorder with our buckets, installs it globally and
+/// describes every metric. Call once, from the binary.
+pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(DELIVERY_LATENCY.to_owned()),
+            DELIVERY_LATENCY_BUCKETS,
+        )?
+        .install_recorder()?;
     for &(name, kind, unit, _, help) in DESCRIPTIONS {
         match kind {
             Kind::Counter => describe_counter!(name, unit, help),
@@ -182,13 +189,6 @@ pub fn describe() {
             Kind::Histogram => describe_histogram!(name, unit, help),
         }
     }
-}
-
-/// Builds the Prometheus recorder with our buckets, installs it globally and
-/// describes every metric. Call once, from the binary.
-pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
-    let handle = prometheus_builder()?.install_recorder()?;
-    describe();
     // Only the first install's handles are kept; a second install fails
     // above, since the global recorder can be set once.
     let _ = HOT.set(Hot::register());
@@ -202,15 +202,6 @@ pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
         }
     }
     Ok(handle)
-}
-
-/// The Prometheus builder with our histogram buckets (tests build a local
-/// recorder from it).
-pub fn prometheus_builder() -> Result<PrometheusBuilder, BuildError> {
-    PrometheusBuilder::new().set_buckets_for_metric(
-        Matcher::Full(DELIVERY_LATENCY.to_owned()),
-        DELIVERY_LATENCY_BUCKETS,
-    )
 }
 
 pub(crate) fn connection_accepted() {

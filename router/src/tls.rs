@@ -1,13 +1,10 @@
 //! TLS material for the QUIC listener: PEM files for production, or a
-//! self-signed dev certificate kept in the dev directory; the server
-//! configuration made of it ([`server_crypto`], ALPN `switchboard/1`).
+//! self-signed dev certificate kept in the dev directory. [`crate::server`]
+//! makes the server configuration of it, offering ALPN `switchboard/1`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use switchboard_proto::ALPN;
-use switchboard_quic::tls::ServerTls;
 
 use switchboard_proto::dev::{CERT_FILE, KEY_FILE};
 
@@ -105,14 +102,4 @@ pub fn load_or_create_dev_cert(dev_dir: &Path) -> Result<CertifiedKey, TlsError>
         std::fs::write(&cert_path, generated.cert.pem()).map_err(io_error(&cert_path))?;
     }
     load_pem_pair(&cert_path, &key_path)
-}
-
-/// The QUIC server crypto configuration for `certified`, offering the
-/// Switchboard ALPN.
-pub fn server_crypto(certified: CertifiedKey) -> Result<Arc<ServerTls>, TlsError> {
-    Ok(switchboard_quic::tls::server_tls(
-        certified.chain,
-        certified.key,
-        ALPN,
-    )?)
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use switchboard_client::{
-    Client, CloseCode, ConnectOptions, Event, Events, InboxOpened, Presence, Status, Trust,
+    Client, ClientError, CloseCode, ConnectOptions, Event, Events, InboxOpened, Message, Presence,
+    Status, Trust,
 };
 use switchboard_router::config::Config;
 use switchboard_router::server::Server;
@@ -113,11 +114,7 @@ impl TestServer {
 
     /// Connects with `options`; returns the session's `InboxOpened` too.
     pub async fn connect_with(&self, options: ConnectOptions) -> (Client, Events, InboxOpened) {
-        let (client, mut events) = Client::connect(options).await.expect("connect");
-        match next_event(&mut events).await {
-            Event::InboxOpened(opened) => (client, events, opened),
-            other => panic!("expected InboxOpened first, got {other:?}"),
-        }
+        opened(Client::connect(options).await).await
     }
 
     /// A raw QUIC connection with its session stream opened, for sending
@@ -179,16 +176,7 @@ impl RawSession {
 
     /// Sends a Hello for `device` with `token`.
     pub async fn hello(&mut self, token: &str, device: &str) {
-        use switchboard_proto::v1::{client_frame::Body, ClientFrame, Hello};
-        let hello = ClientFrame {
-            r#ref: 0,
-            body: Some(Body::Hello(Hello {
-                token: token.into(),
-                device_id: device.into(),
-                ..Hello::default()
-            })),
-        };
-        self.write(&switchboard_proto::frame::encode(&hello)).await;
+        self.write(&hello_frame(token, device)).await;
     }
 
     /// The next frame the server sent on the stream.
@@ -222,11 +210,36 @@ impl RawSession {
     }
 }
 
+/// An encoded Hello for `device` with `token`.
+pub fn hello_frame(token: &str, device: &str) -> Bytes {
+    use switchboard_proto::v1::{client_frame::Body, ClientFrame, Hello};
+    switchboard_proto::frame::encode(&ClientFrame {
+        r#ref: 0,
+        body: Some(Body::Hello(Hello {
+            token: token.into(),
+            device_id: device.into(),
+            ..Hello::default()
+        })),
+    })
+}
+
 /// A length-prefixed frame holding `bytes`.
 pub fn raw_frame(bytes: &[u8]) -> Bytes {
     let mut out = (bytes.len() as u32).to_be_bytes().to_vec();
     out.extend_from_slice(bytes);
     out.into()
+}
+
+/// A session that connected, past the `InboxOpened` it starts with (which
+/// comes back too).
+pub async fn opened(
+    connected: Result<(Client, Events), ClientError>,
+) -> (Client, Events, InboxOpened) {
+    let (client, mut events) = connected.expect("connect");
+    match next_event(&mut events).await {
+        Event::InboxOpened(opened) => (client, events, opened),
+        other => panic!("expected InboxOpened first, got {other:?}"),
+    }
 }
 
 /// The next event, failing the test after [`WAIT`].
@@ -235,6 +248,30 @@ pub async fn next_event(events: &mut Events) -> Event {
         .await
         .expect("an event in time")
         .expect("the event stream is open")
+}
+
+/// The next event, which must be a message.
+pub async fn next_message(events: &mut Events) -> Message {
+    match next_event(events).await {
+        Event::Message(deliver) => deliver.message.expect("a Deliver carries its message"),
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+/// The next event, which must be an error frame.
+pub async fn next_error(events: &mut Events) -> switchboard_proto::v1::Error {
+    match next_event(events).await {
+        Event::Error(error) => error,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+/// The next event, which must be the server's close; returns its code.
+pub async fn next_close(events: &mut Events) -> Option<CloseCode> {
+    match next_event(events).await {
+        Event::Closed(Some(info)) => info.known,
+        other => panic!("expected the server's close, got {other:?}"),
+    }
 }
 
 /// The next presence event for `user`, skipping other events.
@@ -298,19 +335,10 @@ pub async fn http(
 /// server's `delivery_window`, `ack_timeout` and `session_queue_frames`
 /// should be small.
 pub async fn assert_non_reader_is_closed_as_slow_consumer(server: &TestServer) {
-    use switchboard_proto::frame::encode;
-    use switchboard_proto::v1::{client_frame::Body, ClientFrame, Hello, Watch};
+    use switchboard_proto::v1::{client_frame::Body, ClientFrame, Watch};
     let mut bob = server.raw().await;
-    let mut opening = encode(&ClientFrame {
-        r#ref: 0,
-        body: Some(Body::Hello(Hello {
-            token: server.token("bob"),
-            device_id: "phone".into(),
-            ..Default::default()
-        })),
-    })
-    .to_vec();
-    opening.extend_from_slice(&encode(&ClientFrame {
+    let mut opening = hello_frame(&server.token("bob"), "phone").to_vec();
+    opening.extend_from_slice(&switchboard_proto::frame::encode(&ClientFrame {
         r#ref: 1,
         body: Some(Body::Watch(Watch {
             users: vec!["alice".into()],
@@ -328,12 +356,7 @@ pub async fn assert_non_reader_is_closed_as_slow_consumer(server: &TestServer) {
         );
     }
     // Presence changes coalesce in his queue instead of filling it.
-    for i in 0..2_000u32 {
-        let status = if i % 2 == 0 {
-            Status::Away
-        } else {
-            Status::Busy
-        };
+    for &status in [Status::Away, Status::Busy].iter().cycle().take(2_000) {
         alice.set_status(status, "").await.unwrap();
     }
     const MESSAGES: u32 = 20;
@@ -345,12 +368,7 @@ pub async fn assert_non_reader_is_closed_as_slow_consumer(server: &TestServer) {
     // Nothing was lost: he resumes from his (empty) ack point.
     let (_bob, mut events) = server.connect("bob", "phone").await;
     for i in 0..MESSAGES {
-        match next_event(&mut events).await {
-            Event::Message(deliver) => {
-                let payload = deliver.message.expect("a message").payload;
-                assert_eq!(payload.as_ref(), i.to_be_bytes(), "message {i} in order");
-            }
-            other => panic!("expected message {i}, got {other:?}"),
-        }
+        let payload = next_message(&mut events).await.payload;
+        assert_eq!(payload.as_ref(), i.to_be_bytes(), "message {i} in order");
     }
 }

@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use bytes::Bytes;
 use ring::digest::{digest, SHA256};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use switchboard_proto::v1::{ErrorCode, Status};
 
@@ -147,13 +147,9 @@ fn room_id(room: &str) -> Result<RoomId, ApiError> {
 #[serde(deny_unknown_fields)]
 struct SendBody {
     from: String,
-    #[serde(default)]
     to: Option<String>,
-    #[serde(default)]
     room: Option<String>,
-    #[serde(default)]
     text: Option<String>,
-    #[serde(default)]
     payload_base64: Option<String>,
     #[serde(default)]
     client_msg_id: String,
@@ -212,24 +208,14 @@ async fn send_message(
     }
 }
 
-/// One session in a presence answer.
-#[derive(Debug, Serialize)]
-struct SessionView {
-    session_id: u64,
-    device: String,
-}
-
 async fn presence(State(state): State<AdminState>, Path(user): Path<String>) -> ApiResult {
     let user = user_id(&user)?;
     let request = ApiRequest::Presence { user: user.clone() };
     match state.api.call(request).await? {
         ApiReply::Presence { view, sessions } => {
-            let sessions: Vec<SessionView> = sessions
-                .into_iter()
-                .map(|(session, device)| SessionView {
-                    session_id: session.0,
-                    device: device.as_str().to_owned(),
-                })
+            let sessions: Vec<Value> = sessions
+                .iter()
+                .map(|(id, device)| json!({"session_id": id.0, "device": device.as_str()}))
                 .collect();
             ok(json!({
                 "user": user.as_str(),
@@ -278,7 +264,6 @@ struct CreateRoomBody {
     open: bool,
     /// Create it as this user (owner and first member); absent: a room with
     /// no owner, managed by the backend.
-    #[serde(default)]
     owner: Option<String>,
 }
 

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_core::{Shard, ShardId};
+use switchboard_proto::ALPN;
 use switchboard_quic::{bind_udp, session_transport, Driver, PortSharing};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
@@ -83,23 +84,6 @@ pub(crate) struct ServerContext {
 }
 
 impl ServerContext {
-    pub(crate) fn new(
-        config: Config,
-        verifier: TokenVerifier,
-        shards: Arc<[ShardHandle]>,
-        directory: Arc<SessionDirectory>,
-        draining: watch::Receiver<bool>,
-    ) -> ServerContext {
-        ServerContext {
-            config,
-            verifier,
-            shards,
-            directory,
-            draining,
-            next_session: AtomicU64::new(0),
-        }
-    }
-
     pub(crate) fn next_session_id(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -146,15 +130,13 @@ impl Server {
         let (api_token, api_token_source) = crate::dev::api_token(&config)?;
         let verifier = TokenVerifier::new(&secret, config.auth.leeway);
 
-        let server_config = quic_server_config(&config, crate::tls::server_crypto(certified)?)?;
+        let crypto = switchboard_quic::tls::server_tls(certified.chain, certified.key, ALPN)
+            .map_err(crate::tls::TlsError::from)?;
+        let server_config = quic_server_config(&config, crypto)?;
         let sockets = bind_sockets(&config)?;
         let local_addr = sockets[0]
             .local_addr()
-            .map_err(|source| ServerError::Bind {
-                what: "QUIC",
-                addr: config.listen,
-                source,
-            })?;
+            .map_err(quic_bind_error(config.listen))?;
         let admin = tokio::net::TcpListener::bind(config.admin_listen)
             .await
             .map_err(|source| ServerError::Bind {
@@ -164,13 +146,8 @@ impl Server {
             })?;
 
         let shard_count = config.shard_count();
-        let mut handles = Vec::new();
-        let mut inboxes = Vec::new();
-        for _ in 0..shard_count {
-            let (handle, inbox) = mpsc::unbounded_channel();
-            handles.push(handle);
-            inboxes.push(inbox);
-        }
+        let (handles, inboxes): (Vec<_>, Vec<_>) =
+            (0..shard_count).map(|_| mpsc::unbounded_channel()).unzip();
         let shards: Arc<[ShardHandle]> = handles.into();
         let directory = Arc::new(SessionDirectory::default());
         let api = Arc::new(ApiCalls::new(shards.clone()));
@@ -197,13 +174,14 @@ impl Server {
             ));
         }
         let (draining_tx, draining_rx) = watch::channel(false);
-        let ctx = Arc::new(ServerContext::new(
+        let ctx = Arc::new(ServerContext {
             config,
             verifier,
             shards,
             directory,
-            draining_rx,
-        ));
+            draining: draining_rx,
+            next_session: AtomicU64::new(0),
+        });
         let server_config = Arc::new(server_config);
         let drivers = sockets
             .into_iter()
@@ -219,11 +197,7 @@ impl Server {
                     receiver,
                     credit_returned,
                 )
-                .map_err(|source| ServerError::Bind {
-                    what: "QUIC",
-                    addr: local_addr,
-                    source,
-                })?;
+                .map_err(quic_bind_error(local_addr))?;
                 Ok(EndpointDriver { driver, commands })
             })
             .collect::<Result<Vec<_>, ServerError>>()?;
@@ -300,15 +274,13 @@ async fn run_drivers(
     draining: &watch::Sender<bool>,
 ) {
     let mut tasks = JoinSet::new();
-    let mut commands = Vec::with_capacity(drivers.len());
-    for EndpointDriver {
-        driver,
-        commands: sender,
-    } in drivers
-    {
-        commands.push(sender);
-        tasks.spawn(driver.run());
-    }
+    let commands: Vec<_> = drivers
+        .into_iter()
+        .map(|endpoint| {
+            tasks.spawn(endpoint.driver.run());
+            endpoint.commands
+        })
+        .collect();
     let tell_drivers = |command: fn() -> DriverCommand| {
         for driver in &commands {
             let _ = driver.send(command());
@@ -350,25 +322,29 @@ fn quic_server_config(
 /// Binds `config.endpoint_count()` UDP sockets on `config.listen`, sharing
 /// the port with `SO_REUSEPORT` (the first one resolves port 0).
 fn bind_sockets(config: &Config) -> Result<Vec<std::net::UdpSocket>, ServerError> {
-    let bind_error = |addr, source| ServerError::Bind {
-        what: "QUIC",
-        addr,
-        source,
-    };
     let mut sockets = Vec::new();
     let mut addr = config.listen;
     if addr.port() != 0 {
         // SO_REUSEPORT would let a second router silently share a busy
         // port: make sure nothing holds it first.
-        drop(std::net::UdpSocket::bind(addr).map_err(|e| bind_error(addr, e))?);
+        drop(std::net::UdpSocket::bind(addr).map_err(quic_bind_error(addr))?);
     }
     for _ in 0..config.endpoint_count().max(1) {
         let socket = bind_udp(addr, config.udp_buffer_bytes, PortSharing::Shared)
-            .map_err(|e| bind_error(addr, e))?;
-        addr = socket.local_addr().map_err(|e| bind_error(addr, e))?;
+            .map_err(quic_bind_error(addr))?;
+        addr = socket.local_addr().map_err(quic_bind_error(addr))?;
         sockets.push(socket);
     }
     Ok(sockets)
+}
+
+/// The error for a QUIC socket on `addr` that could not be bound or set up.
+fn quic_bind_error(addr: SocketAddr) -> impl FnOnce(std::io::Error) -> ServerError {
+    move |source| ServerError::Bind {
+        what: "QUIC",
+        addr,
+        source,
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

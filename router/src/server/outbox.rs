@@ -148,12 +148,11 @@ impl Outbox {
 /// Drops the oldest ephemeral frame not being written; false if none.
 fn drop_oldest_ephemeral(lanes: &mut Lanes, writing: Option<usize>) -> bool {
     let at = usize::from(writing == Some(EPHEMERAL));
-    if lanes[EPHEMERAL].remove(at).is_some() {
+    let dropped = lanes[EPHEMERAL].remove(at).is_some();
+    if dropped {
         metrics::outbox_ephemeral("dropped");
-        true
-    } else {
-        false
     }
+    dropped
 }
 
 #[cfg(test)]

@@ -153,34 +153,28 @@ impl Dispatch<'_> {
     /// of the input that caused it already counted.
     fn dispatch(&self, shard: &mut Shard) {
         crate::metrics::shard_stats(&shard.take_stats());
-        let Dispatch {
-            shards,
-            directory,
-            api,
-            webhook,
-        } = self;
         while let Some(output) = shard.poll_output() {
             match output {
                 Output::Transmit {
                     session,
                     frame,
                     class,
-                } => directory.transmit(session, frame, class),
+                } => self.directory.transmit(session, frame, class),
                 Output::Close {
                     session,
                     code,
                     reason,
-                } => directory.close(session, code, reason),
-                Output::ApiReply { token, reply } => api.resolve(token, reply),
+                } => self.directory.close(session, code, reason),
+                Output::ApiReply { token, reply } => self.api.resolve(token, reply),
                 Output::StoredForOffline { user, seq, message } => {
-                    webhook.notify(OfflineEvent::new(&user, seq, &message))
+                    self.webhook.notify(OfflineEvent::new(&user, seq, &message))
                 }
                 Output::Forward {
                     shard: target,
                     input,
                 } => {
                     // Fails only when the target task has ended, i.e. at shutdown.
-                    let _ = shards[target.0 as usize].send(input.into());
+                    let _ = self.shards[target.0 as usize].send(input.into());
                 }
             }
         }

@@ -83,11 +83,8 @@ impl Webhook {
         let (tx, rx) = mpsc::channel(config.queue_events);
         let sender = Sender {
             client: http_client(config.timeout)?,
-            url: config.url.clone(),
             key: secret.map(|s| hmac::Key::new(hmac::HMAC_SHA256, &s)),
-            batch_max: config.batch_max,
-            flush_interval: config.flush_interval,
-            attempts: config.attempts,
+            config: config.clone(),
         };
         tokio::spawn(sender.run(rx));
         Ok(Self { queue: Some(tx) })
@@ -115,21 +112,18 @@ fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
 
 struct Sender {
     client: reqwest::Client,
-    url: String,
     key: Option<hmac::Key>,
-    batch_max: usize,
-    flush_interval: Duration,
-    attempts: u32,
+    config: WebhookConfig,
 }
 
 impl Sender {
     async fn run(self, mut rx: mpsc::Receiver<OfflineEvent>) {
-        let mut batch = Vec::with_capacity(self.batch_max);
+        let mut batch = Vec::with_capacity(self.config.batch_max);
         while let Some(first) = rx.recv().await {
             batch.push(first);
-            let deadline = tokio::time::sleep(self.flush_interval);
+            let deadline = tokio::time::sleep(self.config.flush_interval);
             tokio::pin!(deadline);
-            while batch.len() < self.batch_max {
+            while batch.len() < self.config.batch_max {
                 tokio::select! {
                     event = rx.recv() => match event {
                         Some(event) => batch.push(event),
@@ -153,10 +147,10 @@ impl Sender {
             .as_ref()
             .map(|key| format!("sha256={}", hex::encode(hmac::sign(key, &body).as_ref())));
         let mut pause = Duration::from_millis(200);
-        for attempt in 1..=self.attempts {
+        for attempt in 1..=self.config.attempts {
             let mut request = self
                 .client
-                .post(&self.url)
+                .post(&self.config.url)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.to_vec());
             if let Some(signature) = &signature {
@@ -172,7 +166,7 @@ impl Sender {
                 }
                 Err(error) => tracing::warn!(%error, attempt, "webhook POST failed"),
             }
-            if attempt < self.attempts {
+            if attempt < self.config.attempts {
                 tokio::time::sleep(pause).await;
                 pause *= 4;
             }

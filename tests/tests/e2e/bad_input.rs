@@ -4,21 +4,11 @@
 
 use std::time::Duration;
 
-use switchboard_client::{Client, ClientError, CloseCode, ErrorCode, Event};
+use switchboard_client::{Client, ClientError, CloseCode, ErrorCode};
 use switchboard_proto::frame::encode;
-use switchboard_proto::v1::{client_frame::Body, ClientFrame, Hello, Ping};
-use switchboard_tests::{next_event, raw_frame, TestServer, SECRET};
-
-fn hello(token: String, device: &str) -> ClientFrame {
-    ClientFrame {
-        r#ref: 0,
-        body: Some(Body::Hello(Hello {
-            token,
-            device_id: device.into(),
-            ..Default::default()
-        })),
-    }
-}
+use switchboard_proto::token::{mint, mint_expiring};
+use switchboard_proto::v1::{client_frame::Body, ClientFrame, Ping};
+use switchboard_tests::{hello_frame, next_close, next_error, raw_frame, TestServer, SECRET};
 
 async fn refused_with(server: &TestServer, token: String) -> CloseCode {
     let mut options = server.options("alice", "phone");
@@ -32,38 +22,23 @@ async fn refused_with(server: &TestServer, token: String) -> CloseCode {
 #[tokio::test]
 async fn bad_tokens_get_token_invalid_or_expired() {
     let server = TestServer::start().await;
-    assert_eq!(
-        refused_with(&server, String::new()).await,
-        CloseCode::TokenInvalid,
-        "missing"
-    );
-    assert_eq!(
-        refused_with(&server, "garbage".into()).await,
-        CloseCode::TokenInvalid,
-        "malformed"
-    );
-    let forged = switchboard_proto::token::mint(
-        b"some-other-secret-that-is-long-enough",
-        "alice",
-        Duration::from_secs(60),
-    );
-    assert_eq!(
-        refused_with(&server, forged).await,
-        CloseCode::TokenInvalid,
-        "forged"
-    );
-    let bad_subject = switchboard_proto::token::mint(SECRET, "not valid!", Duration::from_secs(60));
-    assert_eq!(
-        refused_with(&server, bad_subject).await,
-        CloseCode::TokenInvalid,
-        "bad sub"
-    );
-    let expired = switchboard_proto::token::mint_expiring(SECRET, "alice", 1_000_000, None);
-    assert_eq!(
-        refused_with(&server, expired).await,
-        CloseCode::TokenExpired,
-        "expired"
-    );
+    let minute = Duration::from_secs(60);
+    let forged = mint(b"some-other-secret-that-is-long-enough", "alice", minute);
+    let expired = mint_expiring(SECRET, "alice", 1_000_000, None);
+    let cases = [
+        ("missing", String::new(), CloseCode::TokenInvalid),
+        ("malformed", "garbage".into(), CloseCode::TokenInvalid),
+        ("forged", forged, CloseCode::TokenInvalid),
+        (
+            "bad sub",
+            mint(SECRET, "not valid!", minute),
+            CloseCode::TokenInvalid,
+        ),
+        ("expired", expired, CloseCode::TokenExpired),
+    ];
+    for (what, token, expected) in cases {
+        assert_eq!(refused_with(&server, token).await, expected, "{what}");
+    }
     // The server still serves valid sessions.
     let (client, _events) = server.connect("alice", "phone").await;
     client.ping().await.unwrap();
@@ -93,7 +68,7 @@ async fn frame_before_hello_is_a_protocol_violation() {
 async fn invalid_device_id_is_a_protocol_violation() {
     let server = TestServer::start().await;
     let mut raw = server.raw().await;
-    raw.write(&encode(&hello(server.token("alice"), "bad device id")))
+    raw.write(&hello_frame(&server.token("alice"), "bad device id"))
         .await;
     assert_eq!(raw.closed().await.0, Some(CloseCode::ProtocolViolation));
 }
@@ -103,13 +78,11 @@ async fn second_hello_is_a_protocol_violation() {
     let server = TestServer::start().await;
     let (client, mut events) = server.connect("alice", "phone").await;
     client
-        .write_raw(encode(&hello(server.token("alice"), "phone")))
+        .write_raw(hello_frame(&server.token("alice"), "phone"))
         .await
         .unwrap();
-    match next_event(&mut events).await {
-        Event::Closed(Some(info)) => assert_eq!(info.known, Some(CloseCode::ProtocolViolation)),
-        other => panic!("expected PROTOCOL_VIOLATION, got {other:?}"),
-    }
+    let code = next_close(&mut events).await;
+    assert_eq!(code, Some(CloseCode::ProtocolViolation));
 }
 
 #[tokio::test]
@@ -122,10 +95,8 @@ async fn garbage_bytes_are_a_malformed_frame() {
     // Also after a valid Hello.
     let (client, mut events) = server.connect("alice", "phone").await;
     client.write_raw(raw_frame(&[0x0a, 0xff])).await.unwrap();
-    match next_event(&mut events).await {
-        Event::Closed(Some(info)) => assert_eq!(info.known, Some(CloseCode::MalformedFrame)),
-        other => panic!("expected MALFORMED_FRAME, got {other:?}"),
-    }
+    let code = next_close(&mut events).await;
+    assert_eq!(code, Some(CloseCode::MalformedFrame));
 }
 
 #[tokio::test]
@@ -146,10 +117,9 @@ async fn unknown_frame_type_gets_an_error_and_the_session_goes_on() {
         .write_raw(raw_frame(&[0x08, 0x05, 0x98, 0x06, 0x01]))
         .await
         .unwrap();
-    match next_event(&mut events).await {
-        Event::Error(e) => assert_eq!((e.code, e.r#ref), (ErrorCode::UnknownFrame as i32, 5)),
-        other => panic!("expected UNKNOWN_FRAME, got {other:?}"),
-    }
+    let error = next_error(&mut events).await;
+    assert_eq!(error.code, ErrorCode::UnknownFrame as i32);
+    assert_eq!(error.r#ref, 5);
     client.ping().await.expect("session still works");
 }
 
@@ -161,14 +131,12 @@ async fn oversize_frame_after_hello_and_oversize_hello_are_refused() {
         .write_raw(bytes::Bytes::from(20_000u32.to_be_bytes().to_vec()))
         .await
         .unwrap();
-    match next_event(&mut events).await {
-        Event::Closed(Some(info)) => assert_eq!(info.known, Some(CloseCode::FrameTooLarge)),
-        other => panic!("expected FRAME_TOO_LARGE, got {other:?}"),
-    }
+    let code = next_close(&mut events).await;
+    assert_eq!(code, Some(CloseCode::FrameTooLarge));
     // Before authentication the cap is 8 KiB (max_frame_bytes is larger
     // here; the driver tests cover a smaller one).
     let mut raw = server.raw().await;
-    raw.write(&encode(&hello("x".repeat(9_000), "phone"))).await;
+    raw.write(&hello_frame(&"x".repeat(9_000), "phone")).await;
     assert_eq!(raw.closed().await.0, Some(CloseCode::FrameTooLarge));
 }
 
@@ -182,7 +150,7 @@ async fn pipelined_requests_are_not_mistaken_for_a_slow_consumer() {
     })
     .await;
     let mut raw = server.raw().await;
-    let mut burst = encode(&hello(server.token("alice"), "phone")).to_vec();
+    let mut burst = hello_frame(&server.token("alice"), "phone").to_vec();
     for nonce in 0..2_000u64 {
         burst.extend_from_slice(&encode(&ClientFrame {
             r#ref: 0,

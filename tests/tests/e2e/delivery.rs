@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use switchboard_client::{ErrorCode, Event, Events, ReceiptKind, Resume, Send};
-use switchboard_tests::{next_event, TestServer};
+use switchboard_tests::{next_event, next_message, TestServer};
 
 /// The next message's inbox seq and payload counter (payloads are u32s).
 /// A message sent last: when it is the next one to arrive, nothing else
@@ -163,20 +163,13 @@ async fn a_read_receipt_travels_back_to_the_sender() {
         })
         .await
         .unwrap();
-    let message = match next_event(&mut bob_events).await {
-        Event::Message(deliver) => deliver.message.unwrap(),
-        other => panic!("expected the message, got {other:?}"),
-    };
+    let message = next_message(&mut bob_events).await;
     assert!(message.want_receipts);
     bob.receipt("alice", message.message_id, ReceiptKind::Read)
         .await
         .unwrap();
-    match next_event(&mut alice_events).await {
-        Event::Message(deliver) => {
-            let receipt = deliver.message.unwrap().receipt.expect("a receipt");
-            assert_eq!(receipt.message_id, sent.message_id);
-            assert_eq!(receipt.kind, ReceiptKind::Read as i32);
-        }
-        other => panic!("expected the receipt, got {other:?}"),
-    }
+    let message = next_message(&mut alice_events).await;
+    let receipt = message.receipt.expect("a receipt");
+    assert_eq!(receipt.message_id, sent.message_id);
+    assert_eq!(receipt.kind, ReceiptKind::Read as i32);
 }

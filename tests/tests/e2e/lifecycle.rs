@@ -4,17 +4,15 @@
 use std::time::Duration;
 
 use switchboard_client::{CloseCode, Event};
-use switchboard_tests::{next_event, TestServer};
+use switchboard_tests::{next_close, next_event, TestServer};
 
 #[tokio::test]
 async fn same_device_id_replaces_the_old_session() {
     let server = TestServer::start().await;
     let (_old, mut old_events) = server.connect("alice", "phone").await;
     let (new, _new_events) = server.connect("alice", "phone").await;
-    match next_event(&mut old_events).await {
-        Event::Closed(Some(info)) => assert_eq!(info.known, Some(CloseCode::SessionReplaced)),
-        other => panic!("expected SESSION_REPLACED, got {other:?}"),
-    }
+    let code = next_close(&mut old_events).await;
+    assert_eq!(code, Some(CloseCode::SessionReplaced));
     new.ping().await.expect("the new session works");
 }
 
@@ -42,10 +40,7 @@ async fn shutdown_sends_go_away_then_closes_with_going_away() {
     }
     let (status, _) = switchboard_tests::http_get(admin, "/readyz").await;
     assert_eq!(status, 503, "not ready while draining");
-    match next_event(&mut events).await {
-        Event::Closed(Some(info)) => assert_eq!(info.known, Some(CloseCode::GoingAway)),
-        other => panic!("expected GOING_AWAY, got {other:?}"),
-    }
+    assert_eq!(next_close(&mut events).await, Some(CloseCode::GoingAway));
     // The client never left on its own: the server closed it when the
     // drain ran out, and then it was done.
     shutdown.await.unwrap().unwrap();

@@ -8,6 +8,7 @@ use std::time::Duration;
 use switchboard_client::Trust;
 use switchboard_loadtest::fleet::{ClientKind, FleetOptions};
 use switchboard_loadtest::progress::Counters;
+use switchboard_loadtest::report::Report;
 use switchboard_loadtest::scenario::{chat, connect, presence, rooms};
 use switchboard_tests::{TestServer, SECRET};
 
@@ -28,6 +29,13 @@ fn fleet(server: &TestServer, sessions: usize, prefix: &str, client: ClientKind)
     }
 }
 
+/// The report of a run that finished and saw no violation.
+fn clean(run: anyhow::Result<Report>) -> Report {
+    let report = run.unwrap();
+    assert!(report.violations.is_empty(), "{}", report.to_table());
+    report
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_smoke_has_no_loss_duplicates_or_reordering() {
     chat_smoke(ClientKind::Driver).await;
@@ -42,18 +50,12 @@ async fn chat_smoke(client: ClientKind) {
     let server = TestServer::start().await;
     let counters = Arc::new(Counters::default());
     let options = chat::ChatOptions {
-        rate: 400.0,
-        duration: Duration::from_secs(3),
-        payload_bytes: 80,
-        drain: Duration::from_secs(10),
-        reconnect_rate: 0.0,
         // 400 messages while the rate rises over 2 s, then 1,200 at 400/s.
         ramp_up: Duration::from_secs(2),
+        ..chat::ChatOptions::new(400.0, Duration::from_secs(3), 80)
     };
-    let report = chat::run(&fleet(&server, 200, "chat-", client), &options, &counters)
-        .await
-        .unwrap();
-    assert!(report.violations.is_empty(), "{}", report.to_table());
+    let fleet = fleet(&server, 200, "chat-", client);
+    let report = clean(chat::run(&fleet, &options, &counters).await);
     assert_eq!(report.sessions_opened, 200);
     let traffic = report.traffic.unwrap();
     assert_eq!(traffic.scheduled, 1_600);
@@ -81,14 +83,8 @@ async fn churn_smoke_loses_and_repeats_nothing_across_reconnects() {
     // Sends whose SendResult went to a connection that was just dropped are
     // never answered; don't wait the full default drain for them.
     options.drain = Duration::from_secs(3);
-    let report = chat::run(
-        &fleet(&server, 100, "churn-", ClientKind::Driver),
-        &options,
-        &counters,
-    )
-    .await
-    .unwrap();
-    assert!(report.violations.is_empty(), "{}", report.to_table());
+    let fleet = fleet(&server, 100, "churn-", ClientKind::Driver);
+    let report = clean(chat::run(&fleet, &options, &counters).await);
     assert_eq!(report.scenario, "churn");
     let reconnects = report.reconnects.unwrap();
     assert!(reconnects >= 40, "{}", report.to_table());
@@ -109,24 +105,11 @@ async fn rooms_smoke_delivers_to_every_member_once_in_order() {
     let server = TestServer::start().await;
     let counters = Arc::new(Counters::default());
     let options = rooms::RoomsOptions {
-        chat: chat::ChatOptions {
-            rate: 50.0,
-            duration: Duration::from_secs(2),
-            payload_bytes: 80,
-            drain: Duration::from_secs(10),
-            reconnect_rate: 0.0,
-            ramp_up: Duration::ZERO,
-        },
+        chat: chat::ChatOptions::new(50.0, Duration::from_secs(2), 80),
         group: 20,
     };
-    let report = rooms::run(
-        &fleet(&server, 200, "rooms-", ClientKind::Driver),
-        &options,
-        &counters,
-    )
-    .await
-    .unwrap();
-    assert!(report.violations.is_empty(), "{}", report.to_table());
+    let fleet = fleet(&server, 200, "rooms-", ClientKind::Driver);
+    let report = clean(rooms::run(&fleet, &options, &counters).await);
     let traffic = report.traffic.unwrap();
     assert_eq!((traffic.scheduled, traffic.routed), (100, 100));
     assert_eq!(traffic.deliveries_per_message, 19);
@@ -140,10 +123,7 @@ async fn connect_and_presence_smoke() {
     let counters = Arc::new(Counters::default());
     for (client, prefix) in [(ClientKind::Driver, "driver-"), (ClientKind::Sdk, "sdk-")] {
         let options = fleet(&server, 100, prefix, client);
-        let report = connect::run(&options, Duration::from_millis(200), &counters)
-            .await
-            .unwrap();
-        assert!(report.violations.is_empty(), "{}", report.to_table());
+        let report = clean(connect::run(&options, Duration::from_millis(200), &counters).await);
         assert_eq!(report.sessions_verified_alive, Some(100), "{client:?}");
     }
 
@@ -153,14 +133,8 @@ async fn connect_and_presence_smoke() {
         watch: 5,
         drain: Duration::from_secs(10),
     };
-    let report = presence::run(
-        &fleet(&server, 50, "pres-", ClientKind::Sdk),
-        &options,
-        &counters,
-    )
-    .await
-    .unwrap();
-    assert!(report.violations.is_empty(), "{}", report.to_table());
+    let fleet = fleet(&server, 50, "pres-", ClientKind::Sdk);
+    let report = clean(presence::run(&fleet, &options, &counters).await);
     let traffic = report.traffic.unwrap();
     assert_eq!(traffic.delivered, traffic.scheduled * 5);
 }

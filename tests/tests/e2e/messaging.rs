@@ -2,15 +2,8 @@
 //! order per sender holds, and failures come back as SendResults. Inbox
 //! behaviour (offline delivery, resume, idempotency) is in `delivery.rs`.
 
-use switchboard_client::{ErrorCode, Event};
-use switchboard_tests::{next_event, TestServer};
-
-fn message(event: Event) -> switchboard_client::Message {
-    match event {
-        Event::Message(d) => d.message.expect("a Deliver carries its message"),
-        other => panic!("expected a message, got {other:?}"),
-    }
-}
+use switchboard_client::ErrorCode;
+use switchboard_tests::{next_message, TestServer};
 
 #[tokio::test]
 async fn two_users_chat() {
@@ -21,7 +14,7 @@ async fn two_users_chat() {
     let result = alice.send("bob", &b"hi bob"[..]).await.unwrap();
     assert_eq!(result.error, ErrorCode::None as i32);
     assert_eq!(result.devices, 1);
-    let got = message(next_event(&mut bob_events).await);
+    let got = next_message(&mut bob_events).await;
     assert_eq!(
         (got.from_user.as_str(), got.payload.as_ref()),
         ("alice", &b"hi bob"[..])
@@ -30,7 +23,7 @@ async fn two_users_chat() {
 
     let reply = bob.send("alice", &b"hi alice"[..]).await.unwrap();
     assert_eq!(reply.error, ErrorCode::None as i32);
-    let got = message(next_event(&mut alice_events).await);
+    let got = next_message(&mut alice_events).await;
     assert_eq!(
         (got.from_user.as_str(), got.payload.as_ref()),
         ("bob", &b"hi alice"[..])
@@ -58,7 +51,7 @@ async fn every_device_of_both_users_receives_in_send_order() {
         &mut alice_laptop_events,
     ] {
         for i in 0..100u32 {
-            let got = message(next_event(events).await);
+            let got = next_message(events).await;
             assert_eq!(got.payload.as_ref(), i.to_be_bytes(), "in send order");
             assert_eq!(
                 (got.from_device.as_str(), got.to_user.as_str()),

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use switchboard_client::{ErrorCode, Event, Status};
-use switchboard_tests::{next_event, next_presence, TestServer};
+use switchboard_client::{ErrorCode, Status};
+use switchboard_tests::{next_error, next_presence, TestServer};
 
 #[tokio::test]
 async fn watcher_sees_online_then_away_then_offline() {
@@ -50,10 +50,8 @@ async fn quick_reconnect_within_grace_does_not_flap() {
     let (carol, mut carol_events) = server.connect("carol", "d").await;
     let (alice, _e) = server.connect("alice", "phone").await;
     carol.watch(&["alice"]).await.unwrap();
-    assert_eq!(
-        next_presence(&mut carol_events, "alice").await.status,
-        Status::Online as i32
-    );
+    let online = next_presence(&mut carol_events, "alice").await;
+    assert_eq!(online.status, Status::Online as i32);
     alice.close().await;
     let (alice, _e) = server.connect("alice", "phone").await;
     // Past the grace period the old session's offline would have fired;
@@ -71,10 +69,8 @@ async fn invisible_looks_offline_and_bad_requests_get_errors() {
     let (carol, mut carol_events) = server.connect("carol", "d").await;
     let (alice, mut alice_events) = server.connect("alice", "phone").await;
     carol.watch(&["alice"]).await.unwrap();
-    assert_eq!(
-        next_presence(&mut carol_events, "alice").await.status,
-        Status::Online as i32
-    );
+    let online = next_presence(&mut carol_events, "alice").await;
+    assert_eq!(online.status, Status::Online as i32);
     alice.set_status(Status::Invisible, "hidden").await.unwrap();
     let hidden = next_presence(&mut carol_events, "alice").await;
     assert_eq!(
@@ -83,18 +79,12 @@ async fn invisible_looks_offline_and_bad_requests_get_errors() {
     );
 
     carol.watch(&["b", "c"]).await.unwrap();
-    match next_event(&mut carol_events).await {
-        Event::Error(e) => assert_eq!(e.code, ErrorCode::WatchLimit as i32),
-        other => panic!("expected WATCH_LIMIT, got {other:?}"),
-    }
+    let error = next_error(&mut carol_events).await;
+    assert_eq!(error.code, ErrorCode::WatchLimit as i32);
     alice.set_status(Status::Offline, "").await.unwrap();
-    match next_event(&mut alice_events).await {
-        Event::Error(e) => assert_eq!(e.code, ErrorCode::InvalidStatus as i32),
-        other => panic!("expected INVALID_STATUS, got {other:?}"),
-    }
+    let error = next_error(&mut alice_events).await;
+    assert_eq!(error.code, ErrorCode::InvalidStatus as i32);
     alice.watch(&["bad id!"]).await.unwrap();
-    match next_event(&mut alice_events).await {
-        Event::Error(e) => assert_eq!(e.code, ErrorCode::InvalidUserId as i32),
-        other => panic!("expected INVALID_USER_ID, got {other:?}"),
-    }
+    let error = next_error(&mut alice_events).await;
+    assert_eq!(error.code, ErrorCode::InvalidUserId as i32);
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_client::{bind_endpoint, quic_config, Client, ErrorCode, Event, Events, Trust};
-use switchboard_tests::{next_event, TestServer};
+use switchboard_tests::{next_event, next_message, opened, TestServer};
 
 const MEMBERS: usize = 1_000;
 const SENDERS: usize = 3;
@@ -48,25 +48,17 @@ async fn a_room_of_a_thousand_sessions_receives_in_one_order() {
         let handshakes = handshakes.clone();
         joins.spawn(async move {
             let permit = handshakes.acquire_owned().await.unwrap();
-            let (client, mut events) = Client::connect_via(&endpoint, config, options)
-                .await
-                .expect("connect");
-            assert!(matches!(
-                next_event(&mut events).await,
-                Event::InboxOpened(_)
-            ));
+            let (client, events, _) =
+                opened(Client::connect_via(&endpoint, config, options).await).await;
             let joined = client.join_room("town", "").await.unwrap();
             assert_eq!(joined.error, 0);
             drop(permit);
             (i, client, events)
         });
     }
-    let mut members: Vec<Option<(Client, Events)>> = (0..MEMBERS).map(|_| None).collect();
-    while let Some(done) = joins.join_next().await {
-        let (i, client, events) = done.unwrap();
-        members[i] = Some((client, events));
-    }
-    let members: Vec<(Client, Events)> = members.into_iter().flatten().collect();
+    let mut joined = joins.join_all().await;
+    joined.sort_by_key(|(i, ..)| *i);
+    let mut members: Vec<(Client, Events)> = joined.into_iter().map(|(_, c, e)| (c, e)).collect();
     assert_eq!(members.len(), MEMBERS, "every member connected and joined");
     assert_eq!(
         owner.list_members("town").await.unwrap().members.len(),
@@ -94,7 +86,6 @@ async fn a_room_of_a_thousand_sessions_receives_in_one_order() {
     // Everyone sees the same order; a sender's own messages are not sent
     // back to the device that sent them.
     let total = SENDERS * PER_SENDER as usize;
-    let mut members = members;
     let (_, reference_events) = &mut members[SENDERS];
     let reference = room_messages(reference_events, total).await;
     for s in 0..SENDERS as u32 {
@@ -140,16 +131,11 @@ async fn closed_rooms_follow_the_owner_rule() {
         .await
         .unwrap();
     assert_eq!((sent.error, sent.devices), (0, 1));
-    match next_event(&mut bob_events).await {
-        Event::Message(deliver) => {
-            let message = deliver.message.unwrap();
-            assert_eq!(
-                (message.room.as_str(), message.payload.as_ref()),
-                ("club", &b"welcome"[..])
-            );
-        }
-        other => panic!("expected the room message, got {other:?}"),
-    }
+    let message = next_message(&mut bob_events).await;
+    assert_eq!(
+        (message.room.as_str(), message.payload.as_ref()),
+        ("club", &b"welcome"[..])
+    );
     let listed = bob.list_members("club").await.unwrap();
     assert_eq!(listed.members, vec!["bob".to_owned(), "owner".to_owned()]);
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use switchboard_client::{
     tls::client_config, Client, Event, Events, SignalEvent, SignalKind, Trust,
 };
-use switchboard_tests::{next_event, TestServer};
+use switchboard_tests::{next_event, opened, TestServer};
 
 async fn next_signal(events: &mut Events) -> (SignalEvent, bool) {
     loop {
@@ -45,14 +45,9 @@ async fn typing_falls_back_to_the_stream_without_datagrams() {
     transport.datagram_receive_buffer_size(None);
     config.transport_config(Arc::new(transport));
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let (_bob, mut bob_events) =
-        Client::connect_via(&endpoint, config, server.options("bob", "phone"))
-            .await
-            .unwrap();
-    assert!(matches!(
-        next_event(&mut bob_events).await,
-        Event::InboxOpened(_)
-    ));
+    let options = server.options("bob", "phone");
+    let (_bob, mut bob_events, _) =
+        opened(Client::connect_via(&endpoint, config, options).await).await;
     alice.signal("bob", "", SignalKind::Typing).await.unwrap();
     let (signal, via_datagram) =
         tokio::time::timeout(Duration::from_secs(10), next_signal(&mut bob_events))
@@ -64,16 +59,14 @@ async fn typing_falls_back_to_the_stream_without_datagrams() {
 
 #[tokio::test]
 async fn an_error_for_a_datagram_signal_comes_on_the_stream_with_its_ref() {
-    use switchboard_proto::v1::{client_frame::Body, ClientFrame, ServerFrame, Signal};
+    use switchboard_client::ErrorCode;
+    use switchboard_proto::v1::{client_frame::Body, server_frame, ClientFrame, Signal};
     let server = TestServer::start().await;
     let mut raw = server.raw().await;
     raw.hello(&server.token("alice"), "phone").await;
     // Datagrams count only once the session is open.
-    let welcome = raw.read_frame().await;
-    assert!(matches!(
-        welcome.body,
-        Some(switchboard_proto::v1::server_frame::Body::Welcome(_))
-    ));
+    let welcome = raw.read_frame().await.body;
+    assert!(matches!(welcome, Some(server_frame::Body::Welcome(_))));
     let signal = ClientFrame {
         r#ref: 77,
         body: Some(Body::Signal(Signal {
@@ -85,13 +78,9 @@ async fn an_error_for_a_datagram_signal_comes_on_the_stream_with_its_ref() {
     let datagram = prost::Message::encode_to_vec(&signal);
     raw.connection.send_datagram(datagram.into()).unwrap();
     loop {
-        let frame: ServerFrame = raw.read_frame().await;
-        if let Some(switchboard_proto::v1::server_frame::Body::Error(error)) = frame.body {
+        if let Some(server_frame::Body::Error(error)) = raw.read_frame().await.body {
             assert_eq!(error.r#ref, 77);
-            assert_eq!(
-                error.code,
-                switchboard_client::ErrorCode::InvalidSignal as i32
-            );
+            assert_eq!(error.code, ErrorCode::InvalidSignal as i32);
             return;
         }
     }

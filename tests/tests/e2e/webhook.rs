@@ -76,22 +76,14 @@ async fn messages_for_offline_users_are_posted_signed_and_online_ones_are_not() 
         let batch: Value = serde_json::from_slice(&body).unwrap();
         events.extend(batch["events"].as_array().unwrap().iter().cloned());
     }
-    let summary: Vec<(String, u64, String)> = events
+    let summary: Vec<_> = events
         .iter()
-        .map(|e| {
-            (
-                e["user"].as_str().unwrap().to_owned(),
-                e["seq"].as_u64().unwrap(),
-                e["from"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|e| (e["user"].as_str(), e["seq"].as_u64(), e["from"].as_str()))
         .collect();
+    let bob = |seq| (Some("bob"), Some(seq), Some("alice"));
     assert_eq!(
         summary,
-        [
-            ("bob".into(), 1, "alice".into()),
-            ("bob".into(), 2, "alice".into())
-        ],
+        [bob(1), bob(2)],
         "only bob, who is offline; carol is online"
     );
     assert!(

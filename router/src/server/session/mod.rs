@@ -218,15 +218,18 @@ impl Sessions {
                 continue;
             };
             permit.forget(); // the shard task gives it back
-            let input = SessionInput {
-                input: ShardInput::Frame {
-                    session: *session,
-                    frame,
-                },
-                credit: Some(credit.clone()),
-            };
-            let _ = self.ctx.shards[*shard].send(input);
+            self.hand_over(*shard, *session, frame, credit.clone());
         }
+    }
+
+    /// Hands a client frame, which took one of `credit`'s permits, to the
+    /// session's shard.
+    fn hand_over(&self, shard: usize, session: SessionId, frame: ClientFrame, credit: Credit) {
+        let input = ShardInput::Frame { session, frame };
+        let _ = self.ctx.shards[shard].send(SessionInput {
+            input,
+            credit: Some(credit),
+        });
     }
 
     /// Decodes what is buffered, then reads more, until the stream is empty,
@@ -291,11 +294,7 @@ impl Sessions {
                         Ok(Some(frame)) => {
                             session.reply_due |= !matches!(frame.body, Some(Body::Ack(_)));
                             permit.forget(); // the shard task gives it back
-                            let input = SessionInput {
-                                input: ShardInput::Frame { session: id, frame },
-                                credit: Some(credit),
-                            };
-                            let _ = self.ctx.shards[shard].send(input);
+                            self.hand_over(shard, id, frame, credit);
                         }
                         Ok(None) => return true,
                         Err(error) => {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use quinn_proto::{ConnectionError, TransportConfig};
 use switchboard_core::{FrameClass, SessionId, ShardInput};
 use switchboard_proto::close::CloseCode;
@@ -52,14 +52,14 @@ impl Router {
         let (shard_handle, shard) = mpsc::unbounded_channel();
         let (draining, draining_rx) = watch::channel(false);
         let verifier = TokenVerifier::new(SECRET, config.auth.leeway);
-        let ctx = ServerContext::new(
+        let ctx = Arc::new(ServerContext {
             config,
             verifier,
-            Arc::from(vec![shard_handle]),
-            Arc::new(SessionDirectory::default()),
-            draining_rx,
-        );
-        let ctx = Arc::new(ctx);
+            shards: Arc::from(vec![shard_handle]),
+            directory: Arc::new(SessionDirectory::default()),
+            draining: draining_rx,
+            next_session: Default::default(),
+        });
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let sessions = Sessions::new(ctx.clone(), commands_tx, Arc::new(Notify::new()));
         let now = Instant::now();
@@ -81,12 +81,8 @@ impl Router {
         }
     }
 
-    /// A client with default transport settings, connected.
-    fn client(&mut self) -> Client {
-        self.client_with(TransportConfig::default())
-    }
-
-    fn client_with(&mut self, transport: TransportConfig) -> Client {
+    /// A client with `transport` settings, connected.
+    fn client(&mut self, transport: TransportConfig) -> Client {
         let config = Client::config_with(self.client_tls.clone(), transport);
         self.next_client += 1;
         let addr = format!("127.0.0.1:{}", self.next_client).parse().unwrap();
@@ -99,12 +95,9 @@ impl Router {
     /// A connected client whose session is open: it sent a valid Hello, and
     /// the shard got the session's Open. Returns the session id too.
     fn session(&mut self, transport: TransportConfig) -> (Client, SessionId) {
-        let mut client = self.client_with(transport);
-        client.write(&hello(&switchboard_proto::token::mint(
-            SECRET,
-            "alice",
-            Duration::from_secs(60),
-        )));
+        let mut client = self.client(transport);
+        let token = switchboard_proto::token::mint(SECRET, "alice", Duration::from_secs(60));
+        client.write(&hello(&token));
         client.exchange(&mut self.endpoint);
         let session = match self.shard_inputs().as_slice() {
             [SessionInput {
@@ -123,6 +116,17 @@ impl Router {
     /// What the shard received since the last call.
     fn shard_inputs(&mut self) -> Vec<SessionInput> {
         std::iter::from_fn(|| self.shard.try_recv().ok()).collect()
+    }
+
+    /// Whether the shard's only input since the last call is a Closed.
+    fn shard_saw_close(&mut self) -> bool {
+        matches!(
+            self.shard_inputs().as_slice(),
+            [SessionInput {
+                input: ShardInput::Closed { .. },
+                ..
+            }]
+        )
     }
 
     /// Hands the endpoint a command, as the driver does.
@@ -162,25 +166,20 @@ fn ping(nonce: u64) -> Bytes {
 /// Every whole frame the client has read from its stream since the last call.
 fn frames(client: &mut Client) -> Vec<server_frame::Body> {
     let mut decoder = FrameDecoder::new(1 << 20);
-    decoder.extend(&client.received);
-    let mut frames = Vec::new();
-    while let Some(frame) = decoder.decode::<ServerFrame>().unwrap() {
-        frames.push(frame.body.unwrap());
-    }
-    client.received = BytesMut::new();
-    frames
+    decoder.extend(&std::mem::take(&mut client.received));
+    std::iter::from_fn(|| decoder.decode::<ServerFrame>().unwrap())
+        .map(|frame| frame.body.unwrap())
+        .collect()
 }
 
 /// The application close code the client's connection ended with.
-fn close_code(client: &Client) -> Option<u64> {
+fn close_code(client: &Client) -> Option<CloseCode> {
     match &client.lost {
-        Some(ConnectionError::ApplicationClosed(close)) => Some(close.error_code.into_inner()),
+        Some(ConnectionError::ApplicationClosed(close)) => {
+            CloseCode::from_code(close.error_code.into_inner())
+        }
         _ => None,
     }
-}
-
-fn code(code: CloseCode) -> Option<u64> {
-    Some(u64::from(code.to_code()))
 }
 
 fn signal_frame() -> Bytes {
@@ -196,41 +195,41 @@ fn signal_frame() -> Bytes {
 #[test]
 fn no_hello_within_the_auth_timeout_closes_with_auth_timeout() {
     let mut router = Router::new(|c| c.auth.timeout = Duration::from_secs(5));
-    let mut client = router.client();
+    let mut client = router.client(TransportConfig::default());
     // The deadline runs from the end of the handshake.
     client.advance(&mut router.endpoint, Duration::from_millis(4_900));
     assert_eq!(client.lost, None, "still inside the auth timeout");
     client.advance(&mut router.endpoint, Duration::from_millis(200));
-    assert_eq!(close_code(&client), code(CloseCode::AuthTimeout));
+    assert_eq!(close_code(&client), Some(CloseCode::AuthTimeout));
     assert!(router.shard_inputs().is_empty(), "no session was opened");
 }
 
 #[test]
 fn a_bad_token_is_refused_and_the_shard_never_hears_of_it() {
     let mut router = Router::new(|_| {});
-    let mut client = router.client();
+    let mut client = router.client(TransportConfig::default());
     client.write(&hello("not a token"));
     client.exchange(&mut router.endpoint);
-    assert_eq!(close_code(&client), code(CloseCode::TokenInvalid));
+    assert_eq!(close_code(&client), Some(CloseCode::TokenInvalid));
     assert!(router.shard_inputs().is_empty());
 }
 
 #[test]
 fn a_hello_is_capped_at_8192_bytes_or_max_frame_bytes_if_smaller() {
     let mut router = Router::new(|c| c.limits.max_frame_bytes = 4096);
-    let mut client = router.client();
+    let mut client = router.client(TransportConfig::default());
     // Only a length prefix: the cap is checked before the body arrives.
     client.write(&4097u32.to_be_bytes());
     client.exchange(&mut router.endpoint);
-    assert_eq!(close_code(&client), code(CloseCode::FrameTooLarge));
+    assert_eq!(close_code(&client), Some(CloseCode::FrameTooLarge));
 
-    let mut client = router.client();
+    let mut client = router.client(TransportConfig::default());
     let padded = "x".repeat(4096 - 64);
     client.write(&hello(&padded));
     client.exchange(&mut router.endpoint);
     assert_eq!(
         close_code(&client),
-        code(CloseCode::TokenInvalid),
+        Some(CloseCode::TokenInvalid),
         "a Hello within the cap is read, and its token checked"
     );
 }
@@ -248,8 +247,7 @@ fn a_session_out_of_credit_is_not_read_until_the_shard_gives_credit_back() {
     assert!(router.endpoint.app().waits_for_wakeup());
 
     let credits: Vec<Credit> = taken.into_iter().map(|i| i.credit.unwrap()).collect();
-    credits[0].give_back();
-    credits[1].give_back();
+    credits[..2].iter().for_each(Credit::give_back);
     // The driver is woken, and drives the stalled session.
     client.exchange(&mut router.endpoint);
     let nonces: Vec<u64> = router
@@ -261,9 +259,7 @@ fn a_session_out_of_credit_is_not_read_until_the_shard_gives_credit_back() {
         })
         .collect();
     assert_eq!(nonces, [5, 6], "two credits, the next two frames in order");
-    for credit in &credits[2..] {
-        credit.give_back();
-    }
+    credits[2..].iter().for_each(Credit::give_back);
     client.exchange(&mut router.endpoint);
     assert_eq!(router.shard_inputs().len(), 2);
     assert_eq!(client.lost, None);
@@ -299,41 +295,27 @@ fn a_session_whose_queue_overflows_is_closed_as_a_slow_consumer() {
         router.transmit(&client, session, big.clone(), class);
     }
     client.exchange(&mut router.endpoint);
-    assert_eq!(close_code(&client), code(CloseCode::SlowConsumer));
-    assert!(matches!(
-        router.shard_inputs().as_slice(),
-        [SessionInput {
-            input: ShardInput::Closed { .. },
-            ..
-        }]
-    ));
+    assert_eq!(close_code(&client), Some(CloseCode::SlowConsumer));
+    assert!(router.shard_saw_close());
 }
 
 #[test]
 fn a_signal_goes_as_a_datagram_when_the_client_takes_them_else_on_the_stream() {
     let mut router = Router::new(|_| {});
+    let typing = FrameClass::Ephemeral { key: 1 };
     let (mut client, session) = router.session(TransportConfig::default());
-    router.transmit(
-        &client,
-        session,
-        signal_frame(),
-        FrameClass::Ephemeral { key: 1 },
-    );
+    router.transmit(&client, session, signal_frame(), typing);
     client.exchange(&mut router.endpoint);
     assert_eq!(client.datagrams.len(), 1, "one datagram");
-    let datagram = ServerFrame::decode_datagram(&client.datagrams[0]);
-    assert!(matches!(datagram, Some(server_frame::Body::Signal(_))));
+    // A datagram is a `ServerFrame` without the length prefix.
+    let datagram: ServerFrame = prost::Message::decode(&client.datagrams[0][..]).unwrap();
+    assert!(matches!(datagram.body, Some(server_frame::Body::Signal(_))));
     assert!(frames(&mut client).is_empty(), "nothing on the stream");
 
     let mut no_datagrams = TransportConfig::default();
     no_datagrams.datagram_receive_buffer_size(None);
     let (mut client, session) = router.session(no_datagrams);
-    router.transmit(
-        &client,
-        session,
-        signal_frame(),
-        FrameClass::Ephemeral { key: 1 },
-    );
+    router.transmit(&client, session, signal_frame(), typing);
     client.exchange(&mut router.endpoint);
     assert!(client.datagrams.is_empty());
     assert!(matches!(
@@ -356,10 +338,7 @@ fn a_client_signal_datagram_reaches_the_shard_and_anything_else_is_dropped() {
     };
     client.send_datagram(Bytes::from(prost::Message::encode_to_vec(&signal)));
     client.send_datagram(Bytes::from_static(b"\xff\xff junk"));
-    client.send_datagram(Bytes::from(prost::Message::encode_to_vec(&ClientFrame {
-        r#ref: 8,
-        body: Some(client_frame::Body::Ping(Ping { nonce: 8 })),
-    })));
+    client.send_datagram(ping(8).slice(frame::LENGTH_PREFIX_BYTES..));
     client.exchange(&mut router.endpoint);
     let inputs = router.shard_inputs();
     assert_eq!(inputs.len(), 1, "only the signal: {inputs:?}");
@@ -404,18 +383,12 @@ fn a_client_that_finishes_its_stream_is_closed_with_code_0_and_no_fin() {
     let (mut client, _) = router.session(TransportConfig::default());
     client.finish();
     client.exchange(&mut router.endpoint);
-    assert_eq!(close_code(&client), code(CloseCode::Normal));
+    assert_eq!(close_code(&client), Some(CloseCode::Normal));
     assert!(
         !client.stream_finished,
         "the server does not finish its side"
     );
-    assert!(matches!(
-        router.shard_inputs().as_slice(),
-        [SessionInput {
-            input: ShardInput::Closed { .. },
-            ..
-        }]
-    ));
+    assert!(router.shard_saw_close());
 }
 
 #[test]
@@ -427,7 +400,7 @@ fn a_client_that_stops_reading_is_closed_when_the_server_next_writes() {
     assert_eq!(client.lost, None, "nothing written yet");
     router.transmit(&client, session, signal_frame(), FrameClass::Reply);
     client.exchange(&mut router.endpoint);
-    assert_eq!(close_code(&client), code(CloseCode::Normal));
+    assert_eq!(close_code(&client), Some(CloseCode::Normal));
     let Some(ConnectionError::ApplicationClosed(close)) = &client.lost else {
         panic!("{:?}", client.lost);
     };
@@ -454,20 +427,9 @@ fn draining_sends_go_away_refuses_new_connections_then_closes_what_is_left() {
 
     router.command(DriverCommand::CloseAll);
     client.exchange(&mut router.endpoint);
-    assert_eq!(close_code(&client), code(CloseCode::GoingAway));
+    assert_eq!(close_code(&client), Some(CloseCode::GoingAway));
     assert!(
         router.commands.try_recv().is_err(),
         "nothing was asked of it"
     );
-}
-
-/// Decoding a datagram: a `ServerFrame` without the length prefix.
-trait DecodeDatagram {
-    fn decode_datagram(bytes: &[u8]) -> Option<server_frame::Body>;
-}
-
-impl DecodeDatagram for ServerFrame {
-    fn decode_datagram(bytes: &[u8]) -> Option<server_frame::Body> {
-        <ServerFrame as prost::Message>::decode(bytes).ok()?.body
-    }
 }
