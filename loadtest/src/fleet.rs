@@ -12,10 +12,13 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::progress::Counters;
+use crate::report::Report;
 use crate::stats::Latency;
 
 /// Receive/send buffer asked for each client socket.
 const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+/// Failure messages kept as samples for the report.
+const SAMPLES: usize = 5;
 
 /// How to open the fleet.
 #[derive(Clone)]
@@ -78,12 +81,39 @@ pub struct OpenOutcome {
     pub opened: usize,
     /// Connect (handshake + Hello/Welcome) latency.
     pub connect_latency: Latency,
-    /// Sessions that failed to open.
-    pub failures: u64,
-    /// First few failure messages.
-    pub failure_samples: Vec<String>,
+    /// Sessions that failed to open, with the first few reasons.
+    pub failed: Failures,
     /// Wall time to open the fleet.
     pub open_time: Duration,
+}
+
+/// How many of something failed, and the first few reasons.
+#[derive(Debug, Default)]
+pub struct Failures {
+    /// How many failed.
+    pub count: u64,
+    /// The first few reasons.
+    pub samples: Vec<String>,
+}
+
+impl Failures {
+    /// Counts one failure, keeping `reason` if it is among the first few.
+    pub(crate) fn add(&mut self, reason: String) {
+        self.count += 1;
+        if self.samples.len() < SAMPLES {
+            self.samples.push(reason);
+        }
+    }
+
+    /// Adds a violation to `report`, "COUNT WHAT (SAMPLES)", if any failed.
+    pub(crate) fn report(&self, what: &str, report: &mut Report) {
+        if self.count > 0 {
+            let samples = self.samples.join("; ");
+            report
+                .violations
+                .push(format!("{} {what} ({samples})", self.count));
+        }
+    }
 }
 
 /// The open sessions and what opening them cost.
@@ -199,15 +229,10 @@ pub async fn open(options: &FleetOptions, counters: &Arc<Counters>) -> anyhow::R
                     events: Some(events),
                 });
             }
-            Err(error) => {
-                fleet.outcome.failures += 1;
-                if fleet.outcome.failure_samples.len() < 5 {
-                    fleet
-                        .outcome
-                        .failure_samples
-                        .push(format!("session {index}: {error}"));
-                }
-            }
+            Err(error) => fleet
+                .outcome
+                .failed
+                .add(format!("session {index}: {error}")),
         }
     }
     fleet.outcome.open_time = started.elapsed();
@@ -217,6 +242,11 @@ pub async fn open(options: &FleetOptions, counters: &Arc<Counters>) -> anyhow::R
 }
 
 impl Fleet {
+    /// The user ids of the open sessions, in order.
+    pub fn users(&self, options: &FleetOptions) -> Vec<String> {
+        self.members.iter().map(|m| options.user(m.index)).collect()
+    }
+
     /// Pings every session (at most `concurrency` at once); returns how many
     /// answered.
     pub async fn verify_alive(&self, concurrency: usize, counters: &Arc<Counters>) -> u64 {

@@ -13,8 +13,8 @@
 //! - [`probe`]: the header each message carries (sender, sequence,
 //!   scheduled send time) for latency, loss and order checks.
 //! - [`tracking`]: what receivers saw of those probes.
-//! - [`proc_cpu`], [`server_cpu`]: a process's CPU time from `/proc`, and
-//!   the server's over a run's full-rate window (`--server-pid`).
+//! - [`proc_cpu`]: a process's CPU time from `/proc`, and the server's
+//!   over a run's full-rate window (`--server-pid`).
 //! - [`stats`], [`report`], [`progress`]: HDR latency histograms, the final
 //!   [`report::Report`] (table and JSON), and the live progress display.
 //!
@@ -30,7 +30,6 @@ pub mod proc_cpu;
 pub mod progress;
 pub mod report;
 pub mod scenario;
-pub mod server_cpu;
 pub mod stats;
 pub mod tracking;
 
@@ -43,18 +42,12 @@ pub(crate) fn base_report(scenario: &str, options: &FleetOptions, opened: &OpenO
         scenario: scenario.to_owned(),
         sessions_requested: options.sessions,
         sessions_opened: opened.opened,
-        connect_failures: opened.failures,
+        connect_failures: opened.failed.count,
         connect_rate_per_s: opened.opened as f64 / opened.open_time.as_secs_f64().max(1e-9),
         connect_latency: Some(opened.connect_latency.summary()),
         open_time_s: opened.open_time.as_secs_f64(),
         ..Report::default()
     };
-    if opened.failures > 0 {
-        let samples = opened.failure_samples.join("; ");
-        report.violations.push(format!(
-            "{} sessions failed to open ({samples})",
-            opened.failures
-        ));
-    }
+    opened.failed.report("sessions failed to open", &mut report);
     report
 }

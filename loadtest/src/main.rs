@@ -69,11 +69,11 @@ fn main() -> ExitCode {
 /// Runs the scenario; `Ok(false)` when it found violations.
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     let counters = Arc::new(Counters::default());
-    let (json, report) = match &cli.scenario {
+    let (json, quiet) = cli.output();
+    let progress = Progress::start(cli.scenario.name(), counters.clone(), quiet);
+    let report = match &cli.scenario {
         Scenario::Connect { common, hold } => {
-            let _progress = Progress::start("connect", counters.clone(), common.quiet);
-            let report = connect::run(&common.fleet_options()?, *hold, &counters).await?;
-            (&common.json, report)
+            connect::run(&common.fleet_options()?, *hold, &counters).await?
         }
         Scenario::Chat {
             common,
@@ -84,14 +84,11 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             ramp_up,
             server_pid,
         } => {
-            let _progress = Progress::start("chat", counters.clone(), common.quiet);
             let mut options = chat::ChatOptions::new(*rate, *duration, *payload);
             options.drain = *drain;
             options.ramp_up = *ramp_up;
             let fleet = common.fleet_options()?;
-            let report =
-                chat::run_with_server_cpu(&fleet, &options, *server_pid, &counters).await?;
-            (&common.json, report)
+            chat::run_with_server_cpu(&fleet, &options, *server_pid, &counters).await?
         }
         Scenario::Churn {
             common,
@@ -101,14 +98,11 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             payload,
             server_pid,
         } => {
-            let _progress = Progress::start("churn", counters.clone(), common.quiet);
             let mut options = chat::ChatOptions::new(*rate, *duration, *payload);
             options.reconnect_rate = *reconnect_rate;
             let mut fleet = common.fleet_options()?;
             fleet.client = ClientKind::Driver;
-            let report =
-                chat::run_with_server_cpu(&fleet, &options, *server_pid, &counters).await?;
-            (&common.json, report)
+            chat::run_with_server_cpu(&fleet, &options, *server_pid, &counters).await?
         }
         Scenario::Rooms {
             common,
@@ -118,15 +112,12 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             payload,
             server_pid,
         } => {
-            let _progress = Progress::start("rooms", counters.clone(), common.quiet);
             let options = rooms::RoomsOptions {
                 chat: chat::ChatOptions::new(*rate, *duration, *payload),
                 group: *group,
             };
             let fleet = common.fleet_options()?;
-            let report =
-                rooms::run_with_server_cpu(&fleet, &options, *server_pid, &counters).await?;
-            (&common.json, report)
+            rooms::run_with_server_cpu(&fleet, &options, *server_pid, &counters).await?
         }
         Scenario::NatsChat {
             nats_url,
@@ -139,10 +130,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             payload,
             ramp_up,
             server_pid,
-            json,
-            quiet,
+            ..
         } => {
-            let _progress = Progress::start("nats-chat", counters.clone(), *quiet);
             let nats = nats_chat::NatsOptions {
                 url: nats_url.clone(),
                 ca: nats_ca.clone(),
@@ -152,8 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             };
             let mut options = chat::ChatOptions::new(*rate, *duration, *payload);
             options.ramp_up = *ramp_up;
-            let report = nats_chat::run(&nats, &options, *server_pid, &counters).await?;
-            (json, report)
+            nats_chat::run(&nats, &options, *server_pid, &counters).await?
         }
         Scenario::Presence {
             common,
@@ -161,17 +149,16 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             duration,
             watch,
         } => {
-            let _progress = Progress::start("presence", counters.clone(), common.quiet);
             let options = presence::PresenceOptions {
                 rate: *rate,
                 duration: *duration,
                 watch: *watch,
                 drain: Duration::from_secs(10),
             };
-            let report = presence::run(&common.fleet_options()?, &options, &counters).await?;
-            (&common.json, report)
+            presence::run(&common.fleet_options()?, &options, &counters).await?
         }
     };
+    drop(progress);
     print!("{}", report.to_table());
     if let Some(path) = json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)

@@ -1,11 +1,21 @@
 //! The CPU time a process has used so far, read from `/proc/PID/stat`
 //! (Linux): user plus system time of all its threads, in clock ticks
 //! (`USER_HZ`, asked of `sysconf`), and the parsing of that line.
+//!
+//! With it, the server's CPU time over a chat run's full-rate window
+//! (`--server-pid`): read when the ramp-up ends and again when the last
+//! message has been handed on, so it covers the same window as the
+//! deliveries the run's rate figure counts
+//! ([`crate::tracking::DeliveryTracker::delivered_measured`]), and divided
+//! by those deliveries it is the server's CPU per message.
 
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+
+use crate::report::Traffic;
 
 /// Clock ticks per second when `sysconf(_SC_CLK_TCK)` gives no answer: the
 /// `USER_HZ` of every Linux architecture in common use.
@@ -55,6 +65,67 @@ pub fn ticks_to_duration(ticks: u64) -> Duration {
         + Duration::from_nanos((ticks % per_second) * 1_000_000_000 / per_second)
 }
 
+/// Fails unless the CPU time of `pid` (if given) can be read, so that a
+/// wrong `--server-pid` stops a run before it opens any session.
+pub(crate) fn ensure_readable(pid: Option<u32>) -> anyhow::Result<()> {
+    pid.map_or(Ok(()), |pid| {
+        cpu_ticks(pid)
+            .map(drop)
+            .with_context(|| format!("--server-pid {pid}: cannot read its CPU time"))
+    })
+}
+
+/// A window over which a server's CPU time is being measured.
+pub(crate) struct CpuWindow {
+    pid: u32,
+    /// Reads the CPU time at the window's start, on its own thread, so the
+    /// reading falls on the start however busy the runtime is then.
+    start_reading: JoinHandle<anyhow::Result<u64>>,
+}
+
+impl CpuWindow {
+    /// Begins a window at `from` (now, if that has passed).
+    pub(crate) fn begin_at(pid: u32, from: Instant) -> CpuWindow {
+        let start_reading = std::thread::spawn(move || {
+            std::thread::sleep(from.saturating_duration_since(Instant::now()));
+            cpu_ticks(pid)
+        });
+        CpuWindow { pid, start_reading }
+    }
+
+    /// Ends the window now and returns the CPU time the server used in it.
+    pub(crate) fn end(self) -> anyhow::Result<Duration> {
+        let at_start = self
+            .start_reading
+            .join()
+            .map_err(|_| anyhow::anyhow!("the thread reading the window's start panicked"))??;
+        let at_end = cpu_ticks(self.pid)?;
+        Ok(ticks_to_duration(at_end.saturating_sub(at_start)))
+    }
+
+    /// [`CpuWindow::end`], or `None` with a warning when the server could
+    /// not be read (it exited, say): the run's other figures still stand.
+    pub(crate) fn end_or_warn(self) -> Option<Duration> {
+        let pid = self.pid;
+        match self.end() {
+            Ok(cpu) => Some(cpu),
+            Err(error) => {
+                tracing::warn!(pid, "server CPU not measured: {error:#}");
+                None
+            }
+        }
+    }
+}
+
+/// Puts the server's CPU time over the full-rate window, and that in
+/// microseconds per message delivered from it (`None` when nothing was),
+/// into `traffic`.
+pub(crate) fn record(traffic: &mut Traffic, cpu: Duration, delivered_at_full_rate: u64) {
+    traffic.server_cpu_s = Some(cpu.as_secs_f64());
+    traffic.server_cpu_us_per_delivered = (delivered_at_full_rate > 0)
+        .then(|| cpu.as_secs_f64() * 1e6 / delivered_at_full_rate as f64);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,21 +151,51 @@ mod tests {
     }
 
     #[test]
-    fn reads_this_process() {
-        let before = cpu_ticks(std::process::id()).unwrap();
-        let spin_until = std::time::Instant::now() + Duration::from_millis(50);
-        while std::time::Instant::now() < spin_until {
-            std::hint::spin_loop();
-        }
-        assert!(cpu_ticks(std::process::id()).unwrap() >= before);
-        assert!(cpu_ticks(u32::MAX).is_err(), "no such process");
-    }
-
-    #[test]
     fn ticks_convert_at_user_hz() {
         let hz = ticks_per_second();
         assert!(hz > 0);
         assert_eq!(ticks_to_duration(hz * 3), Duration::from_secs(3));
         assert_eq!(ticks_to_duration(hz / 2), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn recording_fills_cpu_time_and_microseconds_per_delivered_message() {
+        // 2.5 s of server CPU for 100,000 messages: 25 µs each.
+        for (cpu_ms, delivered, per_message) in [
+            (2_500, 100_000, Some(25.0)),
+            (300, 6_000, Some(50.0)),
+            (1_000, 0, None),
+            (0, 10, Some(0.0)),
+        ] {
+            let mut traffic = Traffic::default();
+            record(&mut traffic, Duration::from_millis(cpu_ms), delivered);
+            assert_eq!(traffic.server_cpu_s, Some(cpu_ms as f64 / 1e3));
+            let got = traffic.server_cpu_us_per_delivered;
+            let close = |(got, want): (f64, f64)| (got - want).abs() < 1e-9;
+            assert!(
+                got.zip(per_message).map_or(got == per_message, close),
+                "{got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_window_measures_this_process_between_its_ends() {
+        let pid = std::process::id();
+        ensure_readable(Some(pid)).unwrap();
+        ensure_readable(None).unwrap();
+        assert!(ensure_readable(Some(u32::MAX)).is_err());
+        let window = CpuWindow::begin_at(pid, Instant::now() + Duration::from_millis(20));
+        let spin_until = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < spin_until {
+            std::hint::spin_loop();
+        }
+        let cpu = window.end().unwrap();
+        assert!(
+            cpu > Duration::ZERO && cpu <= Duration::from_secs(5),
+            "{cpu:?}"
+        );
+        let gone = CpuWindow::begin_at(u32::MAX, Instant::now());
+        assert_eq!(gone.end_or_warn(), None);
     }
 }

@@ -26,11 +26,6 @@ impl Latency {
         self.histogram.record(micros).expect("clamped into range");
     }
 
-    /// Adds another histogram's samples.
-    pub fn merge(&mut self, other: &Latency) {
-        self.histogram.add(&other.histogram).expect("same bounds");
-    }
-
     /// Number of samples.
     pub fn count(&self) -> u64 {
         self.histogram.len()

@@ -283,13 +283,19 @@ impl Cli {
 
     /// Where the run writes its JSON report (`--json`), if anywhere.
     pub fn json_report(&self) -> Option<&Path> {
+        self.output().0
+    }
+
+    /// Where the run writes its JSON report (`--json`), and whether its
+    /// periodic progress lines are off (`--quiet`).
+    pub fn output(&self) -> (Option<&Path>, bool) {
         match &self.scenario {
-            Scenario::NatsChat { json, .. } => json.as_deref(),
+            Scenario::NatsChat { json, quiet, .. } => (json.as_deref(), *quiet),
             Scenario::Connect { common, .. }
             | Scenario::Chat { common, .. }
             | Scenario::Rooms { common, .. }
             | Scenario::Churn { common, .. }
-            | Scenario::Presence { common, .. } => common.json.as_deref(),
+            | Scenario::Presence { common, .. } => (common.json.as_deref(), common.quiet),
         }
     }
 }

@@ -25,113 +25,69 @@ fn common_of(cli: &mut Cli) -> &mut Common {
     }
 }
 
-/// Every option of `common` away from its default.
-fn set_every_common_option(common: &mut Common) {
-    common.server = vec![
-        "127.0.0.1:14433".parse().unwrap(),
-        "[::1]:14434".parse().unwrap(),
-    ];
-    common.cert_sha256 = Some("ab".repeat(32));
-    common.secret_file = Some("/tmp/bench dir/secret".into());
-    common.sessions = 10_000;
-    common.connect_rate = 6_000.5;
-    common.max_inflight = 64;
-    common.client = ClientKind::Sdk;
-    common.endpoints = 3;
-    common.local_addr = vec!["127.0.0.2".parse().unwrap(), "::1".parse().unwrap()];
-    common.user_prefix = "-chat-2000-".into();
-    common.keep_alive = Duration::from_secs(90);
-    common.server_name = "router.example".into();
-    common.json = Some("/tmp/chat-2000.json".into());
-    common.quiet = true;
+/// Every common option away from its default.
+fn every_common_option_set() -> Common {
+    Common {
+        server: vec![
+            "127.0.0.1:14433".parse().unwrap(),
+            "[::1]:14434".parse().unwrap(),
+        ],
+        ca: None,
+        cert_sha256: Some("ab".repeat(32)),
+        secret_file: Some("/tmp/bench dir/secret".into()),
+        sessions: 10_000,
+        connect_rate: 6_000.5,
+        max_inflight: 64,
+        client: ClientKind::Sdk,
+        endpoints: 3,
+        local_addr: vec!["127.0.0.2".parse().unwrap(), "::1".parse().unwrap()],
+        user_prefix: "-chat-2000-".into(),
+        keep_alive: Duration::from_secs(90),
+        server_name: "router.example".into(),
+        json: Some("/tmp/chat-2000.json".into()),
+        quiet: true,
+    }
 }
 
 fn every_scenario_with_options_set() -> Vec<Cli> {
-    let mut values = Vec::new();
-    let mut connect = defaults("connect");
-    set_every_common_option(common_of(&mut connect));
-    if let Scenario::Connect { hold, .. } = &mut connect.scenario {
-        *hold = Duration::from_secs(90);
-    }
-    connect.threads = 1;
-    values.push(connect);
-
-    let mut chat = defaults("chat");
-    set_every_common_option(common_of(&mut chat));
-    if let Scenario::Chat {
-        rate,
-        duration,
-        payload,
-        drain,
-        ramp_up,
-        server_pid,
-        ..
-    } = &mut chat.scenario
-    {
-        *rate = 2_500.25;
-        *duration = Duration::from_millis(90_500);
-        *payload = 200;
-        *drain = Duration::from_secs(3_600 + 1);
-        *ramp_up = Duration::from_secs(5);
-        *server_pid = Some(4242);
-    }
-    values.push(chat);
-
-    let mut rooms = defaults("rooms");
-    set_every_common_option(common_of(&mut rooms));
-    if let Scenario::Rooms {
-        group,
-        rate,
-        duration,
-        payload,
-        server_pid,
-        ..
-    } = &mut rooms.scenario
-    {
-        *group = 100;
-        *rate = 100.0;
-        *duration = Duration::from_secs(20);
-        *payload = 20;
-        *server_pid = Some(1);
-    }
-    values.push(rooms);
-
-    let mut churn = defaults("churn");
-    set_every_common_option(common_of(&mut churn));
-    if let Scenario::Churn {
-        rate,
-        reconnect_rate,
-        duration,
-        payload,
-        server_pid,
-        ..
-    } = &mut churn.scenario
-    {
-        *rate = 5_000.0;
-        *reconnect_rate = 200.0;
-        *duration = Duration::from_secs(30);
-        *payload = 81;
-        *server_pid = Some(77);
-    }
-    values.push(churn);
-
-    let mut presence = defaults("presence");
-    set_every_common_option(common_of(&mut presence));
-    if let Scenario::Presence {
-        rate,
-        duration,
-        watch,
-        ..
-    } = &mut presence.scenario
-    {
-        *rate = 50.0;
-        *duration = Duration::from_millis(1_500);
-        *watch = 5;
-    }
-    values.push(presence);
-
-    values.push(Cli {
-        scenario: Scenario::NatsChat {
+    let common = every_common_option_set;
+    let scenarios = [
+        Scenario::Connect {
+            common: common(),
+            hold: Duration::from_secs(90),
+        },
+        Scenario::Chat {
+            common: common(),
+            rate: 2_500.25,
+            duration: Duration::from_millis(90_500),
+            payload: 200,
+            drain: Duration::from_secs(3_600 + 1),
+            ramp_up: Duration::from_secs(5),
+            server_pid: Some(4242),
+        },
+        Scenario::Rooms {
+            common: common(),
+            group: 100,
+            rate: 100.0,
+            duration: Duration::from_secs(20),
+            payload: 20,
+            server_pid: Some(1),
+        },
+        Scenario::Churn {
+            common: common(),
+            rate: 5_000.0,
+            reconnect_rate: 200.0,
+            duration: Duration::from_secs(30),
+            payload: 81,
+            server_pid: Some(77),
+        },
+        Scenario::Presence {
+            common: common(),
+            rate: 50.0,
+            duration: Duration::from_millis(1_500),
+            watch: 5,
+        },
+        Scenario::NatsChat {
             nats_url: "tls://localhost:14222".into(),
             nats_ca: Some("/tmp/nats-tls/cert.pem".into()),
             sessions: 10_000,
@@ -145,9 +101,10 @@ fn every_scenario_with_options_set() -> Vec<Cli> {
             json: Some("/tmp/nats-chat-30000.json".into()),
             quiet: true,
         },
-        threads: 2,
-    });
-    values
+    ];
+    let threads = [1, 0, 0, 0, 0, 2];
+    let cli = |(scenario, threads)| Cli { scenario, threads };
+    scenarios.into_iter().zip(threads).map(cli).collect()
 }
 
 #[test]
@@ -172,22 +129,23 @@ fn every_scenario_with_every_option_set_parses_back_to_itself() {
 fn options_set_and_unset_parse_back_to_themselves() {
     // Some options set, the rest left unset or at their default.
     let mut chat = defaults("chat");
-    if let Scenario::Chat {
+    let Scenario::Chat {
         common,
         rate,
         ramp_up,
         ..
     } = &mut chat.scenario
-    {
-        common.server = vec![
-            "127.0.0.1:14433".parse().unwrap(),
-            "127.0.0.1:14434".parse().unwrap(),
-        ];
-        common.ca = Some("/tmp/ca.pem".into());
-        common.keep_alive = Duration::from_secs(30);
-        *rate = 10_000.0;
-        *ramp_up = Duration::from_secs(90);
-    }
+    else {
+        unreachable!()
+    };
+    common.server = vec![
+        "127.0.0.1:14433".parse().unwrap(),
+        "127.0.0.1:14434".parse().unwrap(),
+    ];
+    common.ca = Some("/tmp/ca.pem".into());
+    common.keep_alive = Duration::from_secs(30);
+    *rate = 10_000.0;
+    *ramp_up = Duration::from_secs(90);
     let args = chat.to_args();
     assert_eq!(parse(&args), chat);
     let line = args.join(" ");
@@ -228,16 +186,11 @@ fn durations_are_written_without_spaces() {
 
 #[test]
 fn the_old_name_of_the_driver_client_is_still_accepted() {
-    let cli = parse(&["connect".into(), "--client".into(), "lean".into()]);
-    let Scenario::Connect { common, .. } = &cli.scenario else {
-        panic!("{cli:?}");
-    };
-    assert_eq!(common.client, ClientKind::Driver);
-    assert_eq!(defaults("chat"), cli_with_client("chat", "driver"));
-}
-
-fn cli_with_client(scenario: &str, client: &str) -> Cli {
-    parse(&[scenario.into(), "--client".into(), client.into()])
+    let with_client =
+        |scenario: &str, client: &str| parse(&[scenario.into(), "--client".into(), client.into()]);
+    let mut cli = with_client("connect", "lean");
+    assert_eq!(common_of(&mut cli).client, ClientKind::Driver);
+    assert_eq!(defaults("chat"), with_client("chat", "driver"));
 }
 
 #[test]
@@ -250,7 +203,11 @@ fn default_common_options_are_the_command_lines_defaults() {
 #[test]
 fn the_json_report_path_is_found_in_every_scenario() {
     for cli in every_scenario_with_options_set() {
-        assert!(cli.json_report().is_some(), "{cli:?}");
+        let (json, quiet) = cli.output();
+        assert!(
+            json.is_some() && json == cli.json_report() && quiet,
+            "{cli:?}"
+        );
     }
     assert_eq!(defaults("chat").json_report(), None);
 }

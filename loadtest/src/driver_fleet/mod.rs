@@ -27,7 +27,7 @@ use switchboard_quic::tls::ClientTls;
 use switchboard_quic::{bind_udp, Driver, PortSharing};
 use tokio::sync::{mpsc, Notify, Semaphore};
 
-use crate::fleet::{FleetOptions, OpenOutcome};
+use crate::fleet::{Failures, FleetOptions, OpenOutcome};
 use crate::progress::Counters;
 use crate::report::Report;
 use crate::stats::Latency;
@@ -35,8 +35,6 @@ use sessions::{Command, Sessions};
 
 /// Receive/send buffer asked for each client socket.
 const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
-/// Failure messages kept as samples for the report.
-const SAMPLES: usize = 5;
 /// Pings in flight at once while verifying. Verification is closed-loop: an
 /// open-loop burst of pings to hundreds of thousands of sessions overflowed
 /// socket buffers, and every connection's own loss recovery then amplified
@@ -91,21 +89,6 @@ struct Opening {
     failed: Failures,
 }
 
-#[derive(Default)]
-struct Failures {
-    count: u64,
-    samples: Vec<String>,
-}
-
-impl Failures {
-    fn add(&mut self, reason: String) {
-        self.count += 1;
-        if self.samples.len() < SAMPLES {
-            self.samples.push(reason);
-        }
-    }
-}
-
 impl Shared {
     fn opened(&self, index: u32, latency: Duration) {
         let mut opening = self.opening.lock().expect("not poisoned");
@@ -122,10 +105,6 @@ impl Shared {
         drop(opening);
         Counters::bump(&self.counters.errors);
         self.handshakes.add_permits(1);
-    }
-
-    fn reopened(&self) {
-        Counters::bump(&self.reconnects);
     }
 
     fn reopen_failed(&self, reason: String) {
@@ -172,19 +151,23 @@ impl FleetSender {
     /// Queues an encoded frame on session `index`. A frame for a session
     /// that is not open is counted in [`DriverFleet::send_failures`].
     pub fn send(&self, index: u32, frame: Bytes) {
-        let driver = &self.drivers[index as usize % self.drivers.len()];
-        let _ = driver.send(Command::Send { index, frame });
+        let _ = self.driver(index).send(Command::Send { index, frame });
     }
 
     /// Closes session `index` and opens it again at once on `server` with
     /// `token`, resuming after the last message it handed on (churn).
     pub fn reconnect(&self, index: u32, server: SocketAddr, token: String) {
-        let driver = &self.drivers[index as usize % self.drivers.len()];
-        let _ = driver.send(Command::Reconnect {
+        let reconnect = Command::Reconnect {
             index,
             server,
             token,
-        });
+        };
+        let _ = self.driver(index).send(reconnect);
+    }
+
+    /// The channel to the driver that holds session `index`.
+    fn driver(&self, index: u32) -> &mpsc::UnboundedSender<Command> {
+        &self.drivers[index as usize % self.drivers.len()]
     }
 }
 
@@ -251,7 +234,7 @@ impl DriverFleet {
 
         let started = Instant::now();
         let interval = Duration::from_secs_f64(1.0 / options.connect_rate.max(0.001));
-        for index in 0..options.sessions {
+        for index in 0..options.sessions as u32 {
             // Scheduled-time pacing: catch up after a late wake-up.
             tokio::time::sleep_until((started + interval.mul_f64(index as f64)).into()).await;
             shared
@@ -260,16 +243,14 @@ impl DriverFleet {
                 .await
                 .expect("never closed")
                 .forget();
-            let index = index as u32;
             let hello = hello(options.token(index as usize), None);
             let server = options.servers[index as usize % options.servers.len()];
-            let driver = &sender.drivers[index as usize % driver_count];
             let open = Command::Open {
                 index,
                 server,
                 hello,
             };
-            if driver.send(open).is_err() {
+            if sender.driver(index).send(open).is_err() {
                 shared.open_failed(format!("session {index}: its driver task has ended"));
             }
         }
@@ -286,8 +267,7 @@ impl DriverFleet {
             outcome: OpenOutcome {
                 opened: opening.opened.len(),
                 connect_latency: opening.latency,
-                failures: opening.failed.count,
-                failure_samples: opening.failed.samples,
+                failed: opening.failed,
                 open_time,
             },
             opened: opening.opened,
@@ -303,13 +283,7 @@ impl DriverFleet {
     /// Adds a violation for reconnects that failed to open.
     pub fn report_failed_reconnects(&self, report: &mut Report) {
         let failures = self.shared.reconnect_failures.lock().expect("not poisoned");
-        if failures.count > 0 {
-            report.violations.push(format!(
-                "{} reconnects failed ({})",
-                failures.count,
-                failures.samples.join("; ")
-            ));
-        }
+        failures.report("reconnects failed", report);
     }
 
     /// Writes frames on the sessions.
@@ -352,13 +326,7 @@ impl DriverFleet {
     /// a few of the reasons.
     pub fn report_lost(&self, report: &mut Report) {
         let lost = self.shared.lost.lock().expect("not poisoned");
-        if lost.count > 0 {
-            report.violations.push(format!(
-                "{} sessions were lost after opening ({})",
-                lost.count,
-                lost.samples.join("; ")
-            ));
-        }
+        lost.report("sessions were lost after opening", report);
     }
 
     /// Frames given for sessions that were not open.
@@ -376,8 +344,7 @@ impl DriverFleet {
             if n % 256 == 0 {
                 tokio::time::sleep_until((started + interval.mul_f64(n as f64)).into()).await;
             }
-            let driver = &self.sender.drivers[index as usize % self.sender.drivers.len()];
-            let _ = driver.send(Command::Close { index });
+            let _ = self.sender.driver(index).send(Command::Close { index });
         }
         drop(self.sender);
         let aborts: Vec<_> = self.tasks.iter().map(|t| t.abort_handle()).collect();

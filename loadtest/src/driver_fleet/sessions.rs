@@ -31,6 +31,7 @@ use switchboard_proto::v1::{
 use switchboard_quic::{Application, Conn, Connections, Driven, Events, StreamRead};
 
 use super::Shared;
+use crate::progress::Counters;
 
 /// Largest stream read at once.
 const READ_CHUNK: usize = 64 * 1024;
@@ -309,15 +310,14 @@ impl Application for Sessions {
                 server,
                 token,
             } => self.reconnect(conns, index, server, token, now),
-            Command::Close { index } => {
-                if let Some(conn) = self.session(conns, index) {
-                    if conn.session.phase != Phase::Closed {
-                        close_normally(conn, now);
-                        let handle = conn.handle;
-                        conns.touch(handle);
-                    }
+            Command::Close { index } => match self.session(conns, index) {
+                Some(conn) if conn.session.phase != Phase::Closed => {
+                    close_normally(conn, now);
+                    let handle = conn.handle;
+                    conns.touch(handle);
                 }
-            }
+                _ => {}
+            },
         }
     }
 
@@ -326,14 +326,12 @@ impl Application for Sessions {
             end(&self.shared, &mut conn.session, describe(&reason));
         }
         if conn.session.phase != Phase::Closed {
-            if Self::write(conn, now) {
+            let writable = Self::write(conn, now) && {
                 self.read(conn, now);
                 // What was read may have made an ack due.
-                if conn.session.phase == Phase::Open && !Self::write(conn, now) {
-                    let reason = "the server stopped reading the stream".to_owned();
-                    fail(&self.shared, conn, reason, now);
-                }
-            } else {
+                conn.session.phase != Phase::Open || Self::write(conn, now)
+            };
+            if !writable {
                 let reason = "the server stopped reading the stream".to_owned();
                 fail(&self.shared, conn, reason, now);
             }
@@ -404,7 +402,7 @@ impl Shared {
             (Phase::Opening, Some(Body::Welcome(_))) => {
                 session.phase = Phase::Open;
                 if session.resumed {
-                    self.reopened();
+                    Counters::bump(&self.reconnects);
                 } else {
                     self.opened(session.index, now - session.started);
                 }

@@ -10,7 +10,7 @@
 //! reported apart.
 //!
 //! Given the server's process id, a run also measures the server's CPU
-//! time over its full-rate window ([`crate::server_cpu`]).
+//! time over its full-rate window ([`crate::proc_cpu`]).
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -24,10 +24,10 @@ use tokio::sync::mpsc;
 use crate::driver_fleet::{DriverFleet, FrameHandler};
 use crate::fleet::{self, ClientKind, FleetOptions};
 use crate::probe::Probe;
+use crate::proc_cpu::{self, CpuWindow};
 use crate::progress::Counters;
 use crate::report::{Report, Traffic};
 use crate::scenario::Schedule;
-use crate::server_cpu::{self, CpuWindow};
 use crate::tracking::DeliveryTracker;
 
 impl ChatOptions {
@@ -96,79 +96,6 @@ impl SendTally {
     }
 }
 
-/// What a chat run saw, to be judged: how long sending took, what was
-/// scheduled, what the senders and receivers saw, and the server's CPU time
-/// over the full-rate window when it was measured.
-pub(crate) struct Outcome {
-    /// From the start until the last message was handed on.
-    pub(crate) sending_time: Duration,
-    /// Messages scheduled.
-    pub(crate) scheduled: u64,
-    /// What the senders saw.
-    pub(crate) tally: SendTally,
-    /// What the receivers saw.
-    pub(crate) tracker: DeliveryTracker,
-    /// Deliveries each accepted message is due (1 for a direct message).
-    pub(crate) fan_out: u64,
-    /// The server's CPU time over the full-rate window.
-    pub(crate) server_cpu: Option<Duration>,
-}
-
-/// Fills in the report's traffic and lists every violation: lost,
-/// duplicated, reordered, refused or failed messages. Each accepted message
-/// is due `fan_out` deliveries; one not in within `drain` of the last send
-/// counts as lost.
-pub(crate) fn judge(report: &mut Report, chat: &ChatOptions, outcome: Outcome) {
-    let Outcome {
-        sending_time,
-        scheduled,
-        tally,
-        tracker: t,
-        fan_out,
-        server_cpu,
-    } = outcome;
-    let lost = (tally.routed * fan_out).saturating_sub(t.delivered);
-    // The figures describe the full rate: the time and the deliveries
-    // after the ramp-up.
-    let at_full_rate = sending_time.saturating_sub(chat.ramp_up);
-    let mut traffic = Traffic {
-        offered_rate_per_s: chat.rate,
-        duration_s: at_full_rate.as_secs_f64(),
-        ramp_up_s: chat.ramp_up.as_secs_f64(),
-        scheduled,
-        routed: tally.routed,
-        refused: tally.refused,
-        deliveries_per_message: fan_out,
-        delivered: t.delivered,
-        lost,
-        duplicated: t.duplicated,
-        reordered: t.reordered,
-        delivered_rate_per_s: t.delivered_measured as f64 / at_full_rate.as_secs_f64().max(1e-9),
-        latency: t.latency.summary(),
-        server_cpu_s: None,
-        server_cpu_us_per_delivered: None,
-    };
-    if let Some(cpu) = server_cpu {
-        server_cpu::record(&mut traffic, cpu, t.delivered_measured);
-    }
-    report.traffic = Some(traffic);
-    let not_delivered = format!(
-        "accepted messages were not delivered within {} of the last send",
-        humantime::format_duration(chat.drain)
-    );
-    for (count, what) in [
-        (lost, not_delivered.as_str()),
-        (t.duplicated, "messages were delivered twice"),
-        (t.reordered, "messages arrived out of per-sender order"),
-        (tally.refused, "messages were refused by the server"),
-        (tally.failed, "sends failed (session lost)"),
-    ] {
-        if count > 0 {
-            report.violations.push(format!("{count} {what}"));
-        }
-    }
-}
-
 /// Runs the scenario on the fleet `options.client` picks.
 pub async fn run(
     options: &FleetOptions,
@@ -186,34 +113,40 @@ pub async fn run_with_server_cpu(
     server_pid: Option<u32>,
     counters: &Arc<Counters>,
 ) -> anyhow::Result<Report> {
-    if let Some(pid) = server_pid {
-        server_cpu::ensure_readable(pid)?;
-    }
+    proc_cpu::ensure_readable(server_pid)?;
     match options.client {
         ClientKind::Driver => run_on_driver_fleet(options, chat, server_pid, counters).await,
         ClientKind::Sdk => run_sdk(options, chat, server_pid, counters).await,
     }
 }
 
-/// Receives the driver fleet's frames: deliveries into the tracker, send
+/// Receives a driver fleet's frames: deliveries into the tracker, send
 /// results into the tally.
-struct DriverFleetReceiver {
-    tracker: Arc<Mutex<DeliveryTracker>>,
-    tally: Arc<Mutex<SendTally>>,
+pub(crate) struct DriverFleetReceiver {
+    pub(crate) tracker: Mutex<DeliveryTracker>,
+    pub(crate) tally: Mutex<SendTally>,
     counters: Arc<Counters>,
     /// When sending began (probes' times count from it); set once the fleet
     /// is open.
-    start: OnceLock<Instant>,
+    pub(crate) start: OnceLock<Instant>,
+}
+
+impl DriverFleetReceiver {
+    pub(crate) fn new(tracker: DeliveryTracker, counters: &Arc<Counters>) -> Self {
+        DriverFleetReceiver {
+            tracker: Mutex::new(tracker),
+            tally: Mutex::default(),
+            counters: counters.clone(),
+            start: OnceLock::new(),
+        }
+    }
 }
 
 impl FrameHandler for DriverFleetReceiver {
     fn frame(&self, index: u32, body: Body) {
         match body {
             Body::Deliver(deliver) => {
-                if let Some(&start) = self.start.get() {
-                    let Some(message) = &deliver.message else {
-                        return;
-                    };
+                if let (Some(&start), Some(message)) = (self.start.get(), &deliver.message) {
                     let payload = &message.payload;
                     DeliveryTracker::receive(&self.tracker, &self.counters, start, index, payload);
                 }
@@ -226,21 +159,31 @@ impl FrameHandler for DriverFleetReceiver {
     }
 }
 
+/// Waits until each of `scheduled` sends on `fleet` has been answered
+/// (routed or refused) or has failed, or until `deadline`.
+pub(crate) async fn wait_for_answers(
+    tally: &Mutex<SendTally>,
+    fleet: &DriverFleet,
+    scheduled: u64,
+    deadline: Instant,
+) {
+    let answered = || {
+        let tally = tally.lock().expect("not poisoned");
+        tally.routed + tally.refused + fleet.send_failures()
+    };
+    while answered() < scheduled && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn run_on_driver_fleet(
     options: &FleetOptions,
     chat: &ChatOptions,
     server_pid: Option<u32>,
     counters: &Arc<Counters>,
 ) -> anyhow::Result<Report> {
-    let receiver = Arc::new(DriverFleetReceiver {
-        tracker: Arc::new(Mutex::new(DeliveryTracker::for_chat(
-            chat,
-            options.sessions as u64,
-        ))),
-        tally: Arc::default(),
-        counters: counters.clone(),
-        start: OnceLock::new(),
-    });
+    let tracker = DeliveryTracker::for_chat(chat, options.sessions as u64);
+    let receiver = Arc::new(DriverFleetReceiver::new(tracker, counters));
     let fleet = DriverFleet::open(options, receiver.clone(), counters).await?;
     let churn = chat.reconnect_rate > 0.0;
     let name = if churn { "churn" } else { "chat" };
@@ -280,32 +223,27 @@ async fn run_on_driver_fleet(
     // Every send is answered by a SendResult, or counted as failed when its
     // session was gone.
     let (receiver_ref, fleet_ref) = (&receiver, &fleet);
-    let answered = move || {
-        let tally = receiver_ref.tally.lock().expect("not poisoned");
-        tally.routed + tally.refused + fleet_ref.send_failures()
-    };
     let senders_done = move |scheduled: u64| async move {
         let deadline = Instant::now() + chat.drain;
-        while answered() < scheduled && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_answers(&receiver_ref.tally, fleet_ref, scheduled, deadline).await;
         // Under churn a send that finds its session reconnecting is not a
         // failure: it was never sent (reported apart).
         let failed = if churn { 0 } else { fleet_ref.send_failures() };
         receiver_ref.tally.lock().expect("not poisoned").failed = failed;
-        Ok(())
+        Ok(Instant::now() + chat.drain)
     };
-    let traffic = ChatRun {
+    let run = ChatRun {
         start,
-        participants: fleet.opened.len(),
         tally: &receiver.tally,
         tracker: &receiver.tracker,
+        fan_out: 1,
         server_pid,
+        failed_sends: None,
     };
-    send_and_judge(&mut report, chat, traffic, send, senders_done).await?;
+    let each = direct_messages(fleet.opened.len(), chat.payload_bytes, send);
+    send_and_judge(&mut report, chat, run, each, senders_done).await?;
     if let Some(churner) = churner {
-        let scheduled =
-            tokio::task::spawn_blocking(move || churner.join().expect("churn thread")).await?;
+        let scheduled = super::joined(churner).await?;
         report.reconnects = Some(fleet.reconnects());
         report.sends_skipped = Some(fleet.send_failures());
         fleet.report_failed_reconnects(&mut report);
@@ -329,13 +267,7 @@ async fn run_sdk(
     let mut report = crate::base_report("chat", options, &fleet.outcome);
     let n = fleet.members.len();
     anyhow::ensure!(n >= 2, "chat needs at least 2 open sessions, got {n}");
-    let users: Arc<Vec<String>> = Arc::new(
-        fleet
-            .members
-            .iter()
-            .map(|m| options.user(m.index))
-            .collect(),
-    );
+    let users = Arc::new(fleet.users(options));
     let tracker = DeliveryTracker::for_chat(chat, n as u64);
     let tracker = Arc::new(Mutex::new(tracker));
     let tally = Arc::new(Mutex::new(SendTally::default()));
@@ -389,14 +321,15 @@ async fn run_sdk(
         }));
     }
 
-    let traffic = ChatRun {
+    let run = ChatRun {
         start,
-        participants: n,
         tally: &tally,
         tracker: &tracker,
+        fan_out: 1,
         server_pid,
+        failed_sends: None,
     };
-    send_through_outboxes(&mut report, chat, traffic, outboxes, senders).await?;
+    send_through_outboxes(&mut report, chat, run, outboxes, senders).await?;
     for receiver in receivers {
         receiver.abort();
     }
@@ -410,10 +343,11 @@ async fn run_sdk(
 pub(crate) async fn send_through_outboxes(
     report: &mut Report,
     chat: &ChatOptions,
-    traffic: ChatRun<'_>,
+    run: ChatRun<'_>,
     outboxes: Vec<mpsc::UnboundedSender<(usize, Vec<u8>)>>,
     senders: Vec<tokio::task::JoinHandle<()>>,
 ) -> anyhow::Result<()> {
+    let n = outboxes.len();
     let send = move |from: usize, to: usize, payload: Vec<u8>| {
         let _ = outboxes[from].send((to, payload));
     };
@@ -421,50 +355,41 @@ pub(crate) async fn send_through_outboxes(
         for sender in senders {
             sender.await?;
         }
-        Ok(())
+        Ok(Instant::now() + chat.drain)
     };
-    send_and_judge(report, chat, traffic, send, senders_done).await
+    let each = direct_messages(n, chat.payload_bytes, send);
+    send_and_judge(report, chat, run, each, senders_done).await
 }
 
-/// The shared state of one chat run.
+/// The shared state of one chat (or rooms) run.
 pub(crate) struct ChatRun<'a> {
     /// Probes' scheduled times count from here.
     pub(crate) start: Instant,
-    /// Sessions taking part, numbered 0..participants for `send`.
-    pub(crate) participants: usize,
     /// What the senders saw.
     pub(crate) tally: &'a Mutex<SendTally>,
     /// What the receivers saw.
     pub(crate) tracker: &'a Mutex<DeliveryTracker>,
+    /// Deliveries each accepted message is due (1 for a direct message).
+    pub(crate) fan_out: u64,
     /// The server process whose CPU time over the full-rate window is
     /// measured, if any.
     pub(crate) server_pid: Option<u32>,
+    /// Sends that failed, counted apart from the tally once the stragglers
+    /// are in (rooms).
+    pub(crate) failed_sends: Option<&'a dyn Fn() -> u64>,
 }
 
-/// Sends random direct messages at the chat rate through `send(from, to,
-/// payload)` (which must keep each sender's messages in order), waits for
-/// `senders_done(scheduled)` and for stragglers, then judges what the
-/// tracker saw against the tally. The server's CPU window, if measured,
-/// runs from the end of the ramp-up until the last message is handed on.
-pub(crate) async fn send_and_judge<Done>(
-    report: &mut Report,
-    chat: &ChatOptions,
-    traffic: ChatRun<'_>,
+/// Random direct messages among `n` sessions, numbered from 0, through
+/// `send(from, to, payload)` (which must keep each sender's messages in
+/// order): what a chat run paces.
+fn direct_messages(
+    n: usize,
+    payload_bytes: usize,
     mut send: impl FnMut(usize, usize, Vec<u8>) + Send + 'static,
-    senders_done: impl FnOnce(u64) -> Done,
-) -> anyhow::Result<()>
-where
-    Done: std::future::Future<Output = anyhow::Result<()>>,
-{
-    let n = traffic.participants;
-    let payload_bytes = chat.payload_bytes;
+) -> impl FnMut(u64, u64) + Send + 'static {
     let mut seqs = vec![0u64; n];
     let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed);
-    let full_rate_from = traffic.start + chat.ramp_up;
-    let cpu_window = traffic
-        .server_pid
-        .map(|pid| CpuWindow::begin_at(pid, full_rate_from));
-    let pacer = super::paced(traffic.start, chat.schedule(), move |_, due_ns| {
+    move |_, due_ns| {
         let from = rng.random_range(0..n);
         let mut to = rng.random_range(0..n - 1);
         if to >= from {
@@ -477,27 +402,83 @@ where
             scheduled_ns: due_ns,
         };
         send(from, to, probe.encode(payload_bytes));
-    });
-    let scheduled =
-        tokio::task::spawn_blocking(move || pacer.join().expect("pacer thread")).await?;
-    let sending_time = traffic.start.elapsed();
+    }
+}
+
+/// Calls `each(i, due_ns)` for every message of the chat schedule, waits
+/// for `senders_done(scheduled)`, which gives the deadline for stragglers,
+/// and until then for the deliveries due; then fills in the report's
+/// traffic and lists every violation: lost, duplicated, reordered, refused
+/// or failed messages. Each accepted message is due `fan_out` deliveries;
+/// one not in by the deadline counts as lost. The server's CPU window, if
+/// measured, runs from the end of the ramp-up until the last message is
+/// handed on.
+pub(crate) async fn send_and_judge<Done>(
+    report: &mut Report,
+    chat: &ChatOptions,
+    run: ChatRun<'_>,
+    each: impl FnMut(u64, u64) + Send + 'static,
+    senders_done: impl FnOnce(u64) -> Done,
+) -> anyhow::Result<()>
+where
+    Done: std::future::Future<Output = anyhow::Result<Instant>>,
+{
+    let full_rate_from = run.start + chat.ramp_up;
+    let cpu_window = run
+        .server_pid
+        .map(|pid| CpuWindow::begin_at(pid, full_rate_from));
+    let scheduled = super::joined(super::paced(run.start, chat.schedule(), each)).await?;
+    let sending_time = run.start.elapsed();
     let server_cpu = cpu_window.and_then(CpuWindow::end_or_warn);
-    senders_done(scheduled).await?;
-    let routed = traffic.tally.lock().expect("not poisoned").routed;
-    let deadline = Instant::now() + chat.drain;
-    while traffic.tracker.lock().expect("not poisoned").delivered < routed
-        && Instant::now() < deadline
-    {
+    let deadline = senders_done(scheduled).await?;
+    let fan_out = run.fan_out;
+    let due = run.tally.lock().expect("not poisoned").routed * fan_out;
+    while run.tracker.lock().expect("not poisoned").delivered < due && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let outcome = Outcome {
-        sending_time,
+    let mut tally = std::mem::take(&mut *run.tally.lock().expect("not poisoned"));
+    if let Some(failed_sends) = run.failed_sends {
+        tally.failed = failed_sends();
+    }
+    let t = std::mem::take(&mut *run.tracker.lock().expect("not poisoned"));
+    let lost = (tally.routed * fan_out).saturating_sub(t.delivered);
+    // The figures describe the full rate: the time and the deliveries
+    // after the ramp-up.
+    let at_full_rate = sending_time.saturating_sub(chat.ramp_up);
+    let mut traffic = Traffic {
+        offered_rate_per_s: chat.rate,
+        duration_s: at_full_rate.as_secs_f64(),
+        ramp_up_s: chat.ramp_up.as_secs_f64(),
         scheduled,
-        tally: std::mem::take(&mut *traffic.tally.lock().expect("not poisoned")),
-        tracker: std::mem::take(&mut *traffic.tracker.lock().expect("not poisoned")),
-        fan_out: 1,
-        server_cpu,
+        routed: tally.routed,
+        refused: tally.refused,
+        deliveries_per_message: fan_out,
+        delivered: t.delivered,
+        lost,
+        duplicated: t.duplicated,
+        reordered: t.reordered,
+        delivered_rate_per_s: t.delivered_measured as f64 / at_full_rate.as_secs_f64().max(1e-9),
+        latency: t.latency.summary(),
+        ..Traffic::default()
     };
-    judge(report, chat, outcome);
+    if let Some(cpu) = server_cpu {
+        proc_cpu::record(&mut traffic, cpu, t.delivered_measured);
+    }
+    report.traffic = Some(traffic);
+    let not_delivered = format!(
+        "accepted messages were not delivered within {} of the last send",
+        humantime::format_duration(chat.drain)
+    );
+    for (count, what) in [
+        (lost, not_delivered.as_str()),
+        (t.duplicated, "messages were delivered twice"),
+        (t.reordered, "messages arrived out of per-sender order"),
+        (tally.refused, "messages were refused by the server"),
+        (tally.failed, "sends failed (session lost)"),
+    ] {
+        if count > 0 {
+            report.violations.push(format!("{count} {what}"));
+        }
+    }
     Ok(())
 }

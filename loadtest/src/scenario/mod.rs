@@ -96,18 +96,20 @@ pub(crate) fn paced(
             let due_ns = schedule.due_ns(i);
             let now_ns = start.elapsed().as_nanos() as u64;
             if due_ns > now_ns {
-                // What falls due meanwhile goes out in one burst, so the
-                // drivers wake once per tick rather than once per message.
                 std::thread::sleep(PACING_TICK);
                 continue;
             }
-            // Everything due by now goes out, each stamped with its own
-            // scheduled time.
             each(i, due_ns);
             i += 1;
         }
         total
     })
+}
+
+/// Waits, off the async runtime's threads, for a [`paced`] thread to end;
+/// returns how many calls it scheduled.
+pub(crate) async fn joined(pacer: std::thread::JoinHandle<u64>) -> anyhow::Result<u64> {
+    Ok(tokio::task::spawn_blocking(move || pacer.join().expect("pacer thread")).await?)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! random subjects at the same open-loop rate, with the same [`Probe`]s and
 //! the same loss, duplicate and order checks. Given nats-server's process
 //! id, a run also measures its CPU time over the full-rate window
-//! ([`crate::server_cpu`]).
+//! ([`crate::proc_cpu`]).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -47,9 +47,7 @@ pub async fn run(
     server_pid: Option<u32>,
     counters: &Arc<Counters>,
 ) -> anyhow::Result<Report> {
-    if let Some(pid) = server_pid {
-        crate::server_cpu::ensure_readable(pid)?;
-    }
+    crate::proc_cpu::ensure_readable(server_pid)?;
     let started = Instant::now();
     let permits = Arc::new(Semaphore::new(nats.max_inflight.max(1)));
     let interval = Duration::from_secs_f64(1.0 / nats.connect_rate.max(0.001));
@@ -110,12 +108,7 @@ pub async fn run(
         report.violations.push(format!(
             "{} connections failed ({})",
             failures.len(),
-            failures
-                .iter()
-                .take(3)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("; ")
+            failures[..failures.len().min(3)].join("; ")
         ));
     }
     anyhow::ensure!(n >= 2, "nats-chat needs at least 2 connections, got {n}");
@@ -164,14 +157,15 @@ pub async fn run(
             let _ = client.flush().await;
         }));
     }
-    let traffic = super::chat::ChatRun {
+    let run = super::chat::ChatRun {
         start,
-        participants: n,
         tally: &tally,
         tracker: &tracker,
+        fan_out: 1,
         server_pid,
+        failed_sends: None,
     };
-    super::chat::send_through_outboxes(&mut report, chat, traffic, outboxes, senders).await?;
+    super::chat::send_through_outboxes(&mut report, chat, run, outboxes, senders).await?;
     for task in tasks {
         task.abort();
     }

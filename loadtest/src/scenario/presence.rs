@@ -48,11 +48,7 @@ pub async fn run(
     let n = fleet.members.len();
     anyhow::ensure!(n >= 2, "presence needs at least 2 open sessions, got {n}");
     let watch = presence.watch.min(n - 1).max(1);
-    let users: Vec<String> = fleet
-        .members
-        .iter()
-        .map(|m| options.user(m.index))
-        .collect();
+    let users = fleet.users(options);
     // Session p watches p+1 .. p+watch (mod n): every user has `watch` watchers.
     let tracker = Arc::new(Mutex::new(Tracker::default()));
     let start = Instant::now();
@@ -120,8 +116,7 @@ pub async fn run(
             let _ = outboxes[who].send((status, (due_ns + offset_ns).to_string()));
         },
     );
-    let scheduled =
-        tokio::task::spawn_blocking(move || pacer.join().expect("pacer thread")).await?;
+    let scheduled = super::joined(pacer).await?;
     let sending_time = start_changes.elapsed();
     let expected = scheduled * watch as u64;
     let deadline = Instant::now() + presence.drain;
@@ -133,19 +128,15 @@ pub async fn run(
     report.traffic = Some(Traffic {
         offered_rate_per_s: presence.rate,
         duration_s: sending_time.as_secs_f64(),
-        ramp_up_s: 0.0,
         scheduled,
         routed: scheduled,
-        refused: 0,
         deliveries_per_message: 1,
         delivered: t.delivered,
         lost,
-        duplicated: 0,
         reordered: t.stale_versions,
         delivered_rate_per_s: t.delivered as f64 / sending_time.as_secs_f64().max(1e-9),
         latency: t.latency.summary(),
-        server_cpu_s: None,
-        server_cpu_us_per_delivered: None,
+        ..Traffic::default()
     });
     if lost > 0 {
         report.violations.push(format!(

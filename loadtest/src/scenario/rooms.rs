@@ -6,11 +6,11 @@
 //! deliveries, and the fan-out spread, from a message's first member
 //! delivery to its last. Driver fleet only. Given the server's process id,
 //! a run also measures the server's CPU time while it sends
-//! ([`crate::server_cpu`]).
+//! ([`crate::proc_cpu`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::{Rng, SeedableRng};
@@ -20,13 +20,13 @@ use switchboard_proto::v1::{
     client_frame, server_frame::Body, ClientFrame, CreateRoom, JoinRoom, Send as SendFrame,
 };
 
-use super::chat::{judge, ChatOptions, Outcome, SendTally};
+use super::chat::{send_and_judge, wait_for_answers, ChatOptions, ChatRun, DriverFleetReceiver};
 use crate::driver_fleet::{DriverFleet, FleetSender, FrameHandler};
 use crate::fleet::FleetOptions;
 use crate::probe::Probe;
+use crate::proc_cpu;
 use crate::progress::Counters;
 use crate::report::Report;
-use crate::server_cpu::{self, CpuWindow};
 use crate::stats::Latency;
 use crate::tracking::DeliveryTracker;
 
@@ -47,34 +47,26 @@ pub struct RoomsOptions {
 /// got it.
 type Spread = (Duration, Duration, u32);
 
-/// Everything the fleet's frames tell the scenario.
+/// Everything the fleet's frames tell the scenario: what a chat run's
+/// receiver sees, the fan-out spread and the room set-up's answers.
 struct RoomsReceiver {
-    tracker: Mutex<DeliveryTracker>,
+    chat: DriverFleetReceiver,
     spread: Mutex<HashMap<(u32, u64), Spread>>,
-    tally: Mutex<SendTally>,
     setup_ok: AtomicU64,
     setup_refused: AtomicU64,
-    counters: Arc<Counters>,
-    start: OnceLock<Instant>,
 }
 
 impl FrameHandler for RoomsReceiver {
     fn frame(&self, index: u32, body: Body) {
-        match body {
+        match &body {
             Body::Deliver(deliver) => {
-                let (Some(&start), Some(message)) = (self.start.get(), deliver.message) else {
+                let (Some(&start), Some(message)) = (self.chat.start.get(), &deliver.message)
+                else {
                     return;
                 };
                 let Some(probe) = Probe::decode(&message.payload) else {
                     return;
                 };
-                DeliveryTracker::receive(
-                    &self.tracker,
-                    &self.counters,
-                    start,
-                    index,
-                    &message.payload,
-                );
                 let latency = start
                     .elapsed()
                     .saturating_sub(Duration::from_nanos(probe.scheduled_ns));
@@ -86,9 +78,6 @@ impl FrameHandler for RoomsReceiver {
                 entry.1 = entry.1.max(latency);
                 entry.2 += 1;
             }
-            Body::SendResult(result) => {
-                self.tally.lock().expect("not poisoned").count(&result);
-            }
             Body::RoomResult(result) => {
                 let counter = if result.error == ErrorCode::None as i32 {
                     &self.setup_ok
@@ -99,6 +88,7 @@ impl FrameHandler for RoomsReceiver {
             }
             _ => {}
         }
+        self.chat.frame(index, body);
     }
 }
 
@@ -119,17 +109,12 @@ pub async fn run_with_server_cpu(
     server_pid: Option<u32>,
     counters: &Arc<Counters>,
 ) -> anyhow::Result<Report> {
-    if let Some(pid) = server_pid {
-        server_cpu::ensure_readable(pid)?;
-    }
+    proc_cpu::ensure_readable(server_pid)?;
     let receiver = Arc::new(RoomsReceiver {
-        tracker: Mutex::default(),
+        chat: DriverFleetReceiver::new(DeliveryTracker::default(), counters),
         spread: Mutex::default(),
-        tally: Mutex::default(),
         setup_ok: AtomicU64::new(0),
         setup_refused: AtomicU64::new(0),
-        counters: counters.clone(),
-        start: OnceLock::new(),
     });
     let fleet = DriverFleet::open(options, receiver.clone(), counters).await?;
     let mut report = crate::base_report("rooms", options, &fleet.outcome);
@@ -174,7 +159,7 @@ pub async fn run_with_server_cpu(
             .push(format!("{refused} room creates or joins were refused"));
     }
 
-    let start = *receiver.start.get_or_init(Instant::now);
+    let start = *receiver.chat.start.get_or_init(Instant::now);
     let chat = &rooms.chat;
     let payload_bytes = chat.payload_bytes;
     let names: Vec<String> = (0..room_count).map(room_name).collect();
@@ -182,8 +167,7 @@ pub async fn run_with_server_cpu(
     let counters_for_send = counters.clone();
     let mut seqs = vec![0u64; members.len()];
     let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed);
-    let cpu_window = server_pid.map(|pid| CpuWindow::begin_at(pid, start + chat.ramp_up));
-    let pacer = super::paced(start, chat.schedule(), move |_, due_ns| {
+    let each = move |_, due_ns| {
         let k = rng.random_range(0..room_count);
         let from = k * group + rng.random_range(0..group);
         seqs[from] += 1;
@@ -199,39 +183,24 @@ pub async fn run_with_server_cpu(
             ..SendFrame::default()
         });
         send_body(&sender, members[from], body);
-    });
-    let scheduled =
-        tokio::task::spawn_blocking(move || pacer.join().expect("pacer thread")).await?;
-    let sending_time = start.elapsed();
-    let server_cpu = cpu_window.and_then(CpuWindow::end_or_warn);
-
-    // Every send answered (or failed), then every delivery in (or drain).
-    let fan_out = (group - 1) as u64;
-    let deadline = Instant::now() + chat.drain;
-    let answered = || {
-        let tally = receiver.tally.lock().expect("not poisoned");
-        tally.routed + tally.refused + fleet.send_failures()
     };
-    while answered() < scheduled && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let routed = receiver.tally.lock().expect("not poisoned").routed;
-    while receiver.tracker.lock().expect("not poisoned").delivered < routed * fan_out
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut tally = std::mem::take(&mut *receiver.tally.lock().expect("not poisoned"));
-    tally.failed = fleet.send_failures();
-    let outcome = Outcome {
-        sending_time,
-        scheduled,
+    let (tally, fleet_ref) = (&receiver.chat.tally, &fleet);
+    // Every send answered (or failed), then every delivery in, or drain.
+    let senders_done = |scheduled| async move {
+        let deadline = Instant::now() + chat.drain;
+        wait_for_answers(tally, fleet_ref, scheduled, deadline).await;
+        Ok(deadline)
+    };
+    let failed_sends = || fleet.send_failures();
+    let run = ChatRun {
+        start,
         tally,
-        tracker: std::mem::take(&mut *receiver.tracker.lock().expect("not poisoned")),
-        fan_out,
-        server_cpu,
+        tracker: &receiver.chat.tracker,
+        fan_out: (group - 1) as u64,
+        server_pid,
+        failed_sends: Some(&failed_sends),
     };
-    judge(&mut report, chat, outcome);
+    send_and_judge(&mut report, chat, run, each, senders_done).await?;
     let mut spread = Latency::default();
     for (first, last, _) in receiver.spread.lock().expect("not poisoned").values() {
         spread.record(*last - *first);
