@@ -83,10 +83,7 @@ fn close_info(error: &quinn::ConnectionError) -> Option<CloseInfo> {
 }
 
 fn connection_error(error: quinn::ConnectionError) -> ClientError {
-    match close_info(&error) {
-        Some(info) => ClientError::Closed(info),
-        None => ClientError::Connection(error),
-    }
+    close_info(&error).map_or(ClientError::Connection(error), ClientError::Closed)
 }
 
 /// Something the server pushed.
@@ -234,19 +231,31 @@ impl ConnectOptions {
     }
 }
 
-type Pending<T> = Mutex<HashMap<u64, oneshot::Sender<T>>>;
+type Waiters<T> = HashMap<u64, oneshot::Sender<T>>;
 
-struct Shared {
-    send_results: Pending<SendResult>,
-    room_results: Pending<RoomResult>,
-    room_members: Pending<RoomMembers>,
-    pongs: Pending<()>,
+/// The requests waiting for their reply, by ref (pings by nonce).
+#[derive(Default)]
+struct Waiting {
+    send_results: Waiters<SendResult>,
+    room_results: Waiters<RoomResult>,
+    room_members: Waiters<RoomMembers>,
+    pongs: Waiters<()>,
 }
 
-impl Shared {
-    fn resolve<T>(pending: &Pending<T>, request_ref: u64, value: T) {
-        if let Some(tx) = pending.lock().expect("not poisoned").remove(&request_ref) {
-            let _ = tx.send(value);
+impl Waiting {
+    /// Hands a reply to the request waiting for it; other frames are ignored.
+    fn resolve(&mut self, reply: server_frame::Body) {
+        fn give<T>(waiters: &mut Waiters<T>, key: u64, value: T) {
+            if let Some(tx) = waiters.remove(&key) {
+                let _ = tx.send(value);
+            }
+        }
+        match reply {
+            server_frame::Body::SendResult(r) => give(&mut self.send_results, r.r#ref, r),
+            server_frame::Body::RoomResult(r) => give(&mut self.room_results, r.r#ref, r),
+            server_frame::Body::RoomMembers(m) => give(&mut self.room_members, m.r#ref, m),
+            server_frame::Body::Pong(pong) => give(&mut self.pongs, pong.nonce, ()),
+            _ => {}
         }
     }
 }
@@ -259,7 +268,7 @@ pub struct Client {
     owns_endpoint: bool,
     connection: quinn::Connection,
     send: Arc<tokio::sync::Mutex<SendStream>>,
-    shared: Arc<Shared>,
+    waiting: Arc<Mutex<Waiting>>,
     next_ref: Arc<AtomicU64>,
     welcome: Arc<Welcome>,
 }
@@ -276,10 +285,9 @@ impl Client {
     /// Connects, authenticates and waits for Welcome, on a UDP socket of its
     /// own.
     pub async fn connect(options: ConnectOptions) -> Result<(Client, Events), ClientError> {
-        let bind: SocketAddr = if options.server.is_ipv6() {
-            "[::]:0".parse().expect("valid")
-        } else {
-            "0.0.0.0:0".parse().expect("valid")
+        let bind = match options.server {
+            SocketAddr::V4(_) => SocketAddr::from(([0; 4], 0)),
+            SocketAddr::V6(_) => SocketAddr::from(([0; 16], 0)),
         };
         let endpoint =
             Endpoint::client(bind).map_err(|e| ClientError::Config(format!("binding UDP: {e}")))?;
@@ -327,19 +335,14 @@ impl Client {
             }
             None => return Err(ClientError::SessionEnded),
         };
-        let shared = Arc::new(Shared {
-            send_results: Mutex::new(HashMap::new()),
-            room_results: Mutex::new(HashMap::new()),
-            room_members: Mutex::new(HashMap::new()),
-            pongs: Mutex::new(HashMap::new()),
-        });
+        let waiting = Arc::<Mutex<Waiting>>::default();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         tokio::spawn(read_datagrams(connection.clone(), events_tx.clone()));
         tokio::spawn(read_loop(
             connection.clone(),
             recv,
             decoder,
-            shared.clone(),
+            waiting.clone(),
             events_tx,
         ));
         let client = Client {
@@ -347,7 +350,7 @@ impl Client {
             owns_endpoint: false,
             connection,
             send: Arc::new(tokio::sync::Mutex::new(send)),
-            shared,
+            waiting,
             next_ref: Arc::new(AtomicU64::new(1)),
             welcome: Arc::new(welcome),
         };
@@ -413,14 +416,13 @@ impl Client {
             client_msg_id: client_msg_id.to_owned(),
             ..Send::default()
         };
-        self.request(&self.shared.send_results, client_frame::Body::Send(send))
-            .await
+        self.send_message(send).await
     }
 
     /// Sends a `Send` frame as given (for options the shorthands lack, such
     /// as `want_receipts`) and waits for its [`SendResult`].
     pub async fn send_message(&self, send: Send) -> Result<SendResult, ClientError> {
-        self.request(&self.shared.send_results, client_frame::Body::Send(send))
+        self.request(|w| &mut w.send_results, client_frame::Body::Send(send))
             .await
     }
 
@@ -459,12 +461,7 @@ impl Client {
             })),
         };
         let datagram = Bytes::from(prost::Message::encode_to_vec(&frame));
-        if self
-            .connection
-            .max_datagram_size()
-            .is_some_and(|max| datagram.len() <= max)
-            && self.connection.send_datagram(datagram).is_ok()
-        {
+        if self.connection.send_datagram(datagram).is_ok() {
             return Ok(());
         }
         self.write_raw(frame::encode(&frame)).await
@@ -485,8 +482,7 @@ impl Client {
             client_msg_id: client_msg_id.to_owned(),
             ..Send::default()
         };
-        self.request(&self.shared.send_results, client_frame::Body::Send(send))
-            .await
+        self.send_message(send).await
     }
 
     /// Creates a room owned by this user (`open`: anyone may join).
@@ -495,7 +491,7 @@ impl Client {
             room: room.to_owned(),
             open,
         });
-        self.request(&self.shared.room_results, body).await
+        self.request(|w| &mut w.room_results, body).await
     }
 
     /// Adds `user` to `room` (empty: this user).
@@ -504,7 +500,7 @@ impl Client {
             room: room.to_owned(),
             user: user.to_owned(),
         });
-        self.request(&self.shared.room_results, body).await
+        self.request(|w| &mut w.room_results, body).await
     }
 
     /// Removes `user` from `room` (empty: this user).
@@ -513,7 +509,7 @@ impl Client {
             room: room.to_owned(),
             user: user.to_owned(),
         });
-        self.request(&self.shared.room_results, body).await
+        self.request(|w| &mut w.room_results, body).await
     }
 
     /// Lists `room`'s owner and members.
@@ -521,24 +517,30 @@ impl Client {
         let body = client_frame::Body::ListMembers(ListMembers {
             room: room.to_owned(),
         });
-        self.request(&self.shared.room_members, body).await
+        self.request(|w| &mut w.room_members, body).await
     }
 
     /// Writes a request under a fresh ref and waits for the reply that the
-    /// read loop resolves in `pending`.
+    /// read loop resolves in `waiters`.
     async fn request<T>(
         &self,
-        pending: &Pending<T>,
+        waiters: fn(&mut Waiting) -> &mut Waiters<T>,
         body: client_frame::Body,
     ) -> Result<T, ClientError> {
-        let request_ref = self.next_ref();
-        let (tx, rx) = oneshot::channel();
-        pending
-            .lock()
-            .expect("not poisoned")
-            .insert(request_ref, tx);
+        let (request_ref, rx) = self.wait_for(waiters);
         self.write(request_ref, body).await?;
         rx.await.map_err(|_| self.ended())
+    }
+
+    /// A fresh ref, and the receiver of the reply to it.
+    fn wait_for<T>(
+        &self,
+        waiters: fn(&mut Waiting) -> &mut Waiters<T>,
+    ) -> (u64, oneshot::Receiver<T>) {
+        let request_ref = self.next_ref();
+        let (tx, rx) = oneshot::channel();
+        waiters(&mut self.waiting.lock().expect("not poisoned")).insert(request_ref, tx);
+        (request_ref, rx)
     }
 
     /// Acknowledges every message up to inbox sequence number `seq`
@@ -550,15 +552,11 @@ impl Client {
 
     /// Sets this user's status (all devices). Errors arrive as [`Event::Error`].
     pub async fn set_status(&self, status: Status, text: &str) -> Result<(), ClientError> {
-        let request_ref = self.next_ref();
-        self.write(
-            request_ref,
-            client_frame::Body::SetStatus(SetStatus {
-                status: status as i32,
-                text: text.to_owned(),
-            }),
-        )
-        .await
+        let body = client_frame::Body::SetStatus(SetStatus {
+            status: status as i32,
+            text: text.to_owned(),
+        });
+        self.write(self.next_ref(), body).await
     }
 
     /// Watches users; their current presence arrives as events.
@@ -571,22 +569,13 @@ impl Client {
     /// Stops watching users.
     pub async fn unwatch(&self, users: &[&str]) -> Result<(), ClientError> {
         let users = users.iter().map(|u| (*u).to_owned()).collect();
-        self.write(
-            self.next_ref(),
-            client_frame::Body::Unwatch(Unwatch { users }),
-        )
-        .await
+        let body = client_frame::Body::Unwatch(Unwatch { users });
+        self.write(self.next_ref(), body).await
     }
 
     /// Application-level round trip through the user's shard.
     pub async fn ping(&self) -> Result<Duration, ClientError> {
-        let nonce = self.next_ref();
-        let (tx, rx) = oneshot::channel();
-        self.shared
-            .pongs
-            .lock()
-            .expect("not poisoned")
-            .insert(nonce, tx);
+        let (nonce, rx) = self.wait_for(|w| &mut w.pongs);
         let started = Instant::now();
         self.write(0, client_frame::Body::Ping(Ping { nonce }))
             .await?;
@@ -595,10 +584,7 @@ impl Client {
     }
 
     fn ended(&self) -> ClientError {
-        match self.connection.close_reason() {
-            Some(error) => connection_error(error),
-            None => ClientError::SessionEnded,
-        }
+        self.close_reason().unwrap_or(ClientError::SessionEnded)
     }
 
     /// Closes the session normally (code 0) and waits briefly for the close
@@ -709,10 +695,10 @@ async fn read_loop(
     connection: quinn::Connection,
     mut recv: RecvStream,
     mut decoder: FrameDecoder,
-    shared: Arc<Shared>,
+    waiting: Arc<Mutex<Waiting>>,
     events: mpsc::UnboundedSender<Event>,
 ) {
-    let ending = loop {
+    let mut ending = loop {
         let frame = match read_frame(&connection, &mut recv, &mut decoder).await {
             Ok(Some(frame)) => frame,
             Ok(None) => break None,
@@ -720,29 +706,6 @@ async fn read_loop(
             Err(_) => break connection.close_reason().as_ref().and_then(close_info),
         };
         let event = match frame.body {
-            Some(server_frame::Body::SendResult(result)) => {
-                Shared::resolve(&shared.send_results, result.r#ref, result);
-                continue;
-            }
-            Some(server_frame::Body::RoomResult(result)) => {
-                Shared::resolve(&shared.room_results, result.r#ref, result);
-                continue;
-            }
-            Some(server_frame::Body::RoomMembers(members)) => {
-                Shared::resolve(&shared.room_members, members.r#ref, members);
-                continue;
-            }
-            Some(server_frame::Body::Pong(pong)) => {
-                if let Some(tx) = shared
-                    .pongs
-                    .lock()
-                    .expect("not poisoned")
-                    .remove(&pong.nonce)
-                {
-                    let _ = tx.send(());
-                }
-                continue;
-            }
             Some(server_frame::Body::InboxOpened(opened)) => Event::InboxOpened(opened),
             Some(server_frame::Body::Deliver(deliver)) => Event::Message(deliver),
             Some(server_frame::Body::Gap(gap)) => Event::Gap(gap),
@@ -753,23 +716,21 @@ async fn read_loop(
             Some(server_frame::Body::Presence(presence)) => Event::Presence(presence),
             Some(server_frame::Body::Error(error)) => Event::Error(error),
             Some(server_frame::Body::GoAway(go_away)) => Event::GoAway(go_away),
-            Some(server_frame::Body::Welcome(_)) | None => continue, // ignore unknown frames
+            Some(reply) => {
+                waiting.lock().expect("not poisoned").resolve(reply);
+                continue;
+            }
+            None => continue, // ignore unknown frames
         };
         let _ = events.send(event);
     };
     // Wake everyone still waiting for an answer.
-    shared.send_results.lock().expect("not poisoned").clear();
-    shared.room_results.lock().expect("not poisoned").clear();
-    shared.room_members.lock().expect("not poisoned").clear();
-    shared.pongs.lock().expect("not poisoned").clear();
-    let ending = match ending {
-        Some(info) => Some(info),
+    *waiting.lock().expect("not poisoned") = Waiting::default();
+    if ending.is_none() {
         // The stream ended first: the close itself follows.
-        None => tokio::time::timeout(Duration::from_secs(2), connection.closed())
-            .await
-            .ok()
-            .and_then(|error| close_info(&error)),
-    };
+        let closed = tokio::time::timeout(Duration::from_secs(2), connection.closed()).await;
+        ending = closed.ok().and_then(|error| close_info(&error));
+    }
     let _ = events.send(Event::Closed(ending));
 }
 

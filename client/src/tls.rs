@@ -3,13 +3,13 @@
 //! certificates). [`client_config`] turns a [`Trust`] into a QUIC client
 //! configuration offering ALPN `switchboard/1`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use switchboard_proto::ALPN;
 
 use crate::ClientError;
@@ -28,10 +28,8 @@ impl Trust {
     /// Parses 64 hex digits (colons allowed) into a fingerprint pin.
     pub fn fingerprint_hex(hex_digits: &str) -> Result<Trust, ClientError> {
         let cleaned: String = hex_digits.chars().filter(|c| *c != ':').collect();
-        let bytes = hex::decode(cleaned.trim())
-            .map_err(|_| ClientError::Config("--cert-sha256 must be 64 hex digits".into()))?;
-        let pin: [u8; 32] = bytes
-            .try_into()
+        let mut pin = [0; 32];
+        hex::decode_to_slice(cleaned.trim(), &mut pin)
             .map_err(|_| ClientError::Config("--cert-sha256 must be 64 hex digits".into()))?;
         Ok(Trust::Fingerprint(pin))
     }
@@ -61,34 +59,21 @@ pub fn rustls_client_config(trust: &Trust) -> Result<rustls::ClientConfig, Clien
         ],
         ..rustls::crypto::ring::default_provider()
     });
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let algorithms = provider.signature_verification_algorithms;
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| ClientError::Config(e.to_string()))?;
     let mut tls = match trust {
         Trust::CaFile(path) => {
-            let pem = std::fs::read(path)
+            let roots = ca_roots(path)
                 .map_err(|e| ClientError::Config(format!("{}: {e}", path.display())))?;
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert =
-                    cert.map_err(|e| ClientError::Config(format!("{}: {e}", path.display())))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| ClientError::Config(format!("{}: {e}", path.display())))?;
-            }
-            if roots.is_empty() {
-                return Err(ClientError::Config(format!(
-                    "{}: no certificate found",
-                    path.display()
-                )));
-            }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
         Trust::Fingerprint(pin) => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
                 pin: *pin,
-                provider,
+                algorithms,
             }))
             .with_no_client_auth(),
     };
@@ -96,12 +81,25 @@ pub fn rustls_client_config(trust: &Trust) -> Result<rustls::ClientConfig, Clien
     Ok(tls)
 }
 
+/// The certificates of the PEM file at `path`, at least one.
+fn ca_roots(path: &Path) -> Result<RootCertStore, Box<dyn std::error::Error>> {
+    let pem = std::fs::read(path)?;
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(cert?)?;
+    }
+    if roots.is_empty() {
+        return Err("no certificate found".into());
+    }
+    Ok(roots)
+}
+
 /// Accepts exactly one leaf certificate (by SHA-256), still verifying the
 /// handshake signature made with its key.
 #[derive(Debug)]
 struct PinnedCertificate {
     pin: [u8; 32],
-    provider: Arc<CryptoProvider>,
+    algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl ServerCertVerifier for PinnedCertificate {
@@ -129,12 +127,7 @@ impl ServerCertVerifier for PinnedCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -143,17 +136,10 @@ impl ServerCertVerifier for PinnedCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.algorithms.supported_schemes()
     }
 }
