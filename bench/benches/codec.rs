@@ -22,18 +22,14 @@ fn message(payload: usize) -> Message {
     }
 }
 
-fn deliver(payload: usize) -> ServerFrame {
-    ServerFrame {
-        body: Some(server_frame::Body::Deliver(Deliver {
-            seq: 4_242,
-            message: Some(message(payload)),
-        })),
-    }
-}
-
 fn codec(c: &mut Criterion) {
     let mut group = c.benchmark_group("codec");
-    let frame = deliver(80);
+    let frame = ServerFrame {
+        body: Some(server_frame::Body::Deliver(Deliver {
+            seq: 4_242,
+            message: Some(message(80)),
+        })),
+    };
     group.throughput(Throughput::Elements(1));
     group.bench_function("encode_deliver_80B", |b| {
         b.iter(|| encode(black_box(&frame)))

@@ -15,9 +15,8 @@
 mod common;
 
 use bytes::Bytes;
-use common::Cluster;
+use common::{send, Cluster};
 use switchboard_core::{CoreLimits, MailboxLimits};
-use switchboard_proto::v1::{client_frame, CreateRoom, JoinRoom, Send};
 
 #[global_allocator]
 static ALLOCATOR: dhat::Alloc = dhat::Alloc;
@@ -36,15 +35,6 @@ fn limits(max_messages: usize) -> CoreLimits {
         },
         ..CoreLimits::default()
     }
-}
-
-fn send(to: &str, room: &str, payload: &Bytes) -> client_frame::Body {
-    client_frame::Body::Send(Send {
-        to: to.into(),
-        room: room.into(),
-        payload: payload.clone(),
-        ..Send::default()
-    })
 }
 
 fn main() {
@@ -70,22 +60,7 @@ fn main() {
     // Room messages to 1,000 members who are all offline.
     const MEMBERS: u64 = 1_000;
     let mut cluster = Cluster::new(2, limits(1_000));
-    for i in 0..MEMBERS {
-        let user = format!("m{i}");
-        cluster.open(i + 1, &user);
-        let body = if i == 0 {
-            client_frame::Body::CreateRoom(CreateRoom {
-                room: "town".into(),
-                open: true,
-            })
-        } else {
-            client_frame::Body::JoinRoom(JoinRoom {
-                room: "town".into(),
-                user: String::new(),
-            })
-        };
-        cluster.frame(i + 1, &user, body);
-    }
+    cluster.town(&(0..MEMBERS).map(|i| format!("m{i}")).collect::<Vec<_>>());
     // Everyone but the sender goes offline; their inboxes keep it all.
     for i in 1..MEMBERS {
         cluster.close(i + 1, &format!("m{i}"));

@@ -11,10 +11,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::Cluster;
+use common::{send, Cluster};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use switchboard_core::CoreLimits;
-use switchboard_proto::v1::{client_frame, Ack, CreateRoom, JoinRoom, Send};
+use switchboard_proto::v1::{client_frame, Ack};
 
 const MEMBERS: u64 = 10_000;
 /// Room messages between two rounds of acks (well inside the window).
@@ -26,21 +26,7 @@ fn member(i: u64) -> String {
 
 fn room_fan_out(c: &mut Criterion) {
     let mut cluster = Cluster::new(2, CoreLimits::default());
-    for i in 0..MEMBERS {
-        cluster.open(i + 1, &member(i));
-    }
-    let create = client_frame::Body::CreateRoom(CreateRoom {
-        room: "town".into(),
-        open: true,
-    });
-    cluster.frame(1, &member(0), create);
-    for i in 1..MEMBERS {
-        let join = client_frame::Body::JoinRoom(JoinRoom {
-            room: "town".into(),
-            user: String::new(),
-        });
-        cluster.frame(i + 1, &member(i), join);
-    }
+    cluster.town(&(0..MEMBERS).map(member).collect::<Vec<_>>());
     let payload = Bytes::from(vec![7u8; 80]);
     let mut sent = 0u64;
     let mut group = c.benchmark_group("rooms");
@@ -49,11 +35,7 @@ fn room_fan_out(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut timed = Duration::ZERO;
             for _ in 0..iters {
-                let send = client_frame::Body::Send(Send {
-                    room: "town".into(),
-                    payload: payload.clone(),
-                    ..Send::default()
-                });
+                let send = send("", "town", &payload);
                 let started = Instant::now();
                 let frames = cluster.frame(1, &member(0), send);
                 timed += started.elapsed();

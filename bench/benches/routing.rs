@@ -10,29 +10,23 @@
 mod common;
 
 use bytes::Bytes;
-use common::Cluster;
+use common::{frame_input, send, Cluster};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use switchboard_core::{CoreLimits, SessionId, ShardInput, UserId};
-use switchboard_proto::v1::{client_frame, Ack, ClientFrame, Send, SetStatus, Status, Watch};
+use switchboard_core::{CoreLimits, SessionId, UserId};
+use switchboard_proto::v1::{client_frame, Ack, SetStatus, Status, Watch};
 
 /// Users (one session each) in the at-scale routing benchmark.
 const USERS_AT_SCALE: u64 = 100_000;
 
-/// Two users on different shards.
-fn two_shard_pair() -> (Cluster, &'static str, &'static str) {
-    let cluster = Cluster::new(2, CoreLimits::default());
-    let users = ["alice", "bob", "carol", "dave", "erin", "frank"];
-    let a = users[0];
-    let b = users
-        .iter()
-        .find(|u| cluster.shard(u) != cluster.shard(a))
-        .expect("users spread over 2 shards");
-    (cluster, a, b)
-}
-
 fn routing(c: &mut Criterion) {
     let mut group = c.benchmark_group("core");
-    let (mut cluster, alice, bob) = two_shard_pair();
+    // Two users on different shards.
+    let mut cluster = Cluster::new(2, CoreLimits::default());
+    let alice = "alice";
+    let bob = ["bob", "carol", "dave", "erin", "frank"]
+        .into_iter()
+        .find(|u| cluster.shard(u) != cluster.shard(alice))
+        .expect("users spread over 2 shards");
     cluster.open(1, alice);
     cluster.open(2, bob);
     let payload = Bytes::from(vec![7u8; 80]);
@@ -40,15 +34,7 @@ fn routing(c: &mut Criterion) {
     let mut bob_seq = 0;
     group.bench_function("route_direct_message_across_shards", |b| {
         b.iter(|| {
-            let frames = cluster.frame(
-                1,
-                alice,
-                client_frame::Body::Send(Send {
-                    to: bob.into(),
-                    payload: payload.clone(),
-                    ..Send::default()
-                }),
-            );
+            let frames = cluster.frame(1, alice, send(bob, "", &payload));
             assert_eq!(frames, 2); // Deliver to bob + SendResult to alice
             bob_seq += 1;
             let acked = cluster.frame(2, bob, client_frame::Body::Ack(Ack { seq: bob_seq }));
@@ -82,10 +68,6 @@ fn routing(c: &mut Criterion) {
         state ^= state << 17;
         (state % USERS_AT_SCALE) as usize
     };
-    let frame = |body| ClientFrame {
-        r#ref: 1,
-        body: Some(body),
-    };
     group.throughput(Throughput::Elements(1));
     group.bench_function("route_direct_message_among_100k_users", |b| {
         b.iter(|| {
@@ -99,26 +81,11 @@ fn routing(c: &mut Criterion) {
             if seq > acked[from] {
                 acked[from] = seq;
                 let ack = client_frame::Body::Ack(Ack { seq });
-                let input = ShardInput::Frame {
-                    session,
-                    frame: frame(ack),
-                };
-                assert_eq!(
-                    cluster.deliver(*sender_shard, input),
-                    0,
-                    "acks get no reply"
-                );
+                let frames = cluster.deliver(*sender_shard, frame_input(session, ack));
+                assert_eq!(frames, 0, "acks get no reply");
             }
-            let send = client_frame::Body::Send(Send {
-                to: users[to].0.clone(),
-                payload: payload.clone(),
-                ..Send::default()
-            });
-            let input = ShardInput::Frame {
-                session,
-                frame: frame(send),
-            };
-            let frames = cluster.deliver(*sender_shard, input);
+            let send = send(&users[to].0, "", &payload);
+            let frames = cluster.deliver(*sender_shard, frame_input(session, send));
             assert_eq!(
                 frames, 2,
                 "Deliver to the recipient, SendResult to the sender"
@@ -132,13 +99,10 @@ fn routing(c: &mut Criterion) {
     for w in 0..1_000u64 {
         let user = format!("fan{w}");
         cluster.open(10 + w, &user);
-        cluster.frame(
-            10 + w,
-            &user,
-            client_frame::Body::Watch(Watch {
-                users: vec!["star".into()],
-            }),
-        );
+        let watch = Watch {
+            users: vec!["star".into()],
+        };
+        cluster.frame(10 + w, &user, client_frame::Body::Watch(watch));
     }
     let mut flip = false;
     group.throughput(Throughput::Elements(1_000));

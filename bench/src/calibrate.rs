@@ -16,24 +16,6 @@ use serde::Serialize;
 /// Bytes in each calibration datagram: about a full QUIC packet.
 const DATAGRAM_BYTES: usize = 1200;
 
-/// How many of each operation a calibration times.
-struct Effort {
-    syscalls: u32,
-    datagrams: u32,
-    chase_slots: usize,
-    chase_steps: u32,
-}
-
-/// A full calibration: about a second.
-const FULL_EFFORT: Effort = Effort {
-    syscalls: 1_000_000,
-    datagrams: 100_000,
-    // 16 Mi slots of 4 bytes, 64 MiB, beyond any cache on the machines
-    // this runs on.
-    chase_slots: 1 << 24,
-    chase_steps: 2_000_000,
-};
-
 /// The machine's measured costs.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Calibration {
@@ -58,19 +40,24 @@ impl Calibration {
     /// otherwise idle), saying on stderr what it found; `None`, with the
     /// reason said, when it could not measure.
     pub(crate) fn measure_and_tell() -> Option<Calibration> {
-        Calibration::measure_with(&FULL_EFFORT)
+        Calibration::measure_with(1)
             .inspect(|calibration| eprintln!("machine: {}", calibration.describe()))
             .inspect_err(|error| eprintln!("machine calibration failed: {error}"))
             .ok()
     }
 
-    fn measure_with(effort: &Effort) -> std::io::Result<Calibration> {
+    /// Measures with every count (and the chase's working set) divided by
+    /// `divisor`: 1 is the full calibration, about a second.
+    fn measure_with(divisor: u32) -> std::io::Result<Calibration> {
         Ok(Calibration {
             cpu: cpu_model(),
-            kernel: read_trimmed("/proc/sys/kernel/osrelease"),
-            syscall_ns: syscall_ns(effort.syscalls),
-            udp_loopback_round_ns: udp_loopback_round_ns(effort.datagrams)?,
-            memory_miss_ns: memory_miss_ns(effort.chase_slots, effort.chase_steps),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map_or_else(|_| "unknown".to_owned(), |s| s.trim().to_owned()),
+            syscall_ns: syscall_ns(1_000_000 / divisor),
+            udp_loopback_round_ns: udp_loopback_round_ns(100_000 / divisor)?,
+            // 16 Mi slots of 4 bytes, 64 MiB, beyond any cache on the
+            // machines this runs on.
+            memory_miss_ns: memory_miss_ns((1 << 24) / divisor as usize, 2_000_000 / divisor),
         })
     }
 
@@ -92,22 +79,13 @@ pub(crate) fn machine_size() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| {
-            m.lines()
-                .next()
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
+        // The first line's value: `MemTotal:  <kib> kB`.
+        .and_then(|m| m.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0);
     format!(
         "{cores} cores, {:.0} GiB RAM",
         mem_kib as f64 / 1024.0 / 1024.0
     )
-}
-
-fn read_trimmed(path: &str) -> String {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 fn cpu_model() -> String {
@@ -185,13 +163,7 @@ mod tests {
 
     #[test]
     fn calibration_measures_positive_costs_and_says_so() {
-        let c = Calibration::measure_with(&Effort {
-            syscalls: 10_000,
-            datagrams: 1_000,
-            chase_slots: 1 << 16,
-            chase_steps: 100_000,
-        })
-        .expect("loopback UDP");
+        let c = Calibration::measure_with(256).expect("loopback UDP");
         assert!(c.memory_miss_ns > 0.0 && c.memory_miss_ns < 1e5, "{c:?}");
         assert!(c.syscall_ns > 0.0 && c.syscall_ns < 1e6, "{c:?}");
         // A round is two system calls and more.

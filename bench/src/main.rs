@@ -25,7 +25,6 @@ mod procstat;
 mod report;
 mod router;
 mod runner;
-mod step;
 mod summary;
 mod target;
 
@@ -39,8 +38,7 @@ fn main() -> anyhow::Result<()> {
     // Before anything else runs, so the machine is idle.
     let calibration = calibrate::Calibration::measure_and_tell();
     let out = cli.out.clone();
-    let report = runner::Runner::new(cli)?.run(calibration)?;
-    report.write(&out)
+    runner::Runner::new(cli)?.run(calibration)?.write(&out)
 }
 
 /// `switchboard-bench [OPTIONS]`.

@@ -27,11 +27,6 @@ pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// User + system CPU time of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    proc_cpu::cpu_ticks(pid).ok()
-}
-
 /// `ticks` of CPU time over `secs` seconds, as percent of one core.
 fn percent_of_a_core(ticks: u64, secs: f64) -> f64 {
     ticks as f64 / proc_cpu::ticks_per_second() as f64 / secs * 100.0
@@ -54,10 +49,10 @@ pub(crate) fn wait_until_quiet(
     at_most: Duration,
 ) -> Duration {
     let started = Instant::now();
-    let mut last = cpu_ticks(pid);
+    let mut last = proc_cpu::cpu_ticks(pid).ok();
     while started.elapsed() < at_most {
         std::thread::sleep(window);
-        let now = cpu_ticks(pid);
+        let now = proc_cpu::cpu_ticks(pid).ok();
         let (Some(before), Some(after)) = (last, now) else {
             break;
         };
@@ -82,10 +77,10 @@ impl Sampler {
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut samples = Vec::new();
-            let mut last = (Instant::now(), cpu_ticks(pid).unwrap_or(0));
+            let mut last = (Instant::now(), proc_cpu::cpu_ticks(pid).unwrap_or(0));
             while !flag.load(Ordering::Relaxed) {
                 std::thread::sleep(every);
-                let (Some(rss), Some(ticks)) = (rss_kib(pid), cpu_ticks(pid)) else {
+                let (Some(rss), Some(ticks)) = (rss_kib(pid), proc_cpu::cpu_ticks(pid).ok()) else {
                     break;
                 };
                 let now = Instant::now();
@@ -117,7 +112,7 @@ mod tests {
     fn reads_our_own_process() {
         let pid = std::process::id();
         assert!(rss_kib(pid).unwrap() > 0);
-        assert!(cpu_ticks(pid).is_some());
+        assert!(proc_cpu::cpu_ticks(pid).is_ok());
     }
 
     #[test]

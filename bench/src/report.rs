@@ -1,4 +1,5 @@
-//! [`BenchReport`]: everything a run measured, and writing it out as
+//! [`BenchReport`]: everything a run measured, each [`Step`] with its place
+//! on a chat rate ladder ([`Rung`]), and writing it out as
 //! `<date>-report.{json,svg,md}` (the Markdown also to stdout).
 //!
 //! The Markdown report: the server CPU per message against nats-server
@@ -12,15 +13,15 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use serde::Serialize;
+use switchboard_loadtest::report::Report;
 
 use crate::calibrate;
 use crate::commands::KEEP_ALIVE;
 use crate::procstat::Sample;
-use crate::step::Step;
-use crate::summary::{verdict, CpuPerMessage, ServerCpu, Summary};
+use crate::summary::{verdict, ServerCpu, Summary};
 
 /// The whole run.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Default)]
 pub(crate) struct BenchReport {
     pub(crate) date: String,
     pub(crate) machine: String,
@@ -43,6 +44,58 @@ pub(crate) struct BenchReport {
     pub(crate) steps: Vec<Step>,
     pub(crate) summary: Summary,
     pub(crate) samples: Vec<Sample>,
+}
+
+/// The 10k-session ladder against the router: steps `chat-<rate>`.
+pub(crate) const SWITCHBOARD_LADDER: &str = "chat";
+/// The same ladder against nats-server: steps `nats-chat-<rate>`.
+pub(crate) const NATS_LADDER: &str = "nats-chat";
+
+/// Where a step sits on a ladder.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct Rung {
+    pub(crate) ladder: String,
+    /// Messages per second.
+    pub(crate) rate_per_s: f64,
+    /// Whether this is the second try of the rate.
+    pub(crate) retry: bool,
+}
+
+impl Rung {
+    pub(crate) fn step_name(&self) -> String {
+        let retry = if self.retry { "-retry" } else { "" };
+        format!("{}-{}{retry}", self.ladder, self.rate_per_s)
+    }
+}
+
+/// One scenario step in the report.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Step {
+    pub(crate) name: String,
+    /// What it drove.
+    pub(crate) target: String,
+    /// The load generator's command line, secrets masked.
+    pub(crate) command: String,
+    /// Its place on a chat ladder, if it is a rung.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rung: Option<Rung>,
+    pub(crate) report: Report,
+    pub(crate) router_rss_before_kib: u64,
+    pub(crate) router_rss_peak_kib: u64,
+    pub(crate) router_cpu_percent_avg: f64,
+    pub(crate) load_rss_peak_kib: u64,
+    pub(crate) started_s: f64,
+    pub(crate) ended_s: f64,
+    #[serde(skip)]
+    pub(crate) samples: Vec<Sample>,
+}
+
+impl Step {
+    /// The server's CPU microseconds per delivered message over the
+    /// step's full-rate window, when measured.
+    pub(crate) fn server_cpu_us_per_delivered(&self) -> Option<f64> {
+        self.report.traffic.as_ref()?.server_cpu_us_per_delivered
+    }
 }
 
 impl BenchReport {
@@ -114,19 +167,14 @@ fn cpu_per_message(out: &mut String, s: &Summary) {
         return;
     }
     out.push_str("| msgs/s | Switchboard µs/msg | nats-server (TLS) µs/msg | Switchboard / nats-server |\n|---|---|---|---|\n");
-    for CpuPerMessage {
-        rate_per_s,
-        switchboard,
-        nats_server,
-        ratio_switchboard_to_nats,
-    } in &s.server_cpu_per_message
-    {
+    for row in &s.server_cpu_per_message {
         let _ = writeln!(
             out,
-            "| {rate_per_s:.0} | {} | {} | {} |",
-            cpu_cell(switchboard),
-            cpu_cell(nats_server),
-            ratio_cell(*ratio_switchboard_to_nats)
+            "| {:.0} | {} | {} | {} |",
+            row.rate_per_s,
+            cpu_cell(&row.switchboard),
+            cpu_cell(&row.nats_server),
+            ratio_cell(row.ratio_switchboard_to_nats)
         );
     }
     let unsustained = s
@@ -230,11 +278,8 @@ fn steps(out: &mut String, steps: &[Step]) {
 fn plot_svg(samples: &[Sample], phases: &[Step]) -> String {
     let (w, h, margin) = (900.0, 360.0, 50.0);
     let t_max = samples.last().map_or(1.0, |s| s.t_s).max(1.0);
-    let rss_max = samples
-        .iter()
-        .map(|s| s.rss_kib as f64 / 1024.0)
-        .fold(1.0, f64::max)
-        * 1.1;
+    let mib = |s: &Sample| s.rss_kib as f64 / 1024.0;
+    let rss_max = samples.iter().map(mib).fold(1.0, f64::max) * 1.1;
     let cpu_max = samples.iter().map(|s| s.cpu_percent).fold(100.0, f64::max) * 1.1;
     let x = |t: f64| margin + t / t_max * (w - 2.0 * margin);
     let y = |v: f64, max: f64| h - margin - v / max * (h - 2.0 * margin);
@@ -262,11 +307,7 @@ fn plot_svg(samples: &[Sample], phases: &[Step]) -> String {
             .join(" ")
     };
     for (stroke, width, points) in [
-        (
-            "#1f5fbf",
-            "1.5",
-            line(&|s| s.rss_kib as f64 / 1024.0, rss_max),
-        ),
+        ("#1f5fbf", "1.5", line(&mib, rss_max)),
         ("#d9480f", "1", line(&|s| s.cpu_percent, cpu_max)),
     ] {
         let _ = write!(
@@ -313,18 +354,9 @@ mod tests {
             nats: nats.then_some(5_000.0),
         };
         BenchReport {
-            date: "2026-01-01T00:00:00Z".into(),
-            machine: "2 cores".into(),
-            calibration: None,
-            router_bin: "target/release/switchboard".into(),
-            load_bin: "target/release/switchboard-load".into(),
-            threads_each: 1,
-            chat_ramp_up_s: 5.0,
-            chat_duration_s: 10.0,
-            router_config: String::new(),
             summary: Summary::new(&cli, &steps, best),
             steps,
-            samples: Vec::new(),
+            ..BenchReport::default()
         }
     }
 
@@ -337,17 +369,15 @@ mod tests {
         let summary = markdown.find("| figure | value |").unwrap();
         let first_table = markdown.find("\n|").unwrap();
         assert!(cpu < first_table && first_table < summary, "{markdown}");
-        assert!(
-            markdown.contains("| 2000 | 21.2 | 42.5 | 0.50 |"),
-            "{markdown}"
-        );
-        assert!(
-            markdown.contains("| 5000 | 30.0 \\* | 40.0 | 0.75 |"),
-            "{markdown}"
-        );
-        assert!(markdown.contains("not sustainable."), "{markdown}");
-        // The step table shows each step's figure too.
-        assert!(markdown.contains("| 21.2 | pass |"), "{markdown}");
+        for expected in [
+            "| 2000 | 21.2 | 42.5 | 0.50 |",
+            "| 5000 | 30.0 \\* | 40.0 | 0.75 |",
+            "not sustainable.",
+            // The step table shows each step's figure too.
+            "| 21.2 | pass |",
+        ] {
+            assert!(markdown.contains(expected), "{markdown}");
+        }
     }
 
     #[test]
@@ -358,5 +388,18 @@ mod tests {
             !markdown.contains("Switchboard / nats-server |\n"),
             "{markdown}"
         );
+    }
+
+    #[test]
+    fn rung_steps_are_named_by_ladder_rate_and_try() {
+        let mut rung = Rung {
+            ladder: "chat".into(),
+            rate_per_s: 2_000.0,
+            retry: false,
+        };
+        assert_eq!(rung.step_name(), "chat-2000");
+        rung.retry = true;
+        rung.rate_per_s = 625.5;
+        assert_eq!(rung.step_name(), "chat-625.5-retry");
     }
 }

@@ -103,7 +103,7 @@ fn differences(table: toml::Table, defaults: &toml::Table) -> toml::Table {
 pub(crate) struct Router {
     process: ServerProcess,
     /// How the load generator reaches it.
-    target: RouterTarget,
+    pub(crate) target: RouterTarget,
     /// Copies its stdout into the log until the pipe closes.
     stdout_drain: JoinHandle<()>,
 }
@@ -158,11 +158,6 @@ impl Router {
         })
     }
 
-    /// How the load generator reaches it.
-    pub(crate) fn target(&self) -> &RouterTarget {
-        &self.target
-    }
-
     /// Stops it (SIGTERM, then a kill if it lingers) and lets the stdout
     /// drain finish.
     pub(crate) fn stop(mut self) -> anyhow::Result<()> {
@@ -173,9 +168,6 @@ impl Router {
         let deadline = Instant::now() + DRAIN_JOIN_WAIT;
         while !self.stdout_drain.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
-        }
-        if self.stdout_drain.is_finished() {
-            let _ = self.stdout_drain.join();
         }
         Ok(())
     }
@@ -223,13 +215,9 @@ fn wait_until_listening(lines: &mpsc::Receiver<String>) -> anyhow::Result<String
 mod tests {
     use super::*;
 
-    fn setup() -> RouterSetup {
-        RouterSetup::new(Path::new("/tmp/bench-work"), 14433, 2, 1).unwrap()
-    }
-
     #[test]
     fn the_config_file_holds_the_bench_choices_and_reads_back_as_the_same_config() {
-        let setup = setup();
+        let setup = RouterSetup::new(Path::new("/tmp/bench-work"), 14433, 2, 1).unwrap();
         let text = &setup.toml;
         let read: Config = toml::from_str(text).unwrap();
         assert_eq!(read, setup.config);

@@ -1,24 +1,30 @@
 //! [`Runner`]: runs the standard steps in order, keeping what they
 //! measured: connect, the chat ladder, rooms and churn on one router; the
 //! same ladder against nats-server; the ladder with many more sessions on
-//! a fresh router. Between steps it lets the target go quiet.
+//! a fresh router. Each step runs `switchboard-load` with the target's
+//! memory and CPU sampled from `/proc`; between steps the target goes quiet.
 
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use switchboard_loadtest::cli::Cli;
+use switchboard_loadtest::report::Report;
 
 use crate::calibrate::{self, Calibration};
-use crate::commands::Commands;
+use crate::commands::{shown_command, Commands};
 use crate::procstat;
-use crate::report::BenchReport;
+use crate::report::{BenchReport, Rung, Step, NATS_LADDER, SWITCHBOARD_LADDER};
 use crate::router::{Router, RouterSetup};
-use crate::step::{Rung, Step, NATS_LADDER, SAMPLE_EVERY, SWITCHBOARD_LADDER};
 use crate::summary::{sustainable, BestRates, Summary};
-use crate::target::{NatsServer, RouterTarget, Target};
+use crate::target::{start_nats, RouterTarget, Target};
 use crate::BenchCli;
 
+/// How often the target is sampled.
+const SAMPLE_EVERY: Duration = Duration::from_millis(500);
+/// How often the load generator's memory is read.
+const LOAD_RSS_EVERY: Duration = Duration::from_millis(250);
 /// Below this share of a core the target counts as quiet between steps.
 const QUIET_CPU_PERCENT: f64 = 15.0;
 /// Least and most time given to the target to go quiet between steps.
@@ -113,14 +119,16 @@ impl Runner {
         steps: impl FnOnce(&mut Runner, &RouterTarget) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
         let router = Router::start(&self.cli.router_bin(), &self.router_setup)?;
-        let sampler = procstat::Sampler::start(router.target().pid, SAMPLE_EVERY, self.epoch);
-        let result = steps(self, router.target())?;
+        let sampler = procstat::Sampler::start(router.target.pid, SAMPLE_EVERY, self.epoch);
+        let result = steps(self, &router.target)?;
         self.samples.extend(sampler.finish());
         router.stop()?;
         Ok(result)
     }
 
-    /// Runs one step against `target` and keeps it.
+    /// Runs the load generator with `command` against `target`, sampling
+    /// the target meanwhile, and keeps the step with the report the
+    /// command writes.
     fn run_step(
         &mut self,
         target: &Target,
@@ -128,15 +136,57 @@ impl Runner {
         command: Cli,
         rung: Option<Rung>,
     ) -> anyhow::Result<&Step> {
-        let step = Step::run(
-            &self.cli.load_bin(),
-            target,
-            name,
-            &command,
+        let load_bin = self.cli.load_bin();
+        let json = command
+            .json_report()
+            .with_context(|| format!("{name}: its command line writes no --json report"))?;
+        let args = command.to_args();
+        let shown = shown_command(&args);
+        eprintln!("== {name}: {shown}");
+        let pid = target.pid();
+        let rss_before = procstat::rss_kib(pid).unwrap_or(0);
+        let started = self.epoch.elapsed().as_secs_f64();
+        let sampler = procstat::Sampler::start(pid, SAMPLE_EVERY, self.epoch);
+        let mut child = Command::new(&load_bin)
+            .args(&args)
+            .stdout(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", load_bin.display()))?;
+        let mut load_peak = 0;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            load_peak = load_peak.max(procstat::rss_kib(child.id()).unwrap_or(0));
+            std::thread::sleep(LOAD_RSS_EVERY);
+        };
+        let samples = sampler.finish();
+        let text = std::fs::read_to_string(json).with_context(|| {
+            format!(
+                "{name}: no report in {} (switchboard-load exited with {status})",
+                json.display()
+            )
+        })?;
+        let report: Report = serde_json::from_str(&text)
+            .with_context(|| format!("{name}: reading {}", json.display()))?;
+        self.steps.push(Step {
+            name: name.to_owned(),
+            target: target.label().to_owned(),
+            command: shown,
             rung,
-            self.epoch,
-        )?;
-        self.steps.push(step);
+            report,
+            router_rss_before_kib: rss_before,
+            router_rss_peak_kib: samples
+                .iter()
+                .map(|s| s.rss_kib)
+                .max()
+                .unwrap_or(rss_before),
+            router_cpu_percent_avg: procstat::mean_cpu_percent(&samples),
+            load_rss_peak_kib: load_peak,
+            started_s: started,
+            ended_s: self.epoch.elapsed().as_secs_f64(),
+            samples,
+        });
         Ok(self.steps.last().expect("just pushed"))
     }
 
@@ -190,8 +240,8 @@ impl Runner {
         if self.cli.no_nats {
             return Ok(None);
         }
-        let Some(nats) =
-            NatsServer::start(&self.cli.nats_server, self.cli.nats_port, &self.work_dir)?
+        let Some((mut nats, target)) =
+            start_nats(&self.cli.nats_server, self.cli.nats_port, &self.work_dir)?
         else {
             eprintln!(
                 "nats-server not found ({}): no baseline",
@@ -200,7 +250,7 @@ impl Runner {
             return Ok(None);
         };
         let best = self.chat_ladder(&Ladder {
-            target: &nats.target(),
+            target: &target,
             sessions: self.cli.chat_sessions,
             name: NATS_LADDER,
             half_rate_step: true,

@@ -14,7 +14,7 @@ use serde::Serialize;
 use switchboard_loadtest::report::Report;
 
 use crate::procstat;
-use crate::step::{Step, NATS_LADDER, SWITCHBOARD_LADDER};
+use crate::report::{Step, NATS_LADDER, SWITCHBOARD_LADDER};
 use crate::BenchCli;
 
 /// The p99 delivery latency under which a chat rate counts as sustainable.
@@ -192,11 +192,7 @@ fn compare(steps: &[Step]) -> Vec<CpuPerMessage> {
 fn figure(steps: &[Step], ladder: &str, rate: f64) -> Option<ServerCpu> {
     let tries: Vec<&Step> = steps
         .iter()
-        .filter(|s| {
-            s.rung
-                .as_ref()
-                .is_some_and(|r| r.ladder == ladder && r.rate_per_s == rate)
-        })
+        .filter(|s| matches!(&s.rung, Some(r) if r.ladder == ladder && r.rate_per_s == rate))
         .collect();
     let step = tries
         .iter()
@@ -212,7 +208,7 @@ fn figure(steps: &[Step], ladder: &str, rate: f64) -> Option<ServerCpu> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::step::Rung;
+    use crate::report::Rung;
     use switchboard_loadtest::report::Traffic;
 
     /// A chat report with 1,000 messages scheduled.
@@ -250,31 +246,24 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn verdict_tells_correct_but_slow_from_pass_and_from_violations() {
-        assert_eq!(verdict(&chat_report(1_000, 12.0)), "pass");
-        assert_eq!(
-            verdict(&chat_report(1_000, 293.0)),
-            "correct, not sustainable: p99 >= 50 ms"
-        );
-        assert_eq!(
-            verdict(&chat_report(990, 12.0)),
-            "correct, not sustainable: 990 of 1000 delivered"
-        );
+    fn only_a_correct_timely_complete_step_passes_and_is_sustainable() {
+        for (delivered, p99_ms, expected) in [
+            (1_000, 12.0, "pass"),
+            (1_000, 50.0, "correct, not sustainable: p99 >= 50 ms"),
+            (999, 12.0, "correct, not sustainable: 999 of 1000 delivered"),
+        ] {
+            let report = chat_report(delivered, p99_ms);
+            assert_eq!(verdict(&report), expected);
+            assert_eq!(sustainable(&report), expected == "pass", "{expected}");
+        }
         let mut lossy = chat_report(990, 12.0);
         lossy.violations = vec!["10 lost".into()];
         assert_eq!(verdict(&lossy), "10 lost");
         assert_eq!(verdict(&Report::default()), "pass");
+        assert!(!sustainable(&Report::default()), "no traffic");
         let mut slow_room = chat_report(1_000, 168.0);
         slow_room.scenario = "rooms".into();
         assert_eq!(verdict(&slow_room), "pass");
-    }
-
-    #[test]
-    fn only_a_correct_timely_complete_step_is_sustainable() {
-        assert!(sustainable(&chat_report(1_000, 12.0)));
-        assert!(!sustainable(&chat_report(1_000, 50.0)));
-        assert!(!sustainable(&chat_report(999, 12.0)));
-        assert!(!sustainable(&Report::default()), "no traffic");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! for it to exit, and a kill only if it has not. Dropping one stops it, so
 //! a step that fails does not leave a server holding its port.
 //!
-//! [`NatsServer`], the baseline: `nats-server` with TLS on loopback, with a
+//! [`start_nats`], the baseline: `nats-server` with TLS on loopback, with a
 //! fresh self-signed certificate.
 
 use std::net::SocketAddr;
@@ -143,81 +143,64 @@ impl Drop for ServerProcess {
     }
 }
 
-/// A running nats-server.
-pub(crate) struct NatsServer {
-    process: ServerProcess,
-    target: NatsTarget,
-}
-
-impl NatsServer {
-    /// Starts `bin` on `127.0.0.1:port` with TLS, its certificate in
-    /// `dir/nats-tls`, and returns once it accepts TCP connections; `None`
-    /// if the binary is not installed.
-    pub(crate) fn start(bin: &Path, port: u16, dir: &Path) -> anyhow::Result<Option<NatsServer>> {
+/// Starts nats-server `bin` on `127.0.0.1:port` with TLS, its certificate
+/// in `dir/nats-tls`, and returns it and how the load generator reaches it
+/// once it accepts TCP connections; `None` if the binary is not installed.
+pub(crate) fn start_nats(
+    bin: &Path,
+    port: u16,
+    dir: &Path,
+) -> anyhow::Result<Option<(ServerProcess, Target)>> {
+    anyhow::ensure!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "port {port} is taken (a nats-server left running?); pick another with --nats-port",
+    );
+    let tls_dir = dir.join("nats-tls");
+    switchboard_router::tls::load_or_create_dev_cert(&tls_dir)
+        .with_context(|| format!("creating a certificate in {}", tls_dir.display()))?;
+    let cert = tls_dir.join(switchboard_proto::dev::CERT_FILE);
+    let key = tls_dir.join(switchboard_proto::dev::KEY_FILE);
+    let spawned = Command::new(bin)
+        .args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "--tls",
+            "--tlscert",
+        ])
+        .arg(&cert)
+        .arg("--tlskey")
+        .arg(&key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let process = match spawned {
+        Ok(child) => ServerProcess::new("nats-server", child),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error).with_context(|| format!("starting {}", bin.display())),
+    };
+    let deadline = Instant::now() + NATS_STARTUP_TIMEOUT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         anyhow::ensure!(
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
-            "port {port} is taken (a nats-server left running?); pick another with --nats-port",
+            Instant::now() < deadline,
+            "nats-server did not start listening on port {port} within {} s",
+            NATS_STARTUP_TIMEOUT.as_secs()
         );
-        let tls_dir = dir.join("nats-tls");
-        switchboard_router::tls::load_or_create_dev_cert(&tls_dir)
-            .with_context(|| format!("creating a certificate in {}", tls_dir.display()))?;
-        let cert = tls_dir.join(switchboard_proto::dev::CERT_FILE);
-        let key = tls_dir.join(switchboard_proto::dev::KEY_FILE);
-        let spawned = Command::new(bin)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "--tls",
-                "--tlscert",
-            ])
-            .arg(&cert)
-            .arg("--tlskey")
-            .arg(&key)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let process = match spawned {
-            Ok(child) => ServerProcess::new("nats-server", child),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(error).with_context(|| format!("starting {}", bin.display())),
-        };
-        let deadline = Instant::now() + NATS_STARTUP_TIMEOUT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "nats-server did not start listening on port {port} within {} s",
-                NATS_STARTUP_TIMEOUT.as_secs()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(Some(NatsServer {
-            target: NatsTarget {
-                pid: process.pid(),
-                url: format!("tls://localhost:{port}"),
-                ca: cert,
-            },
-            process,
-        }))
+        std::thread::sleep(Duration::from_millis(100));
     }
-
-    /// How the load generator reaches it.
-    pub(crate) fn target(&self) -> Target {
-        Target::Nats(self.target.clone())
-    }
-
-    /// Stops it (SIGTERM, then a kill if it lingers).
-    pub(crate) fn stop(mut self) -> anyhow::Result<()> {
-        self.process.stop().map(drop)
-    }
+    let target = Target::Nats(NatsTarget {
+        pid: process.pid(),
+        url: format!("tls://localhost:{port}"),
+        ca: cert,
+    });
+    Ok(Some((process, target)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt as _;
-    use std::process::Command;
 
     #[test]
     fn a_server_that_heeds_sigterm_exits_by_it() {
@@ -248,13 +231,5 @@ mod tests {
         let status = server.stop_within(Duration::from_millis(300)).unwrap();
         assert_eq!(status.signal(), Some(Signal::SIGKILL as i32));
         assert!(started.elapsed() < Duration::from_secs(5));
-    }
-
-    #[test]
-    fn a_server_that_has_exited_is_not_signalled() {
-        let child = Command::new("true").spawn().unwrap();
-        let mut server = ServerProcess::new("true", child);
-        let status = server.stop().unwrap();
-        assert!(status.success() || status.signal() == Some(Signal::SIGTERM as i32));
     }
 }

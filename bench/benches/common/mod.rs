@@ -4,20 +4,32 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use criterion::black_box;
 use switchboard_core::placement::shard_of;
 use switchboard_core::{
     CoreLimits, DeviceId, Now, Output, SessionId, Shard, ShardId, ShardInput, UserId,
 };
-use switchboard_proto::v1::{client_frame, ClientFrame};
+use switchboard_proto::v1::{client_frame, ClientFrame, CreateRoom, JoinRoom, Send};
 
-pub(crate) fn now() -> Now {
-    Now {
-        instant: Instant::now(),
-        unix_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64,
+/// A Send of `payload` to user `to` or to `room`.
+pub(crate) fn send(to: &str, room: &str, payload: &Bytes) -> client_frame::Body {
+    client_frame::Body::Send(Send {
+        to: to.into(),
+        room: room.into(),
+        payload: payload.clone(),
+        ..Send::default()
+    })
+}
+
+/// A client frame with `body` from `session`, as its shard's input.
+pub(crate) fn frame_input(session: SessionId, body: client_frame::Body) -> ShardInput {
+    ShardInput::Frame {
+        session,
+        frame: ClientFrame {
+            r#ref: 1,
+            body: Some(body),
+        },
     }
 }
 
@@ -44,7 +56,13 @@ impl Cluster {
         // FIFO, like the shell's channels: per-source order matters.
         let mut queue = std::collections::VecDeque::from([(shard, input)]);
         let mut transmitted = 0;
-        let now = now();
+        let now = Now {
+            instant: Instant::now(),
+            unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64,
+        };
         while let Some((shard, input)) = queue.pop_front() {
             self.shards[shard].handle(now, input);
             while let Some(output) = self.shards[shard].poll_output() {
@@ -64,9 +82,8 @@ impl Cluster {
     }
 
     pub(crate) fn open(&mut self, session: u64, user: &str) {
-        let shard = self.shard(user);
         self.deliver(
-            shard,
+            self.shard(user),
             ShardInput::Open {
                 session: SessionId(session),
                 user: UserId::parse(user).unwrap(),
@@ -78,9 +95,8 @@ impl Cluster {
     }
 
     pub(crate) fn close(&mut self, session: u64, user: &str) {
-        let shard = self.shard(user);
         self.deliver(
-            shard,
+            self.shard(user),
             ShardInput::Closed {
                 session: SessionId(session),
             },
@@ -88,16 +104,27 @@ impl Cluster {
     }
 
     pub(crate) fn frame(&mut self, session: u64, user: &str, body: client_frame::Body) -> usize {
-        let shard = self.shard(user);
-        self.deliver(
-            shard,
-            ShardInput::Frame {
-                session: SessionId(session),
-                frame: ClientFrame {
-                    r#ref: 1,
-                    body: Some(body),
-                },
-            },
-        )
+        self.deliver(self.shard(user), frame_input(SessionId(session), body))
+    }
+
+    /// Opens session `i + 1` of the `i`th of `users` and puts it in the open
+    /// room "town", which the first creates and the others join.
+    pub(crate) fn town(&mut self, users: &[String]) {
+        for (i, user) in users.iter().enumerate() {
+            let session = i as u64 + 1;
+            self.open(session, user);
+            let body = if i == 0 {
+                client_frame::Body::CreateRoom(CreateRoom {
+                    room: "town".into(),
+                    open: true,
+                })
+            } else {
+                client_frame::Body::JoinRoom(JoinRoom {
+                    room: "town".into(),
+                    user: String::new(),
+                })
+            };
+            self.frame(session, user, body);
+        }
     }
 }
