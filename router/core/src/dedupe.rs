@@ -139,6 +139,17 @@ mod tests {
         seq: 3,
     };
 
+    /// Finds `key` pending at `at`, waits on it (as a repeated send does)
+    /// and checks that its result hands the waiter back.
+    fn wait_for_result(window: &mut DedupeWindow, key: &str, at: Instant, limits: &DedupeLimits) {
+        let waiter = Requester::Session(SessionId(1), 9);
+        match window.get_mut(key, at, limits) {
+            Some(KeyState::Pending(waiting)) => waiting.push(waiter),
+            other => panic!("expected {key} pending, got {other:?}"),
+        }
+        assert_eq!(window.complete(key, OUTCOME), [waiter]);
+    }
+
     #[test]
     fn a_key_is_pending_then_done_and_hands_back_its_waiters() {
         let now = Instant::now();
@@ -146,14 +157,7 @@ mod tests {
         let mut window = DedupeWindow::default();
         assert!(window.get_mut("k", now, &limits).is_none());
         window.insert_pending("k", now, &limits);
-        match window.get_mut("k", now, &limits) {
-            Some(KeyState::Pending(waiting)) => waiting.push(Requester::Session(SessionId(1), 9)),
-            other => panic!("expected pending, got {other:?}"),
-        }
-        assert_eq!(
-            window.complete("k", OUTCOME),
-            [Requester::Session(SessionId(1), 9)]
-        );
+        wait_for_result(&mut window, "k", now, &limits);
         assert!(matches!(
             window.get_mut("k", now, &limits),
             Some(KeyState::Done(OUTCOME))
@@ -191,14 +195,7 @@ mod tests {
         window.insert_pending("slow", now, &limits);
         window.insert_pending("next", now, &limits);
         let later = now + Duration::from_secs(60);
-        match window.get_mut("slow", later, &limits) {
-            Some(KeyState::Pending(waiting)) => waiting.push(Requester::Session(SessionId(3), 4)),
-            other => panic!("a pending key must stay, got {other:?}"),
-        }
-        assert_eq!(
-            window.complete("slow", OUTCOME),
-            [Requester::Session(SessionId(3), 4)]
-        );
+        wait_for_result(&mut window, "slow", later, &limits);
         assert!(
             window.get_mut("slow", later, &limits).is_none(),
             "then it ages out"

@@ -483,15 +483,9 @@ mod tests {
         mailbox.attach(&phone, None, stats);
         mailbox.attach(&old, None, stats);
         mailbox.detach(&old, start);
+        let later = start + Duration::from_secs(30);
         append(&mut mailbox, 1, "x", false, 5, start);
-        append(
-            &mut mailbox,
-            2,
-            "x",
-            false,
-            5,
-            start + Duration::from_secs(30),
-        );
+        append(&mut mailbox, 2, "x", false, 5, later);
         assert_eq!(mailbox.next_expiry(&limits), Some(start + limits.max_age));
         mailbox.expire(start + limits.max_age, &limits, stats);
         // Message 1 aged out and "old" is forgotten; 2 waits for "phone".

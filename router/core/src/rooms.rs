@@ -236,51 +236,44 @@ mod tests {
         }
     }
 
+    fn changed(members: u32) -> Result<RoomReply, ErrorCode> {
+        Ok(RoomReply::Changed { members })
+    }
+
+    /// Applies each request to `room()` in turn, checking its reply.
+    fn script<const N: usize>(
+        rooms: &mut Rooms,
+        steps: [(Actor, RoomRequest, Result<RoomReply, ErrorCode>); N],
+    ) {
+        for (step, (actor, request, expected)) in steps.into_iter().enumerate() {
+            let case = format!("step {step}: {actor:?} {request:?}");
+            assert_eq!(rooms.apply(&actor, &room(), request), expected, "{case}");
+        }
+    }
+
     #[test]
     fn the_owner_adds_anyone_others_join_only_open_rooms() {
         let mut rooms = Rooms::new(2, 3);
         let (owner, bob) = (user("owner"), user("bob"));
-        rooms.apply(&by("owner"), &room(), create(false)).unwrap();
-        assert_eq!(
-            rooms.apply(&by("owner"), &room(), create(true)),
-            Err(ErrorCode::RoomExists)
-        );
-        assert_eq!(
-            rooms.apply(&by("bob"), &room(), join("bob")),
-            Err(ErrorCode::NotAllowed),
-            "closed room"
-        );
-        assert_eq!(
-            rooms.apply(&by("owner"), &room(), join("bob")),
-            Ok(RoomReply::Changed { members: 2 })
-        );
-        assert_eq!(
-            rooms.apply(&by("bob"), &room(), join("bob")),
-            Ok(RoomReply::Changed { members: 2 }),
-            "a member joining again changes nothing"
-        );
-        assert_eq!(
-            rooms.apply(&by("bob"), &room(), join("carl")),
-            Err(ErrorCode::NotAllowed),
-            "only the owner adds others"
-        );
-        rooms.apply(&by("owner"), &room(), join("carl")).unwrap();
-        assert_eq!(
-            rooms.apply(&by("owner"), &room(), join("dave")),
-            Err(ErrorCode::RoomFull)
-        );
-        assert_eq!(
-            rooms.apply(&by("eve"), &room(), RoomRequest::List),
-            Err(ErrorCode::NotAllowed),
-            "closed rooms list to members only"
-        );
-        assert_eq!(
-            rooms.apply(&by("bob"), &room(), RoomRequest::List),
-            Ok(RoomReply::Members {
-                owner: Some(owner.clone()),
-                open: false,
-                members: vec![bob, user("carl"), owner],
-            })
+        let listed = Ok(RoomReply::Members {
+            owner: Some(owner.clone()),
+            open: false,
+            members: vec![bob, user("carl"), owner],
+        });
+        script(
+            &mut rooms,
+            [
+                (by("owner"), create(false), changed(1)),
+                (by("owner"), create(true), Err(ErrorCode::RoomExists)),
+                (by("bob"), join("bob"), Err(ErrorCode::NotAllowed)), // closed room
+                (by("owner"), join("bob"), changed(2)),
+                (by("bob"), join("bob"), changed(2)), // a member again: no change
+                (by("bob"), join("carl"), Err(ErrorCode::NotAllowed)), // owner only
+                (by("owner"), join("carl"), changed(3)),
+                (by("owner"), join("dave"), Err(ErrorCode::RoomFull)),
+                (by("eve"), RoomRequest::List, Err(ErrorCode::NotAllowed)), // members only
+                (by("bob"), RoomRequest::List, listed),
+            ],
         );
     }
 
@@ -323,27 +316,20 @@ mod tests {
     #[test]
     fn the_backend_may_do_anything_and_creates_rooms_without_an_owner() {
         let mut rooms = Rooms::new(2, 100);
-        assert_eq!(
-            rooms.apply(&Actor::Admin, &room(), create(false)),
-            Ok(RoomReply::Changed { members: 0 })
-        );
-        rooms.apply(&Actor::Admin, &room(), join("bob")).unwrap();
-        assert_eq!(
-            rooms.apply(&by("bob"), &room(), join("carl")),
-            Err(ErrorCode::NotAllowed),
-            "no owner: only the backend adds others"
-        );
-        assert_eq!(
-            rooms.apply(&Actor::Admin, &room(), RoomRequest::List),
-            Ok(RoomReply::Members {
-                owner: None,
-                open: false,
-                members: vec![user("bob")],
-            })
-        );
-        assert_eq!(
-            rooms.apply(&Actor::Admin, &room(), leave("bob")),
-            Ok(RoomReply::Changed { members: 0 })
+        let listed = Ok(RoomReply::Members {
+            owner: None,
+            open: false,
+            members: vec![user("bob")],
+        });
+        script(
+            &mut rooms,
+            [
+                (Actor::Admin, create(false), changed(0)),
+                (Actor::Admin, join("bob"), changed(1)),
+                (by("bob"), join("carl"), Err(ErrorCode::NotAllowed)), // no owner
+                (Actor::Admin, RoomRequest::List, listed),
+                (Actor::Admin, leave("bob"), changed(0)),
+            ],
         );
     }
 }

@@ -153,10 +153,6 @@ mod tests {
             &mut self.server.connections().get_mut(0).expect("accepted").quic
         }
 
-        fn now(&self) -> Instant {
-            self.client.now
-        }
-
         fn advance(&mut self, by: Duration) {
             self.client.advance(&mut self.server, by);
         }
@@ -187,7 +183,7 @@ mod tests {
     #[test]
     fn a_lone_keep_alive_is_acknowledged_in_the_same_turn() {
         let mut pair = Pair::connected();
-        let now = pair.now();
+        let now = pair.client.now;
 
         // quinn-proto on its own holds the ACK back for the delay timer.
         pair.keep_alive_reaches_server();
@@ -198,7 +194,7 @@ mod tests {
 
         // Fired early, it goes out at once, and the connection's next
         // deadline is far off again.
-        let now = pair.now();
+        let now = pair.client.now;
         pair.keep_alive_reaches_server();
         assert!(ack_now(pair.server(), now));
         assert_eq!(drain_transmits(pair.server(), now).len(), 1);
@@ -208,7 +204,7 @@ mod tests {
     #[test]
     fn a_deadline_not_set_by_this_packet_is_left_alone() {
         let mut pair = Pair::connected();
-        let now = pair.now();
+        let now = pair.client.now;
         pair.keep_alive_reaches_server();
         // The next deadline is not the ACK timer of a packet received at
         // this time (it stands for a loss-detection deadline): nothing fires.
@@ -231,16 +227,16 @@ mod tests {
         late.advance(Duration::from_millis(100));
 
         early.keep_alive_reaches_server();
-        let now = early.now();
+        let now = early.client.now;
         assert!(ack_now(early.server(), now));
         assert_eq!(drain_transmits(early.server(), now).len(), 1, "the ACK");
         let early_next = early.server().poll_timeout().unwrap() - now;
 
         late.keep_alive_reaches_server();
-        let fired = late.now() + MAX_ACK_DELAY;
+        let fired = late.client.now + MAX_ACK_DELAY;
         late.server().handle_timeout(fired);
         assert_eq!(drain_transmits(late.server(), fired).len(), 1, "the ACK");
-        let late_next = late.server().poll_timeout().unwrap() - late.now();
+        let late_next = late.server().poll_timeout().unwrap() - late.client.now;
 
         assert_eq!(early_next, late_next);
         assert!(

@@ -690,6 +690,25 @@ mod tests {
         }
     }
 
+    /// The next `n` sends off `queue`, each as `flush` takes it: a GSO run
+    /// (`true`, checked to be its datagrams back to back) or lone
+    /// datagrams, by their first bytes.
+    fn take_sends(queue: &mut SendQueue, max: usize, n: usize) -> Vec<(bool, Vec<u8>)> {
+        let mut taken = Vec::new();
+        for _ in 0..n {
+            let front = queue.front();
+            let (run, singles) = (front.leading_run(max), front.leading_singles(max));
+            let count = if run > 1 { run } else { singles };
+            let datagrams: Vec<&[u8]> = (0..count).map(|i| front.get(i).unwrap().0).collect();
+            if run > 1 {
+                assert_eq!(front.take(run).contiguous_bytes(), datagrams.concat());
+            }
+            taken.push((run > 1, datagrams.iter().map(|d| d[0]).collect()));
+            queue.consume(count);
+        }
+        taken
+    }
+
     #[test]
     fn grouping_makes_runs_of_one_destination_and_size() {
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
@@ -709,38 +728,23 @@ mod tests {
             queue.push(&vec![tag; size], Path::to(to));
         }
         queue.group_for_segmentation();
-        let mut runs = Vec::new();
-        while !queue.is_empty() {
-            let front = queue.front();
-            let run = front.leading_run(64);
-            let (first, to) = front.get(0).unwrap();
-            let datagrams: Vec<&[u8]> = (0..run).map(|i| front.get(i).unwrap().0).collect();
-            assert_eq!(front.take(run).contiguous_bytes(), datagrams.concat());
-            let tags: Vec<u8> = datagrams.iter().map(|d| d[0]).collect();
-            runs.push((to, first.len(), tags));
-            queue.consume(run);
-        }
         // To `a`: three of 50 bytes then the shorter one in one run; to
         // `b`: two of 50 and the shorter one. Equal ones keep their order.
-        assert_eq!(
-            runs,
-            [
-                (Path::to(a), 50, vec![2, 5, 6, 3]),
-                (Path::to(b), 50, vec![1, 4, 7])
-            ]
-        );
+        let runs = take_sends(&mut queue, 64, 2);
+        assert_eq!(runs, [(true, vec![2, 5, 6, 3]), (true, vec![1, 4, 7])]);
+        assert!(queue.is_empty());
 
         // A run ends at `max_segments`.
         for i in 0..5 {
             queue.push(&[i; 8], Path::to(a));
         }
         queue.group_for_segmentation();
-        assert_eq!(queue.front().leading_run(3), 3);
-        queue.consume(3);
-        assert_eq!(queue.front().leading_run(3), 2);
-        queue.consume(2);
+        let runs = take_sends(&mut queue, 3, 2);
+        assert_eq!(runs, [(true, vec![0, 1, 2]), (true, vec![3, 4])]);
 
-        // Lone datagrams go together up to the next run.
+        // Lone datagrams go together up to the next run: a's 50 bytes, then
+        // a shorter 40; b's 70 alone, as c's 60 start a run, then a shorter
+        // 8; then a's 30, b's 20 and c's other 8 together.
         let c: SocketAddr = "127.0.0.1:3".parse().unwrap();
         queue.push(&[1; 40], Path::to(a));
         queue.push(&[2; 50], Path::to(a));
@@ -749,34 +753,15 @@ mod tests {
         queue.push(&[5; 8], Path::to(c));
         queue.push(&[6; 8], Path::to(c));
         queue.group_for_segmentation();
+        let sends = take_sends(&mut queue, 64, 3);
         assert_eq!(
-            queue.front().leading_run(64),
-            2,
-            "50 bytes, then a shorter 40"
+            sends,
+            [(true, vec![2, 1]), (false, vec![3]), (true, vec![4, 5])]
         );
-        queue.consume(2);
-        assert_eq!(queue.front().leading_run(64), 1);
-        assert_eq!(
-            queue.front().leading_singles(64),
-            1,
-            "c's 60 bytes start a run"
-        );
-        queue.consume(1);
-        assert_eq!(
-            queue.front().leading_run(64),
-            2,
-            "60 bytes, then a shorter last one"
-        );
-        queue.consume(2);
         queue.push(&[7; 30], Path::to(a));
         queue.push(&[8; 20], Path::to(b));
         queue.group_for_segmentation();
-        assert_eq!(
-            queue.front().leading_singles(64),
-            3,
-            "c's 8, a's 30, b's 20"
-        );
-        queue.consume(3);
+        assert_eq!(take_sends(&mut queue, 64, 1), [(false, vec![7, 8, 6])]);
 
         // A run stops short of what one UDP datagram can carry.
         for i in 0..60 {
@@ -853,22 +838,13 @@ mod tests {
     fn a_gro_buffer_splits_into_its_datagrams() {
         let mut received_batch = RecvBatch::default();
         let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        // Two datagrams of 1,200 bytes and a last one of 100 in one buffer.
-        received_batch.buffers[..2500].fill(7);
-        received_batch.meta[0] = quinn_udp::RecvMeta {
-            addr: from,
-            len: 2500,
-            stride: 1200,
-            ..Default::default()
-        };
-        // Then a lone datagram in the next buffer.
-        received_batch.buffers[RECV_SLOT..RECV_SLOT + 40].fill(9);
-        received_batch.meta[1] = quinn_udp::RecvMeta {
-            addr: from,
-            len: 40,
-            stride: 40,
-            ..Default::default()
-        };
+        // Two datagrams of 1,200 bytes and a last one of 100 in one buffer,
+        // then a lone datagram in the next buffer.
+        for (i, (len, stride)) in [(2500, 1200), (40, 40)].into_iter().enumerate() {
+            received_batch.buffers[i * RECV_SLOT..][..len].fill(7);
+            let meta = &mut received_batch.meta[i];
+            (meta.addr, meta.len, meta.stride) = (from, len, stride);
+        }
         received_batch.received = 2;
         let sizes: Vec<usize> = received_batch.datagrams().map(|d| d.data.len()).collect();
         assert_eq!(sizes, [1200, 1200, 100, 40]);

@@ -455,16 +455,10 @@ mod tests {
         let later = LaterKeys::new(client_next.clone());
         let unused = later.key(1, true);
         let sealing = later.key(0, true);
-        let mut packet = [&[0x40u8][..], b"sealed later", &[0; 16]].concat();
-        crypto::PacketKey::encrypt(&sealing, 1, &mut packet, 1);
-        assert!(sealing.is_derived() && !unused.is_derived());
         let server_second = server.next_1rtt_keys().unwrap();
-        let mut sealed = bytes::BytesMut::from(&packet[1..]);
-        server_second
-            .remote
-            .decrypt(1, &[0x40], &mut sealed)
-            .expect("the server opens what a later client key sealed");
-        assert_eq!(&sealed[..], b"sealed later");
+        // The server opens what a later client key sealed.
+        opens(&sealing, &*server_second.remote, 1);
+        assert!(sealing.is_derived() && !unused.is_derived());
         agree(
             &server_first.expect("the server had next keys during the handshake"),
             client_first.unwrap(),
@@ -511,14 +505,8 @@ mod tests {
             (1, 1),
             "handshake data reported once on each side"
         );
-        assert!(
-            !client.holds_tls_connection(),
-            "the client lets go of rustls"
-        );
-        assert!(
-            !server.holds_tls_connection(),
-            "the server lets go of rustls"
-        );
+        let held = (client.holds_tls_connection(), server.holds_tls_connection());
+        assert_eq!(held, (false, false), "client and server let go of rustls");
 
         // What quinn-proto asks for once the handshake is over.
         assert_eq!(client.transport_parameters().unwrap(), Some(server_sent));
@@ -590,6 +578,18 @@ mod tests {
         pieces.iter().filter(|p| !p.is_empty() && read(p)).count()
     }
 
+    /// Seals a packet with `sealer` and checks that `opener` opens it.
+    fn opens(sealer: &dyn crypto::PacketKey, opener: &dyn crypto::PacketKey, packet_number: u64) {
+        let header = [0x40u8, 1, 2, 3];
+        let payload = b"sealed by one side";
+        let mut packet = [&header[..], payload, &vec![0; sealer.tag_len()]].concat();
+        sealer.encrypt(packet_number, &mut packet, header.len());
+        let mut sealed = bytes::BytesMut::from(&packet[header.len()..]);
+        let opened = opener.decrypt(packet_number, &header, &mut sealed);
+        opened.expect("the other side opens");
+        assert_eq!(&sealed[..], payload, "{packet_number}");
+    }
+
     /// Seals with each side's local key and opens with the other's remote
     /// key, both ways.
     fn agree_sessions(
@@ -597,17 +597,8 @@ mod tests {
         client: &KeyPair<Box<dyn crypto::PacketKey>>,
         packet_number: u64,
     ) {
-        for (from, to) in [(server, client), (client, server)] {
-            let header = [0x40u8, 1, 2, 3];
-            let payload = b"sealed by one side";
-            let mut packet = [&header[..], payload, &vec![0; from.local.tag_len()]].concat();
-            from.local.encrypt(packet_number, &mut packet, header.len());
-            let mut sealed = bytes::BytesMut::from(&packet[header.len()..]);
-            to.remote
-                .decrypt(packet_number, &header, &mut sealed)
-                .expect("the other side opens");
-            assert_eq!(&sealed[..], payload, "{packet_number}");
-        }
+        opens(&*server.local, &*client.remote, packet_number);
+        opens(&*client.local, &*server.remote, packet_number);
     }
 
     /// [`agree_sessions`] with a rustls client's keys.
@@ -616,10 +607,7 @@ mod tests {
         client: rustls::quic::PacketKeySet,
         packet_number: u64,
     ) {
-        let client: KeyPair<Box<dyn crypto::PacketKey>> = KeyPair {
-            local: Box::new(client.local),
-            remote: Box::new(client.remote),
-        };
-        agree_sessions(server, &client, packet_number);
+        opens(&*server.local, &client.remote, packet_number);
+        opens(&client.local, &*server.remote, packet_number);
     }
 }

@@ -186,40 +186,29 @@ impl Cluster {
         self.deliver(shard, ShardInput::Closed { session });
     }
 
-    fn frame(&mut self, session: SessionId, request_ref: u64, body: Option<Body>) {
+    fn frame(&mut self, session: SessionId, r#ref: u64, body: Option<Body>) {
         let shard = self.shard_of(&self.users[&session].clone());
-        self.deliver(
-            shard,
-            ShardInput::Frame {
-                session,
-                frame: ClientFrame {
-                    r#ref: request_ref,
-                    body,
-                },
-            },
-        );
+        let frame = ClientFrame { r#ref, body };
+        self.deliver(shard, ShardInput::Frame { session, frame });
     }
 
-    fn send(&mut self, session: SessionId, request_ref: u64, to: &str, payload: &[u8]) {
-        self.frame(
-            session,
-            request_ref,
-            Some(Body::Send(Send {
-                to: to.into(),
-                payload: payload.to_vec().into(),
-                ..Send::default()
-            })),
-        );
+    fn send(&mut self, session: SessionId, r#ref: u64, to: &str, payload: &[u8]) {
+        self.frame(session, r#ref, Some(Body::Send(message(to, "", payload))));
+    }
+
+    /// Sends each of `texts` from `session` to `to`, in order.
+    fn send_texts(&mut self, session: SessionId, to: &str, texts: &[&str]) {
+        for text in texts {
+            self.send(session, 0, to, text.as_bytes());
+        }
     }
 
     fn set_status(&mut self, session: SessionId, status: Status, text: &str) {
+        let (status, text) = (status as i32, text.into());
         self.frame(
             session,
             0,
-            Some(Body::SetStatus(SetStatus {
-                status: status as i32,
-                text: text.into(),
-            })),
+            Some(Body::SetStatus(SetStatus { status, text })),
         );
     }
 
@@ -315,6 +304,16 @@ fn user(name: &str) -> UserId {
     UserId::parse(name).unwrap()
 }
 
+/// A `Send` of `payload` to user `to` or to `room`.
+fn message(to: &str, room: &str, payload: &[u8]) -> Send {
+    Send {
+        to: to.into(),
+        room: room.into(),
+        payload: payload.to_vec().into(),
+        ..Send::default()
+    }
+}
+
 fn status_of(p: &Presence) -> Status {
     Status::try_from(p.status).unwrap()
 }
@@ -352,16 +351,12 @@ fn messages_keep_send_order_per_sender_across_shards() {
         let alice = c.open("alice", "d");
         let alice2 = c.open("alice", "d2");
         let bob = c.open("bob", "d");
-        for i in 0..50u32 {
-            c.send(alice, u64::from(i), "bob", &i.to_be_bytes());
+        let sent: Vec<Vec<u8>> = (0..50u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        for (i, payload) in sent.iter().enumerate() {
+            c.send(alice, i as u64, "bob", payload);
         }
         for session in [bob, alice2] {
-            let order: Vec<u32> = c
-                .delivered(session)
-                .iter()
-                .map(|d| u32::from_be_bytes(d.payload.as_ref().try_into().unwrap()))
-                .collect();
-            assert_eq!(order, (0..50).collect::<Vec<_>>(), "{shards} shards");
+            assert_eq!(c.payloads(session), sent, "{shards} shards");
         }
     }
 }
@@ -401,30 +396,13 @@ fn watching_unknown_users_leaves_no_records_behind() {
 }
 
 #[test]
-fn message_to_offline_user_is_accepted_copied_and_waits() {
-    let mut c = Cluster::new(2);
-    let alice = c.open("alice", "phone");
-    let alice2 = c.open("alice", "laptop");
-    c.send(alice, 5, "carol", b"x");
-    let [r] = c.results(alice).try_into().unwrap();
-    assert_eq!(
-        (r.error, r.r#ref, r.devices, r.seq),
-        (ErrorCode::None as i32, 5, 0, 1)
-    );
-    assert_eq!(c.delivered(alice2).len(), 1, "the sender's copy");
-    let carol = c.open("carol", "phone");
-    let got = c.delivered(carol);
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].payload.as_ref(), b"x");
-}
-
-#[test]
-fn invalid_recipient_and_oversize_payload_are_rejected() {
+fn invalid_recipient_oversize_payload_and_client_msg_id_are_rejected() {
     let mut c = Cluster::new(1);
     let alice = c.open("alice", "phone");
     let _bob = c.open("bob", "phone");
     c.send(alice, 1, "not a user!", b"x");
     c.send(alice, 2, "bob", &[0; 101]);
+    c.send_keyed(alice, 3, "bob", &"k".repeat(65));
     let results: Vec<(u64, i32)> = c
         .results(alice)
         .iter()
@@ -434,7 +412,8 @@ fn invalid_recipient_and_oversize_payload_are_rejected() {
         results,
         vec![
             (1, ErrorCode::InvalidUserId as i32),
-            (2, ErrorCode::PayloadTooLarge as i32)
+            (2, ErrorCode::PayloadTooLarge as i32),
+            (3, ErrorCode::InvalidClientMsgId as i32)
         ]
     );
 }
@@ -654,19 +633,12 @@ enum Step {
 }
 
 fn step() -> impl Strategy<Value = Step> {
+    use Status::{Away, Busy, Invisible, Online};
+    let status = prop::sample::select(vec![Online, Away, Busy, Invisible]);
     prop_oneof![
         (0..3usize, 0..2usize).prop_map(|(u, d)| Step::Open(u, d)),
         (0..3usize, 0..2usize).prop_map(|(u, d)| Step::Close(u, d)),
-        (
-            0..3usize,
-            prop::sample::select(vec![
-                Status::Online,
-                Status::Away,
-                Status::Busy,
-                Status::Invisible
-            ])
-        )
-            .prop_map(|(u, s)| Step::Status(u, s)),
+        (0..3usize, status).prop_map(|(u, s)| Step::Status(u, s)),
         (0..8000u64).prop_map(Step::Advance),
     ]
 }

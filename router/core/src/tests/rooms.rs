@@ -2,42 +2,37 @@
 //! every member's devices in one order per room, the sender's copy, and
 //! offline members.
 
-use switchboard_proto::v1::{
-    CreateRoom, JoinRoom, LeaveRoom, ListMembers, RoomMembers, RoomResult,
-};
+use switchboard_proto::v1::{CreateRoom, JoinRoom, LeaveRoom, ListMembers, RoomMembers};
 
 use super::*;
 
+/// A RoomResult: the members after the request, or why it failed.
+type Members = Result<u32, ErrorCode>;
+
 impl Cluster {
-    pub(super) fn create_room(&mut self, session: SessionId, room: &str, open: bool) -> RoomResult {
-        let body = Body::CreateRoom(CreateRoom {
-            room: room.into(),
-            open,
-        });
-        self.room_call(session, body)
+    pub(super) fn create_room(&mut self, session: SessionId, room: &str, open: bool) -> Members {
+        let room = room.into();
+        self.room_call(session, Body::CreateRoom(CreateRoom { room, open }))
     }
 
-    pub(super) fn join_room(&mut self, session: SessionId, room: &str, user: &str) -> RoomResult {
-        let body = Body::JoinRoom(JoinRoom {
-            room: room.into(),
-            user: user.into(),
-        });
-        self.room_call(session, body)
+    pub(super) fn join_room(&mut self, session: SessionId, room: &str, user: &str) -> Members {
+        let (room, user) = (room.into(), user.into());
+        self.room_call(session, Body::JoinRoom(JoinRoom { room, user }))
     }
 
-    fn leave_room(&mut self, session: SessionId, room: &str, user: &str) -> RoomResult {
-        let body = Body::LeaveRoom(LeaveRoom {
-            room: room.into(),
-            user: user.into(),
-        });
-        self.room_call(session, body)
+    fn leave_room(&mut self, session: SessionId, room: &str, user: &str) -> Members {
+        let (room, user) = (room.into(), user.into());
+        self.room_call(session, Body::LeaveRoom(LeaveRoom { room, user }))
     }
 
-    fn room_call(&mut self, session: SessionId, body: Body) -> RoomResult {
+    fn room_call(&mut self, session: SessionId, body: Body) -> Members {
         self.take(session);
         self.frame(session, 77, Some(body));
         match self.take(session).as_slice() {
-            [server_frame::Body::RoomResult(result)] if result.r#ref == 77 => result.clone(),
+            [server_frame::Body::RoomResult(r)] if r.r#ref == 77 => match code(r.error) {
+                ErrorCode::None => Ok(r.members),
+                error => Err(error),
+            },
             other => panic!("expected one RoomResult, got {other:?}"),
         }
     }
@@ -55,15 +50,7 @@ impl Cluster {
     /// Sends to a room and returns the SendResult, leaving the session's
     /// other frames (deliveries) to be taken later.
     fn send_to_room(&mut self, session: SessionId, room: &str, payload: &[u8]) -> SendResult {
-        self.frame(
-            session,
-            5,
-            Some(Body::Send(Send {
-                room: room.into(),
-                payload: payload.to_vec().into(),
-                ..Send::default()
-            })),
-        );
+        self.frame(session, 5, Some(Body::Send(message("", room, payload))));
         let frames = self.received.entry(session).or_default();
         let at = frames
             .iter()
@@ -85,34 +72,23 @@ fn room_requests_are_answered_across_shards_under_the_rule() {
     let mut c = Cluster::new(3);
     let owner = c.open("owner", "d");
     let bob = c.open("bob", "d");
-    assert_eq!(c.create_room(owner, "club", false).members, 1);
-    assert_eq!(
-        code(c.create_room(bob, "club", true).error),
-        ErrorCode::RoomExists
-    );
-    assert_eq!(
-        code(c.join_room(bob, "club", "").error),
-        ErrorCode::NotAllowed
-    );
-    assert_eq!(c.join_room(owner, "club", "bob").members, 2);
-    assert_eq!(
-        code(c.join_room(owner, "no such room!", "").error),
-        ErrorCode::InvalidRoomId
-    );
-    assert_eq!(
-        code(c.join_room(owner, "ghost", "").error),
-        ErrorCode::UnknownRoom
-    );
+    assert_eq!(c.create_room(owner, "club", false), Ok(1));
+    assert_eq!(c.create_room(bob, "club", true), Err(ErrorCode::RoomExists));
+    assert_eq!(c.join_room(bob, "club", ""), Err(ErrorCode::NotAllowed));
+    assert_eq!(c.join_room(owner, "club", "bob"), Ok(2));
+    let bad_id = c.join_room(owner, "no such room!", "");
+    assert_eq!(bad_id, Err(ErrorCode::InvalidRoomId));
+    assert_eq!(c.join_room(owner, "ghost", ""), Err(ErrorCode::UnknownRoom));
     let listed = c.list_members(bob, "club");
     assert_eq!(
         (listed.owner.as_str(), listed.open, listed.members.clone()),
         ("owner", false, vec!["bob".to_owned(), "owner".to_owned()])
     );
     assert_eq!(
-        code(c.leave_room(bob, "club", "owner").error),
-        ErrorCode::NotAllowed
+        c.leave_room(bob, "club", "owner"),
+        Err(ErrorCode::NotAllowed)
     );
-    assert_eq!(c.leave_room(bob, "club", "").members, 1);
+    assert_eq!(c.leave_room(bob, "club", ""), Ok(1));
     let outsider = c.list_members(bob, "club");
     assert_eq!(code(outsider.error), ErrorCode::NotAllowed);
 }
@@ -122,40 +98,35 @@ fn room_messages_reach_every_member_device_in_one_order() {
     for shards in [1, 2, 5] {
         let mut c = Cluster::new(shards);
         let owner = c.open("owner", "d");
-        c.create_room(owner, "club", true);
+        c.create_room(owner, "club", true).unwrap();
         let mut devices = vec![owner];
         for i in 0..6 {
             let user = format!("member{i}");
             let phone = c.open(&user, "phone");
             let laptop = c.open(&user, "laptop");
-            c.join_room(phone, "club", "");
+            c.join_room(phone, "club", "").unwrap();
             devices.extend([phone, laptop]);
         }
         // Three senders interleave; every device must see one order.
+        let senders = [devices[1], devices[3], devices[0]];
         for round in 0..10u8 {
-            for sender in [devices[1], devices[3], devices[0]] {
+            for sender in senders {
                 let result = c.send_to_room(sender, "club", &[round, sender.0 as u8]);
                 assert_eq!(result.error, 0);
                 assert_eq!(result.devices, 6, "members other than the sender");
             }
         }
-        let mut orders: Vec<Vec<Vec<u8>>> = Vec::new();
-        for device in &devices {
-            let got: Vec<Message> = c.delivered(*device);
-            assert!(got.iter().all(|m| m.room == "club" && m.to_user.is_empty()));
-            orders.push(got.into_iter().map(|m| m.payload.to_vec()).collect());
-        }
         // A device misses only its own sends; merged, the orders agree.
         let reference: Vec<Vec<u8>> = (0..10u8)
-            .flat_map(|round| [devices[1], devices[3], devices[0]].map(|s| vec![round, s.0 as u8]))
+            .flat_map(|round| senders.map(|s| vec![round, s.0 as u8]))
             .collect();
-        for (device, order) in devices.iter().zip(&orders) {
-            let expected: Vec<Vec<u8>> = reference
-                .iter()
-                .filter(|p| p[1] != device.0 as u8)
-                .cloned()
-                .collect();
-            assert_eq!(order, &expected, "{shards} shards, device {device:?}");
+        for device in &devices {
+            let got = c.delivered(*device);
+            assert!(got.iter().all(|m| m.room == "club" && m.to_user.is_empty()));
+            let mut expected = reference.clone();
+            expected.retain(|p| p[1] != device.0 as u8);
+            let order: Vec<Vec<u8>> = got.into_iter().map(|m| m.payload.to_vec()).collect();
+            assert_eq!(order, expected, "{shards} shards, device {device:?}");
         }
     }
 }
@@ -166,8 +137,8 @@ fn only_members_post_and_offline_members_get_room_messages_later() {
     let owner = c.open("owner", "d");
     let laptop = c.open("owner", "laptop");
     let outsider = c.open("outsider", "d");
-    c.create_room(owner, "club", false);
-    c.join_room(owner, "club", "away");
+    c.create_room(owner, "club", false).unwrap();
+    c.join_room(owner, "club", "away").unwrap();
     assert_eq!(
         code(c.send_to_room(outsider, "club", b"x").error),
         ErrorCode::NotAMember
@@ -189,15 +160,7 @@ fn only_members_post_and_offline_members_get_room_messages_later() {
         (got[0].from_user.as_str(), got[0].payload.as_ref()),
         ("owner", &b"hello"[..])
     );
-    c.frame(
-        owner,
-        3,
-        Some(Body::Send(Send {
-            to: "bob".into(),
-            room: "club".into(),
-            ..Send::default()
-        })),
-    );
+    c.frame(owner, 3, Some(Body::Send(message("bob", "club", b""))));
     let [r] = c.results(owner).try_into().unwrap();
     assert_eq!(code(r.error), ErrorCode::InvalidRoomId);
 }

@@ -54,8 +54,8 @@ fn room_typing_reaches_members_and_bad_signals_get_errors() {
     let alice = c.open("alice", "phone");
     let bob = c.open("bob", "phone");
     let outsider = c.open("eve", "phone");
-    c.create_room(alice, "club", true);
-    c.join_room(bob, "club", "");
+    c.create_room(alice, "club", true).unwrap();
+    c.join_room(bob, "club", "").unwrap();
     c.signal(alice, "", "club", SignalKind::Typing);
     let got = c.signals(bob);
     assert_eq!((got.len(), got[0].room.as_str()), (1, "club"));
