@@ -290,8 +290,8 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     http(addr, "GET", path, None, None).await
 }
 
-/// An HTTP/1.1 request on the admin listener, with a bearer token and a
-/// JSON body if given; returns the status code and body.
+/// An HTTP request on the admin listener, with a bearer token and a JSON
+/// body if given; returns the status code and body.
 pub async fn http(
     addr: SocketAddr,
     method: &str,
@@ -299,32 +299,22 @@ pub async fn http(
     token: Option<&str>,
     json: Option<&str>,
 ) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("admin listener reachable");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    // reqwest has no crypto provider of its own (plain HTTP needs none, but
+    // its client asks); ring, as everywhere else. A second install fails harmlessly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+    let mut request = reqwest::Client::new().request(method, format!("http://{addr}{path}"));
     if let Some(token) = token {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        request = request.bearer_auth(token);
     }
-    let body = json.unwrap_or("");
-    if json.is_some() {
-        request.push_str("Content-Type: application/json\r\n");
+    if let Some(json) = json {
+        request = request
+            .header("Content-Type", "application/json")
+            .body(json.to_owned());
     }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("an HTTP status line");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let response = request.send().await.expect("admin listener reachable");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("a body"))
 }
 
 /// Opens bob as a raw session that never reads (nor acks) and has alice
