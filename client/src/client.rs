@@ -35,10 +35,20 @@ pub enum ClientError {
     #[error("configuration: {0}")]
     Config(String),
     /// The QUIC connection could not be started.
-    #[error("connect: {0}")]
+    #[error("cannot start a connection")]
     Connect(#[from] quinn::ConnectError),
+    /// The server did not complete the handshake (QUIC and Hello/Welcome)
+    /// within [`ConnectOptions::connect_timeout`]: nothing listens there,
+    /// or a firewall drops UDP.
+    #[error("no answer from {server} within {} s", after.as_secs_f32())]
+    NoAnswer {
+        /// The address that did not answer.
+        server: SocketAddr,
+        /// How long the client waited.
+        after: Duration,
+    },
     /// The connection failed or was closed by the transport.
-    #[error("connection: {0}")]
+    #[error("connection lost")]
     Connection(#[from] quinn::ConnectionError),
     /// The server closed the session with an application close code.
     #[error("closed by server: {0}")]
@@ -190,6 +200,9 @@ pub struct ConnectOptions {
     /// to ack with [`Client::ack`] after processing, for at-least-once
     /// delivery across application crashes.
     pub auto_ack: bool,
+    /// How long [`Client::connect`] waits for the handshake and Welcome
+    /// before it gives up with [`ClientError::NoAnswer`].
+    pub connect_timeout: Duration,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -204,13 +217,14 @@ impl std::fmt::Debug for ConnectOptions {
             .field("keep_alive", &self.keep_alive)
             .field("resume", &self.resume)
             .field("auto_ack", &self.auto_ack)
+            .field("connect_timeout", &self.connect_timeout)
             .finish()
     }
 }
 
 impl ConnectOptions {
     /// Options with the defaults: server name `localhost`, 5 s keep-alive,
-    /// no resume point, auto-ack on.
+    /// no resume point, auto-ack on, 5 s to connect.
     pub fn new(
         server: SocketAddr,
         trust: Trust,
@@ -227,6 +241,7 @@ impl ConnectOptions {
             keep_alive: Duration::from_secs(5),
             resume: None,
             auto_ack: true,
+            connect_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -301,6 +316,18 @@ impl Client {
     /// socket, as the load generator does) with a prepared QUIC client
     /// configuration from [`quic_config`].
     pub async fn connect_via(
+        endpoint: &Endpoint,
+        config: quinn::ClientConfig,
+        options: ConnectOptions,
+    ) -> Result<(Client, Events), ClientError> {
+        let (server, after) = (options.server, options.connect_timeout);
+        tokio::time::timeout(after, Self::handshake(endpoint, config, options))
+            .await
+            .map_err(|_| ClientError::NoAnswer { server, after })?
+    }
+
+    /// The QUIC handshake, then Hello and Welcome.
+    async fn handshake(
         endpoint: &Endpoint,
         config: quinn::ClientConfig,
         options: ConnectOptions,

@@ -7,7 +7,7 @@
 //! inbox position for resuming and acks what the application took.
 //! [`tls::Trust`] says how the
 //! server certificate is checked: a CA file or a pinned SHA-256 fingerprint.
-//! The `switchboard-cli` binary (src/main.rs) is built on this.
+//! The `switchboard-cli` binary (src/cli/) is built on this.
 #![forbid(unsafe_code)]
 
 mod client;
