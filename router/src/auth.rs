@@ -59,7 +59,7 @@ impl AuthError {
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         /// The file.
         path: String,

@@ -12,7 +12,7 @@ use switchboard_proto::dev::{CERT_FILE, KEY_FILE};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("cannot use {path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -28,10 +28,10 @@ pub enum TlsError {
         what: &'static str,
     },
     /// The dev certificate could not be generated.
-    #[error("generating the dev certificate: {0}")]
+    #[error("generating the dev certificate")]
     Generate(#[from] rcgen::Error),
     /// rustls refused the certificate and key.
-    #[error("certificate and key do not form a usable TLS configuration: {0}")]
+    #[error("certificate and key do not form a usable TLS configuration")]
     Rustls(#[from] rustls::Error),
 }
 

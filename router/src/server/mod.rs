@@ -55,7 +55,7 @@ pub enum ServerError {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// A listener could not be bound.
-    #[error("binding {what} on {addr}: {source}")]
+    #[error("binding {what} on {addr}")]
     Bind {
         /// Which listener.
         what: &'static str,

@@ -1,21 +1,26 @@
 //! The router's one typed [`Config`]: built from defaults < TOML file <
-//! `SWITCHBOARD_*` environment < command-line flags ([`Config::load`]), and
-//! checked by [`Config::validate`], which lists every problem at once.
+//! `SWITCHBOARD_*` environment < command-line flags and checked by
+//! [`Config::validate`]; [`Config::load`] (in [`load`]) reports every
+//! problem of every source at once.
 //!
 //! Environment variables name a field by its path with `__` between levels:
 //! `SWITCHBOARD_LISTEN`, `SWITCHBOARD_AUTH__SECRET_FILE`,
-//! `SWITCHBOARD_PRESENCE__OFFLINE_GRACE`. `switchboard.example.toml` at the
-//! repository root documents every field.
+//! `SWITCHBOARD_PRESENCE__OFFLINE_GRACE`; any other `SWITCHBOARD_*`
+//! variable that is not the CLI's is reported as an unknown key.
+//! `switchboard.example.toml` at the repository root documents every field.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::providers::{Format, Serialized, Toml};
-use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use switchboard_core::{CoreLimits, DedupeLimits, MailboxLimits};
+
+pub mod load;
+
+use load::Sources;
+pub use load::{ConfigError, Origin, Problem};
 
 /// Everything the router can be configured with. Every field has a default,
 /// so an empty file is a valid configuration (the embedded dev default).
@@ -316,91 +321,38 @@ pub struct FlagOverrides {
     pub admin_listen: Option<SocketAddr>,
 }
 
-/// Why a configuration could not be loaded or is not usable.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file, environment or a value could not be parsed.
-    #[error("{0}")]
-    Parse(#[from] Box<figment::Error>),
-    /// A value parsed but is not usable; the string says which and why.
-    #[error("{field}: {problem}")]
-    Invalid {
-        /// Dotted path of the field.
-        field: &'static str,
-        /// What is wrong and how to fix it.
-        problem: String,
-    },
-}
-
-/// The top-level fields of [`Config`], read off its serialized form, which
-/// pick the `SWITCHBOARD_*` variables that are configuration (the CLI's
-/// `SWITCHBOARD_SERVER`, `SWITCHBOARD_TOKEN`, ... are not). Derived, not
-/// listed: a section added to `Config` can be set from the environment the
-/// day it is added.
-fn top_level_fields() -> Vec<String> {
-    match figment::value::Value::serialize(Config::default()) {
-        Ok(figment::value::Value::Dict(_, fields)) => fields.into_keys().collect(),
-        other => unreachable!("Config serializes to a dictionary, not {other:?}"),
-    }
-}
-
 impl Config {
-    /// Loads defaults < `file` (if any) < the process environment < `flags`.
+    /// Loads defaults < `file` (if any) < the process environment < `flags`,
+    /// and validates the result: every problem at once.
     pub fn load(file: Option<&Path>, flags: &FlagOverrides) -> Result<Config, ConfigError> {
-        let env: Vec<(String, String)> = std::env::vars().collect();
-        Self::load_from(file.map(Toml::file_exact), &env, flags)
+        let mut sources = Sources::default();
+        if let Some(file) = file {
+            sources.file(file);
+        }
+        sources.env(&std::env::vars().collect::<Vec<_>>());
+        sources.flags(flags);
+        sources.resolve()
     }
 
-    /// Loads from in-memory TOML text and environment (for tests).
+    /// Loads and validates in-memory TOML text and environment (for tests).
     pub fn load_str(
         toml: &str,
         env: &[(String, String)],
         flags: &FlagOverrides,
     ) -> Result<Config, ConfigError> {
-        Self::load_from(Some(Toml::string(toml)), env, flags)
-    }
-
-    fn load_from(
-        toml: Option<figment::providers::Data<Toml>>,
-        env: &[(String, String)],
-        flags: &FlagOverrides,
-    ) -> Result<Config, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(toml) = toml {
-            figment = figment.merge(toml);
-        }
-        let fields = top_level_fields();
-        let env_values = env.iter().filter_map(|(key, value)| {
-            let path = key
-                .strip_prefix("SWITCHBOARD_")?
-                .to_ascii_lowercase()
-                .replace("__", ".");
-            let top = path.split('.').next().unwrap_or_default();
-            fields.iter().any(|f| f == top).then_some((path, value))
-        });
-        for (path, value) in env_values {
-            let value: figment::value::Value =
-                value.parse().expect("parsing a Value is infallible");
-            figment = figment.merge(Serialized::global(&path, value));
-        }
-        if let Some(listen) = flags.listen {
-            figment = figment.merge(Serialized::global("listen", listen));
-        }
-        if let Some(admin) = flags.admin_listen {
-            figment = figment.merge(Serialized::global("admin_listen", admin));
-        }
-        figment
-            .extract()
-            .map_err(|e| ConfigError::Parse(Box::new(e)))
+        let mut sources = Sources::default();
+        sources.toml(toml, Origin::File("config.toml".into()));
+        sources.env(env);
+        sources.flags(flags);
+        sources.resolve()
     }
 
     /// Every problem with this configuration, empty when it is usable.
     /// Checks values and that the files it names exist and parse.
-    pub fn validate(&self) -> Vec<ConfigError> {
+    pub fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
-        let mut invalid = |field: &'static str, problem: String| {
-            problems.push(ConfigError::Invalid { field, problem })
-        };
+        let mut invalid =
+            |field: &'static str, problem: String| problems.push(Problem::invalid(field, problem));
         match (&self.tls.cert, &self.tls.key) {
             (Some(_), None) => invalid(
                 "tls.key",
@@ -412,14 +364,14 @@ impl Config {
             ),
             (Some(cert), Some(key)) => {
                 if let Err(e) = crate::tls::load_pem_pair(cert, key) {
-                    invalid("tls", e.to_string());
+                    invalid("tls", with_causes(&e));
                 }
             }
             (None, None) => {}
         }
         if let Some(path) = &self.auth.secret_file {
             if let Err(e) = crate::auth::read_secret_file(path) {
-                invalid("auth.secret_file", e.to_string());
+                invalid("auth.secret_file", with_causes(&e));
             }
         }
         let webhook = &self.webhook;
@@ -435,7 +387,7 @@ impl Config {
         }
         if let Some(path) = &webhook.secret_file {
             if let Err(e) = crate::auth::read_secret_file(path) {
-                invalid("webhook.secret_file", e.to_string());
+                invalid("webhook.secret_file", with_causes(&e));
             }
         }
         if webhook.batch_max == 0 || webhook.attempts == 0 || webhook.queue_events == 0 {
@@ -452,7 +404,7 @@ impl Config {
         }
         if let Some(path) = &self.api.token_file {
             if let Err(e) = crate::auth::read_secret_file(path) {
-                invalid("api.token_file", e.to_string());
+                invalid("api.token_file", with_causes(&e));
             }
         }
         if self.auth.timeout.is_zero() {
@@ -587,6 +539,17 @@ impl Config {
 
 /// `count`, or the machine's core count when it is 0 (the default of every
 /// per-core setting).
+/// An error and its causes on one line, each said once: `a: b: c`.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        line.push_str(&format!(": {next}"));
+        cause = next.source();
+    }
+    line
+}
+
 fn one_per_core_when_zero(count: usize) -> usize {
     if count == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -647,7 +610,7 @@ mod tests {
     /// which stays valid and equal to the defaults it documents.
     #[test]
     fn empty_input_and_the_example_file_are_the_default() {
-        for text in ["", include_str!("../../switchboard.example.toml")] {
+        for text in ["", include_str!("../../../switchboard.example.toml")] {
             let config = load(text, &[]).unwrap();
             assert_eq!(config, Config::default());
             assert!(config.validate().is_empty());
@@ -685,6 +648,15 @@ mod tests {
         assert_eq!(config.limits.max_watched_users, 10);
     }
 
+    /// The top-level fields of [`Config`], read off its serialized form:
+    /// a section added to `Config` is covered the day it is added.
+    fn top_level_fields() -> Vec<String> {
+        match figment::value::Value::serialize(Config::default()) {
+            Ok(figment::value::Value::Dict(_, fields)) => fields.into_keys().collect(),
+            other => unreachable!("Config serializes to a dictionary, not {other:?}"),
+        }
+    }
+
     #[test]
     fn every_top_level_field_can_be_set_from_the_environment() {
         let fields = top_level_fields();
@@ -720,17 +692,19 @@ mod tests {
 
     #[test]
     fn webhook_api_and_delivery_come_from_the_environment() {
+        let token = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(token.path(), "an-api-token-of-at-least-32-bytes-long").unwrap();
         let env = env(&[
             ("SWITCHBOARD_WEBHOOK__URL", "http://127.0.0.1:9/hook"),
-            ("SWITCHBOARD_API__TOKEN_FILE", "/etc/switchboard/api-token"),
+            (
+                "SWITCHBOARD_API__TOKEN_FILE",
+                token.path().to_str().unwrap(),
+            ),
             ("SWITCHBOARD_DELIVERY__DELIVERY_WINDOW", "64"),
         ]);
         let config = load("", &env).unwrap();
         assert_eq!(config.webhook.url, "http://127.0.0.1:9/hook");
-        assert_eq!(
-            config.api.token_file.as_deref(),
-            Some(Path::new("/etc/switchboard/api-token"))
-        );
+        assert_eq!(config.api.token_file.as_deref(), Some(token.path()));
         assert_eq!(config.delivery.delivery_window, 64);
     }
 
@@ -757,7 +731,7 @@ mod tests {
             max_frame_bytes = 1000
             max_payload_bytes = 1000
         "#;
-        let joined = problems(&load(toml, &[]).unwrap());
+        let joined = load(toml, &[]).unwrap_err().to_string();
         for field in [
             "tls.key",
             "auth.secret_file",
@@ -766,5 +740,59 @@ mod tests {
         ] {
             assert!(joined.contains(field), "{field} missing from:\n{joined}");
         }
+    }
+
+    /// A newcomer's config with several mistakes, in the file and in the
+    /// environment: every one is reported in one run, each with its key,
+    /// where it was set, what is wrong and what would be right.
+    #[test]
+    fn every_mistake_is_reported_at_once_with_its_source() {
+        let toml = r#"
+            admin_listen = 9464
+            shards = "four"
+            [presense]
+            offline_grace = "2s"
+            [limits]
+            max_watched_users = 10
+            max_frame_bytes = 100
+        "#;
+        let env = env(&[
+            ("SWITCHBOARD_PRESENCE__OFFLINE_GRACE", "five seconds"),
+            ("SWITCHBOARD_LISTN", "127.0.0.1:1"),
+            ("SWITCHBOARD_TOKEN", "not configuration"),
+        ]);
+        let error = load(toml, &env).unwrap_err();
+        let lines: Vec<String> = error.problems.iter().map(|p| p.to_string()).collect();
+        let expected = [
+            "admin_listen = 9464 (in config.toml): expected socket address, found signed int `9464`; the default is \"127.0.0.1:9464\"",
+            "presense.offline_grace = \"2s\" (in config.toml): no key `presense` at the top level; did you mean `presence`?",
+            "shards = \"four\" (in config.toml): expected usize, found string \"four\"; the default is 0",
+            "presence.offline_grace = \"five seconds\" (from SWITCHBOARD_PRESENCE__OFFLINE_GRACE): ",
+            "listn = \"127.0.0.1:1\" (from SWITCHBOARD_LISTN): no key `listn` at the top level; did you mean `listen`?",
+            "limits.max_frame_bytes (in config.toml): 100 is outside 256..=16777216",
+            "limits.max_payload_bytes: 65536 does not fit in a frame of limits.max_frame_bytes = 100",
+        ];
+        assert_eq!(lines.len(), expected.len(), "{error}");
+        for (line, expected) in lines.iter().zip(expected) {
+            assert!(
+                line.starts_with(expected),
+                "expected {expected}\n     got {line}"
+            );
+        }
+        assert!(
+            error
+                .to_string()
+                .starts_with("the configuration has 7 problems:\n  - "),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_toml_is_named_with_the_place() {
+        let error = load("listen = [", &[]).unwrap_err();
+        assert_eq!(error.problems.len(), 1);
+        let line = error.problems[0].to_string();
+        assert!(line.starts_with("config.toml: not valid TOML: "), "{line}");
+        assert!(line.contains("line 1"), "{line}");
     }
 }
