@@ -6,7 +6,7 @@
 # heap). It opens N sessions, ramps chat to R msgs/s over 5 s and measures
 # 10 s at the full rate:
 #
-#   cargo build --release
+#   cargo build --profile perf
 #   bench/scripts/chat_cpu.sh 10000 10000                  # N sessions, R msgs/s
 #   PROFILE=router bench/scripts/chat_cpu.sh 10000 10000   # perf record the router instead
 #   PROFILE=load bench/scripts/chat_cpu.sh 10000 10000     # ... or the load generator
@@ -20,7 +20,7 @@
 # directory.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-BIN=${BIN:-target/release}
+BIN=${BIN:-target/perf}
 N=${1:-10000}
 RATE=${2:-10000}
 PROFILE=${PROFILE:-}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Router idle CPU at N held sessions: start a release router, open N sessions
+# Router idle CPU at N held sessions: start a perf-profile router, open N sessions
 # with switchboard-load (connect scenario, 30 s keep-alive as in the issue's
 # target), wait until the router counts them all, then read the router's and
 # the load generator's CPU time from /proc over 30 s of idling. Like
@@ -7,11 +7,11 @@
 # (THREADS=N to choose; THREADS=0 is one per core each). It also prints both
 # processes' RSS at the end, fixed costs included.
 #
-#   cargo build --release
+#   cargo build --profile perf
 #   bench/scripts/idle_cpu.sh 100000
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-BIN=${BIN:-target/release}
+BIN=${BIN:-target/perf}
 N=${1:-100000}
 HALF=$(( $(nproc) / 2 ))
 THREADS=${THREADS:-$(( HALF > 0 ? HALF : 1 ))}

@@ -1,5 +1,5 @@
 # Shared by the bench scripts (source it, do not run it): a throwaway
-# release router on loopback with a fixed token secret, and its metrics.
+# perf-profile router on loopback with a fixed token secret, and its metrics.
 #
 #   WORK=$(mktemp -d); source bench/scripts/router.sh
 #   write_router_config PORT [EXTRA_TOML_LINES]   # -> $WORK/router.toml, $WORK/secret

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Router instructions per chat message, counted by valgrind's callgrind: a
 # figure that does not move with the box's noise the way CPU time does, for
-# comparing two builds of the router's code paths. It runs a release router
+# comparing two builds of the router's code paths. It runs a perf-profile router
 # under callgrind (one runtime thread, 4 KiB heap pages), opens N sessions
 # with switchboard-load, lets chat run at R msgs/s, and counts the router's
 # user-space instructions over 20 s of it. Kernel time is not counted, and
@@ -10,13 +10,13 @@
 # left in the printed directory (`callgrind_annotate` reads it).
 #
 #   apt-get install valgrind
-#   cargo build --release
+#   cargo build --profile perf
 #   bench/scripts/router_instructions.sh 500 200   # N sessions, R msgs/s
 #
 # ROUTER_CONFIG adds lines to the router's TOML (e.g. ROUTER_CONFIG='shards = 1').
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-BIN=${BIN:-target/release}
+BIN=${BIN:-target/perf}
 N=${1:-500}
 RATE=${2:-200}
 WINDOW=20

@@ -4,12 +4,12 @@
 # alive with a ping after the hold), and record the peak RSS of the router and
 # of the load generator. Prints a Markdown table with each process's RSS per session.
 #
-#   cargo build --release
+#   cargo build --profile perf
 #   bench/scripts/scale.sh 10000 50000 100000 200000
 #
 # Environment: CONNECT_RATE (default 3000), MAX_INFLIGHT (handshakes in
 # flight, default 256), HOLD (default 10s), SHARDS (0 = one per core),
-# BIN (the binaries' directory, default target/release), IDLE_WINDOW (seconds; when set,
+# BIN (the binaries' directory, default target/perf), IDLE_WINDOW (seconds; when set,
 # once the router counts all N sessions the script reads both processes' CPU
 # time from /proc over that many idle seconds; HOLD must outlast it), LOG_DIR
 # (when set, each N's load generator progress, router log and JSON report are
@@ -18,7 +18,7 @@
 # bench/README.md for that command.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-BIN=${BIN:-target/release}
+BIN=${BIN:-target/perf}
 CONNECT_RATE=${CONNECT_RATE:-3000}
 MAX_INFLIGHT=${MAX_INFLIGHT:-256}
 IDLE_WINDOW=${IDLE_WINDOW:-0}
