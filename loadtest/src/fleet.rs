@@ -139,6 +139,30 @@ impl std::fmt::Debug for FleetOptions {
 }
 
 impl FleetOptions {
+    /// How long [`FleetOptions::probe`] waits for each router.
+    pub const PROBE_WAIT: Duration = Duration::from_secs(5);
+
+    /// Checks that every router answers a QUIC handshake (certificate
+    /// included) within [`Self::PROBE_WAIT`], so a wrong address fails at
+    /// once with what to check, not as thousands of timed-out sessions.
+    pub async fn probe(&self) -> anyhow::Result<()> {
+        let config = quic_config(&self.trust, self.keep_alive)?;
+        for &server in &self.servers {
+            let endpoint = bind_endpoint(SocketAddr::new(self.local_addr(0), 0), 0)?;
+            let connecting = endpoint.connect_with(config.clone(), server, &self.server_name)?;
+            match tokio::time::timeout(Self::PROBE_WAIT, connecting).await {
+                Ok(Ok(connection)) => connection.close(0u32.into(), b"probe"),
+                Ok(Err(error)) => anyhow::bail!("{server}: the QUIC handshake failed: {error}"),
+                Err(_) => anyhow::bail!(
+                    "no answer from {server} within {} s: is `switchboard serve` running and \
+                     listening on UDP {server}? Check --server",
+                    Self::PROBE_WAIT.as_secs()
+                ),
+            }
+        }
+        Ok(())
+    }
+
     /// The user id of session `index`.
     pub fn user(&self, index: usize) -> String {
         format!("{}{index}", self.user_prefix)

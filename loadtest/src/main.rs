@@ -70,6 +70,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     let counters = Arc::new(Counters::default());
     let (json, quiet) = cli.output();
+    if let Some(common) = cli.scenario.common() {
+        common.fleet_options()?.probe().await?;
+    }
     let progress = Progress::start(cli.scenario.name(), counters.clone(), quiet);
     let report = match &cli.scenario {
         Scenario::Connect { common, hold } => {

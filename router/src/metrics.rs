@@ -5,7 +5,7 @@
 //!
 //! The unlabelled metrics recorded for every message are registered once,
 //! when the recorder is installed, and recorded through the handles kept in
-//! [`Hot`]: the `counter!` family looks its key up in the recorder's
+//! `Hot`: the `counter!` family looks its key up in the recorder's
 //! registry (hashing and comparing it) on every call, a cost worth sparing
 //! the per-message path.
 

@@ -312,6 +312,19 @@ impl Scenario {
             Scenario::Presence { .. } => "presence",
         }
     }
+
+    /// The session options of a scenario that drives a router (all but
+    /// `nats-chat`).
+    pub fn common(&self) -> Option<&Common> {
+        match self {
+            Scenario::NatsChat { .. } => None,
+            Scenario::Connect { common, .. }
+            | Scenario::Chat { common, .. }
+            | Scenario::Rooms { common, .. }
+            | Scenario::Churn { common, .. }
+            | Scenario::Presence { common, .. } => Some(common),
+        }
+    }
 }
 
 /// A duration as the command line takes it: humantime, no spaces (`1m30s`).

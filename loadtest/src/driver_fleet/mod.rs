@@ -291,9 +291,9 @@ impl DriverFleet {
         self.sender.clone()
     }
 
-    /// Pings every open session, at most [`VERIFY_INFLIGHT`] at once, and
+    /// Pings every open session, at most `VERIFY_INFLIGHT` at once, and
     /// returns how many answered. Gives up on the rest when no answer came
-    /// for [`VERIFY_GRACE`].
+    /// for `VERIFY_GRACE`.
     pub async fn verify_alive(&self) -> u64 {
         let before = self.shared.pongs.load(Ordering::Relaxed);
         let credit = &self.shared.ping_credit;
@@ -334,8 +334,8 @@ impl DriverFleet {
         self.shared.send_failures.load(Ordering::Relaxed)
     }
 
-    /// Closes every session, at most [`CLOSE_RATE`] per second, and waits
-    /// (up to [`CLOSE_WAIT`]) for the drivers to drain them, so the router
+    /// Closes every session, at most `CLOSE_RATE` per second, and waits
+    /// (up to `CLOSE_WAIT`) for the drivers to drain them, so the router
     /// frees the sessions now rather than at their idle timeout.
     pub async fn close(self) {
         let started = Instant::now();

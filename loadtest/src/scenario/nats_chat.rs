@@ -1,7 +1,7 @@
 //! `nats-chat`: the `chat` scenario against a `nats-server`, the baseline a
 //! user would otherwise pick. Each session is its own NATS connection (TLS
 //! when the URL says `tls://`) subscribed to its own subject; messages go to
-//! random subjects at the same open-loop rate, with the same [`Probe`]s and
+//! random subjects at the same open-loop rate, with the same `Probe`s and
 //! the same loss, duplicate and order checks. Given nats-server's process
 //! id, a run also measures its CPU time over the full-rate window
 //! ([`crate::proc_cpu`]).

@@ -63,7 +63,7 @@ const MAX_ACK_DELAY: Duration = Duration::from_millis(25);
 ///
 /// `received_at` is the time the packet was handed to quinn-proto with.
 /// quinn-proto arms its delayed-ACK timer at exactly `received_at` +
-/// [`MAX_ACK_DELAY`]; only when that is the connection's next deadline is it
+/// `MAX_ACK_DELAY`; only when that is the connection's next deadline is it
 /// fired early, so no other timer (a loss-detection deadline above all,
 /// which fired early would declare packets lost that are not) ever is.
 ///

@@ -7,7 +7,7 @@
 //! [`ConnTable`]), their deadlines in one [`TimerWheel`], and the one session
 //! stream each carries, and hands each connection's news to an
 //! [`Application`]: the router's sessions, or the load generator's. Tests
-//! drive an `Endpoint` in memory with a clock they move ([`testing`], feature
+//! drive an `Endpoint` in memory with a clock they move (`testing`, feature
 //! `testing`).
 //!
 //! Around it: the socket that receives and sends in batches

@@ -10,7 +10,7 @@
 //! new post-handshake CRYPTO data is acceptable. A [`TlsSession`]
 //! therefore keeps the connection while it is handshaking, and then only
 //! the `rustls::quic::Secrets` the next keys derive from (and hands those
-//! keys out underived, [`later_keys`]), plus what
+//! keys out underived, `later_keys`), plus what
 //! `handshake_data` reports (and, on a client, the server's transport
 //! parameters, which quinn-proto reads once the handshake is over).
 //!

@@ -7,10 +7,10 @@
 //! gets a GoAway, and whatever is left is closed with GOING_AWAY within
 //! `shutdown_timeout`.
 //!
-//! Tasks: one per shard ([`shard_task`]), one endpoint driver per socket
-//! (`switchboard_quic::Driver`, running the router's [`session`]s), and the
-//! admin HTTP server ([`crate::admin`]). Shards reach sessions through the
-//! [`directory`]; sessions start with the checks in [`handshake`].
+//! Tasks: one per shard (`shard_task`), one endpoint driver per socket
+//! (`switchboard_quic::Driver`, running the router's `session`s), and the
+//! admin HTTP server (`crate::admin`). Shards reach sessions through the
+//! `directory`; sessions start with the checks in `handshake`.
 
 pub(crate) mod api_calls;
 mod directory;

@@ -1,5 +1,5 @@
 //! The webhook: shards report messages stored for users with no open
-//! session ([`Webhook::notify`], never blocking); one task batches them and
+//! session (`Webhook::notify`, never blocking); one task batches them and
 //! POSTs each batch as JSON to `webhook.url`, signed with HMAC-SHA256 when a
 //! secret is configured, retrying a failed POST a few times with a growing
 //! pause. Events beyond the queue, and batches that fail every attempt, are

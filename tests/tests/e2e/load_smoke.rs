@@ -138,3 +138,20 @@ async fn connect_and_presence_smoke() {
     let traffic = report.traffic.unwrap();
     assert_eq!(traffic.delivered, traffic.scheduled * 5);
 }
+
+/// A wrong address fails the load generator at once, naming it, instead of
+/// as thousands of timed-out sessions.
+#[tokio::test]
+async fn the_probe_names_an_address_that_does_not_answer() {
+    let server = TestServer::start().await;
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let mut options = fleet(&server, 1, "probe-", ClientKind::Driver);
+    options.probe().await.expect("the router answers");
+    options.servers = vec![addr];
+    let error = options.probe().await.unwrap_err().to_string();
+    assert!(
+        error.starts_with(&format!("no answer from {addr} within 5 s")),
+        "{error}"
+    );
+}
