@@ -11,9 +11,9 @@ use switchboard_loadtest::cli::{Cli, Common, Scenario};
 use crate::target::{RouterTarget, Target};
 use crate::BenchCli;
 
-/// Every Switchboard session keeps alive every 30 s, the interval of the
-/// issue's idle-CPU target: at 100k sessions a 10 s keep-alive alone is
-/// 10,000 pings a second. (nats clients keep their own ping interval.)
+/// Every Switchboard session keeps alive every 30 s, as a mobile client
+/// would: at 100k sessions a 10 s keep-alive alone is 10,000 pings a
+/// second. (nats clients keep their own ping interval.)
 pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// Payload bytes of every message.
 const PAYLOAD_BYTES: usize = 80;

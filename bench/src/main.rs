@@ -1,8 +1,9 @@
 //! `switchboard-bench`: the one command a tester runs for a load test. It
 //! starts a release router on loopback, drives the standard scenarios through
 //! `switchboard-load`, samples router (and load generator) RSS and CPU from
-//! `/proc`, and writes a dated report (Markdown, JSON, SVG) under
-//! `bench/results/`.
+//! `/proc`, and writes a dated report (Markdown, JSON, SVG) to `--out`
+//! (default `target/bench-results/`; the published ones are kept in
+//! `bench/results/`).
 //!
 //! Standard scenarios: `connect` (memory per idle session and idle CPU),
 //! a `chat` rate ladder at 10k sessions (the highest rate with every
@@ -35,6 +36,12 @@ use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
     let cli = BenchCli::parse();
+    eprintln!(
+        "switchboard-bench: the standard run takes up to about {} min with these options \
+         (--help shows how to shorten it); the report goes to {}",
+        cli.estimate().as_secs().div_ceil(60),
+        cli.out.display()
+    );
     // Before anything else runs, so the machine is idle.
     let calibration = calibrate::Calibration::measure_and_tell();
     let out = cli.out.clone();
@@ -46,11 +53,18 @@ fn main() -> anyhow::Result<()> {
 #[command(
     name = "switchboard-bench",
     version,
-    about = "Run the standard Switchboard load test and write a report"
+    about = "Run the standard Switchboard load test and write a report",
+    long_about = "Run the standard Switchboard load test and write a report.\n\n\
+        With the defaults the run takes up to about 17 minutes on 2 cores: connect and hold \
+        10k sessions, a chat rate ladder at 10k sessions, rooms, churn, the same ladder \
+        against nats-server, and the ladder again at 100k sessions. --chat-large-sessions 0, \
+        --no-nats, fewer --chat-rates and a shorter --hold make it shorter. Build the \
+        binaries with `cargo build --profile perf` first."
 )]
 pub(crate) struct BenchCli {
-    /// Directory holding release `switchboard` and `switchboard-load`.
-    #[arg(long, default_value = "target/release")]
+    /// Directory holding `switchboard` and `switchboard-load`, as built by
+    /// `cargo build --profile perf`.
+    #[arg(long, default_value = "target/perf")]
     pub(crate) bin_dir: PathBuf,
     /// The router binary under test. Default: `<bin-dir>/switchboard`. With
     /// --load-bin, one build's load generator can measure another build's
@@ -60,15 +74,15 @@ pub(crate) struct BenchCli {
     /// The load generator binary. Default: `<bin-dir>/switchboard-load`.
     #[arg(long)]
     pub(crate) load_bin: Option<PathBuf>,
-    /// Where reports go.
-    #[arg(long, default_value = "bench/results")]
+    /// Where reports go; `bench/results` keeps the published ones.
+    #[arg(long, default_value = "target/bench-results")]
     pub(crate) out: PathBuf,
     /// Sessions for the connect (memory) scenario.
     #[arg(long, default_value_t = 10_000)]
     pub(crate) connect_sessions: usize,
     /// How long the connect scenario holds its sessions. Idle CPU is
-    /// measured then (with the issue's 30 s keep-alive), so keep it at
-    /// several keep-alive intervals.
+    /// measured over the hold, which must leave at least two of the
+    /// sessions' 30 s keep-alive intervals idle (else it is not reported).
     #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
     pub(crate) hold: Duration,
     /// Sessions for the chat scenarios.
@@ -89,11 +103,8 @@ pub(crate) struct BenchCli {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub(crate) chat_duration: Duration,
     /// How long each chat step's rate rises from 0 before its
-    /// --chat-duration at the full rate, for Switchboard and nats-server
-    /// alike. Switched on at once, a rate reaches every freshly opened
-    /// session within seconds of the connect phase, a step a deployment
-    /// never sees, which alone can tip a loaded box into loss recovery. The
-    /// ramp's messages must all arrive, but only the full rate's are in the
+    /// --chat-duration at the full rate, for both servers. The ramp's
+    /// messages must all arrive, but only the full rate's are in the
     /// latency and rate figures.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub(crate) chat_ramp_up: Duration,
@@ -126,6 +137,27 @@ pub(crate) struct BenchCli {
 }
 
 impl BenchCli {
+    /// A rough upper bound of the run's length: every rung of every ladder
+    /// run, each with its connect phase, ramp, full rate, drain and settle.
+    pub(crate) fn estimate(&self) -> Duration {
+        let opening = |sessions: usize| Duration::from_secs_f64(sessions as f64 / self.connect_rate);
+        // Drain, settle, verification and close, as a step spends them.
+        let overhead = Duration::from_secs(25);
+        let step = |sessions| opening(sessions) + self.chat_ramp_up + self.chat_duration + overhead;
+        let rungs = self.chat_rates.len() as u32;
+        // Calibration, then connect and hold.
+        let mut total = Duration::from_secs(15) + opening(self.connect_sessions) + self.hold;
+        // The ladder with its half-rate step, rooms and churn.
+        total += step(self.chat_sessions) * (rungs + 3);
+        if !self.no_nats {
+            total += step(self.chat_sessions) * (rungs + 1);
+        }
+        if self.chat_large_sessions > 0 {
+            total += step(self.chat_large_sessions) * rungs;
+        }
+        total
+    }
+
     /// `--threads-each`, or half the cores (at least one) when 0.
     pub(crate) fn threads_each(&self) -> usize {
         if self.threads_each > 0 {
@@ -154,6 +186,20 @@ impl BenchCli {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_estimate_counts_every_ladder_run() {
+        let parse = |args: &[&str]| {
+            BenchCli::try_parse_from(std::iter::once("switchboard-bench").chain(args.iter().copied()))
+                .unwrap()
+                .estimate()
+        };
+        let full = parse(&[]);
+        let short = parse(&["--no-nats", "--chat-large-sessions", "0"]);
+        // The --help text quotes the default run's length.
+        assert_eq!(full.as_secs().div_ceil(60), 17, "{full:?}");
+        assert!(short < full / 2, "{short:?} of {full:?}");
+    }
 
     #[test]
     fn binaries_default_to_the_bin_dir_and_can_each_be_named() {

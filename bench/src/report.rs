@@ -9,6 +9,7 @@
 //! over a run, with the scenario phases marked.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -116,7 +117,14 @@ impl BenchReport {
             std::fs::write(&path, contents)
                 .with_context(|| format!("writing {}", path.display()))?;
         }
-        println!("{markdown}");
+        // A closed stdout (`| head`) is not an error: the files are written.
+        let mut stdout = std::io::stdout().lock();
+        match writeln!(stdout, "{markdown}").and_then(|()| stdout.flush()) {
+            Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(error.into())
+            }
+            _ => {}
+        }
         eprintln!("report written to {}.{{md,json,svg}}", stem.display());
         Ok(())
     }
@@ -158,8 +166,11 @@ fn cpu_per_message(out: &mut String, s: &Summary) {
         "The server's CPU time (user + kernel, read from `/proc` by switchboard-load) over each chat step's full-rate window only, divided by the messages sent in that window and delivered, {} sessions; lower is better.\n\n",
         s.chat_sessions
     );
-    if s.nats_tls_sustainable_msgs_per_s.is_none() {
-        out.push_str("nats-server was not run (not installed, or `--no-nats`): there is nothing to compare with.\n\n");
+    if let Some(why) = &s.nats_not_run {
+        let _ = write!(
+            out,
+            "nats-server was not run ({why}): there is nothing to compare with.\n\n"
+        );
         return;
     }
     if s.server_cpu_per_message.is_empty() {
@@ -205,36 +216,57 @@ fn summary(out: &mut String, s: &Summary) {
          | router RSS per idle session | {:.1} KiB |\n\
          | load generator RSS per session | {:.1} KiB |\n\
          | new sessions per second | {:.0} |\n\
-         | router idle CPU per 100k sessions | {:.1}% of a core |\n\
-         | chat sustainable msgs/s ({} sessions, p99 < 50 ms, nothing lost) | {:.0} |\n\
+         | router idle CPU per 100k sessions | {} |\n\
+         | chat sustainable msgs/s ({} sessions, p99 < 50 ms, nothing lost) | {} |\n\
          | chat p99 at half that rate | {:.2} ms |\n",
         s.router_kib_per_idle_session,
         s.load_kib_per_session,
         s.connect_rate_per_s,
-        s.router_idle_cpu_percent_per_100k_sessions,
+        idle_cpu_cell(s),
         s.chat_sessions,
-        s.chat_sustainable_msgs_per_s,
+        rate_cell(s.chat_sustainable_msgs_per_s, s),
         s.chat_p99_ms_at_half_rate
     );
     if let Some(large) = s.chat_large_sustainable_msgs_per_s {
         let sessions = s.chat_large_sessions;
-        let _ = writeln!(
-            out,
-            "| chat sustainable msgs/s ({sessions} sessions) | {large:.0} |"
-        );
+        let large = rate_cell(large, s);
+        let _ = writeln!(out, "| chat sustainable msgs/s ({sessions} sessions) | {large} |");
     }
-    match s.nats_tls_sustainable_msgs_per_s {
-        Some(nats) => {
+    match (s.nats_tls_sustainable_msgs_per_s, &s.nats_not_run) {
+        (Some(nats), _) => {
             let _ = write!(
                 out,
-                "| nats-server (TLS) sustainable msgs/s, same scenario | {nats:.0} |\n\
+                "| nats-server (TLS) sustainable msgs/s, same scenario | {} |\n\
                  | ratio Switchboard / nats-server (TLS) | {} |\n\n",
+                rate_cell(nats, s),
                 ratio_cell(s.ratio_to_nats_tls)
             );
         }
-        None => out.push_str(
-            "| nats-server (TLS) baseline | not run (nats-server not installed or --no-nats) |\n\n",
+        (None, why) => {
+            let why = why.as_deref().unwrap_or("not run");
+            let _ = write!(out, "| nats-server (TLS) baseline | not run: {why} |\n\n");
+        }
+    }
+}
+
+/// Idle CPU, or why it was not measured.
+fn idle_cpu_cell(s: &Summary) -> String {
+    match s.router_idle_cpu_percent_per_100k_sessions {
+        Some(percent) => format!("{percent:.1}% of a core"),
+        None => format!(
+            "not measured: {:.0} s idle is under two {} s keep-alive intervals (raise --hold)",
+            s.idle_window_s,
+            KEEP_ALIVE.as_secs()
         ),
+    }
+}
+
+/// A best rate; the ladder's top rung held is a lower bound, not a limit.
+fn rate_cell(rate: f64, s: &Summary) -> String {
+    if rate > 0.0 && rate >= s.chat_top_rung_msgs_per_s {
+        format!("≥ {rate:.0} (the top rung held; add higher --chat-rates)")
+    } else {
+        format!("{rate:.0}")
     }
 }
 
@@ -352,6 +384,7 @@ mod tests {
             chat: Some(2_000.0),
             chat_large: None,
             nats: nats.then_some(5_000.0),
+            nats_not_run: (!nats).then(|| "--no-nats".to_owned()),
         };
         BenchReport {
             summary: Summary::new(&cli, &steps, best),
@@ -383,7 +416,11 @@ mod tests {
     #[test]
     fn without_nats_the_report_says_so() {
         let markdown = render(&report(false), "plot.svg");
-        assert!(markdown.contains("nats-server was not run"), "{markdown}");
+        assert!(
+            markdown.contains("nats-server was not run (--no-nats)"),
+            "{markdown}"
+        );
+        assert!(markdown.contains("| not run: --no-nats |"), "{markdown}");
         assert!(
             !markdown.contains("Switchboard / nats-server |\n"),
             "{markdown}"

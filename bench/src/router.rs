@@ -19,7 +19,7 @@ use crate::target::{RouterTarget, ServerProcess};
 
 /// The token secret the bench's router and load generator share.
 const BENCH_SECRET: &str = "bench-secret-bench-secret-bench-secret-0123";
-/// How often every session must show life: the 30 s keep-alive.
+/// How often every session must show life: the sessions' 30 s keep-alive.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 /// Longest the router may take to say it is listening.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);

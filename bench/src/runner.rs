@@ -86,9 +86,15 @@ impl Runner {
 
     /// Runs every standard step and returns the report.
     pub(crate) fn run(mut self, calibration: Option<Calibration>) -> anyhow::Result<BenchReport> {
+        let chat = self.switchboard_steps()?;
+        let (nats, nats_not_run) = match self.nats_ladder()? {
+            Ok(best) => (Some(best), None),
+            Err(why) => (None, Some(why)),
+        };
         let best = BestRates {
-            chat: self.switchboard_steps()?,
-            nats: self.nats_ladder()?,
+            chat,
+            nats,
+            nats_not_run,
             chat_large: self.large_ladder()?,
         };
         let cli = &self.cli;
@@ -235,19 +241,21 @@ impl Runner {
         })
     }
 
-    /// The chat ladder against nats-server; `None` when it was not run.
-    fn nats_ladder(&mut self) -> anyhow::Result<Option<f64>> {
+    /// The chat ladder against nats-server: its best rate, or why it was
+    /// not run.
+    fn nats_ladder(&mut self) -> anyhow::Result<Result<f64, String>> {
         if self.cli.no_nats {
-            return Ok(None);
+            return Ok(Err("--no-nats".into()));
         }
         let Some((mut nats, target)) =
             start_nats(&self.cli.nats_server, self.cli.nats_port, &self.work_dir)?
         else {
-            eprintln!(
-                "nats-server not found ({}): no baseline",
+            let why = format!(
+                "{} not found; install Debian's nats-server or pass --nats-server PATH",
                 self.cli.nats_server.display()
             );
-            return Ok(None);
+            eprintln!("no baseline: {why}");
+            return Ok(Err(why));
         };
         let best = self.chat_ladder(&Ladder {
             target: &target,
@@ -256,7 +264,7 @@ impl Runner {
             half_rate_step: true,
         })?;
         nats.stop()?;
-        Ok(Some(best.unwrap_or(0.0)))
+        Ok(Ok(best.unwrap_or(0.0)))
     }
 
     /// The ladder with `--chat-large-sessions`, on a router of its own so

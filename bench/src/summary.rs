@@ -13,6 +13,7 @@
 use serde::Serialize;
 use switchboard_loadtest::report::Report;
 
+use crate::commands::KEEP_ALIVE;
 use crate::procstat;
 use crate::report::{Step, NATS_LADDER, SWITCHBOARD_LADDER};
 use crate::BenchCli;
@@ -21,7 +22,7 @@ use crate::BenchCli;
 pub(crate) const SUSTAINABLE_P99_MS: f64 = 50.0;
 
 /// The best sustainable chat rates the ladders found.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct BestRates {
     /// The 10k-session ladder's; `None` when no rung was sustainable.
     pub(crate) chat: Option<f64>,
@@ -29,6 +30,8 @@ pub(crate) struct BestRates {
     pub(crate) chat_large: Option<f64>,
     /// nats-server's; `None` when it was not run, 0 when no rung held.
     pub(crate) nats: Option<f64>,
+    /// Why nats-server was not run, when it was not.
+    pub(crate) nats_not_run: Option<String>,
 }
 
 /// The headline figures.
@@ -39,13 +42,21 @@ pub(crate) struct Summary {
     pub(crate) router_kib_per_idle_session: f64,
     pub(crate) load_kib_per_session: f64,
     pub(crate) connect_rate_per_s: f64,
-    pub(crate) router_idle_cpu_percent_per_100k_sessions: f64,
+    /// `None` when the hold left less than two keep-alive intervals idle:
+    /// a shorter window can miss every keep-alive and read 0.
+    pub(crate) router_idle_cpu_percent_per_100k_sessions: Option<f64>,
+    /// The idle window the figure above was (or would have been) taken over.
+    pub(crate) idle_window_s: f64,
     pub(crate) chat_sessions: usize,
+    /// The highest rate of `--chat-rates`: a best rate equal to it is only
+    /// a lower bound.
+    pub(crate) chat_top_rung_msgs_per_s: f64,
     pub(crate) chat_sustainable_msgs_per_s: f64,
     pub(crate) chat_p99_ms_at_half_rate: f64,
     pub(crate) chat_large_sessions: usize,
     pub(crate) chat_large_sustainable_msgs_per_s: Option<f64>,
     pub(crate) nats_tls_sustainable_msgs_per_s: Option<f64>,
+    pub(crate) nats_not_run: Option<String>,
     pub(crate) ratio_to_nats_tls: Option<f64>,
 }
 
@@ -56,6 +67,8 @@ impl Summary {
             server_cpu_per_message: compare(steps),
             chat_sessions: cli.chat_sessions,
             chat_large_sessions: cli.chat_large_sessions,
+            chat_top_rung_msgs_per_s: cli.chat_rates.iter().copied().fold(0.0, f64::max),
+            nats_not_run: best.nats_not_run.clone(),
             chat_sustainable_msgs_per_s: best.chat.unwrap_or(0.0),
             chat_large_sustainable_msgs_per_s: best.chat_large,
             nats_tls_sustainable_msgs_per_s: best.nats,
@@ -89,6 +102,11 @@ impl Summary {
         // verification pings.
         let idle_from = connect.started_s + connect.report.open_time_s + 2.0;
         let idle_to = connect.started_s + connect.report.open_time_s + hold_s - 1.0;
+        self.idle_window_s = (idle_to - idle_from).max(0.0);
+        if self.idle_window_s < 2.0 * KEEP_ALIVE.as_secs_f64() {
+            self.router_idle_cpu_percent_per_100k_sessions = None;
+            return;
+        }
         let idle: Vec<procstat::Sample> = connect
             .samples
             .iter()
@@ -96,7 +114,7 @@ impl Summary {
             .copied()
             .collect();
         self.router_idle_cpu_percent_per_100k_sessions =
-            procstat::mean_cpu_percent(&idle) * 100_000.0 / sessions;
+            Some(procstat::mean_cpu_percent(&idle) * 100_000.0 / sessions);
     }
 }
 

@@ -18,14 +18,20 @@ impl Shard {
         status: Status,
         text: String,
     ) {
-        if !is_settable(status) || text.len() > self.limits.max_status_text_bytes {
+        let max_text = self.limits.max_status_text_bytes;
+        let refused = if !is_settable(status) {
+            Some("status must be ONLINE, AWAY, BUSY or INVISIBLE".to_owned())
+        } else if text.len() > max_text {
+            Some(format!(
+                "status text is {} bytes; at most {max_text} (Welcome.max_status_text_bytes)",
+                text.len()
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = refused {
             self.stats.frames_rejected.add(Rejection::InvalidStatus);
-            return self.reply_error(
-                session,
-                request_ref,
-                ErrorCode::InvalidStatus,
-                "status must be ONLINE, AWAY, BUSY or INVISIBLE with a short text",
-            );
+            return self.reply_error(session, request_ref, ErrorCode::InvalidStatus, &why);
         }
         let user = self.sessions[&session].user.clone();
         let record = self

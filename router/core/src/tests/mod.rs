@@ -708,3 +708,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_refused_status_says_which_rule_it_broke() {
+    let mut c = Cluster::new(1);
+    let alice = c.open("alice", "phone");
+    c.set_status(alice, Status::Offline, "");
+    c.set_status(alice, Status::Away, "this text is too long");
+    let why = c.pick(alice, |b| match b {
+        server_frame::Body::Error(e) => Some(e.message),
+        other => panic!("expected an Error, got {other:?}"),
+    });
+    assert_eq!(
+        why,
+        [
+            "status must be ONLINE, AWAY, BUSY or INVISIBLE",
+            "status text is 21 bytes; at most 10 (Welcome.max_status_text_bytes)"
+        ]
+    );
+}
