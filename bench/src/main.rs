@@ -140,7 +140,8 @@ impl BenchCli {
     /// A rough upper bound of the run's length: every rung of every ladder
     /// run, each with its connect phase, ramp, full rate, drain and settle.
     pub(crate) fn estimate(&self) -> Duration {
-        let opening = |sessions: usize| Duration::from_secs_f64(sessions as f64 / self.connect_rate);
+        let opening =
+            |sessions: usize| Duration::from_secs_f64(sessions as f64 / self.connect_rate);
         // Drain, settle, verification and close, as a step spends them.
         let overhead = Duration::from_secs(25);
         let step = |sessions| opening(sessions) + self.chat_ramp_up + self.chat_duration + overhead;
@@ -190,9 +191,11 @@ mod tests {
     #[test]
     fn the_estimate_counts_every_ladder_run() {
         let parse = |args: &[&str]| {
-            BenchCli::try_parse_from(std::iter::once("switchboard-bench").chain(args.iter().copied()))
-                .unwrap()
-                .estimate()
+            BenchCli::try_parse_from(
+                std::iter::once("switchboard-bench").chain(args.iter().copied()),
+            )
+            .unwrap()
+            .estimate()
         };
         let full = parse(&[]);
         let short = parse(&["--no-nats", "--chat-large-sessions", "0"]);

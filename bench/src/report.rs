@@ -230,7 +230,10 @@ fn summary(out: &mut String, s: &Summary) {
     if let Some(large) = s.chat_large_sustainable_msgs_per_s {
         let sessions = s.chat_large_sessions;
         let large = rate_cell(large, s);
-        let _ = writeln!(out, "| chat sustainable msgs/s ({sessions} sessions) | {large} |");
+        let _ = writeln!(
+            out,
+            "| chat sustainable msgs/s ({sessions} sessions) | {large} |"
+        );
     }
     match (s.nats_tls_sustainable_msgs_per_s, &s.nats_not_run) {
         (Some(nats), _) => {
