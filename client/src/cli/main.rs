@@ -117,11 +117,13 @@ impl ConnectionArgs {
         let mut options = ConnectOptions::new(server, trust, token, device);
         options.server_name = self.server_name.clone();
         options.auto_ack = auto_ack;
-        Client::connect(options).await.map_err(|error| {
-            let hint = match &error {
-                ClientError::NoAnswer { .. } => format!(
-                    "is `switchboard serve` running and listening on UDP {server}? \
-                     Check --server (or SWITCHBOARD_SERVER) and that no firewall drops UDP"
+        Client::connect(options)
+            .await
+            .map_err(|error| match &error {
+                // What went wrong first, then what to do about it.
+                ClientError::NoAnswer { .. } => anyhow::anyhow!(
+                    "{error}: is `switchboard serve` running and listening on UDP {server}? \
+                 Check --server (or SWITCHBOARD_SERVER) and that no firewall drops UDP"
                 ),
                 ClientError::Closed(info)
                     if matches!(
@@ -129,14 +131,14 @@ impl ConnectionArgs {
                         Some(CloseCode::TokenInvalid | CloseCode::TokenExpired)
                     ) =>
                 {
-                    "mint a fresh token with `switchboard token --user NAME`, signed \
-                     with the server's secret"
-                        .to_owned()
+                    anyhow::anyhow!(
+                        "{error}: mint a fresh token with `switchboard token --user NAME`, \
+                     signed with the server's secret"
+                    )
                 }
-                _ => format!("while connecting to {} ({server})", self.server),
-            };
-            anyhow::Error::new(error).context(hint)
-        })
+                _ => anyhow::Error::new(error)
+                    .context(format!("connecting to {} ({server})", self.server)),
+            })
     }
 }
 
