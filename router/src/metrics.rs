@@ -76,6 +76,13 @@ pub const WEBHOOK_EVENTS: &str = "switchboard_webhook_events_total";
 pub const API_REQUESTS: &str = "switchboard_api_requests_total";
 /// Time from a message's acceptance to its write to a device, seconds.
 pub const DELIVERY_LATENCY: &str = "switchboard_delivery_latency_seconds";
+/// Always 1, labelled with the running `version` (gauge): joins any series
+/// to the build that produced it.
+pub const BUILD_INFO: &str = "switchboard_build_info";
+
+/// How often the recorder's histograms are drained of samples recorded
+/// since the last scrape, so an unscraped router does not pile them up.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Buckets of [`DELIVERY_LATENCY`], seconds: 100 us to 5 s.
 pub const DELIVERY_LATENCY_BUCKETS: &[f64] = &[
@@ -171,6 +178,7 @@ const DESCRIPTIONS: &[(&str, Kind, Unit, Option<&str>, &str)] = &[
     (WEBHOOK_EVENTS, Kind::Counter, Unit::Count, Some("outcome"), "Offline-delivery webhook events, by outcome (sent or why dropped)."),
     (API_REQUESTS, Kind::Counter, Unit::Count, Some("outcome"), "Server API calls, by outcome (OK or the error name)."),
     (DELIVERY_LATENCY, Kind::Histogram, Unit::Seconds, None, "Time from a message's acceptance to its write to a device."),
+    (BUILD_INFO, Kind::Gauge, Unit::Count, Some("version"), "Always 1; the label names the running version."),
 ];
 
 /// Builds the Prometheus recorder with our buckets, installs it globally and
@@ -196,11 +204,20 @@ pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
     // first scrape, before any session exists.
     for &(name, kind, _, label, _) in DESCRIPTIONS {
         match (kind, label) {
-            (Kind::Gauge, _) => gauge!(name).set(0.0),
+            (Kind::Gauge, None) => gauge!(name).set(0.0),
             (Kind::Counter, None) => counter!(name).absolute(0),
             _ => {}
         }
     }
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            upkeep.run_upkeep();
+        })
+        .expect("a thread for the metrics upkeep");
     Ok(handle)
 }
 

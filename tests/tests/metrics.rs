@@ -84,6 +84,11 @@ async fn metrics_livez_and_readyz() {
         "switchboard_delivery_latency_seconds_count 1",
         "switchboard_delivery_latency_seconds_bucket{le=\"+Inf\"} 1",
         "switchboard_presence_events_sent_total 2",
+        concat!(
+            "switchboard_build_info{version=\"",
+            env!("CARGO_PKG_VERSION"),
+            "\"} 1"
+        ),
     ];
     let (status, body) = http_get(server.admin, "/metrics").await;
     assert_eq!(status, 200);
