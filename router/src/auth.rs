@@ -1,7 +1,8 @@
 //! Token authentication: HS256 JWTs whose `sub` is the user id and whose
 //! `exp` is required ([`switchboard_proto::token`], which also signs them).
-//! [`TokenVerifier`] pins the algorithm and maps each failure to its
-//! [`AuthError`] and close code.
+//! [`TokenVerifier`] pins the algorithm, honours `nbf`, refuses critical
+//! header extensions and tokens that outlive `auth.max_token_lifetime`, and
+//! maps each failure to its [`AuthError`], close code and reason phrase.
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,26 +14,37 @@ use switchboard_proto::token::{Claims, MIN_SECRET_BYTES};
 
 use switchboard_core::UserId;
 
-/// Why a token was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// Why a token was refused. It displays as [`AuthError::reason`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthError {
     /// Hello carried no token.
-    #[error("token missing")]
     Missing,
     /// The token is not a well-formed JWT, or lacks `sub` or `exp`.
-    #[error("token malformed")]
     Malformed,
     /// The signature does not verify with our secret, or the algorithm is
     /// not HS256.
-    #[error("token signature or algorithm invalid")]
     BadSignature,
+    /// The header names critical extensions (`crit`); this server
+    /// understands none, so it may not ignore them (RFC 7515 §4.1.11).
+    UnknownCritical,
+    /// The token's `nbf` has not come yet.
+    NotYetValid,
     /// The token's `exp` has passed.
-    #[error("token expired")]
     Expired,
+    /// The token's `exp` is further away than `auth.max_token_lifetime`: a
+    /// token that never expires is refused.
+    LifetimeTooLong,
     /// `sub` is not a valid user id.
-    #[error("token subject is not a valid user id")]
     InvalidSubject,
 }
+
+impl std::fmt::Display for AuthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+impl std::error::Error for AuthError {}
 
 impl AuthError {
     /// The QUIC close code sent for this failure.
@@ -43,13 +55,30 @@ impl AuthError {
         }
     }
 
+    /// The reason phrase of the close (PROTOCOL.md §5).
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthError::Missing => "token missing",
+            AuthError::Malformed => "token malformed",
+            AuthError::BadSignature => "token signature invalid",
+            AuthError::UnknownCritical => "token has critical header extensions",
+            AuthError::NotYetValid => "token not yet valid",
+            AuthError::Expired => "token expired",
+            AuthError::LifetimeTooLong => "token lifetime exceeds the server's maximum",
+            AuthError::InvalidSubject => "token subject is not a valid user id",
+        }
+    }
+
     /// Label value for the auth-failure metric.
     pub fn as_str(self) -> &'static str {
         match self {
             AuthError::Missing => "missing",
             AuthError::Malformed => "malformed",
             AuthError::BadSignature => "bad_signature",
+            AuthError::UnknownCritical => "unknown_critical",
+            AuthError::NotYetValid => "not_yet_valid",
             AuthError::Expired => "expired",
+            AuthError::LifetimeTooLong => "lifetime_too_long",
             AuthError::InvalidSubject => "invalid_subject",
         }
     }
@@ -93,6 +122,7 @@ pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, SecretError> {
 pub struct TokenVerifier {
     key: DecodingKey,
     validation: Validation,
+    max_lifetime: Duration,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -102,19 +132,22 @@ impl std::fmt::Debug for TokenVerifier {
 }
 
 impl TokenVerifier {
-    /// A verifier for `secret`, tolerating `leeway` of clock skew on `exp`.
-    pub fn new(secret: &[u8], leeway: Duration) -> Self {
+    /// A verifier for `secret`, tolerating `leeway` of clock skew on `exp`
+    /// and `nbf`, refusing an `exp` more than `max_lifetime` away.
+    pub fn new(secret: &[u8], leeway: Duration, max_lifetime: Duration) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.algorithms = vec![Algorithm::HS256];
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.leeway = leeway.as_secs();
         validation.validate_exp = true;
+        validation.validate_nbf = true;
         // Tokens from identity providers often carry `aud`; Switchboard does
         // not check it (the shared secret is what binds a token to us).
         validation.validate_aud = false;
         Self {
             key: DecodingKey::from_secret(secret),
             validation,
+            max_lifetime,
         }
     }
 
@@ -123,17 +156,45 @@ impl TokenVerifier {
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
+        if has_critical_extensions(token)? {
+            return Err(AuthError::UnknownCritical);
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                 ErrorKind::InvalidSignature
                 | ErrorKind::InvalidAlgorithm
                 | ErrorKind::InvalidAlgorithmName => AuthError::BadSignature,
                 _ => AuthError::Malformed,
             },
         )?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let latest = now.saturating_add((self.max_lifetime + self.validation_leeway()).as_secs());
+        if data.claims.exp > latest {
+            return Err(AuthError::LifetimeTooLong);
+        }
         UserId::parse(&data.claims.sub).ok_or(AuthError::InvalidSubject)
     }
+
+    fn validation_leeway(&self) -> Duration {
+        Duration::from_secs(self.validation.leeway)
+    }
+}
+
+/// Whether the token's header names a `crit` member. A header that is not
+/// base64url JSON is malformed.
+fn has_critical_extensions(token: &str) -> Result<bool, AuthError> {
+    use base64::Engine as _;
+    let header = token.split('.').next().unwrap_or_default();
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| AuthError::Malformed)?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&json).map_err(|_| AuthError::Malformed)?;
+    Ok(header.contains_key("crit"))
 }
 
 #[cfg(test)]
@@ -145,8 +206,10 @@ mod tests {
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
     fn verifier() -> TokenVerifier {
-        TokenVerifier::new(SECRET, Duration::from_secs(5))
+        TokenVerifier::new(SECRET, Duration::from_secs(5), DAY)
     }
 
     /// A token of `claims` signed with `SECRET` by `algorithm`.
@@ -176,7 +239,7 @@ mod tests {
         // alg=none and HS512 are refused: the algorithm is pinned.
         let claims = Claims {
             sub: "alice".into(),
-            exp: u64::MAX / 2,
+            exp: now() + 60,
             iat: None,
         };
         let hs512 = encode(Algorithm::HS512, &claims);
@@ -195,7 +258,7 @@ mod tests {
         let hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
         std::fs::write(&path, format!("{hex}\n")).unwrap();
         let key = read_secret_file(&path).unwrap();
-        let verifier = TokenVerifier::new(&key, Duration::from_secs(5));
+        let verifier = TokenVerifier::new(&key, Duration::from_secs(5), DAY);
         let as_text = mint_token(hex.as_bytes(), "alice", Duration::from_secs(60));
         assert_eq!(verifier.verify(&as_text).unwrap().as_str(), "alice");
         let decoded = (0..hex.len())
@@ -218,7 +281,7 @@ mod tests {
             Algorithm::HS256,
             &WithAud {
                 sub: "alice".into(),
-                exp: u64::MAX / 2,
+                exp: now() + 60,
                 aud: "chat-app".into(),
             },
         );
@@ -238,5 +301,58 @@ mod tests {
             },
         );
         assert_eq!(verifier().verify(&token), Err(AuthError::Malformed));
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    /// T-2 and T-4 of the hardening issue: a token that never expires, and
+    /// one with a critical extension, were accepted.
+    #[test]
+    fn endless_not_yet_valid_and_critical_tokens_are_refused() {
+        let v = verifier();
+        let endless = mint_token_expiring(SECRET, "alice", u64::MAX, None);
+        assert_eq!(v.verify(&endless), Err(AuthError::LifetimeTooLong));
+        let longer = mint_token(SECRET, "alice", DAY + Duration::from_secs(60));
+        assert_eq!(v.verify(&longer), Err(AuthError::LifetimeTooLong));
+        let within = mint_token(SECRET, "alice", DAY);
+        assert!(v.verify(&within).is_ok(), "the maximum itself is allowed");
+
+        #[derive(Serialize)]
+        struct WithNbf {
+            sub: String,
+            exp: u64,
+            nbf: u64,
+        }
+        let claims = |nbf| WithNbf {
+            sub: "alice".into(),
+            exp: now() + 600,
+            nbf,
+        };
+        let early = encode(Algorithm::HS256, &claims(now() + 300));
+        assert_eq!(v.verify(&early), Err(AuthError::NotYetValid));
+        let due = encode(Algorithm::HS256, &claims(now() - 1));
+        assert!(v.verify(&due).is_ok());
+
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = None;
+        let key = EncodingKey::from_secret(SECRET);
+        let plain = jsonwebtoken::encode(&header, &claims(now() - 1), &key).unwrap();
+        // The same token with `crit` in its header (re-signed).
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let crit_header = b64.encode(br#"{"alg":"HS256","crit":["exp-ext"],"exp-ext":1}"#);
+        let body = plain.split('.').nth(1).unwrap();
+        let signing_input = format!("{crit_header}.{body}");
+        let tag = ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET),
+            signing_input.as_bytes(),
+        );
+        let critical = format!("{signing_input}.{}", b64.encode(tag.as_ref()));
+        assert_eq!(v.verify(&critical), Err(AuthError::UnknownCritical));
     }
 }

@@ -100,7 +100,19 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// A panic anywhere ends the process once its message is printed: a shard
+/// or driver task that died while `/livez` still answered 200 would leave
+/// a node that looks healthy and routes nothing, where a restart recovers.
+fn abort_on_panic() {
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        print(info);
+        std::process::abort();
+    }));
+}
+
 fn serve(file: Option<PathBuf>, flags: FlagOverrides) -> anyhow::Result<()> {
+    abort_on_panic();
     let config = load(file.as_deref(), &flags)?;
     // Before any thread starts: this may restart the process image.
     let heap = if config.heap_huge_pages {
@@ -172,6 +184,13 @@ fn token(file: Option<PathBuf>, user: &str, ttl: Duration) -> anyhow::Result<()>
         "--user must be 1-64 characters of [A-Za-z0-9._@-]"
     );
     let config = load(file.as_deref(), &FlagOverrides::default())?;
+    let max = config.auth.max_token_lifetime;
+    anyhow::ensure!(
+        ttl <= max,
+        "--ttl {} is longer than auth.max_token_lifetime ({}): the server would refuse the token",
+        humantime::format_duration(ttl),
+        humantime::format_duration(max)
+    );
     let (secret, source) = switchboard_router::dev::token_secret(&config)?;
     if source == SecretSource::Dev {
         eprintln!(

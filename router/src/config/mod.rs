@@ -113,9 +113,14 @@ pub struct AuthConfig {
     /// for a slow mobile round trip, short enough to shed idle sockets.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// Clock skew tolerated on a token's `exp`. Default `5s`.
+    /// Clock skew tolerated on a token's `exp` and `nbf`. Default `5s`.
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
+    /// Longest a token may still be valid when it is presented: one whose
+    /// `exp` is further away is refused, so a leaked token cannot be one
+    /// that never expires. Default `30days`.
+    #[serde(with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
 }
 
 /// Protocol limits.
@@ -287,6 +292,7 @@ impl Default for AuthConfig {
             secret_file: None,
             timeout: Duration::from_secs(5),
             leeway: Duration::from_secs(5),
+            max_token_lifetime: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -390,39 +396,13 @@ impl Config {
                 invalid("webhook.secret_file", with_causes(&e));
             }
         }
-        if webhook.batch_max == 0 || webhook.attempts == 0 || webhook.queue_events == 0 {
-            invalid(
-                "webhook",
-                "batch_max, attempts and queue_events must be at least 1".into(),
-            );
-        }
-        if webhook.flush_interval.is_zero() || webhook.timeout.is_zero() {
-            invalid(
-                "webhook",
-                "flush_interval and timeout must be more than 0".into(),
-            );
-        }
         if let Some(path) = &self.api.token_file {
             if let Err(e) = crate::auth::read_secret_file(path) {
                 invalid("api.token_file", with_causes(&e));
             }
         }
-        if self.auth.timeout.is_zero() {
-            invalid("auth.timeout", "must be more than 0 (e.g. \"5s\")".into());
-        }
-        if self.heartbeat_interval < Duration::from_millis(100) {
-            invalid(
-                "heartbeat_interval",
-                "must be at least 100ms (e.g. \"15s\")".into(),
-            );
-        }
+        self.check_bounds(&mut invalid);
         let limits = &self.limits;
-        if limits.max_frame_bytes < 256 || limits.max_frame_bytes > 16 * 1024 * 1024 {
-            invalid(
-                "limits.max_frame_bytes",
-                format!("{} is outside 256..=16777216", limits.max_frame_bytes),
-            );
-        }
         if limits.max_payload_bytes + 256 > limits.max_frame_bytes {
             invalid(
                 "limits.max_payload_bytes",
@@ -431,12 +411,6 @@ impl Config {
                     limits.max_payload_bytes, limits.max_frame_bytes
                 ),
             );
-        }
-        if limits.session_queue_frames == 0 {
-            invalid("limits.session_queue_frames", "must be at least 1".into());
-        }
-        if limits.max_room_members == 0 {
-            invalid("limits.max_room_members", "must be at least 1".into());
         }
         let delivery = &self.delivery;
         if delivery.delivery_window == 0 || delivery.delivery_window >= limits.session_queue_frames
@@ -449,9 +423,6 @@ impl Config {
                 ),
             );
         }
-        if delivery.max_stored_messages == 0 {
-            invalid("delivery.max_stored_messages", "must be at least 1".into());
-        }
         if delivery.max_stored_bytes < limits.max_frame_bytes {
             invalid(
                 "delivery.max_stored_bytes",
@@ -461,38 +432,146 @@ impl Config {
                 ),
             );
         }
-        if delivery.ack_timeout < Duration::from_millis(100) {
-            invalid(
-                "delivery.ack_timeout",
-                "must be at least 100ms (e.g. \"60s\")".into(),
-            );
-        }
-        if delivery.max_stored_age.is_zero() {
-            invalid(
+        problems
+    }
+
+    /// Every duration and count within its bounds: a value outside them
+    /// would not start, would panic in a task or would let one client take
+    /// the node (a heartbeat of 50 days overflows the Welcome's `u32` of
+    /// milliseconds; a watch limit of 5e9 overflows its `u32`).
+    fn check_bounds(&self, invalid: &mut impl FnMut(&'static str, String)) {
+        const MS: Duration = Duration::from_millis(1);
+        const SECOND: Duration = Duration::from_secs(1);
+        const MINUTE: Duration = Duration::from_secs(60);
+        const HOUR: Duration = Duration::from_secs(3600);
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        let (auth, delivery, webhook) = (&self.auth, &self.delivery, &self.webhook);
+        let durations = [
+            (
+                "heartbeat_interval",
+                self.heartbeat_interval,
+                100 * MS,
+                HOUR,
+            ),
+            (
+                "shutdown_timeout",
+                self.shutdown_timeout,
+                Duration::ZERO,
+                HOUR,
+            ),
+            ("auth.timeout", auth.timeout, 100 * MS, 10 * MINUTE),
+            ("auth.leeway", auth.leeway, Duration::ZERO, 10 * MINUTE),
+            (
+                "auth.max_token_lifetime",
+                auth.max_token_lifetime,
+                MINUTE,
+                366 * DAY,
+            ),
+            (
+                "presence.offline_grace",
+                self.presence.offline_grace,
+                Duration::ZERO,
+                HOUR,
+            ),
+            (
                 "delivery.max_stored_age",
-                "must be more than 0 (e.g. \"24h\")".into(),
-            );
-        }
-        if delivery.dedupe_window.is_zero() {
-            invalid(
+                delivery.max_stored_age,
+                SECOND,
+                366 * DAY,
+            ),
+            ("delivery.ack_timeout", delivery.ack_timeout, 100 * MS, HOUR),
+            (
                 "delivery.dedupe_window",
-                "must be more than 0 (e.g. \"5m\")".into(),
-            );
-        }
-        if delivery.dedupe_max_keys == 0 {
-            invalid("delivery.dedupe_max_keys", "must be at least 1".into());
-        }
-        for (field, count, max) in [
-            ("endpoints", self.endpoints, 256),
-            ("worker_threads", self.worker_threads, 1024),
-            ("shards", self.shards, 1024),
-        ] {
-            if count > max {
-                let problem = format!("{count} is more than {max}; 0 means one per core");
-                invalid(field, problem);
+                delivery.dedupe_window,
+                SECOND,
+                7 * DAY,
+            ),
+            ("webhook.flush_interval", webhook.flush_interval, MS, MINUTE),
+            ("webhook.timeout", webhook.timeout, 100 * MS, 10 * MINUTE),
+        ];
+        for (field, value, min, max) in durations {
+            if value < min || value > max {
+                let bounds = format!(
+                    "{} to {}",
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                );
+                invalid(
+                    field,
+                    format!("{} is outside {bounds}", humantime::format_duration(value)),
+                );
             }
         }
-        problems
+        const MIB: usize = 1024 * 1024;
+        let limits = &self.limits;
+        let counts = [
+            ("shards", self.shards, 0, 1024),
+            ("endpoints", self.endpoints, 0, 256),
+            ("worker_threads", self.worker_threads, 0, 1024),
+            ("udp_buffer_bytes", self.udp_buffer_bytes, 0, 1024 * MIB),
+            (
+                "limits.max_frame_bytes",
+                limits.max_frame_bytes,
+                256,
+                16 * MIB,
+            ),
+            (
+                "limits.max_watched_users",
+                limits.max_watched_users,
+                1,
+                1_000_000,
+            ),
+            (
+                "limits.max_status_text_bytes",
+                limits.max_status_text_bytes,
+                0,
+                4096,
+            ),
+            (
+                "limits.session_queue_frames",
+                limits.session_queue_frames,
+                1,
+                1_000_000,
+            ),
+            (
+                "limits.max_room_members",
+                limits.max_room_members,
+                1,
+                10_000_000,
+            ),
+            (
+                "delivery.max_stored_messages",
+                delivery.max_stored_messages,
+                1,
+                10_000_000,
+            ),
+            (
+                "delivery.max_stored_bytes",
+                delivery.max_stored_bytes,
+                0,
+                1024 * MIB,
+            ),
+            (
+                "delivery.dedupe_max_keys",
+                delivery.dedupe_max_keys,
+                1,
+                10_000_000,
+            ),
+            ("webhook.batch_max", webhook.batch_max, 1, 10_000),
+            ("webhook.attempts", webhook.attempts as usize, 1, 100),
+            ("webhook.queue_events", webhook.queue_events, 1, 10_000_000),
+        ];
+        for (field, value, min, max) in counts {
+            if value < min || value > max {
+                let zero = if min == 0 && ["shards", "endpoints", "worker_threads"].contains(&field)
+                {
+                    "; 0 means one per core"
+                } else {
+                    ""
+                };
+                invalid(field, format!("{value} is outside {min} to {max}{zero}"));
+            }
+        }
     }
 
     /// The number of runtime threads: `worker_threads`, or one per core
@@ -769,7 +848,7 @@ mod tests {
             "shards = \"four\" (in config.toml): expected usize, found string \"four\"; the default is 0",
             "presence.offline_grace = \"five seconds\" (from SWITCHBOARD_PRESENCE__OFFLINE_GRACE): ",
             "listn = \"127.0.0.1:1\" (from SWITCHBOARD_LISTN): no key `listn` at the top level; did you mean `listen`?",
-            "limits.max_frame_bytes (in config.toml): 100 is outside 256..=16777216",
+            "limits.max_frame_bytes (in config.toml): 100 is outside 256 to 16777216",
             "limits.max_payload_bytes: 65536 does not fit in a frame of limits.max_frame_bytes = 100",
         ];
         assert_eq!(lines.len(), expected.len(), "{error}");
@@ -794,5 +873,50 @@ mod tests {
         let line = error.problems[0].to_string();
         assert!(line.starts_with("config.toml: not valid TOML: "), "{line}");
         assert!(line.contains("line 1"), "{line}");
+    }
+
+    /// L-4 of the hardening issue: absurd durations and counts passed
+    /// check-config and then panicked at start or in a task. Every duration
+    /// and count of `Config`, found by walking its serialized form, is
+    /// bounded: an absurd value is refused, naming the key.
+    #[test]
+    fn every_duration_and_count_is_bounded() {
+        use figment::value::Value;
+        fn leaves(prefix: &str, value: &Value, out: &mut Vec<(String, Value)>) {
+            match value {
+                Value::Dict(_, dict) => {
+                    for (key, inner) in dict {
+                        let path = if prefix.is_empty() {
+                            key.clone()
+                        } else {
+                            format!("{prefix}.{key}")
+                        };
+                        leaves(&path, inner, out);
+                    }
+                }
+                leaf => out.push((prefix.to_owned(), leaf.clone())),
+            }
+        }
+        let mut all = Vec::new();
+        leaves("", &Value::serialize(Config::default()).unwrap(), &mut all);
+        let mut checked = 0;
+        for (key, default) in all {
+            let absurd = match default {
+                Value::Num(..) => "5000000000",
+                Value::String(_, text) if humantime::parse_duration(&text).is_ok() => {
+                    "\"5000days\""
+                }
+                _ => continue,
+            };
+            let error = load(&format!("{key} = {absurd}"), &[])
+                .map(|_| ())
+                .expect_err(&format!("{key} = {absurd} was accepted"));
+            assert!(
+                error.to_string().contains(&key),
+                "{key}: {error}"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 25, "only {checked} durations and counts found");
     }
 }

@@ -11,7 +11,6 @@ use switchboard_proto::v1::{
 
 use super::shard_task::now;
 use super::ServerContext;
-use crate::auth::AuthError;
 use crate::metrics;
 use switchboard_core::{DeviceId, SessionId, ShardInput, UserId, API_DEVICE};
 use switchboard_proto::frame::DecodeError;
@@ -39,14 +38,7 @@ pub(crate) fn authenticate(
     let user = ctx.verifier.verify(&hello.token).map_err(|error| {
         metrics::auth_failed(error.as_str());
         tracing::debug!(%error, "authentication failed");
-        let reason = match error {
-            AuthError::Missing => "token missing",
-            AuthError::Malformed => "token malformed",
-            AuthError::BadSignature => "token signature invalid",
-            AuthError::Expired => "token expired",
-            AuthError::InvalidSubject => "token subject is not a valid user id",
-        };
-        (error.close_code(), reason)
+        (error.close_code(), error.reason())
     })?;
     let device = DeviceId::parse(&hello.device_id).ok_or_else(|| {
         metrics::frame_rejected("invalid_device_id");

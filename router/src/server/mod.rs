@@ -128,7 +128,8 @@ impl Server {
         let fingerprint = certified.fingerprint();
         let (secret, secret_source) = crate::dev::token_secret(&config)?;
         let (api_token, api_token_source) = crate::dev::api_token(&config)?;
-        let verifier = TokenVerifier::new(&secret, config.auth.leeway);
+        let verifier =
+            TokenVerifier::new(&secret, config.auth.leeway, config.auth.max_token_lifetime);
 
         let crypto = switchboard_quic::tls::server_tls(certified.chain, certified.key, ALPN)
             .map_err(crate::tls::TlsError::from)?;

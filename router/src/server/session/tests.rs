@@ -51,7 +51,8 @@ impl Router {
         let server_config = quic_server_config(&config, server_tls).unwrap();
         let (shard_handle, shard) = mpsc::unbounded_channel();
         let (draining, draining_rx) = watch::channel(false);
-        let verifier = TokenVerifier::new(SECRET, config.auth.leeway);
+        let verifier =
+            TokenVerifier::new(SECRET, config.auth.leeway, config.auth.max_token_lifetime);
         let ctx = Arc::new(ServerContext {
             config,
             verifier,
