@@ -911,10 +911,7 @@ mod tests {
             let error = load(&format!("{key} = {absurd}"), &[])
                 .map(|_| ())
                 .expect_err(&format!("{key} = {absurd} was accepted"));
-            assert!(
-                error.to_string().contains(&key),
-                "{key}: {error}"
-            );
+            assert!(error.to_string().contains(&key), "{key}: {error}");
             checked += 1;
         }
         assert!(checked >= 25, "only {checked} durations and counts found");
