@@ -47,6 +47,18 @@ impl std::fmt::Display for AuthError {
 impl std::error::Error for AuthError {}
 
 impl AuthError {
+    /// Every failure, for metrics that list their label values.
+    pub const ALL: [AuthError; 8] = [
+        AuthError::Missing,
+        AuthError::Malformed,
+        AuthError::BadSignature,
+        AuthError::UnknownCritical,
+        AuthError::NotYetValid,
+        AuthError::Expired,
+        AuthError::LifetimeTooLong,
+        AuthError::InvalidSubject,
+    ];
+
     /// The QUIC close code sent for this failure.
     pub fn close_code(self) -> CloseCode {
         match self {

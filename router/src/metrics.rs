@@ -17,7 +17,12 @@ use metrics::{
     Gauge, Histogram, Unit,
 };
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+use switchboard_core::stats::{Reason, Refusal, Rejection};
 use switchboard_core::ShardStats;
+use switchboard_proto::close::CloseCode;
+use switchboard_proto::v1::ErrorCode;
+
+use crate::auth::AuthError;
 
 /// Open sessions (gauge).
 pub const SESSIONS: &str = "switchboard_sessions";
@@ -181,6 +186,79 @@ const DESCRIPTIONS: &[(&str, Kind, Unit, Option<&str>, &str)] = &[
     (BUILD_INFO, Kind::Gauge, Unit::Count, Some("version"), "Always 1; the label names the running version."),
 ];
 
+/// Every value the label of a labelled counter takes, so that each series
+/// is exported at 0 from the first scrape: an alert on its rate then sees
+/// the first event, not only the second. Recording a value missing here
+/// fails a debug build (every test), so the list cannot fall behind.
+fn label_values(name: &str) -> Vec<&'static str> {
+    fn with(mut values: Vec<&'static str>, more: &[&'static str]) -> Vec<&'static str> {
+        values.extend_from_slice(more);
+        values
+    }
+    match name {
+        CONNECTIONS_CLOSED => with(
+            CloseCode::ALL.iter().map(|code| code.as_str()).collect(),
+            &[
+                "peer_closed",
+                "idle_timeout",
+                "transport_error",
+                "handshake_failed",
+            ],
+        ),
+        AUTH_FAILURES => with(
+            AuthError::ALL.iter().map(|e| e.as_str()).collect(),
+            &["timeout"],
+        ),
+        FRAMES_REJECTED => with(
+            Rejection::ALL.iter().map(|r| r.as_str()).collect(),
+            &[
+                "before_hello",
+                "malformed",
+                "frame_too_large",
+                "invalid_device_id",
+                "reserved_device_id",
+                "datagram_before_hello",
+                "datagram_no_credit",
+                "datagram_not_signal",
+                "datagram_malformed",
+            ],
+        ),
+        MESSAGES_DROPPED => with(
+            Refusal::ALL.iter().map(|r| r.as_str()).collect(),
+            &["session_gone", "slow_consumer"],
+        ),
+        MAILBOX_EVICTED => vec!["limit", "age"],
+        SIGNALS_SENT => vec!["datagram", "stream"],
+        SLOW_CONSUMERS => vec!["ack_timeout", "queue_full"],
+        OUTBOX_EPHEMERAL => vec!["coalesced", "dropped"],
+        WEBHOOK_EVENTS => vec!["sent", "dropped_queue_full", "dropped_failed"],
+        API_REQUESTS => with(
+            (1..64)
+                .filter_map(|code| ErrorCode::try_from(code).ok())
+                .map(|code| code.as_str_name().trim_start_matches("ERROR_CODE_"))
+                .collect(),
+            &[
+                "OK",
+                "INVALID_REQUEST",
+                "UNAUTHORIZED",
+                "UNAVAILABLE",
+                "INTERNAL",
+            ],
+        ),
+        BUILD_INFO => vec![env!("CARGO_PKG_VERSION")],
+        _ => Vec::new(),
+    }
+}
+
+/// Fails a debug build when `value` is not among `name`'s label values.
+fn labelled(name: &'static str, value: &'static str) -> &'static str {
+    debug_assert!(
+        label_values(name).contains(&value),
+        "{name}: label value {value:?} is missing from metrics::label_values"
+    );
+    value
+}
+
 /// Builds the Prometheus recorder with our buckets, installs it globally and
 /// describes every metric. Call once, from the binary.
 pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
@@ -206,6 +284,11 @@ pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
         match (kind, label) {
             (Kind::Gauge, None) => gauge!(name).set(0.0),
             (Kind::Counter, None) => counter!(name).absolute(0),
+            (Kind::Counter, Some(label)) => {
+                for value in label_values(name) {
+                    counter!(name, label => value).absolute(0);
+                }
+            }
             _ => {}
         }
     }
@@ -226,15 +309,15 @@ pub(crate) fn connection_accepted() {
 }
 
 pub(crate) fn disconnected(reason: &'static str) {
-    counter!(CONNECTIONS_CLOSED, "reason" => reason).increment(1);
+    counter!(CONNECTIONS_CLOSED, "reason" => labelled(CONNECTIONS_CLOSED, reason)).increment(1);
 }
 
 pub(crate) fn auth_failed(reason: &'static str) {
-    counter!(AUTH_FAILURES, "reason" => reason).increment(1);
+    counter!(AUTH_FAILURES, "reason" => labelled(AUTH_FAILURES, reason)).increment(1);
 }
 
 pub(crate) fn frame_rejected(reason: &'static str) {
-    counter!(FRAMES_REJECTED, "reason" => reason).increment(1);
+    counter!(FRAMES_REJECTED, "reason" => labelled(FRAMES_REJECTED, reason)).increment(1);
 }
 
 pub(crate) fn message_delivered(latency: Duration) {
@@ -245,27 +328,28 @@ pub(crate) fn message_delivered(latency: Duration) {
 }
 
 pub(crate) fn message_dropped(reason: &'static str) {
-    counter!(MESSAGES_DROPPED, "reason" => reason).increment(1);
+    counter!(MESSAGES_DROPPED, "reason" => labelled(MESSAGES_DROPPED, reason)).increment(1);
 }
 
 pub(crate) fn api_request(outcome: &'static str) {
-    counter!(API_REQUESTS, "outcome" => outcome).increment(1);
+    counter!(API_REQUESTS, "outcome" => labelled(API_REQUESTS, outcome)).increment(1);
 }
 
 pub(crate) fn webhook_events(outcome: &'static str, count: usize) {
-    counter!(WEBHOOK_EVENTS, "outcome" => outcome).increment(count as u64);
+    counter!(WEBHOOK_EVENTS, "outcome" => labelled(WEBHOOK_EVENTS, outcome))
+        .increment(count as u64);
 }
 
 pub(crate) fn signal_sent(via: &'static str) {
-    counter!(SIGNALS_SENT, "via" => via).increment(1);
+    counter!(SIGNALS_SENT, "via" => labelled(SIGNALS_SENT, via)).increment(1);
 }
 
 pub(crate) fn outbox_ephemeral(outcome: &'static str) {
-    counter!(OUTBOX_EPHEMERAL, "outcome" => outcome).increment(1);
+    counter!(OUTBOX_EPHEMERAL, "outcome" => labelled(OUTBOX_EPHEMERAL, outcome)).increment(1);
 }
 
 pub(crate) fn slow_consumer(reason: &'static str) {
-    counter!(SLOW_CONSUMERS, "reason" => reason).increment(1);
+    counter!(SLOW_CONSUMERS, "reason" => labelled(SLOW_CONSUMERS, reason)).increment(1);
 }
 
 /// Adds what a shard counted ([`ShardStats`]) to the exported metrics.

@@ -84,6 +84,10 @@ async fn metrics_livez_and_readyz() {
         "switchboard_delivery_latency_seconds_count 1",
         "switchboard_delivery_latency_seconds_bucket{le=\"+Inf\"} 1",
         "switchboard_presence_events_sent_total 2",
+        // Series that nothing in this test touched exist at 0 from the start.
+        "switchboard_auth_failures_total{reason=\"expired\"} 0",
+        "switchboard_connections_closed_total{reason=\"idle_timeout\"} 0",
+        "switchboard_api_requests_total{outcome=\"ROOM_FULL\"} 0",
         concat!(
             "switchboard_build_info{version=\"",
             env!("CARGO_PKG_VERSION"),
