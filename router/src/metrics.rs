@@ -81,6 +81,9 @@ pub const WEBHOOK_EVENTS: &str = "switchboard_webhook_events_total";
 pub const API_REQUESTS: &str = "switchboard_api_requests_total";
 /// Time from a message's acceptance to its write to a device, seconds.
 pub const DELIVERY_LATENCY: &str = "switchboard_delivery_latency_seconds";
+/// Admin connections beyond `admin.max_connections`: answered for the
+/// health checks only, or closed (counter).
+pub const ADMIN_OVER_LIMIT: &str = "switchboard_admin_connections_over_limit_total";
 /// Always 1, labelled with the running `version` (gauge): joins any series
 /// to the build that produced it.
 pub const BUILD_INFO: &str = "switchboard_build_info";
@@ -183,6 +186,7 @@ const DESCRIPTIONS: &[(&str, Kind, Unit, Option<&str>, &str)] = &[
     (WEBHOOK_EVENTS, Kind::Counter, Unit::Count, Some("outcome"), "Offline-delivery webhook events, by outcome (sent or why dropped)."),
     (API_REQUESTS, Kind::Counter, Unit::Count, Some("outcome"), "Server API calls, by outcome (OK or the error name)."),
     (DELIVERY_LATENCY, Kind::Histogram, Unit::Seconds, None, "Time from a message's acceptance to its write to a device."),
+    (ADMIN_OVER_LIMIT, Kind::Counter, Unit::Count, None, "Admin connections beyond admin.max_connections (health checks only, or closed)."),
     (BUILD_INFO, Kind::Gauge, Unit::Count, Some("version"), "Always 1; the label names the running version."),
 ];
 
@@ -306,6 +310,10 @@ pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
 
 pub(crate) fn connection_accepted() {
     Hot::with(|hot| hot.connections.increment(1));
+}
+
+pub(crate) fn admin_over_limit() {
+    counter!(ADMIN_OVER_LIMIT).increment(1);
 }
 
 pub(crate) fn disconnected(reason: &'static str) {

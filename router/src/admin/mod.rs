@@ -1,19 +1,37 @@
 //! The admin HTTP listener: Prometheus `/metrics`, `/livez` (the process
 //! serves), `/readyz` (it accepts new sessions; 503 while draining), and the
 //! server API for app backends under `/v1` ([`api`]).
+//!
+//! No peer can hold it: every connection must send a request's headers
+//! within `admin.header_timeout` (also between kept-alive requests), and at
+//! most `admin.max_connections` are served at once. Beyond that,
+//! [`HEALTH_ONLY_CONNECTIONS`] more are answered for the health checks only
+//! (an orchestrator that saw `/livez` fail would restart the node and lose
+//! every inbox), and further ones are closed at once.
 
 mod api;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
+use crate::config::AdminConfig;
+use crate::metrics;
 use crate::server::api_calls::ApiCalls;
+
+/// Connections answered for `/livez` and `/readyz` only, beyond
+/// `admin.max_connections`.
+pub(crate) const HEALTH_ONLY_CONNECTIONS: usize = 16;
+/// Header timeout of a health-only connection.
+const HEALTH_ONLY_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the admin handlers read.
 #[derive(Clone, Debug)]
@@ -27,19 +45,61 @@ pub(crate) struct AdminState {
 }
 
 /// Serves the admin API on `listener` until the task is aborted.
-pub(crate) async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
-    let app = Router::new()
-        .route("/metrics", get(metrics))
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    limits: AdminConfig,
+) {
+    let health = Router::new()
         .route("/livez", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz));
+    let full = health
+        .clone()
+        .route("/metrics", get(render_metrics))
         .merge(api::routes(state.clone()))
+        .with_state(state.clone());
+    let health = health
+        .fallback(|| async {
+            let busy = "busy: the admin listener is at admin.max_connections\n";
+            (StatusCode::SERVICE_UNAVAILABLE, busy)
+        })
         .with_state(state);
-    if let Err(error) = axum::serve(listener, app).await {
-        tracing::error!(%error, "admin listener failed");
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let health_slots = Arc::new(Semaphore::new(HEALTH_ONLY_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of file descriptors, most likely: let some close.
+                tracing::warn!(%error, "admin listener cannot accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (app, timeout, permit) = match slots.clone().try_acquire_owned() {
+            Ok(permit) => (full.clone(), limits.header_timeout, permit),
+            Err(_) => {
+                metrics::admin_over_limit();
+                match health_slots.clone().try_acquire_owned() {
+                    Ok(permit) => (health.clone(), HEALTH_ONLY_HEADER_TIMEOUT, permit),
+                    Err(_) => continue, // dropping the stream closes it
+                }
+            }
+        };
+        tokio::spawn(async move {
+            let _permit = permit;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout)
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "admin connection ended");
+            }
+        });
     }
 }
 
-async fn metrics(State(state): State<AdminState>) -> (StatusCode, String) {
+async fn render_metrics(State(state): State<AdminState>) -> (StatusCode, String) {
     match &state.metrics {
         Some(handle) => (StatusCode::OK, handle.render()),
         None => (

@@ -72,6 +72,8 @@ pub struct Config {
     pub presence: PresenceConfig,
     /// Inboxes, acks and idempotent sends.
     pub delivery: DeliveryConfig,
+    /// Limits of the admin listener.
+    pub admin: AdminConfig,
     /// The server API for app backends (on the admin listener).
     pub api: ApiConfig,
     /// The webhook told about messages stored for offline users.
@@ -151,6 +153,30 @@ pub struct PresenceConfig {
     /// quick reconnect does not flap offline-online. Default `5s`.
     #[serde(with = "humantime_serde")]
     pub offline_grace: Duration,
+}
+
+/// How much of the admin listener one peer can hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Time a connection has to send a request's headers, and most a
+    /// kept-alive connection may wait between requests. Default `5s`: a
+    /// peer that sends half a request line is closed, not kept forever.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Connections served at once. Default 256. Beyond it a few more are
+    /// answered for `/livez` and `/readyz` only, so an orchestrator still
+    /// sees the node alive; the rest are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(5),
+            max_connections: 256,
+        }
+    }
 }
 
 /// The server API for app backends: `/v1/...` on the admin listener,
@@ -277,6 +303,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             presence: PresenceConfig::default(),
             delivery: DeliveryConfig::default(),
+            admin: AdminConfig::default(),
             api: ApiConfig::default(),
             webhook: WebhookConfig::default(),
             heartbeat_interval: Duration::from_secs(15),
@@ -488,6 +515,12 @@ impl Config {
             ),
             ("webhook.flush_interval", webhook.flush_interval, MS, MINUTE),
             ("webhook.timeout", webhook.timeout, 100 * MS, 10 * MINUTE),
+            (
+                "admin.header_timeout",
+                self.admin.header_timeout,
+                100 * MS,
+                5 * MINUTE,
+            ),
         ];
         for (field, value, min, max) in durations {
             if value < min || value > max {
@@ -560,6 +593,12 @@ impl Config {
             ("webhook.batch_max", webhook.batch_max, 1, 10_000),
             ("webhook.attempts", webhook.attempts as usize, 1, 100),
             ("webhook.queue_events", webhook.queue_events, 1, 10_000_000),
+            (
+                "admin.max_connections",
+                self.admin.max_connections,
+                1,
+                100_000,
+            ),
         ];
         for (field, value, min, max) in counts {
             if value < min || value > max {

@@ -105,6 +105,7 @@ pub struct Server {
     api: Arc<ApiCalls>,
     api_token: Arc<[u8]>,
     api_token_source: SecretSource,
+    admin_limits: crate::config::AdminConfig,
 }
 
 impl Server {
@@ -175,6 +176,7 @@ impl Server {
             ));
         }
         let (draining_tx, draining_rx) = watch::channel(false);
+        let admin_limits = config.admin.clone();
         let ctx = Arc::new(ServerContext {
             config,
             verifier,
@@ -215,6 +217,7 @@ impl Server {
             api,
             api_token: api_token.into(),
             api_token_source,
+            admin_limits,
         })
     }
 
@@ -257,6 +260,7 @@ impl Server {
                 api: self.api.clone(),
                 api_token: self.api_token.clone(),
             },
+            self.admin_limits.clone(),
         ));
         let drivers = std::mem::take(&mut self.drivers);
         run_drivers(&ctx, drivers, shutdown, &self.draining).await;

@@ -5,6 +5,7 @@
 //! gigabytes of disk and minutes of linking for nothing. Only `metrics` stays
 //! apart, because it installs the process-global metrics recorder.
 
+mod admin;
 mod bad_input;
 mod delivery;
 mod lifecycle;
