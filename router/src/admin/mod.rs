@@ -8,6 +8,9 @@
 //! [`HEALTH_ONLY_CONNECTIONS`] more are answered for the health checks only
 //! (an orchestrator that saw `/livez` fail would restart the node and lose
 //! every inbox), and further ones are closed at once.
+//!
+//! It runs on a thread of its own ([`spawn_thread`]), so a scrape or a
+//! health check is answered while the routing threads are saturated.
 
 mod api;
 
@@ -44,7 +47,40 @@ pub(crate) struct AdminState {
     pub(crate) api_token: Arc<[u8]>,
 }
 
-/// Serves the admin API on `listener` until the task is aborted.
+/// Runs [`serve`] on a thread with a runtime of its own until the returned
+/// handle is dropped.
+pub(crate) fn spawn_thread(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    limits: AdminConfig,
+) -> std::io::Result<tokio::sync::oneshot::Sender<()>> {
+    let listener = listener.into_std()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("admin-http".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => return tracing::error!(%error, "admin listener has no runtime"),
+            };
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => listener,
+                    Err(error) => return tracing::error!(%error, "admin listener lost"),
+                };
+                tokio::select! {
+                    () = serve(listener, state, limits) => {}
+                    _ = stopped => {}
+                }
+            });
+        })?;
+    Ok(stop)
+}
+
+/// Serves the admin API on `listener`, forever.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     state: AdminState,

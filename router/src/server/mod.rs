@@ -252,20 +252,18 @@ impl Server {
     /// configured shutdown timeout.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let ctx = self.ctx.clone();
-        let admin = tokio::spawn(crate::admin::serve(
-            self.admin,
-            crate::admin::AdminState {
-                metrics: self.metrics.clone(),
-                draining: ctx.draining.clone(),
-                api: self.api.clone(),
-                api_token: self.api_token.clone(),
-            },
-            self.admin_limits.clone(),
-        ));
+        let state = crate::admin::AdminState {
+            metrics: self.metrics.clone(),
+            draining: ctx.draining.clone(),
+            api: self.api.clone(),
+            api_token: self.api_token.clone(),
+        };
+        let admin = crate::admin::spawn_thread(self.admin, state, self.admin_limits.clone())
+            .inspect_err(|error| tracing::error!(%error, "the admin listener did not start"));
         let drivers = std::mem::take(&mut self.drivers);
         run_drivers(&ctx, drivers, shutdown, &self.draining).await;
         self.shard_tasks.abort_all();
-        admin.abort();
+        drop(admin);
         tracing::info!("shutdown complete");
     }
 }
