@@ -33,11 +33,15 @@ pub enum CloseCode {
     /// 0x32: the app's backend ended this session through the server API
     /// (for example on log-out or a ban elsewhere).
     Disconnected,
+    /// 0x33: the user already has the server's most sessions open
+    /// (`Welcome` came first); close another device's session, or retry
+    /// later.
+    TooManySessions,
 }
 
 impl CloseCode {
     /// Every close code, in wire order.
-    pub const ALL: [CloseCode; 11] = [
+    pub const ALL: [CloseCode; 12] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::AuthTimeout,
@@ -49,6 +53,7 @@ impl CloseCode {
         CloseCode::SessionReplaced,
         CloseCode::SlowConsumer,
         CloseCode::Disconnected,
+        CloseCode::TooManySessions,
     ];
 
     /// The code on the wire.
@@ -65,6 +70,7 @@ impl CloseCode {
             CloseCode::SessionReplaced => 0x30,
             CloseCode::SlowConsumer => 0x31,
             CloseCode::Disconnected => 0x32,
+            CloseCode::TooManySessions => 0x33,
         }
     }
 
@@ -89,6 +95,7 @@ impl CloseCode {
             CloseCode::SessionReplaced => "session_replaced",
             CloseCode::SlowConsumer => "slow_consumer",
             CloseCode::Disconnected => "disconnected",
+            CloseCode::TooManySessions => "too_many_sessions",
         }
     }
 }

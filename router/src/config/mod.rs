@@ -143,6 +143,11 @@ pub struct LimitsConfig {
     pub session_queue_frames: usize,
     /// Most members one room may have. Default 100,000.
     pub max_room_members: usize,
+    /// Sessions one user may have open at once; one more is closed with
+    /// `TOO_MANY_SESSIONS` (0x33) right after its Welcome. A device that
+    /// reconnects replaces its old session and does not count twice.
+    /// Default 32.
+    pub max_sessions_per_user: usize,
 }
 
 /// Presence behaviour.
@@ -333,6 +338,7 @@ impl Default for LimitsConfig {
             max_status_text_bytes: 128,
             session_queue_frames: 1_024,
             max_room_members: 100_000,
+            max_sessions_per_user: 32,
         }
     }
 }
@@ -555,6 +561,12 @@ impl Config {
                 1_000_000,
             ),
             (
+                "limits.max_sessions_per_user",
+                limits.max_sessions_per_user,
+                1,
+                100_000,
+            ),
+            (
                 "limits.max_status_text_bytes",
                 limits.max_status_text_bytes,
                 0,
@@ -650,6 +662,7 @@ impl Config {
             delivery_window: delivery.delivery_window,
             ack_timeout: delivery.ack_timeout,
             max_room_members: self.limits.max_room_members,
+            max_sessions_per_user: self.limits.max_sessions_per_user,
             inbox_epoch,
         }
     }

@@ -87,6 +87,8 @@ pub struct CoreLimits {
     pub ack_timeout: Duration,
     /// Most members one room may have.
     pub max_room_members: usize,
+    /// Most sessions one user may have open at once (on this node).
+    pub max_sessions_per_user: usize,
     /// Epoch of every inbox this shard creates (`InboxOpened.epoch`): the
     /// shell passes one per server run, so sequence numbers of an earlier
     /// run are never mistaken for this run's.
@@ -105,6 +107,7 @@ impl Default for CoreLimits {
             delivery_window: 256,
             ack_timeout: Duration::from_secs(60),
             max_room_members: 100_000,
+            max_sessions_per_user: 32,
             inbox_epoch: 1,
         }
     }
@@ -592,6 +595,15 @@ impl Shard {
             .copied()
             .filter(|s| self.sessions.get(s).is_some_and(|r| r.device == device))
             .collect();
+        // A device that reconnects replaces its session: it never counts twice.
+        if record.sessions.len() - replaced.len() >= self.limits.max_sessions_per_user {
+            self.outputs.push_back(Output::Close {
+                session,
+                code: CloseCode::TooManySessions,
+                reason: "this user has limits.max_sessions_per_user sessions open",
+            });
+            return;
+        }
         let was_online = record.is_online();
         if !was_online {
             record.chosen = Status::Online;

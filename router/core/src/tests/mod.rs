@@ -727,3 +727,36 @@ fn a_refused_status_says_which_rule_it_broke() {
         ]
     );
 }
+
+/// R-5 of the hardening issue: one user opened 500 sessions. One past
+/// `max_sessions_per_user` is closed with TOO_MANY_SESSIONS and leaves no
+/// trace; a device reconnecting at the limit replaces its session instead.
+#[test]
+fn a_user_past_the_session_limit_is_refused_but_a_device_may_reconnect() {
+    let limits = CoreLimits {
+        max_sessions_per_user: 2,
+        ..Cluster::test_limits()
+    };
+    let mut c = Cluster::with_limits(2, limits);
+    let watcher = c.open("carol", "d");
+    c.watch(watcher, &["alice"]);
+    let phone = c.open("alice", "phone");
+    let laptop = c.open("alice", "laptop");
+    c.presence(watcher);
+    let third = c.open("alice", "tablet");
+    assert_eq!(c.closed.get(&third), Some(&CloseCode::TooManySessions));
+    assert!(
+        c.presence(watcher).is_empty(),
+        "the refused one changed nothing"
+    );
+    // The phone reconnects: it replaces its session, within the limit.
+    let phone_again = c.open("alice", "phone");
+    assert_eq!(c.closed.get(&phone), Some(&CloseCode::SessionReplaced));
+    assert_eq!(c.closed.get(&phone_again), None);
+    // Messages reach both open devices and not the refused one.
+    let bob = c.open("bob", "d");
+    c.send(bob, 1, "alice", b"x");
+    assert_eq!(c.payloads(phone_again), [b"x".to_vec()]);
+    assert_eq!(c.payloads(laptop), [b"x".to_vec()]);
+    assert!(c.delivered(third).is_empty());
+}
