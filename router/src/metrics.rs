@@ -3,6 +3,10 @@
 //! (which use the `metrics` facade); only the binary installs the Prometheus
 //! recorder ([`install_prometheus`]).
 //!
+//! Beside the router's own, the standard `process_*` series (CPU, RSS,
+//! open and maximum file descriptors, threads, start time) come from
+//! `metrics_process`, collected at every scrape and upkeep.
+//!
 //! The unlabelled metrics recorded for every message are registered once,
 //! when the recorder is installed, and recorded through the handles kept in
 //! `Hot`: the `counter!` family looks its key up in the recorder's
@@ -297,15 +301,29 @@ pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
         }
     }
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    process_metrics().describe();
     let upkeep = handle.clone();
     std::thread::Builder::new()
         .name("metrics-upkeep".into())
         .spawn(move || loop {
             std::thread::sleep(UPKEEP_EVERY);
+            process_metrics().collect();
             upkeep.run_upkeep();
         })
         .expect("a thread for the metrics upkeep");
     Ok(handle)
+}
+
+/// The `process_*` collector.
+fn process_metrics() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// The exposition text of `handle`, with the `process_*` series fresh.
+pub fn render(handle: &PrometheusHandle) -> String {
+    process_metrics().collect();
+    handle.render()
 }
 
 pub(crate) fn connection_accepted() {

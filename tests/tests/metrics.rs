@@ -84,6 +84,10 @@ async fn metrics_livez_and_readyz() {
         "switchboard_delivery_latency_seconds_count 1",
         "switchboard_delivery_latency_seconds_bucket{le=\"+Inf\"} 1",
         "switchboard_presence_events_sent_total 2",
+        "# TYPE process_resident_memory_bytes gauge",
+        "# TYPE process_cpu_seconds_total counter",
+        "# TYPE process_open_fds gauge",
+        "# TYPE process_start_time_seconds gauge",
         // Series that nothing in this test touched exist at 0 from the start.
         "switchboard_auth_failures_total{reason=\"expired\"} 0",
         "switchboard_connections_closed_total{reason=\"idle_timeout\"} 0",
@@ -107,6 +111,12 @@ async fn metrics_livez_and_readyz() {
             .any(|l| l.starts_with("switchboard_delivery_latency_seconds_bucket{le=\"0.0001\"} ")),
         "explicit buckets:\n{body}"
     );
+    let rss: f64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .and_then(|v| v.parse().ok())
+        .expect("process_resident_memory_bytes");
+    assert!(rss > 1e6, "this process holds more than a megabyte: {rss}");
 
     assert_eq!(http_get(server.admin, "/livez").await, (200, "ok\n".into()));
     assert_eq!(

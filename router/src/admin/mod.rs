@@ -137,7 +137,7 @@ pub(crate) async fn serve(
 
 async fn render_metrics(State(state): State<AdminState>) -> (StatusCode, String) {
     match &state.metrics {
-        Some(handle) => (StatusCode::OK, handle.render()),
+        Some(handle) => (StatusCode::OK, metrics::render(handle)),
         None => (
             StatusCode::NOT_FOUND,
             "no metrics recorder installed\n".into(),
