@@ -85,6 +85,10 @@ pub const WEBHOOK_EVENTS: &str = "switchboard_webhook_events_total";
 pub const API_REQUESTS: &str = "switchboard_api_requests_total";
 /// Time from a message's acceptance to its write to a device, seconds.
 pub const DELIVERY_LATENCY: &str = "switchboard_delivery_latency_seconds";
+/// New QUIC connections not accepted at once, by `reason`: `retry` (asked
+/// to validate its address first), `over_limit` (`limits.max_handshakes`
+/// in progress), `draining` (counter).
+pub const HANDSHAKES_TURNED_AWAY: &str = "switchboard_handshakes_turned_away_total";
 /// Admin connections beyond `admin.max_connections`: answered for the
 /// health checks only, or closed (counter).
 pub const ADMIN_OVER_LIMIT: &str = "switchboard_admin_connections_over_limit_total";
@@ -190,6 +194,7 @@ const DESCRIPTIONS: &[(&str, Kind, Unit, Option<&str>, &str)] = &[
     (WEBHOOK_EVENTS, Kind::Counter, Unit::Count, Some("outcome"), "Offline-delivery webhook events, by outcome (sent or why dropped)."),
     (API_REQUESTS, Kind::Counter, Unit::Count, Some("outcome"), "Server API calls, by outcome (OK or the error name)."),
     (DELIVERY_LATENCY, Kind::Histogram, Unit::Seconds, None, "Time from a message's acceptance to its write to a device."),
+    (HANDSHAKES_TURNED_AWAY, Kind::Counter, Unit::Count, Some("reason"), "New QUIC connections sent a Retry or refused, by reason."),
     (ADMIN_OVER_LIMIT, Kind::Counter, Unit::Count, None, "Admin connections beyond admin.max_connections (health checks only, or closed)."),
     (BUILD_INFO, Kind::Gauge, Unit::Count, Some("version"), "Always 1; the label names the running version."),
 ];
@@ -236,6 +241,7 @@ fn label_values(name: &str) -> Vec<&'static str> {
             &["session_gone", "slow_consumer"],
         ),
         MAILBOX_EVICTED => vec!["limit", "age"],
+        HANDSHAKES_TURNED_AWAY => vec!["retry", "over_limit", "draining"],
         SIGNALS_SENT => vec!["datagram", "stream"],
         SLOW_CONSUMERS => vec!["ack_timeout", "queue_full"],
         OUTBOX_EPHEMERAL => vec!["coalesced", "dropped"],
@@ -328,6 +334,11 @@ pub fn render(handle: &PrometheusHandle) -> String {
 
 pub(crate) fn connection_accepted() {
     Hot::with(|hot| hot.connections.increment(1));
+}
+
+pub(crate) fn handshake_turned_away(reason: &'static str) {
+    counter!(HANDSHAKES_TURNED_AWAY, "reason" => labelled(HANDSHAKES_TURNED_AWAY, reason))
+        .increment(1);
 }
 
 pub(crate) fn admin_over_limit() {

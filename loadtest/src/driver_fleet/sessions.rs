@@ -28,7 +28,7 @@ use switchboard_proto::frame::{self, FrameDecoder};
 use switchboard_proto::v1::{
     client_frame, server_frame::Body, Ack, ClientFrame, InboxOpened, Resume, ServerFrame,
 };
-use switchboard_quic::{Application, Conn, Connections, Driven, Events, StreamRead};
+use switchboard_quic::{Admission, Application, Conn, Connections, Driven, Events, StreamRead};
 
 use super::Shared;
 use crate::progress::Counters;
@@ -286,8 +286,8 @@ impl Application for Sessions {
     type Session = Session;
     type Command = Command;
 
-    fn accept(&mut self, _now: Instant) -> Option<Session> {
-        None // a client endpoint is never asked
+    fn accept(&mut self, _now: Instant, _validated: bool) -> Admission<Session> {
+        Admission::Refuse // a client endpoint is never asked
     }
 
     fn command(&mut self, conns: &mut Connections<Session>, command: Command, now: Instant) {

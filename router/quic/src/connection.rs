@@ -105,8 +105,8 @@ mod tests {
     impl Application for Idle {
         type Session = ();
         type Command = ();
-        fn accept(&mut self, _: Instant) -> Option<()> {
-            Some(())
+        fn accept(&mut self, _: Instant, _: bool) -> crate::Admission<()> {
+            crate::Admission::Accept(())
         }
         fn command(&mut self, _: &mut Connections<()>, _: (), _: Instant) {}
         fn drive(&mut self, _: &mut Conn<()>, _: Events, _: Instant) -> Driven {

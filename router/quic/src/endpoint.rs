@@ -32,6 +32,19 @@ use crate::connection::{ack_now, exchange_endpoint_events, transmit, DatagramSin
 use crate::table::{ConnTable, HandleSet};
 use crate::timers::TimerWheel;
 
+/// What [`Application::accept`] decides for a new connection.
+#[derive(Debug)]
+pub enum Admission<S> {
+    /// Accept it, with this session state.
+    Accept(S),
+    /// Answer with a QUIC Retry: a client at a real address comes back with
+    /// a token, and only then costs connection state; a spoofed one never
+    /// does.
+    Retry,
+    /// Refuse it (`CONNECTION_REFUSED`).
+    Refuse,
+}
+
 /// Room for the largest UDP datagram quinn-proto writes.
 const MAX_DATAGRAM: usize = 64 * 1024;
 
@@ -43,9 +56,11 @@ pub trait Application {
     /// What other tasks ask of this endpoint.
     type Command;
 
-    /// A client opened a connection: the new session's state, or `None` to
-    /// refuse it. A client endpoint is never asked.
-    fn accept(&mut self, now: Instant) -> Option<Self::Session>;
+    /// A client opened a connection: accept it with the new session's
+    /// state, ask it to prove its address first (a QUIC Retry; only while
+    /// `address_validated` is false), or refuse it. A client endpoint is
+    /// never asked.
+    fn accept(&mut self, now: Instant, address_validated: bool) -> Admission<Self::Session>;
 
     /// quinn-proto refused a connection [`accept`](Self::accept) took.
     fn accept_failed(&mut self) {}
@@ -352,10 +367,30 @@ impl<A: Application> Endpoint<A> {
         match event {
             Some(DatagramEvent::NewConnection(incoming)) => {
                 self.buf.clear();
-                let Some(session) = self.app.accept(now) else {
-                    let refusal = self.conns.endpoint.refuse(incoming, &mut self.buf);
-                    out.send(&refusal, &self.buf);
-                    return;
+                let validated = incoming.remote_address_validated();
+                let session = match self.app.accept(now, validated) {
+                    Admission::Accept(session) => session,
+                    Admission::Retry => {
+                        match self.conns.endpoint.retry(incoming, &mut self.buf) {
+                            Ok(retry) => {
+                                out.send(&retry, &self.buf);
+                            }
+                            Err(error) => {
+                                self.buf.clear();
+                                let refusal = self
+                                    .conns
+                                    .endpoint
+                                    .refuse(error.into_incoming(), &mut self.buf);
+                                out.send(&refusal, &self.buf);
+                            }
+                        }
+                        return;
+                    }
+                    Admission::Refuse => {
+                        let refusal = self.conns.endpoint.refuse(incoming, &mut self.buf);
+                        out.send(&refusal, &self.buf);
+                        return;
+                    }
                 };
                 match self
                     .conns

@@ -34,7 +34,7 @@ mod udp;
 pub use connection::DatagramSink;
 pub use driver::Driver;
 pub use endpoint::{
-    Application, Conn, Connections, Driven, Endpoint, Events, Received, StreamRead,
+    Admission, Application, Conn, Connections, Driven, Endpoint, Events, Received, StreamRead,
 };
 pub use socket::{DatagramSocket, RecvBatch, RECV_BATCH};
 pub use table::{ConnTable, HandleSet};

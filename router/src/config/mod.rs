@@ -148,6 +148,16 @@ pub struct LimitsConfig {
     /// reconnects replaces its old session and does not count twice.
     /// Default 32.
     pub max_sessions_per_user: usize,
+    /// QUIC handshakes in progress (not yet complete) the node keeps at
+    /// once; a new connection beyond them is refused. Each costs ~26 KB for
+    /// up to the handshake timeout. Default 4096.
+    pub max_handshakes: usize,
+    /// Above this many handshakes in progress, a client whose address is
+    /// not yet validated gets a QUIC Retry first (one round trip more):
+    /// Initials from spoofed addresses then cost no state. 0: always.
+    /// Default 1024: above what a load generator's 256 handshakes in
+    /// flight reach, far below what a flood does.
+    pub retry_above_handshakes: usize,
 }
 
 /// Presence behaviour.
@@ -339,6 +349,8 @@ impl Default for LimitsConfig {
             session_queue_frames: 1_024,
             max_room_members: 100_000,
             max_sessions_per_user: 32,
+            max_handshakes: 4096,
+            retry_above_handshakes: 1024,
         }
     }
 }
@@ -565,6 +577,13 @@ impl Config {
                 limits.max_sessions_per_user,
                 1,
                 100_000,
+            ),
+            ("limits.max_handshakes", limits.max_handshakes, 1, 1_000_000),
+            (
+                "limits.retry_above_handshakes",
+                limits.retry_above_handshakes,
+                0,
+                1_000_000,
             ),
             (
                 "limits.max_status_text_bytes",

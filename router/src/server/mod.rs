@@ -22,7 +22,7 @@ pub mod webhook;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,8 @@ pub(crate) struct ServerContext {
     /// Turns true when shutdown starts.
     pub(crate) draining: watch::Receiver<bool>,
     next_session: AtomicU64,
+    /// QUIC handshakes in progress over every endpoint driver.
+    pub(crate) handshakes: AtomicUsize,
 }
 
 impl ServerContext {
@@ -184,6 +186,7 @@ impl Server {
             directory,
             draining: draining_rx,
             next_session: AtomicU64::new(0),
+            handshakes: AtomicUsize::new(0),
         });
         let server_config = Arc::new(server_config);
         let drivers = sockets

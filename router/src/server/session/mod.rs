@@ -24,6 +24,7 @@
 //! - **Draining.** Shutdown sends every session a GoAway, then closes what is
 //!   left with GOING_AWAY.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,7 +33,9 @@ use switchboard_core::{placement::shard_of, FrameClass, SessionId, ShardInput};
 use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame::{DecodeError, FrameDecoder, OutFrame, LENGTH_PREFIX_BYTES};
 use switchboard_proto::v1::{client_frame::Body, ClientFrame, Hello};
-use switchboard_quic::{Application, Conn, Connections, Driven, Events, HandleSet, StreamRead};
+use switchboard_quic::{
+    Admission, Application, Conn, Connections, Driven, Events, HandleSet, StreamRead,
+};
 use tokio::sync::{mpsc, Notify, Semaphore};
 
 use super::directory::{DriverCommand, QueuedFrame, SessionRoute};
@@ -70,6 +73,9 @@ pub(crate) struct Session {
     /// Why it ended (the disconnect metric's reason), once it did.
     ending: Option<&'static str>,
     handshake_done: bool,
+    /// Counted in `ServerContext::handshakes` (until the handshake is done
+    /// or the connection ends).
+    in_handshake: bool,
     /// A frame read since the connection was last driven will be answered
     /// (every request but `Ack`), and the answer will carry the QUIC ACK of
     /// its packet.
@@ -110,6 +116,13 @@ pub(crate) struct Sessions {
 }
 
 impl Sessions {
+    /// Takes a connection out of the handshakes in progress, once.
+    fn handshake_over(&self, session: &mut Session) {
+        if std::mem::take(&mut session.in_handshake) {
+            self.ctx.handshakes.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// The sessions of a driver whose commands come through `commands` and
     /// who is woken by `credit_returned`.
     pub(crate) fn new(
@@ -409,11 +422,23 @@ impl Application for Sessions {
     type Session = Session;
     type Command = DriverCommand;
 
-    fn accept(&mut self, _now: Instant) -> Option<Session> {
+    fn accept(&mut self, _now: Instant, address_validated: bool) -> Admission<Session> {
         if *self.ctx.draining.borrow() {
-            return None;
+            metrics::handshake_turned_away("draining");
+            return Admission::Refuse;
         }
-        Some(Session {
+        let limits = &self.ctx.config.limits;
+        let in_progress = self.ctx.handshakes.load(Ordering::Relaxed);
+        if in_progress >= limits.max_handshakes {
+            metrics::handshake_turned_away("over_limit");
+            return Admission::Refuse;
+        }
+        if !address_validated && in_progress >= limits.retry_above_handshakes {
+            metrics::handshake_turned_away("retry");
+            return Admission::Retry;
+        }
+        self.ctx.handshakes.fetch_add(1, Ordering::Relaxed);
+        Admission::Accept(Session {
             decoder: FrameDecoder::new(
                 MAX_HELLO_FRAME_BYTES.min(self.ctx.config.limits.max_frame_bytes),
             ),
@@ -421,11 +446,14 @@ impl Application for Sessions {
             outbox: Outbox::default(),
             ending: None,
             handshake_done: false,
+            in_handshake: true,
             reply_due: false,
         })
     }
 
     fn accept_failed(&mut self) {
+        // The session `accept` made was dropped with the connection.
+        self.ctx.handshakes.fetch_sub(1, Ordering::Relaxed);
         metrics::disconnected("handshake_failed");
     }
 
@@ -482,6 +510,9 @@ impl Application for Sessions {
     }
 
     fn drive(&mut self, conn: &mut Conn<Session>, events: Events, now: Instant) -> Driven {
+        if events.connected || events.lost.is_some() {
+            self.handshake_over(&mut conn.session);
+        }
         if events.connected {
             conn.session.handshake_done = true;
             if let Phase::Hello { deadline } = &mut conn.session.phase {
@@ -528,6 +559,7 @@ impl Application for Sessions {
     }
 
     fn drained(&mut self, mut conn: Conn<Session>) {
+        self.handshake_over(&mut conn.session);
         self.end_session(&mut conn.session);
         self.stalled.remove(&conn.handle);
         // Every end is recorded as it happens; this is for one that was not.

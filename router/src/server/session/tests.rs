@@ -60,6 +60,7 @@ impl Router {
             directory: Arc::new(SessionDirectory::default()),
             draining: draining_rx,
             next_session: Default::default(),
+            handshakes: Default::default(),
         });
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let sessions = Sessions::new(ctx.clone(), commands_tx, Arc::new(Notify::new()));
@@ -433,4 +434,68 @@ fn draining_sends_go_away_refuses_new_connections_then_closes_what_is_left() {
         router.commands.try_recv().is_err(),
         "nothing was asked of it"
     );
+}
+
+/// A client that has not connected yet, at a fresh address.
+fn unconnected(router: &mut Router) -> Client {
+    let config = Client::config_with(router.client_tls.clone(), TransportConfig::default());
+    router.next_client += 1;
+    let addr = format!("127.0.0.1:{}", router.next_client).parse().unwrap();
+    Client::new(config, addr, router.now)
+}
+
+fn handshakes(router: &Router) -> usize {
+    router
+        .ctx
+        .handshakes
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A-1 of the hardening issue: 5,000 Initials that were never answered
+/// were each accepted and held ~26 KB for ~45 s. Above
+/// `retry_above_handshakes` an unvalidated client gets a Retry and costs no
+/// state until it comes back with the token, which a spoofed one never does.
+#[test]
+fn above_the_threshold_an_unvalidated_client_is_asked_to_retry_first() {
+    for (threshold, after_first_initial) in [(1024, 1), (0, 0)] {
+        let mut router = Router::new(|c| c.limits.retry_above_handshakes = threshold);
+        let mut client = unconnected(&mut router);
+        client.step(&mut router.endpoint);
+        assert_eq!(
+            handshakes(&router),
+            after_first_initial,
+            "threshold {threshold}"
+        );
+        // A real client comes back (with the Retry's token) and connects.
+        client.connect(&mut router.endpoint);
+        assert!(client.lost.is_none(), "threshold {threshold}");
+        assert_eq!(
+            handshakes(&router),
+            0,
+            "a finished handshake is no longer counted"
+        );
+    }
+}
+
+#[test]
+fn past_max_handshakes_a_new_connection_is_refused_until_one_finishes() {
+    let mut router = Router::new(|c| c.limits.max_handshakes = 1);
+    let mut slow = unconnected(&mut router);
+    slow.step(&mut router.endpoint); // its handshake is under way
+    assert_eq!(handshakes(&router), 1);
+    let mut refused = unconnected(&mut router);
+    refused.exchange(&mut router.endpoint);
+    match &refused.lost {
+        Some(ConnectionError::ConnectionClosed(close)) => {
+            assert_eq!(
+                close.error_code,
+                quinn_proto::TransportErrorCode::CONNECTION_REFUSED
+            )
+        }
+        other => panic!("expected CONNECTION_REFUSED, got {other:?}"),
+    }
+    slow.connect(&mut router.endpoint);
+    assert_eq!(handshakes(&router), 0);
+    let later = router.client(TransportConfig::default());
+    assert!(later.lost.is_none());
 }
