@@ -207,3 +207,25 @@ async fn watch_names_a_bad_user_before_connecting() {
         "{stderr}"
     );
 }
+
+/// `watch` shows no messages, but acks them for its own device: a session
+/// that held them unacked would be closed as a slow consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_hides_the_watchers_messages_and_is_not_closed_for_them() {
+    let server = TestServer::start_with(|config| {
+        config.delivery.ack_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let (mut child, _stderr) = spawn_connected(cli(&server, "alice").args(["watch", "bob"])).await;
+    let (carol, _events) = server.connect("carol", "phone").await;
+    let sent = carol.send("alice", b"for alice".to_vec()).await.unwrap();
+    assert_eq!(sent.devices, 1, "the watch session got it");
+    // Five ack timeouts: a session holding the message unacked is closed.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(child.try_wait().unwrap().is_none(), "watch was closed");
+    child.kill().await.unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(!stdout.contains("for alice"), "{stdout}");
+    assert!(stdout.contains("bob is offline"), "{stdout}");
+}

@@ -50,9 +50,16 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     cli.command.check_ids()?;
-    // Only the commands that show messages take them from the inbox.
-    let consumes_inbox = matches!(cli.command, Command::Listen { .. } | Command::Chat { .. });
-    let (client, events) = cli.connection.connect(consumes_inbox).await?;
+    // The commands that follow the session ack what reaches it (each device
+    // has its own place in the inbox, so this takes nothing from the user's
+    // other devices); a session that held messages unacked would be closed
+    // as a slow consumer after the server's ack timeout. `watch` shows none
+    // of them.
+    let follows = matches!(
+        cli.command,
+        Command::Listen { .. } | Command::Chat { .. } | Command::Watch { .. }
+    );
+    let (client, events) = cli.connection.connect(follows).await?;
     match cli.command {
         Command::Send { peer, text } => {
             let text = text.join(" ").into_bytes();
