@@ -141,6 +141,12 @@ pub struct LimitsConfig {
     /// Frames queued per session before it counts as a slow consumer and is
     /// closed with SLOW_CONSUMER. Default 1,024.
     pub session_queue_frames: usize,
+    /// Bytes one session's outbound queue may hold; one more control frame
+    /// or message closes it with SLOW_CONSUMER, as `session_queue_frames`
+    /// does. It bounds what a client that does not read, or acks what it
+    /// never read, can pin. Default 32 MiB: a full delivery window of the
+    /// largest messages (256 × 66.5 KB) and the members of a large room.
+    pub session_queue_bytes: usize,
     /// Most members one room may have. Default 100,000.
     pub max_room_members: usize,
     /// Sessions one user may have open at once; one more is closed with
@@ -347,6 +353,7 @@ impl Default for LimitsConfig {
             max_watched_users: 1_000,
             max_status_text_bytes: 128,
             session_queue_frames: 1_024,
+            session_queue_bytes: 32 * 1024 * 1024,
             max_room_members: 100_000,
             max_sessions_per_user: 32,
             max_handshakes: 4096,
@@ -596,6 +603,12 @@ impl Config {
                 limits.session_queue_frames,
                 1,
                 1_000_000,
+            ),
+            (
+                "limits.session_queue_bytes",
+                limits.session_queue_bytes,
+                limits.max_frame_bytes,
+                1024 * MIB,
             ),
             (
                 "limits.max_room_members",

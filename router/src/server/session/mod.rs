@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 
 use super::directory::{DriverCommand, QueuedFrame, SessionRoute};
 use super::handshake::{self, MAX_HELLO_FRAME_BYTES};
-use super::outbox::Outbox;
+use super::outbox::{Outbox, QueueLimits};
 use super::shard_task::{Credit, SessionInput};
 use super::ServerContext;
 use crate::metrics;
@@ -167,7 +167,11 @@ impl Sessions {
     /// Queues a frame from a shard for the session on `conn`, or sends a
     /// signal as a datagram when the client takes them.
     fn on_frame(&mut self, conn: &mut Conn<Session>, queued: QueuedFrame, now: Instant) {
-        let limit = self.ctx.config.limits.session_queue_frames;
+        let limits = &self.ctx.config.limits;
+        let limits = QueueLimits {
+            frames: limits.session_queue_frames,
+            bytes: limits.session_queue_bytes,
+        };
         let is_message = matches!(queued.class, FrameClass::Message { .. });
         if let FrameClass::Ephemeral { .. } = queued.class {
             // The length prefix is dropped, and a newer datagram pushes out
@@ -186,7 +190,9 @@ impl Sessions {
             }
             metrics::signal_sent("stream");
         }
-        if conn.session.outbox.len() >= limit {
+        if conn.session.outbox.len() >= limits.frames
+            || conn.session.outbox.bytes() + queued.frame.len() > limits.bytes
+        {
             self.flush(conn, now);
             if conn.session.id().is_none() {
                 // Writing found the client gone.
@@ -196,7 +202,7 @@ impl Sessions {
                 return;
             }
         }
-        if conn.session.outbox.push(queued, limit).is_err() {
+        if conn.session.outbox.push(queued, limits).is_err() {
             metrics::slow_consumer("queue_full");
             if is_message {
                 metrics::message_dropped("slow_consumer");
@@ -364,7 +370,7 @@ impl Sessions {
 
     /// Writes queued frames until the stream's flow control says stop.
     fn flush(&self, conn: &mut Conn<Session>, now: Instant) {
-        while let Some(front) = conn.session.outbox.front_mut() {
+        while let Some(front) = conn.session.outbox.front() {
             let mut chunks = [front.frame.head.clone(), front.frame.shared.clone()];
             let written = conn.write(&mut chunks);
             match written {
@@ -378,9 +384,8 @@ impl Sessions {
                     // Partly written: keep the rest for when the stream is
                     // writable again (write_chunks left it in `chunks`).
                     let [head, shared] = chunks;
-                    let outbox = &mut conn.session.outbox;
-                    outbox.front_mut().expect("front exists").frame = OutFrame { head, shared };
-                    outbox.started_front();
+                    let rest = OutFrame { head, shared };
+                    conn.session.outbox.wrote_part_of_front(rest);
                     return;
                 }
                 Err(WriteError::Blocked) => return,
@@ -408,7 +413,7 @@ impl Sessions {
                     frame: go_away.clone().into(),
                     class: FrameClass::Reply,
                 };
-                let _ = conn.session.outbox.push(go_away, usize::MAX);
+                let _ = conn.session.outbox.push(go_away, QueueLimits::NONE);
                 touched.push(conn.handle);
             }
         }
