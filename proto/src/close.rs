@@ -12,6 +12,9 @@ pub enum CloseCode {
     /// 0x01: the server is shutting down. Open sessions get a GoAway frame
     /// first; connections still authenticating may not.
     GoingAway,
+    /// 0x02: this node holds as many sessions as it may (after a valid
+    /// Hello, before Welcome); connect to another node, or retry later.
+    ServerFull,
     /// 0x10: no valid Hello arrived within the server's auth timeout.
     AuthTimeout,
     /// 0x11: the token is missing, malformed, signed with another key or
@@ -41,9 +44,10 @@ pub enum CloseCode {
 
 impl CloseCode {
     /// Every close code, in wire order.
-    pub const ALL: [CloseCode; 12] = [
+    pub const ALL: [CloseCode; 13] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
+        CloseCode::ServerFull,
         CloseCode::AuthTimeout,
         CloseCode::TokenInvalid,
         CloseCode::TokenExpired,
@@ -61,6 +65,7 @@ impl CloseCode {
         match self {
             CloseCode::Normal => 0x00,
             CloseCode::GoingAway => 0x01,
+            CloseCode::ServerFull => 0x02,
             CloseCode::AuthTimeout => 0x10,
             CloseCode::TokenInvalid => 0x11,
             CloseCode::TokenExpired => 0x12,
@@ -86,6 +91,7 @@ impl CloseCode {
         match self {
             CloseCode::Normal => "normal",
             CloseCode::GoingAway => "going_away",
+            CloseCode::ServerFull => "server_full",
             CloseCode::AuthTimeout => "auth_timeout",
             CloseCode::TokenInvalid => "token_invalid",
             CloseCode::TokenExpired => "token_expired",

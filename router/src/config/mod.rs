@@ -147,6 +147,10 @@ pub struct LimitsConfig {
     /// never read, can pin. Default 32 MiB: a full delivery window of the
     /// largest messages (256 × 66.5 KB) and the members of a large room.
     pub session_queue_bytes: usize,
+    /// Sessions this node holds at once; a valid Hello beyond them is closed
+    /// with `SERVER_FULL` (0x02). About 15 KiB each when idle: set it to
+    /// what the machine's memory holds. Default 2,000,000.
+    pub max_sessions: usize,
     /// Most members one room may have. Default 100,000.
     pub max_room_members: usize,
     /// Sessions one user may have open at once; one more is closed with
@@ -354,6 +358,7 @@ impl Default for LimitsConfig {
             max_status_text_bytes: 128,
             session_queue_frames: 1_024,
             session_queue_bytes: 32 * 1024 * 1024,
+            max_sessions: 2_000_000,
             max_room_members: 100_000,
             max_sessions_per_user: 32,
             max_handshakes: 4096,
@@ -586,6 +591,7 @@ impl Config {
                 100_000,
             ),
             ("limits.max_handshakes", limits.max_handshakes, 1, 1_000_000),
+            ("limits.max_sessions", limits.max_sessions, 1, 100_000_000),
             (
                 "limits.retry_above_handshakes",
                 limits.retry_above_handshakes,

@@ -339,6 +339,10 @@ impl Sessions {
         if *self.ctx.draining.borrow() {
             return self.close(conn, CloseCode::GoingAway, "server shutting down", now);
         }
+        if self.ctx.directory.len() >= self.ctx.config.limits.max_sessions {
+            let reason = "this node holds limits.max_sessions sessions";
+            return self.close(conn, CloseCode::ServerFull, reason, now);
+        }
         let session = SessionId(self.ctx.next_session_id());
         let shard = shard_of(&auth.user, self.ctx.shards.len() as u32).0 as usize;
         let state = &mut conn.session;

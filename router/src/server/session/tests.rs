@@ -499,3 +499,18 @@ fn past_max_handshakes_a_new_connection_is_refused_until_one_finishes() {
     let later = router.client(TransportConfig::default());
     assert!(later.lost.is_none());
 }
+
+/// Past `limits.max_sessions`, a valid Hello is closed with SERVER_FULL
+/// before any Welcome, and the shard never hears of it.
+#[test]
+fn a_full_node_closes_a_new_session_with_server_full() {
+    let mut router = Router::new(|c| c.limits.max_sessions = 1);
+    let (_first, _) = router.session(TransportConfig::default());
+    let mut second = router.client(TransportConfig::default());
+    let token = switchboard_proto::token::mint(SECRET, "bob", Duration::from_secs(60));
+    second.write(&hello(&token));
+    second.exchange(&mut router.endpoint);
+    assert_eq!(close_code(&second), Some(CloseCode::ServerFull));
+    assert!(frames(&mut second).is_empty(), "no Welcome");
+    assert!(router.shard_inputs().is_empty());
+}
