@@ -114,6 +114,10 @@ pub enum Next<'a> {
 #[derive(Debug, Default)]
 pub struct Mailbox {
     last_seq: u64,
+    /// The last message released because every device had acked it: a
+    /// new device starts after it, so what the limits dropped after it,
+    /// before the device ever connected, comes to it as a Gap.
+    released_through: u64,
     entries: VecDeque<Entry>,
     bytes: usize,
     devices: Vec<DeviceCursor>,
@@ -216,8 +220,9 @@ impl Mailbox {
 
     /// A session of `device` opened. Returns the sequence number its delivery
     /// continues after: `resume_from` if given (at most `last_seq()`), else
-    /// what the device last acknowledged, else (a new device) just before
-    /// the oldest message held.
+    /// what the device last acknowledged, else (a new device) the last
+    /// message every device had acked: messages the limits dropped since
+    /// then reach it as a Gap, not as silence.
     pub fn attach(
         &mut self,
         device: &DeviceId,
@@ -225,7 +230,7 @@ impl Mailbox {
         stats: &mut MailboxStats,
     ) -> u64 {
         let resume_from = resume_from.map(|seq| seq.min(self.last_seq));
-        let start = self.first_seq() - 1;
+        let start = self.released_through;
         let after = match self.devices.iter_mut().find(|c| c.device == *device) {
             Some(cursor) => {
                 cursor.offline_since = None;
@@ -326,6 +331,9 @@ impl Mailbox {
         while !self.entries.is_empty() && self.devices.iter().all(|c| c.acked >= self.first_seq()) {
             bytes += self.pop_front();
             count += 1;
+        }
+        if count > 0 {
+            self.released_through = self.first_seq() - 1;
         }
         stats.released(count, bytes);
     }
@@ -493,6 +501,32 @@ mod tests {
         mailbox.ack(&phone, 2, stats);
         assert!(mailbox.is_empty(), "the forgotten device no longer pins");
         assert_eq!(mailbox.next_expiry(&limits), None);
+    }
+
+    /// R-4 of the hardening issue: messages the limits dropped before a
+    /// user's first device ever connected were lost in silence.
+    #[test]
+    fn a_first_device_hears_of_what_the_limits_dropped_before_it_came() {
+        let now = Instant::now();
+        let mut mailbox = Mailbox::default();
+        for id in 1..=5 {
+            append(&mut mailbox, id, "x", false, 5, now);
+        }
+        let phone = device("phone");
+        let after = mailbox.attach(&phone, None, &mut MailboxStats::default());
+        assert_eq!(after, 0);
+        assert_eq!(
+            drain(&mailbox, &phone, after),
+            ["gap 1-2", "3:3", "4:4", "5:5"]
+        );
+        // Once every device acked, a new device starts after what they
+        // all had: nothing of that is its loss.
+        mailbox.ack(&phone, 5, &mut MailboxStats::default());
+        append(&mut mailbox, 6, "x", false, 5, now);
+        let tablet = device("tablet");
+        let after = mailbox.attach(&tablet, None, &mut MailboxStats::default());
+        assert_eq!(after, 5);
+        assert_eq!(drain(&mailbox, &tablet, after), ["6:6"]);
     }
 
     #[test]
