@@ -84,10 +84,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(file: Option<&std::path::Path>, flags: &FlagOverrides) -> anyhow::Result<Config> {
-    Ok(Config::load(file, flags)?)
-}
-
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -113,7 +109,7 @@ fn abort_on_panic() {
 
 fn serve(file: Option<PathBuf>, flags: FlagOverrides) -> anyhow::Result<()> {
     abort_on_panic();
-    let config = load(file.as_deref(), &flags)?;
+    let config = Config::load(file.as_deref(), &flags)?;
     // Before any thread starts: this may restart the process image.
     let heap = if config.heap_huge_pages {
         // glibc's own arenas: with one runtime thread (as the bench runs
@@ -183,7 +179,7 @@ fn token(file: Option<PathBuf>, user: &str, ttl: Duration) -> anyhow::Result<()>
         switchboard_proto::ident::is_valid_id(user),
         "--user must be 1-64 characters of [A-Za-z0-9._@-]"
     );
-    let config = load(file.as_deref(), &FlagOverrides::default())?;
+    let config = Config::load(file.as_deref(), &FlagOverrides::default())?;
     let max = config.auth.max_token_lifetime;
     anyhow::ensure!(
         ttl <= max,

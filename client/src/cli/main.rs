@@ -208,28 +208,26 @@ async fn set_status(
 }
 
 async fn room(client: &Client, command: RoomCommand) -> anyhow::Result<String> {
+    let joining = matches!(command, RoomCommand::Join { .. });
     let outcome = match command {
         RoomCommand::Create { room, open } => {
             let done = if open { "created, open" } else { "created" };
             room_outcome(&client.create_room(&room, open).await?, done)
         }
-        RoomCommand::Join { room, user } => {
+        RoomCommand::Join { room, user } | RoomCommand::Leave { room, user } => {
             let user = user.unwrap_or_default();
-            let done = if user.is_empty() {
-                "joined".to_owned()
-            } else {
-                format!("added {user}")
+            let done = match (joining, user.is_empty()) {
+                (true, true) => "joined".to_owned(),
+                (true, false) => format!("added {user}"),
+                (false, true) => "left".to_owned(),
+                (false, false) => format!("removed {user}"),
             };
-            room_outcome(&client.join_room(&room, &user).await?, &done)
-        }
-        RoomCommand::Leave { room, user } => {
-            let user = user.unwrap_or_default();
-            let done = if user.is_empty() {
-                "left".to_owned()
+            let result = if joining {
+                client.join_room(&room, &user).await?
             } else {
-                format!("removed {user}")
+                client.leave_room(&room, &user).await?
             };
-            room_outcome(&client.leave_room(&room, &user).await?, &done)
+            room_outcome(&result, &done)
         }
         RoomCommand::Members { room } => {
             let members = client.list_members(&room).await?;
