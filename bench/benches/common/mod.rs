@@ -8,7 +8,7 @@ use bytes::Bytes;
 use criterion::black_box;
 use switchboard_core::placement::shard_of;
 use switchboard_core::{
-    CoreLimits, DeviceId, Now, Output, SessionId, Shard, ShardId, ShardInput, UserId,
+    CoreLimits, DeviceId, Now, Output, RateLimits, SessionId, Shard, ShardId, ShardInput, UserId,
 };
 use switchboard_proto::v1::{client_frame, ClientFrame, CreateRoom, JoinRoom, Send};
 
@@ -39,7 +39,14 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
+    /// `count` shards under `limits`, without rate limits: the benches
+    /// send far faster than any client may, to measure routing, not
+    /// refusals.
     pub(crate) fn new(count: u32, limits: CoreLimits) -> Self {
+        let limits = CoreLimits {
+            rates: RateLimits::unlimited(),
+            ..limits
+        };
         Self {
             shards: (0..count)
                 .map(|i| Shard::new(ShardId(i), count, limits.clone(), Instant::now()))

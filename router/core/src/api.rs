@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use switchboard_proto::v1::ErrorCode;
 
-use super::dedupe::SendOutcome;
+use super::dedupe::{SendError, SendOutcome};
 use super::ids::{DeviceId, RoomId, SessionId, ShardId, UserId};
 use super::placement::{shard_of, shard_of_room};
 use super::presence::PresenceView;
@@ -105,7 +105,7 @@ pub enum ApiReply {
     /// The send's result, as a `SendResult` would carry it.
     Sent {
         /// Stored (with where), or why not.
-        result: Result<SendOutcome, ErrorCode>,
+        result: Result<SendOutcome, SendError>,
         /// A repeat of an idempotency key: nothing was sent again.
         duplicate: bool,
     },

@@ -11,6 +11,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use switchboard_proto::v1::ErrorCode;
+
 use super::api::Requester;
 
 /// Bounds of each user's idempotency window.
@@ -40,6 +42,25 @@ pub struct SendOutcome {
     pub devices: u32,
     /// The sender's own inbox sequence number of its copy.
     pub seq: u64,
+}
+
+/// Why a `Send` was not stored: the code its `SendResult` carries and,
+/// for a refusal that passes (a rate limit, a full node), when to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendError {
+    /// The `SendResult.error`.
+    pub code: ErrorCode,
+    /// The `SendResult.retry_after_ms`: 0 unless retrying later can succeed.
+    pub retry_after_ms: u32,
+}
+
+impl From<ErrorCode> for SendError {
+    fn from(code: ErrorCode) -> Self {
+        Self {
+            code,
+            retry_after_ms: 0,
+        }
+    }
 }
 
 /// A remembered key.
@@ -117,7 +138,8 @@ impl DedupeWindow {
         self.keys.is_empty()
     }
 
-    fn forget_expired(&mut self, now: Instant, limits: &DedupeLimits) {
+    /// Forgets every key older than the window (whose Send is settled).
+    pub fn forget_expired(&mut self, now: Instant, limits: &DedupeLimits) {
         while let Some((at, _)) = self.order.front() {
             if *at + limits.window > now || !self.front_is_done() {
                 break;

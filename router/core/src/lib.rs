@@ -29,15 +29,17 @@ pub mod ids;
 pub mod mailbox;
 pub mod placement;
 mod presence;
+pub mod rate;
 pub mod rooms;
 mod shard;
 pub mod stats;
 
 pub use api::{Actor, ApiReply, ApiRequest, ApiToken, Requester, API_DEVICE};
-pub use dedupe::{DedupeLimits, SendOutcome};
+pub use dedupe::{DedupeLimits, SendError, SendOutcome};
 pub use ids::{DeviceId, RoomId, SessionId, ShardId, UserId};
-pub use mailbox::{MailboxLimits, StoredMessage};
+pub use mailbox::{InboxBudget, MailboxLimits, StoredMessage};
 pub use presence::PresenceView;
+pub use rate::{Rate, RateLimits, SendRates, Throttle};
 pub use shard::{
     coalescing_key, CoreLimits, FrameClass, Now, Output, Recipient, RelayedSignal, RoutedMessage,
     Shard, ShardInput, MAX_CLIENT_MSG_ID_BYTES, SIGNAL_TTL_MS,

@@ -16,6 +16,7 @@
 //! range as [`Next::Gap`] rather than skipping it silently.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,54 @@ pub struct StoredMessage {
     pub sent_at_ms: u64,
     /// A receipt rather than a message: no push notification for it.
     pub is_receipt: bool,
+}
+
+/// What one inbox entry costs beside its encoded message, in bytes, as the
+/// node's [`InboxBudget`] counts it: the entry, its share of the queue and
+/// of the message's shared record.
+pub const ENTRY_COST: u64 = 64;
+
+/// The node's memory budget for inboxes, shared by every shard: encoded
+/// message bytes plus [`ENTRY_COST`] per entry, over all inboxes. While it
+/// is spent, new messages are refused with `SERVER_BUSY` (never stored and
+/// then dropped).
+#[derive(Debug)]
+pub struct InboxBudget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl InboxBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            used: AtomicU64::new(0),
+        }
+    }
+
+    /// No budget: nothing is ever refused for memory.
+    pub fn unlimited() -> Self {
+        Self::new(u64::MAX)
+    }
+
+    /// Bytes counted now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// True while new messages must be refused.
+    pub fn is_spent(&self) -> bool {
+        self.used() >= self.limit
+    }
+
+    /// Counts what a shard stored and released since its last charge.
+    pub(crate) fn charge(&self, stored: u64, released: u64) {
+        // Each shard releases only what it stored, so adding first keeps the
+        // sum from ever going below zero.
+        self.used.fetch_add(stored, Ordering::Relaxed);
+        self.used.fetch_sub(released, Ordering::Relaxed);
+    }
 }
 
 /// Per-user bounds on what an inbox keeps for devices that have not
@@ -149,9 +198,19 @@ impl Mailbox {
         self.entries.front().map(|e| e.stored_at)
     }
 
-    /// True for a mailbox that never held anything and knows no device.
-    pub fn is_pristine(&self) -> bool {
-        self.last_seq == 0 && self.devices.is_empty()
+    /// An empty inbox whose numbers continue after `seq`: a new device
+    /// starts after it, and a position at or below it resumes with a Gap.
+    pub fn starting_after(seq: u64) -> Self {
+        Self {
+            last_seq: seq,
+            released_through: seq,
+            ..Self::default()
+        }
+    }
+
+    /// True for a mailbox that holds no message and knows no device.
+    pub fn is_idle(&self) -> bool {
+        self.entries.is_empty() && self.devices.is_empty()
     }
 
     /// Stores `message` under the next sequence number and returns it,

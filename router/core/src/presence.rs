@@ -14,6 +14,7 @@ use switchboard_proto::v1::{Presence, Status};
 use super::dedupe::DedupeWindow;
 use super::ids::{SessionId, SparseIdSet, UserId};
 use super::mailbox::Mailbox;
+use super::rate::RecipientWindow;
 
 /// What watchers see of a user: the shown status, text and last-seen time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +53,26 @@ impl PresenceView {
     }
 }
 
+/// Where the records a shard creates start: above every inbox sequence
+/// number and presence version of a record it forgot.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Floors {
+    /// Highest `last_seq` of a forgotten inbox.
+    pub(super) seq: u64,
+    /// One above the highest version of a forgotten user (0 if none).
+    pub(super) version: u64,
+}
+
+impl Floors {
+    /// Raises the floors over a record about to be forgotten.
+    pub(super) fn cover(&mut self, record: &UserRecord) {
+        self.seq = self.seq.max(record.mailbox.last_seq());
+        if record.view.version > 0 {
+            self.version = self.version.max(record.view.version + 1);
+        }
+    }
+}
+
 /// Presence state of one user owned by this shard.
 #[derive(Debug)]
 pub(super) struct UserRecord {
@@ -77,6 +98,8 @@ pub(super) struct UserRecord {
     pub(super) mailbox_timer: Option<Instant>,
     /// Recent `Send.client_msg_id`s, created on first use.
     pub(super) dedupe: Option<Box<DedupeWindow>>,
+    /// The users this user sent to in the current minute, while sending.
+    pub(super) recipients: Option<Box<RecipientWindow>>,
 }
 
 impl Default for UserRecord {
@@ -92,6 +115,7 @@ impl Default for UserRecord {
             mailbox: Mailbox::default(),
             mailbox_timer: None,
             dedupe: None,
+            recipients: None,
         }
     }
 }
@@ -126,18 +150,27 @@ impl UserRecord {
         true
     }
 
-    /// True for a record that holds nothing worth keeping: never shown
-    /// online, no session, no watcher, an inbox that never held anything.
-    /// Its version is 0, as a new record's is: forgetting it and recreating
-    /// it later never takes a watcher's version backwards. (A record that
-    /// reached version 1 must keep its version for the run.)
-    pub(super) fn carries_nothing(&self) -> bool {
+    /// A record for a user first seen (or seen again after being
+    /// forgotten): versions and inbox numbers continue above `floors`, so a
+    /// watcher's version and a device's position never go backwards.
+    pub(super) fn after(floors: Floors) -> Self {
+        let mut record = Self {
+            mailbox: Mailbox::starting_after(floors.seq),
+            ..Self::default()
+        };
+        record.view.version = floors.version;
+        record
+    }
+
+    /// True for a record that holds nothing but its presence view: offline,
+    /// no watcher, no stored message, no remembered device, no idempotency
+    /// key or recipient window.
+    pub(super) fn holds_nothing(&self) -> bool {
         !self.is_online()
             && self.watchers.is_empty()
-            && self.view.version == 0
-            && self.last_seen_ms == 0
-            && self.mailbox.is_pristine()
+            && self.mailbox.is_idle()
             && self.dedupe.is_none()
+            && self.recipients.is_none()
     }
 
     /// Records `now_ms` as last-seen if watchers currently see the user online.

@@ -82,6 +82,25 @@ reasons! {
         InvalidClientMsgId => "invalid_client_msg_id",
         /// The room does not exist or the sender may not post to it.
         RoomRefused => "room_refused",
+        /// Over a rate limit (see [`Throttle`] for which).
+        RateLimited => "rate_limited",
+        /// The node's inbox memory budget is spent.
+        InboxBudget => "inbox_budget",
+    }
+}
+
+reasons! {
+    /// Which rate limit refused a request (the `limit` label of the
+    /// router's rate-limited counter).
+    Throttle {
+        /// The session's messages or bytes per second.
+        Session => "session",
+        /// The user's messages or bytes per second.
+        User => "user",
+        /// The user's new recipients per minute.
+        NewRecipients => "new_recipients",
+        /// The room's deliveries per second.
+        Room => "room",
     }
 }
 
@@ -194,6 +213,10 @@ pub struct ShardStats {
     pub frames_rejected: ReasonCounts<Rejection>,
     /// Sends not routed, by reason.
     pub sends_refused: ReasonCounts<Refusal>,
+    /// Requests refused by a rate limit, by limit.
+    pub throttled: ReasonCounts<Throttle>,
+    /// User records forgotten (nothing left to keep).
+    pub users_forgotten: u64,
 }
 
 #[cfg(test)]

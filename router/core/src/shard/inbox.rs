@@ -1,7 +1,7 @@
 //! Each session's view of its user's inbox: where it starts
 //! (`InboxOpened`), acks, the delivery window, and the expiry deadline.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame;
@@ -214,7 +214,18 @@ impl Shard {
         let Some(record) = self.users.get_mut(user) else {
             return;
         };
-        let Some(wanted) = record.mailbox.next_expiry(&self.limits.mailbox) else {
+        // A user shown online and now offline is forgotten once their
+        // last-seen time is `remember_last_seen` old (if nothing else holds
+        // the record then).
+        let forget = (record.view.version > 0 && !record.is_online()).then(|| {
+            let remember_ms = self.limits.remember_last_seen.as_millis() as u64;
+            let at_ms = record.last_seen_ms.saturating_add(remember_ms);
+            self.now + Duration::from_millis(at_ms.saturating_sub(self.now_ms))
+        });
+        // Past already but the record is held: its holder lets it go later.
+        let forget = forget.filter(|at| *at > self.now);
+        let expiry = record.mailbox.next_expiry(&self.limits.mailbox);
+        let Some(wanted) = expiry.into_iter().chain(forget).min() else {
             return;
         };
         if record.mailbox_timer.is_some_and(|filed| filed <= wanted) {

@@ -25,13 +25,15 @@ use switchboard_proto::v1::{
 };
 
 use super::{
-    InFlight, Now, Output, Recipient, RoutedMessage, Shard, ShardInput, MAX_CLIENT_MSG_ID_BYTES,
+    user_record, InFlight, Now, Output, Recipient, RoutedMessage, Shard, ShardInput,
+    MAX_CLIENT_MSG_ID_BYTES,
 };
 use crate::api::{ApiReply, ApiToken, Requester, API_DEVICE};
-use crate::dedupe::{KeyState, SendOutcome};
+use crate::dedupe::{KeyState, SendError, SendOutcome};
 use crate::ids::{DeviceId, RoomId, SessionId, UserId};
 use crate::mailbox::StoredMessage;
 use crate::placement::shard_of;
+use crate::rate::Throttled;
 use crate::stats::{Refusal, Rejection};
 
 impl Shard {
@@ -41,7 +43,8 @@ impl Shard {
         let sender = &self.sessions[&session];
         let (from, device) = (sender.user.clone(), sender.device.clone());
         let requester = Requester::Session(session, request_ref);
-        let Some(routed) = self.accept(now, requester, from, device, send, None) else {
+        let limited = Some(session);
+        let Some(routed) = self.accept(now, requester, from, device, send, None, limited) else {
             return;
         };
         self.sessions
@@ -60,7 +63,8 @@ impl Shard {
     /// A server API send in `from`'s name.
     pub(super) fn api_send(&mut self, now: Now, token: ApiToken, from: UserId, send: Send) {
         let device = DeviceId::parse(API_DEVICE).expect("a valid device id");
-        if let Some(routed) = self.accept(now, Requester::Api(token), from, device, send, None) {
+        let requester = Requester::Api(token);
+        if let Some(routed) = self.accept(now, requester, from, device, send, None, None) {
             self.dispatch_route(now, routed);
         }
     }
@@ -89,18 +93,26 @@ impl Shard {
         }
         let sender = &self.sessions[&session];
         let (from, device) = (sender.user.clone(), sender.device.clone());
+        let to = UserId::parse(&receipt.to_user).expect("checked above");
+        let checked = self.throttle(session, &from, &Recipient::User(to), 0);
+        if let Err(error) = checked.and_then(|()| self.check_budget()) {
+            return self.reply_refusal(session, request_ref, error, "over a rate limit");
+        }
         let send = Send {
             to: receipt.to_user.clone(),
             ..Send::default()
         };
-        if let Some(routed) = self.accept(now, Requester::Nobody, from, device, send, Some(receipt))
+        let receipt = Some(receipt);
+        if let Some(routed) = self.accept(now, Requester::Nobody, from, device, send, receipt, None)
         {
             self.dispatch_route(now, routed);
         }
     }
 
-    /// Checks a Send and settles its idempotency key: `None` when it was
-    /// answered already (refused, or a repeat), else the message to route.
+    /// Checks a Send (and, for a session's, its rate limits) and settles
+    /// its idempotency key: `None` when it was answered already (refused, or
+    /// a repeat), else the message to route.
+    #[allow(clippy::too_many_arguments)]
     fn accept(
         &mut self,
         now: Now,
@@ -109,17 +121,26 @@ impl Shard {
         from_device: DeviceId,
         send: Send,
         receipt: Option<Receipt>,
+        limited: Option<SessionId>,
     ) -> Option<Arc<RoutedMessage>> {
         let to = match check_send(&send, self.limits.max_payload_bytes) {
             Ok(to) => to,
             Err((error, reason)) => {
                 self.stats.sends_refused.add(reason);
-                self.answer(requester, Err(error), false);
+                self.answer(requester, Err(error.into()), false);
                 return None;
             }
         };
+        let checked = match limited {
+            Some(session) => self.throttle(session, &from, &to, send.payload.len()),
+            None => Ok(()),
+        };
+        if let Err(error) = checked.and_then(|()| self.check_budget()) {
+            self.answer(requester, Err(error), false);
+            return None;
+        }
         if !send.client_msg_id.is_empty() {
-            let record = self.users.entry(from.clone()).or_default();
+            let record = user_record(&mut self.users, self.floors, &from);
             let window = record.dedupe.get_or_insert_with(Default::default);
             let key = send.client_msg_id.as_str();
             match window.get_mut(key, now.instant, &self.limits.dedupe) {
@@ -206,7 +227,7 @@ impl Shard {
             self.pump_user(&to)
         };
         self.stats.messages_routed += 1;
-        self.answer_route(now, routed, ErrorCode::None, devices);
+        self.answer_route(now, routed, ErrorCode::None.into(), devices);
     }
 
     /// Room side: the room's shard puts its messages in one order and hands
@@ -218,9 +239,14 @@ impl Shard {
             Ok(groups) => groups,
             Err(error) => {
                 self.stats.sends_refused.add(Refusal::RoomRefused);
-                return self.answer_route(now, routed, error, 0);
+                return self.answer_route(now, routed, error.into(), 0);
             }
         };
+        let reached = groups.iter().map(|(_, share)| share.len()).sum();
+        if let Err(throttled) = self.limiters.room(room, reached) {
+            let error = self.throttled(throttled);
+            return self.answer_route(now, routed, error, 0);
+        }
         self.stats.messages_routed += 1;
         let mut members = 0u32;
         for (shard, share) in groups.iter() {
@@ -238,7 +264,8 @@ impl Shard {
             }
         }
         // Everyone but the sender.
-        self.answer_route(now, routed, ErrorCode::None, members.saturating_sub(1));
+        let sent = ErrorCode::None.into();
+        self.answer_route(now, routed, sent, members.saturating_sub(1));
     }
 
     /// Stores a room message for `members` (owned by this shard) and sends
@@ -265,7 +292,7 @@ impl Shard {
         message: &Arc<StoredMessage>,
         own: bool,
     ) -> u64 {
-        let record = self.users.entry(user.clone()).or_default();
+        let record = user_record(&mut self.users, self.floors, user);
         let front = record.mailbox.front_stored_at();
         let seq = record.mailbox.append(
             message.clone(),
@@ -295,7 +322,7 @@ impl Shard {
         &mut self,
         now: Now,
         routed: Arc<RoutedMessage>,
-        error: ErrorCode,
+        error: SendError,
         devices: u32,
     ) {
         let origin = shard_of(&routed.message.from, self.shard_count);
@@ -320,7 +347,7 @@ impl Shard {
         &mut self,
         now: Now,
         routed: Arc<RoutedMessage>,
-        error: ErrorCode,
+        error: SendError,
         devices: u32,
     ) {
         let sender = match routed.from {
@@ -367,11 +394,11 @@ impl Shard {
         &mut self,
         now: Now,
         routed: &RoutedMessage,
-        error: ErrorCode,
+        error: SendError,
         devices: u32,
-    ) -> (Result<SendOutcome, ErrorCode>, Vec<Requester>) {
+    ) -> (Result<SendOutcome, SendError>, Vec<Requester>) {
         let from = &routed.message.from;
-        let result = match (&routed.to, error) {
+        let result = match (&routed.to, error.code) {
             (_, ErrorCode::None) if matches!(routed.to, Recipient::Room(_)) => Ok(SendOutcome {
                 message_id: routed.message.message_id,
                 devices,
@@ -386,7 +413,7 @@ impl Shard {
                     seq,
                 })
             }
-            (_, error) => Err(error),
+            (_, _) => Err(error),
         };
         let Some(key) = routed.client_msg_id.as_deref() else {
             return (result, Vec::new());
@@ -405,7 +432,7 @@ impl Shard {
     pub(super) fn answer_repeats(
         &mut self,
         waiting: Vec<Requester>,
-        result: Result<SendOutcome, ErrorCode>,
+        result: Result<SendOutcome, SendError>,
     ) {
         for requester in waiting {
             self.answer(requester, result, true);
@@ -416,7 +443,7 @@ impl Shard {
     fn answer(
         &mut self,
         requester: Requester,
-        result: Result<SendOutcome, ErrorCode>,
+        result: Result<SendOutcome, SendError>,
         duplicate: bool,
     ) {
         match requester {
@@ -437,20 +464,78 @@ impl Shard {
         &mut self,
         session: SessionId,
         request_ref: u64,
-        result: Result<SendOutcome, ErrorCode>,
+        result: Result<SendOutcome, SendError>,
         duplicate: bool,
     ) {
         let outcome = result.unwrap_or_default();
         let body = SendResult {
             r#ref: request_ref,
-            error: result.err().unwrap_or(ErrorCode::None) as i32,
+            error: result.err().map_or(ErrorCode::None, |e| e.code) as i32,
             message_id: outcome.message_id,
             devices: outcome.devices,
             seq: outcome.seq,
             duplicate,
+            retry_after_ms: result.err().map_or(0, |e| e.retry_after_ms),
         };
         self.reply(session, server_frame::Body::SendResult(body));
     }
+}
+
+impl Shard {
+    /// Takes one message of `bytes` payload bytes from the session's and
+    /// user's buckets and, for a direct message, a place among the user's
+    /// recipients of the minute.
+    pub(super) fn throttle(
+        &mut self,
+        session: SessionId,
+        from: &UserId,
+        to: &Recipient,
+        bytes: usize,
+    ) -> Result<(), SendError> {
+        let mut checked = self.limiters.message(session, from, bytes);
+        if let (Ok(()), Recipient::User(to)) = (checked, to) {
+            if to != from {
+                let record = user_record(&mut self.users, self.floors, from);
+                checked = self
+                    .limiters
+                    .recipient(&mut record.recipients, to, self.now);
+            }
+        }
+        checked.map_err(|throttled| self.throttled(throttled))
+    }
+
+    /// Counts a refusal by a rate limit and makes its error.
+    pub(super) fn throttled(&mut self, throttled: Throttled) -> SendError {
+        self.stats.throttled.add(throttled.by);
+        self.stats.sends_refused.add(Refusal::RateLimited);
+        SendError {
+            code: ErrorCode::RateLimited,
+            retry_after_ms: retry_after_ms(throttled.retry_after),
+        }
+    }
+
+    /// Refuses a new message while the node's inbox budget is spent.
+    fn check_budget(&mut self) -> Result<(), SendError> {
+        if self.limits.inbox_budget.is_spent() {
+            self.stats.sends_refused.add(Refusal::InboxBudget);
+            return Err(SendError {
+                code: ErrorCode::ServerBusy,
+                retry_after_ms: INBOX_BUDGET_RETRY_MS,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The retry hint for a node whose inbox budget is spent: inboxes drain as
+/// devices ack and messages expire, on no schedule the node can predict.
+const INBOX_BUDGET_RETRY_MS: u32 = 5_000;
+
+/// A wait as the whole milliseconds a client must wait: rounded up, at
+/// least 1.
+fn retry_after_ms(wait: std::time::Duration) -> u32 {
+    let ms = wait.as_nanos().div_ceil(1_000_000).max(1);
+    u32::try_from(ms).unwrap_or(u32::MAX)
 }
 
 /// Where a Send goes, or why it is refused.

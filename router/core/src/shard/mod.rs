@@ -33,11 +33,12 @@ use switchboard_proto::v1::{
 };
 
 use super::api::{ApiReply, ApiRequest, ApiToken, Requester};
-use super::dedupe::DedupeLimits;
+use super::dedupe::{DedupeLimits, SendError};
 use super::ids::{DeviceId, IdMap, RoomId, SessionId, ShardId, SparseIdSet, UserId};
-use super::mailbox::{MailboxLimits, StoredMessage};
+use super::mailbox::{InboxBudget, MailboxLimits, StoredMessage, ENTRY_COST};
 use super::placement::{shard_of, shard_of_room};
-use super::presence::UserRecord;
+use super::presence::{Floors, UserRecord};
+use super::rate::{Limiters, RateLimits};
 use super::rooms::{RoomRequest, Rooms};
 use presence::is_settable;
 
@@ -50,6 +51,9 @@ mod messaging;
 mod presence;
 mod rooms;
 use crate::stats::{Rejection, ShardStats};
+
+/// How often the rate limits' idle keys are dropped.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Longest `Send.client_msg_id`, in bytes.
 pub const MAX_CLIENT_MSG_ID_BYTES: usize = 64;
@@ -75,6 +79,11 @@ pub struct CoreLimits {
     pub max_status_text_bytes: usize,
     /// How long a user stays online after the last session closes.
     pub offline_grace: Duration,
+    /// How long the record of a user who was shown online is kept, for
+    /// their last-seen time, once they are offline and it holds nothing
+    /// else. A user never shown online is forgotten as soon as it holds
+    /// nothing.
+    pub remember_last_seen: Duration,
     /// What each user's inbox keeps for devices that have not acked.
     pub mailbox: MailboxLimits,
     /// Each user's idempotency window for `Send.client_msg_id`.
@@ -89,6 +98,10 @@ pub struct CoreLimits {
     pub max_room_members: usize,
     /// Most sessions one user may have open at once (on this node).
     pub max_sessions_per_user: usize,
+    /// Messages, bytes, recipients and room deliveries per unit of time.
+    pub rates: RateLimits,
+    /// The node's memory budget for inboxes, shared by every shard.
+    pub inbox_budget: Arc<InboxBudget>,
     /// Epoch of every inbox this shard creates (`InboxOpened.epoch`): the
     /// shell passes one per server run, so sequence numbers of an earlier
     /// run are never mistaken for this run's.
@@ -102,12 +115,15 @@ impl Default for CoreLimits {
             max_watched_users: 1000,
             max_status_text_bytes: 128,
             offline_grace: Duration::from_secs(5),
+            remember_last_seen: Duration::from_secs(30 * 24 * 3600),
             mailbox: MailboxLimits::default(),
             dedupe: DedupeLimits::default(),
             delivery_window: 256,
             ack_timeout: Duration::from_secs(60),
             max_room_members: 100_000,
             max_sessions_per_user: 32,
+            rates: RateLimits::default(),
+            inbox_budget: Arc::new(InboxBudget::unlimited()),
             inbox_epoch: 1,
         }
     }
@@ -240,8 +256,8 @@ pub enum ShardInput {
     RouteResult {
         /// The message.
         message: Arc<RoutedMessage>,
-        /// `None` when routed; otherwise why not.
-        error: ErrorCode,
+        /// `ErrorCode::None` when routed; otherwise why not.
+        error: SendError,
         /// How many recipient devices it was sent to at once.
         devices: u32,
     },
@@ -422,7 +438,7 @@ struct InFlight {
     /// The Send's `ref`, echoed in its SendResult.
     request_ref: u64,
     /// `(error, devices)` once the recipient's shard answered.
-    outcome: Option<(ErrorCode, u32)>,
+    outcome: Option<(SendError, u32)>,
 }
 
 /// Owner of one partition of users: their sessions, presence and routing.
@@ -449,12 +465,23 @@ pub struct Shard {
     ack_timers: BTreeSet<(Instant, SessionId)>,
     /// The time of the input being handled.
     now: Instant,
+    /// Its wall-clock time, Unix ms.
+    now_ms: u64,
+    /// Where new user records start (above every record forgotten).
+    floors: Floors,
     /// What was counted since the owner last took it.
     stats: ShardStats,
     outputs: VecDeque<Output>,
     next_message_seq: u64,
     /// Source of signal versions (grows per shard, so per session too).
     signal_clock: u64,
+    /// The rate limits' buckets.
+    pub(crate) limiters: Limiters,
+    /// When the buckets' idle keys were last dropped.
+    swept_at: Instant,
+    /// What `stats.mailbox` held at the last charge of the inbox budget:
+    /// bytes stored and released, each with [`ENTRY_COST`] per entry.
+    charged: (u64, u64),
 }
 
 impl Shard {
@@ -462,6 +489,7 @@ impl Shard {
     /// times).
     pub fn new(id: ShardId, shard_count: u32, limits: CoreLimits, now: Instant) -> Self {
         let rooms = Rooms::new(shard_count, limits.max_room_members);
+        let limits_rates = limits.rates.clone();
         Self {
             id,
             shard_count,
@@ -473,10 +501,15 @@ impl Shard {
             mailbox_timers: BTreeSet::new(),
             ack_timers: BTreeSet::new(),
             now,
+            now_ms: 0,
+            floors: Floors::default(),
             stats: ShardStats::default(),
             outputs: VecDeque::new(),
             next_message_seq: 0,
             signal_clock: 0,
+            limiters: Limiters::new(&limits_rates, now),
+            swept_at: now,
+            charged: (0, 0),
         }
     }
 
@@ -487,7 +520,23 @@ impl Shard {
 
     /// What this shard counted since the last call; see [`ShardStats`].
     pub fn take_stats(&mut self) -> ShardStats {
+        self.charge_budget();
+        self.charged = (0, 0);
         std::mem::take(&mut self.stats)
+    }
+
+    /// Counts in the node's inbox budget what this shard's inboxes stored
+    /// and released since the last charge.
+    fn charge_budget(&mut self) {
+        let m = &self.stats.mailbox;
+        let stored = m.stored_bytes + m.stored * ENTRY_COST;
+        let released = m.released_bytes + m.released * ENTRY_COST;
+        if (stored, released) != self.charged {
+            let (was_stored, was_released) = self.charged;
+            let budget = &self.limits.inbox_budget;
+            budget.charge(stored - was_stored, released - was_released);
+            self.charged = (stored, released);
+        }
     }
 
     /// Next output, `None` when drained.
@@ -498,6 +547,11 @@ impl Shard {
     /// The highest sequence number assigned in `user`'s inbox (0 if none).
     pub fn inbox_last_seq(&self, user: &UserId) -> u64 {
         self.users.get(user).map_or(0, |r| r.mailbox.last_seq())
+    }
+
+    /// User records held (users online, watched, or with something stored).
+    pub fn user_count(&self) -> usize {
+        self.users.len()
     }
 
     /// Messages held in the inboxes of this shard's users.
@@ -515,7 +569,7 @@ impl Shard {
 
     /// Processes one input.
     pub fn handle(&mut self, now: Now, input: ShardInput) {
-        self.now = now.instant;
+        self.set_now(now);
         match input {
             ShardInput::Open {
                 session,
@@ -548,11 +602,12 @@ impl Shard {
             ShardInput::Watch { watcher, user } => self.add_watcher(watcher, user),
             ShardInput::Unwatch { watcher, user } => self.handle_unwatch_local(watcher, &user),
         }
+        self.charge_budget();
     }
 
     /// Fires every grace-period and inbox-expiry deadline at or before `now`.
     pub fn handle_timeout(&mut self, now: Now) {
-        self.now = now.instant;
+        self.set_now(now);
         self.close_sessions_without_acks(now.instant);
         while let Some((at, user)) = pop_due(&mut self.mailbox_timers, now.instant) {
             let record = self.users.get_mut(&user);
@@ -564,6 +619,7 @@ impl Shard {
                 .mailbox
                 .expire(now.instant, &self.limits.mailbox, &mut self.stats.mailbox);
             self.schedule_expiry(&user);
+            self.forget_if_idle(&user);
         }
         while let Some((at, user)) = pop_due(&mut self.offline_timers, now.instant) {
             let Some(record) = self.users.get_mut(&user) else {
@@ -575,7 +631,53 @@ impl Shard {
             record.offline_at = None;
             self.stats.users_went_offline += 1;
             self.publish(&user);
+            self.schedule_expiry(&user);
+            self.forget_if_idle(&user);
         }
+        self.charge_budget();
+    }
+
+    /// Moves the shard's time (and its buckets') to `now`, and now and
+    /// then drops the buckets of keys that went quiet.
+    fn set_now(&mut self, now: Now) {
+        self.now = now.instant;
+        self.now_ms = now.unix_ms;
+        self.limiters.set_now(now.instant);
+        if now.instant >= self.swept_at + SWEEP_INTERVAL {
+            self.swept_at = now.instant;
+            self.limiters.sweep();
+        }
+    }
+
+    /// Forgets `user`'s record if it holds nothing worth keeping: see
+    /// [`UserRecord::holds_nothing`]; a user once shown online is kept
+    /// until `remember_last_seen` after they were last seen.
+    pub(super) fn forget_if_idle(&mut self, user: &UserId) {
+        let (now, now_ms) = (self.now, self.now_ms);
+        let Some(record) = self.users.get_mut(user) else {
+            return;
+        };
+        if let Some(window) = record.dedupe.as_mut() {
+            window.forget_expired(now, &self.limits.dedupe);
+            if window.is_empty() {
+                record.dedupe = None;
+            }
+        }
+        if record.recipients.as_ref().is_some_and(|w| w.is_over(now)) {
+            record.recipients = None;
+        }
+        let remember_ms = self.limits.remember_last_seen.as_millis() as u64;
+        let remembered =
+            record.view.version > 0 && now_ms < record.last_seen_ms.saturating_add(remember_ms);
+        if !record.holds_nothing() || remembered {
+            return;
+        }
+        self.floors.cover(record);
+        if let Some(at) = record.mailbox_timer {
+            self.mailbox_timers.remove(&(at, user.clone()));
+        }
+        self.users.remove(user);
+        self.stats.users_forgotten += 1;
     }
 
     fn open(
@@ -588,7 +690,7 @@ impl Shard {
         resume: Option<Resume>,
     ) {
         debug_assert_eq!(shard_of(&user, self.shard_count), self.id);
-        let record = self.users.entry(user.clone()).or_default();
+        let record = user_record(&mut self.users, self.floors, &user);
         let replaced: Vec<SessionId> = record
             .sessions
             .iter()
@@ -756,6 +858,25 @@ impl Shard {
         }
     }
 
+    /// An Error frame for a refusal, with its retry hint.
+    fn reply_refusal(
+        &mut self,
+        session: SessionId,
+        request_ref: u64,
+        error: SendError,
+        message: &str,
+    ) {
+        self.reply(
+            session,
+            server_frame::Body::Error(ErrorFrame {
+                r#ref: request_ref,
+                code: error.code as i32,
+                message: message.to_owned(),
+                retry_after_ms: error.retry_after_ms,
+            }),
+        );
+    }
+
     fn reply_error(
         &mut self,
         session: SessionId,
@@ -769,6 +890,7 @@ impl Shard {
                 r#ref: request_ref,
                 code: code as i32,
                 message: message.to_owned(),
+                retry_after_ms: 0,
             }),
         );
     }
@@ -790,6 +912,17 @@ impl Shard {
             class,
         });
     }
+}
+
+/// The record of `user`, created (above the floors) if there is none.
+fn user_record<'a>(
+    users: &'a mut IdMap<UserId, UserRecord>,
+    floors: Floors,
+    user: &UserId,
+) -> &'a mut UserRecord {
+    users
+        .entry(user.clone())
+        .or_insert_with(|| UserRecord::after(floors))
 }
 
 /// Takes the earliest entry of `timers` if it is due at `now`.

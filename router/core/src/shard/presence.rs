@@ -4,7 +4,7 @@
 use switchboard_proto::frame;
 use switchboard_proto::v1::{server_frame, ErrorCode, ServerFrame, Status};
 
-use super::{coalescing_key, FrameClass, Now, Output, Shard, ShardInput};
+use super::{coalescing_key, user_record, FrameClass, Now, Output, Shard, ShardInput};
 use crate::ids::{IdSet, SessionId, UserId};
 use crate::placement::shard_of;
 use crate::stats::Rejection;
@@ -105,16 +105,14 @@ impl Shard {
             return;
         };
         record.watchers.remove(&watcher);
-        if record.carries_nothing() {
-            // A user only ever watched, never seen: forget it, so watching
-            // random ids cannot grow the table.
-            self.users.remove(user);
-        }
+        // A user only ever watched is forgotten at once, so watching random
+        // ids cannot grow the table.
+        self.forget_if_idle(user);
     }
 
     /// Watched side: register the watcher and send it the current state.
     pub(super) fn add_watcher(&mut self, watcher: SessionId, user: UserId) {
-        let record = self.users.entry(user.clone()).or_default();
+        let record = user_record(&mut self.users, self.floors, &user);
         record.watchers.insert(watcher);
         let event = server_frame::Body::Presence(record.view.to_event(&user));
         self.stats.presence_events += 1;

@@ -32,6 +32,11 @@ impl Shard {
         let Some(to) = to.filter(|_| kind_known) else {
             return self.refuse_signal(session, request_ref);
         };
+        let user = self.sessions[&session].user.clone();
+        if let Err(throttled) = self.limiters.message(session, &user, 0) {
+            let error = self.throttled(throttled);
+            return self.reply_refusal(session, request_ref, error, "over a rate limit");
+        }
         let sender = &self.sessions[&session];
         self.signal_clock += 1;
         let event = SignalEvent {

@@ -8,7 +8,7 @@ use super::*;
 use crate::rooms::{RoomReply, RoomRequest};
 
 /// What an API send got back: its result, and whether it was a duplicate.
-type Sent = (Result<SendOutcome, ErrorCode>, bool);
+type Sent = (Result<SendOutcome, SendError>, bool);
 
 impl Cluster {
     fn api(&mut self, request: ApiRequest) -> ApiReply {
@@ -63,7 +63,7 @@ fn an_api_send_repeating_a_key_is_a_duplicate_and_errors_come_back() {
     assert_eq!(again, (first, true));
     let nowhere = Recipient::Room(RoomId::parse("nowhere").unwrap());
     let refused = c.api_send("alice", nowhere, "");
-    assert_eq!(refused, (Err(ErrorCode::UnknownRoom), false));
+    assert_eq!(refused, (Err(ErrorCode::UnknownRoom.into()), false));
 }
 
 #[test]

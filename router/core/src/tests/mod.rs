@@ -6,6 +6,7 @@
 
 mod api;
 mod delivery;
+mod limits;
 mod rooms;
 mod signals;
 mod stats;
@@ -57,6 +58,7 @@ impl Cluster {
             max_payload_bytes: 100,
             max_watched_users: 3,
             max_status_text_bytes: 10,
+            rates: RateLimits::unlimited(),
             ..CoreLimits::default()
         }
     }

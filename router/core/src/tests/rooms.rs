@@ -49,7 +49,12 @@ impl Cluster {
 
     /// Sends to a room and returns the SendResult, leaving the session's
     /// other frames (deliveries) to be taken later.
-    fn send_to_room(&mut self, session: SessionId, room: &str, payload: &[u8]) -> SendResult {
+    pub(super) fn send_to_room(
+        &mut self,
+        session: SessionId,
+        room: &str,
+        payload: &[u8],
+    ) -> SendResult {
         self.frame(session, 5, Some(Body::Send(message("", room, payload))));
         let frames = self.received.entry(session).or_default();
         let at = frames
@@ -63,7 +68,7 @@ impl Cluster {
     }
 }
 
-fn code(error: i32) -> ErrorCode {
+pub(super) fn code(error: i32) -> ErrorCode {
     ErrorCode::try_from(error).unwrap()
 }
 
