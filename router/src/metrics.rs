@@ -21,7 +21,7 @@ use metrics::{
     Gauge, Histogram, Unit,
 };
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
-use switchboard_core::stats::{Reason, Refusal, Rejection};
+use switchboard_core::stats::{Reason, Refusal, Rejection, Throttle};
 use switchboard_core::ShardStats;
 use switchboard_proto::close::CloseCode;
 use switchboard_proto::v1::ErrorCode;
@@ -92,6 +92,11 @@ pub const HANDSHAKES_TURNED_AWAY: &str = "switchboard_handshakes_turned_away_tot
 /// Admin connections beyond `admin.max_connections`: answered for the
 /// health checks only, or closed (counter).
 pub const ADMIN_OVER_LIMIT: &str = "switchboard_admin_connections_over_limit_total";
+/// Requests refused by a rate limit, by `limit`: `session`, `user`,
+/// `new_recipients`, `room` (counter).
+pub const RATE_LIMITED: &str = "switchboard_rate_limited_total";
+/// User records freed because they held nothing (counter).
+pub const USERS_FORGOTTEN: &str = "switchboard_users_forgotten_total";
 /// Always 1, labelled with the running `version` (gauge): joins any series
 /// to the build that produced it.
 pub const BUILD_INFO: &str = "switchboard_build_info";
@@ -196,6 +201,8 @@ const DESCRIPTIONS: &[(&str, Kind, Unit, Option<&str>, &str)] = &[
     (DELIVERY_LATENCY, Kind::Histogram, Unit::Seconds, None, "Time from a message's acceptance to its write to a device."),
     (HANDSHAKES_TURNED_AWAY, Kind::Counter, Unit::Count, Some("reason"), "New QUIC connections sent a Retry or refused, by reason."),
     (ADMIN_OVER_LIMIT, Kind::Counter, Unit::Count, None, "Admin connections beyond admin.max_connections (health checks only, or closed)."),
+    (RATE_LIMITED, Kind::Counter, Unit::Count, Some("limit"), "Sends, receipts and signals refused by a rate limit, by limit."),
+    (USERS_FORGOTTEN, Kind::Counter, Unit::Count, None, "User records freed because they held nothing worth keeping."),
     (BUILD_INFO, Kind::Gauge, Unit::Count, Some("version"), "Always 1; the label names the running version."),
 ];
 
@@ -241,6 +248,7 @@ fn label_values(name: &str) -> Vec<&'static str> {
             &["session_gone", "slow_consumer"],
         ),
         MAILBOX_EVICTED => vec!["limit", "age"],
+        RATE_LIMITED => Throttle::ALL.iter().map(|t| t.as_str()).collect(),
         HANDSHAKES_TURNED_AWAY => vec!["retry", "over_limit", "draining"],
         SIGNALS_SENT => vec!["datagram", "stream"],
         SLOW_CONSUMERS => vec!["ack_timeout", "queue_full"],
@@ -428,6 +436,7 @@ pub(crate) fn shard_stats(stats: &ShardStats) {
     let counts = [
         (DUPLICATE_SENDS, stats.duplicate_sends),
         (INBOX_GAPS, stats.inbox_gaps),
+        (USERS_FORGOTTEN, stats.users_forgotten),
     ];
     for (name, count) in counts {
         if count > 0 {
@@ -450,5 +459,8 @@ pub(crate) fn shard_stats(stats: &ShardStats) {
     }
     for (reason, count) in stats.sends_refused.iter() {
         counter!(MESSAGES_DROPPED, "reason" => reason.as_str()).increment(count);
+    }
+    for (limit, count) in stats.throttled.iter() {
+        counter!(RATE_LIMITED, "limit" => limit.as_str()).increment(count);
     }
 }

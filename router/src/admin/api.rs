@@ -23,7 +23,9 @@ use super::AdminState;
 use crate::metrics;
 use crate::server::api_calls::ApiCallError;
 use switchboard_core::rooms::{RoomReply, RoomRequest};
-use switchboard_core::{Actor, ApiReply, ApiRequest, DeviceId, Recipient, RoomId, UserId};
+use switchboard_core::{
+    Actor, ApiReply, ApiRequest, DeviceId, Recipient, RoomId, SendError, UserId,
+};
 
 /// The `/v1` routes, behind the bearer-token check.
 pub(super) fn routes(state: AdminState) -> Router<AdminState> {
@@ -50,6 +52,8 @@ struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// For a refusal that passes: when to retry (`Retry-After`).
+    retry_after_ms: u32,
 }
 
 impl ApiError {
@@ -58,6 +62,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_ms: 0,
         }
     }
 
@@ -72,11 +77,21 @@ impl ApiError {
             ErrorCode::RoomExists | ErrorCode::RoomFull => StatusCode::CONFLICT,
             ErrorCode::NotAllowed | ErrorCode::NotAMember => StatusCode::FORBIDDEN,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::ServerBusy => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         };
         let name = code.as_str_name();
         let name = name.strip_prefix("ERROR_CODE_").unwrap_or(name);
         Self::new(status, name, format!("refused: {name}"))
+    }
+
+    /// A send's refusal, with its retry hint.
+    fn from_send(error: SendError) -> Self {
+        Self {
+            retry_after_ms: error.retry_after_ms,
+            ..Self::from_code(error.code)
+        }
     }
 }
 
@@ -99,8 +114,17 @@ impl From<JsonRejection> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         metrics::api_request(self.code);
-        let body = json!({"error": self.code, "message": self.message});
-        (self.status, Json(body)).into_response()
+        if self.retry_after_ms == 0 {
+            let body = json!({"error": self.code, "message": self.message});
+            return (self.status, Json(body)).into_response();
+        }
+        let body = json!({
+            "error": self.code,
+            "message": self.message,
+            "retry_after_ms": self.retry_after_ms,
+        });
+        let seconds = self.retry_after_ms.div_ceil(1000).to_string();
+        (self.status, [(header::RETRY_AFTER, seconds)], Json(body)).into_response()
     }
 }
 
@@ -202,8 +226,8 @@ async fn send_message(
             "duplicate": duplicate,
         })),
         ApiReply::Sent {
-            result: Err(code), ..
-        } => Err(ApiError::from_code(code)),
+            result: Err(error), ..
+        } => Err(ApiError::from_send(error)),
         other => Err(unexpected(other)),
     }
 }

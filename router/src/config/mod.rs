@@ -11,11 +11,14 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use switchboard_core::{CoreLimits, DedupeLimits, MailboxLimits};
+use switchboard_core::{
+    CoreLimits, DedupeLimits, InboxBudget, MailboxLimits, Rate, RateLimits, SendRates,
+};
 
 pub mod load;
 
@@ -168,6 +171,40 @@ pub struct LimitsConfig {
     /// Default 1024: above what a load generator's 256 handshakes in
     /// flight reach, far below what a flood does.
     pub retry_above_handshakes: usize,
+    /// `Send`, `Receipt` and `Signal` frames one session may send per
+    /// second; beyond it (and its burst) a request is answered
+    /// `RATE_LIMITED` with `retry_after_ms`. 0: no limit. Default 50.
+    pub session_messages_per_second: usize,
+    /// Such frames a session may send at once after a quiet spell.
+    /// Default 200.
+    pub session_message_burst: usize,
+    /// Payload bytes one session may send per second. Default 1 MiB.
+    pub session_bytes_per_second: usize,
+    /// Payload bytes a session may send at once. Default 4 MiB.
+    pub session_byte_burst: usize,
+    /// As `session_messages_per_second`, over all of one user's sessions.
+    /// Default 100.
+    pub user_messages_per_second: usize,
+    /// As `session_message_burst`, per user. Default 400.
+    pub user_message_burst: usize,
+    /// As `session_bytes_per_second`, per user. Default 2 MiB.
+    pub user_bytes_per_second: usize,
+    /// As `session_byte_burst`, per user. Default 8 MiB.
+    pub user_byte_burst: usize,
+    /// Members one room's messages may reach per second (a message to a
+    /// room of 1,000 takes 1,000); one that does not fit is answered
+    /// `RATE_LIMITED`. The burst is this or `max_room_members`, whichever
+    /// is more. 0: no limit. Default 200,000.
+    pub room_deliveries_per_second: usize,
+    /// Users a user may send direct messages (or receipts) to in a minute
+    /// beyond those already reached in that minute: stops one account from
+    /// spraying never-seen ids. 0: no limit. Default 600.
+    pub new_recipients_per_minute: usize,
+    /// Memory for inboxes on this node, MiB: each stored message counts
+    /// its encoded size plus 64 bytes per inbox holding it. While spent,
+    /// new messages are refused with `SERVER_BUSY` (retryable), never
+    /// stored and dropped. Default 4,096 (4 GiB).
+    pub inbox_memory_mib: usize,
 }
 
 /// Presence behaviour.
@@ -178,6 +215,11 @@ pub struct PresenceConfig {
     /// quick reconnect does not flap offline-online. Default `5s`.
     #[serde(with = "humantime_serde")]
     pub offline_grace: Duration,
+    /// How long the record of a user who went offline is kept, holding
+    /// nothing else, for their last-seen time; then it is freed and the
+    /// user shows as never seen. Default `30d`.
+    #[serde(with = "humantime_serde")]
+    pub remember_last_seen: Duration,
 }
 
 /// How much of the admin listener one peer can hold.
@@ -363,6 +405,17 @@ impl Default for LimitsConfig {
             max_sessions_per_user: 32,
             max_handshakes: 4096,
             retry_above_handshakes: 1024,
+            session_messages_per_second: 50,
+            session_message_burst: 200,
+            session_bytes_per_second: 1 << 20,
+            session_byte_burst: 4 << 20,
+            user_messages_per_second: 100,
+            user_message_burst: 400,
+            user_bytes_per_second: 2 << 20,
+            user_byte_burst: 8 << 20,
+            room_deliveries_per_second: 200_000,
+            new_recipients_per_minute: 600,
+            inbox_memory_mib: 4096,
         }
     }
 }
@@ -371,6 +424,7 @@ impl Default for PresenceConfig {
     fn default() -> Self {
         Self {
             offline_grace: Duration::from_secs(5),
+            remember_last_seen: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -531,6 +585,12 @@ impl Config {
                 HOUR,
             ),
             (
+                "presence.remember_last_seen",
+                self.presence.remember_last_seen,
+                SECOND,
+                3660 * DAY,
+            ),
+            (
                 "delivery.max_stored_age",
                 delivery.max_stored_age,
                 SECOND,
@@ -566,6 +626,8 @@ impl Config {
             }
         }
         const MIB: usize = 1024 * 1024;
+        // The core's buckets count in u32.
+        const RATE_MAX: usize = 1 << 31;
         let limits = &self.limits;
         let counts = [
             ("shards", self.shards, 0, 1024),
@@ -640,6 +702,72 @@ impl Config {
                 1,
                 10_000_000,
             ),
+            (
+                "limits.session_messages_per_second",
+                limits.session_messages_per_second,
+                0,
+                RATE_MAX,
+            ),
+            (
+                "limits.session_message_burst",
+                limits.session_message_burst,
+                1,
+                RATE_MAX,
+            ),
+            (
+                "limits.session_bytes_per_second",
+                limits.session_bytes_per_second,
+                0,
+                RATE_MAX,
+            ),
+            (
+                "limits.session_byte_burst",
+                limits.session_byte_burst,
+                limits.max_payload_bytes,
+                RATE_MAX,
+            ),
+            (
+                "limits.user_messages_per_second",
+                limits.user_messages_per_second,
+                0,
+                RATE_MAX,
+            ),
+            (
+                "limits.user_message_burst",
+                limits.user_message_burst,
+                1,
+                RATE_MAX,
+            ),
+            (
+                "limits.user_bytes_per_second",
+                limits.user_bytes_per_second,
+                0,
+                RATE_MAX,
+            ),
+            (
+                "limits.user_byte_burst",
+                limits.user_byte_burst,
+                limits.max_payload_bytes,
+                RATE_MAX,
+            ),
+            (
+                "limits.room_deliveries_per_second",
+                limits.room_deliveries_per_second,
+                0,
+                RATE_MAX,
+            ),
+            (
+                "limits.new_recipients_per_minute",
+                limits.new_recipients_per_minute,
+                0,
+                1_000_000,
+            ),
+            (
+                "limits.inbox_memory_mib",
+                limits.inbox_memory_mib,
+                1,
+                1 << 20,
+            ),
             ("webhook.batch_max", webhook.batch_max, 1, 10_000),
             ("webhook.attempts", webhook.attempts as usize, 1, 100),
             ("webhook.queue_events", webhook.queue_events, 1, 10_000_000),
@@ -680,9 +808,15 @@ impl Config {
     }
 
     /// The slice of this configuration the sans-IO core enforces, for a
-    /// server run whose inboxes carry `inbox_epoch`.
-    pub fn core_limits(&self, inbox_epoch: u64) -> CoreLimits {
+    /// server run whose inboxes carry `inbox_epoch` and share
+    /// `inbox_budget` (one per node, from [`Config::inbox_budget`]).
+    pub fn core_limits(&self, inbox_epoch: u64, inbox_budget: Arc<InboxBudget>) -> CoreLimits {
         let delivery = &self.delivery;
+        let limits = &self.limits;
+        let rate = |per_second: usize, burst: usize| {
+            let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+            Rate::new(clamp(per_second), clamp(burst))
+        };
         CoreLimits {
             max_payload_bytes: self.limits.max_payload_bytes,
             max_watched_users: self.limits.max_watched_users,
@@ -701,8 +835,38 @@ impl Config {
             ack_timeout: delivery.ack_timeout,
             max_room_members: self.limits.max_room_members,
             max_sessions_per_user: self.limits.max_sessions_per_user,
+            remember_last_seen: self.presence.remember_last_seen,
+            rates: RateLimits {
+                session: SendRates {
+                    messages: rate(
+                        limits.session_messages_per_second,
+                        limits.session_message_burst,
+                    ),
+                    bytes: rate(limits.session_bytes_per_second, limits.session_byte_burst),
+                },
+                user: SendRates {
+                    messages: rate(limits.user_messages_per_second, limits.user_message_burst),
+                    bytes: rate(limits.user_bytes_per_second, limits.user_byte_burst),
+                },
+                room_deliveries: rate(
+                    limits.room_deliveries_per_second,
+                    limits
+                        .room_deliveries_per_second
+                        .max(limits.max_room_members),
+                ),
+                new_recipients_per_minute: u32::try_from(limits.new_recipients_per_minute)
+                    .unwrap_or(u32::MAX),
+            },
+            inbox_budget,
             inbox_epoch,
         }
+    }
+
+    /// The node's inbox budget, shared by its shards.
+    pub fn inbox_budget(&self) -> Arc<InboxBudget> {
+        Arc::new(InboxBudget::new(
+            self.limits.inbox_memory_mib as u64 * 1024 * 1024,
+        ))
     }
 }
 

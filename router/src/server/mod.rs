@@ -165,8 +165,9 @@ impl Server {
         // Inbox sequence numbers live in memory: a new epoch per run tells
         // a resuming client that numbers of an earlier run mean nothing.
         let inbox_epoch = shard_task::now().unix_ms;
+        let inbox_budget = config.inbox_budget();
         for (index, inbox) in inboxes.into_iter().enumerate() {
-            let limits = config.core_limits(inbox_epoch);
+            let limits = config.core_limits(inbox_epoch, inbox_budget.clone());
             let shard = Shard::new(ShardId(index as u32), shard_count, limits, Instant::now());
             shard_tasks.spawn(shard_task::run_shard(
                 shard,

@@ -42,7 +42,13 @@ async fn an_offline_user_receives_stored_messages_on_connect() {
 #[tokio::test]
 async fn a_connection_killed_mid_stream_resumes_with_no_loss_or_duplicate() {
     const TOTAL: u32 = 400;
-    let server = TestServer::start_with(|c| c.shards = 3).await;
+    // Faster than a client may send by default: this is about resume.
+    let server = TestServer::start_with(|c| {
+        c.shards = 3;
+        c.limits.session_messages_per_second = 0;
+        c.limits.user_messages_per_second = 0;
+    })
+    .await;
     let (alice, _alice_events) = server.connect("alice", "phone").await;
     let mut options = server.options("bob", "phone");
     options.auto_ack = false;
