@@ -1,18 +1,37 @@
 //! The admin listener over HTTP: `/metrics` shows the expected Prometheus
 //! lines (sessions, routing, inboxes, rejections) after real traffic; `/livez` and `/readyz` answer.
 //! (Its own test binary: it installs the process-global metrics recorder.)
+//! The `ops` module checks the alert rules and the dashboard in `ops/`
+//! against the same recorder's output.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_client::Status;
 use switchboard_client::{Client, ClientError};
 use switchboard_proto::frame::encode;
 use switchboard_proto::v1::{client_frame::Body, ClientFrame, Ping};
 use switchboard_tests::{http_get, next_event, next_presence, raw_frame, TestServer};
 
+// In a folder of its own, so that Cargo does not build it as a test binary.
+#[path = "metrics/ops.rs"]
+mod ops;
+
+/// The process-global recorder, installed once for every test here (a
+/// second install fails).
+fn recorder() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            switchboard_router::metrics::install_prometheus().expect("install recorder")
+        })
+        .clone()
+}
+
 #[tokio::test]
 async fn metrics_livez_and_readyz() {
-    let handle = switchboard_router::metrics::install_prometheus().expect("install recorder");
+    let handle = recorder();
     // No grace: a user goes offline with their last session, so a watcher
     // learns when a close has been handled.
     let server =
