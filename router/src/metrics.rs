@@ -97,6 +97,8 @@ pub const ADMIN_OVER_LIMIT: &str = "switchboard_admin_connections_over_limit_tot
 pub const RATE_LIMITED: &str = "switchboard_rate_limited_total";
 /// User records freed because they held nothing (counter).
 pub const USERS_FORGOTTEN: &str = "switchboard_users_forgotten_total";
+/// Rooms deleted for being idle past `limits.room_idle_ttl` (counter).
+pub const ROOMS_RECLAIMED: &str = "switchboard_rooms_reclaimed_total";
 /// Always 1, labelled with the running `version` (gauge): joins any series
 /// to the build that produced it.
 pub const BUILD_INFO: &str = "switchboard_build_info";
@@ -203,6 +205,7 @@ const DESCRIPTIONS: &[(&str, Kind, Unit, Option<&str>, &str)] = &[
     (ADMIN_OVER_LIMIT, Kind::Counter, Unit::Count, None, "Admin connections beyond admin.max_connections (health checks only, or closed)."),
     (RATE_LIMITED, Kind::Counter, Unit::Count, Some("limit"), "Sends, receipts and signals refused by a rate limit, by limit."),
     (USERS_FORGOTTEN, Kind::Counter, Unit::Count, None, "User records freed because they held nothing worth keeping."),
+    (ROOMS_RECLAIMED, Kind::Counter, Unit::Count, None, "Rooms deleted for having been idle past limits.room_idle_ttl."),
     (BUILD_INFO, Kind::Gauge, Unit::Count, Some("version"), "Always 1; the label names the running version."),
 ];
 
@@ -437,6 +440,7 @@ pub(crate) fn shard_stats(stats: &ShardStats) {
         (DUPLICATE_SENDS, stats.duplicate_sends),
         (INBOX_GAPS, stats.inbox_gaps),
         (USERS_FORGOTTEN, stats.users_forgotten),
+        (ROOMS_RECLAIMED, stats.rooms_reclaimed),
     ];
     for (name, count) in counts {
         if count > 0 {

@@ -100,6 +100,8 @@ pub(super) struct UserRecord {
     pub(super) dedupe: Option<Box<DedupeWindow>>,
     /// The users this user sent to in the current minute, while sending.
     pub(super) recipients: Option<Box<RecipientWindow>>,
+    /// Rooms this user is a member of (counted from the rooms' changes).
+    pub(super) rooms: u32,
 }
 
 impl Default for UserRecord {
@@ -116,6 +118,7 @@ impl Default for UserRecord {
             mailbox_timer: None,
             dedupe: None,
             recipients: None,
+            rooms: 0,
         }
     }
 }
@@ -163,14 +166,15 @@ impl UserRecord {
     }
 
     /// True for a record that holds nothing but its presence view: offline,
-    /// no watcher, no stored message, no remembered device, no idempotency
-    /// key or recipient window.
+    /// no watcher, no room, no stored message, no remembered device, no
+    /// idempotency key or recipient window.
     pub(super) fn holds_nothing(&self) -> bool {
         !self.is_online()
             && self.watchers.is_empty()
             && self.mailbox.is_idle()
             && self.dedupe.is_none()
             && self.recipients.is_none()
+            && self.rooms == 0
     }
 
     /// Records `now_ms` as last-seen if watchers currently see the user online.

@@ -10,6 +10,12 @@
 //! backend ([`Actor::Admin`], through the server API) may do anything; a
 //! room it creates starts with no owner and no member.
 //!
+//! A room is deleted when its last member leaves, or when it has had no
+//! message, signal or change for the shard's idle limit
+//! ([`Rooms::reclaim_idle`]); its id is then free. Every membership change
+//! is reported ([`Rooms::take_changes`]) so each member's shard can count
+//! the rooms of its users.
+//!
 //! A room's shard orders its messages: each goes out to the members grouped
 //! by the shard that owns them, one forward per shard, and that grouping is
 //! cached until the membership changes, so a message to 10,000 members costs
@@ -17,6 +23,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use switchboard_proto::v1::ErrorCode;
 
@@ -75,6 +82,18 @@ struct Room {
     members: BTreeSet<UserId>,
     /// Cached fan-out groups; `None` after a membership change.
     by_shard: Option<MembersByShard>,
+    /// The last message, signal or change; a room idle long enough is
+    /// deleted.
+    active_at: Instant,
+}
+
+/// A user joined or left a room: the user's shard counts their rooms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipChange {
+    /// The member.
+    pub user: UserId,
+    /// Joined (true) or left (false).
+    pub joined: bool,
 }
 
 /// The rooms owned by one shard.
@@ -83,6 +102,10 @@ pub struct Rooms {
     rooms: IdMap<RoomId, Room>,
     shard_count: u32,
     max_members: usize,
+    /// The time of the input being handled (set by the shard).
+    now: Instant,
+    /// Memberships changed since the shard last took them.
+    changes: Vec<MembershipChange>,
 }
 
 impl Rooms {
@@ -93,7 +116,48 @@ impl Rooms {
             rooms: IdMap::default(),
             shard_count,
             max_members,
+            now: Instant::now(),
+            changes: Vec::new(),
         }
+    }
+
+    /// Sets the time that requests and messages mark rooms active at.
+    pub fn set_now(&mut self, now: Instant) {
+        self.now = now;
+    }
+
+    /// The memberships changed since the last call.
+    pub fn take_changes(&mut self) -> Vec<MembershipChange> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Rooms held.
+    pub fn len(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// True when no room is held.
+    pub fn is_empty(&self) -> bool {
+        self.rooms.is_empty()
+    }
+
+    /// Deletes every room with no message, signal or change for `idle`;
+    /// their members leave. Returns how many were deleted.
+    pub fn reclaim_idle(&mut self, idle: Duration) -> usize {
+        let now = self.now;
+        let before = self.rooms.len();
+        let changes = &mut self.changes;
+        self.rooms.retain(|_, room| {
+            let keep = room.active_at + idle > now;
+            if !keep {
+                changes.extend(room.members.iter().map(|user| MembershipChange {
+                    user: user.clone(),
+                    joined: false,
+                }));
+            }
+            keep
+        });
+        before - self.rooms.len()
     }
 
     /// Applies `request` by `actor` to `room` under the rule in the module
@@ -114,6 +178,11 @@ impl Rooms {
             }
             let members: BTreeSet<UserId> = user.into_iter().cloned().collect();
             let count = members.len() as u32;
+            self.changes
+                .extend(members.iter().map(|user| MembershipChange {
+                    user: user.clone(),
+                    joined: true,
+                }));
             self.rooms.insert(
                 room.clone(),
                 Room {
@@ -121,11 +190,13 @@ impl Rooms {
                     open,
                     members,
                     by_shard: None,
+                    active_at: self.now,
                 },
             );
             return Ok(RoomReply::Changed { members: count });
         }
         let state = self.rooms.get_mut(room).ok_or(ErrorCode::UnknownRoom)?;
+        state.active_at = self.now;
         // The owner, or the backend.
         let in_charge = user.is_none() || state.owner.as_ref() == user;
         let is_self = |member: &UserId| user == Some(member);
@@ -142,8 +213,12 @@ impl Rooms {
                     if state.members.len() >= self.max_members {
                         return Err(ErrorCode::RoomFull);
                     }
-                    state.members.insert(member);
+                    state.members.insert(member.clone());
                     state.by_shard = None;
+                    self.changes.push(MembershipChange {
+                        user: member,
+                        joined: true,
+                    });
                 }
             }
             RoomRequest::Leave { member } => {
@@ -154,6 +229,15 @@ impl Rooms {
                     state.by_shard = None;
                     if state.owner.as_ref() == Some(&member) {
                         state.owner = None;
+                    }
+                    self.changes.push(MembershipChange {
+                        user: member,
+                        joined: false,
+                    });
+                    if state.members.is_empty() {
+                        // The last member left: the room and its id go.
+                        self.rooms.remove(room);
+                        return Ok(RoomReply::Changed { members: 0 });
                     }
                 }
             }
@@ -182,6 +266,7 @@ impl Rooms {
         if !state.members.contains(sender) {
             return Err(ErrorCode::NotAMember);
         }
+        state.active_at = self.now;
         let shard_count = self.shard_count;
         Ok(state
             .by_shard
@@ -249,6 +334,54 @@ mod tests {
             let case = format!("step {step}: {actor:?} {request:?}");
             assert_eq!(rooms.apply(&actor, &room(), request), expected, "{case}");
         }
+    }
+
+    #[test]
+    fn a_room_goes_when_its_last_member_leaves_or_when_it_is_idle() {
+        let mut rooms = Rooms::new(2, 10);
+        let start = Instant::now();
+        rooms.set_now(start);
+        script(
+            &mut rooms,
+            [
+                (by("owner"), create(true), changed(1)),
+                (by("bob"), join("bob"), changed(2)),
+                (by("owner"), leave("owner"), changed(1)),
+                (by("bob"), leave("bob"), changed(0)),
+                (by("bob"), join("bob"), Err(ErrorCode::UnknownRoom)),
+                (by("carl"), create(true), changed(1)),
+            ],
+        );
+        assert_eq!(rooms.len(), 1);
+        let changes = rooms.take_changes();
+        let changes: Vec<(&str, bool)> = changes
+            .iter()
+            .map(|c| (c.user.as_str(), c.joined))
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                ("owner", true),
+                ("bob", true),
+                ("owner", false),
+                ("bob", false),
+                ("carl", true)
+            ]
+        );
+        // A message keeps it active; idle for the limit, it goes.
+        let idle = Duration::from_secs(60);
+        rooms.set_now(start + Duration::from_secs(50));
+        rooms.fan_out(&room(), &user("carl")).unwrap();
+        rooms.set_now(start + Duration::from_secs(100));
+        assert_eq!(rooms.reclaim_idle(idle), 0);
+        rooms.set_now(start + Duration::from_secs(110));
+        assert_eq!(rooms.reclaim_idle(idle), 1);
+        assert!(rooms.is_empty());
+        let left = MembershipChange {
+            user: user("carl"),
+            joined: false,
+        };
+        assert_eq!(rooms.take_changes(), [left]);
     }
 
     #[test]

@@ -53,6 +53,8 @@ reasons! {
         InvalidRoomRequest => "invalid_room_request",
         /// A room request the room refused (not a member, full, ...).
         RoomRefused => "room_refused",
+        /// A `CreateRoom` or `JoinRoom` past `max_rooms_per_user`.
+        RoomLimit => "room_limit",
         /// A `Receipt` for no valid message.
         InvalidReceipt => "invalid_receipt",
         /// `Hello.resume` past the inbox's last sequence number.
@@ -217,6 +219,9 @@ pub struct ShardStats {
     pub throttled: ReasonCounts<Throttle>,
     /// User records forgotten (nothing left to keep).
     pub users_forgotten: u64,
+    /// Rooms deleted for being idle past `room_idle_ttl` (rooms emptied by
+    /// their last member's leave are not counted).
+    pub rooms_reclaimed: u64,
 }
 
 #[cfg(test)]

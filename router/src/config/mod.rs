@@ -205,6 +205,13 @@ pub struct LimitsConfig {
     /// new messages are refused with `SERVER_BUSY` (retryable), never
     /// stored and dropped. Default 4,096 (4 GiB).
     pub inbox_memory_mib: usize,
+    /// Rooms a user may create or join; one more is answered `ROOM_LIMIT`.
+    /// Default 1,000.
+    pub max_rooms_per_user: usize,
+    /// A room with no message, signal or membership change for this long
+    /// is deleted and its id freed. Default `90d`.
+    #[serde(with = "humantime_serde")]
+    pub room_idle_ttl: Duration,
 }
 
 /// Presence behaviour.
@@ -416,6 +423,8 @@ impl Default for LimitsConfig {
             room_deliveries_per_second: 200_000,
             new_recipients_per_minute: 600,
             inbox_memory_mib: 4096,
+            max_rooms_per_user: 1_000,
+            room_idle_ttl: Duration::from_secs(90 * 24 * 3600),
         }
     }
 }
@@ -583,6 +592,12 @@ impl Config {
                 self.presence.offline_grace,
                 Duration::ZERO,
                 HOUR,
+            ),
+            (
+                "limits.room_idle_ttl",
+                self.limits.room_idle_ttl,
+                MINUTE,
+                3660 * DAY,
             ),
             (
                 "presence.remember_last_seen",
@@ -763,6 +778,12 @@ impl Config {
                 1_000_000,
             ),
             (
+                "limits.max_rooms_per_user",
+                limits.max_rooms_per_user,
+                1,
+                1_000_000,
+            ),
+            (
                 "limits.inbox_memory_mib",
                 limits.inbox_memory_mib,
                 1,
@@ -835,6 +856,8 @@ impl Config {
             ack_timeout: delivery.ack_timeout,
             max_room_members: self.limits.max_room_members,
             max_sessions_per_user: self.limits.max_sessions_per_user,
+            max_rooms_per_user: limits.max_rooms_per_user,
+            room_idle_ttl: limits.room_idle_ttl,
             remember_last_seen: self.presence.remember_last_seen,
             rates: RateLimits {
                 session: SendRates {

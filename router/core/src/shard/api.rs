@@ -68,6 +68,7 @@ impl Shard {
                 request,
             } => {
                 let result = self.rooms.apply(&actor, &room, request);
+                self.dispatch_memberships();
                 self.reply_api(token, ApiReply::Room(result));
             }
         }

@@ -55,6 +55,9 @@ use crate::stats::{Rejection, ShardStats};
 /// How often the rate limits' idle keys are dropped.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How often idle rooms are looked for (a pass over the shard's rooms).
+const ROOM_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Longest `Send.client_msg_id`, in bytes.
 pub const MAX_CLIENT_MSG_ID_BYTES: usize = 64;
 
@@ -98,6 +101,11 @@ pub struct CoreLimits {
     pub max_room_members: usize,
     /// Most sessions one user may have open at once (on this node).
     pub max_sessions_per_user: usize,
+    /// Most rooms a user may create or join (an owner adding them to more
+    /// is bounded by the owner's own limit).
+    pub max_rooms_per_user: usize,
+    /// A room with no message, signal or change for this long is deleted.
+    pub room_idle_ttl: Duration,
     /// Messages, bytes, recipients and room deliveries per unit of time.
     pub rates: RateLimits,
     /// The node's memory budget for inboxes, shared by every shard.
@@ -122,6 +130,8 @@ impl Default for CoreLimits {
             ack_timeout: Duration::from_secs(60),
             max_room_members: 100_000,
             max_sessions_per_user: 32,
+            max_rooms_per_user: 1_000,
+            room_idle_ttl: Duration::from_secs(90 * 24 * 3600),
             rates: RateLimits::default(),
             inbox_budget: Arc::new(InboxBudget::unlimited()),
             inbox_epoch: 1,
@@ -267,6 +277,13 @@ pub enum ShardInput {
         watcher: SessionId,
         /// The watched user.
         user: UserId,
+    },
+    /// `user` (owned by this shard) joined or left a room.
+    Membership {
+        /// The member.
+        user: UserId,
+        /// Joined (true) or left (false).
+        joined: bool,
     },
     /// `watcher` stops watching `user`.
     Unwatch {
@@ -463,6 +480,8 @@ pub struct Shard {
     /// Ack deadline checks, at most one per session (`Pending::ack_timer`),
     /// each at or before the session's ack deadline.
     ack_timers: BTreeSet<(Instant, SessionId)>,
+    /// When idle rooms were last looked for.
+    rooms_swept_at: Instant,
     /// The time of the input being handled.
     now: Instant,
     /// Its wall-clock time, Unix ms.
@@ -500,6 +519,7 @@ impl Shard {
             offline_timers: BTreeSet::new(),
             mailbox_timers: BTreeSet::new(),
             ack_timers: BTreeSet::new(),
+            rooms_swept_at: now,
             now,
             now_ms: 0,
             floors: Floors::default(),
@@ -564,7 +584,13 @@ impl Shard {
         let grace = self.offline_timers.first().map(|(at, _)| *at);
         let mailbox = self.mailbox_timers.first().map(|(at, _)| *at);
         let acks = self.ack_timers.first().map(|(at, _)| *at);
-        grace.into_iter().chain(mailbox).chain(acks).min()
+        let rooms = (!self.rooms.is_empty()).then_some(self.rooms_swept_at + ROOM_SWEEP_INTERVAL);
+        grace
+            .into_iter()
+            .chain(mailbox)
+            .chain(acks)
+            .chain(rooms)
+            .min()
     }
 
     /// Processes one input.
@@ -601,6 +627,7 @@ impl Shard {
             } => self.route_result(now, message, error, devices),
             ShardInput::Watch { watcher, user } => self.add_watcher(watcher, user),
             ShardInput::Unwatch { watcher, user } => self.handle_unwatch_local(watcher, &user),
+            ShardInput::Membership { user, joined } => self.membership(&user, joined),
         }
         self.charge_budget();
     }
@@ -646,6 +673,13 @@ impl Shard {
         if now.instant >= self.swept_at + SWEEP_INTERVAL {
             self.swept_at = now.instant;
             self.limiters.sweep();
+        }
+        self.rooms.set_now(now.instant);
+        if now.instant >= self.rooms_swept_at + ROOM_SWEEP_INTERVAL {
+            self.rooms_swept_at = now.instant;
+            let reclaimed = self.rooms.reclaim_idle(self.limits.room_idle_ttl);
+            self.stats.rooms_reclaimed += reclaimed as u64;
+            self.dispatch_memberships();
         }
     }
 

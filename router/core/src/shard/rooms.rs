@@ -3,11 +3,12 @@
 
 use switchboard_proto::v1::{server_frame, ErrorCode, RoomMembers, RoomResult};
 
-use super::{Shard, ShardInput};
+use super::{user_record, Shard, ShardInput};
 use crate::api::Actor;
+use crate::dedupe::SendError;
 use crate::ids::{RoomId, SessionId, UserId};
-use crate::placement::shard_of_room;
-use crate::rooms::{RoomReply, RoomRequest};
+use crate::placement::{shard_of, shard_of_room};
+use crate::rooms::{MembershipChange, RoomReply, RoomRequest};
 use crate::stats::Rejection;
 
 impl Shard {
@@ -42,10 +43,25 @@ impl Shard {
                 self.stats
                     .frames_rejected
                     .add(Rejection::InvalidRoomRequest);
-                return self.room_reply(session, request_ref, room, is_list, Err(error));
+                return self.room_reply(session, request_ref, room, is_list, Err(error.into()));
             }
         };
         let actor = self.sessions[&session].user.clone();
+        if let Err(throttled) = self.limiters.message(session, &actor, 0) {
+            let error = self.throttled(throttled);
+            return self.room_reply(session, request_ref, room.as_str(), is_list, Err(error));
+        }
+        let joins_self = match &request {
+            RoomRequest::Create { .. } => true,
+            RoomRequest::Join { member } => *member == actor,
+            RoomRequest::Leave { .. } | RoomRequest::List => false,
+        };
+        let rooms = self.users.get(&actor).map_or(0, |r| r.rooms);
+        if joins_self && rooms as usize >= self.limits.max_rooms_per_user {
+            self.stats.frames_rejected.add(Rejection::RoomLimit);
+            let error = Err(ErrorCode::RoomLimit.into());
+            return self.room_reply(session, request_ref, room.as_str(), is_list, error);
+        }
         let target = shard_of_room(&room, self.shard_count);
         if target == self.id {
             self.room_request(session, &actor, request_ref, &room, request);
@@ -77,7 +93,32 @@ impl Shard {
         if result.is_err() {
             self.stats.frames_rejected.add(Rejection::RoomRefused);
         }
+        self.dispatch_memberships();
+        let result = result.map_err(SendError::from);
         self.room_reply(session, request_ref, room.as_str(), is_list, result);
+    }
+
+    /// Tells each member's shard of the memberships the rooms changed.
+    pub(super) fn dispatch_memberships(&mut self) {
+        for MembershipChange { user, joined } in self.rooms.take_changes() {
+            let target = shard_of(&user, self.shard_count);
+            if target == self.id {
+                self.membership(&user, joined);
+            } else {
+                self.forward(target, ShardInput::Membership { user, joined });
+            }
+        }
+    }
+
+    /// Member side: `user` joined or left a room.
+    pub(super) fn membership(&mut self, user: &UserId, joined: bool) {
+        let record = user_record(&mut self.users, self.floors, user);
+        if joined {
+            record.rooms += 1;
+        } else {
+            record.rooms = record.rooms.saturating_sub(1);
+            self.forget_if_idle(user);
+        }
     }
 
     /// Answers a room request: RoomMembers for a List, RoomResult otherwise.
@@ -87,7 +128,7 @@ impl Shard {
         request_ref: u64,
         room: &str,
         is_list: bool,
-        result: Result<RoomReply, ErrorCode>,
+        result: Result<RoomReply, SendError>,
     ) {
         let body = match (is_list, result) {
             (
@@ -104,17 +145,20 @@ impl Shard {
                 owner: owner.map(|o| o.as_str().to_owned()).unwrap_or_default(),
                 open,
                 members: members.iter().map(|m| m.as_str().to_owned()).collect(),
+                retry_after_ms: 0,
             }),
             (true, Err(error)) => server_frame::Body::RoomMembers(RoomMembers {
                 r#ref: request_ref,
-                error: error as i32,
+                error: error.code as i32,
                 room: room.to_owned(),
+                retry_after_ms: error.retry_after_ms,
                 ..RoomMembers::default()
             }),
             (_, result) => server_frame::Body::RoomResult(RoomResult {
                 r#ref: request_ref,
-                error: result.as_ref().err().map_or(0, |e| *e as i32),
+                error: result.as_ref().err().map_or(0, |e| e.code as i32),
                 room: room.to_owned(),
+                retry_after_ms: result.as_ref().err().map_or(0, |e| e.retry_after_ms),
                 members: match result {
                     Ok(RoomReply::Changed { members }) => members,
                     _ => 0,

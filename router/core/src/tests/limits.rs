@@ -327,3 +327,57 @@ fn idle_buckets_are_dropped() {
     c.send(bob, 1, "carol", b"the next input sweeps");
     assert_eq!(c.shards[0].limiters.keys(), 2, "only bob's are left");
 }
+
+#[test]
+fn a_user_is_in_few_enough_rooms_and_empty_or_idle_rooms_go() {
+    let limits = CoreLimits {
+        max_rooms_per_user: 2,
+        room_idle_ttl: Duration::from_secs(600),
+        ..Cluster::test_limits()
+    };
+    let mut c = Cluster::with_limits(3, limits);
+    let alice = c.open("alice", "phone");
+    let bob = c.open("bob", "phone");
+    assert_eq!(c.create_room(alice, "r1", true), Ok(1));
+    assert_eq!(c.create_room(bob, "r2", true), Ok(1));
+    assert_eq!(c.join_room(alice, "r2", "alice"), Ok(2));
+    assert_eq!(c.create_room(alice, "r3", true), Err(ErrorCode::RoomLimit));
+    assert_eq!(c.join_room(alice, "r2", "alice"), Err(ErrorCode::RoomLimit));
+    // Her last leave deletes r1, and its id is free again.
+    assert_eq!(c.leave_room(alice, "r1", "alice"), Ok(0));
+    assert_eq!(c.create_room(bob, "r1", true), Ok(1));
+    assert_eq!(c.create_room(alice, "r3", true), Ok(1));
+    // Idle past the limit, every room goes and her count with it.
+    c.advance(Duration::from_secs(661));
+    let reclaimed: u64 = c
+        .shards
+        .iter_mut()
+        .map(|s| s.take_stats().rooms_reclaimed)
+        .sum();
+    assert_eq!(reclaimed, 3);
+    assert_eq!(c.create_room(alice, "r2", true), Ok(1), "r2 was reclaimed");
+    assert_eq!(c.create_room(alice, "r4", true), Ok(1));
+}
+
+#[test]
+fn room_requests_count_toward_the_message_rate() {
+    let mut c = Cluster::with_limits(1, rates(Rate::new(2, 2), FREE));
+    let alice = c.open("alice", "phone");
+    assert_eq!(c.create_room(alice, "r1", true), Ok(1));
+    assert_eq!(c.create_room(alice, "r2", true), Ok(1));
+    c.frame(
+        alice,
+        77,
+        Some(Body::CreateRoom(switchboard_proto::v1::CreateRoom {
+            room: "r3".into(),
+            open: true,
+        })),
+    );
+    match c.take(alice).as_slice() {
+        [server_frame::Body::RoomResult(r)] => {
+            assert_eq!(code(r.error), ErrorCode::RateLimited);
+            assert_eq!(r.retry_after_ms, 500);
+        }
+        other => panic!("expected a RoomResult, got {other:?}"),
+    }
+}

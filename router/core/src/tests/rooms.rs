@@ -20,7 +20,7 @@ impl Cluster {
         self.room_call(session, Body::JoinRoom(JoinRoom { room, user }))
     }
 
-    fn leave_room(&mut self, session: SessionId, room: &str, user: &str) -> Members {
+    pub(super) fn leave_room(&mut self, session: SessionId, room: &str, user: &str) -> Members {
         let (room, user) = (room.into(), user.into());
         self.room_call(session, Body::LeaveRoom(LeaveRoom { room, user }))
     }
