@@ -40,11 +40,15 @@ pub enum CloseCode {
     /// (`Welcome` came first); close another device's session, or retry
     /// later.
     TooManySessions,
+    /// 0x34: this device opened sessions more often than the server allows
+    /// in a minute; the reason phrase is `retry_after_ms=<n>`: wait that
+    /// long before the next attempt.
+    ReconnectingTooFast,
 }
 
 impl CloseCode {
     /// Every close code, in wire order.
-    pub const ALL: [CloseCode; 13] = [
+    pub const ALL: [CloseCode; 14] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::ServerFull,
@@ -58,6 +62,7 @@ impl CloseCode {
         CloseCode::SlowConsumer,
         CloseCode::Disconnected,
         CloseCode::TooManySessions,
+        CloseCode::ReconnectingTooFast,
     ];
 
     /// The code on the wire.
@@ -76,6 +81,7 @@ impl CloseCode {
             CloseCode::SlowConsumer => 0x31,
             CloseCode::Disconnected => 0x32,
             CloseCode::TooManySessions => 0x33,
+            CloseCode::ReconnectingTooFast => 0x34,
         }
     }
 
@@ -102,6 +108,7 @@ impl CloseCode {
             CloseCode::SlowConsumer => "slow_consumer",
             CloseCode::Disconnected => "disconnected",
             CloseCode::TooManySessions => "too_many_sessions",
+            CloseCode::ReconnectingTooFast => "reconnecting_too_fast",
         }
     }
 }

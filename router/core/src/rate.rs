@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use governor::clock::Clock;
 use governor::{Quota, RateLimiter};
 
-use crate::ids::{RoomId, SessionId, UserId};
+use crate::ids::{DeviceId, RoomId, SessionId, UserId};
 pub use crate::stats::Throttle;
 
 /// A token bucket: `per_second` tokens refill each second, up to `burst`.
@@ -69,6 +69,10 @@ pub struct RateLimits {
     /// Distinct users one user may send direct messages to in a minute,
     /// beyond those already reached in that minute. 0: no limit.
     pub new_recipients_per_minute: u32,
+    /// Sessions one device (user and device id) may open per minute: a
+    /// device that reconnects in a loop is refused for a back-off.
+    /// 0: no limit.
+    pub device_connects_per_minute: u32,
 }
 
 impl Default for RateLimits {
@@ -84,6 +88,7 @@ impl Default for RateLimits {
             },
             room_deliveries: Rate::new(200_000, 200_000),
             new_recipients_per_minute: 600,
+            device_connects_per_minute: 30,
         }
     }
 }
@@ -100,6 +105,7 @@ impl RateLimits {
             user: free,
             room_deliveries: Rate::new(0, 0),
             new_recipients_per_minute: 0,
+            device_connects_per_minute: 0,
         }
     }
 }
@@ -145,10 +151,17 @@ struct Bucket<K: std::hash::Hash + Eq + Clone>(Option<Keyed<K>>);
 
 impl<K: std::hash::Hash + Eq + Clone> Bucket<K> {
     fn new(rate: Rate, clock: &ShardClock) -> Self {
-        Self(
-            rate.quota()
-                .map(|quota| RateLimiter::hashmap_with_clock(quota, clock.clone())),
-        )
+        Self::with_quota(rate.quota(), clock)
+    }
+
+    /// `per_minute` a minute, all of them at once at most.
+    fn per_minute(per_minute: u32, clock: &ShardClock) -> Self {
+        let quota = NonZeroU32::new(per_minute).map(Quota::per_minute);
+        Self::with_quota(quota, clock)
+    }
+
+    fn with_quota(quota: Option<Quota>, clock: &ShardClock) -> Self {
+        Self(quota.map(|quota| RateLimiter::hashmap_with_clock(quota, clock.clone())))
     }
 
     /// Takes `n` tokens for `key`, or says how long until they are there.
@@ -197,6 +210,7 @@ pub(crate) struct Limiters {
     user_messages: Bucket<UserId>,
     user_bytes: Bucket<UserId>,
     room_deliveries: Bucket<RoomId>,
+    device_connects: Bucket<(UserId, DeviceId)>,
     new_recipients_per_minute: u32,
 }
 
@@ -220,6 +234,7 @@ impl Limiters {
             user_messages: Bucket::new(limits.user.messages, &clock),
             user_bytes: Bucket::new(limits.user.bytes, &clock),
             room_deliveries: Bucket::new(limits.room_deliveries, &clock),
+            device_connects: Bucket::per_minute(limits.device_connects_per_minute, &clock),
             new_recipients_per_minute: limits.new_recipients_per_minute,
             clock,
         }
@@ -256,6 +271,17 @@ impl Limiters {
             .take(room, members, &self.clock)
             .map_err(|retry_after| Throttled {
                 by: Throttle::Room,
+                retry_after,
+            })
+    }
+
+    /// A new session of `device` of `user`.
+    pub(crate) fn connect(&self, user: &UserId, device: &DeviceId) -> Result<(), Throttled> {
+        let key = (user.clone(), device.clone());
+        self.device_connects
+            .take(&key, 1, &self.clock)
+            .map_err(|retry_after| Throttled {
+                by: Throttle::Reconnects,
                 retry_after,
             })
     }
@@ -299,6 +325,7 @@ impl Limiters {
         self.user_messages.sweep();
         self.user_bytes.sweep();
         self.room_deliveries.sweep();
+        self.device_connects.sweep();
     }
 
     /// Keys with state (for tests of the sweep).
@@ -309,6 +336,7 @@ impl Limiters {
             + self.user_messages.len()
             + self.user_bytes.len()
             + self.room_deliveries.len()
+            + self.device_connects.len()
     }
 }
 

@@ -103,6 +103,8 @@ reasons! {
         NewRecipients => "new_recipients",
         /// The room's deliveries per second.
         Room => "room",
+        /// The device's sessions opened per minute.
+        Reconnects => "reconnects",
     }
 }
 

@@ -18,6 +18,7 @@
 //! with the real clock and a UDP socket; tests call them with a clock they
 //! move and a `Vec` of datagrams.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -189,12 +190,12 @@ impl<S> Conn<S> {
     }
 
     /// Closes the connection with an application `code` and `reason`.
-    pub fn close(&mut self, now: Instant, code: u32, reason: &'static str) {
-        self.quic.close(
-            now,
-            VarInt::from_u32(code),
-            Bytes::from_static(reason.as_bytes()),
-        );
+    pub fn close(&mut self, now: Instant, code: u32, reason: impl Into<Cow<'static, str>>) {
+        let reason = match reason.into() {
+            Cow::Borrowed(text) => Bytes::from_static(text.as_bytes()),
+            Cow::Owned(text) => Bytes::from(text),
+        };
+        self.quic.close(now, VarInt::from_u32(code), reason);
     }
 }
 

@@ -205,6 +205,10 @@ pub struct LimitsConfig {
     /// new messages are refused with `SERVER_BUSY` (retryable), never
     /// stored and dropped. Default 4,096 (4 GiB).
     pub inbox_memory_mib: usize,
+    /// Sessions one device (user and device id) may open per minute; one
+    /// more is closed with `RECONNECTING_TOO_FAST` (0x34), its reason
+    /// phrase saying how long to wait. 0: no limit. Default 30.
+    pub device_connects_per_minute: usize,
     /// Rooms a user may create or join; one more is answered `ROOM_LIMIT`.
     /// Default 1,000.
     pub max_rooms_per_user: usize,
@@ -423,6 +427,7 @@ impl Default for LimitsConfig {
             room_deliveries_per_second: 200_000,
             new_recipients_per_minute: 600,
             inbox_memory_mib: 4096,
+            device_connects_per_minute: 30,
             max_rooms_per_user: 1_000,
             room_idle_ttl: Duration::from_secs(90 * 24 * 3600),
         }
@@ -778,6 +783,12 @@ impl Config {
                 1_000_000,
             ),
             (
+                "limits.device_connects_per_minute",
+                limits.device_connects_per_minute,
+                0,
+                1_000_000,
+            ),
+            (
                 "limits.max_rooms_per_user",
                 limits.max_rooms_per_user,
                 1,
@@ -878,6 +889,8 @@ impl Config {
                         .max(limits.max_room_members),
                 ),
                 new_recipients_per_minute: u32::try_from(limits.new_recipients_per_minute)
+                    .unwrap_or(u32::MAX),
+                device_connects_per_minute: u32::try_from(limits.device_connects_per_minute)
                     .unwrap_or(u32::MAX),
             },
             inbox_budget,

@@ -7,6 +7,7 @@
 //! Lock discipline: a DashMap guard is held only for a non-blocking channel
 //! send, never across `.await`.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dashmap::DashMap;
@@ -47,7 +48,7 @@ pub(crate) enum DriverCommand {
         conn: usize,
         session: SessionId,
         code: CloseCode,
-        reason: &'static str,
+        reason: Cow<'static, str>,
     },
     /// Shutdown has begun: send every session a GoAway (the driver refuses
     /// new connections once `ServerContext::draining` is set, before this).
@@ -116,7 +117,7 @@ impl SessionDirectory {
 
     /// Asks the driver that owns the session's connection to close it with
     /// `code`.
-    pub(crate) fn close(&self, session: SessionId, code: CloseCode, reason: &'static str) {
+    pub(crate) fn close(&self, session: SessionId, code: CloseCode, reason: Cow<'static, str>) {
         if let Some(route) = self.sessions.get(&session) {
             let _ = route.commands.send(DriverCommand::Close {
                 conn: route.conn,

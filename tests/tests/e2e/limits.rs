@@ -85,3 +85,39 @@ async fn a_spent_inbox_budget_refuses_new_messages_as_server_busy() {
     let message = switchboard_tests::next_message(&mut events).await;
     assert_eq!(message.payload.len(), payload.len());
 }
+
+#[tokio::test]
+async fn a_device_reconnecting_in_a_loop_is_closed_with_the_wait() {
+    let server = TestServer::start_with(|c| c.limits.device_connects_per_minute = 3).await;
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        sessions.push(server.connect("alice", "phone").await);
+    }
+    let (_client, mut events) =
+        switchboard_client::Client::connect(server.options("alice", "phone"))
+            .await
+            .expect("the handshake and Welcome");
+    let info = loop {
+        match switchboard_tests::next_event(&mut events).await {
+            switchboard_client::Event::Closed(Some(info)) => break info,
+            switchboard_client::Event::Closed(None) => panic!("closed without a code"),
+            _ => continue,
+        }
+    };
+    assert_eq!(
+        info.known,
+        Some(switchboard_client::CloseCode::ReconnectingTooFast)
+    );
+    let wait: u64 = info
+        .reason
+        .strip_prefix("retry_after_ms=")
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("reason {:?}", info.reason));
+    assert!((1..=20_000).contains(&wait), "one connect a 20 s: {wait}");
+    // Her laptop is not held back by the phone.
+    let (laptop, _laptop_events) = server.connect("alice", "laptop").await;
+    assert_eq!(
+        code(laptop.send("bob", "hi").await.unwrap().error),
+        ErrorCode::None
+    );
+}

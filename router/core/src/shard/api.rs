@@ -55,7 +55,7 @@ impl Shard {
                     self.outputs.push_back(Output::Close {
                         session: *session,
                         code: CloseCode::Disconnected,
-                        reason: "disconnected by the app backend",
+                        reason: "disconnected by the app backend".into(),
                     });
                     self.closed(now, *session);
                 }

@@ -183,7 +183,7 @@ impl Shard {
                     self.outputs.push_back(Output::Close {
                         session,
                         code: CloseCode::SlowConsumer,
-                        reason: "no ack within the ack timeout",
+                        reason: "no ack within the ack timeout".into(),
                     });
                 }
             }

@@ -533,7 +533,7 @@ const INBOX_BUDGET_RETRY_MS: u32 = 5_000;
 
 /// A wait as the whole milliseconds a client must wait: rounded up, at
 /// least 1.
-fn retry_after_ms(wait: std::time::Duration) -> u32 {
+pub(super) fn retry_after_ms(wait: std::time::Duration) -> u32 {
     let ms = wait.as_nanos().div_ceil(1_000_000).max(1);
     u32::try_from(ms).unwrap_or(u32::MAX)
 }

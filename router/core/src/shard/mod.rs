@@ -19,6 +19,7 @@
 //! keeps one FIFO channel per shard), which is what keeps each sender's
 //! messages in send order.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -40,6 +41,7 @@ use super::placement::{shard_of, shard_of_room};
 use super::presence::{Floors, UserRecord};
 use super::rate::{Limiters, RateLimits};
 use super::rooms::{RoomRequest, Rooms};
+use messaging::retry_after_ms;
 use presence::is_settable;
 
 mod api;
@@ -350,7 +352,7 @@ pub enum Output {
         /// Why.
         code: CloseCode,
         /// Detail for the QUIC reason phrase.
-        reason: &'static str,
+        reason: Cow<'static, str>,
     },
     /// A message was stored for `user`, who has no open session: the shell
     /// tells the app backend (webhook) so it can send a push notification.
@@ -724,6 +726,16 @@ impl Shard {
         resume: Option<Resume>,
     ) {
         debug_assert_eq!(shard_of(&user, self.shard_count), self.id);
+        if let Err(throttled) = self.limiters.connect(&user, &device) {
+            self.stats.throttled.add(throttled.by);
+            let wait = retry_after_ms(throttled.retry_after);
+            self.outputs.push_back(Output::Close {
+                session,
+                code: CloseCode::ReconnectingTooFast,
+                reason: format!("retry_after_ms={wait}").into(),
+            });
+            return;
+        }
         let record = user_record(&mut self.users, self.floors, &user);
         let replaced: Vec<SessionId> = record
             .sessions
@@ -736,7 +748,7 @@ impl Shard {
             self.outputs.push_back(Output::Close {
                 session,
                 code: CloseCode::TooManySessions,
-                reason: "this user has limits.max_sessions_per_user sessions open",
+                reason: "this user has limits.max_sessions_per_user sessions open".into(),
             });
             return;
         }
@@ -771,7 +783,7 @@ impl Shard {
             self.outputs.push_back(Output::Close {
                 session: old,
                 code: CloseCode::SessionReplaced,
-                reason: "another session opened with this device id",
+                reason: "another session opened with this device id".into(),
             });
             self.closed(now, old);
         }
@@ -844,7 +856,7 @@ impl Shard {
                 self.outputs.push_back(Output::Close {
                     session,
                     code: CloseCode::ProtocolViolation,
-                    reason: "Hello sent twice",
+                    reason: "Hello sent twice".into(),
                 });
             }
             Some(Body::Ping(ping)) => self.reply(

@@ -381,3 +381,43 @@ fn room_requests_count_toward_the_message_rate() {
         other => panic!("expected a RoomResult, got {other:?}"),
     }
 }
+
+#[test]
+fn a_device_that_reconnects_in_a_loop_is_refused_with_a_back_off() {
+    let limits = CoreLimits {
+        rates: RateLimits {
+            device_connects_per_minute: 3,
+            ..RateLimits::unlimited()
+        },
+        ..Cluster::test_limits()
+    };
+    let mut c = Cluster::with_limits(1, limits);
+    let watcher = c.open("carol", "phone");
+    c.watch(watcher, &["alice"]);
+    let mut last = None;
+    for _ in 0..3 {
+        let session = c.open("alice", "phone");
+        assert_ne!(
+            c.closed.get(&session),
+            Some(&CloseCode::ReconnectingTooFast)
+        );
+        last = Some(session);
+    }
+    c.presence(watcher);
+    let fourth = c.open("alice", "phone");
+    assert_eq!(c.closed.get(&fourth), Some(&CloseCode::ReconnectingTooFast));
+    // One connect comes back every 20 s (60 s / 3).
+    assert_eq!(c.close_reasons[&fourth], "retry_after_ms=20000");
+    assert_eq!(c.closed.get(&last.unwrap()), None, "the open session stays");
+    assert!(
+        c.presence(watcher).is_empty(),
+        "the refused one changed nothing"
+    );
+    assert_eq!(throttled(&mut c, Throttle::Reconnects), 1);
+    // Another device of hers is not held back; the phone is, after the wait.
+    let laptop = c.open("alice", "laptop");
+    assert_eq!(c.closed.get(&laptop), None);
+    c.advance(Duration::from_secs(20));
+    let again = c.open("alice", "phone");
+    assert_eq!(c.closed.get(&again), None);
+}

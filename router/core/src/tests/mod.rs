@@ -36,6 +36,8 @@ struct Cluster {
     received: HashMap<SessionId, VecDeque<ServerFrame>>,
     /// Close codes sent to sessions.
     closed: HashMap<SessionId, CloseCode>,
+    /// Their reason phrases.
+    close_reasons: HashMap<SessionId, String>,
     users: HashMap<SessionId, UserId>,
     /// Messages reported stored for users with no open session.
     offline: Vec<(UserId, u64)>,
@@ -74,6 +76,7 @@ impl Cluster {
             next_session: 0,
             received: HashMap::new(),
             closed: HashMap::new(),
+            close_reasons: HashMap::new(),
             users: HashMap::new(),
             offline: Vec::new(),
             api_replies: HashMap::new(),
@@ -121,8 +124,13 @@ impl Cluster {
                     let frame = decoder.decode::<ServerFrame>().unwrap().unwrap();
                     self.received.entry(session).or_default().push_back(frame);
                 }
-                Output::Close { session, code, .. } => {
+                Output::Close {
+                    session,
+                    code,
+                    reason,
+                } => {
                     self.closed.insert(session, code);
+                    self.close_reasons.insert(session, reason.into_owned());
                 }
                 Output::StoredForOffline { user, seq, .. } => self.offline.push((user, seq)),
                 Output::ApiReply { token, reply } => {

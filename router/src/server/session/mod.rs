@@ -24,6 +24,7 @@
 //! - **Draining.** Shutdown sends every session a GoAway, then closes what is
 //!   left with GOING_AWAY.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -142,7 +143,13 @@ impl Sessions {
 
     /// Closes a connection with `code` (once) and ends its session. The
     /// end counts as `code` unless a reason was recorded already.
-    fn close(&self, conn: &mut Conn<Session>, code: CloseCode, reason: &'static str, now: Instant) {
+    fn close(
+        &self,
+        conn: &mut Conn<Session>,
+        code: CloseCode,
+        reason: impl Into<Cow<'static, str>>,
+        now: Instant,
+    ) {
         conn.session.ended(code.as_str());
         if !conn.quic.is_closed() {
             conn.close(now, code.to_code(), reason);
