@@ -14,7 +14,7 @@ use switchboard_proto::v1::ErrorCode;
 use super::dedupe::{SendError, SendOutcome};
 use super::ids::{DeviceId, RoomId, SessionId, ShardId, UserId};
 use super::placement::{shard_of, shard_of_room};
-use super::presence::PresenceView;
+use super::presence::{PresenceView, Sharing};
 use super::rooms::{RoomReply, RoomRequest};
 use super::shard::Recipient;
 
@@ -75,6 +75,13 @@ pub enum ApiRequest {
         /// Only this device's session; `None`: every session.
         device: Option<DeviceId>,
     },
+    /// Set who may see `user`'s presence and last-seen time.
+    Sharing {
+        /// The user.
+        user: UserId,
+        /// Everyone, these users, or no one.
+        sharing: Sharing,
+    },
     /// Manage a room.
     Room {
         /// The room.
@@ -91,9 +98,9 @@ impl ApiRequest {
     pub fn shard(&self, shard_count: u32) -> ShardId {
         match self {
             ApiRequest::Send { from, .. } => shard_of(from, shard_count),
-            ApiRequest::Presence { user } | ApiRequest::Disconnect { user, .. } => {
-                shard_of(user, shard_count)
-            }
+            ApiRequest::Presence { user }
+            | ApiRequest::Disconnect { user, .. }
+            | ApiRequest::Sharing { user, .. } => shard_of(user, shard_count),
             ApiRequest::Room { room, .. } => shard_of_room(room, shard_count),
         }
     }
@@ -120,6 +127,11 @@ pub enum ApiReply {
     Disconnected {
         /// Sessions closed.
         sessions: u32,
+    },
+    /// Sharing set; this many watchers are looked at again.
+    SharingSet {
+        /// Sessions that watched the user.
+        watchers: u32,
     },
     /// A room request's outcome.
     Room(Result<RoomReply, ErrorCode>),

@@ -38,7 +38,7 @@ pub use api::{Actor, ApiReply, ApiRequest, ApiToken, Requester, API_DEVICE};
 pub use dedupe::{DedupeLimits, SendError, SendOutcome};
 pub use ids::{DeviceId, RoomId, SessionId, ShardId, UserId};
 pub use mailbox::{InboxBudget, MailboxLimits, StoredMessage};
-pub use presence::PresenceView;
+pub use presence::{PresenceView, Sharing};
 pub use rate::{Rate, RateLimits, SendRates, Throttle};
 pub use shard::{
     coalescing_key, CoreLimits, FrameClass, Now, Output, Recipient, RelayedSignal, RoutedMessage,

@@ -12,7 +12,7 @@ use std::time::Instant;
 use switchboard_proto::v1::{Presence, Status};
 
 use super::dedupe::DedupeWindow;
-use super::ids::{SessionId, SparseIdSet, UserId};
+use super::ids::{IdSet, SessionId, SparseIdSet, UserId};
 use super::mailbox::Mailbox;
 use super::rate::RecipientWindow;
 
@@ -73,6 +73,40 @@ impl Floors {
     }
 }
 
+/// Who may see a user's presence and last-seen time.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Sharing {
+    /// Every watcher (the default).
+    #[default]
+    Everyone,
+    /// Only these users.
+    Only(IdSet<UserId>),
+    /// No one.
+    Nobody,
+}
+
+impl Sharing {
+    /// Whether `watcher` may see the user `of`; a user always sees
+    /// themselves.
+    pub fn allows(&self, of: &UserId, watcher: &UserId) -> bool {
+        watcher == of
+            || match self {
+                Sharing::Everyone => true,
+                Sharing::Only(users) => users.contains(watcher),
+                Sharing::Nobody => false,
+            }
+    }
+}
+
+/// A user's sharing choice other than everyone, and the watchers it keeps
+/// the presence from: they were sent the view of a user never seen and get
+/// no change.
+#[derive(Debug, Default)]
+pub(super) struct Privacy {
+    pub(super) sharing: Sharing,
+    pub(super) hidden_from: SparseIdSet<SessionId>,
+}
+
 /// Presence state of one user owned by this shard.
 #[derive(Debug)]
 pub(super) struct UserRecord {
@@ -102,6 +136,8 @@ pub(super) struct UserRecord {
     pub(super) recipients: Option<Box<RecipientWindow>>,
     /// Rooms this user is a member of (counted from the rooms' changes).
     pub(super) rooms: u32,
+    /// Who may see this user; `None`: everyone.
+    pub(super) privacy: Option<Box<Privacy>>,
 }
 
 impl Default for UserRecord {
@@ -119,6 +155,7 @@ impl Default for UserRecord {
             dedupe: None,
             recipients: None,
             rooms: 0,
+            privacy: None,
         }
     }
 }
@@ -175,6 +212,7 @@ impl UserRecord {
             && self.dedupe.is_none()
             && self.recipients.is_none()
             && self.rooms == 0
+            && self.privacy.is_none()
     }
 
     /// Records `now_ms` as last-seen if watchers currently see the user online.

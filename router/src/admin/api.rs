@@ -24,7 +24,7 @@ use crate::metrics;
 use crate::server::api_calls::ApiCallError;
 use switchboard_core::rooms::{RoomReply, RoomRequest};
 use switchboard_core::{
-    Actor, ApiReply, ApiRequest, DeviceId, Recipient, RoomId, SendError, UserId,
+    Actor, ApiReply, ApiRequest, DeviceId, Recipient, RoomId, SendError, Sharing, UserId,
 };
 
 /// The `/v1` routes, behind the bearer-token check.
@@ -32,6 +32,7 @@ pub(super) fn routes(state: AdminState) -> Router<AdminState> {
     Router::new()
         .route("/v1/messages", post(send_message))
         .route("/v1/users/{user}/presence", get(presence))
+        .route("/v1/users/{user}/sharing", put(set_sharing))
         .route("/v1/users/{user}/disconnect", post(disconnect_user))
         .route(
             "/v1/users/{user}/devices/{device}/disconnect",
@@ -275,6 +276,55 @@ async fn disconnect(state: &AdminState, user: &str, device: Option<DeviceId>) ->
         .await?
     {
         ApiReply::Disconnected { sessions } => ok(json!({ "sessions": sessions })),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Most users a sharing list may name.
+const MAX_SHARING_LIST: usize = 10_000;
+
+/// `PUT /v1/users/{user}/sharing` body: who may see the user's presence.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SharingBody {
+    /// `everyone`, `nobody` or `list`.
+    share: String,
+    /// With `list`: the users who may.
+    #[serde(default)]
+    allow: Vec<String>,
+}
+
+async fn set_sharing(
+    State(state): State<AdminState>,
+    Path(user): Path<String>,
+    body: Result<Json<SharingBody>, JsonRejection>,
+) -> ApiResult {
+    let user = user_id(&user)?;
+    let Json(body) = body?;
+    let sharing = match (body.share.as_str(), body.allow.is_empty()) {
+        ("everyone", true) => Sharing::Everyone,
+        ("nobody", true) => Sharing::Nobody,
+        ("list", _) if body.allow.len() <= MAX_SHARING_LIST => Sharing::Only(
+            body.allow
+                .iter()
+                .map(|u| user_id(u))
+                .collect::<Result<_, _>>()?,
+        ),
+        ("list", _) => {
+            let why = format!("allow names at most {MAX_SHARING_LIST} users");
+            return Err(ApiError::bad_request(why));
+        }
+        _ => {
+            let why = "share is everyone, nobody (both without allow) or list";
+            return Err(ApiError::bad_request(why));
+        }
+    };
+    match state
+        .api
+        .call(ApiRequest::Sharing { user, sharing })
+        .await?
+    {
+        ApiReply::SharingSet { watchers } => ok(json!({ "watchers": watchers })),
         other => Err(unexpected(other)),
     }
 }

@@ -113,3 +113,44 @@ async fn bad_api_requests_get_clear_errors() {
         assert!(text.contains(expected_error), "{body}: {text}");
     }
 }
+
+#[tokio::test]
+async fn a_user_who_shares_presence_with_a_list_looks_never_seen_to_others() {
+    let server = TestServer::start_with(|c| c.shards = 2).await;
+    let (_alice, _alice_events) = server.connect("alice", "phone").await;
+    let (bob, mut bob_events) = server.connect("bob", "phone").await;
+    let (eve, mut eve_events) = server.connect("eve", "phone").await;
+    let body = r#"{"share":"list","allow":["bob"]}"#;
+    let (status, reply) = call(&server, "PUT", "/v1/users/alice/sharing", Some(body)).await;
+    assert_eq!((status, reply["watchers"].as_u64()), (200, Some(0)));
+    bob.watch(&["alice"]).await.unwrap();
+    eve.watch(&["alice", "nobody-by-this-name"]).await.unwrap();
+    let to_bob = switchboard_tests::next_presence(&mut bob_events, "alice").await;
+    assert_eq!(to_bob.status, switchboard_client::Status::Online as i32);
+    let mut seen = std::collections::HashMap::new();
+    while seen.len() < 2 {
+        if let Event::Presence(p) = switchboard_tests::next_event(&mut eve_events).await {
+            seen.insert(p.user_id.clone(), p);
+        }
+    }
+    let (to_eve, ghost) = (&seen["alice"], &seen["nobody-by-this-name"]);
+    let view =
+        |p: &switchboard_client::Presence| (p.status, p.text.clone(), p.version, p.last_seen_ms);
+    assert_eq!(view(to_eve), view(ghost), "no hint that alice exists");
+
+    for bad in [
+        r#"{"share":"some"}"#,
+        r#"{"share":"nobody","allow":["bob"]}"#,
+        r#"{"share":"list","allow":["not valid!"]}"#,
+    ] {
+        let (status, _) = call(&server, "PUT", "/v1/users/alice/sharing", Some(bad)).await;
+        assert_eq!(status, 400, "{bad}");
+    }
+    // Everyone again: eve now sees her, with a new version.
+    let body = r#"{"share":"everyone"}"#;
+    let (status, reply) = call(&server, "PUT", "/v1/users/alice/sharing", Some(body)).await;
+    assert_eq!((status, reply["watchers"].as_u64()), (200, Some(2)));
+    let now_eve = switchboard_tests::next_presence(&mut eve_events, "alice").await;
+    assert_eq!(now_eve.status, switchboard_client::Status::Online as i32);
+    assert!(now_eve.version > 0);
+}

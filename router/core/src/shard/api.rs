@@ -38,6 +38,10 @@ impl Shard {
                 let reply = self.presence_and_sessions(&user);
                 self.reply_api(token, reply);
             }
+            ApiRequest::Sharing { user, sharing } => {
+                let watchers = self.set_sharing(&user, sharing);
+                self.reply_api(token, ApiReply::SharingSet { watchers });
+            }
             ApiRequest::Disconnect { user, device } => {
                 let sessions: Vec<_> = self
                     .users

@@ -277,8 +277,18 @@ pub enum ShardInput {
     Watch {
         /// The watching session.
         watcher: SessionId,
+        /// Its user (whom `user` may or may not share presence with).
+        watcher_user: UserId,
         /// The watched user.
         user: UserId,
+    },
+    /// `user` changed who may see them: those of `watchers` that are
+    /// sessions of this shard and still watch `user` watch anew.
+    Recheck {
+        /// The watched user.
+        user: UserId,
+        /// Every session that watched the user.
+        watchers: Arc<[SessionId]>,
     },
     /// `user` (owned by this shard) joined or left a room.
     Membership {
@@ -627,7 +637,12 @@ impl Shard {
                 error,
                 devices,
             } => self.route_result(now, message, error, devices),
-            ShardInput::Watch { watcher, user } => self.add_watcher(watcher, user),
+            ShardInput::Watch {
+                watcher,
+                watcher_user,
+                user,
+            } => self.add_watcher(watcher, &watcher_user, user),
+            input @ ShardInput::Recheck { .. } => self.handle_recheck(input),
             ShardInput::Unwatch { watcher, user } => self.handle_unwatch_local(watcher, &user),
             ShardInput::Membership { user, joined } => self.membership(&user, joined),
         }

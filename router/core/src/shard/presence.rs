@@ -7,6 +7,7 @@ use switchboard_proto::v1::{server_frame, ErrorCode, ServerFrame, Status};
 use super::{coalescing_key, user_record, FrameClass, Now, Output, Shard, ShardInput};
 use crate::ids::{IdSet, SessionId, UserId};
 use crate::placement::shard_of;
+use crate::presence::{PresenceView, Privacy, Sharing};
 use crate::stats::Rejection;
 
 impl Shard {
@@ -78,12 +79,15 @@ impl Shard {
         for user in new {
             let target = shard_of(&user, self.shard_count);
             if target == self.id {
-                self.add_watcher(session, user);
+                let watcher_user = self.sessions[&session].user.clone();
+                self.add_watcher(session, &watcher_user, user);
             } else {
+                let watcher_user = self.sessions[&session].user.clone();
                 self.forward(
                     target,
                     ShardInput::Watch {
                         watcher: session,
+                        watcher_user,
                         user,
                     },
                 );
@@ -105,16 +109,30 @@ impl Shard {
             return;
         };
         record.watchers.remove(&watcher);
+        if let Some(privacy) = record.privacy.as_mut() {
+            privacy.hidden_from.remove(&watcher);
+        }
         // A user only ever watched is forgotten at once, so watching random
         // ids cannot grow the table.
         self.forget_if_idle(user);
     }
 
-    /// Watched side: register the watcher and send it the current state.
-    pub(super) fn add_watcher(&mut self, watcher: SessionId, user: UserId) {
+    /// Watched side: register the watcher and send it the current state,
+    /// or, if the user does not share their presence with the watcher's
+    /// user, the state of a user never seen, and nothing after it.
+    pub(super) fn add_watcher(&mut self, watcher: SessionId, watcher_user: &UserId, user: UserId) {
         let record = user_record(&mut self.users, self.floors, &user);
-        record.watchers.insert(watcher);
-        let event = server_frame::Body::Presence(record.view.to_event(&user));
+        let view = match record.privacy.as_mut() {
+            Some(privacy) if !privacy.sharing.allows(&user, watcher_user) => {
+                privacy.hidden_from.insert(watcher);
+                PresenceView::never_seen()
+            }
+            _ => {
+                record.watchers.insert(watcher);
+                record.view.clone()
+            }
+        };
+        let event = server_frame::Body::Presence(view.to_event(&user));
         self.stats.presence_events += 1;
         let key = coalescing_key(user.as_str());
         self.reply_as(watcher, event, FrameClass::Presence { key });
@@ -151,4 +169,77 @@ pub(super) fn is_settable(status: Status) -> bool {
         status,
         Status::Online | Status::Away | Status::Busy | Status::Invisible
     )
+}
+
+impl Shard {
+    /// Sets who may see `user`. Every watcher is looked at again: its
+    /// shard, asked with [`ShardInput::Recheck`], watches anew, and gets
+    /// the view it may now see. Watchers that see the user get a new
+    /// version; those that no longer may get the view of a user never seen
+    /// (version 0) and nothing after it.
+    pub(super) fn set_sharing(&mut self, user: &UserId, sharing: Sharing) -> u32 {
+        let record = user_record(&mut self.users, self.floors, user);
+        let mut watchers: Vec<SessionId> =
+            std::mem::take(&mut record.watchers).into_iter().collect();
+        if let Some(privacy) = record.privacy.take() {
+            watchers.extend(privacy.hidden_from.into_iter());
+        }
+        if sharing != Sharing::Everyone {
+            record.privacy = Some(Box::new(Privacy {
+                sharing,
+                hidden_from: Default::default(),
+            }));
+        }
+        // Those who may still see the user take the new version; the
+        // others get version 0, which replaces whatever they held.
+        record.view.version += 1;
+        let count = watchers.len() as u32;
+        if !watchers.is_empty() {
+            let watchers: std::sync::Arc<[SessionId]> = watchers.into();
+            for shard in 0..self.shard_count {
+                let input = ShardInput::Recheck {
+                    user: user.clone(),
+                    watchers: watchers.clone(),
+                };
+                let shard = crate::ids::ShardId(shard);
+                if shard == self.id {
+                    self.handle_recheck(input);
+                } else {
+                    self.forward(shard, input);
+                }
+            }
+        }
+        self.forget_if_idle(user);
+        count
+    }
+
+    /// Watcher side of [`Shard::set_sharing`]: each listed session of this
+    /// shard that still watches `user` watches it anew.
+    pub(super) fn handle_recheck(&mut self, input: ShardInput) {
+        let ShardInput::Recheck { user, watchers } = input else {
+            return;
+        };
+        let target = shard_of(&user, self.shard_count);
+        for watcher in watchers.iter() {
+            let Some(session) = self.sessions.get(watcher) else {
+                continue;
+            };
+            if !session.watching.contains(&user) {
+                continue;
+            }
+            let watcher_user = session.user.clone();
+            if target == self.id {
+                self.add_watcher(*watcher, &watcher_user, user.clone());
+            } else {
+                self.forward(
+                    target,
+                    ShardInput::Watch {
+                        watcher: *watcher,
+                        watcher_user,
+                        user: user.clone(),
+                    },
+                );
+            }
+        }
+    }
 }

@@ -11,7 +11,7 @@ use crate::rooms::{RoomReply, RoomRequest};
 type Sent = (Result<SendOutcome, SendError>, bool);
 
 impl Cluster {
-    fn api(&mut self, request: ApiRequest) -> ApiReply {
+    pub(super) fn api(&mut self, request: ApiRequest) -> ApiReply {
         let token = ApiToken(self.api_replies.len() as u64 + 1000);
         let shard = request.shard(self.shards.len() as u32).0 as usize;
         self.deliver(shard, ShardInput::Api { token, request });

@@ -7,6 +7,7 @@
 mod api;
 mod delivery;
 mod limits;
+mod privacy;
 mod rooms;
 mod signals;
 mod stats;
