@@ -182,7 +182,7 @@ impl Shard {
         let mut watchers: Vec<SessionId> =
             std::mem::take(&mut record.watchers).into_iter().collect();
         if let Some(privacy) = record.privacy.take() {
-            watchers.extend(privacy.hidden_from.into_iter());
+            watchers.extend(privacy.hidden_from);
         }
         if sharing != Sharing::Everyone {
             record.privacy = Some(Box::new(Privacy {
