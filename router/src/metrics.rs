@@ -36,7 +36,8 @@ pub const ONLINE_USERS: &str = "switchboard_online_users";
 pub const CONNECTIONS: &str = "switchboard_connections_accepted_total";
 /// Sessions opened after a successful Hello (counter).
 pub const SESSIONS_OPENED: &str = "switchboard_sessions_opened_total";
-/// Connections ended, by `reason` (counter).
+/// Connections ended after their handshake completed, by `reason`
+/// (counter): `connections_accepted_total` minus this is what is open.
 pub const CONNECTIONS_CLOSED: &str = "switchboard_connections_closed_total";
 /// Failed authentications, by `reason` (counter).
 pub const AUTH_FAILURES: &str = "switchboard_auth_failures_total";
@@ -83,8 +84,19 @@ pub const OUTBOX_EPHEMERAL: &str = "switchboard_outbox_ephemeral_total";
 pub const WEBHOOK_EVENTS: &str = "switchboard_webhook_events_total";
 /// Server API calls, by `outcome` (`OK` or the error name), counter.
 pub const API_REQUESTS: &str = "switchboard_api_requests_total";
-/// Time from a message's acceptance to its write to a device, seconds.
+/// Time from reading a `Send` off its sender's connection to writing each
+/// `Deliver` of it to a device's stream, seconds (histogram). A message
+/// stored for a device that was offline counts the time it waited.
 pub const DELIVERY_LATENCY: &str = "switchboard_delivery_latency_seconds";
+/// Time from a presence change being handled to its event's write to a
+/// watcher's stream, seconds (histogram).
+pub const PRESENCE_LATENCY: &str = "switchboard_presence_latency_seconds";
+/// Time from accepting a QUIC connection to its handshake's completion,
+/// seconds (histogram).
+pub const HANDSHAKE_DURATION: &str = "switchboard_handshake_duration_seconds";
+/// Inputs waiting in each shard's queue, by `shard` (gauge): a shard that
+/// cannot keep up shows here first.
+pub const SHARD_QUEUE_DEPTH: &str = "switchboard_shard_queue_depth";
 /// New QUIC connections not accepted at once, by `reason`: `retry` (asked
 /// to validate its address first), `over_limit` (`limits.max_handshakes`
 /// in progress), `draining` (counter).
@@ -92,6 +104,10 @@ pub const HANDSHAKES_TURNED_AWAY: &str = "switchboard_handshakes_turned_away_tot
 /// Admin connections beyond `admin.max_connections`: answered for the
 /// health checks only, or closed (counter).
 pub const ADMIN_OVER_LIMIT: &str = "switchboard_admin_connections_over_limit_total";
+/// QUIC handshakes that were accepted but never completed, by `reason`:
+/// `idle_timeout`, `peer_closed`, `transport_error`, `refused` (by
+/// quinn-proto), or the close code the router sent (counter).
+pub const HANDSHAKES_FAILED: &str = "switchboard_handshakes_failed_total";
 /// Requests refused by a rate limit, by `limit`: `session`, `user`,
 /// `new_recipients`, `room` (counter).
 pub const RATE_LIMITED: &str = "switchboard_rate_limited_total";
@@ -107,9 +123,11 @@ pub const BUILD_INFO: &str = "switchboard_build_info";
 /// since the last scrape, so an unscraped router does not pile them up.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
-/// Buckets of [`DELIVERY_LATENCY`], seconds: 100 us to 5 s.
-pub const DELIVERY_LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+/// Buckets of the latency histograms ([`DELIVERY_LATENCY`],
+/// [`PRESENCE_LATENCY`], [`HANDSHAKE_DURATION`]), seconds: 50 us to 10 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
 ];
 
 /// Handles to the unlabelled metrics on the per-message and per-session
@@ -122,6 +140,8 @@ struct Hot {
     messages_routed: Counter,
     messages_delivered: Counter,
     delivery_latency: Histogram,
+    presence_latency: Histogram,
+    handshake_duration: Histogram,
     presence_events: Counter,
     mailbox_stored: Counter,
     mailbox_messages: Gauge,
@@ -144,6 +164,8 @@ impl Hot {
             messages_routed: counter!(MESSAGES_ROUTED),
             messages_delivered: counter!(MESSAGES_DELIVERED),
             delivery_latency: histogram!(DELIVERY_LATENCY),
+            presence_latency: histogram!(PRESENCE_LATENCY),
+            handshake_duration: histogram!(HANDSHAKE_DURATION),
             presence_events: counter!(PRESENCE_EVENTS),
             mailbox_stored: counter!(MAILBOX_STORED),
             mailbox_messages: gauge!(MAILBOX_MESSAGES),
@@ -180,7 +202,7 @@ const DESCRIPTIONS: &[(&str, Kind, Unit, Option<&str>, &str)] = &[
     (ONLINE_USERS, Kind::Gauge, Unit::Count, None, "Users online (a session open or within the offline grace period)."),
     (CONNECTIONS, Kind::Counter, Unit::Count, None, "QUIC connections accepted."),
     (SESSIONS_OPENED, Kind::Counter, Unit::Count, None, "Sessions opened after a valid Hello."),
-    (CONNECTIONS_CLOSED, Kind::Counter, Unit::Count, Some("reason"), "Connections closed (after the handshake or not), by reason."),
+    (CONNECTIONS_CLOSED, Kind::Counter, Unit::Count, Some("reason"), "Connections closed after their handshake completed, by reason."),
     (AUTH_FAILURES, Kind::Counter, Unit::Count, Some("reason"), "Failed authentications, by reason."),
     (FRAMES_REJECTED, Kind::Counter, Unit::Count, Some("reason"), "Client frames rejected, by reason."),
     (MESSAGES_ROUTED, Kind::Counter, Unit::Count, None, "Direct messages accepted into the recipient's inbox."),
@@ -200,9 +222,13 @@ const DESCRIPTIONS: &[(&str, Kind, Unit, Option<&str>, &str)] = &[
     (OUTBOX_EPHEMERAL, Kind::Counter, Unit::Count, Some("outcome"), "Presence and signal frames coalesced or dropped in full session queues."),
     (WEBHOOK_EVENTS, Kind::Counter, Unit::Count, Some("outcome"), "Offline-delivery webhook events, by outcome (sent or why dropped)."),
     (API_REQUESTS, Kind::Counter, Unit::Count, Some("outcome"), "Server API calls, by outcome (OK or the error name)."),
-    (DELIVERY_LATENCY, Kind::Histogram, Unit::Seconds, None, "Time from a message's acceptance to its write to a device."),
+    (DELIVERY_LATENCY, Kind::Histogram, Unit::Seconds, None, "Time from reading a Send to writing each of its Deliver frames to a device."),
+    (PRESENCE_LATENCY, Kind::Histogram, Unit::Seconds, None, "Time from a presence change to its event's write to a watcher."),
+    (HANDSHAKE_DURATION, Kind::Histogram, Unit::Seconds, None, "Time from accepting a QUIC connection to its handshake's completion."),
+    (SHARD_QUEUE_DEPTH, Kind::Gauge, Unit::Count, Some("shard"), "Inputs waiting in each shard's queue."),
     (HANDSHAKES_TURNED_AWAY, Kind::Counter, Unit::Count, Some("reason"), "New QUIC connections sent a Retry or refused, by reason."),
     (ADMIN_OVER_LIMIT, Kind::Counter, Unit::Count, None, "Admin connections beyond admin.max_connections (health checks only, or closed)."),
+    (HANDSHAKES_FAILED, Kind::Counter, Unit::Count, Some("reason"), "QUIC handshakes accepted that never completed, by reason."),
     (RATE_LIMITED, Kind::Counter, Unit::Count, Some("limit"), "Sends, receipts and signals refused by a rate limit, by limit."),
     (USERS_FORGOTTEN, Kind::Counter, Unit::Count, None, "User records freed because they held nothing worth keeping."),
     (ROOMS_RECLAIMED, Kind::Counter, Unit::Count, None, "Rooms deleted for having been idle past limits.room_idle_ttl."),
@@ -221,12 +247,11 @@ fn label_values(name: &str) -> Vec<&'static str> {
     match name {
         CONNECTIONS_CLOSED => with(
             CloseCode::ALL.iter().map(|code| code.as_str()).collect(),
-            &[
-                "peer_closed",
-                "idle_timeout",
-                "transport_error",
-                "handshake_failed",
-            ],
+            &["peer_closed", "idle_timeout", "transport_error"],
+        ),
+        HANDSHAKES_FAILED => with(
+            CloseCode::ALL.iter().map(|code| code.as_str()).collect(),
+            &["peer_closed", "idle_timeout", "transport_error", "refused"],
         ),
         AUTH_FAILURES => with(
             AuthError::ALL.iter().map(|e| e.as_str()).collect(),
@@ -287,12 +312,12 @@ fn labelled(name: &'static str, value: &'static str) -> &'static str {
 /// Builds the Prometheus recorder with our buckets, installs it globally and
 /// describes every metric. Call once, from the binary.
 pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full(DELIVERY_LATENCY.to_owned()),
-            DELIVERY_LATENCY_BUCKETS,
-        )?
-        .install_recorder()?;
+    let mut builder = PrometheusBuilder::new();
+    for name in [DELIVERY_LATENCY, PRESENCE_LATENCY, HANDSHAKE_DURATION] {
+        builder =
+            builder.set_buckets_for_metric(Matcher::Full(name.to_owned()), LATENCY_BUCKETS)?;
+    }
+    let handle = builder.install_recorder()?;
     for &(name, kind, unit, _, help) in DESCRIPTIONS {
         match kind {
             Kind::Counter => describe_counter!(name, unit, help),
@@ -373,6 +398,23 @@ pub(crate) fn message_delivered(latency: Duration) {
         hot.messages_delivered.increment(1);
         hot.delivery_latency.record(latency.as_secs_f64());
     });
+}
+
+pub(crate) fn handshake_failed(reason: &'static str) {
+    counter!(HANDSHAKES_FAILED, "reason" => labelled(HANDSHAKES_FAILED, reason)).increment(1);
+}
+
+pub(crate) fn presence_delivered(latency: Duration) {
+    Hot::with(|hot| hot.presence_latency.record(latency.as_secs_f64()));
+}
+
+pub(crate) fn handshake_completed(duration: Duration) {
+    Hot::with(|hot| hot.handshake_duration.record(duration.as_secs_f64()));
+}
+
+/// The gauge of shard `index`'s queue depth, registered once by its task.
+pub(crate) fn shard_queue_depth(index: usize) -> Gauge {
+    gauge!(SHARD_QUEUE_DEPTH, "shard" => index.to_string())
 }
 
 pub(crate) fn message_dropped(reason: &'static str) {

@@ -103,6 +103,11 @@ async fn metrics_livez_and_readyz() {
         "switchboard_delivery_latency_seconds_count 1",
         "switchboard_delivery_latency_seconds_bucket{le=\"+Inf\"} 1",
         "switchboard_presence_events_sent_total 2",
+        // alice was written carol's snapshot and her going offline.
+        "# TYPE switchboard_presence_latency_seconds histogram",
+        "switchboard_presence_latency_seconds_count 2",
+        "# TYPE switchboard_handshake_duration_seconds histogram",
+        "# TYPE switchboard_shard_queue_depth gauge",
         "# TYPE process_resident_memory_bytes gauge",
         "# TYPE process_cpu_seconds_total counter",
         "# TYPE process_open_fds gauge",
@@ -125,10 +130,38 @@ async fn metrics_livez_and_readyz() {
             "missing line {line:?} in:\n{body}"
         );
     }
+    for bucket in ["0.00005", "10"] {
+        let line = format!("switchboard_delivery_latency_seconds_bucket{{le=\"{bucket}\"}} ");
+        assert!(
+            body.lines().any(|l| l.starts_with(&line)),
+            "buckets from 50 us to 10 s:\n{body}"
+        );
+    }
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in:\n{body}"))
+    };
+    // Every connection whose handshake completed was timed.
+    assert_eq!(
+        value("switchboard_handshake_duration_seconds_count"),
+        value("switchboard_connections_accepted_total")
+    );
+    assert!(value("switchboard_handshake_duration_seconds_count") >= 5.0);
+    // Accepted minus closed is what is open: alice's and bob's.
+    let closed: f64 = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("switchboard_connections_closed_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        value("switchboard_connections_accepted_total") - closed,
+        2.0
+    );
     assert!(
         body.lines()
-            .any(|l| l.starts_with("switchboard_delivery_latency_seconds_bucket{le=\"0.0001\"} ")),
-        "explicit buckets:\n{body}"
+            .any(|l| l.starts_with("switchboard_shard_queue_depth{shard=\"0\"} ")),
+        "a queue depth per shard:\n{body}"
     );
     let rss: f64 = body
         .lines()

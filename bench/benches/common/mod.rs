@@ -30,6 +30,7 @@ pub(crate) fn frame_input(session: SessionId, body: client_frame::Body) -> Shard
             r#ref: 1,
             body: Some(body),
         },
+        received_at: Instant::now(),
     }
 }
 

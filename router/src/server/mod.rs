@@ -170,6 +170,7 @@ impl Server {
             let limits = config.core_limits(inbox_epoch, inbox_budget.clone());
             let shard = Shard::new(ShardId(index as u32), shard_count, limits, Instant::now());
             shard_tasks.spawn(shard_task::run_shard(
+                index,
                 shard,
                 inbox,
                 shards.clone(),

@@ -36,7 +36,7 @@ fn lane_of(class: FrameClass) -> usize {
 
 fn key_of(class: FrameClass) -> Option<u64> {
     match class {
-        FrameClass::Presence { key } | FrameClass::Ephemeral { key } => Some(key),
+        FrameClass::Presence { key, .. } | FrameClass::Ephemeral { key } => Some(key),
         _ => None,
     }
 }
@@ -230,7 +230,13 @@ mod tests {
     }
 
     fn presence(key: u64, tag: &'static str) -> QueuedFrame {
-        frame(FrameClass::Presence { key }, tag)
+        frame(
+            FrameClass::Presence {
+                key,
+                changed_at: Instant::now(),
+            },
+            tag,
+        )
     }
 
     /// At most `n` frames, any number of bytes.

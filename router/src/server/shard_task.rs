@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use super::api_calls::ApiCalls;
 use super::directory::SessionDirectory;
 use super::webhook::{OfflineEvent, Webhook};
+use crate::metrics;
 use switchboard_core::{Now, Output, Shard, ShardInput};
 use switchboard_quic::WakeTimer;
 
@@ -80,6 +81,7 @@ pub(crate) fn now() -> Now {
 /// Runs `shard` until `Server::run` aborts the task at the end of shutdown
 /// (every shard holds handles to all shards, so its inboxes never close).
 pub(crate) async fn run_shard(
+    index: usize,
     mut shard: Shard,
     mut inbox: ShardInbox,
     shards: Arc<[ShardHandle]>,
@@ -94,6 +96,8 @@ pub(crate) async fn run_shard(
         webhook: &webhook,
     };
     let mut wake = WakeTimer::default();
+    let queue_depth = metrics::shard_queue_depth(index);
+    queue_depth.set(0.0);
     loop {
         wake.arm(shard.poll_timeout());
         let credit = tokio::select! {
@@ -116,6 +120,7 @@ pub(crate) async fn run_shard(
             out.dispatch(&mut shard);
             give_back(credit);
         }
+        queue_depth.set(inbox.len() as f64);
     }
 }
 

@@ -39,12 +39,24 @@ use crate::stats::{Refusal, Rejection};
 impl Shard {
     /// A session's Send: accepted, remembered in the session's in-flight
     /// queue (results are released in send order), and routed.
-    pub(super) fn send(&mut self, now: Now, session: SessionId, request_ref: u64, send: Send) {
+    pub(super) fn send(
+        &mut self,
+        now: Now,
+        session: SessionId,
+        request_ref: u64,
+        send: Send,
+        received_at: std::time::Instant,
+    ) {
         let sender = &self.sessions[&session];
         let (from, device) = (sender.user.clone(), sender.device.clone());
         let requester = Requester::Session(session, request_ref);
         let limited = Some(session);
-        let Some(routed) = self.accept(now, requester, from, device, send, None, limited) else {
+        let received = Now {
+            instant: received_at.min(now.instant),
+            ..now
+        };
+        let Some(routed) = self.accept(received, requester, from, device, send, None, limited)
+        else {
             return;
         };
         self.sessions

@@ -214,6 +214,9 @@ pub enum ShardInput {
         session: SessionId,
         /// The frame.
         frame: ClientFrame,
+        /// When the shell read it: a message's delivery latency counts
+        /// from here, so it includes the wait for the shard.
+        received_at: Instant,
     },
     /// A session of this shard ended (any reason).
     Closed {
@@ -319,6 +322,9 @@ pub enum FrameClass {
     Presence {
         /// Coalescing key.
         key: u64,
+        /// When the change was handled; feeds the presence-latency
+        /// histogram.
+        changed_at: Instant,
     },
     /// A reply to the session's own request (SendResult, Error, Pong).
     Reply,
@@ -616,7 +622,11 @@ impl Shard {
                 initial_status,
                 resume,
             } => self.open(now, session, user, device, initial_status, resume),
-            ShardInput::Frame { session, frame } => self.frame(now, session, frame),
+            ShardInput::Frame {
+                session,
+                frame,
+                received_at,
+            } => self.frame(now, session, frame, received_at),
             ShardInput::Closed { session } => self.closed(now, session),
             ShardInput::Route(message) => self.route(now, message),
             ShardInput::RoomDeliver { message, members } => {
@@ -851,7 +861,7 @@ impl Shard {
         }
     }
 
-    fn frame(&mut self, now: Now, session: SessionId, frame: ClientFrame) {
+    fn frame(&mut self, now: Now, session: SessionId, frame: ClientFrame, received_at: Instant) {
         if !self.sessions.contains_key(&session) {
             return; // raced with close
         }
@@ -878,7 +888,7 @@ impl Shard {
                 session,
                 server_frame::Body::Pong(Pong { nonce: ping.nonce }),
             ),
-            Some(Body::Send(send)) => self.send(now, session, request_ref, send),
+            Some(Body::Send(send)) => self.send(now, session, request_ref, send, received_at),
             Some(Body::Ack(ack)) => self.ack(session, request_ref, ack.seq),
             Some(Body::Receipt(receipt)) => self.receipt(now, session, request_ref, receipt),
             Some(Body::Signal(signal)) => self.signal(session, request_ref, signal),

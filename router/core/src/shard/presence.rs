@@ -135,7 +135,8 @@ impl Shard {
         let event = server_frame::Body::Presence(view.to_event(&user));
         self.stats.presence_events += 1;
         let key = coalescing_key(user.as_str());
-        self.reply_as(watcher, event, FrameClass::Presence { key });
+        let changed_at = self.now;
+        self.reply_as(watcher, event, FrameClass::Presence { key, changed_at });
     }
 
     /// Recomputes `user`'s view and, if it changed, sends it to every watcher
@@ -157,7 +158,10 @@ impl Shard {
             self.outputs.push_back(Output::Transmit {
                 session: *watcher,
                 frame: bytes.clone().into(),
-                class: FrameClass::Presence { key },
+                class: FrameClass::Presence {
+                    key,
+                    changed_at: self.now,
+                },
             });
         }
     }

@@ -200,7 +200,13 @@ impl Cluster {
     fn frame(&mut self, session: SessionId, r#ref: u64, body: Option<Body>) {
         let shard = self.shard_of(&self.users[&session].clone());
         let frame = ClientFrame { r#ref, body };
-        self.deliver(shard, ShardInput::Frame { session, frame });
+        let received_at = self.now().instant;
+        let input = ShardInput::Frame {
+            session,
+            frame,
+            received_at,
+        };
+        self.deliver(shard, input);
     }
 
     fn send(&mut self, session: SessionId, r#ref: u64, to: &str, payload: &[u8]) {

@@ -256,7 +256,9 @@ fn a_session_out_of_credit_is_not_read_until_the_shard_gives_credit_back() {
         .shard_inputs()
         .into_iter()
         .map(|input| match input.input {
-            ShardInput::Frame { session: s, frame } if s == session => frame.r#ref,
+            ShardInput::Frame {
+                session: s, frame, ..
+            } if s == session => frame.r#ref,
             other => panic!("expected a frame of the session, got {other:?}"),
         })
         .collect();
@@ -345,7 +347,9 @@ fn a_client_signal_datagram_reaches_the_shard_and_anything_else_is_dropped() {
     let inputs = router.shard_inputs();
     assert_eq!(inputs.len(), 1, "only the signal: {inputs:?}");
     match &inputs[0].input {
-        ShardInput::Frame { session: s, frame } => {
+        ShardInput::Frame {
+            session: s, frame, ..
+        } => {
             assert_eq!((*s, frame.r#ref), (session, 7));
         }
         other => panic!("expected the signal, got {other:?}"),
