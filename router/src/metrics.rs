@@ -94,6 +94,9 @@ pub const PRESENCE_LATENCY: &str = "switchboard_presence_latency_seconds";
 /// Time from accepting a QUIC connection to its handshake's completion,
 /// seconds (histogram).
 pub const HANDSHAKE_DURATION: &str = "switchboard_handshake_duration_seconds";
+/// Bytes queued in sessions' outbound queues, over every session (gauge):
+/// what slow readers hold.
+pub const OUTBOX_BYTES: &str = "switchboard_outbox_bytes";
 /// Inputs waiting in each shard's queue, by `shard` (gauge): a shard that
 /// cannot keep up shows here first.
 pub const SHARD_QUEUE_DEPTH: &str = "switchboard_shard_queue_depth";
@@ -142,6 +145,7 @@ struct Hot {
     delivery_latency: Histogram,
     presence_latency: Histogram,
     handshake_duration: Histogram,
+    outbox_bytes: Gauge,
     presence_events: Counter,
     mailbox_stored: Counter,
     mailbox_messages: Gauge,
@@ -166,6 +170,7 @@ impl Hot {
             delivery_latency: histogram!(DELIVERY_LATENCY),
             presence_latency: histogram!(PRESENCE_LATENCY),
             handshake_duration: histogram!(HANDSHAKE_DURATION),
+            outbox_bytes: gauge!(OUTBOX_BYTES),
             presence_events: counter!(PRESENCE_EVENTS),
             mailbox_stored: counter!(MAILBOX_STORED),
             mailbox_messages: gauge!(MAILBOX_MESSAGES),
@@ -225,6 +230,7 @@ const DESCRIPTIONS: &[(&str, Kind, Unit, Option<&str>, &str)] = &[
     (DELIVERY_LATENCY, Kind::Histogram, Unit::Seconds, None, "Time from reading a Send to writing each of its Deliver frames to a device."),
     (PRESENCE_LATENCY, Kind::Histogram, Unit::Seconds, None, "Time from a presence change to its event's write to a watcher."),
     (HANDSHAKE_DURATION, Kind::Histogram, Unit::Seconds, None, "Time from accepting a QUIC connection to its handshake's completion."),
+    (OUTBOX_BYTES, Kind::Gauge, Unit::Bytes, None, "Bytes queued in sessions' outbound queues."),
     (SHARD_QUEUE_DEPTH, Kind::Gauge, Unit::Count, Some("shard"), "Inputs waiting in each shard's queue."),
     (HANDSHAKES_TURNED_AWAY, Kind::Counter, Unit::Count, Some("reason"), "New QUIC connections sent a Retry or refused, by reason."),
     (ADMIN_OVER_LIMIT, Kind::Counter, Unit::Count, None, "Admin connections beyond admin.max_connections (health checks only, or closed)."),
@@ -402,6 +408,11 @@ pub(crate) fn message_delivered(latency: Duration) {
 
 pub(crate) fn handshake_failed(reason: &'static str) {
     counter!(HANDSHAKES_FAILED, "reason" => labelled(HANDSHAKES_FAILED, reason)).increment(1);
+}
+
+/// Moves the outbox-bytes gauge by what a driver's queues gained or lost.
+pub(crate) fn outbox_bytes(change: i64) {
+    Hot::with(|hot| hot.outbox_bytes.increment(change as f64));
 }
 
 pub(crate) fn presence_delivered(latency: Duration) {

@@ -108,6 +108,7 @@ async fn metrics_livez_and_readyz() {
         "switchboard_presence_latency_seconds_count 2",
         "# TYPE switchboard_handshake_duration_seconds histogram",
         "# TYPE switchboard_shard_queue_depth gauge",
+        "# TYPE switchboard_outbox_bytes gauge",
         "# TYPE process_resident_memory_bytes gauge",
         "# TYPE process_cpu_seconds_total counter",
         "# TYPE process_open_fds gauge",

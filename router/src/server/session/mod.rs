@@ -25,6 +25,7 @@
 //!   left with GOING_AWAY.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -123,9 +124,24 @@ pub(crate) struct Sessions {
     stalled: HandleSet,
     /// Requests in flight per session (credits).
     budget: usize,
+    /// Bytes this driver's outboxes gained (or lost, below 0) since the
+    /// outbox-bytes gauge was last moved: the gauge is moved once a turn,
+    /// not once a frame.
+    outbox_bytes_change: Cell<i64>,
 }
 
 impl Sessions {
+    /// Runs `op` on a session's outbox, counting what it changed in the
+    /// queued bytes.
+    fn queue<R>(&self, outbox: &mut Outbox, op: impl FnOnce(&mut Outbox) -> R) -> R {
+        let before = outbox.bytes();
+        let result = op(outbox);
+        let change = outbox.bytes() as i64 - before as i64;
+        self.outbox_bytes_change
+            .set(self.outbox_bytes_change.get() + change);
+        result
+    }
+
     /// Takes a connection out of the handshakes in progress, once.
     fn handshake_over(&self, session: &mut Session) {
         if std::mem::take(&mut session.in_handshake) {
@@ -147,6 +163,7 @@ impl Sessions {
             credit_returned,
             stalled: HandleSet::default(),
             budget,
+            outbox_bytes_change: Cell::new(0),
         }
     }
 
@@ -177,7 +194,7 @@ impl Sessions {
         }
         // Messages not yet written stay in the inbox, for the device's next
         // session.
-        session.outbox.clear();
+        self.queue(&mut session.outbox, Outbox::clear);
     }
 
     /// Queues a frame from a shard for the session on `conn`, or sends a
@@ -218,7 +235,8 @@ impl Sessions {
                 return;
             }
         }
-        if conn.session.outbox.push(queued, limits).is_err() {
+        let pushed = self.queue(&mut conn.session.outbox, |o| o.push(queued, limits));
+        if pushed.is_err() {
             metrics::slow_consumer("queue_full");
             if is_message {
                 metrics::message_dropped("slow_consumer");
@@ -376,10 +394,11 @@ impl Sessions {
         state
             .decoder
             .set_max_frame_bytes(self.ctx.config.limits.max_frame_bytes);
-        state.outbox.push_first(QueuedFrame {
+        let welcome = QueuedFrame {
             frame: handshake::welcome(&self.ctx, session, &auth.user).into(),
             class: FrameClass::Reply,
-        });
+        };
+        self.queue(&mut state.outbox, |o| o.push_first(welcome));
         state.phase = Phase::Open {
             session,
             shard,
@@ -406,7 +425,8 @@ impl Sessions {
             let written = conn.write(&mut chunks);
             match written {
                 Ok(written) if written.chunks == chunks.len() => {
-                    let done = conn.session.outbox.pop_front().expect("front exists");
+                    let done = self.queue(&mut conn.session.outbox, Outbox::pop_front);
+                    let done = done.expect("front exists");
                     match done.class {
                         FrameClass::Message { accepted_at } => {
                             metrics::message_delivered(now.saturating_duration_since(accepted_at))
@@ -422,14 +442,14 @@ impl Sessions {
                     // writable again (write_chunks left it in `chunks`).
                     let [head, shared] = chunks;
                     let rest = OutFrame { head, shared };
-                    conn.session.outbox.wrote_part_of_front(rest);
+                    self.queue(&mut conn.session.outbox, |o| o.wrote_part_of_front(rest));
                     return;
                 }
                 Err(WriteError::Blocked) => return,
                 Err(_) => {
                     // The client stopped reading our stream: it is leaving,
                     // and will not get what is queued for it.
-                    for _ in 0..conn.session.outbox.clear() {
+                    for _ in 0..self.queue(&mut conn.session.outbox, Outbox::clear) {
                         metrics::message_dropped("session_gone");
                     }
                     conn.session.ended("peer_closed");
@@ -450,7 +470,9 @@ impl Sessions {
                     frame: go_away.clone().into(),
                     class: FrameClass::Reply,
                 };
-                let _ = conn.session.outbox.push(go_away, QueueLimits::NONE);
+                let _ = self.queue(&mut conn.session.outbox, |o| {
+                    o.push(go_away, QueueLimits::NONE)
+                });
                 touched.push(conn.handle);
             }
         }
@@ -544,6 +566,10 @@ impl Application for Sessions {
     fn before_drive(&mut self, conns: &mut Connections<Session>) {
         for handle in self.stalled.drain() {
             conns.touch(handle);
+        }
+        let change = self.outbox_bytes_change.take();
+        if change != 0 {
+            metrics::outbox_bytes(change);
         }
     }
 
