@@ -1,6 +1,10 @@
 //! Shared harness for the end-to-end tests: [`TestServer`] runs a real router
 //! on loopback (port 0, dev certificate in a temp dir, a known token secret)
-//! and hands out clients, raw QUIC connections and tokens.
+//! and hands out clients, raw QUIC connections and tokens. [`fuzz`] holds the
+//! logic of the fuzz targets in `fuzz/`, which the tests replay the corpus
+//! through.
+
+pub mod fuzz;
 
 use std::net::SocketAddr;
 use std::time::Duration;

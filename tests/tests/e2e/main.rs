@@ -9,6 +9,7 @@
 mod admin;
 mod bad_input;
 mod delivery;
+mod fuzz_corpus;
 mod lifecycle;
 mod limits;
 mod load_smoke;
