@@ -44,17 +44,45 @@ pub struct StoredMessage {
     pub sent_at_ms: u64,
     /// A receipt rather than a message: no push notification for it.
     pub is_receipt: bool,
+    /// Its encoded bytes in the node's [`InboxBudget`], given back when the
+    /// last inbox lets go of it.
+    pub charge: BudgetCharge,
 }
 
-/// What one inbox entry costs beside its encoded message, in bytes, as the
-/// node's [`InboxBudget`] counts it: the entry, its share of the queue and
-/// of the message's shared record.
+/// Bytes charged to an [`InboxBudget`] for as long as this lives.
+#[derive(Debug)]
+pub struct BudgetCharge {
+    budget: Arc<InboxBudget>,
+    bytes: u64,
+}
+
+impl BudgetCharge {
+    /// Charges `bytes` to `budget` until dropped.
+    pub fn new(budget: &Arc<InboxBudget>, bytes: usize) -> Self {
+        let bytes = bytes as u64;
+        budget.used.fetch_add(bytes, Ordering::Relaxed);
+        Self {
+            budget: budget.clone(),
+            bytes,
+        }
+    }
+}
+
+impl Drop for BudgetCharge {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// What one inbox entry costs beside its message, in bytes, as the node's
+/// [`InboxBudget`] counts it: the entry and its share of the queue.
 pub const ENTRY_COST: u64 = 64;
 
-/// The node's memory budget for inboxes, shared by every shard: encoded
-/// message bytes plus [`ENTRY_COST`] per entry, over all inboxes. While it
-/// is spent, new messages are refused with `SERVER_BUSY` (never stored and
-/// then dropped).
+/// The node's memory budget for inboxes, shared by every shard: each
+/// message's encoded bytes once (a room message is one copy shared by every
+/// member's inbox; [`BudgetCharge`]) plus [`ENTRY_COST`] per inbox entry.
+/// While it is spent, new messages are refused with `SERVER_BUSY` (never
+/// stored and then dropped).
 #[derive(Debug)]
 pub struct InboxBudget {
     limit: u64,
@@ -85,7 +113,13 @@ impl InboxBudget {
         self.used() >= self.limit
     }
 
-    /// Counts what a shard stored and released since its last charge.
+    /// True when `entries` more inbox entries would not fit.
+    pub fn lacks_room_for(&self, entries: usize) -> bool {
+        self.used().saturating_add(entries as u64 * ENTRY_COST) > self.limit
+    }
+
+    /// Counts what a shard's entries stored and released since its last
+    /// charge.
     pub(crate) fn charge(&self, stored: u64, released: u64) {
         // Each shard releases only what it stored, so adding first keeps the
         // sum from ever going below zero.
@@ -447,6 +481,7 @@ mod tests {
             accepted_at: Instant::now(),
             sent_at_ms: 0,
             is_receipt: false,
+            charge: BudgetCharge::new(&Arc::new(InboxBudget::unlimited()), size),
         });
         mailbox.append(message, own, now, &limits(), &mut MailboxStats::default());
     }

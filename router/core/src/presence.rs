@@ -41,13 +41,19 @@ impl PresenceView {
         }
     }
 
-    /// The protobuf event for `user`.
+    /// The protobuf event for `user`. A view that shows nothing (offline,
+    /// never seen) always goes as version 0, whatever its version: a
+    /// watcher then cannot tell a user the server forgot, or one who does
+    /// not share their presence with it, from an id never seen, and
+    /// version 0 replaces what it held (PROTOCOL.md §9.5).
     pub fn to_event(&self, user: &UserId) -> Presence {
+        let shows_nothing =
+            self.status == Status::Offline && self.text.is_empty() && self.last_seen_ms == 0;
         Presence {
             user_id: user.as_str().to_owned(),
             status: self.status as i32,
             text: self.text.clone(),
-            version: self.version,
+            version: if shows_nothing { 0 } else { self.version },
             last_seen_ms: self.last_seen_ms,
         }
     }

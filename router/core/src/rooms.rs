@@ -196,7 +196,6 @@ impl Rooms {
             return Ok(RoomReply::Changed { members: count });
         }
         let state = self.rooms.get_mut(room).ok_or(ErrorCode::UnknownRoom)?;
-        state.active_at = self.now;
         // The owner, or the backend.
         let in_charge = user.is_none() || state.owner.as_ref() == user;
         let is_self = |member: &UserId| user == Some(member);
@@ -215,6 +214,7 @@ impl Rooms {
                     }
                     state.members.insert(member.clone());
                     state.by_shard = None;
+                    state.active_at = self.now;
                     self.changes.push(MembershipChange {
                         user: member,
                         joined: true,
@@ -227,6 +227,7 @@ impl Rooms {
                 }
                 if state.members.remove(&member) {
                     state.by_shard = None;
+                    state.active_at = self.now;
                     if state.owner.as_ref() == Some(&member) {
                         state.owner = None;
                     }

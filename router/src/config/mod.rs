@@ -201,7 +201,8 @@ pub struct LimitsConfig {
     /// spraying never-seen ids. 0: no limit. Default 600.
     pub new_recipients_per_minute: usize,
     /// Memory for inboxes on this node, MiB: each stored message counts
-    /// its encoded size plus 64 bytes per inbox holding it. While spent,
+    /// its encoded size once (a room message is one copy shared by its
+    /// inboxes) plus 64 bytes per inbox holding it. While spent,
     /// new messages are refused with `SERVER_BUSY` (retryable), never
     /// stored and dropped. Default 4,096 (4 GiB).
     pub inbox_memory_mib: usize,

@@ -31,7 +31,7 @@ use super::{
 use crate::api::{ApiReply, ApiToken, Requester, API_DEVICE};
 use crate::dedupe::{KeyState, SendError, SendOutcome};
 use crate::ids::{DeviceId, RoomId, SessionId, UserId};
-use crate::mailbox::StoredMessage;
+use crate::mailbox::{BudgetCharge, StoredMessage};
 use crate::placement::shard_of;
 use crate::rate::Throttled;
 use crate::stats::{Refusal, Rejection};
@@ -106,8 +106,9 @@ impl Shard {
         let sender = &self.sessions[&session];
         let (from, device) = (sender.user.clone(), sender.device.clone());
         let to = UserId::parse(&receipt.to_user).expect("checked above");
-        let checked = self.throttle(session, &from, &Recipient::User(to), 0);
-        if let Err(error) = checked.and_then(|()| self.check_budget()) {
+        let checked = self.check_budget();
+        let checked = checked.and_then(|()| self.throttle(session, &from, &Recipient::User(to), 0));
+        if let Err(error) = checked {
             return self.reply_refusal(session, request_ref, error, "over a rate limit");
         }
         let send = Send {
@@ -143,11 +144,14 @@ impl Shard {
                 return None;
             }
         };
-        let checked = match limited {
-            Some(session) => self.throttle(session, &from, &to, send.payload.len()),
-            None => Ok(()),
-        };
-        if let Err(error) = checked.and_then(|()| self.check_budget()) {
+        let mut checked = self.check_budget();
+        if let (Ok(()), Some(session)) = (checked, limited) {
+            checked = self.throttle(session, &from, &to, send.payload.len());
+            if checked.is_err() {
+                self.stats.sends_refused.add(Refusal::RateLimited);
+            }
+        }
+        if let Err(error) = checked {
             self.answer(requester, Err(error), false);
             return None;
         }
@@ -197,6 +201,7 @@ impl Shard {
                 from,
                 from_device,
                 room,
+                charge: BudgetCharge::new(&self.limits.inbox_budget, encoded.len()),
                 encoded: Bytes::from(encoded),
                 accepted_at: now.instant,
                 sent_at_ms: now.unix_ms,
@@ -257,7 +262,13 @@ impl Shard {
         let reached = groups.iter().map(|(_, share)| share.len()).sum();
         if let Err(throttled) = self.limiters.room(room, reached) {
             let error = self.throttled(throttled);
+            self.stats.sends_refused.add(Refusal::RateLimited);
             return self.answer_route(now, routed, error, 0);
+        }
+        // One entry per member: refused whole if they would not fit.
+        if self.limits.inbox_budget.lacks_room_for(reached) {
+            self.stats.sends_refused.add(Refusal::InboxBudget);
+            return self.answer_route(now, routed, SERVER_BUSY, 0);
         }
         self.stats.messages_routed += 1;
         let mut members = 0u32;
@@ -519,7 +530,6 @@ impl Shard {
     /// Counts a refusal by a rate limit and makes its error.
     pub(super) fn throttled(&mut self, throttled: Throttled) -> SendError {
         self.stats.throttled.add(throttled.by);
-        self.stats.sends_refused.add(Refusal::RateLimited);
         SendError {
             code: ErrorCode::RateLimited,
             retry_after_ms: retry_after_ms(throttled.retry_after),
@@ -530,18 +540,19 @@ impl Shard {
     fn check_budget(&mut self) -> Result<(), SendError> {
         if self.limits.inbox_budget.is_spent() {
             self.stats.sends_refused.add(Refusal::InboxBudget);
-            return Err(SendError {
-                code: ErrorCode::ServerBusy,
-                retry_after_ms: INBOX_BUDGET_RETRY_MS,
-            });
+            return Err(SERVER_BUSY);
         }
         Ok(())
     }
 }
 
-/// The retry hint for a node whose inbox budget is spent: inboxes drain as
-/// devices ack and messages expire, on no schedule the node can predict.
-const INBOX_BUDGET_RETRY_MS: u32 = 5_000;
+/// The refusal of a node whose inbox budget is spent, with its retry hint:
+/// inboxes drain as devices ack and messages expire, on no schedule the
+/// node can predict.
+const SERVER_BUSY: SendError = SendError {
+    code: ErrorCode::ServerBusy,
+    retry_after_ms: 5_000,
+};
 
 /// A wait as the whole milliseconds a client must wait: rounded up, at
 /// least 1.

@@ -517,7 +517,7 @@ pub struct Shard {
     /// When the buckets' idle keys were last dropped.
     swept_at: Instant,
     /// What `stats.mailbox` held at the last charge of the inbox budget:
-    /// bytes stored and released, each with [`ENTRY_COST`] per entry.
+    /// [`ENTRY_COST`] per entry stored and released.
     charged: (u64, u64),
 }
 
@@ -566,9 +566,11 @@ impl Shard {
     /// Counts in the node's inbox budget what this shard's inboxes stored
     /// and released since the last charge.
     fn charge_budget(&mut self) {
+        // Entries only: each message's bytes are charged by the message
+        // itself (`BudgetCharge`), once however many inboxes share it.
         let m = &self.stats.mailbox;
-        let stored = m.stored_bytes + m.stored * ENTRY_COST;
-        let released = m.released_bytes + m.released * ENTRY_COST;
+        let stored = m.stored * ENTRY_COST;
+        let released = m.released * ENTRY_COST;
         if (stored, released) != self.charged {
             let (was_stored, was_released) = self.charged;
             let budget = &self.limits.inbox_budget;

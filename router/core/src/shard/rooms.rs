@@ -51,6 +51,26 @@ impl Shard {
             let error = self.throttled(throttled);
             return self.room_reply(session, request_ref, room.as_str(), is_list, Err(error));
         }
+        // Adding someone else reaches a new recipient, as a direct message
+        // to them would.
+        if let RoomRequest::Join { member } = &request {
+            if *member != actor {
+                let record = user_record(&mut self.users, self.floors, &actor);
+                let checked = self
+                    .limiters
+                    .recipient(&mut record.recipients, member, self.now);
+                if let Err(throttled) = checked {
+                    let error = self.throttled(throttled);
+                    return self.room_reply(
+                        session,
+                        request_ref,
+                        room.as_str(),
+                        is_list,
+                        Err(error),
+                    );
+                }
+            }
+        }
         let joins_self = match &request {
             RoomRequest::Create { .. } => true,
             RoomRequest::Join { member } => *member == actor,

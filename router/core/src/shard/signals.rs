@@ -83,6 +83,14 @@ impl Shard {
             // Errors to signals are best effort too, and carry no ref.
             Err(_) => return self.refuse_signal(signal.from_session, 0),
         };
+        // A signal reaches every member, as a message does: the room's
+        // deliveries per second bound both. Over them it is dropped,
+        // counted, and not answered (signals are best effort).
+        let reached = groups.iter().map(|(_, share)| share.len()).sum();
+        if let Err(throttled) = self.limiters.room(&room, reached) {
+            self.throttled(throttled);
+            return;
+        }
         for (shard, members) in groups.iter() {
             if *shard == self.id {
                 self.signal_members(&signal, members);

@@ -8,7 +8,7 @@ use switchboard_proto::v1::Gap;
 
 use super::rooms::code;
 use super::*;
-use crate::mailbox::InboxBudget;
+use crate::mailbox::{InboxBudget, ENTRY_COST};
 use crate::rate::{Rate, RateLimits, SendRates};
 use crate::stats::Throttle;
 use crate::MailboxLimits;
@@ -291,10 +291,18 @@ fn a_forgotten_user_comes_back_above_every_number_and_version_they_had() {
 
     c.watch(carol, &["bob"]);
     let again = c.presence(carol);
-    assert!(again[0].version > seen, "{} after {seen}", again[0].version);
+    // A view that shows nothing goes as version 0, which replaces what a
+    // watcher held; his next change numbers above every version he had.
+    assert_eq!((again[0].version, again[0].last_seen_ms), (0, 0));
     // His phone resumes from its position: what it never processed is
     // reported gone, not silently skipped, and numbers go on above it.
     let phone = c.resume("bob", "phone", 7, 1);
+    let online = c.presence(carol);
+    assert!(
+        online[0].version > seen,
+        "{} after {seen}",
+        online[0].version
+    );
     let frames = c.take_all(phone);
     assert!(
         frames.iter().any(|f| matches!(
@@ -420,4 +428,75 @@ fn a_device_that_reconnects_in_a_loop_is_refused_with_a_back_off() {
     c.advance(Duration::from_secs(20));
     let again = c.open("alice", "phone");
     assert_eq!(c.closed.get(&again), None);
+}
+
+#[test]
+fn a_room_message_is_charged_once_for_its_bytes_and_once_per_entry() {
+    let budget = Arc::new(InboxBudget::new(1 << 30));
+    let limits = CoreLimits {
+        inbox_budget: budget.clone(),
+        ..Cluster::test_limits()
+    };
+    let mut c = Cluster::with_limits(2, limits);
+    let alice = c.open("alice", "phone");
+    c.create_room(alice, "r", true).unwrap();
+    c.join_room(alice, "r", "bob").unwrap();
+    c.join_room(alice, "r", "carol").unwrap();
+    let before = budget.used();
+    assert_eq!(
+        code(c.send_to_room(alice, "r", &[b'x'; 100]).error),
+        ErrorCode::None
+    );
+    // Bob's and carol's entries stay (offline); alice's copy is released at
+    // once (her only device sent it). The 100-byte payload's message counts
+    // once, not once per inbox.
+    let grown = budget.used() - before;
+    assert!(
+        grown > 100 + 2 * ENTRY_COST && grown < 2 * 100 + 2 * ENTRY_COST,
+        "{grown}"
+    );
+    // A room message whose entries would not fit is refused whole.
+    let small = Arc::new(InboxBudget::new(2 * ENTRY_COST));
+    let limits = CoreLimits {
+        inbox_budget: small,
+        ..Cluster::test_limits()
+    };
+    let mut c = Cluster::with_limits(1, limits);
+    let alice = c.open("alice", "phone");
+    c.create_room(alice, "r", true).unwrap();
+    c.join_room(alice, "r", "bob").unwrap();
+    c.join_room(alice, "r", "carol").unwrap();
+    let refused = c.send_to_room(alice, "r", b"x");
+    assert_eq!(code(refused.error), ErrorCode::ServerBusy);
+}
+
+#[test]
+fn an_owner_adding_others_reaches_new_recipients_and_room_signals_count_deliveries() {
+    let limits = CoreLimits {
+        rates: RateLimits {
+            new_recipients_per_minute: 2,
+            room_deliveries: Rate::new(3, 3),
+            ..RateLimits::unlimited()
+        },
+        ..Cluster::test_limits()
+    };
+    let mut c = Cluster::with_limits(2, limits);
+    let alice = c.open("alice", "phone");
+    c.create_room(alice, "r", true).unwrap();
+    assert_eq!(c.join_room(alice, "r", "u1"), Ok(2));
+    assert_eq!(c.join_room(alice, "r", "u2"), Ok(3));
+    assert_eq!(c.join_room(alice, "r", "u3"), Err(ErrorCode::RateLimited));
+    // Each typing signal reaches 3 members; the second is over the room's
+    // 3 deliveries a second and is dropped.
+    let typing = |c: &mut Cluster| {
+        let signal = switchboard_proto::v1::Signal {
+            room: "r".into(),
+            kind: switchboard_proto::v1::SignalKind::Typing as i32,
+            ..Default::default()
+        };
+        c.frame(alice, 0, Some(Body::Signal(signal)));
+    };
+    typing(&mut c);
+    typing(&mut c);
+    assert_eq!(throttled(&mut c, Throttle::Room), 1);
 }
