@@ -31,6 +31,8 @@ fn limits(max_messages: usize) -> CoreLimits {
         mailbox: MailboxLimits {
             max_messages,
             max_bytes: usize::MAX,
+            // One sender fills the inbox on purpose.
+            sender_share_percent: 100,
             ..MailboxLimits::default()
         },
         ..CoreLimits::default()

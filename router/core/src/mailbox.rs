@@ -139,6 +139,10 @@ pub struct MailboxLimits {
     /// Longest a message is kept; also how long an offline device is
     /// remembered.
     pub max_age: Duration,
+    /// The share of a full inbox, in percent of its count or bytes, beyond
+    /// which one sender's next direct message is refused (`INBOX_FULL`)
+    /// rather than evicting others'. 100: no share, the oldest go.
+    pub sender_share_percent: usize,
 }
 
 impl Default for MailboxLimits {
@@ -147,6 +151,7 @@ impl Default for MailboxLimits {
             max_messages: 1_000,
             max_bytes: 1024 * 1024,
             max_age: Duration::from_secs(24 * 3600),
+            sender_share_percent: 50,
         }
     }
 }
@@ -245,6 +250,29 @@ impl Mailbox {
     /// True for a mailbox that holds no message and knows no device.
     pub fn is_idle(&self) -> bool {
         self.entries.is_empty() && self.devices.is_empty()
+    }
+
+    /// True when appending a message of `size` encoded bytes would evict
+    /// the oldest entries.
+    pub fn is_full_for(&self, size: usize, limits: &MailboxLimits) -> bool {
+        self.entries.len() >= limits.max_messages
+            || (self.bytes + size > limits.max_bytes && !self.entries.is_empty())
+    }
+
+    /// True when `sender`'s messages (not the inbox user's own copies) take
+    /// `sender_share_percent` of the inbox's count or bytes or more. Only
+    /// asked of a full inbox: it reads every entry.
+    pub fn holds_its_share_from(&self, sender: &UserId, limits: &MailboxLimits) -> bool {
+        let share = limits.sender_share_percent;
+        if share >= 100 {
+            return false;
+        }
+        let (count, bytes) = self
+            .entries
+            .iter()
+            .filter(|e| !e.own && e.message.from == *sender)
+            .fold((0, 0), |(n, b), e| (n + 1, b + e.message.encoded.len()));
+        count * 100 >= limits.max_messages * share || bytes * 100 >= limits.max_bytes * share
     }
 
     /// Stores `message` under the next sequence number and returns it,
@@ -459,6 +487,7 @@ mod tests {
             max_messages: 3,
             max_bytes: 100,
             max_age: Duration::from_secs(60),
+            sender_share_percent: 100,
         }
     }
 

@@ -88,6 +88,8 @@ reasons! {
         RateLimited => "rate_limited",
         /// The node's inbox memory budget is spent.
         InboxBudget => "inbox_budget",
+        /// The recipient's inbox is full and the sender holds half of it.
+        InboxShare => "inbox_share",
     }
 }
 

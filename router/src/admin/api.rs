@@ -78,7 +78,7 @@ impl ApiError {
             ErrorCode::RoomExists | ErrorCode::RoomFull => StatusCode::CONFLICT,
             ErrorCode::NotAllowed | ErrorCode::NotAMember => StatusCode::FORBIDDEN,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited | ErrorCode::InboxFull => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::ServerBusy => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         };

@@ -324,6 +324,11 @@ pub struct DeliveryConfig {
     /// offline is remembered. Default `24h`.
     #[serde(with = "humantime_serde")]
     pub max_stored_age: Duration,
+    /// The share of a full inbox, in percent of its messages or bytes,
+    /// that one sender's direct messages may take; beyond it that sender
+    /// gets `INBOX_FULL` instead of evicting others' messages. 100: off.
+    /// Default 50.
+    pub max_sender_share_percent: usize,
     /// Most Deliver frames sent to a session beyond its last Ack (announced
     /// in Welcome). Default 256.
     pub delivery_window: usize,
@@ -347,6 +352,7 @@ impl Default for DeliveryConfig {
             max_stored_messages: 1_000,
             max_stored_bytes: 1024 * 1024,
             max_stored_age: Duration::from_secs(24 * 3600),
+            max_sender_share_percent: 50,
             delivery_window: 256,
             ack_timeout: Duration::from_secs(60),
             dedupe_window: Duration::from_secs(300),
@@ -718,6 +724,12 @@ impl Config {
                 1024 * MIB,
             ),
             (
+                "delivery.max_sender_share_percent",
+                delivery.max_sender_share_percent,
+                1,
+                100,
+            ),
+            (
                 "delivery.dedupe_max_keys",
                 delivery.dedupe_max_keys,
                 1,
@@ -859,6 +871,7 @@ impl Config {
                 max_messages: delivery.max_stored_messages,
                 max_bytes: delivery.max_stored_bytes,
                 max_age: delivery.max_stored_age,
+                sender_share_percent: delivery.max_sender_share_percent,
             },
             dedupe: DedupeLimits {
                 window: delivery.dedupe_window,

@@ -237,6 +237,10 @@ impl Shard {
                 return self.route_to_room(now, routed, &room);
             }
         };
+        if routed.message.from != to && self.over_inbox_share(&to, &routed.message) {
+            self.stats.sends_refused.add(Refusal::InboxShare);
+            return self.answer_route(now, routed, INBOX_FULL, 0);
+        }
         let devices = if routed.message.from == to {
             0
         } else {
@@ -536,6 +540,17 @@ impl Shard {
         }
     }
 
+    /// True when storing `message` would evict from `to`'s full inbox
+    /// while its sender already holds half of it: one sender cannot push
+    /// everyone else's messages out of an inbox.
+    fn over_inbox_share(&self, to: &UserId, message: &StoredMessage) -> bool {
+        let limits = &self.limits.mailbox;
+        self.users.get(to).is_some_and(|record| {
+            record.mailbox.is_full_for(message.encoded.len(), limits)
+                && record.mailbox.holds_its_share_from(&message.from, limits)
+        })
+    }
+
     /// Refuses a new message while the node's inbox budget is spent.
     fn check_budget(&mut self) -> Result<(), SendError> {
         if self.limits.inbox_budget.is_spent() {
@@ -545,6 +560,14 @@ impl Shard {
         Ok(())
     }
 }
+
+/// The refusal of a message to a full inbox that holds half its share from
+/// the sender already: the recipient's devices must read first, on no
+/// schedule the server knows.
+const INBOX_FULL: SendError = SendError {
+    code: ErrorCode::InboxFull,
+    retry_after_ms: 10_000,
+};
 
 /// The refusal of a node whose inbox budget is spent, with its retry hint:
 /// inboxes drain as devices ack and messages expire, on no schedule the

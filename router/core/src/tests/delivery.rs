@@ -17,6 +17,8 @@ fn limits(max_messages: usize, window: usize) -> CoreLimits {
             max_messages,
             max_bytes: 1 << 20,
             max_age: Duration::from_secs(3600),
+            // These tests fill inboxes from one sender to see eviction.
+            sender_share_percent: 100,
         },
         dedupe: DedupeLimits {
             window: Duration::from_secs(60),

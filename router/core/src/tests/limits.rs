@@ -500,3 +500,32 @@ fn an_owner_adding_others_reaches_new_recipients_and_room_signals_count_deliveri
     typing(&mut c);
     assert_eq!(throttled(&mut c, Throttle::Room), 1);
 }
+
+#[test]
+fn one_sender_cannot_push_everyone_elses_messages_out_of_an_inbox() {
+    // a full inbox keeps what others sent; the sender holding half of
+    // it is refused instead, and told to retry later.
+    let limits = CoreLimits {
+        mailbox: MailboxLimits {
+            max_messages: 4,
+            ..MailboxLimits::default()
+        },
+        ..Cluster::test_limits()
+    };
+    let mut c = Cluster::with_limits(2, limits);
+    let friend = c.open("friend", "phone");
+    let spammer = c.open("spammer", "phone");
+    c.send_texts(friend, "bob", &["hello bob"]);
+    for i in 0..5 {
+        c.send(spammer, i, "bob", b"spam");
+    }
+    let got = outcomes(&mut c, spammer);
+    let stored = got.iter().filter(|(e, _)| *e == ErrorCode::None).count();
+    assert_eq!(stored, 3, "{got:?}");
+    assert_eq!(got[3], (ErrorCode::InboxFull, 10_000));
+    // Bob's friend's message is still there, first.
+    let bob = c.open("bob", "phone");
+    let payloads = c.payloads(bob);
+    assert_eq!(payloads[0], b"hello bob");
+    assert_eq!(payloads.len(), 4);
+}
