@@ -1,12 +1,13 @@
 //! Rate limits on what sessions, users and rooms send: token buckets
-//! (GCRA, from `governor`) keyed by session, user and room, and a fixed
+//! (GCRA, from `governor`) keyed by session, user, room and device, and a fixed
 //! window of the distinct recipients each user reached in the last minute.
 //!
 //! The buckets run on a [`ShardClock`] the shard sets from each input's
 //! [`crate::Now`], so the core keeps no clock of its own and tests drive
 //! limits with virtual time. A key's state is one `u64`; a key whose bucket
 //! is full again is indistinguishable from a new one and is dropped by
-//! [`Limiters::sweep`], so idle sessions and users cost nothing here.
+//! a sweep of the shard's limiters every 10 s, so idle sessions and users
+//! cost nothing here.
 //!
 //! A refused request consumes nothing from the bucket that refused it. One
 //! that passes the session's bucket and fails the user's has spent its
