@@ -7,7 +7,9 @@
 //! most `admin.max_connections` are served at once. Beyond that,
 //! [`HEALTH_ONLY_CONNECTIONS`] more are answered for the health checks only
 //! (an orchestrator that saw `/livez` fail would restart the node and lose
-//! every inbox), and further ones are closed at once.
+//! every inbox); a connection beyond those ends the oldest of them, so
+//! peers that hold them all cannot keep a health check out for longer than
+//! it takes to ask.
 //!
 //! It runs on a thread of its own ([`spawn_thread`]), so a scrape or a
 //! health check is answered while the routing threads are saturated.
@@ -24,7 +26,7 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 
 use crate::config::AdminConfig;
 use crate::metrics;
@@ -101,7 +103,8 @@ pub(crate) async fn serve(
         })
         .with_state(state);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let health_slots = Arc::new(Semaphore::new(HEALTH_ONLY_CONNECTIONS));
+    let health_slots = HealthSlots::default();
+    let mut next_id = 0u64;
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -112,26 +115,71 @@ pub(crate) async fn serve(
                 continue;
             }
         };
-        let (app, timeout, permit) = match slots.clone().try_acquire_owned() {
-            Ok(permit) => (full.clone(), limits.header_timeout, permit),
-            Err(_) => {
-                metrics::admin_over_limit();
-                match health_slots.clone().try_acquire_owned() {
-                    Ok(permit) => (health.clone(), HEALTH_ONLY_HEADER_TIMEOUT, permit),
-                    Err(_) => continue, // dropping the stream closes it
-                }
-            }
-        };
-        tokio::spawn(async move {
-            let _permit = permit;
-            let connection = hyper::server::conn::http1::Builder::new()
+        let serve_one = |app: Router, timeout: Duration| {
+            hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(timeout)
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "admin connection ended");
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
+        };
+        if let Ok(permit) = slots.clone().try_acquire_owned() {
+            let connection = serve_one(full.clone(), limits.header_timeout);
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "admin connection ended");
+                }
+            });
+            continue;
+        }
+        // Every regular slot is held: health checks only, on a slot that
+        // the oldest health-only connection gives up if none is free, so
+        // peers holding them all cannot keep an orchestrator's check out.
+        metrics::admin_over_limit();
+        next_id += 1;
+        let (id, evicted) = (next_id, health_slots.take(next_id));
+        let connection = serve_one(health.clone(), HEALTH_ONLY_HEADER_TIMEOUT);
+        let slots = health_slots.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                ended = connection => {
+                    if let Err(error) = ended {
+                        tracing::debug!(%error, "admin health connection ended");
+                    }
+                }
+                _ = evicted => {}
             }
+            slots.give_back(id);
         });
+    }
+}
+
+/// The health-only connections beyond `admin.max_connections`, oldest
+/// first, each with the means to end it.
+#[derive(Clone, Default)]
+struct HealthSlots(Arc<std::sync::Mutex<std::collections::VecDeque<HealthSlot>>>);
+
+/// A health-only connection's id and the sender that ends it.
+type HealthSlot = (u64, oneshot::Sender<()>);
+
+impl HealthSlots {
+    /// A slot for connection `id`, ending the oldest holder if all
+    /// [`HEALTH_ONLY_CONNECTIONS`] are taken; resolves when `id` is ended.
+    fn take(&self, id: u64) -> oneshot::Receiver<()> {
+        let (end, ended) = oneshot::channel();
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if held.len() >= HEALTH_ONLY_CONNECTIONS {
+            if let Some((_, oldest)) = held.pop_front() {
+                let _ = oldest.send(());
+            }
+        }
+        held.push_back((id, end));
+        ended
+    }
+
+    /// Connection `id` ended; its slot is free.
+    fn give_back(&self, id: u64) {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        held.retain(|(held_id, _)| *held_id != id);
     }
 }
 
