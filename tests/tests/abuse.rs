@@ -753,43 +753,7 @@ async fn closed_at(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "experiment, run by hand: see the module docs"]
 async fn s1_a_client_that_never_reads() {
-    let _turn = SERIAL.lock().await;
-    let server = TestServer::start().await;
-    let carol = [
-        server.connect("carol", "phone").await.0,
-        server.connect("carol", "laptop").await.0,
-    ];
-    let bob = non_reader(&server).await;
-    let before = rss_bytes();
-    let (stop_sampling, sampler) = peak_rss();
-    let started = Instant::now();
-    let (_, flood) = flood_bob(&carol);
-    let (close, reason, closed_s) =
-        closed_at(&bob.connection, started, Duration::from_secs(90)).await;
-    let at_close = rss_bytes();
-    let (accepted, refused, sent_s) = flood.await.expect("the flood did not panic");
-    stop_sampling.store(true, Ordering::Relaxed);
-    let peak = sampler.await.unwrap();
-    let after = rss_bytes();
-    eprintln!(
-        "ABUSE S-1: config default; bob never reads nor acks; carol's 1,000 × 60 KB from 2 \
-         sessions: {accepted} accepted, {refused} refused (RATE_LIMITED, retried, or INBOX_FULL) in {sent_s:.1} s; bob \
-         closed {close:?} ({reason:?}) {closed_s:.1} s after the first send; RSS grew {:.1} MiB \
-         at the close, peak {:.1} MiB, {:.1} MiB after the flood",
-        mib_since(before, at_close),
-        mib_since(before, peak),
-        mib_since(before, after),
-    );
-    assert_eq!(close, Some(CloseCode::SlowConsumer));
-    // Paced by the rate limits; once bob's full inbox holds half its share
-    // from carol, refused with INBOX_FULL (one sender's share, §8.5).
-    assert!((1..=1_000).contains(&accepted), "{accepted}");
-    // 60 MB were sent to him: at most his delivery window (256 × 60 KB) is
-    // queued, and his inbox holds 1 MiB.
-    assert!(
-        mib_since(before, peak) < 48.0,
-        "RSS peak grew by more than 48 MiB"
-    );
+    slow_reader(false).await;
 }
 
 /// S-1 as the hardening issue found it: bob never reads but acks blindly
@@ -799,6 +763,13 @@ async fn s1_a_client_that_never_reads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "experiment, run by hand: see the module docs"]
 async fn s1_a_client_that_never_reads_but_acks_blindly() {
+    slow_reader(true).await;
+}
+
+/// One S-1 run: carol floods bob, who never reads and, with `ack_blindly`,
+/// acks what carol got accepted; prints the ABUSE line and checks bob is
+/// closed with SLOW_CONSUMER and the RSS peak stays bounded.
+async fn slow_reader(ack_blindly: bool) {
     let _turn = SERIAL.lock().await;
     let server = TestServer::start().await;
     let carol = [
@@ -813,6 +784,9 @@ async fn s1_a_client_that_never_reads_but_acks_blindly() {
     let connection = bob.connection.clone();
     let acker = tokio::spawn(async move {
         let mut acks = 0u64;
+        if !ack_blindly {
+            return (acks, bob);
+        }
         loop {
             tokio::time::sleep(Duration::from_millis(20)).await;
             let seq = accepted_live.load(Ordering::Relaxed);
@@ -824,23 +798,30 @@ async fn s1_a_client_that_never_reads_but_acks_blindly() {
                 body: Some(Body::Ack(Ack { seq })),
             });
             if bob.send.write_all(&ack).await.is_err() {
-                return acks;
+                break;
             }
             acks += 1;
         }
+        (acks, bob)
     });
     let (close, reason, closed_s) = closed_at(&connection, started, Duration::from_secs(90)).await;
     let at_close = rss_bytes();
-    let acks = acker.await.unwrap();
+    let (acks, _bob) = acker.await.unwrap();
     let (accepted, refused, sent_s) = flood.await.expect("the flood did not panic");
     stop_sampling.store(true, Ordering::Relaxed);
     let peak = sampler.await.unwrap();
     let after = rss_bytes();
+    let (row, acking) = if ack_blindly {
+        ("S-1 blind acks", format!("acks blindly ({acks} acks)"))
+    } else {
+        ("S-1", "nor acks".to_owned())
+    };
     eprintln!(
-        "ABUSE S-1 blind acks: config default; bob never reads, acks blindly ({acks} acks); \
-         carol's 1,000 × 60 KB from 2 sessions: {accepted} accepted, {refused} refused \
-         (RATE_LIMITED, retried, or INBOX_FULL) in {sent_s:.1} s; bob closed {close:?} ({reason:?}) {closed_s:.1} s after the \
-         first send; RSS grew {:.1} MiB at the close, peak {:.1} MiB, {:.1} MiB after the flood",
+        "ABUSE {row}: config default; bob never reads, {acking}; carol's 1,000 × 60 KB from 2 \
+         sessions: {accepted} accepted, {refused} refused (RATE_LIMITED, retried, or \
+         INBOX_FULL) in {sent_s:.1} s; bob closed {close:?} ({reason:?}) {closed_s:.1} s after \
+         the first send; RSS grew {:.1} MiB at the close, peak {:.1} MiB, {:.1} MiB after the \
+         flood",
         mib_since(before, at_close),
         mib_since(before, peak),
         mib_since(before, after),
@@ -849,8 +830,9 @@ async fn s1_a_client_that_never_reads_but_acks_blindly() {
     // Paced by the rate limits; once bob's full inbox holds half its share
     // from carol, refused with INBOX_FULL (one sender's share, §8.5).
     assert!((1..=1_000).contains(&accepted), "{accepted}");
-    // limits.session_queue_bytes (32 MiB) bounds his queue; before the
-    // bound, the same client pinned all 60 MB.
+    // Without acks his delivery window (256 × 60 KB) and inbox (1 MiB)
+    // bound what is held; with blind acks, limits.session_queue_bytes
+    // (32 MiB) does (before that bound, the same client pinned all 60 MB).
     assert!(
         mib_since(before, peak) < 48.0,
         "RSS peak grew by more than 48 MiB"
