@@ -32,6 +32,14 @@ fn rates(session: Rate, user: Rate) -> CoreLimits {
     }
 }
 
+/// The test limits with these rate limits.
+fn with_rates(rates: RateLimits) -> CoreLimits {
+    CoreLimits {
+        rates,
+        ..Cluster::test_limits()
+    }
+}
+
 /// The (error, retry_after_ms) of each SendResult `session` received.
 fn outcomes(c: &mut Cluster, session: SessionId) -> Vec<(ErrorCode, u32)> {
     c.pick(session, |b| match b {
@@ -129,13 +137,10 @@ fn receipts_and_signals_count_and_get_an_error_with_the_hint() {
 
 #[test]
 fn a_user_may_reach_few_new_people_a_minute_but_their_contacts_always() {
-    let limits = CoreLimits {
-        rates: RateLimits {
-            new_recipients_per_minute: 3,
-            ..RateLimits::unlimited()
-        },
-        ..Cluster::test_limits()
-    };
+    let limits = with_rates(RateLimits {
+        new_recipients_per_minute: 3,
+        ..RateLimits::unlimited()
+    });
     let mut c = Cluster::with_limits(2, limits);
     let alice = c.open("alice", "phone");
     for (i, to) in ["u0", "u1", "u2", "u3"].iter().enumerate() {
@@ -163,13 +168,10 @@ fn a_user_may_reach_few_new_people_a_minute_but_their_contacts_always() {
 
 #[test]
 fn a_room_over_its_deliveries_per_second_refuses_the_message() {
-    let limits = CoreLimits {
-        rates: RateLimits {
-            room_deliveries: Rate::new(4, 4),
-            ..RateLimits::unlimited()
-        },
-        ..Cluster::test_limits()
-    };
+    let limits = with_rates(RateLimits {
+        room_deliveries: Rate::new(4, 4),
+        ..RateLimits::unlimited()
+    });
     let mut c = Cluster::with_limits(3, limits);
     let alice = c.open("alice", "phone");
     let bob = c.open("bob", "phone");
@@ -392,13 +394,10 @@ fn room_requests_count_toward_the_message_rate() {
 
 #[test]
 fn a_device_that_reconnects_in_a_loop_is_refused_with_a_back_off() {
-    let limits = CoreLimits {
-        rates: RateLimits {
-            device_connects_per_minute: 3,
-            ..RateLimits::unlimited()
-        },
-        ..Cluster::test_limits()
-    };
+    let limits = with_rates(RateLimits {
+        device_connects_per_minute: 3,
+        ..RateLimits::unlimited()
+    });
     let mut c = Cluster::with_limits(1, limits);
     let watcher = c.open("carol", "phone");
     c.watch(watcher, &["alice"]);
@@ -472,14 +471,11 @@ fn a_room_message_is_charged_once_for_its_bytes_and_once_per_entry() {
 
 #[test]
 fn an_owner_adding_others_reaches_new_recipients_and_room_signals_count_deliveries() {
-    let limits = CoreLimits {
-        rates: RateLimits {
-            new_recipients_per_minute: 2,
-            room_deliveries: Rate::new(3, 3),
-            ..RateLimits::unlimited()
-        },
-        ..Cluster::test_limits()
-    };
+    let limits = with_rates(RateLimits {
+        new_recipients_per_minute: 2,
+        room_deliveries: Rate::new(3, 3),
+        ..RateLimits::unlimited()
+    });
     let mut c = Cluster::with_limits(2, limits);
     let alice = c.open("alice", "phone");
     c.create_room(alice, "r", true).unwrap();
