@@ -34,6 +34,9 @@ pub struct Report {
     /// Churn: sessions dropped and reopened with a resume point.
     #[serde(default)]
     pub reconnects: Option<u64>,
+    /// Churn: reconnect tries that failed and were made again.
+    #[serde(default)]
+    pub reconnect_retries: Option<u64>,
     /// Churn: sends not made because their session was reconnecting.
     #[serde(default)]
     pub sends_skipped: Option<u64>,
@@ -146,9 +149,13 @@ impl Report {
         }
         if let Some(reconnects) = self.reconnects {
             let skipped = self.sends_skipped.unwrap_or(0);
+            let retried = self.reconnect_retries.unwrap_or(0);
             row(
                 "reconnects (resumed)",
-                format!("{reconnects} ({skipped} sends skipped while reconnecting)"),
+                format!(
+                    "{reconnects} ({retried} tries again, \
+                     {skipped} sends skipped while reconnecting)"
+                ),
             );
         }
         if self.violations.is_empty() {

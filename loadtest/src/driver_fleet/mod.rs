@@ -77,8 +77,10 @@ struct Shared {
     ping_credit: Semaphore,
     send_failures: AtomicU64,
     lost: Mutex<Failures>,
-    /// Sessions reopened by a reconnect (churn), and those that failed.
+    /// Sessions reopened by a reconnect (churn), tries that failed and went
+    /// again, and reconnects that failed every try.
     reconnects: AtomicU64,
+    reconnect_retries: AtomicU64,
     reconnect_failures: Mutex<Failures>,
 }
 
@@ -105,6 +107,10 @@ impl Shared {
         drop(opening);
         Counters::bump(&self.counters.errors);
         self.handshakes.add_permits(1);
+    }
+
+    fn reopen_retried(&self) {
+        Counters::bump(&self.reconnect_retries);
     }
 
     fn reopen_failed(&self, reason: String) {
@@ -213,6 +219,7 @@ impl DriverFleet {
             send_failures: AtomicU64::new(0),
             lost: Mutex::default(),
             reconnects: AtomicU64::new(0),
+            reconnect_retries: AtomicU64::new(0),
             reconnect_failures: Mutex::default(),
         });
         let config = driver_quic_config(&options.trust, options.keep_alive)?;
@@ -222,8 +229,12 @@ impl DriverFleet {
             let local = SocketAddr::new(options.local_addr(i), 0);
             let socket = bind_udp(local, UDP_BUFFER_BYTES, PortSharing::Exclusive)?;
             let (tx, rx) = mpsc::unbounded_channel();
-            let sessions =
-                Sessions::new(config.clone(), options.server_name.clone(), shared.clone());
+            let sessions = Sessions::new(
+                config.clone(),
+                options.server_name.clone(),
+                shared.clone(),
+                tx.downgrade(),
+            );
             let driver = Driver::new(sessions, socket, None, rx, Arc::new(Notify::new()))?;
             drivers.push(tx);
             tasks.push(tokio::spawn(driver.run()));
@@ -278,6 +289,11 @@ impl DriverFleet {
     /// Sessions reopened by [`FleetSender::reconnect`] so far.
     pub fn reconnects(&self) -> u64 {
         self.shared.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Reconnect tries that failed and went again so far.
+    pub fn reconnect_retries(&self) -> u64 {
+        self.shared.reconnect_retries.load(Ordering::Relaxed)
     }
 
     /// Adds a violation for reconnects that failed to open.

@@ -11,6 +11,13 @@
 //! router's delivery window never closes, its ack timeout never fires, and
 //! acks add few frames and almost no packets.
 //!
+//! A reconnect (churn) that fails to open, say because the router was too
+//! busy to answer its Hello in time, is tried again with the same resume
+//! point, up to [`REOPEN_ATTEMPTS`] times with a doubling pause (or the
+//! `retry_after_ms` the server's close asked for): a real client retries,
+//! and giving up would strand the messages stored for it and count them as
+//! lost.
+//!
 //! QUIC acknowledgements go out in the turn that received the packet, not
 //! on quinn-proto's delayed-ACK timer: a session sends seconds apart, so
 //! nothing would carry the ACK within the delay, and the timer would only
@@ -29,6 +36,7 @@ use switchboard_proto::v1::{
     client_frame, server_frame::Body, Ack, ClientFrame, InboxOpened, Resume, ServerFrame,
 };
 use switchboard_quic::{Admission, Application, Conn, Connections, Driven, Events, StreamRead};
+use tokio::sync::mpsc::WeakUnboundedSender;
 
 use super::Shared;
 use crate::progress::Counters;
@@ -47,6 +55,11 @@ const PIGGYBACK_AT: u64 = 16;
 /// Longest a message stays unacked (far inside the router's 60 s ack
 /// timeout), given the session is driven (any I/O or timer) by then.
 const ACK_DELAY: Duration = Duration::from_secs(2);
+
+/// Tries a reconnect gets to open before it counts as failed.
+const REOPEN_ATTEMPTS: u32 = 5;
+/// The pause before a reconnect's second try; it doubles for each after.
+const FIRST_REOPEN_PAUSE: Duration = Duration::from_millis(250);
 
 /// What the fleet asks a driver to do.
 pub(super) enum Command {
@@ -67,6 +80,8 @@ pub(super) enum Command {
         server: SocketAddr,
         token: String,
     },
+    /// Try again a reconnect of session `index` that failed to open.
+    Reopen { index: u32, reopen: Reopen },
 }
 
 /// Where a session is in its life.
@@ -96,8 +111,29 @@ pub(super) struct Session {
     epoch: u64,
     /// When an ack was first found pending (the batch's age).
     unacked_since: Option<Instant>,
-    /// A reconnect of an earlier session (counted apart from first opens).
-    resumed: bool,
+    /// A reconnect of an earlier session (counted apart from first opens),
+    /// until its `InboxOpened`.
+    reopen: Option<Reopen>,
+}
+
+/// What a reconnect needs to be tried again.
+pub(super) struct Reopen {
+    server: SocketAddr,
+    /// The Hello with its resume point.
+    hello: Bytes,
+    /// Tries so far, this one included.
+    attempt: u32,
+    /// The wait the server asked for when it refused this try.
+    retry_after: Option<Duration>,
+}
+
+impl Reopen {
+    /// How long to wait before the next try: doubling from
+    /// [`FIRST_REOPEN_PAUSE`], or longer if the server asked.
+    fn pause(&self) -> Duration {
+        let backoff = FIRST_REOPEN_PAUSE * 2u32.pow(self.attempt - 1);
+        backoff.max(self.retry_after.unwrap_or_default())
+    }
 }
 
 /// Ends the session on our side with the normal close code.
@@ -135,15 +171,24 @@ pub(super) struct Sessions {
     config: ClientConfig,
     server_name: String,
     by_index: HashMap<u32, usize, foldhash::fast::RandomState>,
+    /// This driver's own command channel, for reconnects to try again
+    /// (weak, so that the driver still ends when the fleet lets go).
+    commands: WeakUnboundedSender<Command>,
     shared: Arc<Shared>,
 }
 
 impl Sessions {
-    pub(super) fn new(config: ClientConfig, server_name: String, shared: Arc<Shared>) -> Sessions {
+    pub(super) fn new(
+        config: ClientConfig,
+        server_name: String,
+        shared: Arc<Shared>,
+        commands: WeakUnboundedSender<Command>,
+    ) -> Sessions {
         Sessions {
             config,
             server_name,
             by_index: HashMap::default(),
+            commands,
             shared,
         }
     }
@@ -185,18 +230,26 @@ impl Sessions {
         let handle = conn.handle;
         conns.touch(handle);
         let hello = super::hello(token, Some(resume));
-        self.open(conns, index, server, hello, true, now);
+        self.open(conns, index, server, hello, Some(1), now);
     }
 
+    /// Opens session `index`: a first open, or try `reopen_attempt` of a
+    /// reconnect.
     fn open(
         &mut self,
         conns: &mut Connections<Session>,
         index: u32,
         server: SocketAddr,
         hello: Bytes,
-        resumed: bool,
+        reopen_attempt: Option<u32>,
         now: Instant,
     ) {
+        let reopen = reopen_attempt.map(|attempt| Reopen {
+            server,
+            hello: hello.clone(),
+            attempt,
+            retry_after: None,
+        });
         let session = Session {
             index,
             decoder: FrameDecoder::new(MAX_FRAME_BYTES),
@@ -208,13 +261,15 @@ impl Sessions {
             pending_ack: None,
             epoch: 0,
             unacked_since: None,
-            resumed,
+            reopen,
         };
         match conns.connect(now, self.config.clone(), server, &self.server_name, session) {
             Ok(handle) => {
                 self.by_index.insert(index, handle);
             }
-            Err(error) if resumed => self.shared.reopen_failed(format!("connect: {error}")),
+            Err(error) if reopen_attempt.is_some() => {
+                self.shared.reopen_failed(format!("connect: {error}"))
+            }
             Err(error) => self.shared.open_failed(format!("connect: {error}")),
         }
     }
@@ -296,7 +351,7 @@ impl Application for Sessions {
                 index,
                 server,
                 hello,
-            } => self.open(conns, index, server, hello, false, now),
+            } => self.open(conns, index, server, hello, None, now),
             Command::Send { index, frame } => match self.session(conns, index) {
                 Some(conn) if conn.session.phase == Phase::Open => {
                     conn.session.outbox.push_back(frame);
@@ -310,6 +365,13 @@ impl Application for Sessions {
                 server,
                 token,
             } => self.reconnect(conns, index, server, token, now),
+            Command::Reopen { index, reopen } => {
+                // A newer session may have taken the index meanwhile.
+                if !self.by_index.contains_key(&index) {
+                    let attempt = Some(reopen.attempt + 1);
+                    self.open(conns, index, reopen.server, reopen.hello, attempt, now);
+                }
+            }
             Command::Close { index } => match self.session(conns, index) {
                 Some(conn) if conn.session.phase != Phase::Closed => {
                     close_normally(conn, now);
@@ -323,6 +385,9 @@ impl Application for Sessions {
 
     fn drive(&mut self, conn: &mut Conn<Session>, events: Events, now: Instant) -> Driven {
         if let Some(reason) = events.lost {
+            if let Some(reopen) = &mut conn.session.reopen {
+                reopen.retry_after = retry_hint(&reason);
+            }
             end(&self.shared, &mut conn.session, describe(&reason));
         }
         if conn.session.phase != Phase::Closed {
@@ -344,26 +409,47 @@ impl Application for Sessions {
 
     fn drained(&mut self, conn: Conn<Session>) {
         // A reconnect may have given the index to a newer session.
-        if self.by_index.get(&conn.session.index) == Some(&conn.handle) {
-            self.by_index.remove(&conn.session.index);
+        let index = conn.session.index;
+        if self.by_index.get(&index) == Some(&conn.handle) {
+            self.by_index.remove(&index);
+        }
+        // A failed reconnect with tries left (see `end`) goes again after
+        // its back-off, unless the fleet is closing the driver.
+        if let Some(reopen) = conn.session.reopen {
+            let pause = reopen.pause();
+            let commands = self.commands.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(pause).await;
+                if let Some(commands) = commands.upgrade() {
+                    let _ = commands.send(Command::Reopen { index, reopen });
+                }
+            });
         }
     }
 }
 
 /// Marks a session closed and reports `reason`: a failed open, or a lost
-/// session whose unwritten frames count as failed sends. False when it was
-/// closed already.
+/// session whose unwritten frames count as failed sends. A reconnect that
+/// ends before its `InboxOpened` (refused after the Welcome too, as by
+/// `RECONNECTING_TOO_FAST`) keeps its [`Reopen`] to go again once drained
+/// while it has tries left. False when it was closed already.
 fn end(shared: &Shared, session: &mut Session, reason: String) -> bool {
-    match std::mem::replace(&mut session.phase, Phase::Closed) {
-        Phase::Opening if session.resumed => shared.reopen_failed(reason),
-        Phase::Opening => shared.open_failed(reason),
-        Phase::Open => {
-            shared.session_lost(reason);
-            for _ in session.outbox.drain(..) {
-                shared.send_failed();
-            }
-        }
+    let phase = std::mem::replace(&mut session.phase, Phase::Closed);
+    let retry = session
+        .reopen
+        .as_ref()
+        .is_some_and(|reopen| reopen.attempt < REOPEN_ATTEMPTS);
+    match phase {
         Phase::Closed => return false,
+        _ if retry => shared.reopen_retried(),
+        _ if session.reopen.take().is_some() => shared.reopen_failed(reason),
+        Phase::Opening => shared.open_failed(reason),
+        Phase::Open => shared.session_lost(reason),
+    }
+    if phase == Phase::Open {
+        for _ in session.outbox.drain(..) {
+            shared.send_failed();
+        }
     }
     session.outbox.clear();
     true
@@ -375,6 +461,17 @@ fn fail(shared: &Shared, conn: &mut Conn<Session>, reason: String, now: Instant)
         return;
     }
     conn.close(now, CloseCode::ProtocolViolation.to_code(), "");
+}
+
+/// The wait a server's close asks for (`retry_after_ms=<n>` in its reason,
+/// PROTOCOL.md §12), if any.
+fn retry_hint(error: &ConnectionError) -> Option<Duration> {
+    let ConnectionError::ApplicationClosed(close) = error else {
+        return None;
+    };
+    let reason = std::str::from_utf8(&close.reason).ok()?;
+    let millis = reason.strip_prefix("retry_after_ms=")?.parse().ok()?;
+    Some(Duration::from_millis(millis))
 }
 
 /// A connection error as the report shows it.
@@ -401,9 +498,8 @@ impl Shared {
         match (&session.phase, frame.body) {
             (Phase::Opening, Some(Body::Welcome(_))) => {
                 session.phase = Phase::Open;
-                if session.resumed {
-                    Counters::bump(&self.reconnects);
-                } else {
+                // A reconnect counts once its inbox opened (below).
+                if session.reopen.is_none() {
                     self.opened(session.index, now - session.started);
                 }
             }
@@ -421,6 +517,9 @@ impl Shared {
                         session.epoch = *epoch;
                         session.last_seq = *resume_after;
                         session.acked = *resume_after;
+                        if session.reopen.take().is_some() {
+                            Counters::bump(&self.reconnects);
+                        }
                     }
                     Body::Deliver(deliver) => session.last_seq = deliver.seq,
                     Body::Gap(gap) => session.last_seq = gap.to_seq,

@@ -245,6 +245,7 @@ async fn run_on_driver_fleet(
     if let Some(churner) = churner {
         let scheduled = super::joined(churner).await?;
         report.reconnects = Some(fleet.reconnects());
+        report.reconnect_retries = Some(fleet.reconnect_retries());
         report.sends_skipped = Some(fleet.send_failures());
         fleet.report_failed_reconnects(&mut report);
         anyhow::ensure!(

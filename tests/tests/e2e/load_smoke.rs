@@ -100,6 +100,32 @@ async fn churn_smoke_loses_and_repeats_nothing_across_reconnects() {
     assert!(traffic.delivered >= traffic.routed, "{table}");
 }
 
+/// A reconnect the router refuses (here `RECONNECTING_TOO_FAST`, as a
+/// router too busy to answer a Hello in time refuses with `AUTH_TIMEOUT`) is
+/// tried again after the wait the close asks for, so the messages stored for
+/// it meanwhile are delivered and nothing counts as lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_tries_a_refused_reconnect_again_and_loses_nothing() {
+    // A bucket of 20 sessions per device, one more every 3 s.
+    let server = TestServer::start_with(|c| c.limits.device_connects_per_minute = 20).await;
+    let counters = Arc::new(Counters::default());
+    let mut options = chat::ChatOptions::new(100.0, Duration::from_secs(2), 80);
+    // About 20 reconnects per device in 2 s: the bucket runs dry.
+    options.reconnect_rate = 20.0;
+    options.drain = Duration::from_secs(8);
+    let fleet = fleet(&server, 2, "refused-", ClientKind::Driver);
+    let report = clean(chat::run(&fleet, &options, &counters).await);
+    let table = report.to_table();
+    assert!(report.reconnect_retries.unwrap() > 0, "{table}");
+    let traffic = report.traffic.unwrap();
+    assert!(traffic.routed > 50, "{table}");
+    assert_eq!(
+        (traffic.lost, traffic.duplicated, traffic.reordered),
+        (0, 0, 0),
+        "{table}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_smoke_delivers_to_every_member_once_in_order() {
     let server = TestServer::start().await;
