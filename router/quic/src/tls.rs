@@ -38,7 +38,7 @@ use quinn_proto::transport_parameters::TransportParameters;
 use quinn_proto::{ConnectionId, Side, TransportError, TransportErrorCode};
 use rustls::quic::{Connection, KeyChange, Version};
 
-use later_keys::LaterKeys;
+use later_keys::{LaterKeys, SuiteLimits};
 
 pub use client::ClientTls;
 pub use server::ServerTls;
@@ -348,7 +348,8 @@ impl crypto::Session for TlsSession {
                 keys,
                 next: secrets,
             }) => {
-                *next = Some(LaterKeys::new(secrets));
+                let suite = SuiteLimits::of(keys.local.packet.as_ref());
+                *next = Some(LaterKeys::new(secrets, suite));
                 Some(boxed_keys(keys))
             }
             None => {
@@ -407,7 +408,7 @@ mod tests {
         let mut client =
             rustls::quic::ClientConnection::new(client_tls, Version::V1, name, vec![]).unwrap();
 
-        let mut client_next = None;
+        let (mut client_next, mut client_suite) = (None, None);
         // The first next keys, which quinn-proto asks for as soon as it has
         // 1-RTT keys, while the handshake still runs.
         let (mut server_first, mut client_first) = (None, None);
@@ -417,7 +418,8 @@ mod tests {
         for _ in 0..10 {
             let mut to_server = vec![Vec::new()];
             while let Some(change) = client.write_hs(to_server.last_mut().unwrap()) {
-                if let KeyChange::OneRtt { mut next, .. } = change {
+                if let KeyChange::OneRtt { keys, mut next } = change {
+                    client_suite = Some(SuiteLimits::of(keys.local.packet.as_ref()));
                     client_first = Some(next.next_packet_keys());
                     client_next = Some(next);
                 }
@@ -452,9 +454,25 @@ mod tests {
         // Later keys are derived when first used, and then agree with
         // rustls' own. (`client_next` is one phase on: the client's first
         // next keys came from it.)
-        let later = LaterKeys::new(client_next.clone());
+        let suite = client_suite.unwrap();
+        let later = LaterKeys::new(client_next.clone(), suite);
         let unused = later.key(1, true);
         let sealing = later.key(0, true);
+        // What quinn-proto asks of the phase after a key update is answered
+        // without deriving it, and is what the derived key would say.
+        let asked = (
+            crypto::PacketKey::tag_len(&unused),
+            crypto::PacketKey::confidentiality_limit(&unused),
+            crypto::PacketKey::integrity_limit(&unused),
+        );
+        assert!(!unused.is_derived());
+        let derived = client_next.clone().next_packet_keys().local;
+        let expected = (
+            rustls::quic::PacketKey::tag_len(&*derived),
+            rustls::quic::PacketKey::confidentiality_limit(&*derived),
+            rustls::quic::PacketKey::integrity_limit(&*derived),
+        );
+        assert_eq!(asked, expected);
         let server_second = server.next_1rtt_keys().unwrap();
         // The server opens what a later client key sealed.
         opens(&sealing, &*server_second.remote, 1);

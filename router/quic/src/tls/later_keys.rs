@@ -3,10 +3,18 @@
 //!
 //! quinn-proto asks for the next phase's keys as soon as a connection has
 //! 1-RTT keys, and for the phase after that at each key update, and keeps
-//! them until a key update needs them: for most connections, never. Two
-//! ring AES-GCM keys take over a kilobyte; a [`LaterPacketKey`] is a few
-//! dozen bytes until it is first used, and all of a connection's share one
-//! copy of the secrets they derive from.
+//! them until a key update needs them. Two ring AES-GCM keys take over a
+//! kilobyte; a [`LaterPacketKey`] is a few dozen bytes until it is first
+//! used, and all of a connection's share one copy of the secrets they
+//! derive from.
+//!
+//! quinn-proto makes a first key update early on purpose (after 10 to 1,000
+//! packets), so every long-lived connection reaches one, and then asks the
+//! phase after for its confidentiality limit. The suite's limits and tag
+//! length are therefore answered from the keys in use when the phases were
+//! handed out, never by deriving: a derived key that no packet used would
+//! stay with the connection for its life (a kilobyte per session that the
+//! soak saw as RSS creeping up while sessions reached their first update).
 
 use std::sync::{Arc, OnceLock};
 
@@ -17,17 +25,47 @@ use rustls::quic::Secrets;
 /// The secrets later phases derive from, and how many phases were handed
 /// out.
 pub(super) struct LaterKeys {
-    /// The secrets of the first phase handed out.
-    first: Arc<Secrets>,
+    first: Arc<Origin>,
     handed_out: u32,
+}
+
+/// What every later phase of a connection shares.
+struct Origin {
+    /// The secrets of the first phase handed out.
+    secrets: Secrets,
+    /// The suite's figures, the same in every phase.
+    suite: SuiteLimits,
+}
+
+/// What quinn-proto asks a packet key about its cipher suite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct SuiteLimits {
+    tag_len: usize,
+    confidentiality: u64,
+    integrity: u64,
+}
+
+impl SuiteLimits {
+    /// The figures of `key`'s suite.
+    pub(super) fn of(key: &dyn rustls::quic::PacketKey) -> SuiteLimits {
+        SuiteLimits {
+            tag_len: key.tag_len(),
+            confidentiality: key.confidentiality_limit(),
+            integrity: key.integrity_limit(),
+        }
+    }
 }
 
 impl LaterKeys {
     /// Keys for the phases `first` starts (the `next` of rustls'
-    /// `KeyChange::OneRtt`).
-    pub(super) fn new(first: Secrets) -> LaterKeys {
+    /// `KeyChange::OneRtt`), whose suite has the figures `suite` (those of
+    /// the `keys` beside it).
+    pub(super) fn new(first: Secrets, suite: SuiteLimits) -> LaterKeys {
         LaterKeys {
-            first: Arc::new(first),
+            first: Arc::new(Origin {
+                secrets: first,
+                suite,
+            }),
             handed_out: 0,
         }
     }
@@ -55,7 +93,7 @@ impl LaterKeys {
 
 /// One direction's packet key of one later phase, derived on first use.
 pub(super) struct LaterPacketKey {
-    first: Arc<Secrets>,
+    first: Arc<Origin>,
     /// Phases after the first: how many times the secrets are updated.
     phase: u32,
     /// Seals what this side sends (else opens what the peer sends).
@@ -68,7 +106,7 @@ impl LaterPacketKey {
     #[allow(clippy::borrowed_box)]
     fn derived(&self) -> &Box<dyn rustls::quic::PacketKey> {
         self.key.get_or_init(|| {
-            let mut secrets = (*self.first).clone();
+            let mut secrets = self.first.secrets.clone();
             for _ in 0..self.phase {
                 secrets.next_packet_keys();
             }
@@ -102,15 +140,16 @@ impl crypto::PacketKey for LaterPacketKey {
         crypto::PacketKey::decrypt(self.derived(), packet, header, payload)
     }
 
+    // The suite's figures, without deriving (see the module docs).
     fn tag_len(&self) -> usize {
-        crypto::PacketKey::tag_len(self.derived())
+        self.first.suite.tag_len
     }
 
     fn confidentiality_limit(&self) -> u64 {
-        crypto::PacketKey::confidentiality_limit(self.derived())
+        self.first.suite.confidentiality
     }
 
     fn integrity_limit(&self) -> u64 {
-        crypto::PacketKey::integrity_limit(self.derived())
+        self.first.suite.integrity
     }
 }
