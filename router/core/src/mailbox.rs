@@ -460,7 +460,10 @@ impl Mailbox {
     }
 
     /// Drops the front entry (there is one) and returns its size. Cursors
-    /// behind the new front stay there: next_for reports the gap.
+    /// behind the new front stay there: next_for reports the gap. An inbox
+    /// left empty lets go of its queue: most inboxes are empty most of the
+    /// time, and each would otherwise keep the room of its busiest moment
+    /// for the user's life.
     fn pop_front(&mut self) -> usize {
         let size = self
             .entries
@@ -470,6 +473,9 @@ impl Mailbox {
             .encoded
             .len();
         self.bytes -= size;
+        if self.entries.is_empty() {
+            self.entries = VecDeque::new();
+        }
         size
     }
 }
@@ -543,6 +549,30 @@ mod tests {
         assert_eq!(mailbox.devices.capacity(), 2);
         mailbox.attach(&device("phone"), None, stats);
         assert_eq!(mailbox.devices.len(), 2, "a known device adds no cursor");
+    }
+
+    #[test]
+    fn an_inbox_emptied_by_acks_lets_go_of_its_queue() {
+        let (mut mailbox, stats) = (Mailbox::default(), &mut MailboxStats::default());
+        let phone = device("phone");
+        mailbox.attach(&phone, None, stats);
+        for id in 1..=3 {
+            append(&mut mailbox, id, "x", false, 5, Instant::now());
+        }
+        assert!(mailbox.entries.capacity() >= 3);
+        mailbox.ack(&phone, 2, stats);
+        assert_eq!(mailbox.len(), 1, "what is not acked stays");
+        assert!(mailbox.entries.capacity() >= 1);
+        mailbox.ack(&phone, 3, stats);
+        assert!(mailbox.is_empty());
+        assert_eq!(
+            mailbox.entries.capacity(),
+            0,
+            "the busiest moment's room is gone"
+        );
+        // And it numbers on from where it was.
+        append(&mut mailbox, 4, "x", false, 5, Instant::now());
+        assert_eq!((mailbox.first_seq(), mailbox.last_seq()), (4, 4));
     }
 
     #[test]
