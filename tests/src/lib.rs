@@ -2,9 +2,11 @@
 //! on loopback (port 0, dev certificate in a temp dir, a known token secret)
 //! and hands out clients, raw QUIC connections and tokens. [`fuzz`] holds the
 //! logic of the fuzz targets in `fuzz/`, which the tests replay the corpus
-//! through.
+//! through. [`redis`] runs a throwaway `redis-server` for the Redis engine's
+//! tests.
 
 pub mod fuzz;
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::time::Duration;
