@@ -15,6 +15,8 @@
 //!   - [`auth`]: token verification;
 //!   - [`config`]: the one typed [`config::Config`] and its layering;
 //!   - [`tls`] and [`dev`]: certificates, and the embedded dev default;
+//!   - [`engine`]: what a cluster keeps in Redis (being built: node
+//!     liveness so far);
 //!   - [`metrics`]: every metric name, in one place;
 //!   - `admin`: the admin HTTP listener (`/metrics`, `/livez`, `/readyz`,
 //!     the server API).
@@ -24,6 +26,7 @@ mod admin;
 pub mod auth;
 pub mod config;
 pub mod dev;
+pub mod engine;
 pub mod metrics;
 pub mod server;
 pub mod tls;

@@ -1,0 +1,256 @@
+//! Node liveness on Redis: one heartbeat key per node, never one per
+//! session, so idle sessions cost Redis nothing.
+//!
+//! - A node [`register`]s once at start and gets a [`NodeId`] unique in the
+//!   cluster for good (`INCR <prefix>:node-seq`): a restarted node is a new
+//!   node, and what the old one claimed is cleaned up like any dead node's.
+//! - Every `heartbeat_interval` it [`beat`]s: `SET <prefix>:node:<id> <ms>
+//!   PX <node_timeout>` and `ZADD <prefix>:nodes <ms> <id>`, one pipelined
+//!   round trip. The key says "alive" by existing; the sorted set lets
+//!   anyone list the nodes that stopped beating without scanning keys.
+//! - [`silent_nodes`] lists the nodes whose last beat is older than
+//!   `node_timeout`. One live node [`claim_cleanup`]s each (`SET NX`, so
+//!   only one does), clears what the dead node held, and [`forget`]s it.
+//! - [`Heartbeat`] runs the beats as a task and keeps the time of the last
+//!   one that Redis acknowledged: a node that could not beat for
+//!   `node_timeout` knows the others consider it dead.
+//!
+//! Times are Unix milliseconds from the node's clock, which is why
+//! `node_timeout` should be many heartbeats long (the configuration will
+//! require at least two) and clocks kept by NTP.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::aio::ConnectionLike;
+
+use super::EngineError;
+
+/// A node's id in the cluster, unique for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub u64);
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Where the liveness keys live and how often nodes beat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Liveness {
+    /// Start of every key (`<prefix>:nodes`, …), so that several clusters
+    /// can share one Redis.
+    pub key_prefix: String,
+    /// How often a node beats.
+    pub heartbeat_interval: Duration,
+    /// How long after its last beat a node counts as dead.
+    pub node_timeout: Duration,
+}
+
+impl Liveness {
+    fn node_seq_key(&self) -> String {
+        format!("{}:node-seq", self.key_prefix)
+    }
+
+    fn nodes_key(&self) -> String {
+        format!("{}:nodes", self.key_prefix)
+    }
+
+    /// The key that exists while `node` beats.
+    pub fn node_key(&self, node: NodeId) -> String {
+        format!("{}:node:{node}", self.key_prefix)
+    }
+
+    fn cleanup_key(&self, node: NodeId) -> String {
+        format!("{}:cleanup:{node}", self.key_prefix)
+    }
+}
+
+/// Unix milliseconds now.
+pub fn unix_ms() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Takes a new node id.
+pub async fn register(
+    redis: &mut impl ConnectionLike,
+    liveness: &Liveness,
+) -> Result<NodeId, EngineError> {
+    let id: u64 = redis::cmd("INCR")
+        .arg(liveness.node_seq_key())
+        .query_async(redis)
+        .await?;
+    Ok(NodeId(id))
+}
+
+/// One heartbeat of `node` at `now_ms`.
+pub async fn beat(
+    redis: &mut impl ConnectionLike,
+    liveness: &Liveness,
+    node: NodeId,
+    now_ms: u64,
+) -> Result<(), EngineError> {
+    let timeout_ms = u64::try_from(liveness.node_timeout.as_millis()).unwrap_or(u64::MAX);
+    redis::pipe()
+        .cmd("SET")
+        .arg(liveness.node_key(node))
+        .arg(now_ms)
+        .arg("PX")
+        .arg(timeout_ms)
+        .ignore()
+        .cmd("ZADD")
+        .arg(liveness.nodes_key())
+        .arg(now_ms)
+        .arg(node.0)
+        .ignore()
+        .query_async::<()>(redis)
+        .await?;
+    Ok(())
+}
+
+/// The nodes whose last beat is older than `node_timeout` at `now_ms`,
+/// oldest first.
+pub async fn silent_nodes(
+    redis: &mut impl ConnectionLike,
+    liveness: &Liveness,
+    now_ms: u64,
+) -> Result<Vec<NodeId>, EngineError> {
+    let timeout_ms = u64::try_from(liveness.node_timeout.as_millis()).unwrap_or(u64::MAX);
+    let newest_silent = now_ms.saturating_sub(timeout_ms);
+    let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+        .arg(liveness.nodes_key())
+        .arg("-inf")
+        .arg(format!("({newest_silent}"))
+        .query_async(redis)
+        .await?;
+    ids.iter()
+        .map(|id| {
+            id.parse()
+                .map(NodeId)
+                .map_err(|_| EngineError::Unexpected(format!("node id {id:?} in the nodes set")))
+        })
+        .collect()
+}
+
+/// Claims the clean-up of silent node `dead` for `me`: true for exactly one
+/// claimant until the claim lapses after `node_timeout` (a claimant that
+/// died meanwhile leaves it to another).
+pub async fn claim_cleanup(
+    redis: &mut impl ConnectionLike,
+    liveness: &Liveness,
+    dead: NodeId,
+    me: NodeId,
+) -> Result<bool, EngineError> {
+    let timeout_ms = u64::try_from(liveness.node_timeout.as_millis()).unwrap_or(u64::MAX);
+    let set: Option<String> = redis::cmd("SET")
+        .arg(liveness.cleanup_key(dead))
+        .arg(me.0)
+        .arg("NX")
+        .arg("PX")
+        .arg(timeout_ms)
+        .query_async(redis)
+        .await?;
+    Ok(set.is_some())
+}
+
+/// Forgets a dead node once its clean-up is done.
+pub async fn forget(
+    redis: &mut impl ConnectionLike,
+    liveness: &Liveness,
+    dead: NodeId,
+) -> Result<(), EngineError> {
+    redis::pipe()
+        .cmd("ZREM")
+        .arg(liveness.nodes_key())
+        .arg(dead.0)
+        .ignore()
+        .cmd("DEL")
+        .arg(liveness.node_key(dead))
+        .arg(liveness.cleanup_key(dead))
+        .ignore()
+        .query_async::<()>(redis)
+        .await?;
+    Ok(())
+}
+
+/// This node's heartbeat, run as a task by [`Heartbeat::spawn`].
+#[derive(Debug)]
+pub struct Heartbeat {
+    node: NodeId,
+    /// Unix ms of the last beat Redis acknowledged (0: none yet).
+    last_beat_ms: AtomicU64,
+    /// Beats that failed.
+    failures: AtomicU64,
+}
+
+impl Heartbeat {
+    /// Beats for `node` every `heartbeat_interval` on `redis` (a
+    /// reconnecting connection: a failed beat is counted and the next one
+    /// tried on time) until the returned handle is aborted or dropped with
+    /// its runtime.
+    pub fn spawn<C>(
+        mut redis: C,
+        liveness: Liveness,
+        node: NodeId,
+    ) -> (Arc<Heartbeat>, tokio::task::JoinHandle<()>)
+    where
+        C: ConnectionLike + Send + 'static,
+    {
+        let heartbeat = Arc::new(Heartbeat {
+            node,
+            last_beat_ms: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        });
+        let state = heartbeat.clone();
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(liveness.heartbeat_interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let now = unix_ms();
+                // A beat that Redis does not answer within the interval is
+                // given up, so that a hung connection cannot stop the beats.
+                let beat = tokio::time::timeout(
+                    liveness.heartbeat_interval,
+                    beat(&mut redis, &liveness, node, now),
+                );
+                match beat.await {
+                    Ok(Ok(())) => state.last_beat_ms.store(now, Ordering::Relaxed),
+                    Ok(Err(error)) => {
+                        state.failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%error, node = %node, "heartbeat failed");
+                    }
+                    Err(_) => {
+                        state.failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(node = %node, "heartbeat timed out");
+                    }
+                }
+            }
+        });
+        (heartbeat, task)
+    }
+
+    /// The node beating.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// How long ago, at `now_ms`, Redis acknowledged the last beat; `None`
+    /// before the first.
+    pub fn age(&self, now_ms: u64) -> Option<Duration> {
+        match self.last_beat_ms.load(Ordering::Relaxed) {
+            0 => None,
+            last => Some(Duration::from_millis(now_ms.saturating_sub(last))),
+        }
+    }
+
+    /// Beats that failed so far.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,20 @@
+//! Engines: where what must outlive one node, or be shared by several,
+//! is kept. The default is the in-memory engine, which is the routing core
+//! itself; the Redis engine (issue 24) is being built here in stages and is
+//! not yet selectable in the configuration.
+//!
+//! So far: [`liveness`], which nodes of a cluster are alive, from one
+//! heartbeat key per node.
+
+pub mod liveness;
+
+/// What a Redis operation of an engine can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Redis could not be reached or answered with an error.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Redis answered something this version does not understand.
+    #[error("unexpected reply from redis: {0}")]
+    Unexpected(String),
+}

@@ -1,0 +1,143 @@
+//! Node liveness on a real `redis-server`: one heartbeat key per node, a
+//! silent node found and cleaned up by exactly one other, and beats that
+//! resume by themselves after Redis restarts.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use switchboard_router::engine::liveness::{self, Heartbeat, Liveness, NodeId};
+use switchboard_tests::redis::RedisServer;
+
+fn liveness(node_timeout_ms: u64) -> Liveness {
+    Liveness {
+        key_prefix: "sbtest".into(),
+        heartbeat_interval: Duration::from_millis(100),
+        node_timeout: Duration::from_millis(node_timeout_ms),
+    }
+}
+
+async fn connect(server: &RedisServer) -> ConnectionManager {
+    let client = redis::Client::open(server.url()).unwrap();
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(500)))
+        .set_response_timeout(Some(Duration::from_millis(500)));
+    client
+        .get_connection_manager_with_config(config)
+        .await
+        .unwrap()
+}
+
+/// Milliseconds `key` has left to live (-2: it does not exist).
+async fn pttl(redis: &mut ConnectionManager, key: &str) -> i64 {
+    redis::cmd("PTTL")
+        .arg(key)
+        .query_async(redis)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_node_beats_one_key_and_one_other_node_cleans_up_a_silent_one() {
+    let server = RedisServer::start();
+    let mut redis = connect(&server).await;
+    let config = liveness(1_000);
+    let first = liveness::register(&mut redis, &config).await.unwrap();
+    let second = liveness::register(&mut redis, &config).await.unwrap();
+    let third = liveness::register(&mut redis, &config).await.unwrap();
+    assert!(first != second && second != third && first != third);
+
+    let start = liveness::unix_ms();
+    for node in [first, second, third] {
+        liveness::beat(&mut redis, &config, node, start)
+            .await
+            .unwrap();
+    }
+    // One key per node, living at most node_timeout.
+    let ttl = pttl(&mut redis, &config.node_key(first)).await;
+    assert!((1..=1_000).contains(&ttl), "{ttl}");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("sbtest:node:*")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+
+    // Within the timeout nobody is silent; past it, the node that stopped
+    // beating is, and only it.
+    let later = start + 1_500;
+    assert!(liveness::silent_nodes(&mut redis, &config, start + 500)
+        .await
+        .unwrap()
+        .is_empty());
+    for node in [first, third] {
+        liveness::beat(&mut redis, &config, node, later)
+            .await
+            .unwrap();
+    }
+    let silent = liveness::silent_nodes(&mut redis, &config, later)
+        .await
+        .unwrap();
+    assert_eq!(silent, vec![second]);
+
+    // Exactly one of the live nodes gets to clean it up.
+    let by_first = liveness::claim_cleanup(&mut redis, &config, second, first)
+        .await
+        .unwrap();
+    let by_third = liveness::claim_cleanup(&mut redis, &config, second, third)
+        .await
+        .unwrap();
+    assert_eq!((by_first, by_third), (true, false));
+    liveness::forget(&mut redis, &config, second).await.unwrap();
+    let silent = liveness::silent_nodes(&mut redis, &config, later)
+        .await
+        .unwrap();
+    assert!(silent.is_empty(), "{silent:?}");
+    assert_eq!(pttl(&mut redis, &config.node_key(second)).await, -2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_key_lapses_when_beats_stop_and_beats_resume_after_redis_restarts() {
+    let mut server = RedisServer::start();
+    let mut redis = connect(&server).await;
+    let config = liveness(400);
+    let node = liveness::register(&mut redis, &config).await.unwrap();
+    let (heartbeat, task) = Heartbeat::spawn(connect(&server).await, config.clone(), node);
+    assert_eq!(heartbeat.node(), node);
+
+    // Beating: the key stays, and the last beat is recent.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(pttl(&mut redis, &config.node_key(node)).await > 0);
+    let age = heartbeat.age(liveness::unix_ms()).expect("it has beaten");
+    assert!(age < Duration::from_millis(400), "{age:?}");
+
+    // Redis goes away: beats fail and their age grows past the timeout.
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(heartbeat.failures() > 0);
+    let age = heartbeat.age(liveness::unix_ms()).unwrap();
+    assert!(age >= Duration::from_millis(400), "{age:?}");
+
+    // Redis comes back (empty): beats resume without help, and the node's
+    // key is there again.
+    server.restart();
+    let deadline = tokio::time::Instant::now() + switchboard_tests::WAIT;
+    loop {
+        let age = heartbeat.age(liveness::unix_ms()).unwrap();
+        if age < Duration::from_millis(300) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no beat since {age:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut redis = connect(&server).await;
+    assert!(pttl(&mut redis, &config.node_key(NodeId(node.0))).await > 0);
+
+    // A node whose beats stop (a crash) is gone from Redis within the
+    // timeout.
+    task.abort();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(pttl(&mut redis, &config.node_key(node)).await, -2);
+}
