@@ -99,7 +99,7 @@ async fn each_node_beats_one_key_and_one_other_node_cleans_up_a_silent_one() {
 async fn the_heartbeat_key_lapses_when_beats_stop_and_beats_resume_after_redis_restarts() {
     let mut server = RedisServer::start();
     let mut redis = connect(&server).await;
-    let config = liveness(400);
+    let config = liveness(1_000);
     let node = liveness::register(&mut redis, &config).await.unwrap();
     let (heartbeat, task) = Heartbeat::spawn(connect(&server).await, config.clone(), node);
     assert_eq!(heartbeat.node(), node);
@@ -108,14 +108,14 @@ async fn the_heartbeat_key_lapses_when_beats_stop_and_beats_resume_after_redis_r
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(pttl(&mut redis, &config.node_key(node)).await > 0);
     let age = heartbeat.age(liveness::unix_ms()).expect("it has beaten");
-    assert!(age < Duration::from_millis(400), "{age:?}");
+    assert!(age < Duration::from_millis(1_000), "{age:?}");
 
     // Redis goes away: beats fail and their age grows past the timeout.
     server.kill();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert!(heartbeat.failures() > 0);
     let age = heartbeat.age(liveness::unix_ms()).unwrap();
-    assert!(age >= Duration::from_millis(400), "{age:?}");
+    assert!(age >= Duration::from_millis(1_000), "{age:?}");
 
     // Redis comes back (empty): beats resume without help, and the node's
     // key is there again.
@@ -123,7 +123,7 @@ async fn the_heartbeat_key_lapses_when_beats_stop_and_beats_resume_after_redis_r
     let deadline = tokio::time::Instant::now() + switchboard_tests::WAIT;
     loop {
         let age = heartbeat.age(liveness::unix_ms()).unwrap();
-        if age < Duration::from_millis(300) {
+        if age < Duration::from_millis(500) {
             break;
         }
         assert!(
@@ -138,6 +138,6 @@ async fn the_heartbeat_key_lapses_when_beats_stop_and_beats_resume_after_redis_r
     // A node whose beats stop (a crash) is gone from Redis within the
     // timeout.
     task.abort();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(pttl(&mut redis, &config.node_key(node)).await, -2);
 }
