@@ -10,7 +10,10 @@
 //!   anyone list the nodes that stopped beating without scanning keys.
 //! - [`silent_nodes`] lists the nodes whose last beat is older than
 //!   `node_timeout`. One live node [`claim_cleanup`]s each (`SET NX`, so
-//!   only one does), clears what the dead node held, and [`forget`]s it.
+//!   only one does), clears what the dead node held, and [`forget`]s it;
+//!   [`sweep`] does all three, and [`spawn_janitor`] sweeps every so often.
+//!   A dead node is therefore cleaned up within `node_timeout` plus one
+//!   sweep interval of its last beat.
 //! - [`Heartbeat`] runs the beats as a task and keeps the time of the last
 //!   one that Redis acknowledged: a node that could not beat for
 //!   `node_timeout` knows the others consider it dead.
@@ -19,6 +22,8 @@
 //! `node_timeout` should be many heartbeats long (the configuration will
 //! require at least two) and clocks kept by NTP.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -158,7 +163,10 @@ pub async fn claim_cleanup(
     Ok(set.is_some())
 }
 
-/// Forgets a dead node once its clean-up is done.
+/// Forgets a dead node once its clean-up is done. The claim is left to
+/// lapse on its own: another node that listed the dead one as silent just
+/// before it was forgotten then still finds it claimed, and does not clean
+/// up a second time.
 pub async fn forget(
     redis: &mut impl ConnectionLike,
     liveness: &Liveness,
@@ -171,11 +179,69 @@ pub async fn forget(
         .ignore()
         .cmd("DEL")
         .arg(liveness.node_key(dead))
-        .arg(liveness.cleanup_key(dead))
         .ignore()
         .query_async::<()>(redis)
         .await?;
     Ok(())
+}
+
+/// What a live node does for a dead one (take its users offline, …);
+/// an error leaves the dead node to be tried again once the claim lapses.
+pub type Cleanup = Arc<dyn Fn(NodeId) -> CleanupFuture + Send + Sync>;
+
+/// What a [`Cleanup`] returns.
+pub type CleanupFuture = Pin<Box<dyn Future<Output = Result<(), EngineError>> + Send>>;
+
+/// One sweep by node `me` at `now_ms`: every silent node other than `me`
+/// that `me` claims is cleaned up and forgotten. Returns the nodes it
+/// cleaned up. (A node that finds itself silent leaves itself alone: its
+/// beats failed, and the others will clean up after it.)
+pub async fn sweep(
+    redis: &mut impl ConnectionLike,
+    liveness: &Liveness,
+    me: NodeId,
+    now_ms: u64,
+    cleanup: &Cleanup,
+) -> Result<Vec<NodeId>, EngineError> {
+    let mut cleaned = Vec::new();
+    for dead in silent_nodes(redis, liveness, now_ms).await? {
+        if dead == me || !claim_cleanup(redis, liveness, dead, me).await? {
+            continue;
+        }
+        cleanup(dead).await?;
+        forget(redis, liveness, dead).await?;
+        cleaned.push(dead);
+    }
+    Ok(cleaned)
+}
+
+/// Sweeps for node `me` every `interval` until the handle is aborted;
+/// failures are logged and the next sweep tries again.
+pub fn spawn_janitor<C>(
+    mut redis: C,
+    liveness: Liveness,
+    me: NodeId,
+    interval: Duration,
+    cleanup: Cleanup,
+) -> tokio::task::JoinHandle<()>
+where
+    C: ConnectionLike + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match sweep(&mut redis, &liveness, me, unix_ms(), &cleanup).await {
+                Ok(cleaned) => {
+                    for dead in cleaned {
+                        tracing::info!(node = %me, dead = %dead, "cleaned up after a dead node");
+                    }
+                }
+                Err(error) => tracing::warn!(%error, node = %me, "sweep for dead nodes failed"),
+            }
+        }
+    })
 }
 
 /// This node's heartbeat, run as a task by [`Heartbeat::spawn`].

@@ -2,10 +2,11 @@
 //! silent node found and cleaned up by exactly one other, and beats that
 //! resume by themselves after Redis restarts.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
-use switchboard_router::engine::liveness::{self, Heartbeat, Liveness, NodeId};
+use switchboard_router::engine::liveness::{self, Cleanup, Heartbeat, Liveness, NodeId};
 use switchboard_tests::redis::RedisServer;
 
 fn liveness(node_timeout_ms: u64) -> Liveness {
@@ -88,6 +89,11 @@ async fn each_node_beats_one_key_and_one_other_node_cleans_up_a_silent_one() {
         .unwrap();
     assert_eq!((by_first, by_third), (true, false));
     liveness::forget(&mut redis, &config, second).await.unwrap();
+    // A claim made from a list read before the forget still fails.
+    let late = liveness::claim_cleanup(&mut redis, &config, second, third)
+        .await
+        .unwrap();
+    assert!(!late, "cleaned up twice");
     let silent = liveness::silent_nodes(&mut redis, &config, later)
         .await
         .unwrap();
@@ -140,4 +146,67 @@ async fn the_heartbeat_key_lapses_when_beats_stop_and_beats_resume_after_redis_r
     task.abort();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(pttl(&mut redis, &config.node_key(node)).await, -2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_beating_is_cleaned_up_once_by_one_of_the_live_ones() {
+    let server = RedisServer::start();
+    let mut redis = connect(&server).await;
+    let config = liveness(1_000);
+    let a = liveness::register(&mut redis, &config).await.unwrap();
+    let b = liveness::register(&mut redis, &config).await.unwrap();
+    let c = liveness::register(&mut redis, &config).await.unwrap();
+    // Every clean-up, as (by, of).
+    let done: Arc<Mutex<Vec<(NodeId, NodeId)>>> = Arc::default();
+    let cleanup_by = |me: NodeId| -> Cleanup {
+        let done = done.clone();
+        Arc::new(move |dead| {
+            done.lock().unwrap().push((me, dead));
+            Box::pin(async { Ok(()) })
+        })
+    };
+    let mut tasks = Vec::new();
+    for node in [a, c] {
+        let (_, beats) = Heartbeat::spawn(connect(&server).await, config.clone(), node);
+        let janitor = liveness::spawn_janitor(
+            connect(&server).await,
+            config.clone(),
+            node,
+            Duration::from_millis(200),
+            cleanup_by(node),
+        );
+        tasks.extend([beats, janitor]);
+    }
+    // b beats once, then dies.
+    let died = Instant::now();
+    liveness::beat(&mut redis, &config, b, liveness::unix_ms())
+        .await
+        .unwrap();
+
+    // Cleaned up within node_timeout + one sweep (plus slack for a busy box).
+    let deadline = died + Duration::from_secs(5);
+    while done.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "b was never cleaned up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = died.elapsed();
+    assert!(
+        took >= Duration::from_millis(1_000),
+        "cleaned up while alive: {took:?}"
+    );
+    // A few more sweeps: nobody cleans it up again, and the live ones are
+    // left alone.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let done = done.lock().unwrap().clone();
+    assert_eq!(done.len(), 1, "{done:?}");
+    let (by, of) = done[0];
+    assert_eq!(of, b);
+    assert!(by == a || by == c, "{by:?}");
+    let silent = liveness::silent_nodes(&mut redis, &config, liveness::unix_ms())
+        .await
+        .unwrap();
+    assert!(silent.is_empty(), "{silent:?}");
+    for task in tasks {
+        task.abort();
+    }
 }
