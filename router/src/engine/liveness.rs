@@ -5,26 +5,28 @@
 //!   cluster for good (`INCR <prefix>:node-seq`): a restarted node is a new
 //!   node, and what the old one claimed is cleaned up like any dead node's.
 //! - Every `heartbeat_interval` it [`beat`]s: `SET <prefix>:node:<id> <ms>
-//!   PX <node_timeout>` and `ZADD <prefix>:nodes <ms> <id>`, one pipelined
-//!   round trip. The key says "alive" by existing; the sorted set lets
-//!   anyone list the nodes that stopped beating without scanning keys.
+//!   PX <node_timeout>` and `ZADD <prefix>:nodes <ms> <id>`, one script,
+//!   one round trip. The key says "alive" by existing; the sorted set lets
+//!   anyone list the nodes that stopped beating without scanning keys. A
+//!   node that was cleaned up and forgotten is refused (fenced) instead of
+//!   being listed again.
 //! - [`silent_nodes`] lists the nodes whose last beat is older than
-//!   `node_timeout`. One live node [`claim_cleanup`]s each (`SET NX`, so
-//!   only one does), clears what the dead node held, and [`forget`]s it;
+//!   `node_timeout`. One live node [`claim_cleanup`]s each (a script:
+//!   only while it is still listed and silent, and `SET NX`, so only one
+//!   does), clears what the dead node held, and [`forget`]s it;
 //!   [`sweep`] does all three, and [`spawn_janitor`] sweeps every so often.
 //!   A dead node is therefore cleaned up within `node_timeout` plus one
 //!   sweep interval of its last beat.
 //! - [`Heartbeat`] runs the beats as a task and keeps the time of the last
-//!   one that Redis acknowledged: a node that could not beat for
-//!   `node_timeout` knows the others consider it dead.
+//!   one that Redis acknowledged, and whether the node found itself fenced.
 //!
-//! Times are Unix milliseconds from the node's clock, which is why
-//! `node_timeout` should be many heartbeats long (the configuration will
-//! require at least two) and clocks kept by NTP.
+//! Times are Unix milliseconds from each node's clock, compared across
+//! nodes: `node_timeout` must be many heartbeats long and the clocks kept by
+//! NTP. (Taking the time from Redis instead is a step still to come.)
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -81,41 +83,67 @@ pub fn unix_ms() -> u64 {
     u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Takes a new node id.
+/// Takes a new node id and lists the node as beating at `now_ms`.
 pub async fn register(
     redis: &mut impl ConnectionLike,
     liveness: &Liveness,
+    now_ms: u64,
 ) -> Result<NodeId, EngineError> {
     let id: u64 = redis::cmd("INCR")
         .arg(liveness.node_seq_key())
         .query_async(redis)
         .await?;
-    Ok(NodeId(id))
+    let node = NodeId(id);
+    match beat_script(redis, liveness, node, now_ms, true).await? {
+        true => Ok(node),
+        false => Err(EngineError::Unexpected(format!(
+            "node {node} fenced at birth"
+        ))),
+    }
 }
 
-/// One heartbeat of `node` at `now_ms`.
+/// The beat, in Redis so that it is atomic: a node no longer listed
+/// (cleaned up and forgotten) is refused rather than brought back.
+const BEAT: &str = r"
+if ARGV[4] == '0' and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+return 1
+";
+
+async fn beat_script(
+    redis: &mut impl ConnectionLike,
+    liveness: &Liveness,
+    node: NodeId,
+    now_ms: u64,
+    first: bool,
+) -> Result<bool, EngineError> {
+    let beaten: u8 = redis::Script::new(BEAT)
+        .key(liveness.nodes_key())
+        .key(liveness.node_key(node))
+        .arg(node.0)
+        .arg(now_ms)
+        .arg(millis(liveness.node_timeout))
+        .arg(u8::from(first))
+        .invoke_async(redis)
+        .await?;
+    Ok(beaten == 1)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// One heartbeat of `node` at `now_ms`: true, or false when the node was
+/// cleaned up and forgotten meanwhile (it is fenced: the others took its
+/// users offline, so it must not carry on as if alive).
 pub async fn beat(
     redis: &mut impl ConnectionLike,
     liveness: &Liveness,
     node: NodeId,
     now_ms: u64,
-) -> Result<(), EngineError> {
-    let timeout_ms = u64::try_from(liveness.node_timeout.as_millis()).unwrap_or(u64::MAX);
-    redis::pipe()
-        .cmd("SET")
-        .arg(liveness.node_key(node))
-        .arg(now_ms)
-        .arg("PX")
-        .arg(timeout_ms)
-        .ignore()
-        .cmd("ZADD")
-        .arg(liveness.nodes_key())
-        .arg(now_ms)
-        .arg(node.0)
-        .ignore()
-        .query_async::<()>(redis)
-        .await?;
-    Ok(())
+) -> Result<bool, EngineError> {
+    beat_script(redis, liveness, node, now_ms, false).await
 }
 
 /// The nodes whose last beat is older than `node_timeout` at `now_ms`,
@@ -125,8 +153,7 @@ pub async fn silent_nodes(
     liveness: &Liveness,
     now_ms: u64,
 ) -> Result<Vec<NodeId>, EngineError> {
-    let timeout_ms = u64::try_from(liveness.node_timeout.as_millis()).unwrap_or(u64::MAX);
-    let newest_silent = now_ms.saturating_sub(timeout_ms);
+    let newest_silent = now_ms.saturating_sub(millis(liveness.node_timeout));
     let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
         .arg(liveness.nodes_key())
         .arg("-inf")
@@ -142,25 +169,35 @@ pub async fn silent_nodes(
         .collect()
 }
 
-/// Claims the clean-up of silent node `dead` for `me`: true for exactly one
-/// claimant until the claim lapses after `node_timeout` (a claimant that
-/// died meanwhile leaves it to another).
+/// Claims, at `now_ms`, the clean-up of silent node `dead` for `me`: true
+/// for exactly one claimant, and only while `dead` is still listed and
+/// still silent (a list read a moment ago may be stale: the node may have
+/// beaten again, or been cleaned up and forgotten by another). The claim
+/// lapses after `node_timeout`, leaving a claimant that died to another.
 pub async fn claim_cleanup(
     redis: &mut impl ConnectionLike,
     liveness: &Liveness,
     dead: NodeId,
     me: NodeId,
+    now_ms: u64,
 ) -> Result<bool, EngineError> {
-    let timeout_ms = u64::try_from(liveness.node_timeout.as_millis()).unwrap_or(u64::MAX);
-    let set: Option<String> = redis::cmd("SET")
-        .arg(liveness.cleanup_key(dead))
+    const CLAIM: &str = r"
+local last = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not last or tonumber(last) >= tonumber(ARGV[2]) then return 0 end
+if redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then return 1 end
+return 0
+";
+    let cutoff = now_ms.saturating_sub(millis(liveness.node_timeout));
+    let claimed: u8 = redis::Script::new(CLAIM)
+        .key(liveness.nodes_key())
+        .key(liveness.cleanup_key(dead))
+        .arg(dead.0)
+        .arg(cutoff)
         .arg(me.0)
-        .arg("NX")
-        .arg("PX")
-        .arg(timeout_ms)
-        .query_async(redis)
+        .arg(millis(liveness.node_timeout))
+        .invoke_async(redis)
         .await?;
-    Ok(set.is_some())
+    Ok(claimed == 1)
 }
 
 /// Forgets a dead node once its clean-up is done. The claim is left to
@@ -205,7 +242,7 @@ pub async fn sweep(
 ) -> Result<Vec<NodeId>, EngineError> {
     let mut cleaned = Vec::new();
     for dead in silent_nodes(redis, liveness, now_ms).await? {
-        if dead == me || !claim_cleanup(redis, liveness, dead, me).await? {
+        if dead == me || !claim_cleanup(redis, liveness, dead, me, now_ms).await? {
             continue;
         }
         cleanup(dead).await?;
@@ -252,13 +289,16 @@ pub struct Heartbeat {
     last_beat_ms: AtomicU64,
     /// Beats that failed.
     failures: AtomicU64,
+    /// The node was cleaned up by the others; it beats no more.
+    fenced: AtomicBool,
 }
 
 impl Heartbeat {
     /// Beats for `node` every `heartbeat_interval` on `redis` (a
     /// reconnecting connection: a failed beat is counted and the next one
-    /// tried on time) until the returned handle is aborted or dropped with
-    /// its runtime.
+    /// tried on time) until the returned task is aborted, or until the node
+    /// finds itself fenced (see [`beat`]). A beat Redis does not answer
+    /// within half of `node_timeout` counts as failed.
     pub fn spawn<C>(
         mut redis: C,
         liveness: Liveness,
@@ -271,6 +311,7 @@ impl Heartbeat {
             node,
             last_beat_ms: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            fenced: AtomicBool::new(false),
         });
         let state = heartbeat.clone();
         let task = tokio::spawn(async move {
@@ -279,14 +320,19 @@ impl Heartbeat {
             loop {
                 ticks.tick().await;
                 let now = unix_ms();
-                // A beat that Redis does not answer within the interval is
-                // given up, so that a hung connection cannot stop the beats.
+                // A beat Redis does not answer in time is given up, so that a
+                // hung connection cannot stop the beats.
                 let beat = tokio::time::timeout(
-                    liveness.heartbeat_interval,
+                    liveness.node_timeout / 2,
                     beat(&mut redis, &liveness, node, now),
                 );
                 match beat.await {
-                    Ok(Ok(())) => state.last_beat_ms.store(now, Ordering::Relaxed),
+                    Ok(Ok(true)) => state.last_beat_ms.store(now, Ordering::Relaxed),
+                    Ok(Ok(false)) => {
+                        state.fenced.store(true, Ordering::Relaxed);
+                        tracing::error!(node = %node, "this node was cleaned up as dead; it stops beating");
+                        return;
+                    }
                     Ok(Err(error)) => {
                         state.failures.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(%error, node = %node, "heartbeat failed");
@@ -318,5 +364,11 @@ impl Heartbeat {
     /// Beats that failed so far.
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Whether the others cleaned this node up as dead: it must then stop
+    /// claiming its users, and register again as a new node to go on.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Relaxed)
     }
 }

@@ -1,6 +1,6 @@
 //! Node liveness on a real `redis-server`: one heartbeat key per node, a
-//! silent node found and cleaned up by exactly one other, and beats that
-//! resume by themselves after Redis restarts.
+//! silent node found and cleaned up by exactly one other and fenced after,
+//! and a heartbeat that rides out Redis going away.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -42,9 +42,15 @@ async fn each_node_beats_one_key_and_one_other_node_cleans_up_a_silent_one() {
     let server = RedisServer::start();
     let mut redis = connect(&server).await;
     let config = liveness(1_000);
-    let first = liveness::register(&mut redis, &config).await.unwrap();
-    let second = liveness::register(&mut redis, &config).await.unwrap();
-    let third = liveness::register(&mut redis, &config).await.unwrap();
+    let first = liveness::register(&mut redis, &config, liveness::unix_ms())
+        .await
+        .unwrap();
+    let second = liveness::register(&mut redis, &config, liveness::unix_ms())
+        .await
+        .unwrap();
+    let third = liveness::register(&mut redis, &config, liveness::unix_ms())
+        .await
+        .unwrap();
     assert!(first != second && second != third && first != third);
 
     let start = liveness::unix_ms();
@@ -81,19 +87,31 @@ async fn each_node_beats_one_key_and_one_other_node_cleans_up_a_silent_one() {
     assert_eq!(silent, vec![second]);
 
     // Exactly one of the live nodes gets to clean it up.
-    let by_first = liveness::claim_cleanup(&mut redis, &config, second, first)
+    // A live node cannot be claimed.
+    let live = liveness::claim_cleanup(&mut redis, &config, third, first, later)
         .await
         .unwrap();
-    let by_third = liveness::claim_cleanup(&mut redis, &config, second, third)
+    assert!(!live, "a live node was claimed");
+    let by_first = liveness::claim_cleanup(&mut redis, &config, second, first, later)
+        .await
+        .unwrap();
+    let by_third = liveness::claim_cleanup(&mut redis, &config, second, third, later)
         .await
         .unwrap();
     assert_eq!((by_first, by_third), (true, false));
     liveness::forget(&mut redis, &config, second).await.unwrap();
-    // A claim made from a list read before the forget still fails.
-    let late = liveness::claim_cleanup(&mut redis, &config, second, third)
+    // A claim made from a list read before the forget fails, even once
+    // the first claim has lapsed.
+    let lapsed = later + 2_000;
+    let late = liveness::claim_cleanup(&mut redis, &config, second, third, lapsed)
         .await
         .unwrap();
     assert!(!late, "cleaned up twice");
+    // And the forgotten node, should it wake up, is fenced, not listed again.
+    let back = liveness::beat(&mut redis, &config, second, lapsed)
+        .await
+        .unwrap();
+    assert!(!back, "a cleaned-up node came back");
     let silent = liveness::silent_nodes(&mut redis, &config, later)
         .await
         .unwrap();
@@ -102,11 +120,14 @@ async fn each_node_beats_one_key_and_one_other_node_cleans_up_a_silent_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_heartbeat_key_lapses_when_beats_stop_and_beats_resume_after_redis_restarts() {
+async fn the_heartbeat_survives_redis_going_away_and_a_redis_that_came_back_empty_fences_the_node()
+{
     let mut server = RedisServer::start();
     let mut redis = connect(&server).await;
     let config = liveness(1_000);
-    let node = liveness::register(&mut redis, &config).await.unwrap();
+    let node = liveness::register(&mut redis, &config, liveness::unix_ms())
+        .await
+        .unwrap();
     let (heartbeat, task) = Heartbeat::spawn(connect(&server).await, config.clone(), node);
     assert_eq!(heartbeat.node(), node);
 
@@ -123,23 +144,28 @@ async fn the_heartbeat_key_lapses_when_beats_stop_and_beats_resume_after_redis_r
     let age = heartbeat.age(liveness::unix_ms()).unwrap();
     assert!(age >= Duration::from_millis(1_000), "{age:?}");
 
-    // Redis comes back (empty): beats resume without help, and the node's
-    // key is there again.
+    // Redis comes back, but empty (no persistence here): the connection
+    // recovers by itself, and the node finds it is no longer listed, so it
+    // is fenced rather than quietly listed again.
     server.restart();
     let deadline = tokio::time::Instant::now() + switchboard_tests::WAIT;
-    loop {
-        let age = heartbeat.age(liveness::unix_ms()).unwrap();
-        if age < Duration::from_millis(500) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no beat since {age:?}"
-        );
+    while !heartbeat.is_fenced() {
+        assert!(tokio::time::Instant::now() < deadline, "never fenced");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Fenced, it stops beating by itself.
+    let stopped = tokio::time::timeout(switchboard_tests::WAIT, task).await;
+    stopped.expect("the fenced heartbeat stops").unwrap();
     let mut redis = connect(&server).await;
-    assert!(pttl(&mut redis, &config.node_key(NodeId(node.0))).await > 0);
+    assert_eq!(pttl(&mut redis, &config.node_key(node)).await, -2);
+    // It goes on as a new node.
+    let node = liveness::register(&mut redis, &config, liveness::unix_ms())
+        .await
+        .unwrap();
+    let (heartbeat, task) = Heartbeat::spawn(connect(&server).await, config.clone(), node);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(heartbeat.age(liveness::unix_ms()).is_some() && !heartbeat.is_fenced());
+    assert!(pttl(&mut redis, &config.node_key(node)).await > 0);
 
     // A node whose beats stop (a crash) is gone from Redis within the
     // timeout.
@@ -153,9 +179,15 @@ async fn a_node_that_stops_beating_is_cleaned_up_once_by_one_of_the_live_ones() 
     let server = RedisServer::start();
     let mut redis = connect(&server).await;
     let config = liveness(1_000);
-    let a = liveness::register(&mut redis, &config).await.unwrap();
-    let b = liveness::register(&mut redis, &config).await.unwrap();
-    let c = liveness::register(&mut redis, &config).await.unwrap();
+    let a = liveness::register(&mut redis, &config, liveness::unix_ms())
+        .await
+        .unwrap();
+    let b = liveness::register(&mut redis, &config, liveness::unix_ms())
+        .await
+        .unwrap();
+    let c = liveness::register(&mut redis, &config, liveness::unix_ms())
+        .await
+        .unwrap();
     // Every clean-up, as (by, of).
     let done: Arc<Mutex<Vec<(NodeId, NodeId)>>> = Arc::default();
     let cleanup_by = |me: NodeId| -> Cleanup {
@@ -179,9 +211,9 @@ async fn a_node_that_stops_beating_is_cleaned_up_once_by_one_of_the_live_ones() 
     }
     // b beats once, then dies.
     let died = Instant::now();
-    liveness::beat(&mut redis, &config, b, liveness::unix_ms())
+    assert!(liveness::beat(&mut redis, &config, b, liveness::unix_ms())
         .await
-        .unwrap();
+        .unwrap());
 
     // Cleaned up within node_timeout + one sweep (plus slack for a busy box).
     let deadline = died + Duration::from_secs(5);
