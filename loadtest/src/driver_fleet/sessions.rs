@@ -139,6 +139,8 @@ impl Reopen {
 /// Ends the session on our side with the normal close code.
 fn close_normally(conn: &mut Conn<Session>, now: Instant) {
     conn.session.phase = Phase::Closed;
+    // Closed on purpose: not a refused reconnect to try again.
+    conn.session.reopen = None;
     conn.close(now, CloseCode::Normal.to_code(), "");
 }
 
