@@ -94,12 +94,9 @@ pub async fn register(
         .query_async(redis)
         .await?;
     let node = NodeId(id);
-    match beat_script(redis, liveness, node, now_ms, true).await? {
-        true => Ok(node),
-        false => Err(EngineError::Unexpected(format!(
-            "node {node} fenced at birth"
-        ))),
-    }
+    // A first beat lists the node; it is never refused.
+    beat_script(redis, liveness, node, now_ms, true).await?;
+    Ok(node)
 }
 
 /// The beat, in Redis so that it is atomic: a node no longer listed

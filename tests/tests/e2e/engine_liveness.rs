@@ -28,6 +28,13 @@ async fn connect(server: &RedisServer) -> ConnectionManager {
         .unwrap()
 }
 
+/// A new node, listed as beating now.
+async fn register(redis: &mut ConnectionManager, config: &Liveness) -> NodeId {
+    liveness::register(redis, config, liveness::unix_ms())
+        .await
+        .unwrap()
+}
+
 /// Milliseconds `key` has left to live (-2: it does not exist).
 async fn pttl(redis: &mut ConnectionManager, key: &str) -> i64 {
     redis::cmd("PTTL")
@@ -42,15 +49,9 @@ async fn each_node_beats_one_key_and_one_other_node_cleans_up_a_silent_one() {
     let server = RedisServer::start();
     let mut redis = connect(&server).await;
     let config = liveness(1_000);
-    let first = liveness::register(&mut redis, &config, liveness::unix_ms())
-        .await
-        .unwrap();
-    let second = liveness::register(&mut redis, &config, liveness::unix_ms())
-        .await
-        .unwrap();
-    let third = liveness::register(&mut redis, &config, liveness::unix_ms())
-        .await
-        .unwrap();
+    let first = register(&mut redis, &config).await;
+    let second = register(&mut redis, &config).await;
+    let third = register(&mut redis, &config).await;
     assert!(first != second && second != third && first != third);
 
     let start = liveness::unix_ms();
@@ -125,9 +126,7 @@ async fn the_heartbeat_survives_redis_going_away_and_a_redis_that_came_back_empt
     let mut server = RedisServer::start();
     let mut redis = connect(&server).await;
     let config = liveness(1_000);
-    let node = liveness::register(&mut redis, &config, liveness::unix_ms())
-        .await
-        .unwrap();
+    let node = register(&mut redis, &config).await;
     let (heartbeat, task) = Heartbeat::spawn(connect(&server).await, config.clone(), node);
     assert_eq!(heartbeat.node(), node);
 
@@ -159,9 +158,7 @@ async fn the_heartbeat_survives_redis_going_away_and_a_redis_that_came_back_empt
     let mut redis = connect(&server).await;
     assert_eq!(pttl(&mut redis, &config.node_key(node)).await, -2);
     // It goes on as a new node.
-    let node = liveness::register(&mut redis, &config, liveness::unix_ms())
-        .await
-        .unwrap();
+    let node = register(&mut redis, &config).await;
     let (heartbeat, task) = Heartbeat::spawn(connect(&server).await, config.clone(), node);
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(heartbeat.age(liveness::unix_ms()).is_some() && !heartbeat.is_fenced());
@@ -179,15 +176,9 @@ async fn a_node_that_stops_beating_is_cleaned_up_once_by_one_of_the_live_ones() 
     let server = RedisServer::start();
     let mut redis = connect(&server).await;
     let config = liveness(1_000);
-    let a = liveness::register(&mut redis, &config, liveness::unix_ms())
-        .await
-        .unwrap();
-    let b = liveness::register(&mut redis, &config, liveness::unix_ms())
-        .await
-        .unwrap();
-    let c = liveness::register(&mut redis, &config, liveness::unix_ms())
-        .await
-        .unwrap();
+    let a = register(&mut redis, &config).await;
+    let b = register(&mut redis, &config).await;
+    let c = register(&mut redis, &config).await;
     // Every clean-up, as (by, of).
     let done: Arc<Mutex<Vec<(NodeId, NodeId)>>> = Arc::default();
     let cleanup_by = |me: NodeId| -> Cleanup {
