@@ -20,8 +20,10 @@ use switchboard_core::{
     CoreLimits, DedupeLimits, InboxBudget, MailboxLimits, Rate, RateLimits, SendRates,
 };
 
+pub mod engine;
 pub mod load;
 
+pub use engine::{EngineKind, RedisConfig};
 use load::Sources;
 pub use load::{ConfigError, Origin, Problem};
 
@@ -93,6 +95,12 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Log output format: `text` (default, for terminals) or `json`.
     pub log_format: LogFormat,
+    /// Where inboxes, rooms and presence are kept: `memory` (default; one
+    /// node, lost on restart) or `redis` (kept across restarts, shared by
+    /// the nodes of a cluster; see `[redis]`).
+    pub engine: EngineKind,
+    /// How the Redis engine reaches Redis.
+    pub redis: RedisConfig,
 }
 
 /// Certificate and key for QUIC/TLS.
@@ -394,6 +402,8 @@ impl Default for Config {
             heartbeat_interval: Duration::from_secs(15),
             shutdown_timeout: Duration::from_secs(10),
             log_format: LogFormat::Text,
+            engine: EngineKind::Memory,
+            redis: RedisConfig::default(),
         }
     }
 }
@@ -534,6 +544,9 @@ impl Config {
             }
         }
         self.check_bounds(&mut invalid);
+        for (field, problem) in self.redis.problems() {
+            invalid(field, problem);
+        }
         let limits = &self.limits;
         if limits.max_payload_bytes + 256 > limits.max_frame_bytes {
             invalid(
