@@ -30,6 +30,7 @@ pub mod mailbox;
 pub mod placement;
 mod presence;
 pub mod rate;
+pub mod remote_inbox;
 pub mod rooms;
 mod shard;
 pub mod stats;

@@ -217,6 +217,21 @@ impl Mailbox {
         self.last_seq
     }
 
+    /// The last message released because every device had acked it: where
+    /// a new device starts.
+    pub fn released_through(&self) -> u64 {
+        self.released_through
+    }
+
+    /// What `device` acknowledged (or moved over as its own sends), if
+    /// the inbox knows the device.
+    pub fn device_acked(&self, device: &DeviceId) -> Option<u64> {
+        self.devices
+            .iter()
+            .find(|c| c.device == *device)
+            .map(|c| c.acked)
+    }
+
     /// Lowest sequence number still held (`last_seq() + 1` when empty).
     pub fn first_seq(&self) -> u64 {
         self.last_seq + 1 - self.entries.len() as u64

@@ -4,8 +4,10 @@
 //! not yet selectable in the configuration.
 //!
 //! So far: [`liveness`], which nodes of a cluster are alive, from one
-//! heartbeat key per node.
+//! heartbeat key per node; [`inbox`], users' inboxes in Redis with the
+//! in-memory inbox's rules.
 
+pub mod inbox;
 pub mod liveness;
 
 /// What a Redis operation of an engine can fail with.

@@ -9,6 +9,7 @@
 mod admin;
 mod bad_input;
 mod delivery;
+mod engine_inbox;
 mod engine_liveness;
 mod fuzz_corpus;
 mod lifecycle;

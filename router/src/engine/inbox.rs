@@ -1,0 +1,274 @@
+//! Inboxes in Redis: [`InboxStore`] runs each inbox operation (append,
+//! attach, fetch, ack, detach) as one Lua script, atomic in Redis, that
+//! applies the rules of the in-memory [`Mailbox`](switchboard_core::mailbox::Mailbox)
+//! (count, bytes and age limits; device cursors; a device's own sends
+//! skipped; the share rule; where a new device starts). The scripts live
+//! in `inbox/*.lua`; the entry format is [`switchboard_core::remote_inbox`].
+//!
+//! Layout (bucket `K` = the user's bucket, one hash slot, so each script's
+//! keys sit on one Redis Cluster node):
+//! - `<prefix>:{K}:ib`, a hash: user -> the inbox's row (last and released
+//!   sequence numbers, bytes held, device cursors), MessagePack;
+//! - `<prefix>:{K}:il:<user>`, a list: the entries held, oldest first.
+//!
+//! Age expiry is lazy: each operation first drops what has aged out, so
+//! what any operation sees is what the in-memory inbox, whose timers fire
+//! on time, would hold at that moment. The parity test in
+//! `tests/tests/e2e/engine_inbox.rs` runs both over the same random
+//! operations and compares every answer.
+
+use bytes::Bytes;
+use redis::aio::ConnectionLike;
+use redis::Value;
+use switchboard_core::mailbox::MailboxLimits;
+use switchboard_core::placement::shard_of;
+use switchboard_core::remote_inbox::{EntryHeader, InboxWindow};
+use switchboard_core::UserId;
+
+use super::EngineError;
+
+macro_rules! inbox_script {
+    ($name:literal) => {
+        concat!(
+            include_str!("inbox/common.lua"),
+            include_str!(concat!("inbox/", $name, ".lua"))
+        )
+    };
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored under `seq`; the inbox now holds `first_seq..=seq`.
+    Stored {
+        /// The entry's sequence number.
+        seq: u64,
+        /// The lowest sequence number still held.
+        first_seq: u64,
+    },
+    /// Refused: the inbox is full and its sender holds its share of it
+    /// already (`INBOX_FULL`).
+    ShareRefused,
+}
+
+/// Where a device's delivery starts, and the first of what it gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    /// Delivery continues after this sequence number.
+    pub after: u64,
+    /// The inbox from there on (at most the count asked for).
+    pub window: InboxWindow,
+}
+
+/// Inboxes in Redis under one key prefix; see the module docs.
+#[derive(Debug)]
+pub struct InboxStore {
+    key_prefix: String,
+    buckets: u32,
+    limits: MailboxLimits,
+    append: redis::Script,
+    attach: redis::Script,
+    fetch: redis::Script,
+    ack: redis::Script,
+    detach: redis::Script,
+}
+
+impl InboxStore {
+    /// Inboxes under `key_prefix`, users spread over `buckets`, kept
+    /// within `limits`.
+    pub fn new(key_prefix: &str, buckets: u32, limits: MailboxLimits) -> Self {
+        Self {
+            key_prefix: key_prefix.to_owned(),
+            buckets: buckets.max(1),
+            limits,
+            append: redis::Script::new(inbox_script!("append")),
+            attach: redis::Script::new(inbox_script!("attach")),
+            fetch: redis::Script::new(inbox_script!("fetch")),
+            ack: redis::Script::new(inbox_script!("ack")),
+            detach: redis::Script::new(inbox_script!("detach")),
+        }
+    }
+
+    /// The bucket `user` belongs to.
+    pub fn bucket_of(&self, user: &UserId) -> u32 {
+        shard_of(user, self.buckets).0
+    }
+
+    /// The hash of inbox rows of `user`'s bucket.
+    pub fn rows_key(&self, user: &UserId) -> String {
+        format!("{}:{{{}}}:ib", self.key_prefix, self.bucket_of(user))
+    }
+
+    /// The list of `user`'s entries.
+    pub fn list_key(&self, user: &UserId) -> String {
+        format!(
+            "{}:{{{}}}:il:{}",
+            self.key_prefix,
+            self.bucket_of(user),
+            user.as_str()
+        )
+    }
+
+    /// An invocation of `script` on `user`'s inbox at `now_ms`, with the
+    /// arguments every operation takes.
+    fn invocation<'a>(
+        &self,
+        script: &'a redis::Script,
+        user: &UserId,
+        now_ms: u64,
+    ) -> redis::ScriptInvocation<'a> {
+        let limits = &self.limits;
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(self.rows_key(user))
+            .key(self.list_key(user))
+            .arg(user.as_str())
+            .arg(now_ms)
+            .arg(limits.max_messages)
+            .arg(limits.max_bytes)
+            .arg(u64::try_from(limits.max_age.as_millis()).unwrap_or(u64::MAX))
+            .arg(limits.sender_share_percent);
+        invocation
+    }
+
+    /// Appends `entry` (an [`EntryHeader`] and the encoded message) to
+    /// `user`'s inbox; `own` for a copy of the user's own send,
+    /// `check_share` to apply the share rule (a direct message from
+    /// someone else).
+    pub async fn append(
+        &self,
+        redis: &mut impl ConnectionLike,
+        user: &UserId,
+        entry: &[u8],
+        own: bool,
+        check_share: bool,
+        now_ms: u64,
+    ) -> Result<Appended, EngineError> {
+        let mut invocation = self.invocation(&self.append, user, now_ms);
+        invocation
+            .arg(entry)
+            .arg(u8::from(own))
+            .arg(u8::from(check_share));
+        let reply: Vec<u64> = invocation.invoke_async(redis).await?;
+        match reply[..] {
+            [1, seq, first_seq] => Ok(Appended::Stored { seq, first_seq }),
+            [0, _, _] => Ok(Appended::ShareRefused),
+            _ => Err(EngineError::Unexpected(format!(
+                "append answered {reply:?}"
+            ))),
+        }
+    }
+
+    /// A session of device `device` (its key) opened: where its delivery
+    /// continues (`resume`, else its cursor, else where a new device
+    /// starts) and up to `count` entries from there.
+    pub async fn attach(
+        &self,
+        redis: &mut impl ConnectionLike,
+        user: &UserId,
+        device: u64,
+        resume: Option<u64>,
+        count: usize,
+        now_ms: u64,
+    ) -> Result<Attached, EngineError> {
+        let mut invocation = self.invocation(&self.attach, user, now_ms);
+        let resume = resume.map_or(-1, |seq| i64::try_from(seq).unwrap_or(i64::MAX));
+        invocation.arg(device).arg(resume).arg(count);
+        let mut reply: Vec<Value> = invocation.invoke_async(redis).await?;
+        if reply.is_empty() {
+            return Err(EngineError::Unexpected("attach answered nothing".into()));
+        }
+        let after = integer(&reply.remove(0))?;
+        Ok(Attached {
+            after,
+            window: parse_window(reply)?,
+        })
+    }
+
+    /// Up to `count` entries of `user`'s inbox for `device` after `after`.
+    pub async fn fetch(
+        &self,
+        redis: &mut impl ConnectionLike,
+        user: &UserId,
+        device: u64,
+        after: u64,
+        count: usize,
+        now_ms: u64,
+    ) -> Result<InboxWindow, EngineError> {
+        let mut invocation = self.invocation(&self.fetch, user, now_ms);
+        invocation.arg(device).arg(after).arg(count);
+        let reply: Vec<Value> = invocation.invoke_async(redis).await?;
+        parse_window(reply)
+    }
+
+    /// `device` processed everything up to `seq`. Returns the inbox's
+    /// first and last sequence numbers.
+    pub async fn ack(
+        &self,
+        redis: &mut impl ConnectionLike,
+        user: &UserId,
+        device: u64,
+        seq: u64,
+        now_ms: u64,
+    ) -> Result<(u64, u64), EngineError> {
+        let mut invocation = self.invocation(&self.ack, user, now_ms);
+        invocation.arg(device).arg(seq);
+        let (first, last): (u64, u64) = invocation.invoke_async(redis).await?;
+        Ok((first, last))
+    }
+
+    /// The last session of `device` closed at `now_ms`. Returns the
+    /// inbox's first and last sequence numbers.
+    pub async fn detach(
+        &self,
+        redis: &mut impl ConnectionLike,
+        user: &UserId,
+        device: u64,
+        now_ms: u64,
+    ) -> Result<(u64, u64), EngineError> {
+        let mut invocation = self.invocation(&self.detach, user, now_ms);
+        invocation.arg(device);
+        let (first, last): (u64, u64) = invocation.invoke_async(redis).await?;
+        Ok((first, last))
+    }
+}
+
+fn integer(value: &Value) -> Result<u64, EngineError> {
+    match value {
+        Value::Int(n) => {
+            u64::try_from(*n).map_err(|_| EngineError::Unexpected(format!("a negative number {n}")))
+        }
+        other => Err(EngineError::Unexpected(format!(
+            "expected a number, got {other:?}"
+        ))),
+    }
+}
+
+/// `{ first_seq, last_seq, acked, start, entries... }` as a window.
+fn parse_window(values: Vec<Value>) -> Result<InboxWindow, EngineError> {
+    if values.len() < 4 {
+        return Err(EngineError::Unexpected(format!(
+            "an inbox window of {} values",
+            values.len()
+        )));
+    }
+    let mut values = values.into_iter();
+    let mut next = || integer(&values.next().expect("checked above"));
+    let (first_seq, last_seq, acked, start) = (next()?, next()?, next()?, next()?);
+    let entries = values
+        .map(|value| match value {
+            Value::BulkString(bytes) => EntryHeader::split(&Bytes::from(bytes))
+                .ok_or_else(|| EngineError::Unexpected("an inbox entry without header".into())),
+            other => Err(EngineError::Unexpected(format!(
+                "expected an inbox entry, got {other:?}"
+            ))),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(InboxWindow {
+        first_seq,
+        last_seq,
+        acked,
+        start,
+        entries,
+    })
+}

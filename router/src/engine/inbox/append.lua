@@ -1,0 +1,32 @@
+-- append: ARGV[7] entry, ARGV[8] own (1/0), ARGV[9] check the share rule (1/0)
+-- -> { 1, seq, first_seq } stored, or { 0, last_seq, first_seq } refused
+-- because the inbox is full and this sender holds its share already.
+local entry, own, check = ARGV[7], ARGV[8] == '1', ARGV[9] == '1'
+local size = #entry - HEADER
+local _, _, sender, from_device = header(entry)
+if check and share < 100 and (n >= max_messages or (bytes + size > max_bytes and n > 0)) then
+  local count, held = 0, 0
+  for _, e in ipairs(redis.call('LRANGE', LIST, 0, -1)) do
+    local _, o, s = header(e)
+    if o == 0 and s == sender then
+      count = count + 1
+      held = held + #e - HEADER
+    end
+  end
+  if count * 100 >= max_messages * share or held * 100 >= max_bytes * share then
+    save()
+    return { 0, last, first() }
+  end
+end
+last = last + 1
+bytes = bytes + size
+redis.call('RPUSH', LIST, entry)
+n = n + 1
+dirty = true
+if own then advance_over_own(from_device) end
+while n > max_messages or (bytes > max_bytes and n > 1) do
+  pop_front(1)
+end
+trim()
+save()
+return { 1, last, first() }
