@@ -83,6 +83,7 @@ impl Cluster {
                     | Output::ApiReply { .. }
                     | Output::StoredForOffline { .. } => {}
                     Output::Forward { shard, input } => queue.push_back((shard.0 as usize, input)),
+                    Output::Engine { .. } => unreachable!("in-memory inboxes ask no engine"),
                 }
             }
         }

@@ -25,6 +25,7 @@
 
 pub mod api;
 pub mod dedupe;
+pub mod engine;
 pub mod ids;
 pub mod mailbox;
 pub mod placement;

@@ -232,6 +232,14 @@ impl Mailbox {
             .map(|c| c.acked)
     }
 
+    /// The entry under `seq`, if still held: its message, whether it is a
+    /// copy of the user's own send, and when it was stored.
+    pub fn entry(&self, seq: u64) -> Option<(&Arc<StoredMessage>, bool, Instant)> {
+        let index = seq.checked_sub(self.first_seq())?;
+        let entry = self.entries.get(usize::try_from(index).ok()?)?;
+        Some((&entry.message, entry.own, entry.stored_at))
+    }
+
     /// Lowest sequence number still held (`last_seq() + 1` when empty).
     pub fn first_seq(&self) -> u64 {
         self.last_seq + 1 - self.entries.len() as u64

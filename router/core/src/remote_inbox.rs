@@ -12,6 +12,7 @@
 //! Keys are 48 bits so that Redis's Lua, whose numbers are doubles, holds
 //! them exactly; two devices of one user collide with a chance of 2^-48.
 
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 
 use bytes::Bytes;
@@ -97,7 +98,7 @@ impl EntryHeader {
 /// A slice of an engine's inbox, as read back for one device: where the
 /// inbox starts and ends, the device's cursor, and the entries from
 /// `start` on (possibly not up to `last_seq`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InboxWindow {
     /// Lowest sequence number still held (`last_seq + 1` when empty).
     pub first_seq: u64,
@@ -108,7 +109,7 @@ pub struct InboxWindow {
     /// Sequence number of `entries[0]`.
     pub start: u64,
     /// Entries `start..`, in order.
-    pub entries: Vec<(EntryHeader, Bytes)>,
+    pub entries: VecDeque<(EntryHeader, Bytes)>,
 }
 
 /// What a device gets next from an [`InboxWindow`].
@@ -159,6 +160,95 @@ impl InboxWindow {
     }
 }
 
+/// What a node holds of one user's engine-kept inbox for its sessions of
+/// that user: a window that entries appended anywhere extend, and that a
+/// fetch refills when a session needs what it lacks
+/// ([`WindowNext::Beyond`]). Entries every local session was sent are
+/// let go: the engine keeps them until the devices ack.
+#[derive(Debug, Default)]
+pub struct InboxMirror {
+    window: InboxWindow,
+    /// Where the engine last said each device's cursor was (it moves over
+    /// a device's own sends by itself), by device key.
+    acked: Vec<(u64, u64)>,
+    /// A fetch is on its way: ask no second one.
+    pub fetching: bool,
+}
+
+impl InboxMirror {
+    /// The highest sequence number known to be assigned.
+    pub fn last_seq(&self) -> u64 {
+        self.window.last_seq
+    }
+
+    /// Takes a window read from the engine for `device`. Numbers only move
+    /// forward: an entry appended after the read but reported before it
+    /// stays known.
+    pub fn refresh(&mut self, device: u64, mut window: InboxWindow) {
+        self.note_acked(device, window.acked);
+        window.acked = 0;
+        window.first_seq = window.first_seq.max(self.window.first_seq);
+        window.last_seq = window.last_seq.max(self.window.last_seq);
+        self.window = window;
+        self.drop_gone();
+    }
+
+    /// `device`'s cursor is at least `seq`.
+    pub fn note_acked(&mut self, device: u64, seq: u64) {
+        match self.acked.iter_mut().find(|(d, _)| *d == device) {
+            Some((_, acked)) => *acked = (*acked).max(seq),
+            None => self.acked.push((device, seq)),
+        }
+    }
+
+    /// An entry appended to the inbox under `seq`: kept if it extends the
+    /// window, else only its number is noted (a session that reaches it
+    /// fetches). Send it on before [`InboxMirror::raise_first`]: the
+    /// engine may have let it go already (a device's own send, which its
+    /// other devices still get).
+    pub fn appended(&mut self, seq: u64, header: EntryHeader, message: Bytes) {
+        let window = &mut self.window;
+        if seq == window.start + window.entries.len() as u64 && seq > window.last_seq {
+            window.entries.push_back((header, message));
+        }
+        window.last_seq = window.last_seq.max(seq);
+    }
+
+    /// The engine holds nothing below `first_seq` any more.
+    pub fn raise_first(&mut self, first_seq: u64) {
+        self.window.first_seq = self.window.first_seq.max(first_seq);
+        self.drop_gone();
+    }
+
+    /// Lets go of the entries up to `seq` (every local session was sent them).
+    pub fn release_through(&mut self, seq: u64) {
+        let window = &mut self.window;
+        while window.start <= seq && window.entries.pop_front().is_some() {
+            window.start += 1;
+        }
+    }
+
+    /// Drops entries the engine no longer holds (evicted or expired).
+    fn drop_gone(&mut self) {
+        let first = self.window.first_seq;
+        self.release_through(first.saturating_sub(1));
+    }
+
+    /// What `device` gets after `after`: [`InboxWindow::next_for`] with the
+    /// device's cursor as last known.
+    pub fn next_for(&self, device: u64, after: u64) -> WindowNext<'_> {
+        let acked = self
+            .acked
+            .iter()
+            .find(|(d, _)| *d == device)
+            .map_or(0, |(_, a)| *a);
+        if acked > after {
+            return WindowNext::Skip(acked);
+        }
+        self.window.next_for(device, after)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,10 +293,10 @@ mod tests {
             last_seq: 8,
             acked: 2,
             start: 5,
-            entries: vec![
+            entries: VecDeque::from([
                 (header(false), Bytes::from_static(b"five")),
                 (header(true), Bytes::from_static(b"six")),
-            ],
+            ]),
         };
         assert_eq!(window.next_for(9, 1), WindowNext::Skip(2));
         assert_eq!(window.next_for(9, 2), WindowNext::Gap { from: 3, to: 4 });
@@ -215,5 +305,42 @@ mod tests {
         assert!(matches!(window.next_for(1, 5), WindowNext::Deliver(6, _)));
         assert_eq!(window.next_for(9, 6), WindowNext::Beyond(7));
         assert_eq!(window.next_for(9, 8), WindowNext::UpToDate);
+    }
+
+    #[test]
+    fn a_mirror_extends_by_appends_and_asks_for_what_it_lacks() {
+        let header = EntryHeader {
+            stored_ms: 1,
+            own: false,
+            sender: 7,
+            device: 9,
+        };
+        let message = Bytes::from_static(b"m");
+        let mut mirror = InboxMirror::default();
+        mirror.refresh(
+            1,
+            InboxWindow {
+                first_seq: 3,
+                last_seq: 2,
+                acked: 0,
+                start: 3,
+                entries: VecDeque::new(),
+            },
+        );
+        mirror.appended(3, header, message.clone());
+        assert!(matches!(mirror.next_for(1, 2), WindowNext::Deliver(3, _)));
+        // 4 was missed (reported out of order): 5 is noted, not kept.
+        mirror.appended(5, header, message.clone());
+        assert_eq!(mirror.next_for(1, 3), WindowNext::Beyond(4));
+        // The engine evicted up to 4: a gap, then a fetch for 5.
+        mirror.appended(6, header, message.clone());
+        mirror.raise_first(5);
+        assert_eq!(mirror.next_for(1, 2), WindowNext::Gap { from: 3, to: 4 });
+        assert_eq!(mirror.next_for(1, 4), WindowNext::Beyond(5));
+        mirror.release_through(10);
+        assert_eq!(mirror.next_for(1, 6), WindowNext::UpToDate);
+        // The engine moved device 2's cursor over its own sends.
+        mirror.note_acked(2, 6);
+        assert_eq!(mirror.next_for(2, 2), WindowNext::Skip(6));
     }
 }

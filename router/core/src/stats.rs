@@ -207,6 +207,9 @@ pub struct ShardStats {
     pub acks: u64,
     /// Gap frames sent.
     pub inbox_gaps: u64,
+    /// Requests to an external inbox engine that it could not answer
+    /// (unreachable, timed out, out of memory).
+    pub engine_failures: u64,
     /// Presence events queued to watchers.
     pub presence_events: u64,
     /// Signals queued to sessions.

@@ -922,6 +922,8 @@ impl Config {
             },
             inbox_budget,
             inbox_epoch,
+            // The Redis engine is not selectable yet (Server::bind).
+            inbox_authority: switchboard_core::engine::InboxAuthority::Local,
         }
     }
 

@@ -20,6 +20,7 @@ use super::api_calls::ApiCalls;
 use super::directory::SessionDirectory;
 use super::webhook::{OfflineEvent, Webhook};
 use crate::metrics;
+use switchboard_core::engine::EngineReply;
 use switchboard_core::{Now, Output, Shard, ShardInput};
 use switchboard_quic::WakeTimer;
 
@@ -180,6 +181,14 @@ impl Dispatch<'_> {
                 } => {
                     // Fails only when the target task has ended, i.e. at shutdown.
                     let _ = self.shards[target.0 as usize].send(input.into());
+                }
+                Output::Engine { ticket, .. } => {
+                    // No engine runs beside the in-memory one yet, whose
+                    // shards never ask; one that did would get a retryable
+                    // refusal, never a wait without end.
+                    let reply = EngineReply::Unavailable;
+                    let input = ShardInput::EngineReply { ticket, reply };
+                    let _ = self.shards[shard.id().0 as usize].send(input.into());
                 }
             }
         }

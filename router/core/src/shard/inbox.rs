@@ -5,9 +5,11 @@ use std::time::{Duration, Instant};
 
 use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame;
-use switchboard_proto::v1::{server_frame, ErrorCode, Gap, InboxOpened, Resume, ServerFrame};
+use switchboard_proto::v1::{server_frame, ErrorCode, Gap, Resume, ServerFrame};
 
+use super::external::EngineWait;
 use super::{FrameClass, Output, Shard};
+use crate::engine::EngineRequest;
 use crate::ids::{SessionId, UserId};
 use crate::mailbox::Next;
 use crate::stats::Rejection;
@@ -22,37 +24,21 @@ impl Shard {
             Some(_) => (None, true),
             None => (None, false),
         };
+        if self.inboxes_external() {
+            return self.attach_external(session, requested, epoch_changed);
+        }
         let record = self.sessions.get_mut(&session).expect("just opened");
         let user = self
             .users
             .get_mut(&record.user)
             .expect("a session's user has a record");
         let last_seq = user.mailbox.last_seq();
-        let ahead = requested.is_some_and(|seq| seq > last_seq);
         let resume_after = user
             .mailbox
             .attach(&record.device, requested, &mut self.stats.mailbox);
         record.sent_through = resume_after;
         let user_id = record.user.clone();
-        self.reply_as(
-            session,
-            server_frame::Body::InboxOpened(InboxOpened {
-                epoch,
-                resume_after,
-                last_seq,
-                epoch_changed,
-            }),
-            FrameClass::Control,
-        );
-        if ahead {
-            self.stats.frames_rejected.add(Rejection::ResumeAhead);
-            self.reply_error(
-                session,
-                0,
-                ErrorCode::InvalidAck,
-                "Hello.resume.last_seq is beyond this inbox; resumed from its end",
-            );
-        }
+        self.inbox_opened(session, resume_after, last_seq, requested, epoch_changed);
         self.pump(session);
         self.schedule_expiry(&user_id);
     }
@@ -87,11 +73,21 @@ impl Shard {
             }
             record.settle();
         }
-        let user = record.user.clone();
-        if let Some(user_record) = self.users.get_mut(&user) {
+        let (user, device) = (record.user.clone(), record.device.clone());
+        if self.inboxes_external() {
+            if let Some(mirror) = self.mirrors.get_mut(&user) {
+                mirror.note_acked(crate::remote_inbox::device_key(&device), seq);
+            }
+            let request = EngineRequest::Ack {
+                user: user.clone(),
+                device: device.clone(),
+                seq,
+            };
+            self.ask_engine(request, EngineWait::Nothing);
+        } else if let Some(user_record) = self.users.get_mut(&user) {
             user_record
                 .mailbox
-                .ack(&record.device, seq, &mut self.stats.mailbox);
+                .ack(&device, seq, &mut self.stats.mailbox);
         }
         self.schedule_expiry(&user);
         self.pump(session);
@@ -100,6 +96,9 @@ impl Shard {
     /// Sends `session` what its inbox holds beyond what it was sent, up to
     /// the delivery window. Returns how many messages it sent.
     pub(super) fn pump(&mut self, session: SessionId) -> u32 {
+        if self.inboxes_external() {
+            return self.pump_external(session);
+        }
         let Some(record) = self.sessions.get_mut(&session) else {
             return 0;
         };
@@ -199,6 +198,9 @@ impl Shard {
         while let Some(&session) = self.users.get(user).and_then(|r| r.sessions.get(index)) {
             reached += u32::from(self.pump(session) > 0);
             index += 1;
+        }
+        if self.inboxes_external() {
+            self.trim_mirror(user);
         }
         reached
     }

@@ -24,6 +24,7 @@ use switchboard_proto::v1::{
     server_frame, ErrorCode, Message, Receipt, ReceiptKind, Send, SendResult,
 };
 
+use super::external::{OwnCopy, ENGINE_BUSY};
 use super::{
     user_record, InFlight, Now, Output, Recipient, RoutedMessage, Shard, ShardInput,
     MAX_CLIENT_MSG_ID_BYTES,
@@ -68,6 +69,7 @@ impl Shard {
                 message: routed.clone(),
                 request_ref,
                 outcome: None,
+                own_copy: OwnCopy::Unasked,
             });
         self.dispatch_route(now, routed);
     }
@@ -217,6 +219,9 @@ impl Shard {
 
     /// Hands an accepted message to the recipient's (or room's) shard.
     fn dispatch_route(&mut self, now: Now, routed: Arc<RoutedMessage>) {
+        if self.inboxes_external() && matches!(routed.to, Recipient::User(_)) {
+            return self.append_for_recipient(now, routed);
+        }
         let target = routed.to.shard(self.shard_count);
         if target == self.id {
             self.route(now, routed);
@@ -384,9 +389,7 @@ impl Shard {
         let Some((session, record)) = sender else {
             // An API call, a receipt, or a session gone (its copy is stored
             // all the same, and `answer` skips it).
-            let (result, waiting) = self.release(now, &routed, error, devices);
-            self.answer(routed.from, result, false);
-            return self.answer_repeats(waiting, result);
+            return self.release_unqueued(now, routed, error, devices);
         };
         let message_id = routed.message.message_id;
         if let Some(entry) = record
@@ -397,32 +400,73 @@ impl Shard {
         {
             entry.outcome = Some((error, devices));
         }
+        self.release_front(now, session);
+    }
+
+    /// Releases a send that waits in no session's queue: an API call, a
+    /// receipt, or the send of a session that closed.
+    pub(super) fn release_unqueued(
+        &mut self,
+        now: Now,
+        routed: Arc<RoutedMessage>,
+        error: SendError,
+        devices: u32,
+    ) {
+        if self.needs_own_copy(&routed, error) {
+            return self.append_own_copy(routed, devices);
+        }
+        let (result, waiting) = self.release(now, &routed, error, devices, OwnCopy::Unasked);
+        self.answer(routed.from, result, false);
+        self.answer_repeats(waiting, result);
+    }
+
+    /// Releases the finished sends at the front of `session`'s in-flight
+    /// queue, in send order. With engine-kept inboxes the sender's copy is
+    /// asked for first, and the release waits for it.
+    pub(super) fn release_front(&mut self, now: Now, session: SessionId) {
         loop {
+            let external = self.inboxes_external();
             let Some(record) = self.sessions.get_mut(&session) else {
                 return;
             };
             let pending = record.pending();
-            if pending.in_flight.front().and_then(|e| e.outcome).is_none() {
+            let Some(front) = pending.in_flight.front_mut() else {
                 record.settle();
                 return;
+            };
+            let Some((error, devices)) = front.outcome else {
+                return;
+            };
+            let wants_copy = external
+                && error.code == ErrorCode::None
+                && matches!(front.message.to, Recipient::User(_));
+            match front.own_copy {
+                OwnCopy::Asked => return,
+                OwnCopy::Unasked if wants_copy => {
+                    front.own_copy = OwnCopy::Asked;
+                    let routed = front.message.clone();
+                    return self.append_own_copy(routed, devices);
+                }
+                _ => {}
             }
             let done = pending.in_flight.pop_front().expect("front exists");
-            let (error, devices) = done.outcome.expect("checked above");
-            let (result, waiting) = self.release(now, &done.message, error, devices);
+            let (result, waiting) = self.release(now, &done.message, error, devices, done.own_copy);
             self.send_result(session, done.request_ref, result, false);
             self.answer_repeats(waiting, result);
         }
     }
 
     /// Stores the sender's copy of a routed message (if it was stored for the
-    /// recipient) and settles its idempotency key. Returns the Send's result
-    /// and the repeats of its key that wait for it.
+    /// recipient; with engine-kept inboxes, `own_copy` is what the engine
+    /// did with it) and settles its idempotency key. Returns the Send's
+    /// result and the repeats of its key that wait for it.
     pub(super) fn release(
         &mut self,
         now: Now,
         routed: &RoutedMessage,
         error: SendError,
         devices: u32,
+        own_copy: OwnCopy,
     ) -> (Result<SendOutcome, SendError>, Vec<Requester>) {
         let from = &routed.message.from;
         let result = match (&routed.to, error.code) {
@@ -432,8 +476,14 @@ impl Shard {
                 seq: routed.sender_seq.get().copied().unwrap_or(0),
             }),
             (Recipient::User(to), ErrorCode::None) => {
-                let seq = self.store(now, from, &routed.message, true);
-                let copies = self.pump_user(from);
+                let (seq, copies) = match own_copy {
+                    OwnCopy::Stored { seq, copies } => (seq, copies),
+                    OwnCopy::Failed => return self.settle_key(routed, Err(ENGINE_BUSY)),
+                    OwnCopy::Unasked | OwnCopy::Asked => {
+                        let seq = self.store(now, from, &routed.message, true);
+                        (seq, self.pump_user(from))
+                    }
+                };
                 Ok(SendOutcome {
                     message_id: routed.message.message_id,
                     devices: if to == from { copies } else { devices },
@@ -442,6 +492,17 @@ impl Shard {
             }
             (_, _) => Err(error),
         };
+        self.settle_key(routed, result)
+    }
+
+    /// Settles the idempotency key of `routed` with `result`; returns it
+    /// with the repeats of the key that wait for it.
+    fn settle_key(
+        &mut self,
+        routed: &RoutedMessage,
+        result: Result<SendOutcome, SendError>,
+    ) -> (Result<SendOutcome, SendError>, Vec<Requester>) {
+        let from = &routed.message.from;
         let Some(key) = routed.client_msg_id.as_deref() else {
             return (result, Vec::new());
         };
@@ -467,7 +528,7 @@ impl Shard {
     }
 
     /// Answers a send: a SendResult to a session still open, or an API reply.
-    fn answer(
+    pub(super) fn answer(
         &mut self,
         requester: Requester,
         result: Result<SendOutcome, SendError>,
@@ -564,7 +625,7 @@ impl Shard {
 /// The refusal of a message to a full inbox that holds half its share from
 /// the sender already: the recipient's devices must read first, on no
 /// schedule the server knows.
-const INBOX_FULL: SendError = SendError {
+pub(super) const INBOX_FULL: SendError = SendError {
     code: ErrorCode::InboxFull,
     retry_after_ms: 10_000,
 };

@@ -35,16 +35,19 @@ use switchboard_proto::v1::{
 
 use super::api::{ApiReply, ApiRequest, ApiToken, Requester};
 use super::dedupe::{DedupeLimits, SendError};
+use super::engine::{AppendedEntry, EngineReply, EngineRequest, EngineTicket, InboxAuthority};
 use super::ids::{DeviceId, IdMap, RoomId, SessionId, ShardId, SparseIdSet, UserId};
 use super::mailbox::{InboxBudget, MailboxLimits, StoredMessage, ENTRY_COST};
 use super::placement::{shard_of, shard_of_room};
 use super::presence::{Floors, UserRecord};
 use super::rate::{Limiters, RateLimits};
+use super::remote_inbox::InboxMirror;
 use super::rooms::{RoomRequest, Rooms};
 use messaging::retry_after_ms;
 use presence::is_settable;
 
 mod api;
+mod external;
 mod inbox;
 mod signals;
 
@@ -116,6 +119,9 @@ pub struct CoreLimits {
     /// shell passes one per server run, so sequence numbers of an earlier
     /// run are never mistaken for this run's.
     pub inbox_epoch: u64,
+    /// Who keeps the inboxes: the shard (default) or an engine
+    /// ([`crate::engine`]).
+    pub inbox_authority: InboxAuthority,
 }
 
 impl Default for CoreLimits {
@@ -137,6 +143,7 @@ impl Default for CoreLimits {
             rates: RateLimits::default(),
             inbox_budget: Arc::new(InboxBudget::unlimited()),
             inbox_epoch: 1,
+            inbox_authority: InboxAuthority::Local,
         }
     }
 }
@@ -307,6 +314,16 @@ pub enum ShardInput {
         /// The watched user.
         user: UserId,
     },
+    /// The engine's answer to this shard's [`Output::Engine`].
+    EngineReply {
+        /// The request's ticket.
+        ticket: EngineTicket,
+        /// The answer.
+        reply: EngineReply,
+    },
+    /// An entry was appended to the engine-kept inbox of a user owned by
+    /// this shard (by this node or another).
+    Appended(AppendedEntry),
 }
 
 /// What a frame written to a session is, for queueing and metrics.
@@ -394,6 +411,15 @@ pub enum Output {
         /// The input.
         input: ShardInput,
     },
+    /// Ask the inbox engine; hand its answer back as
+    /// [`ShardInput::EngineReply`] with `ticket`. A shard's requests are
+    /// applied in the order emitted.
+    Engine {
+        /// Pairs the answer with the request.
+        ticket: EngineTicket,
+        /// What is asked.
+        request: EngineRequest,
+    },
 }
 
 #[derive(Debug)]
@@ -474,6 +500,8 @@ struct InFlight {
     request_ref: u64,
     /// `(error, devices)` once the recipient's shard answered.
     outcome: Option<(SendError, u32)>,
+    /// The sender's copy in an engine-kept inbox.
+    own_copy: external::OwnCopy,
 }
 
 /// Owner of one partition of users: their sessions, presence and routing.
@@ -519,6 +547,13 @@ pub struct Shard {
     /// What `stats.mailbox` held at the last charge of the inbox budget:
     /// [`ENTRY_COST`] per entry stored and released.
     charged: (u64, u64),
+    /// Engine requests waiting for their answer.
+    engine_waits: IdMap<EngineTicket, external::EngineWait>,
+    /// The last engine ticket given.
+    next_ticket: u64,
+    /// With engine-kept inboxes: what this shard holds of each inbox
+    /// whose user has sessions here.
+    mirrors: IdMap<UserId, InboxMirror>,
 }
 
 impl Shard {
@@ -548,7 +583,15 @@ impl Shard {
             limiters: Limiters::new(&limits_rates, now),
             swept_at: now,
             charged: (0, 0),
+            engine_waits: IdMap::default(),
+            next_ticket: 0,
+            mirrors: IdMap::default(),
         }
+    }
+
+    /// This shard's id.
+    pub fn id(&self) -> ShardId {
+        self.id
     }
 
     /// The view watchers currently have of `user`, if this shard knows them.
@@ -657,6 +700,8 @@ impl Shard {
             input @ ShardInput::Recheck { .. } => self.handle_recheck(input),
             ShardInput::Unwatch { watcher, user } => self.handle_unwatch_local(watcher, &user),
             ShardInput::Membership { user, joined } => self.membership(&user, joined),
+            ShardInput::EngineReply { ticket, reply } => self.engine_reply(now, ticket, reply),
+            ShardInput::Appended(entry) => self.appended(entry),
         }
         self.charge_budget();
     }
@@ -834,9 +879,20 @@ impl Shard {
         // store their copies now (later results find no session and are
         // released as they come).
         for done in pending.in_flight {
-            if let Some((error, devices)) = done.outcome {
-                let (result, waiting) = self.release(now, &done.message, error, devices);
-                self.answer_repeats(waiting, result);
+            let Some((error, devices)) = done.outcome else {
+                continue;
+            };
+            match done.own_copy {
+                // Its answer finds no session and releases it then.
+                external::OwnCopy::Asked => {}
+                external::OwnCopy::Unasked if self.needs_own_copy(&done.message, error) => {
+                    self.append_own_copy(done.message, devices)
+                }
+                own_copy => {
+                    let (result, waiting) =
+                        self.release(now, &done.message, error, devices, own_copy);
+                    self.answer_repeats(waiting, result);
+                }
             }
         }
         let Some(user) = self.users.get_mut(&record.user) else {
@@ -849,8 +905,17 @@ impl Shard {
                 .is_some_and(|r| r.device == record.device)
         });
         if !device_still_open {
-            user.mailbox.detach(&record.device, now.instant);
-            self.schedule_expiry(&record.user);
+            if self.limits.inbox_authority == InboxAuthority::External {
+                let request = EngineRequest::Detach {
+                    user: record.user.clone(),
+                    device: record.device.clone(),
+                };
+                self.ask_engine(request, external::EngineWait::Nothing);
+                self.trim_mirror(&record.user);
+            } else {
+                user.mailbox.detach(&record.device, now.instant);
+                self.schedule_expiry(&record.user);
+            }
         }
         let Some(user) = self.users.get_mut(&record.user) else {
             return;

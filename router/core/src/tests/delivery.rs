@@ -443,18 +443,46 @@ proptest! {
         moves in proptest::collection::vec(a_move(), 1..80),
         shards in 1..4u32,
     ) {
-        let mut c = Cluster::with_limits(shards, limits(4, 3));
+        check_delivery_contract(Cluster::with_limits(shards, limits(4, 3)), moves)?;
+    }
+
+    /// The same contract with inboxes kept by an engine (the fake, which
+    /// follows the rules the Redis engine's scripts are proven to follow),
+    /// over direct messages (rooms are still kept by shards).
+    #[test]
+    fn every_device_gets_its_engine_kept_inbox_in_order_with_no_silent_gap(
+        moves in proptest::collection::vec(a_move(), 1..80),
+        shards in 1..4u32,
+    ) {
+        let moves = moves
+            .into_iter()
+            .filter(|m| !matches!(m, Move::RoomSend(_) | Move::Join(_) | Move::Leave(_)))
+            .collect();
+        check_delivery_contract(Cluster::with_engine(shards, limits(4, 3)), moves)?;
+    }
+}
+
+/// Plays `moves` on `c` and checks the delivery contract (see the
+/// property tests above).
+fn check_delivery_contract(mut c: Cluster, moves: Vec<Move>) -> Result<(), TestCaseError> {
+    {
         let mut devices: HashMap<(usize, usize), Device> = HashMap::new();
         let mut by_seq: Vec<HashMap<u64, Vec<u8>>> = vec![HashMap::new(); USERS.len()];
         let mut counter = 0u32;
         let host = c.open("host", "d");
-        let room = CreateRoom { room: "r".into(), open: true };
+        let room = CreateRoom {
+            room: "r".into(),
+            open: true,
+        };
         c.frame(host, 0, Some(Body::CreateRoom(room)));
         let mut members: BTreeSet<usize> = BTreeSet::new();
         // How many messages each user's inbox must have received.
         let mut stored = [0u64; 3];
         let session_of = |devices: &HashMap<(usize, usize), Device>, user: usize| {
-            devices.iter().find(|((u, _), d)| *u == user && d.session.is_some()).and_then(|(_, d)| d.session)
+            devices
+                .iter()
+                .find(|((u, _), d)| *u == user && d.session.is_some())
+                .and_then(|(_, d)| d.session)
         };
         for step in moves {
             match step {
@@ -473,16 +501,26 @@ proptest! {
                     payload.extend_from_slice(&counter.to_be_bytes());
                     c.frame(session, 0, Some(Body::Send(message("", "r", &payload))));
                 }
-                Move::Join(user) => if let Some(session) = session_of(&devices, user) {
-                    let join = JoinRoom { room: "r".into(), user: String::new() };
-                    c.frame(session, 0, Some(Body::JoinRoom(join)));
-                    members.insert(user);
-                },
-                Move::Leave(user) => if let Some(session) = session_of(&devices, user) {
-                    let leave = LeaveRoom { room: "r".into(), user: String::new() };
-                    c.frame(session, 0, Some(Body::LeaveRoom(leave)));
-                    members.remove(&user);
-                },
+                Move::Join(user) => {
+                    if let Some(session) = session_of(&devices, user) {
+                        let join = JoinRoom {
+                            room: "r".into(),
+                            user: String::new(),
+                        };
+                        c.frame(session, 0, Some(Body::JoinRoom(join)));
+                        members.insert(user);
+                    }
+                }
+                Move::Leave(user) => {
+                    if let Some(session) = session_of(&devices, user) {
+                        let leave = LeaveRoom {
+                            room: "r".into(),
+                            user: String::new(),
+                        };
+                        c.frame(session, 0, Some(Body::LeaveRoom(leave)));
+                        members.remove(&user);
+                    }
+                }
                 Move::Send { from, to } => {
                     let Some(session) = devices.get(&from).and_then(|d| d.session) else {
                         continue;
@@ -497,7 +535,12 @@ proptest! {
                     c.send(session, 0, USERS[to], &payload);
                 }
                 Move::Ack(who) => {
-                    if let Some(Device { session: Some(s), last: Some(last), .. }) = devices.get(&who) {
+                    if let Some(Device {
+                        session: Some(s),
+                        last: Some(last),
+                        ..
+                    }) = devices.get(&who)
+                    {
                         c.ack(*s, *last);
                     }
                 }
@@ -516,7 +559,8 @@ proptest! {
                         epoch: EPOCH,
                         last_seq,
                     });
-                    dev.session = Some(c.open_full(USERS[who.0], &device_name(who.1), None, resume));
+                    dev.session =
+                        Some(c.open_full(USERS[who.0], &device_name(who.1), None, resume));
                 }
                 Move::Advance(secs) => c.advance(Duration::from_secs(secs)),
             }
@@ -529,7 +573,10 @@ proptest! {
         for (who, dev) in devices.iter_mut() {
             if dev.session.is_none() {
                 dev.resumed_from = dev.last;
-                let resume = dev.last.map(|last_seq| Resume { epoch: EPOCH, last_seq });
+                let resume = dev.last.map(|last_seq| Resume {
+                    epoch: EPOCH,
+                    last_seq,
+                });
                 dev.session = Some(c.open_full(USERS[who.0], &device_name(who.1), None, resume));
             }
         }
@@ -548,15 +595,22 @@ proptest! {
         // inbox may have counted further than what it was sent.
         let last_seqs: Vec<u64> = USERS
             .iter()
-            .map(|name| {
-                let id = user(name);
-                c.shards[c.shard_of(&id)].inbox_last_seq(&id)
+            .map(|name| match &c.engine {
+                Some(engine) => engine.inbox(name).map_or(0, |inbox| inbox.last_seq()),
+                None => {
+                    let id = user(name);
+                    c.shards[c.shard_of(&id)].inbox_last_seq(&id)
+                }
             })
             .collect();
         for (i, name) in USERS.iter().enumerate() {
             let id = user(name);
             if c.shards[c.shard_of(&id)].presence(&id).is_some() {
-                prop_assert!(last_seqs[i] >= stored[i], "{}'s inbox misses messages", name);
+                prop_assert!(
+                    last_seqs[i] >= stored[i],
+                    "{}'s inbox misses messages",
+                    name
+                );
             }
         }
         for (who, dev) in &devices {
@@ -568,6 +622,7 @@ proptest! {
             prop_assert_eq!(caught_up, last_seq, "device {:?} is behind", who);
         }
     }
+    Ok(())
 }
 
 #[test]

@@ -6,6 +6,7 @@
 
 mod api;
 mod delivery;
+mod engine;
 mod limits;
 mod privacy;
 mod rooms;
@@ -47,6 +48,11 @@ struct Cluster {
     /// When set, forwards between shards wait in `held` until `release`.
     hold_forwards: bool,
     held: VecDeque<(usize, ShardInput)>,
+    /// What every shard was started with.
+    limits: CoreLimits,
+    /// The engine that keeps the inboxes, when not the shards
+    /// ([`engine::FakeEngine`]).
+    engine: Option<engine::FakeEngine>,
 }
 
 impl Cluster {
@@ -72,6 +78,8 @@ impl Cluster {
             shards: (0..shard_count)
                 .map(|i| Shard::new(ShardId(i), shard_count, limits.clone(), start))
                 .collect(),
+            limits,
+            engine: None,
             start,
             elapsed: Duration::ZERO,
             next_session: 0,
@@ -141,6 +149,9 @@ impl Cluster {
                     self.held.push_back((shard.0 as usize, input))
                 }
                 Output::Forward { shard, input } => queue.push_back((shard.0 as usize, input)),
+                Output::Engine { ticket, request } => {
+                    self.engine_request(shard, ticket, request, queue)
+                }
             }
         }
     }

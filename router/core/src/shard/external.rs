@@ -1,0 +1,416 @@
+//! Inboxes kept by an engine ([`InboxAuthority::External`]): the shard asks
+//! where it would change its own `Mailbox`, and delivers from an
+//! [`InboxMirror`] of each user it holds sessions of.
+//!
+//! - A direct message is appended to the recipient's inbox; when the
+//!   engine answers, the sender's copy is appended as the message reaches
+//!   the front of the session's in-flight queue (so copies keep send
+//!   order), and only then is the `SendResult` sent: a message is in the
+//!   engine before it is acknowledged.
+//! - A session's `InboxOpened` waits for the engine's attach, which says
+//!   where delivery starts and brings the first entries.
+//! - Entries appended by anyone arrive as [`ShardInput::Appended`] and
+//!   extend the mirror; a session that needs what the mirror lacks fetches.
+//! - Acks and detaches go to the engine, which trims and expires there.
+//!
+//! An engine that cannot answer gives `SERVER_BUSY` to a send (nothing
+//! acknowledged), and closes a session it could not attach or feed with
+//! `GOING_AWAY`, from which the client resumes.
+
+use std::sync::Arc;
+
+use switchboard_proto::close::CloseCode;
+use switchboard_proto::frame;
+use switchboard_proto::v1::{server_frame, ErrorCode, Gap, InboxOpened, ServerFrame};
+
+use super::{FrameClass, Now, Output, Recipient, RoutedMessage, Shard};
+use crate::dedupe::SendError;
+use crate::engine::{AppendedEntry, EngineReply, EngineRequest, EngineTicket, InboxAuthority};
+use crate::ids::{SessionId, UserId};
+use crate::remote_inbox::{device_key, WindowNext};
+use crate::stats::{Refusal, Rejection};
+
+/// What an engine request's reply is for.
+#[derive(Debug)]
+pub(super) enum EngineWait {
+    /// The recipient's copy of a direct message.
+    Append(Arc<RoutedMessage>),
+    /// The sender's copy of a direct message, with the recipient's
+    /// devices it reached.
+    AppendOwn(Arc<RoutedMessage>, u32),
+    /// Where a new session's delivery starts.
+    Attach {
+        session: SessionId,
+        requested: Option<u64>,
+        epoch_changed: bool,
+    },
+    /// More of a user's inbox, for the user's sessions here, read for a
+    /// device (its key).
+    Fetch(UserId, u64),
+    /// Nothing waits for it (acks, detaches).
+    Nothing,
+}
+
+/// A sender's copy of its direct message, in an engine-kept inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) enum OwnCopy {
+    /// Not asked for (yet, or never: kept locally, or not stored).
+    #[default]
+    Unasked,
+    /// Asked for; the release waits for the answer.
+    Asked,
+    /// Stored under `seq`; `copies` of the sender's devices have sessions.
+    Stored { seq: u64, copies: u32 },
+    /// The engine could not store it.
+    Failed,
+}
+
+/// A send refused because the engine could not answer: retry soon.
+pub(super) const ENGINE_BUSY: SendError = SendError {
+    code: ErrorCode::ServerBusy,
+    retry_after_ms: 1_000,
+};
+
+impl Shard {
+    /// True when an engine keeps the inboxes.
+    pub(super) fn inboxes_external(&self) -> bool {
+        self.limits.inbox_authority == InboxAuthority::External
+    }
+
+    /// Emits `request` for the engine and remembers what waits for it.
+    pub(super) fn ask_engine(&mut self, request: EngineRequest, wait: EngineWait) {
+        self.next_ticket += 1;
+        let ticket = EngineTicket(self.next_ticket);
+        self.engine_waits.insert(ticket, wait);
+        self.outputs.push_back(Output::Engine { ticket, request });
+    }
+
+    /// Stores a direct message in its recipient's engine-kept inbox. A
+    /// message to oneself has only the sender's copy.
+    pub(super) fn append_for_recipient(&mut self, now: Now, routed: Arc<RoutedMessage>) {
+        let Recipient::User(to) = &routed.to else {
+            unreachable!("rooms are routed by their shard")
+        };
+        if *to == routed.message.from {
+            return self.route_result(now, routed, ErrorCode::None.into(), 0);
+        }
+        let request = EngineRequest::Append {
+            user: to.clone(),
+            message: routed.message.clone(),
+            own: false,
+            check_share: true,
+        };
+        self.ask_engine(request, EngineWait::Append(routed));
+    }
+
+    /// True when releasing `routed` with `error` needs the sender's copy
+    /// stored by the engine first.
+    pub(super) fn needs_own_copy(&self, routed: &RoutedMessage, error: SendError) -> bool {
+        self.inboxes_external()
+            && error.code == ErrorCode::None
+            && matches!(routed.to, Recipient::User(_))
+    }
+
+    /// Asks the engine for the sender's copy of `routed`.
+    pub(super) fn append_own_copy(&mut self, routed: Arc<RoutedMessage>, devices: u32) {
+        let request = EngineRequest::Append {
+            user: routed.message.from.clone(),
+            message: routed.message.clone(),
+            own: true,
+            check_share: false,
+        };
+        self.ask_engine(request, EngineWait::AppendOwn(routed, devices));
+    }
+
+    /// The engine answered request `ticket`.
+    pub(super) fn engine_reply(&mut self, now: Now, ticket: EngineTicket, reply: EngineReply) {
+        let Some(wait) = self.engine_waits.remove(&ticket) else {
+            return;
+        };
+        match (wait, reply) {
+            (EngineWait::Append(routed), EngineReply::Appended { seq, devices, .. }) => {
+                self.stats.messages_routed += 1;
+                if let (Recipient::User(to), 0, false) =
+                    (&routed.to, devices, routed.message.is_receipt)
+                {
+                    self.outputs.push_back(Output::StoredForOffline {
+                        user: to.clone(),
+                        seq,
+                        message: routed.message.clone(),
+                    });
+                }
+                self.route_result(now, routed, ErrorCode::None.into(), devices);
+            }
+            (EngineWait::Append(routed), EngineReply::ShareRefused) => {
+                self.stats.sends_refused.add(Refusal::InboxShare);
+                self.route_result(now, routed, super::messaging::INBOX_FULL, 0);
+            }
+            (EngineWait::Append(routed), _) => {
+                self.stats.engine_failures += 1;
+                self.route_result(now, routed, ENGINE_BUSY, 0);
+            }
+            (EngineWait::AppendOwn(routed, devices), reply) => {
+                let copy = match reply {
+                    EngineReply::Appended { seq, devices, .. } => OwnCopy::Stored {
+                        seq,
+                        copies: devices,
+                    },
+                    _ => {
+                        self.stats.engine_failures += 1;
+                        OwnCopy::Failed
+                    }
+                };
+                self.own_copy_done(now, routed, devices, copy);
+            }
+            (
+                EngineWait::Attach {
+                    session,
+                    requested,
+                    epoch_changed,
+                },
+                EngineReply::Attached { after, window },
+            ) => {
+                if !self.sessions.contains_key(&session) {
+                    return; // closed meanwhile; its detach is on its way
+                }
+                let user = self.sessions[&session].user.clone();
+                let last_seq = window.last_seq;
+                let acked = window.acked;
+                let device = device_key(&self.sessions[&session].device);
+                let mirror = self.mirrors.entry(user).or_default();
+                mirror.refresh(device, window);
+                let record = self.sessions.get_mut(&session).expect("checked above");
+                // The device's cursor may be past `after` (its own sends).
+                record.sent_through = after.max(acked);
+                self.inbox_opened(session, after, last_seq, requested, epoch_changed);
+                self.pump(session);
+            }
+            (EngineWait::Attach { session, .. }, _) => {
+                self.stats.engine_failures += 1;
+                self.close_for_engine(session);
+            }
+            (EngineWait::Fetch(user, device), reply) => {
+                let Some(mirror) = self.mirrors.get_mut(&user) else {
+                    return;
+                };
+                mirror.fetching = false;
+                match reply {
+                    EngineReply::Fetched(window) => {
+                        mirror.refresh(device, window);
+                        self.pump_user(&user);
+                    }
+                    _ => {
+                        self.stats.engine_failures += 1;
+                        let sessions = self.users.get(&user).map(|r| r.sessions.clone());
+                        for session in sessions.unwrap_or_default() {
+                            self.close_for_engine(session);
+                        }
+                    }
+                }
+            }
+            (EngineWait::Nothing, EngineReply::Unavailable) => self.stats.engine_failures += 1,
+            (EngineWait::Nothing, _) => {}
+        }
+    }
+
+    /// The sender's copy of `routed` is stored (or failed): release it,
+    /// in order behind the session's earlier sends.
+    fn own_copy_done(&mut self, now: Now, routed: Arc<RoutedMessage>, devices: u32, copy: OwnCopy) {
+        let queued = match routed.from {
+            crate::api::Requester::Session(session, _) => {
+                self.sessions.get_mut(&session).and_then(|record| {
+                    let pending = record.pending.as_mut()?;
+                    let id = routed.message.message_id;
+                    let entry = pending
+                        .in_flight
+                        .iter_mut()
+                        .find(|e| e.message.message.message_id == id)?;
+                    entry.own_copy = copy;
+                    Some(session)
+                })
+            }
+            _ => None,
+        };
+        match queued {
+            Some(session) => self.release_front(now, session),
+            None => {
+                let error = ErrorCode::None.into();
+                let (result, waiting) = self.release(now, &routed, error, devices, copy);
+                self.answer(routed.from, result, false);
+                self.answer_repeats(waiting, result);
+            }
+        }
+    }
+
+    /// Asks where `session`'s delivery starts; `InboxOpened` waits for it.
+    pub(super) fn attach_external(
+        &mut self,
+        session: SessionId,
+        requested: Option<u64>,
+        epoch_changed: bool,
+    ) {
+        let record = &self.sessions[&session];
+        let request = EngineRequest::Attach {
+            user: record.user.clone(),
+            device: record.device.clone(),
+            resume: requested,
+            count: self.limits.delivery_window,
+        };
+        self.ask_engine(
+            request,
+            EngineWait::Attach {
+                session,
+                requested,
+                epoch_changed,
+            },
+        );
+    }
+
+    /// An entry appended to a user's inbox (by any node): sent on to the
+    /// user's sessions here.
+    pub(super) fn appended(&mut self, entry: AppendedEntry) {
+        let Some(mirror) = self.mirrors.get_mut(&entry.user) else {
+            return; // no session of the user attached here
+        };
+        mirror.appended(entry.seq, entry.header, entry.message);
+        self.pump_user(&entry.user);
+        if let Some(mirror) = self.mirrors.get_mut(&entry.user) {
+            mirror.raise_first(entry.first_seq);
+        }
+    }
+
+    /// [`Shard::pump`] from the user's mirror: sends `session` what it has
+    /// not been sent, up to the delivery window, fetching what the mirror
+    /// lacks.
+    pub(super) fn pump_external(&mut self, session: SessionId) -> u32 {
+        let Some(record) = self.sessions.get_mut(&session) else {
+            return 0;
+        };
+        let Some(mirror) = self.mirrors.get_mut(&record.user) else {
+            return 0; // not attached yet
+        };
+        let device = device_key(&record.device);
+        let (mut sent, mut fetch) = (0, None);
+        let outstanding =
+            |r: &super::SessionRecord| r.pending.as_ref().map_or(0, |p| p.unacked.len());
+        while outstanding(record) < self.limits.delivery_window {
+            match mirror.next_for(device, record.sent_through) {
+                WindowNext::UpToDate => break,
+                WindowNext::Beyond(_) => {
+                    if !mirror.fetching {
+                        mirror.fetching = true;
+                        fetch = Some(EngineRequest::Fetch {
+                            user: record.user.clone(),
+                            device: record.device.clone(),
+                            after: record.sent_through,
+                            count: self.limits.delivery_window,
+                        });
+                    }
+                    break;
+                }
+                WindowNext::Gap { from, to } => {
+                    self.stats.inbox_gaps += 1;
+                    let gap = ServerFrame {
+                        body: Some(server_frame::Body::Gap(Gap {
+                            from_seq: from,
+                            to_seq: to,
+                        })),
+                    };
+                    self.outputs.push_back(Output::Transmit {
+                        session,
+                        frame: frame::encode(&gap).into(),
+                        class: FrameClass::Gap,
+                    });
+                    record.sent_through = to;
+                }
+                WindowNext::Skip(seq) => record.sent_through = seq,
+                WindowNext::Deliver(seq, message) => {
+                    self.outputs.push_back(Output::Transmit {
+                        session,
+                        frame: frame::encode_deliver(seq, message),
+                        class: FrameClass::Message {
+                            accepted_at: self.now,
+                        },
+                    });
+                    record.sent_through = seq;
+                    let pending = record.pending();
+                    pending.unacked.push_back(seq);
+                    if pending.ack_deadline.is_none() {
+                        pending.ack_deadline = Some(self.now + self.limits.ack_timeout);
+                        pending.file_ack_check(session, &mut self.ack_timers);
+                    }
+                    sent += 1;
+                }
+            }
+        }
+        if let Some(request) = fetch {
+            let user = self.sessions[&session].user.clone();
+            self.ask_engine(request, EngineWait::Fetch(user, device));
+        }
+        sent
+    }
+
+    /// Lets the mirror of `user` go of what every session here was sent,
+    /// or go altogether once no session of the user is here.
+    pub(super) fn trim_mirror(&mut self, user: &UserId) {
+        let sessions = self.users.get(user).map(|r| r.sessions.as_slice());
+        let lowest = sessions
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| self.sessions.get(s))
+            .map(|r| r.sent_through)
+            .min();
+        match lowest {
+            Some(seq) => {
+                if let Some(mirror) = self.mirrors.get_mut(user) {
+                    mirror.release_through(seq);
+                }
+            }
+            None => {
+                self.mirrors.remove(user);
+            }
+        }
+    }
+
+    /// Closes a session the engine could not attach or feed: it resumes
+    /// from its ack point when it reconnects.
+    fn close_for_engine(&mut self, session: SessionId) {
+        self.outputs.push_back(Output::Close {
+            session,
+            code: CloseCode::GoingAway,
+            reason: "inbox storage unavailable; retry_after_ms=1000".into(),
+        });
+    }
+
+    /// The InboxOpened frame (and the error for a resume point beyond the
+    /// inbox), shared by both authorities.
+    pub(super) fn inbox_opened(
+        &mut self,
+        session: SessionId,
+        resume_after: u64,
+        last_seq: u64,
+        requested: Option<u64>,
+        epoch_changed: bool,
+    ) {
+        let epoch = self.limits.inbox_epoch;
+        self.reply_as(
+            session,
+            server_frame::Body::InboxOpened(InboxOpened {
+                epoch,
+                resume_after,
+                last_seq,
+                epoch_changed,
+            }),
+            FrameClass::Control,
+        );
+        if requested.is_some_and(|seq| seq > last_seq) {
+            self.stats.frames_rejected.add(Rejection::ResumeAhead);
+            self.reply_error(
+                session,
+                0,
+                ErrorCode::InvalidAck,
+                "Hello.resume.last_seq is beyond this inbox; resumed from its end",
+            );
+        }
+    }
+}
