@@ -19,7 +19,7 @@
 
 use bytes::Bytes;
 use redis::aio::ConnectionLike;
-use redis::Value;
+use redis::{Cmd, Value};
 use switchboard_core::mailbox::MailboxLimits;
 use switchboard_core::placement::shard_of;
 use switchboard_core::remote_inbox::{EntryHeader, InboxWindow};
@@ -45,6 +45,8 @@ pub enum Appended {
         seq: u64,
         /// The lowest sequence number still held.
         first_seq: u64,
+        /// The user's devices attached and not detached since.
+        devices: u32,
     },
     /// Refused: the inbox is full and its sender holds its share of it
     /// already (`INBOX_FULL`).
@@ -109,32 +111,117 @@ impl InboxStore {
         )
     }
 
-    /// An invocation of `script` on `user`'s inbox at `now_ms`, with the
-    /// arguments every operation takes.
-    fn invocation<'a>(
-        &self,
-        script: &'a redis::Script,
-        user: &UserId,
-        now_ms: u64,
-    ) -> redis::ScriptInvocation<'a> {
+    /// `EVALSHA` of `script` on `user`'s inbox at `now_ms`, with the
+    /// arguments every operation takes; the caller adds the operation's own.
+    fn command(&self, script: &redis::Script, user: &UserId, now_ms: u64) -> Cmd {
         let limits = &self.limits;
-        let mut invocation = script.prepare_invoke();
-        invocation
-            .key(self.rows_key(user))
-            .key(self.list_key(user))
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash())
+            .arg(2)
+            .arg(self.rows_key(user))
+            .arg(self.list_key(user))
             .arg(user.as_str())
             .arg(now_ms)
             .arg(limits.max_messages)
             .arg(limits.max_bytes)
             .arg(u64::try_from(limits.max_age.as_millis()).unwrap_or(u64::MAX))
             .arg(limits.sender_share_percent);
-        invocation
+        cmd
+    }
+
+    /// Loads every script into Redis (again after a restart emptied its
+    /// script cache: `EVALSHA` then answers `NOSCRIPT`).
+    pub async fn load_scripts(&self, redis: &mut impl ConnectionLike) -> Result<(), EngineError> {
+        for script in [
+            &self.append,
+            &self.attach,
+            &self.fetch,
+            &self.ack,
+            &self.detach,
+        ] {
+            script.prepare_invoke().load_async(redis).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `cmd`, loading the scripts once if Redis lost them.
+    async fn run(&self, redis: &mut impl ConnectionLike, cmd: &Cmd) -> Result<Value, EngineError> {
+        match cmd.query_async(redis).await {
+            Err(error) if is_no_script(&error) => {
+                self.load_scripts(redis).await?;
+                Ok(cmd.query_async(redis).await?)
+            }
+            other => Ok(other?),
+        }
     }
 
     /// Appends `entry` (an [`EntryHeader`] and the encoded message) to
     /// `user`'s inbox; `own` for a copy of the user's own send,
     /// `check_share` to apply the share rule (a direct message from
-    /// someone else).
+    /// someone else). Its answer: [`parse_appended`].
+    pub fn append_cmd(
+        &self,
+        user: &UserId,
+        entry: &[u8],
+        own: bool,
+        check_share: bool,
+        now_ms: u64,
+    ) -> Cmd {
+        let mut cmd = self.command(&self.append, user, now_ms);
+        cmd.arg(entry).arg(u8::from(own)).arg(u8::from(check_share));
+        cmd
+    }
+
+    /// A session of device `device` (its key) opened: where its delivery
+    /// continues (`resume`, else its cursor, else where a new device
+    /// starts) and up to `count` entries from there. Its answer:
+    /// [`parse_attached`].
+    pub fn attach_cmd(
+        &self,
+        user: &UserId,
+        device: u64,
+        resume: Option<u64>,
+        count: usize,
+        now_ms: u64,
+    ) -> Cmd {
+        let mut cmd = self.command(&self.attach, user, now_ms);
+        let resume = resume.map_or(-1, |seq| i64::try_from(seq).unwrap_or(i64::MAX));
+        cmd.arg(device).arg(resume).arg(count);
+        cmd
+    }
+
+    /// Up to `count` entries of `user`'s inbox for `device` after `after`.
+    /// Its answer: [`parse_window`].
+    pub fn fetch_cmd(
+        &self,
+        user: &UserId,
+        device: u64,
+        after: u64,
+        count: usize,
+        now_ms: u64,
+    ) -> Cmd {
+        let mut cmd = self.command(&self.fetch, user, now_ms);
+        cmd.arg(device).arg(after).arg(count);
+        cmd
+    }
+
+    /// `device` processed everything up to `seq`. Its answer: the inbox's
+    /// first and last sequence numbers.
+    pub fn ack_cmd(&self, user: &UserId, device: u64, seq: u64, now_ms: u64) -> Cmd {
+        let mut cmd = self.command(&self.ack, user, now_ms);
+        cmd.arg(device).arg(seq);
+        cmd
+    }
+
+    /// The last session of `device` closed at `now_ms`. Its answer: the
+    /// inbox's first and last sequence numbers.
+    pub fn detach_cmd(&self, user: &UserId, device: u64, now_ms: u64) -> Cmd {
+        let mut cmd = self.command(&self.detach, user, now_ms);
+        cmd.arg(device);
+        cmd
+    }
+
+    /// [`InboxStore::append_cmd`], run.
     pub async fn append(
         &self,
         redis: &mut impl ConnectionLike,
@@ -144,24 +231,11 @@ impl InboxStore {
         check_share: bool,
         now_ms: u64,
     ) -> Result<Appended, EngineError> {
-        let mut invocation = self.invocation(&self.append, user, now_ms);
-        invocation
-            .arg(entry)
-            .arg(u8::from(own))
-            .arg(u8::from(check_share));
-        let reply: Vec<u64> = invocation.invoke_async(redis).await?;
-        match reply[..] {
-            [1, seq, first_seq] => Ok(Appended::Stored { seq, first_seq }),
-            [0, _, _] => Ok(Appended::ShareRefused),
-            _ => Err(EngineError::Unexpected(format!(
-                "append answered {reply:?}"
-            ))),
-        }
+        let cmd = self.append_cmd(user, entry, own, check_share, now_ms);
+        parse_appended(self.run(redis, &cmd).await?)
     }
 
-    /// A session of device `device` (its key) opened: where its delivery
-    /// continues (`resume`, else its cursor, else where a new device
-    /// starts) and up to `count` entries from there.
+    /// [`InboxStore::attach_cmd`], run.
     pub async fn attach(
         &self,
         redis: &mut impl ConnectionLike,
@@ -171,21 +245,11 @@ impl InboxStore {
         count: usize,
         now_ms: u64,
     ) -> Result<Attached, EngineError> {
-        let mut invocation = self.invocation(&self.attach, user, now_ms);
-        let resume = resume.map_or(-1, |seq| i64::try_from(seq).unwrap_or(i64::MAX));
-        invocation.arg(device).arg(resume).arg(count);
-        let mut reply: Vec<Value> = invocation.invoke_async(redis).await?;
-        if reply.is_empty() {
-            return Err(EngineError::Unexpected("attach answered nothing".into()));
-        }
-        let after = integer(&reply.remove(0))?;
-        Ok(Attached {
-            after,
-            window: parse_window(reply)?,
-        })
+        let cmd = self.attach_cmd(user, device, resume, count, now_ms);
+        parse_attached(self.run(redis, &cmd).await?)
     }
 
-    /// Up to `count` entries of `user`'s inbox for `device` after `after`.
+    /// [`InboxStore::fetch_cmd`], run.
     pub async fn fetch(
         &self,
         redis: &mut impl ConnectionLike,
@@ -195,14 +259,11 @@ impl InboxStore {
         count: usize,
         now_ms: u64,
     ) -> Result<InboxWindow, EngineError> {
-        let mut invocation = self.invocation(&self.fetch, user, now_ms);
-        invocation.arg(device).arg(after).arg(count);
-        let reply: Vec<Value> = invocation.invoke_async(redis).await?;
-        parse_window(reply)
+        let cmd = self.fetch_cmd(user, device, after, count, now_ms);
+        parse_window(self.run(redis, &cmd).await?)
     }
 
-    /// `device` processed everything up to `seq`. Returns the inbox's
-    /// first and last sequence numbers.
+    /// [`InboxStore::ack_cmd`], run: the inbox's first and last seq.
     pub async fn ack(
         &self,
         redis: &mut impl ConnectionLike,
@@ -211,14 +272,11 @@ impl InboxStore {
         seq: u64,
         now_ms: u64,
     ) -> Result<(u64, u64), EngineError> {
-        let mut invocation = self.invocation(&self.ack, user, now_ms);
-        invocation.arg(device).arg(seq);
-        let (first, last): (u64, u64) = invocation.invoke_async(redis).await?;
-        Ok((first, last))
+        let cmd = self.ack_cmd(user, device, seq, now_ms);
+        parse_bounds(self.run(redis, &cmd).await?)
     }
 
-    /// The last session of `device` closed at `now_ms`. Returns the
-    /// inbox's first and last sequence numbers.
+    /// [`InboxStore::detach_cmd`], run: the inbox's first and last seq.
     pub async fn detach(
         &self,
         redis: &mut impl ConnectionLike,
@@ -226,11 +284,54 @@ impl InboxStore {
         device: u64,
         now_ms: u64,
     ) -> Result<(u64, u64), EngineError> {
-        let mut invocation = self.invocation(&self.detach, user, now_ms);
-        invocation.arg(device);
-        let (first, last): (u64, u64) = invocation.invoke_async(redis).await?;
-        Ok((first, last))
+        let cmd = self.detach_cmd(user, device, now_ms);
+        parse_bounds(self.run(redis, &cmd).await?)
     }
+}
+
+/// True when Redis lost the scripts (it restarted, or `SCRIPT FLUSH`).
+pub fn is_no_script(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}
+
+/// The answer to [`InboxStore::append_cmd`].
+pub fn parse_appended(value: Value) -> Result<Appended, EngineError> {
+    let reply: Vec<u64> = redis::from_redis_value(value)?;
+    match reply[..] {
+        [1, seq, first_seq, devices] => Ok(Appended::Stored {
+            seq,
+            first_seq,
+            devices: u32::try_from(devices).unwrap_or(u32::MAX),
+        }),
+        [0, _, _, _] => Ok(Appended::ShareRefused),
+        _ => Err(EngineError::Unexpected(format!(
+            "append answered {reply:?}"
+        ))),
+    }
+}
+
+/// The answer to [`InboxStore::attach_cmd`].
+pub fn parse_attached(value: Value) -> Result<Attached, EngineError> {
+    let mut reply: Vec<Value> = redis::from_redis_value(value)?;
+    if reply.is_empty() {
+        return Err(EngineError::Unexpected("attach answered nothing".into()));
+    }
+    let after = integer(&reply.remove(0))?;
+    Ok(Attached {
+        after,
+        window: parse_window_values(reply)?,
+    })
+}
+
+/// The answer to [`InboxStore::fetch_cmd`].
+pub fn parse_window(value: Value) -> Result<InboxWindow, EngineError> {
+    parse_window_values(redis::from_redis_value(value)?)
+}
+
+/// The answer to [`InboxStore::ack_cmd`] and [`InboxStore::detach_cmd`]:
+/// the inbox's first and last sequence numbers.
+pub fn parse_bounds(value: Value) -> Result<(u64, u64), EngineError> {
+    Ok(redis::from_redis_value(value)?)
 }
 
 fn integer(value: &Value) -> Result<u64, EngineError> {
@@ -245,7 +346,7 @@ fn integer(value: &Value) -> Result<u64, EngineError> {
 }
 
 /// `{ first_seq, last_seq, acked, start, entries... }` as a window.
-fn parse_window(values: Vec<Value>) -> Result<InboxWindow, EngineError> {
+fn parse_window_values(values: Vec<Value>) -> Result<InboxWindow, EngineError> {
     if values.len() < 4 {
         return Err(EngineError::Unexpected(format!(
             "an inbox window of {} values",

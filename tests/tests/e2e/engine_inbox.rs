@@ -132,6 +132,8 @@ async fn run_both(
     let start = Instant::now();
     let mut now_ms = BASE_MS;
     let mut next_id = 0u64;
+    // Devices attached and not detached since (never expired: online).
+    let mut online = std::collections::BTreeSet::new();
     for (step, op) in ops.iter().enumerate() {
         let at = start + Duration::from_millis(now_ms - BASE_MS);
         // The in-memory inbox's expiry timers fire on time.
@@ -186,6 +188,7 @@ async fn run_both(
                     Appended::Stored {
                         seq,
                         first_seq: memory.first_seq(),
+                        devices: online.len() as u32,
                     }
                 };
                 let got = store
@@ -196,6 +199,7 @@ async fn run_both(
             }
             Op::Attach { device: d, resume } => {
                 let expected = memory.attach(&device(d), resume, stats);
+                online.insert(d);
                 let got = store
                     .attach(redis, user, device_key(&device(d)), resume, 100, now_ms)
                     .await
@@ -204,6 +208,7 @@ async fn run_both(
             }
             Op::Detach { device: d } => {
                 memory.detach(&device(d), at);
+                online.remove(&d);
                 store
                     .detach(redis, user, device_key(&device(d)), now_ms)
                     .await

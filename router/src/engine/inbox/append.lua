@@ -1,6 +1,7 @@
 -- append: ARGV[7] entry, ARGV[8] own (1/0), ARGV[9] check the share rule (1/0)
--- -> { 1, seq, first_seq } stored, or { 0, last_seq, first_seq } refused
--- because the inbox is full and this sender holds its share already.
+-- -> { 1, seq, first_seq, devices online } stored, or { 0, last_seq,
+-- first_seq, 0 } refused because the inbox is full and this sender holds its
+-- share already.
 local entry, own, check = ARGV[7], ARGV[8] == '1', ARGV[9] == '1'
 local size = #entry - HEADER
 local _, _, sender, from_device = header(entry)
@@ -15,7 +16,7 @@ if check and share < 100 and (n >= max_messages or (bytes + size > max_bytes and
   end
   if count * 100 >= max_messages * share or held * 100 >= max_bytes * share then
     save()
-    return { 0, last, first() }
+    return { 0, last, first(), 0 }
   end
 end
 last = last + 1
@@ -29,4 +30,8 @@ while n > max_messages or (bytes > max_bytes and n > 1) do
 end
 trim()
 save()
-return { 1, last, first() }
+local online = 0
+for i = 3, #devs, 3 do
+  if devs[i] == 0 then online = online + 1 end
+end
+return { 1, last, first(), online }
