@@ -27,7 +27,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use switchboard_core::{Shard, ShardId};
+use switchboard_core::engine::InboxAuthority;
+use switchboard_core::{Shard, ShardId, ShardInput};
 use switchboard_proto::ALPN;
 use switchboard_quic::{bind_udp, session_transport, Driver, PortSharing};
 use tokio::sync::{mpsc, watch, Notify};
@@ -35,8 +36,9 @@ use tokio::task::JoinSet;
 
 use self::directory::DriverCommand;
 use crate::auth::TokenVerifier;
-use crate::config::Config;
+use crate::config::{Config, EngineKind};
 use crate::dev::SecretSource;
+use crate::engine::redis::{Deliver, RedisEngine};
 use api_calls::ApiCalls;
 use directory::SessionDirectory;
 use session::Sessions;
@@ -54,6 +56,9 @@ pub enum ServerError {
     /// A configuration value the server needs is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The engine (Redis) could not be reached or set up.
+    #[error("the redis engine: {0}")]
+    Engine(#[from] crate::engine::EngineError),
     /// A listener could not be bound.
     #[error("binding {what} on {addr}")]
     Bind {
@@ -119,11 +124,10 @@ impl Server {
         config: Config,
         metrics: Option<PrometheusHandle>,
     ) -> Result<Server, ServerError> {
-        if config.engine == crate::config::EngineKind::Redis {
-            // Issue 24 builds it in stages (engine/mod.rs); until the data
-            // path runs on it, refusing beats silently running in memory.
+        if config.engine == EngineKind::Redis && config.redis.cluster {
+            // Issue 24 builds the cluster in stages (engine/mod.rs).
             return Err(ServerError::Config(
-                "engine = \"redis\" is not available in this version yet; use engine = \"memory\""
+                "redis.cluster = true is not available in this version yet: give one Redis URL"
                     .into(),
             ));
         }
@@ -170,13 +174,35 @@ impl Server {
         let webhook = webhook::Webhook::start(&config.webhook, webhook_secret)
             .map_err(ServerError::Config)?;
         let mut shard_tasks = JoinSet::new();
-        // Inbox sequence numbers live in memory: a new epoch per run tells
-        // a resuming client that numbers of an earlier run mean nothing.
-        let inbox_epoch = shard_task::now().unix_ms;
+        let engine = match config.engine {
+            EngineKind::Memory => None,
+            EngineKind::Redis => {
+                let limits = config.core_limits(0, config.inbox_budget()).mailbox;
+                Some(RedisEngine::connect(&config.redis, limits).await?)
+            }
+        };
+        // In memory, inbox sequence numbers last one run: a new epoch per
+        // run tells a resuming client that numbers of an earlier run mean
+        // nothing. In Redis they last as long as its data, and so does the
+        // epoch kept there.
+        let inbox_epoch = engine
+            .as_ref()
+            .map_or(shard_task::now().unix_ms, RedisEngine::epoch);
         let inbox_budget = config.inbox_budget();
+        let deliver: Deliver = {
+            let shards = shards.clone();
+            Arc::new(move |shard: ShardId, input: ShardInput| {
+                let _ = shards[shard.0 as usize].send(input.into());
+            })
+        };
         for (index, inbox) in inboxes.into_iter().enumerate() {
-            let limits = config.core_limits(inbox_epoch, inbox_budget.clone());
-            let shard = Shard::new(ShardId(index as u32), shard_count, limits, Instant::now());
+            let mut limits = config.core_limits(inbox_epoch, inbox_budget.clone());
+            let id = ShardId(index as u32);
+            let writer = engine.as_ref().map(|engine| {
+                limits.inbox_authority = InboxAuthority::External;
+                engine.spawn_writer(id, shard_count, deliver.clone())
+            });
+            let shard = Shard::new(id, shard_count, limits, Instant::now());
             shard_tasks.spawn(shard_task::run_shard(
                 index,
                 shard,
@@ -185,6 +211,7 @@ impl Server {
                 directory.clone(),
                 api.clone(),
                 webhook.clone(),
+                writer,
             ));
         }
         let (draining_tx, draining_rx) = watch::channel(false);

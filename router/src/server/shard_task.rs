@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use super::api_calls::ApiCalls;
 use super::directory::SessionDirectory;
 use super::webhook::{OfflineEvent, Webhook};
+use crate::engine::redis::EngineQueue;
 use crate::metrics;
 use switchboard_core::engine::EngineReply;
 use switchboard_core::{Now, Output, Shard, ShardInput};
@@ -81,6 +82,7 @@ pub(crate) fn now() -> Now {
 
 /// Runs `shard` until `Server::run` aborts the task at the end of shutdown
 /// (every shard holds handles to all shards, so its inboxes never close).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_shard(
     index: usize,
     mut shard: Shard,
@@ -89,12 +91,14 @@ pub(crate) async fn run_shard(
     directory: Arc<SessionDirectory>,
     api: Arc<ApiCalls>,
     webhook: Webhook,
+    engine: Option<EngineQueue>,
 ) {
     let out = Dispatch {
         shards: &shards,
         directory: &directory,
         api: &api,
         webhook: &webhook,
+        engine: engine.as_ref(),
     };
     let mut wake = WakeTimer::default();
     let queue_depth = metrics::shard_queue_depth(index);
@@ -151,6 +155,8 @@ struct Dispatch<'a> {
     directory: &'a SessionDirectory,
     api: &'a ApiCalls,
     webhook: &'a Webhook,
+    /// The writer of this shard's engine requests (the Redis engine).
+    engine: Option<&'a EngineQueue>,
 }
 
 impl Dispatch<'_> {
@@ -182,13 +188,16 @@ impl Dispatch<'_> {
                     // Fails only when the target task has ended, i.e. at shutdown.
                     let _ = self.shards[target.0 as usize].send(input.into());
                 }
-                Output::Engine { ticket, .. } => {
-                    // No engine runs beside the in-memory one yet, whose
-                    // shards never ask; one that did would get a retryable
-                    // refusal, never a wait without end.
-                    let reply = EngineReply::Unavailable;
-                    let input = ShardInput::EngineReply { ticket, reply };
-                    let _ = self.shards[shard.id().0 as usize].send(input.into());
+                Output::Engine { ticket, request } => {
+                    let sent = self.engine.map(|engine| engine.send((ticket, request)));
+                    if !matches!(sent, Some(Ok(()))) {
+                        // No writer (in-memory shards never ask), or it
+                        // ended: a retryable refusal, never a wait
+                        // without end.
+                        let reply = EngineReply::Unavailable;
+                        let input = ShardInput::EngineReply { ticket, reply };
+                        let _ = self.shards[shard.id().0 as usize].send(input.into());
+                    }
                 }
             }
         }

@@ -11,6 +11,7 @@ mod bad_input;
 mod delivery;
 mod engine_inbox;
 mod engine_liveness;
+mod engine_redis;
 mod fuzz_corpus;
 mod lifecycle;
 mod limits;

@@ -1,0 +1,289 @@
+//! The Redis engine at work: [`RedisEngine`] connects, loads the inbox
+//! scripts and keeps the inbox epoch in Redis (so a restarted node's
+//! sequence numbers still mean what they meant), and
+//! [`RedisEngine::spawn_writer`] runs one writer task per shard.
+//!
+//! A writer takes what its shard asked ([`EngineRequest`]s, in the order
+//! emitted), sends everything waiting as one pipeline on one connection,
+//! so Redis applies it in that order (a group commit: one round trip
+//! however many requests queued meanwhile), and hands each answer back to
+//! the shard as [`ShardInput::EngineReply`]. An entry it appended is also
+//! handed to the shard that owns the user on this node
+//! ([`ShardInput::Appended`]), which sends it to the user's sessions.
+//! A request Redis did not answer (unreachable, timed out, an error) gets
+//! [`EngineReply::Unavailable`]: the shard refuses with a retryable error;
+//! nothing waits forever.
+
+use std::sync::Arc;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisResult, Value};
+use switchboard_core::engine::{AppendedEntry, EngineReply, EngineRequest, EngineTicket};
+use switchboard_core::mailbox::MailboxLimits;
+use switchboard_core::placement::shard_of;
+use switchboard_core::remote_inbox::{device_key, sender_key, EntryHeader};
+use switchboard_core::{ShardId, ShardInput};
+use tokio::sync::mpsc;
+
+use super::inbox::{self, Appended, InboxStore};
+use super::liveness::unix_ms;
+use super::EngineError;
+use crate::config::RedisConfig;
+
+/// Most requests one pipeline carries.
+const MAX_BATCH: usize = 512;
+
+/// Where a writer hands the shards their inputs.
+pub type Deliver = Arc<dyn Fn(ShardId, ShardInput) + Send + Sync>;
+
+/// What a shard's writer is handed: the shard's requests, in order.
+pub type EngineQueue = mpsc::UnboundedSender<(EngineTicket, EngineRequest)>;
+
+/// A connected Redis engine; see the module docs.
+pub struct RedisEngine {
+    store: Arc<InboxStore>,
+    connections: Vec<ConnectionManager>,
+    epoch: u64,
+}
+
+impl RedisEngine {
+    /// Connects to the Redis of `config` (`config.connections`
+    /// connections), loads the scripts and reads (or, on an empty Redis,
+    /// sets) the inbox epoch.
+    pub async fn connect(config: &RedisConfig, limits: MailboxLimits) -> Result<Self, EngineError> {
+        let url = config
+            .urls
+            .first()
+            .ok_or_else(|| EngineError::Unexpected("no redis URL".into()))?;
+        let client = redis::Client::open(url.as_str())?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.command_timeout));
+        let mut connections = Vec::with_capacity(config.connections);
+        for _ in 0..config.connections.max(1) {
+            let connection = client
+                .get_connection_manager_with_config(manager_config.clone())
+                .await?;
+            connections.push(connection);
+        }
+        let store = Arc::new(InboxStore::new(&config.key_prefix, config.buckets, limits));
+        let redis = &mut connections[0];
+        store.load_scripts(redis).await?;
+        let epoch_key = format!("{}:epoch", config.key_prefix);
+        let _: Value = redis::cmd("SET")
+            .arg(&epoch_key)
+            .arg(unix_ms())
+            .arg("NX")
+            .query_async(redis)
+            .await?;
+        let epoch: u64 = redis::cmd("GET").arg(&epoch_key).query_async(redis).await?;
+        Ok(Self {
+            store,
+            connections,
+            epoch,
+        })
+    }
+
+    /// The inbox epoch kept in Redis: the same for every node and run
+    /// that share its data.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Starts the writer of shard `shard` of `shard_count`, which hands
+    /// answers and appended entries to `deliver`; returns its queue. The
+    /// writer ends when the queue's senders are gone.
+    pub fn spawn_writer(&self, shard: ShardId, shard_count: u32, deliver: Deliver) -> EngineQueue {
+        let (queue, requests) = mpsc::unbounded_channel();
+        let connection = self.connections[shard.0 as usize % self.connections.len()].clone();
+        let writer = Writer {
+            store: self.store.clone(),
+            redis: connection,
+            shard,
+            shard_count,
+            deliver,
+        };
+        tokio::spawn(writer.run(requests));
+        queue
+    }
+}
+
+/// One shard's writer; see the module docs.
+struct Writer {
+    store: Arc<InboxStore>,
+    redis: ConnectionManager,
+    shard: ShardId,
+    shard_count: u32,
+    deliver: Deliver,
+}
+
+impl Writer {
+    async fn run(mut self, mut requests: mpsc::UnboundedReceiver<(EngineTicket, EngineRequest)>) {
+        let mut batch = Vec::new();
+        while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            let now_ms = unix_ms();
+            let results = self.execute(&batch, now_ms).await;
+            for ((ticket, request), result) in batch.drain(..).zip(results) {
+                let reply = match result {
+                    Ok(value) => reply_to(&request, value).unwrap_or_else(|error| {
+                        tracing::warn!(%error, "the redis engine answered something unexpected");
+                        EngineReply::Unavailable
+                    }),
+                    Err(error) => {
+                        tracing::debug!(%error, "a redis engine request failed");
+                        EngineReply::Unavailable
+                    }
+                };
+                self.announce(&request, &reply, now_ms);
+                (self.deliver)(self.shard, ShardInput::EngineReply { ticket, reply });
+            }
+        }
+    }
+
+    /// Runs `batch` as one pipeline, in order; one result per request.
+    /// Scripts Redis lost (it restarted) are loaded again and the requests
+    /// that found them missing are run once more, still in order: a
+    /// missing script changed nothing.
+    async fn execute(
+        &mut self,
+        batch: &[(EngineTicket, EngineRequest)],
+        now_ms: u64,
+    ) -> Vec<RedisResult<Value>> {
+        let commands: Vec<redis::Cmd> = batch
+            .iter()
+            .map(|(_, request)| command(&self.store, request, now_ms))
+            .collect();
+        let mut results = self.pipeline(&commands).await;
+        let missing: Vec<usize> = (0..results.len())
+            .filter(|&i| matches!(&results[i], Err(e) if inbox::is_no_script(e)))
+            .collect();
+        if !missing.is_empty() && self.store.load_scripts(&mut self.redis).await.is_ok() {
+            let again: Vec<redis::Cmd> = missing.iter().map(|&i| commands[i].clone()).collect();
+            for (i, result) in missing.into_iter().zip(self.pipeline(&again).await) {
+                results[i] = result;
+            }
+        }
+        results
+    }
+
+    /// Sends `commands` as one pipeline: one result each (all the same
+    /// error when the pipeline as a whole failed).
+    async fn pipeline(&mut self, commands: &[redis::Cmd]) -> Vec<RedisResult<Value>> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for command in commands {
+            pipe.add_command(command.clone());
+        }
+        match pipe
+            .query_async::<Vec<RedisResult<Value>>>(&mut self.redis)
+            .await
+        {
+            Ok(results) if results.len() == commands.len() => results,
+            Ok(results) => {
+                let error = redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "pipeline answered the wrong number of replies",
+                    format!("{} for {}", results.len(), commands.len()),
+                ));
+                vec![Err(error); commands.len()]
+            }
+            Err(error) => vec![Err(error); commands.len()],
+        }
+    }
+
+    /// Hands an entry this writer appended to the shard that owns its user
+    /// here, for the user's sessions on this node.
+    fn announce(&self, request: &EngineRequest, reply: &EngineReply, now_ms: u64) {
+        let (
+            EngineRequest::Append {
+                user, message, own, ..
+            },
+            EngineReply::Appended { seq, first_seq, .. },
+        ) = (request, reply)
+        else {
+            return;
+        };
+        let entry = AppendedEntry {
+            user: user.clone(),
+            seq: *seq,
+            first_seq: *first_seq,
+            header: header(message, *own, now_ms),
+            message: message.encoded.clone(),
+        };
+        let owner = shard_of(user, self.shard_count);
+        (self.deliver)(owner, ShardInput::Appended(entry));
+    }
+}
+
+/// The entry header of `message` stored at `now_ms`.
+fn header(message: &switchboard_core::StoredMessage, own: bool, now_ms: u64) -> EntryHeader {
+    EntryHeader {
+        stored_ms: now_ms,
+        own,
+        sender: sender_key(&message.from),
+        device: device_key(&message.from_device),
+    }
+}
+
+/// The Redis command of `request`.
+fn command(store: &InboxStore, request: &EngineRequest, now_ms: u64) -> redis::Cmd {
+    match request {
+        EngineRequest::Append {
+            user,
+            message,
+            own,
+            check_share,
+        } => {
+            let entry = header(message, *own, now_ms).encode_with(&message.encoded);
+            store.append_cmd(user, &entry, *own, *check_share, now_ms)
+        }
+        EngineRequest::Attach {
+            user,
+            device,
+            resume,
+            count,
+        } => store.attach_cmd(user, device_key(device), *resume, *count, now_ms),
+        EngineRequest::Fetch {
+            user,
+            device,
+            after,
+            count,
+        } => store.fetch_cmd(user, device_key(device), *after, *count, now_ms),
+        EngineRequest::Ack { user, device, seq } => {
+            store.ack_cmd(user, device_key(device), *seq, now_ms)
+        }
+        EngineRequest::Detach { user, device } => {
+            store.detach_cmd(user, device_key(device), now_ms)
+        }
+    }
+}
+
+/// The core's reply to `request` from Redis's answer.
+fn reply_to(request: &EngineRequest, value: Value) -> Result<EngineReply, EngineError> {
+    Ok(match request {
+        EngineRequest::Append { .. } => match inbox::parse_appended(value)? {
+            Appended::Stored {
+                seq,
+                first_seq,
+                devices,
+            } => EngineReply::Appended {
+                seq,
+                first_seq,
+                devices,
+            },
+            Appended::ShareRefused => EngineReply::ShareRefused,
+        },
+        EngineRequest::Attach { .. } => {
+            let attached = inbox::parse_attached(value)?;
+            EngineReply::Attached {
+                after: attached.after,
+                window: attached.window,
+            }
+        }
+        EngineRequest::Fetch { .. } => EngineReply::Fetched(inbox::parse_window(value)?),
+        EngineRequest::Ack { .. } | EngineRequest::Detach { .. } => {
+            inbox::parse_bounds(value)?;
+            EngineReply::Done
+        }
+    })
+}
