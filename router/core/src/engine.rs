@@ -9,9 +9,10 @@
 //! the engine tells the shard of each node that holds the user's sessions
 //! ([`ShardInput::Appended`](crate::ShardInput::Appended)).
 //!
-//! What the external authority covers so far: direct messages and
-//! receipts, and each device's place in its inbox (attach, fetch, ack,
-//! detach). Rooms and presence are still kept by the shard.
+//! What the external authority covers so far: every inbox entry (direct
+//! and room messages, receipts, the sender's copies) and each device's
+//! place in its inbox (attach, fetch, ack, detach). Rooms' members and
+//! presence are still kept by the shard.
 
 use std::sync::Arc;
 

@@ -103,3 +103,33 @@ async fn a_redis_that_cannot_be_reached_refuses_sends_with_a_retry_hint() {
     }
     assert!(stored, "the node never stored again after Redis came back");
 }
+
+#[tokio::test]
+async fn room_messages_reach_members_through_redis_in_one_order() {
+    let redis = RedisServer::start();
+    let server = TestServer::start_with(on_redis(&redis)).await;
+    let (alice, _alice_events) = server.connect("alice", "phone").await;
+    let (bob, mut bob_events) = server.connect("bob", "phone").await;
+    let (carol, mut carol_events) = server.connect("carol", "phone").await;
+    assert_eq!(alice.create_room("r", true).await.unwrap().error, 0);
+    assert_eq!(bob.join_room("r", "").await.unwrap().error, 0);
+    assert_eq!(carol.join_room("r", "").await.unwrap().error, 0);
+    for i in 0..4u32 {
+        let sender = if i % 2 == 0 { &alice } else { &bob };
+        let result = sender
+            .send_to_room("r", i.to_be_bytes().to_vec(), "")
+            .await
+            .unwrap();
+        assert_eq!(result.error, ErrorCode::None as i32, "{result:?}");
+    }
+    let mut carol_order = Vec::new();
+    for _ in 0..4 {
+        carol_order.push(next_counter(&mut carol_events).await.1);
+    }
+    assert_eq!(carol_order, [0, 1, 2, 3], "the room's one order");
+    let mut bob_order = Vec::new();
+    for _ in 0..2 {
+        bob_order.push(next_counter(&mut bob_events).await.1);
+    }
+    assert_eq!(bob_order, [0, 2], "alice's, not his own");
+}

@@ -9,6 +9,9 @@
 //!   engine before it is acknowledged.
 //! - A session's `InboxOpened` waits for the engine's attach, which says
 //!   where delivery starts and brings the first entries.
+//! - A room message is appended to each member's inbox by the member's
+//!   shard, in the order the room's shard handed it over (one engine write
+//!   per member, for now); the sender's copy's answer releases the result.
 //! - Entries appended by anyone arrive as [`ShardInput::Appended`] and
 //!   extend the mirror; a session that needs what the mirror lacks fetches.
 //! - Acks and detaches go to the engine, which trims and expires there.
@@ -38,6 +41,8 @@ pub(super) enum EngineWait {
     /// The sender's copy of a direct message, with the recipient's
     /// devices it reached.
     AppendOwn(Arc<RoutedMessage>, u32),
+    /// A member's copy of a room message; `true` for the sender's own.
+    RoomCopy(Arc<RoutedMessage>, bool),
     /// Where a new session's delivery starts.
     Attach {
         session: SessionId,
@@ -104,11 +109,34 @@ impl Shard {
     }
 
     /// True when releasing `routed` with `error` needs the sender's copy
-    /// stored by the engine first.
-    pub(super) fn needs_own_copy(&self, routed: &RoutedMessage, error: SendError) -> bool {
-        self.inboxes_external()
-            && error.code == ErrorCode::None
-            && matches!(routed.to, Recipient::User(_))
+    /// stored by the engine first (asked for at release for a direct
+    /// message; by the room's fan-out for a room message).
+    pub(super) fn needs_own_copy(&self, error: SendError) -> bool {
+        self.inboxes_external() && error.code == ErrorCode::None
+    }
+
+    /// Stores a room message in the engine-kept inboxes of `members` (of
+    /// this shard), in the order the room's shard handed them over, so
+    /// every member's inbox has the room's one order. The sender's copy's
+    /// answer releases the sender's result.
+    ///
+    /// One engine write per member: fine for small rooms, not for large
+    /// ones (a room log in the engine is the planned layout).
+    pub(super) fn room_deliver_external(
+        &mut self,
+        routed: &Arc<RoutedMessage>,
+        members: &[UserId],
+    ) {
+        for member in members {
+            let own = *member == routed.message.from;
+            let request = EngineRequest::Append {
+                user: member.clone(),
+                message: routed.message.clone(),
+                own,
+                check_share: false,
+            };
+            self.ask_engine(request, EngineWait::RoomCopy(routed.clone(), own));
+        }
     }
 
     /// Asks the engine for the sender's copy of `routed`.
@@ -148,6 +176,24 @@ impl Shard {
             (EngineWait::Append(routed), _) => {
                 self.stats.engine_failures += 1;
                 self.route_result(now, routed, ENGINE_BUSY, 0);
+            }
+            (EngineWait::RoomCopy(routed, own), reply) => {
+                let copy = match reply {
+                    EngineReply::Appended { seq, devices, .. } => OwnCopy::Stored {
+                        seq,
+                        copies: devices,
+                    },
+                    _ => {
+                        // A member's copy lost to the engine: the member's
+                        // inbox lacks it (counted; the Redis engine fails
+                        // whole, so its sends are refused meanwhile).
+                        self.stats.engine_failures += 1;
+                        OwnCopy::Failed
+                    }
+                };
+                if own {
+                    self.own_copy_done(now, routed, 0, copy);
+                }
             }
             (EngineWait::AppendOwn(routed, devices), reply) => {
                 let copy = match reply {

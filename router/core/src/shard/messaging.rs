@@ -302,7 +302,15 @@ impl Shard {
 
     /// Stores a room message for `members` (owned by this shard) and sends
     /// it to their online devices; the sender's copy records its seq.
-    pub(super) fn room_deliver(&mut self, now: Now, routed: &RoutedMessage, members: &[UserId]) {
+    pub(super) fn room_deliver(
+        &mut self,
+        now: Now,
+        routed: &Arc<RoutedMessage>,
+        members: &[UserId],
+    ) {
+        if self.inboxes_external() {
+            return self.room_deliver_external(routed, members);
+        }
         for member in members {
             let own = *member == routed.message.from;
             let seq = self.store(now, member, &routed.message, own);
@@ -412,8 +420,12 @@ impl Shard {
         error: SendError,
         devices: u32,
     ) {
-        if self.needs_own_copy(&routed, error) {
-            return self.append_own_copy(routed, devices);
+        if self.needs_own_copy(error) {
+            return match routed.to {
+                Recipient::User(_) => self.append_own_copy(routed, devices),
+                // The room's fan-out stores the copy; its answer releases.
+                Recipient::Room(_) => {}
+            };
         }
         let (result, waiting) = self.release(now, &routed, error, devices, OwnCopy::Unasked);
         self.answer(routed.from, result, false);
@@ -437,12 +449,13 @@ impl Shard {
             let Some((error, devices)) = front.outcome else {
                 return;
             };
-            let wants_copy = external
-                && error.code == ErrorCode::None
-                && matches!(front.message.to, Recipient::User(_));
-            match front.own_copy {
-                OwnCopy::Asked => return,
-                OwnCopy::Unasked if wants_copy => {
+            let wants_copy = external && error.code == ErrorCode::None;
+            match (front.own_copy, &front.message.to) {
+                (OwnCopy::Asked, _) => return,
+                // The room's fan-out stores it, in room order; its answer
+                // releases this.
+                (OwnCopy::Unasked, Recipient::Room(_)) if wants_copy => return,
+                (OwnCopy::Unasked, Recipient::User(_)) if wants_copy => {
                     front.own_copy = OwnCopy::Asked;
                     let routed = front.message.clone();
                     return self.append_own_copy(routed, devices);
@@ -470,11 +483,20 @@ impl Shard {
     ) -> (Result<SendOutcome, SendError>, Vec<Requester>) {
         let from = &routed.message.from;
         let result = match (&routed.to, error.code) {
-            (_, ErrorCode::None) if matches!(routed.to, Recipient::Room(_)) => Ok(SendOutcome {
-                message_id: routed.message.message_id,
-                devices,
-                seq: routed.sender_seq.get().copied().unwrap_or(0),
-            }),
+            (_, ErrorCode::None) if matches!(routed.to, Recipient::Room(_)) => {
+                let seq = match own_copy {
+                    OwnCopy::Stored { seq, .. } => seq,
+                    OwnCopy::Failed => return self.settle_key(routed, Err(ENGINE_BUSY)),
+                    OwnCopy::Unasked | OwnCopy::Asked => {
+                        routed.sender_seq.get().copied().unwrap_or(0)
+                    }
+                };
+                Ok(SendOutcome {
+                    message_id: routed.message.message_id,
+                    devices,
+                    seq,
+                })
+            }
             (Recipient::User(to), ErrorCode::None) => {
                 let (seq, copies) = match own_copy {
                     OwnCopy::Stored { seq, copies } => (seq, copies),

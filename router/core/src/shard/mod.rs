@@ -885,8 +885,12 @@ impl Shard {
             match done.own_copy {
                 // Its answer finds no session and releases it then.
                 external::OwnCopy::Asked => {}
-                external::OwnCopy::Unasked if self.needs_own_copy(&done.message, error) => {
-                    self.append_own_copy(done.message, devices)
+                external::OwnCopy::Unasked if self.needs_own_copy(error) => {
+                    // A room's fan-out stores the copy and its answer
+                    // releases the send; a direct message's is asked now.
+                    if let Recipient::User(_) = done.message.to {
+                        self.append_own_copy(done.message, devices)
+                    }
                 }
                 own_copy => {
                     let (result, waiting) =

@@ -447,17 +447,12 @@ proptest! {
     }
 
     /// The same contract with inboxes kept by an engine (the fake, which
-    /// follows the rules the Redis engine's scripts are proven to follow),
-    /// over direct messages (rooms are still kept by shards).
+    /// follows the rules the Redis engine's scripts are proven to follow).
     #[test]
     fn every_device_gets_its_engine_kept_inbox_in_order_with_no_silent_gap(
         moves in proptest::collection::vec(a_move(), 1..80),
         shards in 1..4u32,
     ) {
-        let moves = moves
-            .into_iter()
-            .filter(|m| !matches!(m, Move::RoomSend(_) | Move::Join(_) | Move::Leave(_)))
-            .collect();
         check_delivery_contract(Cluster::with_engine(shards, limits(4, 3)), moves)?;
     }
 }

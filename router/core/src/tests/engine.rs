@@ -422,3 +422,44 @@ fn a_second_session_fetches_what_the_mirror_let_go() {
     let second = deliveries(&mut c, laptop);
     assert_eq!(second, first, "the laptop gets the same seqs, fetched");
 }
+
+#[test]
+fn a_room_message_reaches_every_member_through_the_engine_in_one_order() {
+    let mut c = Cluster::with_engine(3, engine_limits());
+    let alice = c.open("alice", "phone");
+    let laptop = c.open("alice", "laptop");
+    let bob = c.open("bob", "phone");
+    let carol = c.open("carol", "phone");
+    assert_eq!(c.create_room(alice, "r", true), Ok(1));
+    assert_eq!(c.join_room(bob, "r", ""), Ok(2));
+    assert_eq!(c.join_room(carol, "r", ""), Ok(3));
+    for s in [alice, laptop, bob, carol] {
+        c.take_all(s);
+    }
+    c.frame(alice, 1, Some(Body::Send(message("", "r", b"from alice"))));
+    c.frame(bob, 2, Some(Body::Send(message("", "r", b"from bob"))));
+    let results = c.pick(alice, |b| match b {
+        server_frame::Body::SendResult(r) => Some(r),
+        _ => None,
+    });
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].error, ErrorCode::None as i32);
+    assert_eq!(
+        (results[0].devices, results[0].seq),
+        (2, 1),
+        "alice's copy is seq 1"
+    );
+    let order = [b"from alice".to_vec(), b"from bob".to_vec()];
+    assert_eq!(c.payloads(carol), order);
+    assert_eq!(
+        c.payloads(laptop),
+        order,
+        "alice's other device: her copy too"
+    );
+    let bob_got = c.payloads(bob);
+    assert_eq!(bob_got, [b"from alice".to_vec()], "not his own");
+    let engine = c.engine.as_ref().unwrap();
+    for user in ["alice", "bob", "carol"] {
+        assert_eq!(engine.inbox(user).unwrap().last_seq(), 2, "{user}");
+    }
+}
