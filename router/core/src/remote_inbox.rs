@@ -126,8 +126,9 @@ pub enum WindowNext<'a> {
     },
     /// The device's own send (or acked already): continue after it.
     Skip(u64),
-    /// Deliver this message with this sequence number.
-    Deliver(u64, &'a Bytes),
+    /// Deliver this entry (its header and message) with this sequence
+    /// number.
+    Deliver(u64, &'a EntryHeader, &'a Bytes),
     /// The next entry exists but lies outside the window: read more.
     Beyond(u64),
 }
@@ -155,7 +156,7 @@ impl InboxWindow {
         match entry {
             None => WindowNext::Beyond(seq),
             Some((header, _)) if header.sent_by(device) => WindowNext::Skip(seq),
-            Some((_, message)) => WindowNext::Deliver(seq, message),
+            Some((header, message)) => WindowNext::Deliver(seq, header, message),
         }
     }
 }
@@ -300,9 +301,15 @@ mod tests {
         };
         assert_eq!(window.next_for(9, 1), WindowNext::Skip(2));
         assert_eq!(window.next_for(9, 2), WindowNext::Gap { from: 3, to: 4 });
-        assert!(matches!(window.next_for(9, 4), WindowNext::Deliver(5, _)));
+        assert!(matches!(
+            window.next_for(9, 4),
+            WindowNext::Deliver(5, _, _)
+        ));
         assert_eq!(window.next_for(9, 5), WindowNext::Skip(6));
-        assert!(matches!(window.next_for(1, 5), WindowNext::Deliver(6, _)));
+        assert!(matches!(
+            window.next_for(1, 5),
+            WindowNext::Deliver(6, _, _)
+        ));
         assert_eq!(window.next_for(9, 6), WindowNext::Beyond(7));
         assert_eq!(window.next_for(9, 8), WindowNext::UpToDate);
     }
@@ -328,7 +335,10 @@ mod tests {
             },
         );
         mirror.appended(3, header, message.clone());
-        assert!(matches!(mirror.next_for(1, 2), WindowNext::Deliver(3, _)));
+        assert!(matches!(
+            mirror.next_for(1, 2),
+            WindowNext::Deliver(3, _, _)
+        ));
         // 4 was missed (reported out of order): 5 is noted, not kept.
         mirror.appended(5, header, message.clone());
         assert_eq!(mirror.next_for(1, 3), WindowNext::Beyond(4));

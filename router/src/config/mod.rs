@@ -922,8 +922,9 @@ impl Config {
             },
             inbox_budget,
             inbox_epoch,
-            // The Redis engine is not selectable yet (Server::bind).
+            // Server::bind sets both for the Redis engine.
             inbox_authority: switchboard_core::engine::InboxAuthority::Local,
+            message_id_run: 0,
         }
     }
 

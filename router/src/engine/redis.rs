@@ -1,6 +1,7 @@
 //! The Redis engine at work: [`RedisEngine`] connects, loads the inbox
-//! scripts and keeps the inbox epoch in Redis (so a restarted node's
-//! sequence numbers still mean what they meant), and
+//! scripts, keeps the inbox epoch in Redis (so a restarted node's
+//! sequence numbers still mean what they meant) and numbers node runs
+//! (message ids carry the run, so they do not repeat across restarts), and
 //! [`RedisEngine::spawn_writer`] runs one writer task per shard.
 //!
 //! A writer takes what its shard asked ([`EngineRequest`]s, in the order
@@ -44,6 +45,7 @@ pub struct RedisEngine {
     store: Arc<InboxStore>,
     connections: Vec<ConnectionManager>,
     epoch: u64,
+    run: u64,
 }
 
 impl RedisEngine {
@@ -77,10 +79,15 @@ impl RedisEngine {
             .query_async(redis)
             .await?;
         let epoch: u64 = redis::cmd("GET").arg(&epoch_key).query_async(redis).await?;
+        let run: u64 = redis::cmd("INCR")
+            .arg(format!("{}:runs", config.key_prefix))
+            .query_async(redis)
+            .await?;
         Ok(Self {
             store,
             connections,
             epoch,
+            run,
         })
     }
 
@@ -88,6 +95,12 @@ impl RedisEngine {
     /// that share its data.
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// This node run's number among every run on this Redis (message ids
+    /// carry it, so ids of messages kept across runs do not repeat).
+    pub fn run(&self) -> u64 {
+        self.run
     }
 
     /// Starts the writer of shard `shard` of `shard_count`, which hands

@@ -200,6 +200,7 @@ impl Server {
             let id = ShardId(index as u32);
             let writer = engine.as_ref().map(|engine| {
                 limits.inbox_authority = InboxAuthority::External;
+                limits.message_id_run = engine.run();
                 engine.spawn_writer(id, shard_count, deliver.clone())
             });
             let shard = Shard::new(id, shard_count, limits, Instant::now());

@@ -102,7 +102,7 @@ fn drain_window(window: &InboxWindow, device: u64) -> Vec<String> {
                 out.push(format!("skip {seq}"));
                 after = seq;
             }
-            WindowNext::Deliver(seq, message) => {
+            WindowNext::Deliver(seq, _, message) => {
                 out.push(format!("{seq}: {}", message_id(message)));
                 after = seq;
             }

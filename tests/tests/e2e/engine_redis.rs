@@ -43,10 +43,12 @@ async fn inboxes_outlive_the_router_and_resume_from_the_ack_point() {
     let (bob, mut bob_events, opened) = server.connect_with(options).await;
     let epoch = opened.epoch;
     let (alice, _alice_events) = server.connect("alice", "phone").await;
+    let mut old_ids = std::collections::BTreeSet::new();
     for i in 0..5u32 {
         let result = alice.send("bob", i.to_be_bytes().to_vec()).await.unwrap();
         assert_eq!(result.error, ErrorCode::None as i32, "{result:?}");
         assert_eq!(result.devices, 1, "bob's phone is attached");
+        old_ids.insert(result.message_id);
     }
     for i in 0..5u32 {
         assert_eq!(next_counter(&mut bob_events).await, (u64::from(i) + 1, i));
@@ -76,6 +78,17 @@ async fn inboxes_outlive_the_router_and_resume_from_the_ack_point() {
             "in order, nothing lost, nothing twice"
         );
     }
+    // A message of the new run: its id is not one of the old run's.
+    let (alice, _alice_events) = server.connect("alice", "phone").await;
+    let result = alice
+        .send("bob", 8u32.to_be_bytes().to_vec())
+        .await
+        .unwrap();
+    assert!(
+        !old_ids.contains(&result.message_id),
+        "id {} repeats one of the first run's",
+        result.message_id
+    );
 }
 
 #[tokio::test]

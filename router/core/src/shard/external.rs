@@ -21,6 +21,7 @@
 //! `GOING_AWAY`, from which the client resumes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame;
@@ -42,7 +43,7 @@ pub(super) enum EngineWait {
     /// devices it reached.
     AppendOwn(Arc<RoutedMessage>, u32),
     /// A member's copy of a room message; `true` for the sender's own.
-    RoomCopy(Arc<RoutedMessage>, bool),
+    RoomCopy(Arc<RoutedMessage>, UserId, bool),
     /// Where a new session's delivery starts.
     Attach {
         session: SessionId,
@@ -135,7 +136,8 @@ impl Shard {
                 own,
                 check_share: false,
             };
-            self.ask_engine(request, EngineWait::RoomCopy(routed.clone(), own));
+            let wait = EngineWait::RoomCopy(routed.clone(), member.clone(), own);
+            self.ask_engine(request, wait);
         }
     }
 
@@ -177,12 +179,21 @@ impl Shard {
                 self.stats.engine_failures += 1;
                 self.route_result(now, routed, ENGINE_BUSY, 0);
             }
-            (EngineWait::RoomCopy(routed, own), reply) => {
+            (EngineWait::RoomCopy(routed, member, own), reply) => {
                 let copy = match reply {
-                    EngineReply::Appended { seq, devices, .. } => OwnCopy::Stored {
-                        seq,
-                        copies: devices,
-                    },
+                    EngineReply::Appended { seq, devices, .. } => {
+                        if !own && devices == 0 && !routed.message.is_receipt {
+                            self.outputs.push_back(Output::StoredForOffline {
+                                user: member,
+                                seq,
+                                message: routed.message.clone(),
+                            });
+                        }
+                        OwnCopy::Stored {
+                            seq,
+                            copies: devices,
+                        }
+                    }
                     _ => {
                         // A member's copy lost to the engine: the member's
                         // inbox lacks it (counted; the Redis engine fails
@@ -370,12 +381,16 @@ impl Shard {
                     record.sent_through = to;
                 }
                 WindowNext::Skip(seq) => record.sent_through = seq,
-                WindowNext::Deliver(seq, message) => {
+                WindowNext::Deliver(seq, header, message) => {
+                    // Its age by the wall clock, for the delivery-latency
+                    // histogram: it may have been stored by another node.
+                    let age = self.now_ms.saturating_sub(header.stored_ms);
+                    let accepted_at = self.now.checked_sub(Duration::from_millis(age));
                     self.outputs.push_back(Output::Transmit {
                         session,
                         frame: frame::encode_deliver(seq, message),
                         class: FrameClass::Message {
-                            accepted_at: self.now,
+                            accepted_at: accepted_at.unwrap_or(self.now),
                         },
                     });
                     record.sent_through = seq;

@@ -177,7 +177,7 @@ impl Shard {
             }
         }
         self.next_message_seq += 1;
-        let message_id = (u64::from(self.id.0) << 48) | self.next_message_seq;
+        let message_id = message_id(self.limits.message_id_run, self.id, self.next_message_seq);
         let is_receipt = receipt.is_some();
         let encoded = Message {
             message_id,
@@ -660,6 +660,24 @@ const SERVER_BUSY: SendError = SendError {
     retry_after_ms: 5_000,
 };
 
+/// Bits of a message id given to its node run, its shard and its
+/// shard's counter: 12 + 10 + 42. The counter lasts 4.4e12 messages per
+/// shard and run; a run number is reused after 4,096 runs (node starts),
+/// long after the messages of the run it repeats have aged out.
+const ID_RUN_BITS: u32 = 12;
+const ID_SHARD_BITS: u32 = 10;
+const ID_COUNTER_BITS: u32 = 64 - ID_RUN_BITS - ID_SHARD_BITS;
+
+/// The id of the `counter`th message of `shard` in node run `run` (its
+/// low bits): never 0, unique across shards and across the last 4,096
+/// runs.
+pub(super) fn message_id(run: u64, shard: crate::ids::ShardId, counter: u64) -> u64 {
+    let run = run & ((1 << ID_RUN_BITS) - 1);
+    let shard = u64::from(shard.0) & ((1 << ID_SHARD_BITS) - 1);
+    let counter = counter & ((1 << ID_COUNTER_BITS) - 1);
+    (run << (ID_SHARD_BITS + ID_COUNTER_BITS)) | (shard << ID_COUNTER_BITS) | counter
+}
+
 /// A wait as the whole milliseconds a client must wait: rounded up, at
 /// least 1.
 pub(super) fn retry_after_ms(wait: std::time::Duration) -> u32 {
@@ -686,4 +704,26 @@ fn check_send(send: &Send, max_payload_bytes: usize) -> Result<Recipient, (Error
         return Err((ErrorCode::InvalidClientMsgId, Refusal::InvalidClientMsgId));
     }
     Ok(to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::ShardId;
+
+    #[test]
+    fn message_ids_differ_across_runs_and_shards_and_are_never_zero() {
+        let ids = [
+            message_id(0, ShardId(0), 1),
+            message_id(0, ShardId(1), 1),
+            message_id(1, ShardId(0), 1),
+            message_id(4095, ShardId(1023), (1 << 42) - 1),
+        ];
+        let distinct: std::collections::BTreeSet<u64> = ids.iter().copied().collect();
+        assert_eq!(distinct.len(), ids.len(), "{ids:?}");
+        assert!(ids.iter().all(|id| *id != 0));
+        assert_eq!(ids[3], u64::MAX, "every bit in its place");
+        // Run numbers repeat after 4,096 runs.
+        assert_eq!(message_id(4096, ShardId(0), 1), ids[0]);
+    }
 }

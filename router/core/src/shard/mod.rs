@@ -122,6 +122,10 @@ pub struct CoreLimits {
     /// Who keeps the inboxes: the shard (default) or an engine
     /// ([`crate::engine`]).
     pub inbox_authority: InboxAuthority,
+    /// This node run's number, part of every message id (its low 12 bits),
+    /// so that ids stay unique across runs whose messages an engine keeps.
+    /// 0 in memory, where nothing outlives the run.
+    pub message_id_run: u64,
 }
 
 impl Default for CoreLimits {
@@ -144,6 +148,7 @@ impl Default for CoreLimits {
             inbox_budget: Arc::new(InboxBudget::unlimited()),
             inbox_epoch: 1,
             inbox_authority: InboxAuthority::Local,
+            message_id_run: 0,
         }
     }
 }

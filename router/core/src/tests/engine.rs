@@ -463,3 +463,19 @@ fn a_room_message_reaches_every_member_through_the_engine_in_one_order() {
         assert_eq!(engine.inbox(user).unwrap().last_seq(), 2, "{user}");
     }
 }
+
+#[test]
+fn messages_stored_for_offline_users_are_reported_for_the_webhook() {
+    let mut c = Cluster::with_engine(2, engine_limits());
+    let alice = c.open("alice", "phone");
+    let dave = c.open("dave", "phone");
+    assert_eq!(c.create_room(alice, "r", true), Ok(1));
+    assert_eq!(c.join_room(dave, "r", ""), Ok(2));
+    c.close(dave);
+    c.take_all(alice);
+    c.send(alice, 1, "bob", b"direct");
+    c.frame(alice, 2, Some(Body::Send(message("", "r", b"room"))));
+    let mut offline = c.offline.clone();
+    offline.sort();
+    assert_eq!(offline, [(user("bob"), 1), (user("dave"), 1)]);
+}
