@@ -1,68 +1,77 @@
 #!/usr/bin/env bash
-# Redis memory per idle session and per stored offline message, for the
-# cluster engine's layout (issue 24; ARCHITECTURE.md "Engine"), measured on
-# a throwaway redis-server (Debian's, as CI installs) on a loopback port:
-# the growth of INFO's used_memory divided by what was written.
+# Redis memory of the Redis engine's inboxes (issue 24; README "Keeping
+# inboxes in Redis"), measured with the engine's own scripts
+# (router/src/engine/inbox/*.lua) on a throwaway redis-server (Debian's, as
+# CI installs) on a free loopback port: the growth of INFO's used_memory
+# divided by what was written, and Redis's CPU per script call.
 #
-# - sessions: one field per online user (a 12-byte id, a 17-byte packed
-#   row: node, session count, a device hash, version, last seen) in bucket
-#   hashes, for several bucket counts. Redis keeps a hash of at most
-#   hash-max-listpack-entries (512) small fields as one listpack, far
-#   smaller than a hash table: the bucket count decides which one it is.
-# - messages: packed inbox entries (15 bytes of header, 60 of ids, an
-#   80-byte payload) on per-user lists, with 1, 10 and 100 per list.
+# - idle device: one attach per user (a device with a session and nothing
+#   stored): the user's row in its bucket hash.
+# - stored message: appends of a 140-byte Message (60 bytes of ids and
+#   envelope, an 80-byte payload) with the 19-byte entry header, 1 and 10
+#   per inbox.
 #
-#   bench/scripts/redis_memory.sh            # 200,000 of each
-#   N=1000000 bench/scripts/redis_memory.sh
+#   bench/scripts/redis_memory.sh            # 100,000 of each
+#   N=1000000 BUCKETS=16384 bench/scripts/redis_memory.sh
 set -euo pipefail
-N=${N:-200000}
-PORT=${PORT:-26399}
+N=${N:-100000}
+BUCKETS=${BUCKETS:-4096}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+LUA="$ROOT/router/src/engine/inbox"
+# A port nothing listens on: this script flushes its server between steps.
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 DIR=$(mktemp -d)
 trap 'redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$DIR"' EXIT
 redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$DIR" \
   > "$DIR/server.log" 2>&1 &
 until redis-cli -p "$PORT" ping >/dev/null 2>&1; do sleep 0.1; done
 
-used() { redis-cli -p "$PORT" info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p'; }
+cli() { redis-cli -p "$PORT" "$@"; }
+used() { cli info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p'; }
+ATTACH=$(cli script load "$(cat "$LUA/common.lua" "$LUA/attach.lua")")
+APPEND=$(cli script load "$(cat "$LUA/common.lua" "$LUA/append.lua")")
 
-# Writes redis protocol for: sessions N BUCKETS | messages N PER_LIST
+# Redis protocol for: attach N | append N PER_INBOX
 generate() {
-  python3 - "$@" <<'PY'
-import random, sys, zlib
+  python3 - "$@" "$BUCKETS" "$ATTACH" "$APPEND" <<'PY'
+import struct, sys, zlib
+mode, n, per, buckets, attach, append = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
 out = sys.stdout.buffer
-rng = random.Random(1)
 def resp(*args):
     parts = [b"*%d\r\n" % len(args)]
     for a in args:
         a = a.encode() if isinstance(a, str) else a
         parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
     out.write(b"".join(parts))
-mode, n, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+now = 1765000000000
+u48 = lambda v: struct.pack(">Q", v)[2:]
+message = b"i" * 60 + b"p" * 80
+entry = u48(now) + b"\x00" + u48(7) + u48(9) + message
 for i in range(n):
-    if mode == "sessions":
-        user = "user-%07d" % i
-        bucket = zlib.crc32(user.encode()) % k
-        resp("HSET", "sb:{%d}:u" % bucket, user, rng.randbytes(17))
+    user = "user-%07d" % (i // per)
+    k = zlib.crc32(user.encode()) % buckets
+    keys = ("sb:{%d}:ib" % k, "sb:{%d}:il:%s" % (k, user))
+    limits = (user, str(now), "1000", "1048576", "86400000", "50")
+    if mode == "attach":
+        resp("EVALSHA", attach, "2", *keys, *limits, str(zlib.crc32(b"phone")), "-1", "0")
     else:
-        user = "user-%07d" % (i % max(1, n // k))
-        bucket = zlib.crc32(user.encode()) % 16384
-        resp("RPUSH", "sb:{%d}:ib:%s" % (bucket, user), rng.randbytes(15 + 60 + 80))
+        resp("EVALSHA", append, "2", *keys, *limits, entry, "0", "1")
 PY
 }
 
-measure() { # what n mode k -> bytes per item
-  redis-cli -p "$PORT" flushall >/dev/null
+measure() { # label mode per_inbox -> bytes per item, µs per call
+  cli flushall >/dev/null
+  cli config resetstat >/dev/null
   local before after
   before=$(used)
-  generate "$2" "$N" "$3" | redis-cli -p "$PORT" --pipe >/dev/null
+  generate "$2" "$N" "$3" | cli --pipe >/dev/null
   after=$(used)
-  echo "$1: $(( (after - before) / N )) B each"
+  local usec
+  usec=$(cli info commandstats | sed -n 's/^cmdstat_evalsha:.*usec_per_call=\([0-9.]*\).*/\1/p')
+  echo "$1: $(( (after - before) / N )) B each, ${usec} µs of Redis CPU per call"
 }
 
-echo "redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p'), $N items"
-for buckets in 256 1024 4096; do
-  measure "idle session, $buckets bucket hashes ($(( N / buckets )) fields each)" sessions "$buckets"
-done
-for per in 1 10 100; do
-  measure "stored message, $per per inbox" messages "$per"
-done
+echo "redis $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p'), $N items, $BUCKETS buckets"
+measure "idle device (attached, nothing stored)" attach 1
+measure "stored message, 1 per inbox" append 1
+measure "stored message, 10 per inbox" append 10
