@@ -155,10 +155,22 @@ impl InboxStore {
         }
     }
 
+    /// The channel node `node` subscribes to for entries appended to the
+    /// inboxes of users with a device attached there.
+    pub fn node_channel(&self, node: u64) -> String {
+        format!("{}{node}", self.node_channels())
+    }
+
+    fn node_channels(&self) -> String {
+        format!("{}:n:", self.key_prefix)
+    }
+
     /// Appends `entry` (an [`EntryHeader`] and the encoded message) to
-    /// `user`'s inbox; `own` for a copy of the user's own send,
-    /// `check_share` to apply the share rule (a direct message from
-    /// someone else). Its answer: [`parse_appended`].
+    /// `user`'s inbox for node `node`; `own` for a copy of the user's own
+    /// send, `check_share` to apply the share rule (a direct message from
+    /// someone else). The entry is published to the other nodes with a
+    /// device of the user attached ([`parse_published`]). Its answer:
+    /// [`parse_appended`].
     pub fn append_cmd(
         &self,
         user: &UserId,
@@ -166,16 +178,21 @@ impl InboxStore {
         own: bool,
         check_share: bool,
         now_ms: u64,
+        node: u64,
     ) -> Cmd {
         let mut cmd = self.command(&self.append, user, now_ms);
-        cmd.arg(entry).arg(u8::from(own)).arg(u8::from(check_share));
+        cmd.arg(entry)
+            .arg(u8::from(own))
+            .arg(u8::from(check_share))
+            .arg(node)
+            .arg(self.node_channels());
         cmd
     }
 
-    /// A session of device `device` (its key) opened: where its delivery
-    /// continues (`resume`, else its cursor, else where a new device
-    /// starts) and up to `count` entries from there. Its answer:
-    /// [`parse_attached`].
+    /// A session of device `device` (its key) opened on node `node`:
+    /// where its delivery continues (`resume`, else its cursor, else where
+    /// a new device starts) and up to `count` entries from there. Its
+    /// answer: [`parse_attached`].
     pub fn attach_cmd(
         &self,
         user: &UserId,
@@ -183,10 +200,11 @@ impl InboxStore {
         resume: Option<u64>,
         count: usize,
         now_ms: u64,
+        node: u64,
     ) -> Cmd {
         let mut cmd = self.command(&self.attach, user, now_ms);
         let resume = resume.map_or(-1, |seq| i64::try_from(seq).unwrap_or(i64::MAX));
-        cmd.arg(device).arg(resume).arg(count);
+        cmd.arg(device).arg(resume).arg(count).arg(node);
         cmd
     }
 
@@ -222,6 +240,7 @@ impl InboxStore {
     }
 
     /// [`InboxStore::append_cmd`], run.
+    #[allow(clippy::too_many_arguments)]
     pub async fn append(
         &self,
         redis: &mut impl ConnectionLike,
@@ -230,12 +249,14 @@ impl InboxStore {
         own: bool,
         check_share: bool,
         now_ms: u64,
+        node: u64,
     ) -> Result<Appended, EngineError> {
-        let cmd = self.append_cmd(user, entry, own, check_share, now_ms);
+        let cmd = self.append_cmd(user, entry, own, check_share, now_ms, node);
         parse_appended(self.run(redis, &cmd).await?)
     }
 
     /// [`InboxStore::attach_cmd`], run.
+    #[allow(clippy::too_many_arguments)]
     pub async fn attach(
         &self,
         redis: &mut impl ConnectionLike,
@@ -244,8 +265,9 @@ impl InboxStore {
         resume: Option<u64>,
         count: usize,
         now_ms: u64,
+        node: u64,
     ) -> Result<Attached, EngineError> {
-        let cmd = self.attach_cmd(user, device, resume, count, now_ms);
+        let cmd = self.attach_cmd(user, device, resume, count, now_ms, node);
         parse_attached(self.run(redis, &cmd).await?)
     }
 
@@ -308,6 +330,51 @@ pub fn parse_appended(value: Value) -> Result<Appended, EngineError> {
             "append answered {reply:?}"
         ))),
     }
+}
+
+/// An entry another node appended, as published to this node's channel:
+/// the user, its seq, the inbox's first seq after it, and the entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The inbox's user.
+    pub user: UserId,
+    /// The entry's sequence number.
+    pub seq: u64,
+    /// The lowest sequence number the inbox held after it.
+    pub first_seq: u64,
+    /// The entry's header.
+    pub header: EntryHeader,
+    /// The encoded `Message`.
+    pub message: Bytes,
+}
+
+/// Decodes a message of a node channel (see `append.lua`).
+pub fn parse_published(payload: &[u8]) -> Result<Published, EngineError> {
+    let bad = || EngineError::Unexpected("a node channel message that does not parse".into());
+    let u48 = |bytes: &[u8]| {
+        let mut wide = [0u8; 8];
+        wide[2..].copy_from_slice(bytes);
+        u64::from_be_bytes(wide)
+    };
+    if payload.len() < 13 {
+        return Err(bad());
+    }
+    let (seq, first_seq) = (u48(&payload[..6]), u48(&payload[6..12]));
+    let user_len = usize::from(payload[12]);
+    let user = payload.get(13..13 + user_len).ok_or_else(bad)?;
+    let user = std::str::from_utf8(user)
+        .ok()
+        .and_then(UserId::parse)
+        .ok_or_else(bad)?;
+    let entry = Bytes::copy_from_slice(&payload[13 + user_len..]);
+    let (header, message) = EntryHeader::split(&entry).ok_or_else(bad)?;
+    Ok(Published {
+        user,
+        seq,
+        first_seq,
+        header,
+        message,
+    })
 }
 
 /// The answer to [`InboxStore::attach_cmd`].

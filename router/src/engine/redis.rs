@@ -1,8 +1,12 @@
 //! The Redis engine at work: [`RedisEngine`] connects, loads the inbox
 //! scripts, keeps the inbox epoch in Redis (so a restarted node's
-//! sequence numbers still mean what they meant) and numbers node runs
-//! (message ids carry the run, so they do not repeat across restarts), and
-//! [`RedisEngine::spawn_writer`] runs one writer task per shard.
+//! sequence numbers still mean what they meant) and registers the node
+//! (a new id per start: message ids carry it, so they do not repeat across
+//! restarts, and its heartbeat key says it is alive);
+//! [`RedisEngine::spawn_writer`] runs one writer task per shard, and
+//! [`RedisEngine::start`] the heartbeat and the subscriber to the node's
+//! channel, where other nodes publish what they append for users with a
+//! device here (several nodes on one Redis).
 //!
 //! A writer takes what its shard asked ([`EngineRequest`]s, in the order
 //! emitted), sends everything waiting as one pipeline on one connection,
@@ -18,7 +22,7 @@
 use std::sync::Arc;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisResult, Value};
+use redis::{IntoConnectionInfo, RedisResult, Value};
 use switchboard_core::engine::{AppendedEntry, EngineReply, EngineRequest, EngineTicket};
 use switchboard_core::mailbox::MailboxLimits;
 use switchboard_core::placement::shard_of;
@@ -27,7 +31,7 @@ use switchboard_core::{ShardId, ShardInput};
 use tokio::sync::mpsc;
 
 use super::inbox::{self, Appended, InboxStore};
-use super::liveness::unix_ms;
+use super::liveness::{self, unix_ms, NodeId};
 use super::EngineError;
 use crate::config::RedisConfig;
 
@@ -45,7 +49,8 @@ pub struct RedisEngine {
     store: Arc<InboxStore>,
     connections: Vec<ConnectionManager>,
     epoch: u64,
-    run: u64,
+    node: NodeId,
+    config: RedisConfig,
 }
 
 impl RedisEngine {
@@ -79,15 +84,13 @@ impl RedisEngine {
             .query_async(redis)
             .await?;
         let epoch: u64 = redis::cmd("GET").arg(&epoch_key).query_async(redis).await?;
-        let run: u64 = redis::cmd("INCR")
-            .arg(format!("{}:runs", config.key_prefix))
-            .query_async(redis)
-            .await?;
+        let node = liveness::register(redis, &config.liveness(), unix_ms()).await?;
         Ok(Self {
             store,
             connections,
             epoch,
-            run,
+            node,
+            config: config.clone(),
         })
     }
 
@@ -97,10 +100,74 @@ impl RedisEngine {
         self.epoch
     }
 
-    /// This node run's number among every run on this Redis (message ids
-    /// carry it, so ids of messages kept across runs do not repeat).
-    pub fn run(&self) -> u64 {
-        self.run
+    /// This node's id among every node run on this Redis, new at each
+    /// start (message ids carry it, so ids of messages kept across runs do
+    /// not repeat).
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// Starts what runs beside the writers: the node's heartbeat, and the
+    /// subscriber that hands entries other nodes appended for users with a
+    /// device here (published to this node's channel) to the shards that
+    /// own them, of `shard_count`. The subscription is renewed by itself
+    /// after Redis comes back.
+    pub async fn start(&self, shard_count: u32, deliver: Deliver) -> Result<(), EngineError> {
+        liveness::Heartbeat::spawn(
+            self.connections[0].clone(),
+            self.config.liveness(),
+            self.node,
+        );
+        let url = self
+            .config
+            .urls
+            .first()
+            .map(String::as_str)
+            .unwrap_or_default();
+        let info = url.into_connection_info()?;
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(settings))?;
+        let (pushes, mut received) = mpsc::unbounded_channel();
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.config.connect_timeout))
+            .set_push_sender(pushes)
+            .set_automatic_resubscription();
+        let mut subscriber = client
+            .get_connection_manager_with_config(manager_config)
+            .await?;
+        subscriber
+            .subscribe(self.store.node_channel(self.node.0))
+            .await?;
+        tokio::spawn(async move {
+            // Holding the connection keeps the subscription.
+            let _subscriber = subscriber;
+            while let Some(push) = received.recv().await {
+                if push.kind != redis::PushKind::Message {
+                    continue;
+                }
+                let Some(Value::BulkString(payload)) = push.data.get(1) else {
+                    continue;
+                };
+                match inbox::parse_published(payload) {
+                    Ok(published) => {
+                        let owner = shard_of(&published.user, shard_count);
+                        let entry = AppendedEntry {
+                            user: published.user,
+                            seq: published.seq,
+                            first_seq: published.first_seq,
+                            header: published.header,
+                            message: published.message,
+                        };
+                        deliver(owner, ShardInput::Appended(entry));
+                    }
+                    Err(error) => tracing::warn!(%error, "a node channel message was dropped"),
+                }
+            }
+        });
+        Ok(())
     }
 
     /// Starts the writer of shard `shard` of `shard_count`, which hands
@@ -114,6 +181,7 @@ impl RedisEngine {
             redis: connection,
             shard,
             shard_count,
+            node: self.node.0,
             deliver,
         };
         tokio::spawn(writer.run(requests));
@@ -127,6 +195,8 @@ struct Writer {
     redis: ConnectionManager,
     shard: ShardId,
     shard_count: u32,
+    /// This node's id: attaches name it, appends are not published to it.
+    node: u64,
     deliver: Deliver,
 }
 
@@ -164,7 +234,7 @@ impl Writer {
     ) -> Vec<RedisResult<Value>> {
         let commands: Vec<redis::Cmd> = batch
             .iter()
-            .map(|(_, request)| command(&self.store, request, now_ms))
+            .map(|(_, request)| command(&self.store, request, now_ms, self.node))
             .collect();
         let mut results = self.pipeline(&commands).await;
         let missing: Vec<usize> = (0..results.len())
@@ -238,8 +308,8 @@ fn header(message: &switchboard_core::StoredMessage, own: bool, now_ms: u64) -> 
     }
 }
 
-/// The Redis command of `request`.
-fn command(store: &InboxStore, request: &EngineRequest, now_ms: u64) -> redis::Cmd {
+/// The Redis command of `request` from node `node`.
+fn command(store: &InboxStore, request: &EngineRequest, now_ms: u64, node: u64) -> redis::Cmd {
     match request {
         EngineRequest::Append {
             user,
@@ -248,14 +318,14 @@ fn command(store: &InboxStore, request: &EngineRequest, now_ms: u64) -> redis::C
             check_share,
         } => {
             let entry = header(message, *own, now_ms).encode_with(&message.encoded);
-            store.append_cmd(user, &entry, *own, *check_share, now_ms)
+            store.append_cmd(user, &entry, *own, *check_share, now_ms, node)
         }
         EngineRequest::Attach {
             user,
             device,
             resume,
             count,
-        } => store.attach_cmd(user, device_key(device), *resume, *count, now_ms),
+        } => store.attach_cmd(user, device_key(device), *resume, *count, now_ms, node),
         EngineRequest::Fetch {
             user,
             device,

@@ -195,12 +195,15 @@ impl Server {
                 let _ = shards[shard.0 as usize].send(input.into());
             })
         };
+        if let Some(engine) = &engine {
+            engine.start(shard_count, deliver.clone()).await?;
+        }
         for (index, inbox) in inboxes.into_iter().enumerate() {
             let mut limits = config.core_limits(inbox_epoch, inbox_budget.clone());
             let id = ShardId(index as u32);
             let writer = engine.as_ref().map(|engine| {
                 limits.inbox_authority = InboxAuthority::External;
-                limits.message_id_run = engine.run();
+                limits.message_id_run = engine.node().0;
                 engine.spawn_writer(id, shard_count, deliver.clone())
             });
             let shard = Shard::new(id, shard_count, limits, Instant::now());

@@ -192,7 +192,7 @@ async fn run_both(
                     }
                 };
                 let got = store
-                    .append(redis, user, &entry, own, !own, now_ms)
+                    .append(redis, user, &entry, own, !own, now_ms, 1)
                     .await
                     .unwrap();
                 prop_assert_eq!(got, expected, "step {}: {:?}", step, op);
@@ -201,7 +201,7 @@ async fn run_both(
                 let expected = memory.attach(&device(d), resume, stats);
                 online.insert(d);
                 let got = store
-                    .attach(redis, user, device_key(&device(d)), resume, 100, now_ms)
+                    .attach(redis, user, device_key(&device(d)), resume, 100, now_ms, 1)
                     .await
                     .unwrap();
                 prop_assert_eq!(got.after, expected, "step {}: {:?}", step, op);

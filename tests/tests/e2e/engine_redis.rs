@@ -146,3 +146,54 @@ async fn room_messages_reach_members_through_redis_in_one_order() {
     }
     assert_eq!(bob_order, [0, 2], "alice's, not his own");
 }
+
+#[tokio::test]
+async fn two_nodes_on_one_redis_chat_and_a_device_moves_between_them() {
+    let redis = RedisServer::start();
+    let node_a = TestServer::start_with(on_redis(&redis)).await;
+    let node_b = TestServer::start_with(on_redis(&redis)).await;
+    let (alice, mut alice_events) = node_a.connect("alice", "phone").await;
+    let mut options = node_b.options("bob", "phone");
+    options.auto_ack = false;
+    let (bob, mut bob_events, opened) = node_b.connect_with(options).await;
+    let epoch = opened.epoch;
+    for i in 0..3u32 {
+        let result = alice.send("bob", i.to_be_bytes().to_vec()).await.unwrap();
+        assert_eq!(result.error, ErrorCode::None as i32, "{result:?}");
+        assert_eq!(result.devices, 1, "bob's phone, on the other node");
+    }
+    for i in 0..3u32 {
+        assert_eq!(
+            next_counter(&mut bob_events).await,
+            (u64::from(i) + 1, i),
+            "across nodes, in order"
+        );
+    }
+    let reply = bob
+        .send("alice", 100u32.to_be_bytes().to_vec())
+        .await
+        .unwrap();
+    assert_eq!(reply.error, ErrorCode::None as i32);
+    assert_eq!(next_counter(&mut alice_events).await.1, 100, "and back");
+    bob.ack(1).await.unwrap();
+    bob.close().await;
+    // Bob moves to node A and resumes from his ack point.
+    let mut options = node_a.options("bob", "phone");
+    options.resume = Some(Resume { epoch, last_seq: 1 });
+    let (_bob, mut bob_events, opened) = node_a.connect_with(options).await;
+    assert_eq!((opened.epoch, opened.resume_after), (epoch, 1));
+    for i in 1..3u32 {
+        assert_eq!(next_counter(&mut bob_events).await, (u64::from(i) + 1, i));
+    }
+    // His own send to alice is in his inbox, not sent to the sending device.
+    let result = alice
+        .send("bob", 3u32.to_be_bytes().to_vec())
+        .await
+        .unwrap();
+    assert_eq!(result.error, ErrorCode::None as i32);
+    assert_eq!(
+        next_counter(&mut bob_events).await,
+        (5, 3),
+        "seq 4 is his own send"
+    );
+}

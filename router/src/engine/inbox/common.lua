@@ -12,7 +12,8 @@
 -- ARGV[7..] the operation's own arguments
 --
 -- The row, MessagePack: { last_seq, released_through, bytes, devices },
--- devices flat: { device key, acked, offline since (0: online), ... }.
+-- devices flat: { device key, acked, offline since (0: online), node, ... }
+-- (the node that last attached the device: where appends are published).
 -- Entries: a 19-byte header (stored at ms, flags, sender key, device
 -- key; remote_inbox.rs) and the encoded Message. Sequence numbers are
 -- implicit: the list holds first_seq .. last_seq.
@@ -45,7 +46,7 @@ local function first()
 end
 
 local function find(device)
-  for i = 1, #devs, 3 do
+  for i = 1, #devs, 4 do
     if devs[i] == device then return i end
   end
   return nil
@@ -65,7 +66,7 @@ end
 local function trim()
   if #devs == 0 then return end
   local lowest = devs[2]
-  for i = 5, #devs, 3 do
+  for i = 6, #devs, 4 do
     if devs[i] < lowest then lowest = devs[i] end
   end
   local count = math.min(n, lowest - first() + 1)
@@ -101,14 +102,12 @@ local function expire()
     pop_front(1)
   end
   local kept, removed = {}, false
-  for i = 1, #devs, 3 do
+  for i = 1, #devs, 4 do
     local off = devs[i + 2]
     if off ~= 0 and off + max_age <= now then
       removed = true
     else
-      kept[#kept + 1] = devs[i]
-      kept[#kept + 1] = devs[i + 1]
-      kept[#kept + 1] = off
+      for j = 0, 3 do kept[#kept + 1] = devs[i + j] end
     end
   end
   if removed then
