@@ -53,6 +53,17 @@ pub enum EngineRequest {
         /// Refuse it when the inbox is full and its sender holds its share.
         check_share: bool,
     },
+    /// Store a direct message for `to` and then, unless refused, its
+    /// sender's copy (for the sender's other devices): one request, so the
+    /// engine can do both in one step. The sender's copies reach the
+    /// engine in send order, as every request of a shard does.
+    Deliver {
+        /// The recipient (never the sender: a note to self is one
+        /// [`EngineRequest::Append`]).
+        to: UserId,
+        /// The message, as accepted.
+        message: Arc<StoredMessage>,
+    },
     /// A session of `device` opened: where does its delivery start, and
     /// the first `count` entries from there.
     Attach {
@@ -108,6 +119,22 @@ pub enum EngineReply {
     },
     /// Not stored: the inbox is full and the sender holds its share.
     ShareRefused,
+    /// The answer to [`EngineRequest::Deliver`]: stored for the recipient
+    /// under `seq`, and the sender's copy under `own_seq`.
+    Delivered {
+        /// The recipient's entry.
+        seq: u64,
+        /// The lowest sequence number the recipient's inbox held after it.
+        first_seq: u64,
+        /// The recipient's devices with a session open, anywhere.
+        devices: u32,
+        /// The sender's copy.
+        own_seq: u64,
+        /// The lowest sequence number the sender's inbox held after it.
+        own_first_seq: u64,
+        /// The sender's devices with a session open, anywhere.
+        own_devices: u32,
+    },
     /// Where the device's delivery starts, and the inbox from there.
     Attached {
         /// Delivery continues after this sequence number.

@@ -69,6 +69,7 @@ pub struct InboxStore {
     buckets: u32,
     limits: MailboxLimits,
     append: redis::Script,
+    deliver: redis::Script,
     attach: redis::Script,
     fetch: redis::Script,
     ack: redis::Script,
@@ -84,6 +85,7 @@ impl InboxStore {
             buckets: buckets.max(1),
             limits,
             append: redis::Script::new(inbox_script!("append")),
+            deliver: redis::Script::new(inbox_script!("deliver")),
             attach: redis::Script::new(inbox_script!("attach")),
             fetch: redis::Script::new(inbox_script!("fetch")),
             ack: redis::Script::new(inbox_script!("ack")),
@@ -114,13 +116,19 @@ impl InboxStore {
     /// `EVALSHA` of `script` on `user`'s inbox at `now_ms`, with the
     /// arguments every operation takes; the caller adds the operation's own.
     fn command(&self, script: &redis::Script, user: &UserId, now_ms: u64) -> Cmd {
+        self.command_with(script, &[user], now_ms)
+    }
+
+    /// [`InboxStore::command`] over the inboxes of `users` (the first is
+    /// the operation's user): their row hash and entry list each, in order.
+    fn command_with(&self, script: &redis::Script, users: &[&UserId], now_ms: u64) -> Cmd {
         let limits = &self.limits;
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(script.get_hash())
-            .arg(2)
-            .arg(self.rows_key(user))
-            .arg(self.list_key(user))
-            .arg(user.as_str())
+        cmd.arg(script.get_hash()).arg(users.len() * 2);
+        for user in users {
+            cmd.arg(self.rows_key(user)).arg(self.list_key(user));
+        }
+        cmd.arg(users[0].as_str())
             .arg(now_ms)
             .arg(limits.max_messages)
             .arg(limits.max_bytes)
@@ -134,6 +142,7 @@ impl InboxStore {
     pub async fn load_scripts(&self, redis: &mut impl ConnectionLike) -> Result<(), EngineError> {
         for script in [
             &self.append,
+            &self.deliver,
             &self.attach,
             &self.fetch,
             &self.ack,
@@ -186,6 +195,28 @@ impl InboxStore {
             .arg(u8::from(check_share))
             .arg(node)
             .arg(self.node_channels());
+        cmd
+    }
+
+    /// Appends `entry` (its header's own flag clear) to `to`'s inbox and,
+    /// unless refused, the same entry as `from`'s own copy to `from`'s, in
+    /// one step: both users' keys go to one script, so this needs one
+    /// Redis (not a Redis Cluster, where the buckets may sit apart). Its
+    /// answer: [`parse_delivered`].
+    pub fn deliver_cmd(
+        &self,
+        to: &UserId,
+        from: &UserId,
+        entry: &[u8],
+        now_ms: u64,
+        node: u64,
+    ) -> Cmd {
+        let mut cmd = self.command_with(&self.deliver, &[to, from], now_ms);
+        cmd.arg(entry)
+            .arg(1)
+            .arg(node)
+            .arg(self.node_channels())
+            .arg(from.as_str());
         cmd
     }
 
@@ -319,7 +350,12 @@ pub fn is_no_script(error: &redis::RedisError) -> bool {
 /// The answer to [`InboxStore::append_cmd`].
 pub fn parse_appended(value: Value) -> Result<Appended, EngineError> {
     let reply: Vec<u64> = redis::from_redis_value(value)?;
-    match reply[..] {
+    appended_from(&reply)
+}
+
+/// An append's answer, `{ stored, seq, first_seq, devices }`.
+fn appended_from(reply: &[u64]) -> Result<Appended, EngineError> {
+    match *reply {
         [1, seq, first_seq, devices] => Ok(Appended::Stored {
             seq,
             first_seq,
@@ -330,6 +366,23 @@ pub fn parse_appended(value: Value) -> Result<Appended, EngineError> {
             "append answered {reply:?}"
         ))),
     }
+}
+
+/// The answer to [`InboxStore::deliver_cmd`]: the recipient's append and,
+/// when that stored it, the sender's copy.
+pub fn parse_delivered(value: Value) -> Result<(Appended, Option<Appended>), EngineError> {
+    let reply: Vec<u64> = redis::from_redis_value(value)?;
+    if reply.len() != 8 {
+        return Err(EngineError::Unexpected(format!(
+            "deliver answered {reply:?}"
+        )));
+    }
+    let to = appended_from(&reply[..4])?;
+    let copy = match to {
+        Appended::Stored { .. } => Some(appended_from(&reply[4..])?),
+        Appended::ShareRefused => None,
+    };
+    Ok((to, copy))
 }
 
 /// An entry another node appended, as published to this node's channel:

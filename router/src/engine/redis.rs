@@ -19,6 +19,7 @@
 //! [`EngineReply::Unavailable`]: the shard refuses with a retryable error;
 //! nothing waits forever.
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::sync::Arc;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -27,7 +28,7 @@ use switchboard_core::engine::{AppendedEntry, EngineReply, EngineRequest, Engine
 use switchboard_core::mailbox::MailboxLimits;
 use switchboard_core::placement::shard_of;
 use switchboard_core::remote_inbox::{device_key, sender_key, EntryHeader};
-use switchboard_core::{ShardId, ShardInput};
+use switchboard_core::{DeviceId, ShardId, ShardInput, UserId};
 use tokio::sync::mpsc;
 
 use super::inbox::{self, Appended, InboxStore};
@@ -205,8 +206,21 @@ impl Writer {
         let mut batch = Vec::new();
         while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
             let now_ms = unix_ms();
-            let results = self.execute(&batch, now_ms).await;
-            for ((ticket, request), result) in batch.drain(..).zip(results) {
+            let needed = needed(&batch);
+            let sent: Vec<&EngineRequest> = batch
+                .iter()
+                .zip(&needed)
+                .filter(|(_, needed)| **needed)
+                .map(|((_, request), _)| request)
+                .collect();
+            let mut results = self.execute(&sent, now_ms).await.into_iter();
+            for ((ticket, request), needed) in batch.drain(..).zip(needed) {
+                let Some(result) = needed.then(|| results.next()).flatten() else {
+                    // An ack a later one of the batch covers.
+                    let reply = EngineReply::Done;
+                    (self.deliver)(self.shard, ShardInput::EngineReply { ticket, reply });
+                    continue;
+                };
                 let reply = match result {
                     Ok(value) => reply_to(&request, value).unwrap_or_else(|error| {
                         tracing::warn!(%error, "the redis engine answered something unexpected");
@@ -227,14 +241,10 @@ impl Writer {
     /// Scripts Redis lost (it restarted) are loaded again and the requests
     /// that found them missing are run once more, still in order: a
     /// missing script changed nothing.
-    async fn execute(
-        &mut self,
-        batch: &[(EngineTicket, EngineRequest)],
-        now_ms: u64,
-    ) -> Vec<RedisResult<Value>> {
+    async fn execute(&mut self, batch: &[&EngineRequest], now_ms: u64) -> Vec<RedisResult<Value>> {
         let commands: Vec<redis::Cmd> = batch
             .iter()
-            .map(|(_, request)| command(&self.store, request, now_ms, self.node))
+            .map(|request| command(&self.store, request, now_ms, self.node))
             .collect();
         let mut results = self.pipeline(&commands).await;
         let missing: Vec<usize> = (0..results.len())
@@ -274,28 +284,66 @@ impl Writer {
         }
     }
 
-    /// Hands an entry this writer appended to the shard that owns its user
-    /// here, for the user's sessions on this node.
+    /// Hands the entries this writer appended to the shards that own their
+    /// users here, for the users' sessions on this node.
     fn announce(&self, request: &EngineRequest, reply: &EngineReply, now_ms: u64) {
-        let (
-            EngineRequest::Append {
-                user, message, own, ..
-            },
-            EngineReply::Appended { seq, first_seq, .. },
-        ) = (request, reply)
-        else {
-            return;
+        let entries = match (request, reply) {
+            (
+                EngineRequest::Append {
+                    user, message, own, ..
+                },
+                EngineReply::Appended { seq, first_seq, .. },
+            ) => vec![(user, message, *own, *seq, *first_seq)],
+            (
+                EngineRequest::Deliver { to, message },
+                EngineReply::Delivered {
+                    seq,
+                    first_seq,
+                    own_seq,
+                    own_first_seq,
+                    ..
+                },
+            ) => vec![
+                (to, message, false, *seq, *first_seq),
+                (&message.from, message, true, *own_seq, *own_first_seq),
+            ],
+            _ => return,
         };
-        let entry = AppendedEntry {
-            user: user.clone(),
-            seq: *seq,
-            first_seq: *first_seq,
-            header: header(message, *own, now_ms),
-            message: message.encoded.clone(),
-        };
-        let owner = shard_of(user, self.shard_count);
-        (self.deliver)(owner, ShardInput::Appended(entry));
+        for (user, message, own, seq, first_seq) in entries {
+            let entry = AppendedEntry {
+                user: user.clone(),
+                seq,
+                first_seq,
+                header: header(message, own, now_ms),
+                message: message.encoded.clone(),
+            };
+            let owner = shard_of(user, self.shard_count);
+            (self.deliver)(owner, ShardInput::Appended(entry));
+        }
     }
+}
+
+/// Which requests of `batch` must go to Redis: all but the acks that a
+/// later ack of the same device in the batch covers (acks are cumulative;
+/// clients ack every few messages, and a busy device's acks pile up while
+/// a pipeline is out).
+fn needed(batch: &[(EngineTicket, EngineRequest)]) -> Vec<bool> {
+    let mut later: HashMap<(&UserId, &DeviceId), u64> = HashMap::new();
+    let mut needed = vec![true; batch.len()];
+    for (i, (_, request)) in batch.iter().enumerate().rev() {
+        if let EngineRequest::Ack { user, device, seq } = request {
+            match later.entry((user, device)) {
+                Entry::Occupied(covering) if *covering.get() >= *seq => needed[i] = false,
+                Entry::Occupied(mut lower) => {
+                    lower.insert(*seq);
+                }
+                Entry::Vacant(none) => {
+                    none.insert(*seq);
+                }
+            }
+        }
+    }
+    needed
 }
 
 /// The entry header of `message` stored at `now_ms`.
@@ -311,6 +359,10 @@ fn header(message: &switchboard_core::StoredMessage, own: bool, now_ms: u64) -> 
 /// The Redis command of `request` from node `node`.
 fn command(store: &InboxStore, request: &EngineRequest, now_ms: u64, node: u64) -> redis::Cmd {
     match request {
+        EngineRequest::Deliver { to, message } => {
+            let entry = header(message, false, now_ms).encode_with(&message.encoded);
+            store.deliver_cmd(to, &message.from, &entry, now_ms, node)
+        }
         EngineRequest::Append {
             user,
             message,
@@ -344,6 +396,33 @@ fn command(store: &InboxStore, request: &EngineRequest, now_ms: u64, node: u64) 
 /// The core's reply to `request` from Redis's answer.
 fn reply_to(request: &EngineRequest, value: Value) -> Result<EngineReply, EngineError> {
     Ok(match request {
+        EngineRequest::Deliver { .. } => match inbox::parse_delivered(value)? {
+            (
+                Appended::Stored {
+                    seq,
+                    first_seq,
+                    devices,
+                },
+                Some(Appended::Stored {
+                    seq: own_seq,
+                    first_seq: own_first_seq,
+                    devices: own_devices,
+                }),
+            ) => EngineReply::Delivered {
+                seq,
+                first_seq,
+                devices,
+                own_seq,
+                own_first_seq,
+                own_devices,
+            },
+            (Appended::ShareRefused, _) => EngineReply::ShareRefused,
+            other => {
+                return Err(EngineError::Unexpected(format!(
+                    "deliver stored without a sender's copy: {other:?}"
+                )))
+            }
+        },
         EngineRequest::Append { .. } => match inbox::parse_appended(value)? {
             Appended::Stored {
                 seq,
@@ -369,4 +448,31 @@ fn reply_to(request: &EngineRequest, value: Value) -> Result<EngineReply, Engine
             EngineReply::Done
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack(user: &str, device: &str, seq: u64) -> (EngineTicket, EngineRequest) {
+        let request = EngineRequest::Ack {
+            user: UserId::parse(user).unwrap(),
+            device: DeviceId::parse(device).unwrap(),
+            seq,
+        };
+        (EngineTicket(seq), request)
+    }
+
+    #[test]
+    fn an_ack_a_later_one_covers_is_not_sent() {
+        let batch = [
+            ack("bob", "phone", 3),
+            ack("bob", "laptop", 4),
+            ack("bob", "phone", 5),
+            ack("ann", "phone", 1),
+            // Lower than the one before (a replaced session's): both go.
+            ack("bob", "laptop", 2),
+        ];
+        assert_eq!(needed(&batch), [false, true, true, true, true]);
+    }
 }

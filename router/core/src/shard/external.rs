@@ -100,11 +100,9 @@ impl Shard {
         if *to == routed.message.from {
             return self.route_result(now, routed, ErrorCode::None.into(), 0);
         }
-        let request = EngineRequest::Append {
-            user: to.clone(),
+        let request = EngineRequest::Deliver {
+            to: to.clone(),
             message: routed.message.clone(),
-            own: false,
-            check_share: true,
         };
         self.ask_engine(request, EngineWait::Append(routed));
     }
@@ -158,6 +156,40 @@ impl Shard {
             return;
         };
         match (wait, reply) {
+            (
+                EngineWait::Append(routed),
+                EngineReply::Delivered {
+                    seq,
+                    devices,
+                    own_seq,
+                    own_devices,
+                    ..
+                },
+            ) => {
+                self.stats.messages_routed += 1;
+                if let (Recipient::User(to), 0, false) =
+                    (&routed.to, devices, routed.message.is_receipt)
+                {
+                    self.outputs.push_back(Output::StoredForOffline {
+                        user: to.clone(),
+                        seq,
+                        message: routed.message.clone(),
+                    });
+                }
+                let copy = OwnCopy::Stored {
+                    seq: own_seq,
+                    copies: own_devices,
+                };
+                if !self.note_own_copy(&routed, copy) {
+                    // No session waits for it (an API call, a receipt, or
+                    // a session gone): released at once.
+                    let ok = ErrorCode::None.into();
+                    let (result, waiting) = self.release(now, &routed, ok, devices, copy);
+                    self.answer(routed.from, result, false);
+                    return self.answer_repeats(waiting, result);
+                }
+                self.route_result(now, routed, ErrorCode::None.into(), devices);
+            }
             (EngineWait::Append(routed), EngineReply::Appended { seq, devices, .. }) => {
                 self.stats.messages_routed += 1;
                 if let (Recipient::User(to), 0, false) =
@@ -270,21 +302,36 @@ impl Shard {
         }
     }
 
+    /// Records `copy` on the in-flight send of `routed` in its session's
+    /// queue; false when no session's queue holds it.
+    fn note_own_copy(&mut self, routed: &RoutedMessage, copy: OwnCopy) -> bool {
+        let crate::api::Requester::Session(session, _) = routed.from else {
+            return false;
+        };
+        let entry = self.sessions.get_mut(&session).and_then(|record| {
+            let id = routed.message.message_id;
+            record
+                .pending
+                .as_mut()?
+                .in_flight
+                .iter_mut()
+                .find(|e| e.message.message.message_id == id)
+        });
+        match entry {
+            Some(entry) => {
+                entry.own_copy = copy;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The sender's copy of `routed` is stored (or failed): release it,
     /// in order behind the session's earlier sends.
     fn own_copy_done(&mut self, now: Now, routed: Arc<RoutedMessage>, devices: u32, copy: OwnCopy) {
         let queued = match routed.from {
-            crate::api::Requester::Session(session, _) => {
-                self.sessions.get_mut(&session).and_then(|record| {
-                    let pending = record.pending.as_mut()?;
-                    let id = routed.message.message_id;
-                    let entry = pending
-                        .in_flight
-                        .iter_mut()
-                        .find(|e| e.message.message.message_id == id)?;
-                    entry.own_copy = copy;
-                    Some(session)
-                })
+            crate::api::Requester::Session(session, _) if self.note_own_copy(&routed, copy) => {
+                Some(session)
             }
             _ => None,
         };

@@ -32,20 +32,60 @@ pub(super) struct FakeEngine {
 }
 
 impl FakeEngine {
-    /// Applies `request` at `now`: its reply, and the appended entry to
-    /// announce, if any.
+    /// Applies `request` at `now`: its reply, and the appended entries to
+    /// announce.
     fn apply(
         &mut self,
         now: Now,
         start: Instant,
         request: EngineRequest,
-    ) -> (EngineReply, Option<AppendedEntry>) {
+    ) -> (EngineReply, Vec<AppendedEntry>) {
         if self.down {
-            return (EngineReply::Unavailable, None);
+            return (EngineReply::Unavailable, Vec::new());
         }
         let stats = &mut MailboxStats::default();
         let at = now.instant;
         match request {
+            EngineRequest::Deliver { to, message } => {
+                let from = message.from.clone();
+                let append = |engine: &mut Self, user, own, check_share| {
+                    let request = EngineRequest::Append {
+                        user,
+                        message: message.clone(),
+                        own,
+                        check_share,
+                    };
+                    engine.apply(now, start, request)
+                };
+                let (got, mut entries) = append(self, to, false, true);
+                let EngineReply::Appended {
+                    seq,
+                    first_seq,
+                    devices,
+                } = got
+                else {
+                    return (got, entries);
+                };
+                let (copy, more) = append(self, from, true, false);
+                let EngineReply::Appended {
+                    seq: own_seq,
+                    first_seq: own_first_seq,
+                    devices: own_devices,
+                } = copy
+                else {
+                    unreachable!("an own copy is never refused")
+                };
+                entries.extend(more);
+                let reply = EngineReply::Delivered {
+                    seq,
+                    first_seq,
+                    devices,
+                    own_seq,
+                    own_first_seq,
+                    own_devices,
+                };
+                (reply, entries)
+            }
             EngineRequest::Append {
                 user,
                 message,
@@ -59,7 +99,7 @@ impl FakeEngine {
                     && inbox.is_full_for(message.encoded.len(), &limits)
                     && inbox.holds_its_share_from(&message.from, &limits)
                 {
-                    return (EngineReply::ShareRefused, None);
+                    return (EngineReply::ShareRefused, Vec::new());
                 }
                 let header = EntryHeader {
                     stored_ms: message.sent_at_ms,
@@ -88,7 +128,7 @@ impl FakeEngine {
                         first_seq,
                         devices,
                     },
-                    Some(entry),
+                    vec![entry],
                 )
             }
             EngineRequest::Attach {
@@ -105,7 +145,7 @@ impl FakeEngine {
                 inbox.expire(at, &self.limits, stats);
                 let after = inbox.attach(&device, resume, stats);
                 let window = window(inbox, &device, after, count, start);
-                (EngineReply::Attached { after, window }, None)
+                (EngineReply::Attached { after, window }, Vec::new())
             }
             EngineRequest::Fetch {
                 user,
@@ -116,12 +156,12 @@ impl FakeEngine {
                 let inbox = self.inboxes.entry(user).or_default();
                 inbox.expire(at, &self.limits, stats);
                 let window = window(inbox, &device, after, count, start);
-                (EngineReply::Fetched(window), None)
+                (EngineReply::Fetched(window), Vec::new())
             }
             EngineRequest::Ack { user, device, seq } => {
                 let inbox = self.inboxes.entry(user).or_default();
                 inbox.ack(&device, seq, stats);
-                (EngineReply::Done, None)
+                (EngineReply::Done, Vec::new())
             }
             EngineRequest::Detach { user, device } => {
                 if let Some(n) = self.online.get_mut(&(user.clone(), device.clone())) {
@@ -129,7 +169,7 @@ impl FakeEngine {
                 }
                 let inbox = self.inboxes.entry(user).or_default();
                 inbox.detach(&device, at);
-                (EngineReply::Done, None)
+                (EngineReply::Done, Vec::new())
             }
         }
     }
@@ -206,28 +246,34 @@ impl Cluster {
             return;
         }
         let (reply, appended) = engine.apply(now, start, request);
-        if let Some(entry) = appended {
+        for entry in appended {
             queue.push_back((self.shard_of(&entry.user), ShardInput::Appended(entry)));
         }
         queue.push_back((shard, ShardInput::EngineReply { ticket, reply }));
     }
 
-    /// Answers the held engine requests in the order given by `order`
-    /// (indices into the held queue), applying them in that order.
+    /// Applies the held engine requests in the order they were emitted (as
+    /// an engine must), then hands their answers back in the order given
+    /// by `order` (indices into the held queue): late and reordered
+    /// answers.
     pub(super) fn answer_held(&mut self, order: &[usize]) {
         let engine = self.engine.as_mut().unwrap();
         engine.hold = false;
-        let mut held: Vec<_> = engine.held.drain(..).map(Some).collect();
-        for &i in order {
-            let (shard, ticket, request) = held[i].take().expect("each once");
+        let held: Vec<_> = engine.held.drain(..).collect();
+        let mut answers: Vec<Option<VecDeque<(usize, ShardInput)>>> = Vec::new();
+        for (shard, ticket, request) in held {
             let mut queue = VecDeque::new();
             self.engine_request(shard, ticket, request, &mut queue);
+            answers.push(Some(queue));
+        }
+        for &i in order {
+            let mut queue = answers[i].take().expect("each once");
             while let Some((shard, input)) = queue.pop_front() {
                 self.deliver(shard, input);
             }
         }
         assert!(
-            held.iter().all(Option::is_none),
+            answers.iter().all(Option::is_none),
             "every held request answered"
         );
     }
@@ -303,8 +349,7 @@ fn results_wait_for_both_copies_and_keep_send_order_when_the_engine_answers_late
         c.results(alice).is_empty(),
         "nothing acknowledged before the engine"
     );
-    // The engine answers the second recipient first; then the copies.
-    c.engine.as_mut().unwrap().hold = true;
+    // The engine's answer for the second message comes first.
     c.answer_held(&[1, 0]);
     let refs: Vec<u64> = c.results(alice).iter().map(|r| r.r#ref).collect();
     assert_eq!(refs, [1, 2], "results in send order");

@@ -1,9 +1,10 @@
 -- detach: ARGV[7] device key; the device's last session closed now.
 -- -> { first_seq, last_seq }
-local i = find(tonumber(ARGV[7]))
+local ib = open_inbox(KEYS[1], KEYS[2], ARGV[1])
+local i = ib:find(tonumber(ARGV[7]))
 if i then
-  devs[i + 2] = now
-  dirty = true
+  ib.devs[i + 2] = now
+  ib.dirty = true
 end
-save()
-return { first(), last }
+ib:save()
+return { ib:first(), ib.last }
