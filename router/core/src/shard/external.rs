@@ -2,11 +2,13 @@
 //! where it would change its own `Mailbox`, and delivers from an
 //! [`InboxMirror`] of each user it holds sessions of.
 //!
-//! - A direct message is appended to the recipient's inbox; when the
-//!   engine answers, the sender's copy is appended as the message reaches
-//!   the front of the session's in-flight queue (so copies keep send
-//!   order), and only then is the `SendResult` sent: a message is in the
-//!   engine before it is acknowledged.
+//! - A direct message is one request ([`EngineRequest::Deliver`]): the
+//!   recipient's copy, then the sender's. The engine applies a shard's
+//!   requests in order, so the sender's copies keep send order; the
+//!   `SendResult` waits for the answer, and is released in send order from
+//!   the session's in-flight queue: a message is in the engine before it is
+//!   acknowledged. A note to self has only the sender's copy, asked for
+//!   when it reaches the front of that queue.
 //! - A session's `InboxOpened` waits for the engine's attach, which says
 //!   where delivery starts and brings the first entries.
 //! - A room message is appended to each member's inbox by the member's
@@ -37,8 +39,8 @@ use crate::stats::{Refusal, Rejection};
 /// What an engine request's reply is for.
 #[derive(Debug)]
 pub(super) enum EngineWait {
-    /// The recipient's copy of a direct message.
-    Append(Arc<RoutedMessage>),
+    /// A direct message's copies, the recipient's and the sender's.
+    Deliver(Arc<RoutedMessage>),
     /// The sender's copy of a direct message, with the recipient's
     /// devices it reached.
     AppendOwn(Arc<RoutedMessage>, u32),
@@ -104,7 +106,7 @@ impl Shard {
             to: to.clone(),
             message: routed.message.clone(),
         };
-        self.ask_engine(request, EngineWait::Append(routed));
+        self.ask_engine(request, EngineWait::Deliver(routed));
     }
 
     /// True when releasing `routed` with `error` needs the sender's copy
@@ -157,7 +159,7 @@ impl Shard {
         };
         match (wait, reply) {
             (
-                EngineWait::Append(routed),
+                EngineWait::Deliver(routed),
                 EngineReply::Delivered {
                     seq,
                     devices,
@@ -190,24 +192,11 @@ impl Shard {
                 }
                 self.route_result(now, routed, ErrorCode::None.into(), devices);
             }
-            (EngineWait::Append(routed), EngineReply::Appended { seq, devices, .. }) => {
-                self.stats.messages_routed += 1;
-                if let (Recipient::User(to), 0, false) =
-                    (&routed.to, devices, routed.message.is_receipt)
-                {
-                    self.outputs.push_back(Output::StoredForOffline {
-                        user: to.clone(),
-                        seq,
-                        message: routed.message.clone(),
-                    });
-                }
-                self.route_result(now, routed, ErrorCode::None.into(), devices);
-            }
-            (EngineWait::Append(routed), EngineReply::ShareRefused) => {
+            (EngineWait::Deliver(routed), EngineReply::ShareRefused) => {
                 self.stats.sends_refused.add(Refusal::InboxShare);
                 self.route_result(now, routed, super::messaging::INBOX_FULL, 0);
             }
-            (EngineWait::Append(routed), _) => {
+            (EngineWait::Deliver(routed), _) => {
                 self.stats.engine_failures += 1;
                 self.route_result(now, routed, ENGINE_BUSY, 0);
             }
