@@ -145,9 +145,25 @@ impl RedisEngine {
         tokio::spawn(async move {
             // Holding the connection keeps the subscription.
             let _subscriber = subscriber;
+            let mut lost = false;
             while let Some(push) = received.recv().await {
-                if push.kind != redis::PushKind::Message {
-                    continue;
+                match push.kind {
+                    redis::PushKind::Message => {}
+                    // What was published meanwhile never came: once
+                    // subscribed again, every mirror reads its inbox anew.
+                    redis::PushKind::Disconnection => {
+                        lost = true;
+                        continue;
+                    }
+                    redis::PushKind::Subscribe if lost => {
+                        lost = false;
+                        tracing::info!("subscribed again after losing redis; resyncing inboxes");
+                        for shard in 0..shard_count {
+                            deliver(ShardId(shard), ShardInput::Resync);
+                        }
+                        continue;
+                    }
+                    _ => continue,
                 }
                 let Some(Value::BulkString(payload)) = push.data.get(1) else {
                     continue;

@@ -73,6 +73,11 @@ pub(super) enum OwnCopy {
     Failed,
 }
 
+/// `SessionRecord::sent_through` of a session whose attach is not answered
+/// yet: it is sent nothing (its `InboxOpened` comes first) and may ack
+/// nothing.
+pub(super) const ATTACHING: u64 = u64::MAX;
+
 /// A send refused because the engine could not answer: retry soon.
 pub(super) const ENGINE_BUSY: SendError = SendError {
     code: ErrorCode::ServerBusy,
@@ -342,7 +347,8 @@ impl Shard {
         requested: Option<u64>,
         epoch_changed: bool,
     ) {
-        let record = &self.sessions[&session];
+        let record = self.sessions.get_mut(&session).expect("just opened");
+        record.sent_through = ATTACHING;
         let request = EngineRequest::Attach {
             user: record.user.clone(),
             device: record.device.clone(),
@@ -379,8 +385,11 @@ impl Shard {
         let Some(record) = self.sessions.get_mut(&session) else {
             return 0;
         };
+        if record.sent_through == ATTACHING {
+            return 0; // InboxOpened comes first
+        }
         let Some(mirror) = self.mirrors.get_mut(&record.user) else {
-            return 0; // not attached yet
+            return 0;
         };
         let device = device_key(&record.device);
         let (mut sent, mut fetch) = (0, None);
@@ -445,6 +454,42 @@ impl Shard {
             self.ask_engine(request, EngineWait::Fetch(user, device));
         }
         sent
+    }
+
+    /// Reads again, for each user with sessions here, the inbox from where
+    /// its furthest-behind session is: entries appended while this node
+    /// could not hear of them reach the sessions, Gaps included.
+    pub(super) fn resync_mirrors(&mut self) {
+        let users: Vec<UserId> = self.mirrors.keys().cloned().collect();
+        for user in users {
+            let behind = self.users.get(&user).and_then(|record| {
+                record
+                    .sessions
+                    .iter()
+                    .filter_map(|s| self.sessions.get(s))
+                    .filter(|r| r.sent_through != ATTACHING)
+                    .min_by_key(|r| r.sent_through)
+                    .map(|r| (r.device.clone(), r.sent_through))
+            });
+            let Some((device, after)) = behind else {
+                continue;
+            };
+            let Some(mirror) = self.mirrors.get_mut(&user) else {
+                continue;
+            };
+            if mirror.fetching {
+                continue; // its answer is newer than the loss
+            }
+            mirror.fetching = true;
+            let key = device_key(&device);
+            let request = EngineRequest::Fetch {
+                user: user.clone(),
+                device,
+                after,
+                count: self.limits.delivery_window,
+            };
+            self.ask_engine(request, EngineWait::Fetch(user, key));
+        }
     }
 
     /// Lets the mirror of `user` go of what every session here was sent,

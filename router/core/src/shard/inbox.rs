@@ -46,7 +46,7 @@ impl Shard {
     /// `session`'s device processed everything up to `seq`.
     pub(super) fn ack(&mut self, session: SessionId, request_ref: u64, seq: u64) {
         let record = self.sessions.get_mut(&session).expect("caller checked");
-        if seq > record.sent_through {
+        if seq > record.sent_through || record.sent_through == super::external::ATTACHING {
             self.stats.frames_rejected.add(Rejection::InvalidAck);
             return self.reply_error(
                 session,

@@ -329,6 +329,9 @@ pub enum ShardInput {
     /// An entry was appended to the engine-kept inbox of a user owned by
     /// this shard (by this node or another).
     Appended(AppendedEntry),
+    /// Entries may have been appended without this node hearing of it (its
+    /// subscription was down): every mirror reads its inbox again.
+    Resync,
 }
 
 /// What a frame written to a session is, for queueing and metrics.
@@ -707,6 +710,7 @@ impl Shard {
             ShardInput::Membership { user, joined } => self.membership(&user, joined),
             ShardInput::EngineReply { ticket, reply } => self.engine_reply(now, ticket, reply),
             ShardInput::Appended(entry) => self.appended(entry),
+            ShardInput::Resync => self.resync_mirrors(),
         }
         self.charge_budget();
     }

@@ -29,6 +29,9 @@ pub(super) struct FakeEngine {
     pub(super) held: VecDeque<(usize, EngineTicket, EngineRequest)>,
     /// While set, every request fails.
     pub(super) down: bool,
+    /// While set, appended entries are not announced to the shards (a
+    /// node's subscription was down).
+    pub(super) deaf: bool,
 }
 
 impl FakeEngine {
@@ -246,7 +249,8 @@ impl Cluster {
             return;
         }
         let (reply, appended) = engine.apply(now, start, request);
-        for entry in appended {
+        let deaf = engine.deaf;
+        for entry in appended.into_iter().filter(|_| !deaf) {
             queue.push_back((self.shard_of(&entry.user), ShardInput::Appended(entry)));
         }
         queue.push_back((shard, ShardInput::EngineReply { ticket, reply }));
@@ -523,4 +527,43 @@ fn messages_stored_for_offline_users_are_reported_for_the_webhook() {
     let mut offline = c.offline.clone();
     offline.sort();
     assert_eq!(offline, [(user("bob"), 1), (user("dave"), 1)]);
+}
+
+#[test]
+fn a_session_still_attaching_is_sent_nothing_before_its_inbox_opened() {
+    let mut c = Cluster::with_engine(1, engine_limits());
+    let alice = c.open("alice", "phone");
+    let bob = c.open("bob", "phone");
+    c.take_all(bob);
+    c.engine.as_mut().unwrap().hold = true;
+    let laptop = c.open("bob", "laptop");
+    c.engine.as_mut().unwrap().hold = false;
+    // Alice's message is delivered while the laptop's attach is held.
+    c.send(alice, 1, "bob", b"hi");
+    assert_eq!(c.payloads(bob), [b"hi".to_vec()]);
+    assert!(c.take_all(laptop).is_empty(), "nothing before InboxOpened");
+    c.frame(laptop, 0, Some(Body::Ack(Ack { seq: 1 })));
+    assert_eq!(c.errors(laptop), [ErrorCode::InvalidAck], "nor an ack");
+    c.answer_held(&[0]);
+    let got = c.take_all(laptop);
+    assert!(
+        matches!(got.first(), Some(server_frame::Body::InboxOpened(_))),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn entries_a_node_did_not_hear_of_reach_its_sessions_after_a_resync() {
+    let mut c = Cluster::with_engine(2, engine_limits());
+    let alice = c.open("alice", "phone");
+    let bob = c.open("bob", "phone");
+    c.take_all(bob);
+    c.engine.as_mut().unwrap().deaf = true;
+    c.send_texts(alice, "bob", &["missed", "too"]);
+    assert!(c.payloads(bob).is_empty(), "the announcements were lost");
+    c.engine.as_mut().unwrap().deaf = false;
+    for shard in 0..2 {
+        c.deliver(shard, ShardInput::Resync);
+    }
+    assert_eq!(c.payloads(bob), [b"missed".to_vec(), b"too".to_vec()]);
 }
