@@ -118,6 +118,19 @@ pub const RATE_LIMITED: &str = "switchboard_rate_limited_total";
 pub const USERS_FORGOTTEN: &str = "switchboard_users_forgotten_total";
 /// Rooms deleted for being idle past `limits.room_idle_ttl` (counter).
 pub const ROOMS_RECLAIMED: &str = "switchboard_rooms_reclaimed_total";
+/// Requests a shard made of the Redis engine, by `op` (counter).
+pub const ENGINE_REQUESTS: &str = "switchboard_engine_requests_total";
+/// Engine requests Redis did not answer, by `kind` (counter): the sends
+/// among them were refused with SERVER_BUSY.
+pub const ENGINE_ERRORS: &str = "switchboard_engine_errors_total";
+/// Round trip of one pipeline of engine requests to Redis (histogram).
+pub const ENGINE_LATENCY: &str = "switchboard_engine_latency_seconds";
+/// Times the node subscribed to its channel again after losing Redis, and
+/// read every inbox it mirrors anew (counter).
+pub const ENGINE_RESUBSCRIBES: &str = "switchboard_engine_resubscribes_total";
+/// Age of the node's last heartbeat Redis acknowledged (gauge): beyond
+/// `redis.node_timeout` the other nodes count this one dead.
+pub const ENGINE_HEARTBEAT_AGE: &str = "switchboard_engine_heartbeat_age_seconds";
 /// Always 1, labelled with the running `version` (gauge): joins any series
 /// to the build that produced it.
 pub const BUILD_INFO: &str = "switchboard_build_info";
@@ -127,7 +140,8 @@ pub const BUILD_INFO: &str = "switchboard_build_info";
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Buckets of the latency histograms ([`DELIVERY_LATENCY`],
-/// [`PRESENCE_LATENCY`], [`HANDSHAKE_DURATION`]), seconds: 50 us to 10 s.
+/// [`PRESENCE_LATENCY`], [`HANDSHAKE_DURATION`], [`ENGINE_LATENCY`]),
+/// seconds: 50 us to 10 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 5.0, 10.0,
@@ -238,6 +252,11 @@ const DESCRIPTIONS: &[(&str, Kind, Unit, Option<&str>, &str)] = &[
     (RATE_LIMITED, Kind::Counter, Unit::Count, Some("limit"), "Sends, receipts and signals refused by a rate limit, by limit."),
     (USERS_FORGOTTEN, Kind::Counter, Unit::Count, None, "User records freed because they held nothing worth keeping."),
     (ROOMS_RECLAIMED, Kind::Counter, Unit::Count, None, "Rooms deleted for having been idle past limits.room_idle_ttl."),
+    (ENGINE_REQUESTS, Kind::Counter, Unit::Count, Some("op"), "Requests of the shards to the Redis engine, by operation."),
+    (ENGINE_ERRORS, Kind::Counter, Unit::Count, Some("kind"), "Redis engine requests Redis did not answer, by kind (sends among them got SERVER_BUSY)."),
+    (ENGINE_LATENCY, Kind::Histogram, Unit::Seconds, None, "Round trip of one pipeline of Redis engine requests."),
+    (ENGINE_RESUBSCRIBES, Kind::Counter, Unit::Count, None, "Subscriptions renewed after losing Redis (every mirrored inbox read again)."),
+    (ENGINE_HEARTBEAT_AGE, Kind::Gauge, Unit::Seconds, None, "Age of the node's last heartbeat acknowledged by Redis (Redis engine)."),
     (BUILD_INFO, Kind::Gauge, Unit::Count, Some("version"), "Always 1; the label names the running version."),
 ];
 
@@ -301,6 +320,8 @@ fn label_values(name: &str) -> Vec<&'static str> {
                 "INTERNAL",
             ],
         ),
+        ENGINE_REQUESTS => vec!["deliver", "append", "attach", "fetch", "ack", "detach"],
+        ENGINE_ERRORS => vec!["timeout", "connection", "script", "reply"],
         BUILD_INFO => vec![env!("CARGO_PKG_VERSION")],
         _ => Vec::new(),
     }
@@ -319,7 +340,12 @@ fn labelled(name: &'static str, value: &'static str) -> &'static str {
 /// describes every metric. Call once, from the binary.
 pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
     let mut builder = PrometheusBuilder::new();
-    for name in [DELIVERY_LATENCY, PRESENCE_LATENCY, HANDSHAKE_DURATION] {
+    for name in [
+        DELIVERY_LATENCY,
+        PRESENCE_LATENCY,
+        HANDSHAKE_DURATION,
+        ENGINE_LATENCY,
+    ] {
         builder =
             builder.set_buckets_for_metric(Matcher::Full(name.to_owned()), LATENCY_BUCKETS)?;
     }
@@ -424,6 +450,29 @@ pub(crate) fn handshake_completed(duration: Duration) {
 }
 
 /// The gauge of shard `index`'s queue depth, registered once by its task.
+/// A pipeline of engine requests, one `op` each, took `round_trip`.
+pub(crate) fn engine_pipeline(ops: impl Iterator<Item = &'static str>, round_trip: Duration) {
+    for op in ops {
+        counter!(ENGINE_REQUESTS, "op" => labelled(ENGINE_REQUESTS, op)).increment(1);
+    }
+    histogram!(ENGINE_LATENCY).record(round_trip.as_secs_f64());
+}
+
+/// An engine request Redis did not answer, by `kind`.
+pub(crate) fn engine_error(kind: &'static str) {
+    counter!(ENGINE_ERRORS, "kind" => labelled(ENGINE_ERRORS, kind)).increment(1);
+}
+
+/// The node subscribed again after losing Redis.
+pub(crate) fn engine_resubscribed() {
+    counter!(ENGINE_RESUBSCRIBES).increment(1);
+}
+
+/// The age of the node's last acknowledged heartbeat.
+pub(crate) fn engine_heartbeat_age(age: Duration) {
+    gauge!(ENGINE_HEARTBEAT_AGE).set(age.as_secs_f64());
+}
+
 pub(crate) fn shard_queue_depth(index: usize) -> Gauge {
     gauge!(SHARD_QUEUE_DEPTH, "shard" => index.to_string())
 }

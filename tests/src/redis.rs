@@ -17,16 +17,31 @@ pub struct RedisServer {
     port: u16,
     dir: TempDir,
     child: Option<Child>,
+    /// Keeps its data in an append-only file, synced at every write, so a
+    /// restart finds it again.
+    persistent: bool,
 }
 
 impl RedisServer {
     /// Starts one on a free port, keeping nothing on disk.
     pub fn start() -> RedisServer {
+        Self::start_with(false)
+    }
+
+    /// Starts one on a free port that keeps its data across restarts
+    /// (`appendonly yes`, `appendfsync always`), as a production Redis
+    /// would.
+    pub fn start_persistent() -> RedisServer {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> RedisServer {
         let port = free_port();
         let mut server = RedisServer {
             port,
             dir: tempfile::tempdir().expect("a temp dir"),
             child: None,
+            persistent,
         };
         server.restart();
         server
@@ -50,14 +65,12 @@ impl RedisServer {
         assert!(self.child.is_none(), "kill the server before restarting it");
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-            ])
+            .args(["--save", "", "--protected-mode", "yes"])
+            .args(if self.persistent {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "everysec"]
+            })
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())

@@ -1,5 +1,6 @@
 //! The admin HTTP listener: Prometheus `/metrics`, `/livez` (the process
-//! serves), `/readyz` (it accepts new sessions; 503 while draining), and the
+//! serves), `/readyz` (it accepts new sessions; 503 while draining, and with
+//! the Redis engine while Redis does not answer its heartbeats), and the
 //! server API for app backends under `/v1` ([`api`]).
 //!
 //! No peer can hold it: every connection must send a request's headers
@@ -47,6 +48,8 @@ pub(crate) struct AdminState {
     pub(crate) api: Arc<ApiCalls>,
     /// The bearer token the server API requires.
     pub(crate) api_token: Arc<[u8]>,
+    /// With the Redis engine: whether Redis answers.
+    pub(crate) engine: Option<crate::engine::redis::EngineHealth>,
 }
 
 /// Runs [`serve`] on a thread with a runtime of its own until the returned
@@ -195,8 +198,10 @@ async fn render_metrics(State(state): State<AdminState>) -> (StatusCode, String)
 
 async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
     if *state.draining.borrow() {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-    } else {
-        (StatusCode::OK, "ready\n")
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n");
+    }
+    match state.engine.as_ref().and_then(|engine| engine.unready()) {
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+        None => (StatusCode::OK, "ready\n"),
     }
 }

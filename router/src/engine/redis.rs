@@ -35,6 +35,7 @@ use super::inbox::{self, Appended, InboxStore};
 use super::liveness::{self, unix_ms, NodeId};
 use super::EngineError;
 use crate::config::RedisConfig;
+use crate::metrics;
 
 /// Most requests one pipeline carries.
 const MAX_BATCH: usize = 512;
@@ -113,12 +114,32 @@ impl RedisEngine {
     /// device here (published to this node's channel) to the shards that
     /// own them, of `shard_count`. The subscription is renewed by itself
     /// after Redis comes back.
-    pub async fn start(&self, shard_count: u32, deliver: Deliver) -> Result<(), EngineError> {
-        liveness::Heartbeat::spawn(
+    pub async fn start(
+        &self,
+        shard_count: u32,
+        deliver: Deliver,
+    ) -> Result<EngineHealth, EngineError> {
+        let (heartbeat, _) = liveness::Heartbeat::spawn(
             self.connections[0].clone(),
             self.config.liveness(),
             self.node,
         );
+        let health = EngineHealth {
+            heartbeat,
+            // Two beats missed, and the third late by a command timeout.
+            max_age: 2 * self.config.heartbeat_interval + self.config.command_timeout,
+        };
+        let gauge = health.clone();
+        let interval = self.config.heartbeat_interval;
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            loop {
+                ticks.tick().await;
+                if let Some(age) = gauge.heartbeat.age(unix_ms()) {
+                    metrics::engine_heartbeat_age(age);
+                }
+            }
+        });
         let url = self
             .config
             .urls
@@ -157,6 +178,7 @@ impl RedisEngine {
                     }
                     redis::PushKind::Subscribe if lost => {
                         lost = false;
+                        metrics::engine_resubscribed();
                         tracing::info!("subscribed again after losing redis; resyncing inboxes");
                         for shard in 0..shard_count {
                             deliver(ShardId(shard), ShardInput::Resync);
@@ -184,7 +206,7 @@ impl RedisEngine {
                 }
             }
         });
-        Ok(())
+        Ok(health)
     }
 
     /// Starts the writer of shard `shard` of `shard_count`, which hands
@@ -203,6 +225,29 @@ impl RedisEngine {
         };
         tokio::spawn(writer.run(requests));
         queue
+    }
+}
+
+/// Whether this node can reach Redis, from its heartbeat: what `/readyz`
+/// answers with the Redis engine.
+#[derive(Debug, Clone)]
+pub struct EngineHealth {
+    heartbeat: Arc<liveness::Heartbeat>,
+    max_age: std::time::Duration,
+}
+
+impl EngineHealth {
+    /// Why the node is not ready, if it is not: Redis has not acknowledged
+    /// a heartbeat for more than two intervals and a command timeout, or
+    /// the other nodes cleaned this one up as dead.
+    pub fn unready(&self) -> Option<&'static str> {
+        if self.heartbeat.is_fenced() {
+            return Some("fenced: the other nodes took this one for dead\n");
+        }
+        match self.heartbeat.age(unix_ms()) {
+            Some(age) if age <= self.max_age => None,
+            _ => Some("redis unreachable\n"),
+        }
     }
 }
 
@@ -240,10 +285,12 @@ impl Writer {
                 let reply = match result {
                     Ok(value) => reply_to(&request, value).unwrap_or_else(|error| {
                         tracing::warn!(%error, "the redis engine answered something unexpected");
+                        metrics::engine_error("reply");
                         EngineReply::Unavailable
                     }),
                     Err(error) => {
                         tracing::debug!(%error, "a redis engine request failed");
+                        metrics::engine_error(error_kind(&error));
                         EngineReply::Unavailable
                     }
                 };
@@ -262,7 +309,9 @@ impl Writer {
             .iter()
             .map(|request| command(&self.store, request, now_ms, self.node))
             .collect();
+        let sent_at = std::time::Instant::now();
         let mut results = self.pipeline(&commands).await;
+        metrics::engine_pipeline(batch.iter().map(|r| op_name(r)), sent_at.elapsed());
         let missing: Vec<usize> = (0..results.len())
             .filter(|&i| matches!(&results[i], Err(e) if inbox::is_no_script(e)))
             .collect();
@@ -360,6 +409,30 @@ fn needed(batch: &[(EngineTicket, EngineRequest)]) -> Vec<bool> {
         }
     }
     needed
+}
+
+/// The `op` label of `request`'s metrics.
+fn op_name(request: &EngineRequest) -> &'static str {
+    match request {
+        EngineRequest::Deliver { .. } => "deliver",
+        EngineRequest::Append { .. } => "append",
+        EngineRequest::Attach { .. } => "attach",
+        EngineRequest::Fetch { .. } => "fetch",
+        EngineRequest::Ack { .. } => "ack",
+        EngineRequest::Detach { .. } => "detach",
+    }
+}
+
+/// The `kind` label of a failed request's metric.
+fn error_kind(error: &redis::RedisError) -> &'static str {
+    if error.is_timeout() {
+        "timeout"
+    } else if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal()
+    {
+        "connection"
+    } else {
+        "script"
+    }
 }
 
 /// The entry header of `message` stored at `now_ms`.

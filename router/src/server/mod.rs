@@ -38,7 +38,7 @@ use self::directory::DriverCommand;
 use crate::auth::TokenVerifier;
 use crate::config::{Config, EngineKind};
 use crate::dev::SecretSource;
-use crate::engine::redis::{Deliver, RedisEngine};
+use crate::engine::redis::{Deliver, EngineHealth, RedisEngine};
 use api_calls::ApiCalls;
 use directory::SessionDirectory;
 use session::Sessions;
@@ -113,6 +113,8 @@ pub struct Server {
     api_token: Arc<[u8]>,
     api_token_source: SecretSource,
     admin_limits: crate::config::AdminConfig,
+    /// With the Redis engine: whether Redis answers (for `/readyz`).
+    engine_health: Option<EngineHealth>,
 }
 
 impl Server {
@@ -195,9 +197,10 @@ impl Server {
                 let _ = shards[shard.0 as usize].send(input.into());
             })
         };
-        if let Some(engine) = &engine {
-            engine.start(shard_count, deliver.clone()).await?;
-        }
+        let engine_health = match &engine {
+            Some(engine) => Some(engine.start(shard_count, deliver.clone()).await?),
+            None => None,
+        };
         for (index, inbox) in inboxes.into_iter().enumerate() {
             let mut limits = config.core_limits(inbox_epoch, inbox_budget.clone());
             let id = ShardId(index as u32);
@@ -262,6 +265,7 @@ impl Server {
             api_token: api_token.into(),
             api_token_source,
             admin_limits,
+            engine_health,
         })
     }
 
@@ -301,6 +305,7 @@ impl Server {
             draining: ctx.draining.clone(),
             api: self.api.clone(),
             api_token: self.api_token.clone(),
+            engine: self.engine_health.clone(),
         };
         let admin = crate::admin::spawn_thread(self.admin, state, self.admin_limits.clone())
             .inspect_err(|error| tracing::error!(%error, "the admin listener did not start"));
