@@ -4,13 +4,15 @@
 //!
 //! So far: [`inbox`], users' inboxes in Redis with the in-memory inbox's
 //! rules; [`redis`], the engine that runs them for the core's shards
-//! (`engine = "redis"`, one node: inboxes of direct messages outlive
-//! restarts); [`liveness`], which nodes of a cluster are alive, from one
-//! heartbeat key per node (not yet used by `serve`).
+//! (`engine = "redis"`: inboxes outlive restarts, and several nodes share
+//! one Redis); [`subscriber`], how a node hears of entries other nodes
+//! append for its users; [`liveness`], which nodes are alive, from one
+//! heartbeat key per node.
 
 pub mod inbox;
 pub mod liveness;
 pub mod redis;
+pub mod subscriber;
 
 /// What a Redis operation of an engine can fail with.
 #[derive(Debug, thiserror::Error)]

@@ -23,7 +23,7 @@ use std::collections::hash_map::{Entry, HashMap};
 use std::sync::Arc;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{IntoConnectionInfo, RedisResult, Value};
+use redis::{RedisResult, Value};
 use switchboard_core::engine::{AppendedEntry, EngineReply, EngineRequest, EngineTicket};
 use switchboard_core::mailbox::MailboxLimits;
 use switchboard_core::placement::shard_of;
@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 
 use super::inbox::{self, Appended, InboxStore};
 use super::liveness::{self, unix_ms, NodeId};
+use super::subscriber;
 use super::EngineError;
 use crate::config::RedisConfig;
 use crate::metrics;
@@ -140,72 +141,8 @@ impl RedisEngine {
                 }
             }
         });
-        let url = self
-            .config
-            .urls
-            .first()
-            .map(String::as_str)
-            .unwrap_or_default();
-        let info = url.into_connection_info()?;
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(redis::ProtocolVersion::RESP3);
-        let client = redis::Client::open(info.set_redis_settings(settings))?;
-        let (pushes, mut received) = mpsc::unbounded_channel();
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.config.connect_timeout))
-            .set_push_sender(pushes)
-            .set_automatic_resubscription();
-        let mut subscriber = client
-            .get_connection_manager_with_config(manager_config)
-            .await?;
-        subscriber
-            .subscribe(self.store.node_channel(self.node.0))
-            .await?;
-        tokio::spawn(async move {
-            // Holding the connection keeps the subscription.
-            let _subscriber = subscriber;
-            let mut lost = false;
-            while let Some(push) = received.recv().await {
-                match push.kind {
-                    redis::PushKind::Message => {}
-                    // What was published meanwhile never came: once
-                    // subscribed again, every mirror reads its inbox anew.
-                    redis::PushKind::Disconnection => {
-                        lost = true;
-                        continue;
-                    }
-                    redis::PushKind::Subscribe if lost => {
-                        lost = false;
-                        metrics::engine_resubscribed();
-                        tracing::info!("subscribed again after losing redis; resyncing inboxes");
-                        for shard in 0..shard_count {
-                            deliver(ShardId(shard), ShardInput::Resync);
-                        }
-                        continue;
-                    }
-                    _ => continue,
-                }
-                let Some(Value::BulkString(payload)) = push.data.get(1) else {
-                    continue;
-                };
-                match inbox::parse_published(payload) {
-                    Ok(published) => {
-                        let owner = shard_of(&published.user, shard_count);
-                        let entry = AppendedEntry {
-                            user: published.user,
-                            seq: published.seq,
-                            first_seq: published.first_seq,
-                            header: published.header,
-                            message: published.message,
-                        };
-                        deliver(owner, ShardInput::Appended(entry));
-                    }
-                    Err(error) => tracing::warn!(%error, "a node channel message was dropped"),
-                }
-            }
-        });
+        let channel = self.store.node_channel(self.node.0);
+        subscriber::spawn(&self.config, channel, shard_count, deliver).await?;
         Ok(health)
     }
 
