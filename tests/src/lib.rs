@@ -256,6 +256,19 @@ pub async fn next_event(events: &mut Events) -> Event {
         .expect("the event stream is open")
 }
 
+/// The next event, which must be a message whose payload is a big-endian
+/// `u32` counter: its inbox seq and the counter.
+pub async fn next_counter(events: &mut Events) -> (u64, u32) {
+    match next_event(events).await {
+        Event::Message(deliver) => {
+            let payload = deliver.message.expect("a message").payload;
+            let counter = u32::from_be_bytes(payload.as_ref().try_into().expect("4 bytes"));
+            (deliver.seq, counter)
+        }
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
 /// The next event, which must be a message.
 pub async fn next_message(events: &mut Events) -> Message {
     match next_event(events).await {

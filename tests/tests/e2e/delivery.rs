@@ -5,24 +5,12 @@
 
 use std::time::Duration;
 
-use switchboard_client::{ErrorCode, Event, Events, ReceiptKind, Resume, Send};
-use switchboard_tests::{next_event, next_message, TestServer};
+use switchboard_client::{ErrorCode, ReceiptKind, Resume, Send};
+use switchboard_tests::{next_counter, next_message, TestServer};
 
-/// The next message's inbox seq and payload counter (payloads are u32s).
 /// A message sent last: when it is the next one to arrive, nothing else
 /// (a duplicate) came before it.
 const MARKER: u32 = u32::MAX;
-
-async fn next_counter(events: &mut Events) -> (u64, u32) {
-    match next_event(events).await {
-        Event::Message(deliver) => {
-            let payload = deliver.message.expect("a message").payload;
-            let counter = u32::from_be_bytes(payload.as_ref().try_into().expect("4 bytes"));
-            (deliver.seq, counter)
-        }
-        other => panic!("expected a message, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn an_offline_user_receives_stored_messages_on_connect() {

@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
-use switchboard_client::{ErrorCode, Event, Events, Resume};
+use switchboard_client::{ErrorCode, Resume};
 use switchboard_router::config::{Config, EngineKind};
 use switchboard_tests::redis::RedisServer;
-use switchboard_tests::{next_event, TestServer};
+use switchboard_tests::{next_counter, TestServer};
 
 fn on_redis(redis: &RedisServer) -> impl FnOnce(&mut Config) + '_ {
     move |config| {
@@ -19,18 +19,6 @@ fn on_redis(redis: &RedisServer) -> impl FnOnce(&mut Config) + '_ {
         config.redis.buckets = 64;
         config.redis.command_timeout = Duration::from_millis(300);
         config.redis.connect_timeout = Duration::from_millis(300);
-    }
-}
-
-/// The next message's seq and payload counter (payloads are u32s).
-async fn next_counter(events: &mut Events) -> (u64, u32) {
-    match next_event(events).await {
-        Event::Message(deliver) => {
-            let payload = deliver.message.expect("a message").payload;
-            let counter = u32::from_be_bytes(payload.as_ref().try_into().expect("4 bytes"));
-            (deliver.seq, counter)
-        }
-        other => panic!("expected a message, got {other:?}"),
     }
 }
 

@@ -27,8 +27,9 @@ use std::time::Duration;
 
 use switchboard_proto::close::CloseCode;
 use switchboard_proto::frame;
-use switchboard_proto::v1::{server_frame, ErrorCode, Gap, InboxOpened, ServerFrame};
+use switchboard_proto::v1::{server_frame, ErrorCode, InboxOpened};
 
+use super::inbox::{gap_frame, owe_ack};
 use super::{FrameClass, Now, Output, Recipient, RoutedMessage, Shard};
 use crate::dedupe::SendError;
 use crate::engine::{AppendedEntry, EngineReply, EngineRequest, EngineTicket, InboxAuthority};
@@ -412,17 +413,7 @@ impl Shard {
                 }
                 WindowNext::Gap { from, to } => {
                     self.stats.inbox_gaps += 1;
-                    let gap = ServerFrame {
-                        body: Some(server_frame::Body::Gap(Gap {
-                            from_seq: from,
-                            to_seq: to,
-                        })),
-                    };
-                    self.outputs.push_back(Output::Transmit {
-                        session,
-                        frame: frame::encode(&gap).into(),
-                        class: FrameClass::Gap,
-                    });
+                    self.outputs.push_back(gap_frame(session, from, to));
                     record.sent_through = to;
                 }
                 WindowNext::Skip(seq) => record.sent_through = seq,
@@ -438,13 +429,8 @@ impl Shard {
                             accepted_at: accepted_at.unwrap_or(self.now),
                         },
                     });
-                    record.sent_through = seq;
-                    let pending = record.pending();
-                    pending.unacked.push_back(seq);
-                    if pending.ack_deadline.is_none() {
-                        pending.ack_deadline = Some(self.now + self.limits.ack_timeout);
-                        pending.file_ack_check(session, &mut self.ack_timers);
-                    }
+                    let deadline = self.now + self.limits.ack_timeout;
+                    owe_ack(record, session, seq, deadline, &mut self.ack_timers);
                     sent += 1;
                 }
             }

@@ -113,17 +113,7 @@ impl Shard {
                 Next::UpToDate => break,
                 Next::Gap { from, to } => {
                     self.stats.inbox_gaps += 1;
-                    let gap = ServerFrame {
-                        body: Some(server_frame::Body::Gap(Gap {
-                            from_seq: from,
-                            to_seq: to,
-                        })),
-                    };
-                    self.outputs.push_back(Output::Transmit {
-                        session,
-                        frame: frame::encode(&gap).into(),
-                        class: FrameClass::Gap,
-                    });
+                    self.outputs.push_back(gap_frame(session, from, to));
                     record.sent_through = to;
                 }
                 Next::Skip(seq) => record.sent_through = seq,
@@ -135,13 +125,8 @@ impl Shard {
                             accepted_at: message.accepted_at,
                         },
                     });
-                    record.sent_through = seq;
-                    let pending = record.pending();
-                    pending.unacked.push_back(seq);
-                    if pending.ack_deadline.is_none() {
-                        pending.ack_deadline = Some(self.now + self.limits.ack_timeout);
-                        pending.file_ack_check(session, &mut self.ack_timers);
-                    }
+                    let deadline = self.now + self.limits.ack_timeout;
+                    owe_ack(record, session, seq, deadline, &mut self.ack_timers);
                     sent += 1;
                 }
             }
@@ -238,5 +223,38 @@ impl Shard {
         }
         self.mailbox_timers.insert((wanted, user.clone()));
         record.mailbox_timer = Some(wanted);
+    }
+}
+
+/// The Gap frame telling `session` that `from..=to` are gone.
+pub(super) fn gap_frame(session: SessionId, from: u64, to: u64) -> Output {
+    let gap = ServerFrame {
+        body: Some(server_frame::Body::Gap(Gap {
+            from_seq: from,
+            to_seq: to,
+        })),
+    };
+    Output::Transmit {
+        session,
+        frame: frame::encode(&gap).into(),
+        class: FrameClass::Gap,
+    }
+}
+
+/// `session` (its `record`) was sent `seq` and owes its ack: by
+/// `deadline`, if it owed none before.
+pub(super) fn owe_ack(
+    record: &mut super::SessionRecord,
+    session: SessionId,
+    seq: u64,
+    deadline: Instant,
+    ack_timers: &mut std::collections::BTreeSet<(Instant, SessionId)>,
+) {
+    record.sent_through = seq;
+    let pending = record.pending();
+    pending.unacked.push_back(seq);
+    if pending.ack_deadline.is_none() {
+        pending.ack_deadline = Some(deadline);
+        pending.file_ack_check(session, ack_timers);
     }
 }
