@@ -20,6 +20,7 @@
 use bytes::Bytes;
 use redis::aio::ConnectionLike;
 use redis::{Cmd, Value};
+use switchboard_core::engine::EngineReply;
 use switchboard_core::mailbox::MailboxLimits;
 use switchboard_core::placement::shard_of;
 use switchboard_core::remote_inbox::{EntryHeader, InboxWindow};
@@ -34,32 +35,6 @@ macro_rules! inbox_script {
             include_str!(concat!("inbox/", $name, ".lua"))
         )
     };
-}
-
-/// What an append did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Appended {
-    /// Stored under `seq`; the inbox now holds `first_seq..=seq`.
-    Stored {
-        /// The entry's sequence number.
-        seq: u64,
-        /// The lowest sequence number still held.
-        first_seq: u64,
-        /// The user's devices attached and not detached since.
-        devices: u32,
-    },
-    /// Refused: the inbox is full and its sender holds its share of it
-    /// already (`INBOX_FULL`).
-    ShareRefused,
-}
-
-/// Where a device's delivery starts, and the first of what it gets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attached {
-    /// Delivery continues after this sequence number.
-    pub after: u64,
-    /// The inbox from there on (at most the count asked for).
-    pub window: InboxWindow,
 }
 
 /// Inboxes in Redis under one key prefix; see the module docs.
@@ -153,8 +128,14 @@ impl InboxStore {
         Ok(())
     }
 
-    /// Runs `cmd`, loading the scripts once if Redis lost them.
-    async fn run(&self, redis: &mut impl ConnectionLike, cmd: &Cmd) -> Result<Value, EngineError> {
+    /// Runs `cmd` (one of this store's `*_cmd`s) on its own, loading the
+    /// scripts once if Redis lost them; its answer goes to the matching
+    /// `parse_*`. (The engine's writers send theirs in pipelines.)
+    pub async fn run(
+        &self,
+        redis: &mut impl ConnectionLike,
+        cmd: &Cmd,
+    ) -> Result<Value, EngineError> {
         match cmd.query_async(redis).await {
             Err(error) if is_no_script(&error) => {
                 self.load_scripts(redis).await?;
@@ -269,77 +250,6 @@ impl InboxStore {
         cmd.arg(device);
         cmd
     }
-
-    /// [`InboxStore::append_cmd`], run.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn append(
-        &self,
-        redis: &mut impl ConnectionLike,
-        user: &UserId,
-        entry: &[u8],
-        own: bool,
-        check_share: bool,
-        now_ms: u64,
-        node: u64,
-    ) -> Result<Appended, EngineError> {
-        let cmd = self.append_cmd(user, entry, own, check_share, now_ms, node);
-        parse_appended(self.run(redis, &cmd).await?)
-    }
-
-    /// [`InboxStore::attach_cmd`], run.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn attach(
-        &self,
-        redis: &mut impl ConnectionLike,
-        user: &UserId,
-        device: u64,
-        resume: Option<u64>,
-        count: usize,
-        now_ms: u64,
-        node: u64,
-    ) -> Result<Attached, EngineError> {
-        let cmd = self.attach_cmd(user, device, resume, count, now_ms, node);
-        parse_attached(self.run(redis, &cmd).await?)
-    }
-
-    /// [`InboxStore::fetch_cmd`], run.
-    pub async fn fetch(
-        &self,
-        redis: &mut impl ConnectionLike,
-        user: &UserId,
-        device: u64,
-        after: u64,
-        count: usize,
-        now_ms: u64,
-    ) -> Result<InboxWindow, EngineError> {
-        let cmd = self.fetch_cmd(user, device, after, count, now_ms);
-        parse_window(self.run(redis, &cmd).await?)
-    }
-
-    /// [`InboxStore::ack_cmd`], run: the inbox's first and last seq.
-    pub async fn ack(
-        &self,
-        redis: &mut impl ConnectionLike,
-        user: &UserId,
-        device: u64,
-        seq: u64,
-        now_ms: u64,
-    ) -> Result<(u64, u64), EngineError> {
-        let cmd = self.ack_cmd(user, device, seq, now_ms);
-        parse_bounds(self.run(redis, &cmd).await?)
-    }
-
-    /// [`InboxStore::detach_cmd`], run: the inbox's first and last seq.
-    pub async fn detach(
-        &self,
-        redis: &mut impl ConnectionLike,
-        user: &UserId,
-        device: u64,
-        now_ms: u64,
-    ) -> Result<(u64, u64), EngineError> {
-        let cmd = self.detach_cmd(user, device, now_ms);
-        parse_bounds(self.run(redis, &cmd).await?)
-    }
 }
 
 /// True when Redis lost the scripts (it restarted, or `SCRIPT FLUSH`).
@@ -347,42 +257,46 @@ pub fn is_no_script(error: &redis::RedisError) -> bool {
     error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }
 
-/// The answer to [`InboxStore::append_cmd`].
-pub fn parse_appended(value: Value) -> Result<Appended, EngineError> {
+/// The answer to [`InboxStore::append_cmd`]: `Appended` or `ShareRefused`.
+pub fn parse_appended(value: Value) -> Result<EngineReply, EngineError> {
     let reply: Vec<u64> = redis::from_redis_value(value)?;
-    appended_from(&reply)
-}
-
-/// An append's answer, `{ stored, seq, first_seq, devices }`.
-fn appended_from(reply: &[u64]) -> Result<Appended, EngineError> {
-    match *reply {
-        [1, seq, first_seq, devices] => Ok(Appended::Stored {
+    match reply[..] {
+        [1, seq, first_seq, devices] => Ok(EngineReply::Appended {
             seq,
             first_seq,
-            devices: u32::try_from(devices).unwrap_or(u32::MAX),
+            devices: count(devices),
         }),
-        [0, _, _, _] => Ok(Appended::ShareRefused),
+        [0, _, _, _] => Ok(EngineReply::ShareRefused),
         _ => Err(EngineError::Unexpected(format!(
             "append answered {reply:?}"
         ))),
     }
 }
 
-/// The answer to [`InboxStore::deliver_cmd`]: the recipient's append and,
-/// when that stored it, the sender's copy.
-pub fn parse_delivered(value: Value) -> Result<(Appended, Option<Appended>), EngineError> {
+/// The answer to [`InboxStore::deliver_cmd`]: `Delivered` (the recipient's
+/// append, then the sender's copy) or `ShareRefused`.
+pub fn parse_delivered(value: Value) -> Result<EngineReply, EngineError> {
     let reply: Vec<u64> = redis::from_redis_value(value)?;
-    if reply.len() != 8 {
-        return Err(EngineError::Unexpected(format!(
+    match reply[..] {
+        [1, seq, first_seq, devices, 1, own_seq, own_first_seq, own_devices] => {
+            Ok(EngineReply::Delivered {
+                seq,
+                first_seq,
+                devices: count(devices),
+                own_seq,
+                own_first_seq,
+                own_devices: count(own_devices),
+            })
+        }
+        [0, _, _, _, 0, _, _, _] => Ok(EngineReply::ShareRefused),
+        _ => Err(EngineError::Unexpected(format!(
             "deliver answered {reply:?}"
-        )));
+        ))),
     }
-    let to = appended_from(&reply[..4])?;
-    let copy = match to {
-        Appended::Stored { .. } => Some(appended_from(&reply[4..])?),
-        Appended::ShareRefused => None,
-    };
-    Ok((to, copy))
+}
+
+fn count(devices: u64) -> u32 {
+    u32::try_from(devices).unwrap_or(u32::MAX)
 }
 
 /// An entry another node appended, as published to this node's channel:
@@ -430,14 +344,14 @@ pub fn parse_published(payload: &[u8]) -> Result<Published, EngineError> {
     })
 }
 
-/// The answer to [`InboxStore::attach_cmd`].
-pub fn parse_attached(value: Value) -> Result<Attached, EngineError> {
+/// The answer to [`InboxStore::attach_cmd`]: `Attached`.
+pub fn parse_attached(value: Value) -> Result<EngineReply, EngineError> {
     let mut reply: Vec<Value> = redis::from_redis_value(value)?;
     if reply.is_empty() {
         return Err(EngineError::Unexpected("attach answered nothing".into()));
     }
     let after = integer(&reply.remove(0))?;
-    Ok(Attached {
+    Ok(EngineReply::Attached {
         after,
         window: parse_window_values(reply)?,
     })

@@ -31,7 +31,7 @@ use switchboard_core::remote_inbox::{device_key, sender_key, EntryHeader};
 use switchboard_core::{DeviceId, ShardId, ShardInput, UserId};
 use tokio::sync::mpsc;
 
-use super::inbox::{self, Appended, InboxStore};
+use super::inbox::{self, InboxStore};
 use super::liveness::{self, unix_ms, NodeId};
 use super::subscriber;
 use super::EngineError;
@@ -421,59 +421,16 @@ fn command(store: &InboxStore, request: &EngineRequest, now_ms: u64, node: u64) 
 
 /// The core's reply to `request` from Redis's answer.
 fn reply_to(request: &EngineRequest, value: Value) -> Result<EngineReply, EngineError> {
-    Ok(match request {
-        EngineRequest::Deliver { .. } => match inbox::parse_delivered(value)? {
-            (
-                Appended::Stored {
-                    seq,
-                    first_seq,
-                    devices,
-                },
-                Some(Appended::Stored {
-                    seq: own_seq,
-                    first_seq: own_first_seq,
-                    devices: own_devices,
-                }),
-            ) => EngineReply::Delivered {
-                seq,
-                first_seq,
-                devices,
-                own_seq,
-                own_first_seq,
-                own_devices,
-            },
-            (Appended::ShareRefused, _) => EngineReply::ShareRefused,
-            other => {
-                return Err(EngineError::Unexpected(format!(
-                    "deliver stored without a sender's copy: {other:?}"
-                )))
-            }
-        },
-        EngineRequest::Append { .. } => match inbox::parse_appended(value)? {
-            Appended::Stored {
-                seq,
-                first_seq,
-                devices,
-            } => EngineReply::Appended {
-                seq,
-                first_seq,
-                devices,
-            },
-            Appended::ShareRefused => EngineReply::ShareRefused,
-        },
-        EngineRequest::Attach { .. } => {
-            let attached = inbox::parse_attached(value)?;
-            EngineReply::Attached {
-                after: attached.after,
-                window: attached.window,
-            }
-        }
-        EngineRequest::Fetch { .. } => EngineReply::Fetched(inbox::parse_window(value)?),
+    match request {
+        EngineRequest::Deliver { .. } => inbox::parse_delivered(value),
+        EngineRequest::Append { .. } => inbox::parse_appended(value),
+        EngineRequest::Attach { .. } => inbox::parse_attached(value),
+        EngineRequest::Fetch { .. } => Ok(EngineReply::Fetched(inbox::parse_window(value)?)),
         EngineRequest::Ack { .. } | EngineRequest::Detach { .. } => {
             inbox::parse_bounds(value)?;
-            EngineReply::Done
+            Ok(EngineReply::Done)
         }
-    })
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use redis::aio::MultiplexedConnection;
+use switchboard_core::engine::EngineReply;
 use switchboard_core::mailbox::{
     BudgetCharge, InboxBudget, Mailbox, MailboxLimits, Next, StoredMessage,
 };
@@ -22,7 +23,7 @@ use switchboard_core::remote_inbox::{
 };
 use switchboard_core::stats::MailboxStats;
 use switchboard_core::{DeviceId, UserId};
-use switchboard_router::engine::inbox::{Appended, InboxStore};
+use switchboard_router::engine::inbox::{self, InboxStore};
 use switchboard_tests::redis::RedisServer;
 
 /// Small limits, so that eviction, the share rule and expiry all happen.
@@ -118,6 +119,15 @@ fn message_id(encoded: &[u8]) -> u64 {
     u64::from_be_bytes(encoded[..8].try_into().unwrap())
 }
 
+/// Runs one of `store`'s commands.
+async fn run(
+    redis: &mut MultiplexedConnection,
+    store: &InboxStore,
+    cmd: &redis::Cmd,
+) -> redis::Value {
+    store.run(redis, cmd).await.unwrap()
+}
+
 /// Runs `ops` on a fresh inbox of `user` in memory and in Redis.
 async fn run_both(
     redis: &mut MultiplexedConnection,
@@ -182,44 +192,39 @@ async fn run_both(
                     && memory.is_full_for(message.encoded.len(), &limits)
                     && memory.holds_its_share_from(&from, &limits);
                 let expected = if refused {
-                    Appended::ShareRefused
+                    EngineReply::ShareRefused
                 } else {
                     let seq = memory.append(message, own, at, &limits, stats);
-                    Appended::Stored {
+                    EngineReply::Appended {
                         seq,
                         first_seq: memory.first_seq(),
                         devices: online.len() as u32,
                     }
                 };
-                let got = store
-                    .append(redis, user, &entry, own, !own, now_ms, 1)
-                    .await
-                    .unwrap();
+                let cmd = store.append_cmd(user, &entry, own, !own, now_ms, 1);
+                let got = inbox::parse_appended(run(redis, store, &cmd).await).unwrap();
                 prop_assert_eq!(got, expected, "step {}: {:?}", step, op);
             }
             Op::Attach { device: d, resume } => {
                 let expected = memory.attach(&device(d), resume, stats);
                 online.insert(d);
-                let got = store
-                    .attach(redis, user, device_key(&device(d)), resume, 100, now_ms, 1)
-                    .await
-                    .unwrap();
-                prop_assert_eq!(got.after, expected, "step {}: {:?}", step, op);
+                let cmd = store.attach_cmd(user, device_key(&device(d)), resume, 100, now_ms, 1);
+                let got = inbox::parse_attached(run(redis, store, &cmd).await).unwrap();
+                let EngineReply::Attached { after, .. } = got else {
+                    panic!("attach answered {got:?}");
+                };
+                prop_assert_eq!(after, expected, "step {}: {:?}", step, op);
             }
             Op::Detach { device: d } => {
                 memory.detach(&device(d), at);
                 online.remove(&d);
-                store
-                    .detach(redis, user, device_key(&device(d)), now_ms)
-                    .await
-                    .unwrap();
+                let cmd = store.detach_cmd(user, device_key(&device(d)), now_ms);
+                inbox::parse_bounds(run(redis, store, &cmd).await).unwrap();
             }
             Op::Ack { device: d, seq } => {
                 memory.ack(&device(d), seq, stats);
-                let got = store
-                    .ack(redis, user, device_key(&device(d)), seq, now_ms)
-                    .await
-                    .unwrap();
+                let cmd = store.ack_cmd(user, device_key(&device(d)), seq, now_ms);
+                let got = inbox::parse_bounds(run(redis, store, &cmd).await).unwrap();
                 prop_assert_eq!(
                     got,
                     (memory.first_seq(), memory.last_seq()),
@@ -236,7 +241,8 @@ async fn run_both(
         memory.expire(at, &limits, stats);
         for d in 0..3 {
             let key = device_key(&device(d));
-            let window = store.fetch(redis, user, key, 0, 100, now_ms).await.unwrap();
+            let cmd = store.fetch_cmd(user, key, 0, 100, now_ms);
+            let window = inbox::parse_window(run(redis, store, &cmd).await).unwrap();
             prop_assert_eq!(
                 (window.first_seq, window.last_seq, window.acked),
                 (
