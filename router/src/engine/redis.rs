@@ -242,47 +242,47 @@ impl Writer {
     /// that found them missing are run once more, still in order: a
     /// missing script changed nothing.
     async fn execute(&mut self, batch: &[&EngineRequest], now_ms: u64) -> Vec<RedisResult<Value>> {
-        let commands: Vec<redis::Cmd> = batch
-            .iter()
-            .map(|request| command(&self.store, request, now_ms, self.node))
-            .collect();
         let sent_at = std::time::Instant::now();
-        let mut results = self.pipeline(&commands).await;
+        let mut results = self.pipeline(batch, now_ms).await;
         metrics::engine_pipeline(batch.iter().map(|r| op_name(r)), sent_at.elapsed());
         let missing: Vec<usize> = (0..results.len())
             .filter(|&i| matches!(&results[i], Err(e) if inbox::is_no_script(e)))
             .collect();
         if !missing.is_empty() && self.store.load_scripts(&mut self.redis).await.is_ok() {
-            let again: Vec<redis::Cmd> = missing.iter().map(|&i| commands[i].clone()).collect();
-            for (i, result) in missing.into_iter().zip(self.pipeline(&again).await) {
+            let again: Vec<&EngineRequest> = missing.iter().map(|&i| batch[i]).collect();
+            for (i, result) in missing.into_iter().zip(self.pipeline(&again, now_ms).await) {
                 results[i] = result;
             }
         }
         results
     }
 
-    /// Sends `commands` as one pipeline: one result each (all the same
-    /// error when the pipeline as a whole failed).
-    async fn pipeline(&mut self, commands: &[redis::Cmd]) -> Vec<RedisResult<Value>> {
+    /// Sends the commands of `requests` as one pipeline: one result each
+    /// (all the same error when the pipeline as a whole failed).
+    async fn pipeline(
+        &mut self,
+        requests: &[&EngineRequest],
+        now_ms: u64,
+    ) -> Vec<RedisResult<Value>> {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        for command in commands {
-            pipe.add_command(command.clone());
+        for request in requests {
+            pipe.add_command(command(&self.store, request, now_ms, self.node));
         }
         match pipe
             .query_async::<Vec<RedisResult<Value>>>(&mut self.redis)
             .await
         {
-            Ok(results) if results.len() == commands.len() => results,
+            Ok(results) if results.len() == requests.len() => results,
             Ok(results) => {
                 let error = redis::RedisError::from((
                     redis::ErrorKind::Client,
                     "pipeline answered the wrong number of replies",
-                    format!("{} for {}", results.len(), commands.len()),
+                    format!("{} for {}", results.len(), requests.len()),
                 ));
-                vec![Err(error); commands.len()]
+                vec![Err(error); requests.len()]
             }
-            Err(error) => vec![Err(error); commands.len()],
+            Err(error) => vec![Err(error); requests.len()],
         }
     }
 
